@@ -1,0 +1,39 @@
+"""Optimistic concurrency: ``ETag: "<version>"`` out, ``If-Match`` in."""
+
+from __future__ import annotations
+
+from fastapi import Response
+
+from app.core.errors import FieldError, InvalidInput, PreconditionFailed
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def set_etag(response: Response, version: int) -> None:
+    response.headers["ETag"] = etag(version)
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    """Raise ``PreconditionFailed`` unless ``if_match`` is absent, ``*`` or the version."""
+    if if_match is None:
+        return
+    candidates = [part.strip() for part in if_match.split(",")]
+    if "*" in candidates:
+        return
+    versions = []
+    for candidate in candidates:
+        tag = candidate.removeprefix("W/").strip('"')
+        if not tag.isdigit():
+            raise InvalidInput(
+                f'If-Match must be an ETag such as "3"; got {candidate!r}.',
+                errors=[FieldError("header.If-Match", "invalid ETag", "invalid_etag")],
+            )
+        versions.append(int(tag))
+    if version not in versions:
+        raise PreconditionFailed(
+            f"The object is at version {version}, not {if_match}. Fetch it again and "
+            "retry with its current ETag.",
+            current_version=version,
+        )

@@ -1,0 +1,100 @@
+"""Engine, sessions and the unit of work.
+
+A request gets one ``AsyncSession``. Services ``flush()``; the route layer commits once
+after the handler returns and before the response is sent (see ``app.core.routing``).
+Jobs deferred with ``defer_job`` during the unit of work wait in ``session.info`` and go
+to arq only after the commit; a rollback drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_PENDING_JOBS = "pending_jobs"
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """An arq job to enqueue once the surrounding transaction has committed."""
+
+    function: str
+    args: tuple[Any, ...]
+    job_id: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def async_url(url: str) -> str:
+    """Normalise a PostgreSQL URL to the asyncpg driver."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain) :]
+    return url
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        async_url(settings.database_url),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class Database:
+    """The engine and session factory of one process."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+        self.engine = engine or create_engine(settings)
+        self.sessionmaker = create_sessionmaker(self.engine)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Open a session for work outside a request (jobs, CLI commands)."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def defer_job(
+    session: AsyncSession,
+    function: str,
+    *args: Any,
+    job_id: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Queue an arq job to be sent after ``session`` commits."""
+    session.info.setdefault(_PENDING_JOBS, []).append(
+        PendingJob(function=function, args=args, job_id=job_id, kwargs=kwargs)
+    )
+
+
+def take_pending_jobs(session: AsyncSession) -> list[PendingJob]:
+    """Remove and return the jobs deferred on ``session``."""
+    jobs: list[PendingJob] = session.info.pop(_PENDING_JOBS, [])
+    return jobs
+
+
+def drop_pending_jobs(session: AsyncSession) -> None:
+    session.info.pop(_PENDING_JOBS, None)

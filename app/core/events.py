@@ -1,0 +1,66 @@
+"""Emitting events into the log, which is also the outbox of outbound webhooks.
+
+``emit`` adds the event to the caller's session, so the event commits or rolls back with
+the change it describes. After the commit a ``dispatch_event`` job fans it out to the
+webhook endpoints; the worker's sweep dispatches any event whose job was lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import defer_job
+from app.core.ids import new_uuid
+from app.models import Event
+
+log = structlog.get_logger(__name__)
+
+DISPATCH_JOB = "dispatch_event"
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    type: str,
+    object_type: str,
+    object_id: uuid.UUID,
+    data: dict[str, Any],
+    actor: str | None = None,
+) -> Event:
+    """Record that ``type`` happened to an object whose full state is ``data``.
+
+    The caller holds the object's row (it was just inserted, or updated under its
+    version check), so concurrent emits for one object are serialized and the sequence
+    has no gap. The unique key on ``(object_id, sequence)`` guards the rest.
+    """
+    previous = await session.scalar(
+        select(func.max(Event.sequence)).where(Event.object_id == object_id)
+    )
+    context = structlog.contextvars.get_contextvars()
+    event = Event(
+        id=new_uuid(),
+        workspace_id=workspace_id,
+        type=type,
+        object_type=object_type,
+        object_id=object_id,
+        sequence=(previous or 0) + 1,
+        data=data,
+        request_id=context.get("request_id"),
+        actor=actor,
+    )
+    session.add(event)
+    await session.flush()
+    defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
+    log.info(
+        "event.emitted",
+        event_id=str(event.id),
+        event_type=type,
+        object_id=str(object_id),
+    )
+    return event

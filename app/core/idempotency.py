@@ -1,0 +1,158 @@
+"""``Idempotency-Key`` on POST requests.
+
+The key is scoped to the API key. A transaction-scoped advisory lock on the pair makes a
+second request with the same key answer 409 while the first is still running; once the
+first has committed, its stored response is replayed with ``Idempotent-Replayed: true``.
+Only 2xx responses are stored: they commit with the change they describe, while a failed
+request changed nothing and may simply run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import structlog
+from fastapi import Request
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from app.core.auth import Principal
+from app.core.clock import utcnow
+from app.core.errors import Conflict, FieldError, InvalidInput
+from app.models import IdempotencyKey
+
+log = structlog.get_logger(__name__)
+
+HEADER = "idempotency-key"
+MAX_KEY_LENGTH = 255
+REPLAYED_HEADERS = ("content-type", "location", "etag")
+
+
+def _fingerprint(request: Request, body: bytes) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(b" ")
+    digest.update(request.url.path.encode())
+    digest.update(b"?")
+    digest.update(request.url.query.encode())
+    digest.update(b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _lock_key(principal: Principal, key: str) -> int:
+    digest = hashlib.sha256(f"{principal.api_key_id}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def validate_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput(
+            "The Idempotency-Key header must be 1 to 255 printable characters; a UUID "
+            "works well.",
+            errors=[
+                FieldError(
+                    "header.Idempotency-Key", "invalid idempotency key", "invalid"
+                )
+            ],
+        )
+    return key
+
+
+async def run_idempotent(
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+    key: str,
+    call: Callable[[Request], Awaitable[Response]],
+    ttl_seconds: int,
+) -> Response:
+    """Replay the stored response for ``key``, or run ``call`` and store its response."""
+    key = validate_key(key)
+    body = await request.body()
+    fingerprint = _fingerprint(request, body)
+
+    locked = await session.scalar(
+        select(func.pg_try_advisory_xact_lock(_lock_key(principal, key)))
+    )
+    if not locked:
+        raise Conflict(
+            "A request with this Idempotency-Key is still running. Retry after it ends.",
+            code="idempotency_key_in_use",
+        )
+    now = utcnow()
+    stored = await session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.api_key_id == principal.api_key_id,
+            IdempotencyKey.key == key,
+        )
+    )
+    if stored is not None and stored.expires_at <= now:
+        await session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.id == stored.id)
+        )
+        stored = None
+    if stored is not None:
+        if stored.fingerprint != fingerprint:
+            raise _KeyReused()
+        log.info("idempotency.replayed", idempotency_key=key)
+        headers = dict(stored.response_headers)
+        headers["idempotent-replayed"] = "true"
+        return Response(
+            content=stored.response_body,
+            status_code=stored.status_code,
+            headers=headers,
+        )
+
+    response = await call(request)
+    if 200 <= response.status_code < 300:
+        session.add(
+            IdempotencyKey(
+                api_key_id=principal.api_key_id,
+                key=key,
+                method=request.method,
+                path=request.url.path,
+                fingerprint=fingerprint,
+                status_code=response.status_code,
+                response_body=bytes(response.body),
+                response_headers={
+                    name: value
+                    for name, value in response.headers.items()
+                    if name in REPLAYED_HEADERS
+                },
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_seconds),
+            )
+        )
+        await session.flush()
+    return response
+
+
+class _KeyReused(InvalidInput):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used with a different request. Use a new key for "
+            "a new request.",
+            errors=[
+                FieldError(
+                    "header.Idempotency-Key",
+                    "the key was first used with another method, path or body",
+                    "idempotency_key_reused",
+                )
+            ],
+        )
+
+
+async def prune_expired(session: AsyncSession) -> int:
+    result = await session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.expires_at <= utcnow())
+        .returning(IdempotencyKey.id)
+    )
+    return len(result.all())

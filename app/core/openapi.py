@@ -1,0 +1,56 @@
+"""Problem schema and the error responses every operation documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_DESCRIPTIONS = {
+    400: "Malformed request, such as invalid JSON.",
+    401: "Missing, invalid or revoked API key.",
+    403: "The API key lacks a required scope.",
+    404: "No such object in this workspace.",
+    409: "Conflicts with the current state, or the idempotency key is in use.",
+    412: "The If-Match version is not the current version.",
+    413: "The request body is too large.",
+    415: "The request body is not JSON.",
+    422: "Invalid input; `errors` lists each field.",
+    429: "Rate limited; retry after the Retry-After seconds.",
+    503: "A dependency is unavailable; retry later.",
+}
+
+
+class ProblemFieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str = Field(description="Dotted path of the field, e.g. `lines.0.quantity`.")
+    message: str
+    code: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="A stable URI naming the kind of error.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    code: str = Field(description="A stable snake_case name of the error.")
+    errors: list[ProblemFieldError] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Document each status as an ``application/problem+json`` response."""
+    wanted = {400, 401, 422, 503, *statuses}
+    return {
+        status: {
+            "description": _DESCRIPTIONS[status],
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+        }
+        for status in sorted(wanted)
+    }

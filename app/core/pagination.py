@@ -1,0 +1,72 @@
+"""Cursor pagination, newest first, keyed on the UUIDv7 id.
+
+UUIDv7 ids grow with creation time, so ``ORDER BY id DESC`` is creation order and the
+keyset ``id < :cursor`` costs the same on every page. Rows created while a client pages
+appear before its first page and never shift a later one.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core.errors import FieldError, InvalidInput
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, and the cursor of the next page when ``has_more``."""
+
+    data: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to fetch the next page; null on the last page."
+    )
+    has_more: bool
+
+
+def encode_cursor(value: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except ValueError as error:
+        raise InvalidInput(
+            "The cursor is invalid. Pass the next_cursor of a previous page unchanged.",
+            errors=[FieldError("query.cursor", "invalid cursor", "invalid_cursor")],
+        ) from error
+
+
+async def paginate(
+    session: AsyncSession,
+    statement: Select[Any],
+    id_column: InstrumentedAttribute[uuid.UUID],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Any], str | None, bool]:
+    """Run ``statement`` for one page; return the rows, the next cursor and has_more."""
+    if cursor:
+        statement = statement.where(id_column < decode_cursor(cursor))
+    rows = (
+        (await session.execute(statement.order_by(id_column.desc()).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
+    return rows, next_cursor, has_more

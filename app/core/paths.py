@@ -1,0 +1,18 @@
+"""Parsing prefixed ids that arrive in URL paths."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.core import ids
+from app.core.errors import NotFound
+
+
+def parse_path_id(kind: str, value: str, label: str) -> uuid.UUID:
+    """Decode ``value`` or raise ``NotFound``: a malformed id names no object."""
+    try:
+        return ids.decode(kind, value)
+    except ids.InvalidId as error:
+        raise NotFound(
+            f"No {label} with id {value!r} exists in this workspace."
+        ) from error

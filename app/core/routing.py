@@ -1,0 +1,141 @@
+"""The route class that gives every request one unit of work.
+
+The handler runs with one ``AsyncSession`` in ``request.state.session``. A response
+below 400 commits the session before it is returned; anything else rolls back. Jobs that
+services deferred go to arq only after the commit. A POST with ``Idempotency-Key`` runs
+through ``app.core.idempotency`` inside the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+from fastapi import Request
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.responses import Response
+
+from app.core.auth import authenticate
+from app.core.db import drop_pending_jobs
+from app.core.errors import (
+    Conflict,
+    DomainError,
+    PreconditionFailed,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from app.core.idempotency import HEADER, run_idempotent
+
+log = structlog.get_logger(__name__)
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        original = error.orig
+        name = type(original).__name__ if original is not None else ""
+        return isinstance(original, OSError) or name in {
+            "ConnectionDoesNotExistError",
+            "CannotConnectNowError",
+            "InterfaceError",
+            "ConnectionFailureError",
+            "AdminShutdownError",
+        }
+    return False
+
+
+class UnitOfWorkRoute(APIRoute):
+    """An ``APIRoute`` whose handler commits once, then sends deferred jobs."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        call = super().get_route_handler()
+        expects_json = self.body_field is not None
+
+        async def handler(request: Request) -> Response:
+            if expects_json and request.method in BODY_METHODS:
+                content_type = request.headers.get("content-type", "")
+                if content_type and not _is_json(content_type):
+                    raise UnsupportedMediaType(
+                        f"The body must be JSON, not {content_type!r}. Send "
+                        "'Content-Type: application/json'."
+                    )
+            app_state = request.app.state
+            session = app_state.db.sessionmaker()
+            request.state.session = session
+            try:
+                response = await self._run(request, call)
+                if response.status_code < 400:
+                    await session.commit()
+                else:
+                    await session.rollback()
+                    drop_pending_jobs(session)
+            except StaleDataError as error:
+                await self._abort(session)
+                raise PreconditionFailed(
+                    "The object was changed by another request meanwhile. Fetch it "
+                    "again and retry with its new version."
+                ) from error
+            except IntegrityError as error:
+                await self._abort(session)
+                log.warning("request.integrity_error", error=str(error.orig))
+                raise Conflict(
+                    "The request conflicts with data written meanwhile. Fetch the "
+                    "object again and retry."
+                ) from error
+            except DomainError:
+                await self._abort(session)
+                raise
+            except Exception as error:
+                await self._abort(session)
+                if _is_connection_error(error):
+                    log.error("database.unavailable", error=repr(error))
+                    raise ServiceUnavailable(
+                        "The database is unreachable. Retry in a few seconds.",
+                        headers={"Retry-After": "5"},
+                    ) from error
+                raise
+            finally:
+                await session.close()
+            await app_state.queue.send_pending(session)
+            return response
+
+        return handler
+
+    async def _run(
+        self, request: Request, call: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        key = request.headers.get(HEADER)
+        if request.method != "POST" or key is None:
+            return await call(request)
+        session = request.state.session
+        principal = await authenticate(request, session)
+        return await run_idempotent(
+            request,
+            session,
+            principal,
+            key,
+            call,
+            request.app.state.settings.idempotency_ttl_seconds,
+        )
+
+    @staticmethod
+    async def _abort(session: AsyncSession) -> None:
+        drop_pending_jobs(session)
+        try:
+            await session.rollback()
+        except Exception as error:
+            log.warning("session.rollback_failed", error=repr(error))

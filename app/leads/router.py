@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from pydantic import AwareDatetime
+
+from app.core import ids
+from app.core.auth import Principal, require
+from app.core.concurrency import set_etag
+from app.core.openapi import problem_responses
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.paths import parse_path_id
+from app.core.routing import UnitOfWorkRoute
+from app.leads.schemas import Lead, LeadCreate, LeadStatus, LeadUpdate
+from app.leads.service import lead_service
+
+router = APIRouter(prefix="/leads", tags=["leads"], route_class=UnitOfWorkRoute)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="next_cursor of the previous page.")
+]
+IfMatch = Annotated[
+    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
+]
+
+
+@router.post(
+    "",
+    operation_id="leads_create",
+    summary="Create a lead",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Lead,
+    responses=problem_responses(403, 409, 413, 415),
+)
+async def create_lead(
+    request: Request,
+    response: Response,
+    payload: LeadCreate,
+    principal: Principal = Depends(require("leads:write")),
+) -> Lead:
+    """Create a lead; an open lead with the same email is a 409 naming it."""
+    lead = await lead_service.create(request.state.session, principal, payload)
+    set_etag(response, lead.version)
+    response.headers["Location"] = f"/v1/leads/{ids.encode('lead', lead.id)}"
+    return Lead.model_validate(lead)
+
+
+@router.get(
+    "",
+    operation_id="leads_list",
+    summary="List leads",
+    response_model=Page[Lead],
+    responses=problem_responses(403),
+)
+async def list_leads(
+    request: Request,
+    principal: Principal = Depends(require("leads:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    status: Annotated[LeadStatus | None, Query(description="Only this status.")] = None,
+    owner_id: Annotated[str | None, Query(max_length=200)] = None,
+    email: Annotated[
+        str | None, Query(max_length=320, description="Exact email.")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Substring of email, name or company."),
+    ] = None,
+    created_after: Annotated[AwareDatetime | None, Query()] = None,
+    created_before: Annotated[AwareDatetime | None, Query()] = None,
+) -> Page[Lead]:
+    """List leads, newest first."""
+    rows, next_cursor, has_more = await lead_service.list(
+        request.state.session,
+        principal.workspace_id,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        owner_id=owner_id,
+        email=email,
+        query=q,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    return Page[Lead](
+        data=[Lead.model_validate(row) for row in rows],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@router.get(
+    "/{lead_id}",
+    operation_id="leads_get",
+    summary="Get a lead",
+    response_model=Lead,
+    responses=problem_responses(403, 404),
+)
+async def get_lead(
+    request: Request,
+    response: Response,
+    lead_id: str,
+    principal: Principal = Depends(require("leads:read")),
+) -> Lead:
+    """Fetch one lead by id."""
+    lead = await lead_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("lead", lead_id, "lead"),
+    )
+    set_etag(response, lead.version)
+    return Lead.model_validate(lead)
+
+
+@router.patch(
+    "/{lead_id}",
+    operation_id="leads_update",
+    summary="Update a lead",
+    response_model=Lead,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def update_lead(
+    request: Request,
+    response: Response,
+    lead_id: str,
+    payload: LeadUpdate,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("leads:write")),
+) -> Lead:
+    """Change fields or the status of a lead; send If-Match to guard against races."""
+    lead = await lead_service.update(
+        request.state.session,
+        principal,
+        parse_path_id("lead", lead_id, "lead"),
+        payload,
+        if_match=if_match,
+    )
+    set_etag(response, lead.version)
+    return Lead.model_validate(lead)

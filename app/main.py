@@ -1,0 +1,123 @@
+"""The FastAPI application: routers, middleware, error handlers and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import fastapi_offline
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from app import ops
+from app.billing.router import router as billing_router
+from app.core.auth import KeyCache
+from app.core.db import Database
+from app.core.errors import install_error_handlers
+from app.core.jobs import JobQueue
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.customers.router import router as customers_router
+from app.leads.router import router as leads_router
+from app.meta import router as meta_router
+from app.nurture.router import router as nurture_router
+from app.opportunities.router import router as opportunities_router
+from app.settings import Settings, get_settings
+from app.webhooks.docs import document_webhooks
+from app.webhooks.router import router as webhooks_router
+
+log = structlog.get_logger(__name__)
+
+API_VERSION = "0.1.0"
+DESCRIPTION = """\
+salescycle is a headless backend for the whole sales cycle: capture leads, nurture them,
+convert them into customers and opportunities, invoice, collect payments and chase debts.
+
+Authenticate with `Authorization: Bearer sk_…`. Every error is an RFC 9457 problem
+document (`application/problem+json`) with a stable `code`. Every POST accepts
+`Idempotency-Key`. Mutable objects carry a `version`, sent as `ETag`; send it back in
+`If-Match` to update safely.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("api.started", env=settings.env)
+        try:
+            yield
+        finally:
+            if queue is None:
+                await app.state.queue.close()
+            if database is None:
+                await app.state.db.dispose()
+            log.info("api.stopped")
+
+    app = FastAPI(
+        title="salescycle",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        separate_input_output_schemas=False,
+    )
+    app.state.settings = settings
+    app.state.db = database or Database(settings)
+    app.state.queue = queue or JobQueue(settings.redis_url)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(ops.DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
+    app.include_router(ops.router)
+    for router in (
+        leads_router,
+        nurture_router,
+        customers_router,
+        opportunities_router,
+        billing_router,
+        webhooks_router,
+        meta_router,
+    ):
+        app.include_router(router, prefix="/v1")
+
+    document_webhooks(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                webhooks=app.webhooks.routes,
+                separate_input_output_schemas=False,
+            )
+            schema["components"].setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A secret API key, `sk_…`.",
+            }
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,46 @@
+"""``/v1/meta``: machine-readable facts about the API, such as its state machines."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.core.openapi import problem_responses
+from app.leads import states as lead_states
+
+router = APIRouter(prefix="/meta", tags=["meta"])
+
+
+class StateMachine(BaseModel):
+    """The statuses of one resource and the statuses each may move to."""
+
+    resource: str
+    initial: str
+    transitions: dict[str, list[str]]
+
+
+class StateMachines(BaseModel):
+    data: list[StateMachine]
+
+
+STATE_MACHINES = [
+    StateMachine(
+        resource="lead",
+        initial="new",
+        transitions={
+            key: list(value) for key, value in lead_states.TRANSITIONS.items()
+        },
+    ),
+]
+
+
+@router.get(
+    "/state-machines",
+    operation_id="meta_state_machines",
+    summary="List the state machines",
+    response_model=StateMachines,
+    responses=problem_responses(),
+)
+async def state_machines() -> StateMachines:
+    """Return each resource's statuses and allowed transitions."""
+    return StateMachines(data=STATE_MACHINES)

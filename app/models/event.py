@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, String, UniqueConstraint, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, IdMixin, WorkspaceMixin
+
+
+class Event(IdMixin, WorkspaceMixin, Base):
+    """One state change, written in the transaction that made it; also the outbox.
+
+    ``sequence`` counts the events of one object from 1, so a consumer can drop an update
+    older than one it has already applied. ``dispatched_at`` stays null until the worker
+    has created the webhook deliveries for the event.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("object_id", "sequence"),
+        Index("ix_events_workspace_type", "workspace_id", "type", "id"),
+        Index("ix_events_workspace_object", "workspace_id", "object_id", "id"),
+        Index(
+            "ix_events_undispatched",
+            "id",
+            postgresql_where=text("dispatched_at IS NULL"),
+        ),
+    )
+
+    type: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str] = mapped_column(String(50))
+    object_id: Mapped[uuid.UUID]
+    sequence: Mapped[int]
+    data: Mapped[dict[str, Any]]
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    dispatched_at: Mapped[datetime | None]

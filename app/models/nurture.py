@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
+
+
+class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """An ordered list of timed steps that nurture an enrolled lead."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+
+
+class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """One step of a sequence, run ``delay_seconds`` after the previous one."""
+
+    __tablename__ = "sequence_steps"
+    __table_args__ = (UniqueConstraint("sequence_id", "position"),)
+
+    sequence_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sequences.id", ondelete="CASCADE")
+    )
+    position: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16), default="email")
+    purpose: Mapped[str] = mapped_column(String(32), default="follow_up")
+    delay_seconds: Mapped[int] = mapped_column(default=0)
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+
+
+class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A lead moving through a sequence; ``next_run_at`` is when its next step is due."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index(
+            "uq_enrollments_running",
+            "sequence_id",
+            "lead_id",
+            unique=True,
+            postgresql_where=text("status IN ('active', 'paused')"),
+        ),
+        Index(
+            "ix_enrollments_due",
+            "next_run_at",
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    sequence_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sequences.id", ondelete="CASCADE")
+    )
+    lead_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    next_position: Mapped[int] = mapped_column(default=0)
+    next_run_at: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]
+    exit_reason: Mapped[str | None] = mapped_column(String(32))
+    completed_at: Mapped[datetime | None]
+
+
+class StepRun(IdMixin, WorkspaceMixin, Base):
+    """The single run of one step for one enrolment; its unique key forbids a second."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
+
+    enrollment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE")
+    )
+    step_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sequence_steps.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)

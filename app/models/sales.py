@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
+
+
+class Customer(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A company or person that buys; invoices are addressed to it."""
+
+    __tablename__ = "customers"
+
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    payment_terms_days: Mapped[int] = mapped_column(default=30)
+    source_lead_id: Mapped[uuid.UUID | None]
+
+
+class Contact(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A person at a customer."""
+
+    __tablename__ = "contacts"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class Pipeline(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """An ordered set of stages that opportunities move through."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (
+        Index(
+            "uq_pipelines_default",
+            "workspace_id",
+            unique=True,
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(String(200))
+    is_default: Mapped[bool] = mapped_column(default=False)
+
+
+class Stage(IdMixin, WorkspaceMixin, Base):
+    """A step of a pipeline; ``probability`` is the win chance in percent."""
+
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("pipeline_id", "position"),)
+
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int]
+    probability: Mapped[int]
+    is_won: Mapped[bool] = mapped_column(default=False)
+    is_lost: Mapped[bool] = mapped_column(default=False)
+
+
+class Opportunity(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A potential sale to a customer, moving through a pipeline's stages."""
+
+    __tablename__ = "opportunities"
+
+    name: Mapped[str] = mapped_column(String(300))
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="RESTRICT"), index=True
+    )
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL")
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pipelines.id"))
+    stage_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stages.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    expected_close_date: Mapped[date | None]
+    owner_id: Mapped[str | None] = mapped_column(String(200))
+    won_at: Mapped[datetime | None]
+    lost_at: Mapped[datetime | None]
+    lost_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class StageTransition(IdMixin, WorkspaceMixin, Base):
+    """One move of an opportunity between stages, so time in stage is data."""
+
+    __tablename__ = "stage_transitions"
+
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE"), index=True
+    )
+    from_stage_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stages.id"))
+    at: Mapped[datetime]
+    actor: Mapped[str | None] = mapped_column(String(200))

@@ -1,0 +1,82 @@
+"""Runtime settings, read from the environment with the prefix ``SALESCYCLE_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of the api and worker processes."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALESCYCLE_", env_file=".env", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "production"] = "production"
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/salescycle",
+        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="URL of the Redis server that carries the arq queue.",
+    )
+    data_dir: Path = Field(
+        default=Path(".salescycle"),
+        description="Folder of the embedded servers and of .eml files in dev.",
+    )
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body, bytes."
+    )
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=86_400)
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified API key is trusted without a database read.",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of the API as clients reach it, used in unsubscribe links.",
+    )
+    signing_secret: SecretStr = Field(
+        default=SecretStr("change-me-in-production"),
+        description="Key that signs unsubscribe links.",
+    )
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "salescycle <no-reply@localhost>"
+
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_tolerance_seconds: int = Field(default=300, ge=1)
+
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_allow_private_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts or networks that webhook URLs may reach despite being private.",
+    )
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
+    worker_max_jobs: int = Field(default=50, ge=1)
+    worker_job_timeout_seconds: int = Field(default=60, ge=1)
+    sweep_interval_seconds: int = Field(default=15, ge=1, le=3600)
+    claim_lease_seconds: int = Field(default=120, ge=10)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
