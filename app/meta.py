@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.core.openapi import problem_responses
+from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
 
-router = APIRouter(prefix="/meta", tags=["meta"])
+# Public: these describe the API itself and reveal nothing about any workspace.
+router = APIRouter(prefix="/meta", tags=["meta"], route_class=UnitOfWorkRoute)
+PUBLIC: dict[str, Any] = {"security": []}
 
 
 class StateMachine(BaseModel):
@@ -40,6 +45,7 @@ STATE_MACHINES = [
     summary="List the state machines",
     response_model=StateMachines,
     responses=problem_responses(),
+    openapi_extra=PUBLIC,
 )
 async def state_machines() -> StateMachines:
     """Return each resource's statuses and allowed transitions."""

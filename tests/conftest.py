@@ -46,6 +46,11 @@ class Servers:
     redis_url: str
 
 
+def sibling_database_url(url: str, database: str) -> str:
+    """Return ``url`` with its database name replaced, for a second test database."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 def _asyncpg_dsn(url: str) -> str:
     return (
         make_url(async_url(url))
@@ -54,7 +59,7 @@ def _asyncpg_dsn(url: str) -> str:
     )
 
 
-async def _recreate_schema(url: str) -> None:
+async def recreate_database(url: str) -> None:
     parsed = make_url(async_url(url))
     database = parsed.database or "postgres"
     admin = _asyncpg_dsn(parsed.set(database="postgres").render_as_string(False))
@@ -86,7 +91,7 @@ def servers() -> Iterator[Servers]:
     if not redis_url:
         redis_url, redis_server = embedded.start_redis(folder)
         started.append(redis_server)
-    asyncio.run(_recreate_schema(database_url))
+    asyncio.run(recreate_database(database_url))
     upgrade(database_url)
     os.environ["SALESCYCLE_DATABASE_URL"] = database_url
     os.environ["SALESCYCLE_REDIS_URL"] = redis_url
@@ -130,6 +135,8 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 class TestDatabase(Database):
     """A ``Database`` whose sessions join the test's outer transaction."""
+
+    __test__ = False
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.engine = connection.engine

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 log = structlog.get_logger(__name__)
 
@@ -259,17 +260,19 @@ _HTTP_CODES = {
 async def _handle_http_exception(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     code, title = _HTTP_CODES.get(error.status_code, ("http_error", "HTTP error"))
+    headers = dict(error.headers or {})
+    detail = str(error.detail)
     if error.status_code == 404:
         detail = (
             f"No route matches {request.method} {request.url.path}. Check the path."
         )
     elif error.status_code == 405:
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
         detail = (
             f"{request.method} is not allowed on {request.url.path}. "
-            f"Allowed: {(error.headers or {}).get('allow', 'see the API reference')}."
+            f"Allowed: {', '.join(allowed)}."
         )
-    else:
-        detail = str(error.detail)
     body = problem_body(
         status=error.status_code,
         code=code,
@@ -277,7 +280,22 @@ async def _handle_http_exception(request: Request, error: Exception) -> Response
         detail=detail,
         instance=request.url.path,
     )
-    return problem_response(body, dict(error.headers or {}))
+    return problem_response(body, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's Allow header names only the methods of the first route that matched the
+    # path, but GET and POST on /v1/leads are two routes; ask every route for each method.
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _handle_unexpected(request: Request, error: Exception) -> Response:

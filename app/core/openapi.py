@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,3 +55,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in sorted(wanted)
     }
+
+
+def render_schema(schema: dict[str, Any]) -> str:
+    """Serialize an OpenAPI schema the way ``openapi/openapi.json`` is committed."""
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

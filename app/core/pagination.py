@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,16 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        description="The next_cursor of the previous page, passed unchanged.",
+    ),
+]
 
 
 class Page(BaseModel, Generic[T]):

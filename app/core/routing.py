@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +25,8 @@ from app.core.db import drop_pending_jobs
 from app.core.errors import (
     Conflict,
     DomainError,
+    FieldError,
+    InvalidInput,
     PreconditionFailed,
     ServiceUnavailable,
     UnsupportedMediaType,
@@ -58,14 +61,42 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return frozenset(names)
+
+
+def _reject_unknown_query(request: Request, known: frozenset[str]) -> None:
+    unknown = sorted(name for name in request.query_params if name not in known)
+    if unknown:
+        raise InvalidInput(
+            f"Unknown query parameter {unknown[0]!r}. Remove it, or check its spelling"
+            + (
+                f"; this operation accepts: {', '.join(sorted(known))}."
+                if known
+                else "."
+            ),
+            errors=[
+                FieldError(
+                    f"query.{name}", "unknown query parameter", "unknown_parameter"
+                )
+                for name in unknown
+            ],
+        )
+
+
 class UnitOfWorkRoute(APIRoute):
     """An ``APIRoute`` whose handler commits once, then sends deferred jobs."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()
         expects_json = self.body_field is not None
+        known_query = _query_names(self.dependant)
 
         async def handler(request: Request) -> Response:
+            _reject_unknown_query(request, known_query)
             if expects_json and request.method in BODY_METHODS:
                 content_type = request.headers.get("content-type", "")
                 if content_type and not _is_json(content_type):

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
 )
 
 from app.core import ids
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(
+            _contains_nul(key) or _contains_nul(item) for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 class InputModel(BaseModel):
-    """A request body: unknown fields are rejected, strings are trimmed."""
+    """A request body: unknown fields are rejected, strings are trimmed.
+
+    PostgreSQL cannot store the NUL character in text or JSONB, so a NUL anywhere in a
+    field, nested values included, is rejected here with the field's name.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_nul(cls, value: Any) -> Any:
+        if _contains_nul(value):
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
 
 
 class OutputModel(BaseModel):
@@ -74,3 +101,22 @@ PaymentId = _id_type("payment")
 EventId = _id_type("event")
 WebhookEndpointId = _id_type("webhook_endpoint")
 WebhookDeliveryId = _id_type("webhook_delivery")
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _require_rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError(
+            "expected an RFC 3339 timestamp with an offset, such as 2026-12-04T10:00:00Z"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_rfc3339)]
+"""An RFC 3339 timestamp with an offset; a bare number or a naive time is rejected."""

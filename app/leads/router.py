@@ -3,24 +3,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from pydantic import AwareDatetime
 
 from app.core import ids
 from app.core.auth import Principal, require
 from app.core.concurrency import set_etag
 from app.core.openapi import problem_responses
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
+from app.core.schemas import Timestamp
 from app.leads.schemas import Lead, LeadCreate, LeadStatus, LeadUpdate
 from app.leads.service import lead_service
 
 router = APIRouter(prefix="/leads", tags=["leads"], route_class=UnitOfWorkRoute)
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
-Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page.")
-]
 IfMatch = Annotated[
     str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
 ]
@@ -68,8 +64,8 @@ async def list_leads(
         str | None,
         Query(max_length=200, description="Substring of email, name or company."),
     ] = None,
-    created_after: Annotated[AwareDatetime | None, Query()] = None,
-    created_before: Annotated[AwareDatetime | None, Query()] = None,
+    created_after: Annotated[Timestamp | None, Query()] = None,
+    created_before: Annotated[Timestamp | None, Query()] = None,
 ) -> Page[Lead]:
     """List leads, newest first."""
     rows, next_cursor, has_more = await lead_service.list(

@@ -122,7 +122,7 @@ class LeadService:
             cursor=cursor,
             status=status,
             owner_id=owner_id,
-            email=normalize_email(email) if email else None,
+            email=_lookup_email(email) if email else None,
             query=query,
             created_after=created_after,
             created_before=created_before,
@@ -196,6 +196,14 @@ class LeadService:
                     if status not in states.SET_BY_OPERATION
                 ],
             )
+
+
+def _lookup_email(email: str) -> str:
+    # A filter value that is not an address matches no lead, rather than failing.
+    try:
+        return normalize_email(email)
+    except InvalidInput:
+        return email.strip().lower()
 
 
 def _null_email() -> InvalidInput:

@@ -188,7 +188,7 @@ class TestListLeads:
     async def test_bad_cursor(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        response = await client.get("/v1/leads?cursor=!!!", headers=auth)
+        response = await client.get("/v1/leads?cursor=" + "!" * 22, headers=auth)
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "query.cursor"

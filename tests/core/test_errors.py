@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import httpx
+
+
+class TestProblemResponses:
+    async def test_unknown_route(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/v1/nothing-here")
+
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["code"] == "route_not_found"
+        assert problem["type"] == "urn:problem:salescycle:route_not_found"
+        assert problem["instance"] == "/v1/nothing-here"
+
+    async def test_wrong_method(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.delete("/v1/leads", headers=auth)
+
+        assert response.status_code == 405
+        assert response.json()["code"] == "method_not_allowed"
+        assert "GET" in response.headers["allow"]
+
+    async def test_malformed_json(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            content=b'{"email": ',
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 400
+        assert response.json()["code"] == "malformed_json"
+
+    async def test_wrong_content_type(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            content=b"email=a@example.com",
+            headers={**auth, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+        assert response.status_code == 415
+        assert response.json()["code"] == "unsupported_media_type"
+
+    async def test_wrong_type(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post("/v1/leads", json={"email": 12}, headers=auth)
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "email"
+        assert error["code"] == "string_type"
+
+    async def test_missing_body(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post("/v1/leads", headers=auth)
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "missing"
+
+    async def test_body_over_limit(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        body = b'{"email": "a@example.com", "notes": "' + b"x" * 1_100_000 + b'"}'
+
+        response = await client.post(
+            "/v1/leads",
+            content=body,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
+
+    async def test_streamed_body_over_limit(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        async def chunks() -> object:
+            for _ in range(40):
+                yield b"x" * 50_000
+
+        response = await client.post(
+            "/v1/leads",
+            content=chunks(),  # type: ignore[arg-type]
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 413
+
+    async def test_no_stack_trace_on_500(self) -> None:
+        from fastapi import APIRouter
+
+        from app.main import create_app
+        from app.settings import Settings
+
+        app = create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+        router = APIRouter()
+
+        @router.get("/boom")
+        async def boom() -> None:
+            raise RuntimeError("secret internals")
+
+        app.include_router(router)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            response = await http.get("/boom")
+
+        assert response.status_code == 500
+        assert response.json()["code"] == "internal_error"
+        assert "secret internals" not in response.text
+
+
+class TestRequestId:
+    async def test_generated(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz")
+
+        assert len(response.headers["x-request-id"]) == 32
+
+    async def test_echoed(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz", headers={"X-Request-Id": "req-abc.123"})
+
+        assert response.headers["x-request-id"] == "req-abc.123"
+
+    async def test_unsafe_value_replaced(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz", headers={"X-Request-Id": "a b\tc"})
+
+        assert response.headers["x-request-id"] != "a b\tc"
+
+
+class TestQueryParameters:
+    async def test_unknown_parameter(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/leads?statsu=new", headers=auth)
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "query.statsu"
+        assert error["code"] == "unknown_parameter"
+
+    async def test_nul_character_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com", "attributes": {"note": "a\u0000b"}},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "attributes"

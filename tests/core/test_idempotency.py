@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Event, Lead
+
+
+class TestIdempotencyKey:
+    async def test_replays_first_response(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "create-ada"}
+        body = {"email": "ada@example.com"}
+
+        first = await client.post("/v1/leads", json=body, headers=headers)
+        second = await client.post("/v1/leads", json=body, headers=headers)
+
+        assert first.status_code == 201
+        assert second.status_code == 201
+        assert second.json() == first.json()
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.headers["etag"] == first.headers["etag"]
+        assert "idempotent-replayed" not in first.headers
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 1
+        assert await session.scalar(select(func.count()).select_from(Event)) == 1
+
+    async def test_other_body_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "k1"}
+        await client.post("/v1/leads", json={"email": "a@example.com"}, headers=headers)
+
+        response = await client.post(
+            "/v1/leads", json={"email": "b@example.com"}, headers=headers
+        )
+
+        assert response.status_code == 422
+        assert response.json()["code"] == "idempotency_key_reused"
+
+    async def test_failure_not_stored(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "k2"}
+        invalid = await client.post(
+            "/v1/leads", json={"email": "nope"}, headers=headers
+        )
+
+        valid = await client.post(
+            "/v1/leads", json={"email": "ok@example.com"}, headers=headers
+        )
+
+        assert invalid.status_code == 422
+        assert valid.status_code == 201
+        assert "idempotent-replayed" not in valid.headers
+
+    async def test_scoped_to_api_key(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        from tests.conftest import make_workspace_key
+
+        _, other = await make_workspace_key(session)
+        body = {"email": "a@example.com"}
+
+        first = await client.post(
+            "/v1/leads", json=body, headers={**auth, "Idempotency-Key": "same"}
+        )
+        second = await client.post(
+            "/v1/leads", json=body, headers={**other, "Idempotency-Key": "same"}
+        )
+
+        assert first.status_code == 201
+        assert second.status_code == 201
+        assert second.json()["id"] != first.json()["id"]
+
+    async def test_overlong_key(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com"},
+            headers={**auth, "Idempotency-Key": "k" * 256},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
