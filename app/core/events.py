@@ -35,7 +35,7 @@ async def emit(
 ) -> Event:
     """Record that ``type`` happened to an object whose full state is ``data``.
 
-    The caller holds the object's row (it was just inserted, or updated under its
+    The caller has locked the object's row (it was just inserted, or updated under its
     version check), so concurrent emits for one object are serialized and the sequence
     has no gap. The unique key on ``(object_id, sequence)`` guards the rest.
     """

@@ -1,6 +1,6 @@
 """Enqueueing arq jobs after a commit.
 
-Redis carries only hints: each job names a row in PostgreSQL that holds the due work, and
+Redis carries only hints: each job names a row in PostgreSQL that records the due work, and
 the worker's sweep finds those rows on its own. A failed enqueue is therefore logged and
 dropped, never raised, so a Redis outage cannot fail a committed write.
 """

@@ -87,7 +87,7 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 once a request body passes ``max_bytes``, declared or streamed."""
+    """Return 413 once a request body exceeds ``max_bytes``, declared or streamed."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
