@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from app.billing import states as invoice_states
 from app.core.openapi import problem_responses
 from app.leads import states as lead_states
 
@@ -29,6 +30,13 @@ STATE_MACHINES = [
         initial="new",
         transitions={
             key: list(value) for key, value in lead_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="invoice",
+        initial=invoice_states.INITIAL,
+        transitions={
+            key: list(value) for key, value in invoice_states.TRANSITIONS.items()
         },
     ),
 ]
