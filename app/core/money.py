@@ -200,7 +200,9 @@ CURRENCIES: Mapping[str, int] = MappingProxyType(_TABLE)
 MAX_AMOUNT = 10**15 - 1
 
 _CODE = re.compile(r"^[A-Za-z]{3}$")
-_DECIMAL_TEXT = re.compile(r"^(?P<sign>-?)(?P<integer>\d+)(?:\.(?P<fraction>\d+))?$")
+_DECIMAL_TEXT = re.compile(
+    r"^(?P<sign>-?)(?P<integer>[0-9]+)(?:\.(?P<fraction>[0-9]+))?$"
+)
 
 # Precision far above any product of a quantity (20 digits) and a unit amount
 # (30 digits), so that multiplication and addition here are exact; Inexact is trapped
