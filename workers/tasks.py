@@ -107,6 +107,8 @@ FUNCTIONS: list[Any] = [
     sweep_provider_events,
 ]
 CRON_JOBS: list[Any] = [
+    # NOTE: every 15 s, the default of settings.sweep_interval_seconds; cron times are
+    # fixed when this module is imported, before the worker's settings exist.
     cron(sweep_provider_events, second={0, 15, 30, 45}, run_at_startup=True),
 ]
 STARTUP_HOOKS: list[Hook] = []

@@ -43,7 +43,7 @@ _RANK = {"pending": 0, "failed": 1, "succeeded": 2}
 
 @dataclass
 class ProviderPaymentOutcome:
-    """What recording one provider update did to its payment."""
+    """Result of recording one provider update of a payment."""
 
     payment: Payment
     changed: bool

@@ -1,7 +1,7 @@
 """Invoice totals, computed exactly in ``Decimal`` and rounded once per amount.
 
 Each line's amount is quantity x unit amount (in minor units), rounded to a whole minor
-unit; its tax is that rounded amount x the line's tax rate, rounded again. The subtotal
+unit. Its tax is that rounded amount x the line's tax rate, rounded again. The subtotal
 and tax total are sums of those integers and the total is their sum, so the parts shown
 on an invoice always add up to the total shown.
 """
@@ -19,7 +19,7 @@ from app.core.errors import FieldError
 
 @dataclass(frozen=True)
 class LineInput:
-    """What a line's amounts derive from; ``unit_amount`` is in minor units."""
+    """Inputs of one line's amounts; ``unit_amount`` is in minor units."""
 
     quantity: Decimal
     unit_amount: Decimal

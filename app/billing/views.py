@@ -1,7 +1,7 @@
 """Shaping invoice and payment rows into their API representations.
 
 The router returns these, and events carry the same shape as their data, so a webhook
-consumer sees exactly what ``GET`` returns.
+consumer receives exactly what ``GET`` returns.
 """
 
 from __future__ import annotations

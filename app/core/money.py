@@ -220,7 +220,7 @@ _EXACT = decimal.Context(
 
 
 class Rounding(StrEnum):
-    """How a value between two whole minor units is rounded."""
+    """Rounding mode for a value between two whole minor units."""
 
     HALF_UP = "half_up"
     HALF_EVEN = "half_even"

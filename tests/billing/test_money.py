@@ -43,7 +43,9 @@ class TestCurrencyTable:
     def test_codes_are_iso_shaped(self) -> None:
         for code, digits in money.CURRENCIES.items():
             assert len(code) == 3, code
-            assert code.isascii() and code.isupper() and code.isalpha(), code
+            assert code.isascii(), code
+            assert code.isupper(), code
+            assert code.isalpha(), code
             assert digits in (0, 2, 3, 4), code
 
     def test_covers_the_active_list(self) -> None:
@@ -193,7 +195,8 @@ class TestParseDecimal:
         parsed = money.parse_decimal(text, max_integer_digits=14, max_places=6)
 
         assert parsed == value
-        assert "E" not in text and "e" not in text
+        assert "E" not in text
+        assert "e" not in text
 
     @pytest.mark.parametrize(
         "text",

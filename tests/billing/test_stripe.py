@@ -189,6 +189,18 @@ class TestReceiveStripeEvent:
         assert response.status_code == 400
         assert response.json()["code"] == "invalid_signature"
 
+    async def test_non_ascii_header(self, client: httpx.AsyncClient) -> None:
+        body = stripe_body("payment_intent.succeeded", payment_intent(None, 100))
+
+        response = await client.post(
+            URL,
+            content=body,
+            headers=[(b"Stripe-Signature", "t=1,v1=\u00e9".encode("latin-1"))],
+        )
+
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_signature"
+
     async def test_stale_timestamp(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
@@ -214,7 +226,16 @@ class TestReceiveStripeEvent:
     async def test_signed_body_not_an_event(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        cases = [b"[1, 2]", b"not json", json.dumps({"type": "x"}).encode()]
+        base = json.loads(stripe_body("charge.succeeded", {"id": "ch_1"}))
+        cases = [
+            b"[1, 2]",
+            b"not json",
+            json.dumps({"type": "x"}).encode(),
+            json.dumps({**base, "created": 10**20}).encode(),
+            json.dumps({**base, "created": "yesterday"}).encode(),
+            json.dumps({**base, "data": {"object": {"id": "\u0000"}}}).encode(),
+            json.dumps({**base, "id": "x" * 256}).encode(),
+        ]
 
         for body in cases:
             response = await deliver(client, body)

@@ -1,4 +1,4 @@
-"""What every payment provider module produces for the inbox."""
+"""Types that every payment provider module produces for the inbox."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class VerifiedEvent:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How processing an event ended: the inbox status and, if not applied, why."""
+    """Result of processing an event: the inbox status, and the reason if not applied."""
 
     status: str
     error: str | None = None

@@ -1,4 +1,4 @@
-"""The inbox of payment provider events: store once, answer fast, process in the worker.
+"""The inbox of payment provider events: store once, respond fast, process in the worker.
 
 A verified event is inserted with ``ON CONFLICT DO NOTHING`` on ``(provider,
 event_id)``, so a retried delivery is stored once. Processing claims the row with a

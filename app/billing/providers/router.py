@@ -19,9 +19,9 @@ from app.settings import Settings
 class ProviderWebhookRoute(UnitOfWorkRoute):
     """A unit-of-work route that never authenticates a caller.
 
-    Providers carry no API key: the signature on the body authenticates them. The
-    base route runs ``Idempotency-Key`` POSTs through API-key authentication, which
-    would turn such a request into a 401, so this route skips that step; the inbox's
+    Providers carry no API key because the signature on the body authenticates them.
+    The base route runs ``Idempotency-Key`` POSTs through API-key authentication, which
+    would turn such a request into a 401, so this route skips that step. The inbox's
     unique ``(provider, event_id)`` makes a repeated delivery harmless instead.
     """
 

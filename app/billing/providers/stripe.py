@@ -1,10 +1,10 @@
 """Stripe: verifying its webhooks and turning its events into payments.
 
 The signature is checked by the official ``stripe`` library on the raw body, exactly as
-Stripe signed it. Processing happens later in the worker, from the stored event: the
-invoice is the one named by ``metadata.invoice_id`` (our ``inv_`` id), and the payment
-is keyed by the PaymentIntent id, so a replayed event, or a second event type about the
-same PaymentIntent, never records the money twice.
+Stripe signed it. The worker processes the stored event later. The invoice is the one
+named by ``metadata.invoice_id`` (our ``inv_`` id). The payment is keyed by the
+PaymentIntent id, so neither a replayed event nor a second event type about the same
+PaymentIntent records the money twice.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ SIGNATURE_HEADER = "stripe-signature"
 ACTOR = "provider:stripe"
 
 # Stripe writes amounts in "the currency's smallest unit" but departs from ISO 4217
-# for two currencies (Stripe's "Supported currencies" page, zero-decimal list and
-# special cases): ISK stays two-decimal in its API although ISO gives it none, and MGA
-# is zero-decimal there although ISO gives it two.
+# for two currencies, per its "Supported currencies" page (zero-decimal list and
+# special cases). ISK stays two-decimal in its API although ISO gives it no minor unit.
+# MGA is zero-decimal there although ISO gives it two.
 _STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
 
 # Event type -> the payment status it reports.
@@ -52,17 +52,19 @@ _CHECKOUT_EVENTS = {
     "checkout.session.async_payment_succeeded": "succeeded",
     "checkout.session.async_payment_failed": "failed",
 }
+# 9999-12-31T23:59:59Z, the last second a Python datetime can hold.
+_MAX_TIMESTAMP = 253_402_300_799
 HANDLED_TYPES = frozenset(
     {*_PAYMENT_INTENT_EVENTS, *_CHECKOUT_EVENTS, "charge.succeeded"}
 )
 
 
 class _Unusable(Exception):
-    """The event cannot be applied; its message says why, for the inbox row."""
+    """The event cannot be applied, and the message gives the reason for the inbox row."""
 
 
 class _Ignored(Exception):
-    """The event needs no change; its message says why."""
+    """The event needs no change, and the message gives the reason."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ def verify(
         text = payload.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _invalid_signature("the body is not UTF-8") from error
+    if header is not None and not header.isascii():
+        # The library compares signatures with hmac.compare_digest, which raises
+        # TypeError on non-ASCII text instead of returning False.
+        raise _invalid_signature("the header is not ASCII")
     try:
         stripe.WebhookSignature.verify_header(text, header, secret, tolerance_seconds)
     except stripe.SignatureVerificationError as error:
@@ -121,6 +127,9 @@ def _invalid_signature(reason: str) -> InvalidSignature:
 
 
 def _parse(text: str) -> VerifiedEvent:
+    if "\\u0000" in text:
+        # PostgreSQL's jsonb cannot store the NUL character.
+        raise _invalid_payload("the body contains a NUL character")
     try:
         body = json.loads(text)
     except ValueError as error:
@@ -135,7 +144,11 @@ def _parse(text: str) -> VerifiedEvent:
         raise _invalid_payload("id is missing or not a string of 1 to 255 characters")
     if not isinstance(event_type, str) or not 1 <= len(event_type) <= 100:
         raise _invalid_payload("type is missing or not a string of 1 to 100 characters")
-    if isinstance(created, bool) or not isinstance(created, int) or created < 0:
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, int)
+        or not 0 <= created <= _MAX_TIMESTAMP
+    ):
         raise _invalid_payload("created is missing or not a Unix timestamp")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise _invalid_payload("data.object is missing or not an object")
@@ -171,7 +184,7 @@ def from_stripe_amount(amount: int, currency: str) -> int:
 
 
 async def handle(session: AsyncSession, event: ProviderEvent) -> Outcome:
-    """Apply one stored Stripe event and say how it ended; never raise for bad data."""
+    """Apply one stored Stripe event and return its outcome; bad data is an outcome too."""
     if event.type not in HANDLED_TYPES:
         return Outcome("ignored", f"event type {event.type} is not handled")
     try:
