@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from app.billing import states as invoice_states
 from app.core.openapi import problem_responses
 from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
@@ -34,6 +35,13 @@ STATE_MACHINES = [
         initial="new",
         transitions={
             key: list(value) for key, value in lead_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="invoice",
+        initial=invoice_states.INITIAL,
+        transitions={
+            key: list(value) for key, value in invoice_states.TRANSITIONS.items()
         },
     ),
 ]

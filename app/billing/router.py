@@ -1,7 +1,296 @@
+"""``/v1/invoices``, ``/v1/payments`` and ``/v1/provider-webhooks``."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+
+from app.billing.payments import payment_service
+from app.billing.providers.router import router as provider_webhooks_router
+from app.billing.schemas import (
+    Invoice,
+    InvoiceCreate,
+    InvoiceStatus,
+    InvoiceUpdate,
+    Payment,
+    PaymentCreate,
+)
+from app.billing.service import invoice_service
+from app.billing.views import invoice_view, payment_view
+from app.core import ids
+from app.core.auth import Principal, require
+from app.core.clock import utcnow
+from app.core.concurrency import set_etag
+from app.core.errors import FieldError, InvalidInput
+from app.core.openapi import problem_responses
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 
-router = APIRouter(route_class=UnitOfWorkRoute)
+invoices = APIRouter(prefix="/invoices", tags=["invoices"], route_class=UnitOfWorkRoute)
+payments = APIRouter(prefix="/payments", tags=["payments"], route_class=UnitOfWorkRoute)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="next_cursor of the previous page.")
+]
+IfMatch = Annotated[
+    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
+]
+CustomerFilter = Annotated[
+    str | None, Query(max_length=100, description="Only this customer, cus_…")
+]
+
+
+def _query_id(kind: str, value: str | None, field: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return ids.decode(kind, value)
+    except ids.InvalidId as error:
+        raise InvalidInput(
+            f"{field} must be a {ids.PREFIXES[kind]}_ id; got {value!r}.",
+            errors=[FieldError(f"query.{field}", str(error), "invalid_id")],
+        ) from error
+
+
+@invoices.post(
+    "",
+    operation_id="invoices_create",
+    summary="Create a draft invoice",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Invoice,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def create_invoice(
+    request: Request,
+    response: Response,
+    payload: InvoiceCreate,
+    principal: Principal = Depends(require("billing:write")),
+) -> Invoice:
+    """Create a draft invoice; totals are computed from its lines."""
+    invoice, lines = await invoice_service.create(
+        request.state.session, principal, payload
+    )
+    set_etag(response, invoice.version)
+    response.headers["Location"] = f"/v1/invoices/{ids.encode('invoice', invoice.id)}"
+    return invoice_view(invoice, lines)
+
+
+@invoices.get(
+    "",
+    operation_id="invoices_list",
+    summary="List invoices",
+    response_model=Page[Invoice],
+    responses=problem_responses(403),
+)
+async def list_invoices(
+    request: Request,
+    principal: Principal = Depends(require("billing:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    status: Annotated[
+        InvoiceStatus | None, Query(description="Only this status.")
+    ] = None,
+    customer_id: CustomerFilter = None,
+) -> Page[Invoice]:
+    """List invoices with their lines, newest first."""
+    rows, next_cursor, has_more = await invoice_service.list(
+        request.state.session,
+        principal.workspace_id,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        customer_id=_query_id("customer", customer_id, "customer_id"),
+    )
+    now = utcnow()
+    return Page[Invoice](
+        data=[invoice_view(invoice, lines, now) for invoice, lines in rows],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@invoices.get(
+    "/{invoice_id}",
+    operation_id="invoices_get",
+    summary="Get an invoice",
+    response_model=Invoice,
+    responses=problem_responses(403, 404),
+)
+async def get_invoice(
+    request: Request,
+    response: Response,
+    invoice_id: str,
+    principal: Principal = Depends(require("billing:read")),
+) -> Invoice:
+    """Fetch one invoice with its lines."""
+    invoice, lines = await invoice_service.get_with_lines(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("invoice", invoice_id, "invoice"),
+    )
+    set_etag(response, invoice.version)
+    return invoice_view(invoice, lines)
+
+
+@invoices.patch(
+    "/{invoice_id}",
+    operation_id="invoices_update",
+    summary="Update a draft invoice",
+    response_model=Invoice,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def update_invoice(
+    request: Request,
+    response: Response,
+    invoice_id: str,
+    payload: InvoiceUpdate,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("billing:write")),
+) -> Invoice:
+    """Change a draft invoice; sent lines replace all lines. Not a draft: 409."""
+    invoice, lines = await invoice_service.update(
+        request.state.session,
+        principal,
+        parse_path_id("invoice", invoice_id, "invoice"),
+        payload,
+        if_match=if_match,
+    )
+    set_etag(response, invoice.version)
+    return invoice_view(invoice, lines)
+
+
+@invoices.post(
+    "/{invoice_id}/finalize",
+    operation_id="invoices_finalize",
+    summary="Finalize an invoice",
+    response_model=Invoice,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def finalize_invoice(
+    request: Request,
+    response: Response,
+    invoice_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("billing:write")),
+) -> Invoice:
+    """Number a draft, set its due date and open it; no lines or a zero total is 422."""
+    invoice, lines = await invoice_service.finalize(
+        request.state.session,
+        principal,
+        parse_path_id("invoice", invoice_id, "invoice"),
+        if_match=if_match,
+    )
+    set_etag(response, invoice.version)
+    return invoice_view(invoice, lines)
+
+
+@invoices.post(
+    "/{invoice_id}/void",
+    operation_id="invoices_void",
+    summary="Void an invoice",
+    response_model=Invoice,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def void_invoice(
+    request: Request,
+    response: Response,
+    invoice_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("billing:write")),
+) -> Invoice:
+    """Void an open invoice without payments; it keeps its number."""
+    invoice, lines = await invoice_service.void(
+        request.state.session,
+        principal,
+        parse_path_id("invoice", invoice_id, "invoice"),
+        if_match=if_match,
+    )
+    set_etag(response, invoice.version)
+    return invoice_view(invoice, lines)
+
+
+@payments.post(
+    "",
+    operation_id="payments_create",
+    summary="Record a manual payment",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Payment,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def create_payment(
+    request: Request,
+    response: Response,
+    payload: PaymentCreate,
+    principal: Principal = Depends(require("billing:write")),
+) -> Payment:
+    """Record a bank transfer, cash or check payment, allocated to invoice_id if sent."""
+    payment, allocations = await payment_service.create(
+        request.state.session, principal, payload
+    )
+    response.headers["Location"] = f"/v1/payments/{ids.encode('payment', payment.id)}"
+    return payment_view(payment, allocations)
+
+
+@payments.get(
+    "",
+    operation_id="payments_list",
+    summary="List payments",
+    response_model=Page[Payment],
+    responses=problem_responses(403),
+)
+async def list_payments(
+    request: Request,
+    principal: Principal = Depends(require("billing:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    customer_id: CustomerFilter = None,
+    invoice_id: Annotated[
+        str | None,
+        Query(max_length=100, description="Only payments allocated to this invoice."),
+    ] = None,
+) -> Page[Payment]:
+    """List payments with their allocations, newest first."""
+    rows, next_cursor, has_more = await payment_service.list(
+        request.state.session,
+        principal.workspace_id,
+        limit=limit,
+        cursor=cursor,
+        customer_id=_query_id("customer", customer_id, "customer_id"),
+        invoice_id=_query_id("invoice", invoice_id, "invoice_id"),
+    )
+    return Page[Payment](
+        data=[payment_view(payment, allocations) for payment, allocations in rows],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@payments.get(
+    "/{payment_id}",
+    operation_id="payments_get",
+    summary="Get a payment",
+    response_model=Payment,
+    responses=problem_responses(403, 404),
+)
+async def get_payment(
+    request: Request,
+    payment_id: str,
+    principal: Principal = Depends(require("billing:read")),
+) -> Payment:
+    """Fetch one payment with its allocations."""
+    payment, allocations = await payment_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("payment", payment_id, "payment"),
+    )
+    return payment_view(payment, allocations)
+
+
+router = APIRouter()
+router.include_router(invoices)
+router.include_router(payments)
+router.include_router(provider_webhooks_router)

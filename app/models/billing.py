@@ -58,6 +58,9 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     amount_paid: Mapped[int] = money_column()
     payment_terms_days: Mapped[int] = mapped_column(default=30)
     due_date: Mapped[date | None]
+    # The customer's IANA time zone at finalization: due_date is a calendar date there,
+    # and the invoice turns overdue once that date has passed there.
+    timezone: Mapped[str | None] = mapped_column(String(64))
     memo: Mapped[str | None] = mapped_column(Text)
     finalized_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
@@ -111,6 +114,10 @@ class Payment(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     provider_payment_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="succeeded")
     received_at: Mapped[datetime]
+    reference: Mapped[str | None] = mapped_column(String(200))
+    # Creation time of the newest provider event applied to this payment; an older
+    # event that arrives later is not applied, so a payment never moves backwards.
+    provider_updated_at: Mapped[datetime | None]
 
 
 class PaymentAllocation(IdMixin, WorkspaceMixin, Base):

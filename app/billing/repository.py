@@ -1,0 +1,322 @@
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.pagination import paginate
+from app.models import (
+    Invoice,
+    InvoiceLine,
+    InvoiceNumberSeries,
+    Opportunity,
+    Payment,
+    PaymentAllocation,
+    ProviderEvent,
+    Workspace,
+)
+
+
+class InvoiceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> InvoiceRepository:
+        return cls(session)
+
+    async def get(
+        self,
+        workspace_id: uuid.UUID,
+        invoice_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> Invoice | None:
+        statement = select(Invoice).where(
+            Invoice.workspace_id == workspace_id, Invoice.id == invoice_id
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def get_any_workspace(
+        self, invoice_id: uuid.UUID, *, for_update: bool = False
+    ) -> Invoice | None:
+        """Load an invoice by id alone, for provider events that name no workspace."""
+        statement = select(Invoice).where(Invoice.id == invoice_id)
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def lines(self, invoice_id: uuid.UUID) -> list[InvoiceLine]:
+        rows = await self.session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice_id)
+            .order_by(InvoiceLine.position)
+        )
+        return list(rows)
+
+    async def lines_of(
+        self, invoice_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[InvoiceLine]]:
+        """Load the lines of many invoices in one query."""
+        grouped: dict[uuid.UUID, list[InvoiceLine]] = defaultdict(list)
+        if not invoice_ids:
+            return grouped
+        rows = await self.session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id.in_(invoice_ids))
+            .order_by(InvoiceLine.invoice_id, InvoiceLine.position)
+        )
+        for line in rows:
+            grouped[line.invoice_id].append(line)
+        return grouped
+
+    async def delete_lines(self, invoice_id: uuid.UUID) -> None:
+        await self.session.execute(
+            delete(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)
+        )
+
+    async def list(
+        self,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        customer_id: uuid.UUID | None = None,
+    ) -> tuple[Sequence[Invoice], str | None, bool]:
+        statement: Select[Invoice] = select(Invoice).where(
+            Invoice.workspace_id == workspace_id
+        )
+        if status is not None:
+            statement = statement.where(Invoice.status == status)
+        if customer_id is not None:
+            statement = statement.where(Invoice.customer_id == customer_id)
+        return await paginate(
+            self.session, statement, Invoice.id, limit=limit, cursor=cursor
+        )
+
+    async def take_number(self, workspace_id: uuid.UUID, series: str, year: int) -> int:
+        """Reserve the next number of a series and year, holding its row lock.
+
+        The insert creates the counter row the first time and does nothing after
+        that; the SELECT ... FOR UPDATE then queues concurrent finalizations behind
+        this transaction, so each number is used once and a rollback returns it.
+        """
+        await self.session.execute(
+            insert(InvoiceNumberSeries)
+            .values(workspace_id=workspace_id, series=series, year=year, next_number=1)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "series", "year"])
+        )
+        number = await self.session.scalar(
+            select(InvoiceNumberSeries.next_number)
+            .where(
+                InvoiceNumberSeries.workspace_id == workspace_id,
+                InvoiceNumberSeries.series == series,
+                InvoiceNumberSeries.year == year,
+            )
+            .with_for_update()
+        )
+        assert number is not None
+        await self.session.execute(
+            update(InvoiceNumberSeries)
+            .where(
+                InvoiceNumberSeries.workspace_id == workspace_id,
+                InvoiceNumberSeries.series == series,
+                InvoiceNumberSeries.year == year,
+            )
+            .values(next_number=number + 1)
+        )
+        return number
+
+    async def workspace_timezone(self, workspace_id: uuid.UUID) -> str:
+        zone = await self.session.scalar(
+            select(Workspace.timezone).where(Workspace.id == workspace_id)
+        )
+        return zone or "UTC"
+
+    async def opportunity_customer(
+        self, workspace_id: uuid.UUID, opportunity_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """Return the customer of an opportunity in the workspace, or None if absent."""
+        # NOTE: reads the opportunities table directly because that feature offers no
+        # lookup service yet; switch to it once it exists.
+        return await self.session.scalar(
+            select(Opportunity.customer_id).where(
+                Opportunity.workspace_id == workspace_id,
+                Opportunity.id == opportunity_id,
+            )
+        )
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> PaymentRepository:
+        return cls(session)
+
+    async def get(
+        self, workspace_id: uuid.UUID, payment_id: uuid.UUID
+    ) -> Payment | None:
+        return await self.session.scalar(
+            select(Payment).where(
+                Payment.workspace_id == workspace_id, Payment.id == payment_id
+            )
+        )
+
+    async def get_by_provider(
+        self, provider: str, provider_payment_id: str, *, for_update: bool = False
+    ) -> Payment | None:
+        statement = select(Payment).where(
+            Payment.provider == provider,
+            Payment.provider_payment_id == provider_payment_id,
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def insert_provider_payment(
+        self, values: dict[str, object]
+    ) -> uuid.UUID | None:
+        """Insert a provider payment unless one exists for its provider payment id."""
+        result = await self.session.execute(
+            insert(Payment)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider", "provider_payment_id"])
+            .returning(Payment.id)
+        )
+        return result.scalar_one_or_none()
+
+    async def allocations_of(
+        self, payment_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[PaymentAllocation]]:
+        grouped: dict[uuid.UUID, list[PaymentAllocation]] = defaultdict(list)
+        if not payment_ids:
+            return grouped
+        rows = await self.session.scalars(
+            select(PaymentAllocation)
+            .where(PaymentAllocation.payment_id.in_(payment_ids))
+            .order_by(PaymentAllocation.payment_id, PaymentAllocation.created_at)
+        )
+        for allocation in rows:
+            grouped[allocation.payment_id].append(allocation)
+        return grouped
+
+    async def list(
+        self,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        customer_id: uuid.UUID | None = None,
+        invoice_id: uuid.UUID | None = None,
+    ) -> tuple[Sequence[Payment], str | None, bool]:
+        statement: Select[Payment] = select(Payment).where(
+            Payment.workspace_id == workspace_id
+        )
+        if customer_id is not None:
+            statement = statement.where(Payment.customer_id == customer_id)
+        if invoice_id is not None:
+            statement = statement.where(
+                Payment.id.in_(
+                    select(PaymentAllocation.payment_id).where(
+                        PaymentAllocation.invoice_id == invoice_id
+                    )
+                )
+            )
+        return await paginate(
+            self.session, statement, Payment.id, limit=limit, cursor=cursor
+        )
+
+
+class ProviderEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> ProviderEventRepository:
+        return cls(session)
+
+    async def insert(self, values: dict[str, object]) -> uuid.UUID | None:
+        """Store an event unless its (provider, event_id) is stored; return the new id."""
+        result = await self.session.execute(
+            insert(ProviderEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+            .returning(ProviderEvent.id)
+        )
+        return result.scalar_one_or_none()
+
+    async def get_by_event_id(
+        self, provider: str, event_id: str
+    ) -> ProviderEvent | None:
+        return await self.session.scalar(
+            select(ProviderEvent).where(
+                ProviderEvent.provider == provider, ProviderEvent.event_id == event_id
+            )
+        )
+
+    async def get(
+        self, provider_event_id: uuid.UUID, *, for_update: bool = False
+    ) -> ProviderEvent | None:
+        statement = select(ProviderEvent).where(ProviderEvent.id == provider_event_id)
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def claim(
+        self, provider_event_id: uuid.UUID, *, now: datetime, lease_until: datetime
+    ) -> ProviderEvent | None:
+        """Lease one received event unless another worker holds it or it is done."""
+        event = await self.session.scalar(
+            select(ProviderEvent)
+            .where(
+                ProviderEvent.id == provider_event_id,
+                ProviderEvent.status == "received",
+                (ProviderEvent.claimed_until.is_(None))
+                | (ProviderEvent.claimed_until < now),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        if event is not None:
+            event.claimed_until = lease_until
+            event.attempts += 1
+            await self.session.flush()
+        return event
+
+    async def claim_due(
+        self,
+        *,
+        now: datetime,
+        received_before: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """Lease up to ``limit`` received events whose job may have been lost."""
+        rows = await self.session.scalars(
+            select(ProviderEvent)
+            .where(
+                ProviderEvent.status == "received",
+                ProviderEvent.received_at < received_before,
+                (ProviderEvent.claimed_until.is_(None))
+                | (ProviderEvent.claimed_until < now),
+            )
+            .order_by(ProviderEvent.received_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = []
+        for event in rows:
+            event.claimed_until = lease_until
+            event.attempts += 1
+            claimed.append(event.id)
+        await self.session.flush()
+        return claimed
