@@ -41,6 +41,7 @@ def live_api(
         "SALESCYCLE_REDIS_URL": servers.redis_url,
         "SALESCYCLE_LOG_LEVEL": "WARNING",
         "SALESCYCLE_ENV": "test",
+        "SALESCYCLE_STRIPE_WEBHOOK_SECRET": "whsec_contract",
     }
     log_path = tmp_path_factory.mktemp("contract") / "api.log"
     with running(

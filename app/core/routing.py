@@ -9,7 +9,7 @@ through ``app.core.idempotency`` inside the same transaction.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, get_origin
 
 import structlog
 from fastapi import Request
@@ -61,28 +61,45 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
-def _query_names(dependant: Dependant) -> frozenset[str]:
-    names = {param.alias for param in dependant.query_params}
+def _query_params(dependant: Dependant) -> dict[str, bool]:
+    """Map each query parameter of a route to whether it takes several values."""
+    params = {
+        param.alias: get_origin(param.field_info.annotation) in (list, tuple, set)
+        for param in dependant.query_params
+    }
     for dependency in dependant.dependencies:
-        names |= _query_names(dependency)
-    return frozenset(names)
+        params.update(_query_params(dependency))
+    return params
 
 
-def _reject_unknown_query(request: Request, known: frozenset[str]) -> None:
-    unknown = sorted(name for name in request.query_params if name not in known)
+def _check_query(request: Request, known: dict[str, bool]) -> None:
+    """Reject unknown query parameters, and repeats of single-valued ones."""
+    unknown = sorted({name for name in request.query_params if name not in known})
     if unknown:
+        accepted = ", ".join(sorted(known))
         raise InvalidInput(
             f"Unknown query parameter {unknown[0]!r}. Remove it, or check its spelling"
-            + (
-                f"; this operation accepts: {', '.join(sorted(known))}."
-                if known
-                else "."
-            ),
+            + (f"; this operation accepts: {accepted}." if known else "."),
             errors=[
                 FieldError(
                     f"query.{name}", "unknown query parameter", "unknown_parameter"
                 )
                 for name in unknown
+            ],
+        )
+    repeated = sorted(
+        {
+            name
+            for name in request.query_params
+            if not known[name] and len(request.query_params.getlist(name)) > 1
+        }
+    )
+    if repeated:
+        raise InvalidInput(
+            f"The query parameter {repeated[0]!r} appears more than once. Send it once.",
+            errors=[
+                FieldError(f"query.{name}", "repeated query parameter", "repeated")
+                for name in repeated
             ],
         )
 
@@ -93,10 +110,10 @@ class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()
         expects_json = self.body_field is not None
-        known_query = _query_names(self.dependant)
+        known_query = _query_params(self.dependant)
 
         async def handler(request: Request) -> Response:
-            _reject_unknown_query(request, known_query)
+            _check_query(request, known_query)
             if expects_json and request.method in BODY_METHODS:
                 content_type = request.headers.get("content-type", "")
                 if content_type and not _is_json(content_type):

@@ -158,3 +158,13 @@ class TestQueryParameters:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "attributes"
+
+    async def test_repeated_parameter(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/leads?limit=5&limit=6", headers=auth)
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "query.limit"
+        assert error["code"] == "repeated"
