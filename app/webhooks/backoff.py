@@ -2,7 +2,7 @@
 
 The delays double from one attempt to the next and add up to ``RETRY_WINDOW``, so the
 last attempt comes about three days after the first, whatever ``webhook_max_attempts``
-is; with 12 attempts the first retry waits about 2 minutes and the last about 36 hours.
+is. With 12 attempts the first retry waits about 2 minutes and the last about 36 hours.
 Each delay is spread by ±``JITTER`` so endpoints that failed together do not all retry
 in the same second. A ``Retry-After`` on 429 or 503 postpones the next attempt to at
 least that time.

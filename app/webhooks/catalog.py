@@ -90,7 +90,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "webhook_endpoint.disabled",
         "webhook_endpoint",
-        "A webhook endpoint was disabled automatically, because it answered 410 Gone "
+        "A webhook endpoint was disabled automatically, because it responded 410 Gone "
         "or every attempt failed for days.",
     ),
 )

@@ -1,11 +1,11 @@
 """Claiming a webhook delivery and recording the outcome of each attempt.
 
-An attempt runs in three steps so that no transaction stays open during the request:
+An attempt runs in three steps, so no transaction stays open during the request. First
 ``claim_delivery`` locks the due row with SKIP LOCKED, counts the attempt and takes a
-lease (``claimed_until``) in a short transaction; the worker sends the request; then
-``record_attempt`` stores the attempt and decides what comes next in a second one. If
-the worker dies in between, the lease lapses and the sweep hands the delivery to
-another worker. An attempt counts when it is claimed, so a receiver that crashes
+lease (``claimed_until``) in a short transaction. Then the worker sends the request.
+Last, ``record_attempt`` stores the attempt and decides what comes next in a second
+transaction. If the worker dies in between, the lease lapses and the sweep hands the
+delivery to another worker. An attempt counts when it is claimed, so a receiver that crashes
 workers still runs out of attempts.
 """
 
@@ -118,7 +118,10 @@ async def claim_delivery(
     if delivery.attempts >= attempt_limit:
         # The lease of the last attempt lapsed: its worker stopped mid-request.
         _finish(delivery, "failed", now)
-        delivery.last_error = "The last attempt did not finish: its worker stopped."
+        delivery.last_error = (
+            "The last attempt did not finish because its worker stopped. Retry the "
+            "delivery to send it again."
+        )
         log.warning("webhook.delivery_failed", attempts=delivery.attempts, **fields)
         return None
     endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
@@ -126,7 +129,10 @@ async def claim_delivery(
     )
     if endpoint is None or not endpoint.enabled:
         _finish(delivery, "failed", now)
-        delivery.last_error = "The endpoint is disabled, so nothing was sent."
+        delivery.last_error = (
+            "The endpoint is disabled, so nothing was sent. Enable it, then retry "
+            "the delivery."
+        )
         log.info("webhook.delivery_skipped", reason="endpoint_disabled", **fields)
         return None
     event = await EventRepository.from_session(session).get_by_id(delivery.event_id)
@@ -162,10 +168,10 @@ def _failure_message(result: AttemptResult) -> str:
     if status is not None and 300 <= status < 400:
         target = f" to {result.location}" if result.location else ""
         return (
-            f"The endpoint answered {status}{target}; redirects are not followed. "
+            f"The endpoint responded {status}{target}, and redirects are not followed. "
             "Point the endpoint at the final URL."
         )
-    return f"The endpoint answered {status}."
+    return f"The endpoint responded {status}."
 
 
 async def _update_endpoint_health(

@@ -1,8 +1,8 @@
 """The OpenAPI ``webhooks`` section: one operation per event type in the catalogue.
 
 Each operation describes the request salescycle sends: the Standard Webhooks headers
-and a payload whose ``data`` is the object's schema when this module knows it
-(``DATA_SCHEMAS``), and a free-form object otherwise.
+and a payload whose ``data`` has the object's schema when ``DATA_SCHEMAS`` lists it, and is
+a free-form object otherwise.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ Sent as `POST` with a JSON body to every enabled endpoint subscribed to `{name}`
 `{object_type}.*` or `*`. Verify the `webhook-signature` header with the endpoint's
 `whsec_` secret, as the Standard Webhooks libraries do, and drop a request whose
 `webhook-id` you have already processed: every retry repeats the same id and body.
-Answer any 2xx within the timeout to acknowledge it. Any other answer is retried with
-backoff for about three days; 410 Gone disables the endpoint.
+Respond with any 2xx within the timeout to acknowledge it. After any other response
+the request is retried with backoff for about three days, except that 410 Gone
+disables the endpoint.
 """
 
 

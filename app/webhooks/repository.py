@@ -105,6 +105,7 @@ class EventRepository:
             select(Event)
             .where(Event.id == event_id, Event.dispatched_at.is_(None))
             .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
         )
 
     async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
@@ -145,7 +146,9 @@ class WebhookEndpointRepository:
             WebhookEndpoint.id == endpoint_id,
         )
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
         return await self.session.scalar(statement)
 
     async def get_by_id(
@@ -153,7 +156,9 @@ class WebhookEndpointRepository:
     ) -> WebhookEndpoint | None:
         statement = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
         return await self.session.scalar(statement)
 
     async def list(
@@ -177,7 +182,8 @@ class WebhookEndpointRepository:
         """Return the enabled endpoints of the event's workspace that subscribe to it.
 
         Endpoints created after the event are left out: they subscribe to what happens
-        from their creation on.
+        from their creation on. The rows are locked FOR KEY SHARE, so an endpoint being
+        deleted is either skipped, or its deletion waits until the deliveries exist.
         """
         patterns = catalog.patterns_covering(event.type)
         return (
@@ -192,6 +198,7 @@ class WebhookEndpointRepository:
                     ),
                 )
                 .order_by(WebhookEndpoint.id)
+                .with_for_update(key_share=True)
             )
         ).all()
 
@@ -270,7 +277,9 @@ class WebhookDeliveryRepository:
             WebhookDelivery.id == delivery_id,
         )
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
         return await self.session.scalar(statement)
 
     async def get_by_id_for_update(
@@ -280,6 +289,7 @@ class WebhookDeliveryRepository:
             select(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id)
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
 
     async def claim_due(
@@ -298,6 +308,7 @@ class WebhookDeliveryRepository:
                 ),
             )
             .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
         )
 
     async def list_for_endpoint(

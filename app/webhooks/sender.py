@@ -49,7 +49,7 @@ class OutgoingRequest:
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """What happened to one request: a status, or the error that prevented one."""
+    """The outcome of one request: a status, or the error that prevented one."""
 
     attempted_at: datetime
     duration_ms: int
@@ -139,7 +139,7 @@ class WebhookSender:
         )
 
     async def send(self, request: OutgoingRequest) -> AttemptResult:
-        """POST one request; never raises for network errors, which become results."""
+        """POST one request; a network error or timeout is returned as a result."""
         attempted_at = utcnow()
         started = time.perf_counter()
         timestamp = int(attempted_at.timestamp())

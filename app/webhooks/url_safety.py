@@ -1,4 +1,4 @@
-"""Where webhook requests may go: URL checks at creation, address checks at connect time.
+"""Webhook destination checks: the URL at creation, the dialled address at connect time.
 
 A webhook URL makes the worker send requests on a caller's behalf, so an unchecked URL
 could reach the worker's own network or a cloud metadata service (server-side request
@@ -7,7 +7,7 @@ forgery). Hosts must resolve to public addresses only, unless the
 
 The check runs twice. At creation every resolved address is checked. At delivery the
 worker's resolver checks every address again, and the socket factory checks the one
-address it is about to dial, so a DNS answer that changed since creation (DNS rebinding)
+address it is about to dial, so a DNS record that changed since creation (DNS rebinding)
 is caught. Cloud metadata addresses pass only when the allow-list names that exact
 address.
 """
@@ -61,8 +61,8 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # but not to most URL parsers.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 
-# The host of the request being sent, so the socket factory, which sees only an
-# address, can apply an allow-listed host name.
+# The host of the request being sent. The socket factory gets only an address, and
+# reads the host from here to apply an allow-listed host name.
 _dialled_host: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "webhook_dialled_host", default=None
 )
@@ -199,6 +199,7 @@ def _parse_ip_literal(host: str, bracketed: bool) -> Address | None:
 def parse_webhook_url(text: str) -> WebhookUrl:
     """Parse and normalise a webhook URL, raising ``InvalidWebhookUrl``."""
     url = text.strip()
+
     if not url:
         raise _invalid("the URL is empty")
     if len(url) > MAX_URL_LENGTH:
@@ -210,14 +211,16 @@ def parse_webhook_url(text: str) -> WebhookUrl:
         port = parts.port
     except ValueError as error:
         raise _invalid(str(error)) from error
+
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        shown = f"{scheme}://" if scheme else "no scheme"
-        raise _invalid(f"the scheme must be http or https, not {shown}")
+        given = f"{scheme}://" if scheme else "no scheme"
+        raise _invalid(f"the scheme must be http or https, not {given}")
     if parts.username is not None or parts.password is not None:
         raise _invalid("credentials in the URL are not accepted")
     if parts.fragment:
         raise _invalid("a fragment (#...) is not accepted")
+
     raw_host = parts.hostname
     if not raw_host:
         raise _invalid("the host is missing")
@@ -232,6 +235,7 @@ def parse_webhook_url(text: str) -> WebhookUrl:
             raise _invalid(f"{raw_host!r} is not a valid host name") from error
     if port == 0:
         raise _invalid("port 0 is not a valid port")
+
     return WebhookUrl(
         url=url,
         scheme=scheme,

@@ -1,7 +1,7 @@
 """Fixtures for webhook tests: a real HTTP receiver on 127.0.0.1, the sender, job ctx.
 
 The receiver is an aiohttp.web server on a free port of 127.0.0.1. Tests script its
-answers (status, headers, body, delay) and read back every request it received.
+responses (status, headers, body, delay) and read back every request it received.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class Answer:
+class ScriptedResponse:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
@@ -47,12 +47,12 @@ class Answer:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records requests and plays scripted answers."""
+    """An HTTP server on 127.0.0.1 that records requests and sends scripted responses."""
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
-        self.answers: list[Answer] = []
-        self.default = Answer()
+        self.scripted: list[ScriptedResponse] = []
+        self.default = ScriptedResponse()
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -63,9 +63,9 @@ class Receiver:
     def url(self, path: str = "/hooks") -> str:
         return self.base_url + path
 
-    def answer(self, *answers: Answer) -> None:
-        """Queue answers for the next requests; later ones get ``default``."""
-        self.answers.extend(answers)
+    def respond_with(self, *responses: ScriptedResponse) -> None:
+        """Queue responses for the next requests; later ones get ``default``."""
+        self.scripted.extend(responses)
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append(
@@ -76,11 +76,11 @@ class Receiver:
                 body=await request.read(),
             )
         )
-        answer = self.answers.pop(0) if self.answers else self.default
-        if answer.delay_seconds:
-            await asyncio.sleep(answer.delay_seconds)
+        scripted = self.scripted.pop(0) if self.scripted else self.default
+        if scripted.delay_seconds:
+            await asyncio.sleep(scripted.delay_seconds)
         return web.Response(
-            status=answer.status, headers=answer.headers, body=answer.body
+            status=scripted.status, headers=scripted.headers, body=scripted.body
         )
 
     async def start(self) -> None:
@@ -107,7 +107,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 class StaticResolver(AbstractResolver):
-    """Answers DNS queries from a table, standing in for the internet's DNS."""
+    """Resolves host names from a table, standing in for the internet's DNS."""
 
     def __init__(self, table: dict[str, list[str]]) -> None:
         self.table = table

@@ -12,7 +12,7 @@ from app.core import ids
 from app.core.clock import utcnow
 from app.models import Event, WebhookDelivery, Workspace
 from tests.conftest import make_workspace_key
-from tests.webhooks.conftest import Answer, Receiver, fresh
+from tests.webhooks.conftest import Receiver, ScriptedResponse, fresh
 from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
@@ -30,14 +30,14 @@ async def delivered(
     workspace: Workspace,
     ctx: dict[str, Any],
     receiver: Receiver,
-    *answers: Answer,
+    *responses: ScriptedResponse,
 ) -> tuple[dict[str, Any], Event, WebhookDelivery]:
     """Create an endpoint and an event, and make one attempt of its delivery."""
     endpoint = await create_endpoint(client, auth, receiver.url())
     event = await record_event(session, workspace.id, "invoice.paid")
     await dispatch(ctx, event)
     [delivery] = await deliveries_of(session, event.id)
-    receiver.answer(*answers)
+    receiver.respond_with(*responses)
     await tasks.deliver_webhook(ctx, str(delivery.id))
     return endpoint, event, delivery
 
@@ -57,7 +57,13 @@ class TestGetDelivery:
         receiver: Receiver,
     ) -> None:
         endpoint, event, delivery = await delivered(
-            client, auth, session, workspace, ctx, receiver, Answer(status=500)
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=500),
         )
         await make_due(session, delivery.id)
         await tasks.deliver_webhook(ctx, str(delivery.id))
@@ -118,7 +124,7 @@ class TestListDeliveries:
         for event in events:
             await dispatch(ctx, event)
         deliveries = [(await deliveries_of(session, e.id))[0] for e in events]
-        receiver.answer(Answer(status=500))
+        receiver.respond_with(ScriptedResponse(status=500))
         await tasks.deliver_webhook(ctx, str(deliveries[0].id))
         path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
 
@@ -232,7 +238,13 @@ class TestRetryDelivery:
         receiver: Receiver,
     ) -> None:
         _, _, delivery = await delivered(
-            client, auth, session, workspace, ctx, receiver, Answer(status=500)
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=500),
         )
         await session.execute(
             update(WebhookDelivery)
@@ -240,7 +252,7 @@ class TestRetryDelivery:
             .values(status="failed", next_attempt_at=None, completed_at=utcnow())
         )
         await session.commit()
-        receiver.default = Answer(status=500)
+        receiver.default = ScriptedResponse(status=500)
 
         response = await client.post(
             f"/v1/webhook-deliveries/{api_id(delivery)}/retry", headers=auth
@@ -264,7 +276,13 @@ class TestRetryDelivery:
         receiver: Receiver,
     ) -> None:
         _, _, delivery = await delivered(
-            client, auth, session, workspace, ctx, receiver, Answer(status=500)
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=500),
         )
 
         before = utcnow()
@@ -288,7 +306,13 @@ class TestRetryDelivery:
         receiver: Receiver,
     ) -> None:
         endpoint, _, delivery = await delivered(
-            client, auth, session, workspace, ctx, receiver, Answer(status=410)
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=410),
         )
 
         response = await client.post(

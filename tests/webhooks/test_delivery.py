@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -14,6 +15,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
+from app.core.events import DISPATCH_JOB
 from app.models import (
     Event,
     WebhookAttempt,
@@ -26,11 +28,11 @@ from app.webhooks import delivery as webhook_delivery
 from app.webhooks.backoff import JITTER, retry_delays
 from app.webhooks.schemas import WebhookEndpointCreate
 from app.webhooks.sender import MAX_EXCERPT_BYTES, USER_AGENT, WebhookSender
-from app.webhooks.service import webhook_endpoint_service
+from app.webhooks.service import DELIVER_JOB, webhook_endpoint_service
 from app.webhooks.url_safety import AddressPolicy
 from tests.webhooks.conftest import (
-    Answer,
     Receiver,
+    ScriptedResponse,
     StaticResolver,
     fresh,
     static_resolve,
@@ -142,7 +144,7 @@ class TestDeliverWebhook:
         endpoint, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.answer(Answer(status=500, body=b"boom"))
+        receiver.respond_with(ScriptedResponse(status=500, body=b"boom"))
 
         first = await deliver(ctx, delivery)
         await make_due(session, delivery.id)
@@ -174,7 +176,7 @@ class TestDeliverWebhook:
         _, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.default = Answer(status=502)
+        receiver.default = ScriptedResponse(status=502)
         delays = retry_delays(settings.webhook_max_attempts)
 
         for attempt in (1, 2, 3):
@@ -185,7 +187,7 @@ class TestDeliverWebhook:
             nominal = delays[attempt - 1]
             assert nominal * (1 - JITTER) - 1 <= waited <= nominal * (1 + JITTER) + 1
             assert row.status == "pending"
-            assert row.last_error == "The endpoint answered 502."
+            assert row.last_error == "The endpoint responded 502."
             await make_due(session, delivery.id)
 
         endpoint = await fresh(session, WebhookEndpoint, row.endpoint_id)
@@ -204,7 +206,7 @@ class TestDeliverWebhook:
         _, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.answer(Answer(status=500))
+        receiver.respond_with(ScriptedResponse(status=500))
         await redis_client.flushdb()
 
         await deliver(ctx, delivery)
@@ -229,7 +231,7 @@ class TestDeliverWebhook:
         _, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.answer(Answer(status=500))
+        receiver.respond_with(ScriptedResponse(status=500))
         await deliver(ctx, delivery)
 
         outcome = await deliver(ctx, delivery)
@@ -277,7 +279,9 @@ class TestDeliverWebhook:
         value = header
         if header == "http-date":
             value = format_datetime(utcnow() + timedelta(hours=1), usegmt=True)
-        receiver.answer(Answer(status=status, headers={"Retry-After": value}))
+        receiver.respond_with(
+            ScriptedResponse(status=status, headers={"Retry-After": value})
+        )
         before = utcnow()
 
         assert await deliver(ctx, delivery) == "retrying"
@@ -301,7 +305,7 @@ class TestDeliverWebhook:
         second_event = await record_event(session, workspace.id, "lead.updated")
         await dispatch(ctx, second_event)
         [second] = await deliveries_of(session, second_event.id)
-        receiver.answer(Answer(status=410))
+        receiver.respond_with(ScriptedResponse(status=410))
 
         outcome = await deliver(ctx, delivery)
         skipped = await deliver(ctx, second)
@@ -348,7 +352,7 @@ class TestDeliverWebhook:
         endpoint, _, delivery = await setup_delivery(
             client, auth, session, workspace, short, receiver.url()
         )
-        receiver.default = Answer(status=500)
+        receiver.default = ScriptedResponse(status=500)
 
         first = await deliver(short, delivery)
         await make_due(session, delivery.id)
@@ -385,7 +389,7 @@ class TestDeliverWebhook:
             .values(failing_since=utcnow() - timedelta(days=6))
         )
         await session.commit()
-        receiver.default = Answer(status=500)
+        receiver.default = ScriptedResponse(status=500)
 
         outcome = await deliver(single, delivery)
 
@@ -406,7 +410,7 @@ class TestDeliverWebhook:
         endpoint, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.answer(Answer(status=500))
+        receiver.respond_with(ScriptedResponse(status=500))
 
         await deliver(ctx, delivery)
         failing = await endpoint_row(session, endpoint)
@@ -432,7 +436,9 @@ class TestDeliverWebhook:
             client, auth, session, workspace, ctx, receiver.url()
         )
         target = receiver.url("/elsewhere")
-        receiver.answer(Answer(status=302, headers={"Location": target}))
+        receiver.respond_with(
+            ScriptedResponse(status=302, headers={"Location": target})
+        )
 
         assert await deliver(ctx, delivery) == "retrying"
 
@@ -458,7 +464,7 @@ class TestDeliverWebhook:
         _, _, delivery = await setup_delivery(
             client, auth, session, workspace, quick_ctx, receiver.url()
         )
-        receiver.answer(Answer(delay_seconds=2))
+        receiver.respond_with(ScriptedResponse(delay_seconds=2))
 
         try:
             outcome = await deliver(quick_ctx, delivery)
@@ -505,7 +511,9 @@ class TestDeliverWebhook:
         _, _, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
-        receiver.answer(Answer(status=500, body=b"a\x00b" + b"x" * 100_000))
+        receiver.respond_with(
+            ScriptedResponse(status=500, body=b"a\x00b" + b"x" * 100_000)
+        )
 
         await deliver(ctx, delivery)
 
@@ -574,7 +582,7 @@ class TestLeases:
         assert row.attempts == 2
         assert len(receiver.requests) == 1
 
-    async def test_late_result_of_lost_claim_is_kept_as_attempt(
+    async def test_lost_claim_keeps_attempt(
         self,
         client: httpx.AsyncClient,
         auth: dict[str, str],
@@ -823,3 +831,55 @@ class TestConnectTimeChecks:
         )
         await session.commit()
         return endpoint.id
+
+
+class TestAttemptLogs:
+    async def test_logged_without_secret(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, event, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        receiver.respond_with(ScriptedResponse(status=500))
+
+        with structlog.testing.capture_logs() as logs:
+            await deliver(ctx, delivery)
+
+        [failed] = [line for line in logs if line["event"] == "webhook.attempt_failed"]
+        assert failed["delivery_id"] == str(delivery.id)
+        assert failed["event_id"] == str(event.id)
+        assert failed["endpoint_id"] == str(delivery.endpoint_id)
+        assert failed["attempt"] == 1
+        assert failed["status_code"] == 500
+        assert failed["log_level"] == "warning"
+        secret = endpoint["secret"]
+        assert secret not in repr(logs)
+        assert secret.removeprefix("whsec_") not in repr(logs)
+
+
+class TestWorkerRegistration:
+    def test_jobs_registered(self) -> None:
+        names = {function.__name__ for function in tasks.FUNCTIONS}
+        crons = {job.coroutine.__name__ for job in tasks.CRON_JOBS}
+
+        assert {DISPATCH_JOB, DELIVER_JOB} <= names
+        assert "sweep_webhooks" in crons
+        assert tasks.start_webhook_sender in tasks.STARTUP_HOOKS
+        assert tasks.close_webhook_sender in tasks.SHUTDOWN_HOOKS
+
+    async def test_sender_hooks(self, settings: Settings) -> None:
+        worker_ctx: dict[str, Any] = {"settings": settings}
+
+        await tasks.start_webhook_sender(worker_ctx)
+        sender = worker_ctx[tasks.WEBHOOK_SENDER]
+        await tasks.close_webhook_sender(worker_ctx)
+
+        assert isinstance(sender, WebhookSender)
+        assert sender.session.closed
+        assert tasks.WEBHOOK_SENDER not in worker_ctx

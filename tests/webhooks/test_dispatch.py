@@ -18,7 +18,7 @@ from app.core.jobs import QUEUE_NAME, redis_settings
 from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
 from app.settings import Settings
 from tests.conftest import make_workspace_key
-from tests.webhooks.conftest import Answer, Committed, Receiver, fresh
+from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse, fresh
 from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
@@ -401,7 +401,7 @@ class TestAcrossConnections:
         await tasks.dispatch_event(committed.ctx, str(event.id))
         async with database.session() as session:
             [delivery] = await deliveries_of(session, event.id)
-        receiver.answer(Answer(status=500))
+        receiver.respond_with(ScriptedResponse(status=500))
 
         first = await tasks.deliver_webhook(committed.ctx, str(delivery.id))
         async with database.session() as session:

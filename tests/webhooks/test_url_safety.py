@@ -243,7 +243,7 @@ class TestSafeResolver:
         with pytest.raises(UnsafeAddress):
             await resolver.resolve("rebind.example", 443)
 
-    async def test_passes_public_answers(self) -> None:
+    async def test_passes_public_addresses(self) -> None:
         inner = StaticResolver({"hooks.example": ["8.8.8.8"]})
         resolver = SafeResolver(NO_ALLOW_LIST, inner)
 
