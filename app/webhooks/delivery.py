@@ -5,8 +5,8 @@ An attempt runs in three steps, so no transaction stays open during the request.
 lease (``claimed_until``) in a short transaction. Then the worker sends the request.
 Last, ``record_attempt`` stores the attempt and decides what comes next in a second
 transaction. If the worker dies in between, the lease lapses and the sweep hands the
-delivery to another worker. An attempt counts when it is claimed, so a receiver that crashes
-workers still runs out of attempts.
+delivery to another worker. An attempt counts when it is claimed, so a receiver that
+crashes workers still runs out of attempts.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``emit`` defers a ``dispatch_event`` job after each commit. Dispatch creates one pending
 delivery per subscribed endpoint and defers a ``deliver_webhook`` job for each. Both
 jobs are hints: the sweep finds undispatched events and due deliveries in PostgreSQL
-and enqueues them again, so a Redis flush or a lost enqueue delays work but does not lose it.
+and enqueues them again, so a Redis flush or a lost enqueue delays work but does not
+lose it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The OpenAPI ``webhooks`` section: one operation per event type in the catalogue.
 
 Each operation describes the request salescycle sends: the Standard Webhooks headers
-and a payload whose ``data`` has the object's schema when ``DATA_SCHEMAS`` lists it, and is
-a free-form object otherwise.
+and a payload whose ``data`` has the object's schema when ``DATA_SCHEMAS`` lists it,
+and is a free-form object otherwise.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class WebhookHostUnresolvable(_WebhookUrlError):
 
 
 class WebhookUrlNotAllowed(_WebhookUrlError):
-    """The webhook URL resolves to a private, loopback, link-local or metadata address."""
+    """The webhook URL resolves to a private, loopback or cloud metadata address."""
 
     code = "webhook_url_not_allowed"
     title = "Webhook URL not allowed"

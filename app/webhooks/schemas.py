@@ -117,8 +117,8 @@ class WebhookEndpoint(OutputModel):
     event_types: list[str]
     enabled: bool
     disabled_reason: str | None = Field(
-        description="Why the endpoint was disabled: 'manual', 'gone' (it responded 410) "
-        "or 'failing' (every attempt failed for days)."
+        description="Why the endpoint was disabled: 'manual', 'gone' (it responded "
+        "410) or 'failing' (every attempt failed for days)."
     )
     previous_secret_expires_at: datetime | None = Field(
         description="Until then, requests are also signed with the previous secret."

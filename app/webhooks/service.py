@@ -196,9 +196,9 @@ class WebhookEndpointService:
             workspace_id, endpoint_id, for_update=for_update
         )
         if endpoint is None:
+            shown = ids.encode("webhook_endpoint", endpoint_id)
             raise WebhookEndpointNotFound(
-                f"No webhook endpoint with id {ids.encode('webhook_endpoint', endpoint_id)}"
-                " exists in this workspace."
+                f"No webhook endpoint with id {shown} exists in this workspace."
             )
         return endpoint
 
@@ -376,9 +376,9 @@ class WebhookDeliveryService:
             workspace_id, delivery_id, for_update=for_update
         )
         if delivery is None:
+            shown = ids.encode("webhook_delivery", delivery_id)
             raise WebhookDeliveryNotFound(
-                f"No webhook delivery with id {ids.encode('webhook_delivery', delivery_id)}"
-                " exists in this workspace."
+                f"No webhook delivery with id {shown} exists in this workspace."
             )
         return delivery
 

@@ -121,7 +121,11 @@ class AddressPolicy:
 
     @classmethod
     def from_entries(cls, entries: Iterable[str]) -> AddressPolicy:
-        """Parse allow-list entries such as ``localhost``, ``.internal``, ``10.0.0.0/8``."""
+        """Parse allow-list entries such as ``localhost``, ``.corp`` or ``10.0.0.0/8``.
+
+        An entry that parses as an address or network is used as one. An entry that
+        starts with a dot is a domain suffix, and any other is an exact host name.
+        """
         hostnames: set[str] = set()
         domains: list[str] = []
         networks: list[Network] = []

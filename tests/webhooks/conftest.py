@@ -47,7 +47,7 @@ class ScriptedResponse:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records requests and sends scripted responses."""
+    """An HTTP server on 127.0.0.1 that records requests and sends scripted replies."""
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []

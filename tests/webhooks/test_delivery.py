@@ -842,25 +842,44 @@ class TestAttemptLogs:
         workspace: Workspace,
         ctx: dict[str, Any],
         receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         endpoint, event, delivery = await setup_delivery(
             client, auth, session, workspace, ctx, receiver.url()
         )
         receiver.respond_with(ScriptedResponse(status=500))
+        # The app's loggers are cached on first use, so structlog.testing's
+        # capture_logs cannot reach them; this module's logger is swapped instead.
+        capture = structlog.testing.LogCapture()
+        monkeypatch.setattr(
+            webhook_delivery,
+            "log",
+            structlog.wrap_logger(
+                None,
+                processors=[
+                    structlog.contextvars.merge_contextvars,
+                    structlog.processors.add_log_level,
+                    capture,
+                ],
+            ),
+        )
 
-        with structlog.testing.capture_logs() as logs:
-            await deliver(ctx, delivery)
+        await deliver(ctx, delivery)
 
-        [failed] = [line for line in logs if line["event"] == "webhook.attempt_failed"]
+        [failed] = [
+            entry
+            for entry in capture.entries
+            if entry["event"] == "webhook.attempt_failed"
+        ]
+        assert failed["log_level"] == "warning"
         assert failed["delivery_id"] == str(delivery.id)
         assert failed["event_id"] == str(event.id)
         assert failed["endpoint_id"] == str(delivery.endpoint_id)
         assert failed["attempt"] == 1
         assert failed["status_code"] == 500
-        assert failed["log_level"] == "warning"
-        secret = endpoint["secret"]
-        assert secret not in repr(logs)
-        assert secret.removeprefix("whsec_") not in repr(logs)
+        assert failed["error"] == "The endpoint responded 500."
+        assert failed["job_id"] == "test-job"
+        assert endpoint["secret"].removeprefix("whsec_") not in repr(capture.entries)
 
 
 class TestWorkerRegistration:
