@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.billing import states as invoice_states
-from app.core.openapi import problem_responses
+from app.core.openapi import PUBLIC, problem_responses
 from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
 
 # Public: these describe the API itself and reveal nothing about any workspace.
 router = APIRouter(prefix="/meta", tags=["meta"], route_class=UnitOfWorkRoute)
-PUBLIC: dict[str, Any] = {"security": []}
 
 
 class StateMachine(BaseModel):

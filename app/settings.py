@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,8 +73,21 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     worker_max_jobs: int = Field(default=50, ge=1)
     worker_job_timeout_seconds: int = Field(default=60, ge=1)
-    sweep_interval_seconds: int = Field(default=15, ge=1, le=3600)
+    sweep_interval_seconds: int = Field(
+        default=15,
+        description="Seconds between sweeps for due work whose job was lost; a divisor "
+        "of 60.",
+    )
     claim_lease_seconds: int = Field(default=120, ge=10)
+
+    @field_validator("sweep_interval_seconds")
+    @classmethod
+    def _divides_minute(cls, value: int) -> int:
+        if value < 1 or 60 % value:
+            raise ValueError(
+                "must divide 60: 1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60"
+            )
+        return value
 
 
 @lru_cache

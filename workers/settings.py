@@ -42,6 +42,7 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
     """Build the keyword arguments of ``arq.Worker`` from our settings."""
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    sweep_seconds = set(range(0, 60, settings.sweep_interval_seconds))
     return {
         "functions": tasks.FUNCTIONS,
         "cron_jobs": [
@@ -49,6 +50,10 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
                 tasks.prune_idempotency_keys,
                 minute=set(range(0, 60, 10)),
                 run_at_startup=False,
+            ),
+            *(
+                cron(sweep, second=sweep_seconds, run_at_startup=True)
+                for sweep in tasks.SWEEPS
             ),
             *tasks.CRON_JOBS,
         ],

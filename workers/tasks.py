@@ -15,13 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from arq import cron
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
+from app.settings import Settings
+from app.webhooks import delivery as webhook_delivery
+from app.webhooks import dispatch as webhook_dispatch
+from app.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +100,48 @@ async def _run_provider_event(ctx: dict[str, Any], event_id: uuid.UUID) -> str |
             )
 
 
+WEBHOOK_SENDER = "webhook_sender"
+
+
+async def dispatch_event(ctx: dict[str, Any], event_id: str) -> int:
+    """Create the webhook deliveries of one event; return how many were created."""
+    async with unit_of_work(ctx) as session:
+        created = await webhook_dispatch.dispatch_event(session, uuid.UUID(event_id))
+    return len(created or [])
+
+
+async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
+    """Make one attempt of a webhook delivery; return its outcome."""
+    settings: Settings = ctx["settings"]
+    async with unit_of_work(ctx) as session:
+        claim = await webhook_delivery.claim_delivery(
+            session, uuid.UUID(delivery_id), settings
+        )
+    if claim is None:
+        return "skipped"
+    sender: WebhookSender = ctx[WEBHOOK_SENDER]
+    result = await sender.send(claim.request)
+    async with unit_of_work(ctx) as session:
+        return await webhook_delivery.record_attempt(session, claim, result, settings)
+
+
+async def sweep_webhooks(ctx: dict[str, Any]) -> int:
+    """Enqueue again the events and deliveries whose jobs were lost."""
+    async with unit_of_work(ctx) as session:
+        result = await webhook_dispatch.sweep(session)
+    return result.events + result.deliveries
+
+
+async def start_webhook_sender(ctx: dict[str, Any]) -> None:
+    ctx[WEBHOOK_SENDER] = WebhookSender(ctx["settings"])
+
+
+async def close_webhook_sender(ctx: dict[str, Any]) -> None:
+    sender: WebhookSender | None = ctx.pop(WEBHOOK_SENDER, None)
+    if sender is not None:
+        await sender.close()
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -105,11 +150,13 @@ FUNCTIONS: list[Any] = [
     prune_idempotency_keys,
     process_provider_event,
     sweep_provider_events,
+    dispatch_event,
+    deliver_webhook,
+    sweep_webhooks,
 ]
-CRON_JOBS: list[Any] = [
-    # NOTE: every 15 s, the default of settings.sweep_interval_seconds; cron times are
-    # fixed when this module is imported, before the worker's settings exist.
-    cron(sweep_provider_events, second={0, 15, 30, 45}, run_at_startup=True),
-]
-STARTUP_HOOKS: list[Hook] = []
-SHUTDOWN_HOOKS: list[Hook] = []
+# Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
+# settings.sweep_interval_seconds, and once at startup.
+SWEEPS: list[Any] = [sweep_provider_events, sweep_webhooks]
+CRON_JOBS: list[Any] = []
+STARTUP_HOOKS: list[Hook] = [start_webhook_sender]
+SHUTDOWN_HOOKS: list[Hook] = [close_webhook_sender]

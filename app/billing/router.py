@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.billing.payments import payment_service
 from app.billing.providers.router import router as provider_webhooks_router
@@ -22,23 +22,16 @@ from app.billing.views import invoice_view, payment_view
 from app.core import ids
 from app.core.auth import Principal, require
 from app.core.clock import utcnow
-from app.core.concurrency import set_etag
+from app.core.concurrency import IfMatch, set_etag
 from app.core.errors import FieldError, InvalidInput
 from app.core.openapi import problem_responses
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 
 invoices = APIRouter(prefix="/invoices", tags=["invoices"], route_class=UnitOfWorkRoute)
 payments = APIRouter(prefix="/payments", tags=["payments"], route_class=UnitOfWorkRoute)
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
-Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page.")
-]
-IfMatch = Annotated[
-    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
-]
 CustomerFilter = Annotated[
     str | None, Query(max_length=100, description="Only this customer, cus_…")
 ]

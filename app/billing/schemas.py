@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -25,6 +24,7 @@ from app.core.schemas import (
     OpportunityId,
     OutputModel,
     PaymentId,
+    Timestamp,
 )
 
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
@@ -300,7 +300,7 @@ class PaymentCreate(InputModel):
     invoice_id: InvoiceId | None = Field(
         default=None, description="The invoice to allocate the whole payment to."
     )
-    received_at: AwareDatetime | None = Field(
+    received_at: Timestamp | None = Field(
         default=None, description="When the money arrived; defaults to now."
     )
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(

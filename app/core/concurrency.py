@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Response
+from typing import Annotated
+
+from fastapi import Header, Response
 
 from app.core.errors import FieldError, InvalidInput, PreconditionFailed
 
@@ -37,3 +39,9 @@ def check_if_match(if_match: str | None, version: int) -> None:
             "retry with its current ETag.",
             current_version=version,
         )
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(max_length=200, description='The current ETag, e.g. "3".'),
+]

@@ -22,6 +22,10 @@ _DESCRIPTIONS = {
 }
 
 
+# openapi_extra for operations that need no API key.
+PUBLIC: dict[str, Any] = {"security": []}
+
+
 class ProblemFieldError(BaseModel):
     """One invalid field of a request."""
 

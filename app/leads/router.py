@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.core import ids
 from app.core.auth import Principal, require
-from app.core.concurrency import set_etag
+from app.core.concurrency import IfMatch, set_etag
 from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
@@ -16,10 +16,6 @@ from app.leads.schemas import Lead, LeadCreate, LeadStatus, LeadUpdate
 from app.leads.service import lead_service
 
 router = APIRouter(prefix="/leads", tags=["leads"], route_class=UnitOfWorkRoute)
-
-IfMatch = Annotated[
-    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
-]
 
 
 @router.post(

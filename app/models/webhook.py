@@ -18,7 +18,12 @@ from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, Workspa
 
 
 class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
-    """A URL that receives signed events of the types it subscribes to."""
+    """A URL that receives signed events of the types it subscribes to.
+
+    After a secret rotation, ``previous_secret`` keeps signing alongside the new secret
+    until ``previous_secret_expires_at``. ``failing_since`` is the time of the first
+    failed attempt after the last success; it is null while the endpoint is healthy.
+    """
 
     __tablename__ = "webhook_endpoints"
 
@@ -26,16 +31,24 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     description: Mapped[str | None] = mapped_column(String(500))
     event_types: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     secret: Mapped[str] = mapped_column(String(200))
+    previous_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_expires_at: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    failing_since: Mapped[datetime | None]
 
 
 class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
-    """One event owed to one endpoint; its id is the ``webhook-id`` on every attempt."""
+    """One event owed to one endpoint; its id is the ``webhook-id`` on every attempt.
+
+    ``attempt_limit`` caps ``attempts`` for this delivery; null means the
+    ``webhook_max_attempts`` setting. A manual retry sets it to one more attempt.
+    """
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
@@ -44,13 +57,14 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     )
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
     event_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("events.id", ondelete="CASCADE")
     )
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
+    attempt_limit: Mapped[int | None]
     next_attempt_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
     last_status_code: Mapped[int | None]

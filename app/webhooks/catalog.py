@@ -1,0 +1,133 @@
+"""The catalogue of event types: what the event log records and webhooks deliver.
+
+Every type is ``<object_type>.<action>``. Webhook endpoints subscribe with exact types,
+``<object_type>.*`` for every action on one object type, or ``*`` for everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One kind of event, the object type its ``data`` describes, and what it means."""
+
+    name: str
+    object_type: str
+    description: str
+
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType("lead.created", "lead", "A lead was captured or created."),
+    EventType("lead.updated", "lead", "A lead's fields or status changed."),
+    EventType(
+        "lead.converted",
+        "lead",
+        "A lead was converted into a customer, contact and opportunity.",
+    ),
+    EventType("sequence.created", "sequence", "A nurture sequence was created."),
+    EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
+    EventType(
+        "enrollment.step_completed",
+        "enrollment",
+        "An enrolment ran one step of its sequence.",
+    ),
+    EventType("enrollment.completed", "enrollment", "An enrolment ran its last step."),
+    EventType(
+        "enrollment.exited",
+        "enrollment",
+        "An enrolment stopped early; exit_reason says why.",
+    ),
+    EventType("enrollment.paused", "enrollment", "An enrolment was paused."),
+    EventType("enrollment.resumed", "enrollment", "A paused enrolment was resumed."),
+    EventType("enrollment.failed", "enrollment", "An enrolment stopped on an error."),
+    EventType("customer.created", "customer", "A customer was created."),
+    EventType("customer.updated", "customer", "A customer's fields changed."),
+    EventType("contact.created", "contact", "A contact was added to a customer."),
+    EventType("opportunity.created", "opportunity", "An opportunity was opened."),
+    EventType("opportunity.updated", "opportunity", "An opportunity's fields changed."),
+    EventType(
+        "opportunity.stage_changed",
+        "opportunity",
+        "An opportunity moved to another pipeline stage.",
+    ),
+    EventType("opportunity.won", "opportunity", "An opportunity was won."),
+    EventType("opportunity.lost", "opportunity", "An opportunity was lost."),
+    EventType("invoice.created", "invoice", "A draft invoice was created."),
+    EventType("invoice.updated", "invoice", "A draft invoice changed."),
+    EventType(
+        "invoice.finalized",
+        "invoice",
+        "An invoice was finalized: it has its number and is open for payment.",
+    ),
+    EventType("invoice.voided", "invoice", "An open invoice was voided."),
+    EventType("invoice.paid", "invoice", "An invoice was paid in full."),
+    EventType(
+        "invoice.overdue",
+        "invoice",
+        "An open invoice passed its due date in the customer's time zone.",
+    ),
+    EventType("payment.succeeded", "payment", "A payment was received."),
+    EventType("payment.refunded", "payment", "A payment was refunded."),
+    EventType(
+        "webhook_endpoint.created",
+        "webhook_endpoint",
+        "A webhook endpoint was created.",
+    ),
+    EventType(
+        "webhook_endpoint.updated",
+        "webhook_endpoint",
+        "A webhook endpoint's settings or signing secret changed.",
+    ),
+    EventType(
+        "webhook_endpoint.deleted",
+        "webhook_endpoint",
+        "A webhook endpoint was deleted.",
+    ),
+    EventType(
+        "webhook_endpoint.disabled",
+        "webhook_endpoint",
+        "A webhook endpoint was disabled automatically, because it responded 410 Gone "
+        "or every attempt failed for days.",
+    ),
+)
+
+EVENT_TYPES_BY_NAME: dict[str, EventType] = {
+    event_type.name: event_type for event_type in EVENT_TYPES
+}
+OBJECT_TYPES: tuple[str, ...] = tuple(
+    dict.fromkeys(event_type.object_type for event_type in EVENT_TYPES)
+)
+
+
+def object_wildcard(object_type: str) -> str:
+    return f"{object_type}.{WILDCARD}"
+
+
+def is_valid_pattern(pattern: str) -> bool:
+    """Tell whether an endpoint may subscribe with ``pattern``: a type or a wildcard."""
+    if pattern == WILDCARD or pattern in EVENT_TYPES_BY_NAME:
+        return True
+    prefix, dot, rest = pattern.rpartition(".")
+    return bool(dot) and rest == WILDCARD and prefix in OBJECT_TYPES
+
+
+def matches(pattern: str, event_type: str) -> bool:
+    """Tell whether a subscription ``pattern`` covers ``event_type``."""
+    if pattern == WILDCARD:
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def patterns_covering(event_type: str) -> list[str]:
+    """List every pattern that covers ``event_type``, for an ``= ANY(...)`` query."""
+    patterns = [WILDCARD, event_type]
+    parts = event_type.split(".")
+    for end in range(1, len(parts)):
+        patterns.append(".".join(parts[:end]) + ".*")
+    return patterns

@@ -1,0 +1,132 @@
+"""Fanning events out to webhook endpoints, and the sweep that finds lost work.
+
+``emit`` defers a ``dispatch_event`` job after each commit. Dispatch creates one pending
+delivery per subscribed endpoint and defers a ``deliver_webhook`` job for each. Both
+jobs are hints: the sweep finds undispatched events and due deliveries in PostgreSQL
+and enqueues them again, so a Redis flush or a lost enqueue delays work but does not
+lose it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import utcnow
+from app.core.db import defer_job
+from app.core.events import DISPATCH_JOB
+from app.webhooks.repository import (
+    EventRepository,
+    WebhookDeliveryRepository,
+    WebhookEndpointRepository,
+)
+from app.webhooks.service import DELIVER_JOB, deliver_job_id
+
+log = structlog.get_logger(__name__)
+
+# Work younger than this still has its own job in flight; the sweep leaves it alone.
+SWEEP_GRACE = timedelta(seconds=5)
+SWEEP_BATCH = 500
+# Bounds one sweep run; a larger backlog drains over the following runs.
+SWEEP_MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    events: int
+    deliveries: int
+
+
+async def dispatch_event(
+    session: AsyncSession, event_id: uuid.UUID
+) -> list[uuid.UUID] | None:
+    """Create the deliveries of one event; return their ids.
+
+    Returns None when the event is already dispatched, missing, or being dispatched
+    by another worker. Running it twice never creates a second delivery.
+    """
+    events = EventRepository.from_session(session)
+    event = await events.lock_undispatched(event_id)
+    if event is None:
+        log.debug("webhook.dispatch_skipped", event_id=str(event_id))
+        return None
+
+    endpoint_ids = await WebhookEndpointRepository.from_session(session).subscribed_ids(
+        event
+    )
+    now = utcnow()
+    delivery_ids = list(
+        await WebhookDeliveryRepository.from_session(session).create_for_event(
+            event, endpoint_ids, due_at=now
+        )
+    )
+    await events.mark_dispatched(event.id, now)
+
+    for delivery_id in delivery_ids:
+        defer_job(
+            session,
+            DELIVER_JOB,
+            str(delivery_id),
+            job_id=deliver_job_id(delivery_id, 1),
+        )
+    log.info(
+        "webhook.event_dispatched",
+        event_id=str(event.id),
+        event_type=event.type,
+        deliveries=len(delivery_ids),
+    )
+    return delivery_ids
+
+
+async def sweep(session: AsyncSession) -> SweepResult:
+    """Enqueue again every undispatched event and every due delivery with a free lease.
+
+    The jobs carry the same ids as the ones first enqueued, so arq drops a duplicate
+    of a job that is still queued.
+    """
+    due_before = utcnow() - SWEEP_GRACE
+    events = EventRepository.from_session(session)
+    deliveries = WebhookDeliveryRepository.from_session(session)
+
+    event_count = 0
+    after_event: uuid.UUID | None = None
+    while event_count < SWEEP_MAX_ROWS:
+        event_ids = await events.undispatched_ids(
+            created_before=due_before, after_id=after_event, limit=SWEEP_BATCH
+        )
+        for event_id in event_ids:
+            defer_job(
+                session, DISPATCH_JOB, str(event_id), job_id=f"dispatch:{event_id}"
+            )
+        event_count += len(event_ids)
+        if len(event_ids) < SWEEP_BATCH:
+            break
+        after_event = event_ids[-1]
+
+    delivery_count = 0
+    after_delivery: uuid.UUID | None = None
+    while delivery_count < SWEEP_MAX_ROWS:
+        due = await deliveries.due_ids(
+            due_before=due_before, after_id=after_delivery, limit=SWEEP_BATCH
+        )
+        for delivery_id, attempts in due:
+            defer_job(
+                session,
+                DELIVER_JOB,
+                str(delivery_id),
+                job_id=deliver_job_id(delivery_id, attempts + 1),
+            )
+        delivery_count += len(due)
+        if len(due) < SWEEP_BATCH:
+            break
+        after_delivery = due[-1][0]
+
+    if event_count or delivery_count:
+        log.info(
+            "webhook.sweep_enqueued", events=event_count, deliveries=delivery_count
+        )
+    return SweepResult(events=event_count, deliveries=delivery_count)

@@ -1,0 +1,369 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core.ids import new_uuid
+from app.core.pagination import decode_cursor, encode_cursor, paginate
+from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks import catalog
+
+Order = Literal["asc", "desc"]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _paginate_ascending(
+    session: AsyncSession,
+    statement: Select[Any],
+    id_column: InstrumentedAttribute[uuid.UUID],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Any], str | None, bool]:
+    """Page oldest first; the keyset mirror of ``app.core.pagination.paginate``."""
+    if cursor:
+        statement = statement.where(id_column > decode_cursor(cursor))
+    rows = (
+        (await session.execute(statement.order_by(id_column.asc()).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
+    return rows, next_cursor, has_more
+
+
+class EventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> EventRepository:
+        return cls(session)
+
+    async def get(self, workspace_id: uuid.UUID, event_id: uuid.UUID) -> Event | None:
+        return await self.session.scalar(
+            select(Event).where(
+                Event.workspace_id == workspace_id, Event.id == event_id
+            )
+        )
+
+    async def get_by_id(self, event_id: uuid.UUID) -> Event | None:
+        return await self.session.get(Event, event_id)
+
+    async def list(
+        self,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        order: Order = "desc",
+        types: Sequence[str] = (),
+        object_id: uuid.UUID | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> tuple[Sequence[Event], str | None, bool]:
+        statement: Select[Any] = select(Event).where(Event.workspace_id == workspace_id)
+        if types and catalog.WILDCARD not in types:
+            conditions = []
+            exact = [pattern for pattern in types if not pattern.endswith(".*")]
+            if exact:
+                conditions.append(Event.type.in_(exact))
+            for pattern in types:
+                if pattern.endswith(".*"):
+                    prefix = _escape_like(pattern[:-1])
+                    conditions.append(Event.type.like(prefix + "%", escape="\\"))
+            statement = statement.where(or_(*conditions))
+        if object_id is not None:
+            statement = statement.where(Event.object_id == object_id)
+        if created_after is not None:
+            statement = statement.where(Event.created_at > created_after)
+        if created_before is not None:
+            statement = statement.where(Event.created_at < created_before)
+        if order == "asc":
+            return await _paginate_ascending(
+                self.session, statement, Event.id, limit=limit, cursor=cursor
+            )
+        return await paginate(
+            self.session, statement, Event.id, limit=limit, cursor=cursor
+        )
+
+    async def lock_undispatched(self, event_id: uuid.UUID) -> Event | None:
+        """Lock the event unless it is dispatched or another worker holds it."""
+        return await self.session.scalar(
+            select(Event)
+            .where(Event.id == event_id, Event.dispatched_at.is_(None))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+
+    async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
+        await self.session.execute(
+            update(Event).where(Event.id == event_id).values(dispatched_at=at)
+        )
+
+    async def undispatched_ids(
+        self, *, created_before: datetime, after_id: uuid.UUID | None, limit: int
+    ) -> Sequence[uuid.UUID]:
+        statement = select(Event.id).where(
+            Event.dispatched_at.is_(None), Event.created_at < created_before
+        )
+        if after_id is not None:
+            statement = statement.where(Event.id > after_id)
+        return (
+            await self.session.scalars(statement.order_by(Event.id).limit(limit))
+        ).all()
+
+
+class WebhookEndpointRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> WebhookEndpointRepository:
+        return cls(session)
+
+    async def get(
+        self,
+        workspace_id: uuid.UUID,
+        endpoint_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> WebhookEndpoint | None:
+        statement = select(WebhookEndpoint).where(
+            WebhookEndpoint.workspace_id == workspace_id,
+            WebhookEndpoint.id == endpoint_id,
+        )
+        if for_update:
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
+        return await self.session.scalar(statement)
+
+    async def get_by_id(
+        self, endpoint_id: uuid.UUID, *, for_update: bool = False
+    ) -> WebhookEndpoint | None:
+        statement = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+        if for_update:
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
+        return await self.session.scalar(statement)
+
+    async def list(
+        self,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        enabled: bool | None = None,
+    ) -> tuple[Sequence[WebhookEndpoint], str | None, bool]:
+        statement: Select[Any] = select(WebhookEndpoint).where(
+            WebhookEndpoint.workspace_id == workspace_id
+        )
+        if enabled is not None:
+            statement = statement.where(WebhookEndpoint.enabled.is_(enabled))
+        return await paginate(
+            self.session, statement, WebhookEndpoint.id, limit=limit, cursor=cursor
+        )
+
+    async def subscribed_ids(self, event: Event) -> Sequence[uuid.UUID]:
+        """Return the enabled endpoints of the event's workspace that subscribe to it.
+
+        Endpoints created after the event are left out: they subscribe to what happens
+        from their creation on. The rows are locked FOR KEY SHARE, so an endpoint being
+        deleted is either skipped, or its deletion waits until the deliveries exist.
+        """
+        patterns = catalog.patterns_covering(event.type)
+        return (
+            await self.session.scalars(
+                select(WebhookEndpoint.id)
+                .where(
+                    WebhookEndpoint.workspace_id == event.workspace_id,
+                    WebhookEndpoint.enabled.is_(True),
+                    WebhookEndpoint.created_at <= event.created_at,
+                    WebhookEndpoint.event_types.op("&&")(
+                        bindparam("patterns", patterns, type_=ARRAY(Text))
+                    ),
+                )
+                .order_by(WebhookEndpoint.id)
+                .with_for_update(key_share=True)
+            )
+        ).all()
+
+    async def mark_failing(self, endpoint_id: uuid.UUID, since: datetime) -> None:
+        """Record the first failure after a success; no version bump, no event."""
+        await self.session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.failing_since.is_(None),
+            )
+            .values(failing_since=since, updated_at=WebhookEndpoint.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def mark_healthy(self, endpoint_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.failing_since.is_not(None),
+            )
+            .values(failing_since=None, updated_at=WebhookEndpoint.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+class WebhookDeliveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> WebhookDeliveryRepository:
+        return cls(session)
+
+    async def create_for_event(
+        self, event: Event, endpoint_ids: Sequence[uuid.UUID], *, due_at: datetime
+    ) -> Sequence[uuid.UUID]:
+        """Insert one pending delivery per endpoint; return the ids of the new ones.
+
+        ``ON CONFLICT DO NOTHING`` on ``(endpoint_id, event_id)`` makes a second
+        dispatch of the same event create nothing.
+        """
+        if not endpoint_ids:
+            return []
+        statement = (
+            insert(WebhookDelivery)
+            .values(
+                [
+                    {
+                        "id": new_uuid(),
+                        "workspace_id": event.workspace_id,
+                        "endpoint_id": endpoint_id,
+                        "event_id": event.id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": due_at,
+                    }
+                    for endpoint_id in endpoint_ids
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
+            .returning(WebhookDelivery.id)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def get(
+        self,
+        workspace_id: uuid.UUID,
+        delivery_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> WebhookDelivery | None:
+        statement = select(WebhookDelivery).where(
+            WebhookDelivery.workspace_id == workspace_id,
+            WebhookDelivery.id == delivery_id,
+        )
+        if for_update:
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
+        return await self.session.scalar(statement)
+
+    async def get_by_id_for_update(
+        self, delivery_id: uuid.UUID
+    ) -> WebhookDelivery | None:
+        return await self.session.scalar(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    async def claim_due(
+        self, delivery_id: uuid.UUID, now: datetime
+    ) -> WebhookDelivery | None:
+        """Lock the delivery if it is pending, due, and no live lease holds it."""
+        return await self.session.scalar(
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+                or_(
+                    WebhookDelivery.claimed_until.is_(None),
+                    WebhookDelivery.claimed_until < now,
+                ),
+            )
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+
+    async def list_for_endpoint(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> tuple[Sequence[WebhookDelivery], str | None, bool]:
+        statement: Select[Any] = select(WebhookDelivery).where(
+            WebhookDelivery.endpoint_id == endpoint_id
+        )
+        if status is not None:
+            statement = statement.where(WebhookDelivery.status == status)
+        if event_id is not None:
+            statement = statement.where(WebhookDelivery.event_id == event_id)
+        return await paginate(
+            self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
+        )
+
+    async def event_types(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Return the type of each event, in one query."""
+        if not event_ids:
+            return {}
+        rows = await self.session.execute(
+            select(Event.id, Event.type).where(Event.id.in_(set(event_ids)))
+        )
+        return {row.id: row.type for row in rows}
+
+    async def attempts(self, delivery_id: uuid.UUID) -> Sequence[WebhookAttempt]:
+        return (
+            await self.session.scalars(
+                select(WebhookAttempt)
+                .where(WebhookAttempt.delivery_id == delivery_id)
+                .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
+            )
+        ).all()
+
+    async def due_ids(
+        self, *, due_before: datetime, after_id: uuid.UUID | None, limit: int
+    ) -> Sequence[tuple[uuid.UUID, int]]:
+        """Return pending deliveries due before ``due_before`` whose lease is free."""
+        statement = select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= due_before,
+            or_(
+                WebhookDelivery.claimed_until.is_(None),
+                WebhookDelivery.claimed_until < due_before,
+            ),
+        )
+        if after_id is not None:
+            statement = statement.where(WebhookDelivery.id > after_id)
+        rows = await self.session.execute(
+            statement.order_by(WebhookDelivery.id).limit(limit)
+        )
+        return [(row.id, row.attempts) for row in rows]

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from app.core import ids
+from app.core.schemas import (
+    EventId,
+    InputModel,
+    OutputModel,
+    WebhookDeliveryId,
+    WebhookEndpointId,
+)
+from app.webhooks import catalog
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+MAX_EVENT_TYPES = 100
+MAX_GRACE_SECONDS = 7 * 86_400
+
+
+def encode_object_id(object_type: str, object_id: uuid.UUID) -> str:
+    """Render an event's object id with the prefix of its object type."""
+    if object_type in ids.PREFIXES:
+        return ids.encode(object_type, object_id)
+    return str(object_id)
+
+
+def _check_pattern(value: str) -> str:
+    if not catalog.is_valid_pattern(value):
+        raise ValueError(
+            f"{value!r} is not an event type. Use a type from GET "
+            "/v1/meta/event-types, '<object_type>.*' such as 'invoice.*', or '*'"
+        )
+    return value
+
+
+def _dedupe(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+EventTypePattern = Annotated[str, AfterValidator(_check_pattern)]
+EventTypePatterns = Annotated[
+    list[EventTypePattern],
+    Field(
+        min_length=1,
+        max_length=MAX_EVENT_TYPES,
+        description="Event types to receive: exact types, '<object_type>.*' or '*'.",
+        examples=[["invoice.*", "payment.succeeded"]],
+    ),
+    AfterValidator(_dedupe),
+]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description="An http:// or https:// URL that resolves to public addresses.",
+        examples=["https://example.com/webhooks/salescycle"],
+    ),
+]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class Event(OutputModel):
+    object: Literal["event"] = "event"
+    id: EventId
+    type: str = Field(examples=["invoice.paid"])
+    object_type: str = Field(examples=["invoice"])
+    object_id: str = Field(
+        description="Id of the object, with the prefix of its object_type.",
+        examples=["inv_01jf3v8a5ktq2m7x9c4b6d8e0g"],
+    )
+    sequence: int = Field(
+        description="Counts the events of one object from 1; drop an event whose "
+        "sequence is lower than one already applied."
+    )
+    data: dict[str, Any] = Field(description="The object's full state after the event.")
+    request_id: str | None = Field(description="X-Request-Id of the causing request.")
+    actor: str | None = Field(description="API key or user that caused the event.")
+    created_at: datetime
+
+
+class WebhookEndpointCreate(InputModel):
+    url: WebhookUrl
+    description: Description | None = None
+    event_types: EventTypePatterns
+    enabled: bool = True
+
+
+class WebhookEndpointUpdate(InputModel):
+    url: WebhookUrl | None = None
+    description: Description | None = None
+    event_types: EventTypePatterns | None = None
+    enabled: bool | None = Field(
+        default=None, description="Enabling an endpoint clears its disabled_reason."
+    )
+
+
+class WebhookSecretRotate(InputModel):
+    previous_secret_expires_in: int = Field(
+        default=86_400,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="Seconds the previous secret keeps signing alongside the new "
+        "one; 0 retires it at once.",
+    )
+
+
+class WebhookEndpoint(OutputModel):
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    id: WebhookEndpointId
+    url: str
+    description: str | None
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None = Field(
+        description="Why the endpoint was disabled: 'manual', 'gone' (it responded "
+        "410) or 'failing' (every attempt failed for days)."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until then, requests are also signed with the previous secret."
+    )
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str = Field(
+        description="The signing secret, shown only in this response. Store it now.",
+        examples=["whsec_Ko6I68OGHmMwHNDRvqyNVv4E4v/UBb0cEUwVLRo9km8="],
+    )
+
+
+class WebhookAttempt(OutputModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="HTTP status; null if none arrived.")
+    error: str | None
+    duration_ms: int
+    response_excerpt: str | None = Field(
+        description="The first bytes of the response body."
+    )
+
+
+class WebhookDelivery(OutputModel):
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    id: WebhookDeliveryId = Field(
+        description="Sent as the webhook-id header, the same on every attempt."
+    )
+    endpoint_id: WebhookEndpointId
+    event_id: EventId
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookDeliveryWithAttempts(WebhookDelivery):
+    attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class EventTypeInfo(BaseModel):
+    type: str
+    object_type: str
+    description: str
+
+
+class EventTypeList(BaseModel):
+    data: list[EventTypeInfo]

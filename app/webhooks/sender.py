@@ -1,0 +1,188 @@
+"""The HTTP client that sends webhook requests: one aiohttp session per worker.
+
+aiohttp, not httpx: on the delivery workload (many small signed POSTs to a few
+receivers) aiohttp sends many times more requests per second. Every connection goes
+through ``SafeResolver`` and ``GuardedSocketFactory``, redirects are never followed,
+proxies from the environment are ignored and no cookies are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+import structlog
+from aiohttp.abc import AbstractResolver
+
+from app.core.clock import utcnow
+from app.settings import Settings
+from app.webhooks.errors import InvalidWebhookUrl
+from app.webhooks.signing import webhook_headers
+from app.webhooks.url_safety import (
+    AddressPolicy,
+    GuardedSocketFactory,
+    SafeResolver,
+    UnsafeAddress,
+    dialling,
+    parse_webhook_url,
+)
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = "salescycle-webhooks/1"
+MAX_EXCERPT_BYTES = 1024
+# Connections per receiver host, so a burst of events does not flood one receiver.
+CONNECTIONS_PER_HOST = 20
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """One signed webhook request: where it goes and what it carries."""
+
+    url: str
+    message_id: str
+    body: bytes
+    signing_secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The outcome of one request: a status, or the error that prevented one."""
+
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    retry_after: str | None = None
+    location: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _find_unsafe(error: BaseException) -> UnsafeAddress | None:
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UnsafeAddress):
+            return current
+        pending.extend(
+            [
+                current.__cause__,
+                current.__context__,
+                getattr(current, "os_error", None),
+            ]
+        )
+    return None
+
+
+def _describe_error(error: BaseException, timeout: float) -> str:
+    unsafe = _find_unsafe(error)
+    if unsafe is not None:
+        return f"Blocked before connecting: {unsafe}."
+    if isinstance(error, TimeoutError):
+        return f"Timed out after {timeout:g} s."
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"Connection failed: {error}."
+    return f"Request failed: {type(error).__name__}: {error}."
+
+
+async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
+    """Read at most ``MAX_EXCERPT_BYTES`` of the body; the rest is never read."""
+    raw = bytearray()
+    while len(raw) < MAX_EXCERPT_BYTES:
+        chunk = await response.content.read(MAX_EXCERPT_BYTES - len(raw))
+        if not chunk:
+            break
+        raw.extend(chunk)
+    if not raw:
+        return None
+    # PostgreSQL text cannot hold NUL characters.
+    return raw.decode("utf-8", "replace").replace("\x00", "")
+
+
+class WebhookSender:
+    """Sends signed webhook requests with one shared aiohttp session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: AbstractResolver | None = None,
+        policy: AddressPolicy | None = None,
+    ) -> None:
+        self.policy = policy or AddressPolicy.from_entries(
+            settings.webhook_allow_private_hosts
+        )
+        self.timeout = settings.webhook_timeout_seconds
+        self._resolver = SafeResolver(self.policy, resolver)
+        connector = aiohttp.TCPConnector(
+            resolver=self._resolver,
+            socket_factory=GuardedSocketFactory(self.policy),
+            limit_per_host=CONNECTIONS_PER_HOST,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": USER_AGENT},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            auto_decompress=False,
+        )
+
+    async def send(self, request: OutgoingRequest) -> AttemptResult:
+        """POST one request; a network error or timeout is returned as a result."""
+        attempted_at = utcnow()
+        started = time.perf_counter()
+        timestamp = int(attempted_at.timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            **webhook_headers(
+                request.signing_secrets, request.message_id, timestamp, request.body
+            ),
+        }
+        try:
+            host = parse_webhook_url(request.url).host
+        except InvalidWebhookUrl as error:
+            return AttemptResult(
+                attempted_at=attempted_at, duration_ms=0, error=error.detail
+            )
+        try:
+            with dialling(host):
+                async with self.session.post(
+                    request.url,
+                    data=request.body,
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response:
+                    excerpt = await _read_excerpt(response)
+                    return AttemptResult(
+                        attempted_at=attempted_at,
+                        duration_ms=self._elapsed_ms(started),
+                        status_code=response.status,
+                        response_excerpt=excerpt,
+                        retry_after=response.headers.get("Retry-After"),
+                        location=response.headers.get("Location"),
+                    )
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+            return AttemptResult(
+                attempted_at=attempted_at,
+                duration_ms=self._elapsed_ms(started),
+                error=_describe_error(error, self.timeout),
+            )
+
+    @staticmethod
+    def _elapsed_ms(started: float) -> int:
+        return round((time.perf_counter() - started) * 1000)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self._resolver.close()

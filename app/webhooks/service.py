@@ -1,0 +1,468 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.core.auth import Principal
+from app.core.clock import utcnow
+from app.core.concurrency import check_if_match
+from app.core.db import defer_job
+from app.core.errors import FieldError, InvalidInput
+from app.core.events import emit
+from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks import catalog
+from app.webhooks.errors import (
+    EventNotFound,
+    UnknownEventType,
+    WebhookDeliveryInProgress,
+    WebhookDeliveryNotFound,
+    WebhookEndpointDisabled,
+    WebhookEndpointNotFound,
+)
+from app.webhooks.repository import (
+    EventRepository,
+    Order,
+    WebhookDeliveryRepository,
+    WebhookEndpointRepository,
+)
+from app.webhooks.schemas import WebhookEndpoint as WebhookEndpointSchema
+from app.webhooks.schemas import (
+    WebhookEndpointCreate,
+    WebhookEndpointUpdate,
+    WebhookSecretRotate,
+)
+from app.webhooks.signing import generate_secret
+from app.webhooks.url_safety import (
+    AddressPolicy,
+    Resolve,
+    check_webhook_url,
+    resolve_host,
+)
+
+log = structlog.get_logger(__name__)
+
+DELIVER_JOB = "deliver_webhook"
+MAX_TYPE_FILTERS = 20
+
+DisabledReason = Literal["manual", "gone", "failing"]
+
+
+def endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """Serialize an endpoint as the API shows it, without its secret, for events."""
+    return WebhookEndpointSchema.model_validate(endpoint).model_dump(mode="json")
+
+
+def deliver_job_id(delivery_id: uuid.UUID, attempt: int) -> str:
+    """Name the job of one attempt, so a sweep and a scheduled job do not both run."""
+    return f"deliver:{delivery_id}:{attempt}"
+
+
+def parse_object_id(value: str) -> uuid.UUID:
+    """Decode any prefixed id by its prefix, raising ``InvalidInput``."""
+    prefix, _, _ = value.rpartition("_")
+    kinds = [kind for kind, known in ids.PREFIXES.items() if known == prefix]
+    if kinds:
+        try:
+            return ids.decode(kinds[0], value)
+        except ids.InvalidId:
+            pass
+    raise InvalidInput(
+        f"object_id {value!r} is not an object id. Pass an id such as lead_… or "
+        "inv_… as the API returns it.",
+        errors=[FieldError("query.object_id", "invalid object id", "invalid_id")],
+    )
+
+
+def check_type_filters(types: Sequence[str]) -> list[str]:
+    """Validate ``type`` filters: exact types or ``<object_type>.*``, at most 20."""
+    if len(types) > MAX_TYPE_FILTERS:
+        raise InvalidInput(
+            f"At most {MAX_TYPE_FILTERS} type filters are accepted; got {len(types)}.",
+            errors=[FieldError("query.type", "too many values", "too_many")],
+        )
+    unknown = [
+        value
+        for value in types
+        if not (value == catalog.WILDCARD or _looks_like_type(value))
+    ]
+    if unknown:
+        raise UnknownEventType(
+            f"{unknown[0]!r} is not an event type filter. Use a type such as "
+            "'invoice.paid', a prefix such as 'invoice.*', or '*'.",
+            errors=[
+                FieldError("query.type", f"{value!r} is not a type", "invalid")
+                for value in unknown
+            ],
+        )
+    return list(dict.fromkeys(types))
+
+
+def _looks_like_type(value: str) -> bool:
+    parts = value.split(".")
+    if len(parts) < 2 or len(value) > 100:
+        return False
+    names = parts[:-1] if parts[-1] == catalog.WILDCARD else parts
+    return all(name and name.replace("_", "").isalnum() for name in names)
+
+
+class EventService:
+    async def get(
+        self, session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
+    ) -> Event:
+        event = await EventRepository.from_session(session).get(workspace_id, event_id)
+        if event is None:
+            raise EventNotFound(
+                f"No event with id {ids.encode('event', event_id)} exists in this "
+                "workspace."
+            )
+        return event
+
+    async def list(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        order: Order = "desc",
+        types: Sequence[str] = (),
+        object_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> tuple[Sequence[Event], str | None, bool]:
+        return await EventRepository.from_session(session).list(
+            workspace_id,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            types=check_type_filters(types),
+            object_id=parse_object_id(object_id) if object_id is not None else None,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+
+class WebhookEndpointService:
+    async def create(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payload: WebhookEndpointCreate,
+        *,
+        policy: AddressPolicy,
+        resolve: Resolve = resolve_host,
+    ) -> tuple[WebhookEndpoint, str]:
+        """Create an endpoint; return it and its secret, which is shown only once."""
+        url = await self._check_url(payload.url, policy, resolve)
+
+        secret = generate_secret()
+        endpoint = WebhookEndpoint(
+            id=ids.new_uuid(),
+            workspace_id=principal.workspace_id,
+            url=url,
+            description=payload.description,
+            event_types=payload.event_types,
+            secret=secret,
+            enabled=payload.enabled,
+            disabled_reason=None if payload.enabled else "manual",
+        )
+        session.add(endpoint)
+        await session.flush()
+        await session.refresh(endpoint)
+
+        await self._emit(session, endpoint, "webhook_endpoint.created", principal.actor)
+        log.info(
+            "webhook_endpoint.created",
+            endpoint_id=str(endpoint.id),
+            event_types=endpoint.event_types,
+        )
+        return endpoint, secret
+
+    async def get(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        endpoint_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> WebhookEndpoint:
+        endpoint = await WebhookEndpointRepository.from_session(session).get(
+            workspace_id, endpoint_id, for_update=for_update
+        )
+        if endpoint is None:
+            shown = ids.encode("webhook_endpoint", endpoint_id)
+            raise WebhookEndpointNotFound(
+                f"No webhook endpoint with id {shown} exists in this workspace."
+            )
+        return endpoint
+
+    async def list(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        enabled: bool | None = None,
+    ) -> tuple[Sequence[WebhookEndpoint], str | None, bool]:
+        return await WebhookEndpointRepository.from_session(session).list(
+            workspace_id, limit=limit, cursor=cursor, enabled=enabled
+        )
+
+    async def update(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        endpoint_id: uuid.UUID,
+        payload: WebhookEndpointUpdate,
+        *,
+        if_match: str | None,
+        policy: AddressPolicy,
+        resolve: Resolve = resolve_host,
+    ) -> WebhookEndpoint:
+        changes = payload.model_dump(exclude_unset=True)
+        for name in ("url", "event_types", "enabled"):
+            if name in changes and changes[name] is None:
+                raise InvalidInput(
+                    f"{name} cannot be null. Omit it to keep the current value.",
+                    errors=[FieldError(name, "cannot be null", "null_not_allowed")],
+                )
+        # Resolve the host before taking the row lock, which DNS must not hold up.
+        if "url" in changes:
+            changes["url"] = await self._check_url(changes["url"], policy, resolve)
+
+        endpoint = await self.get(
+            session, principal.workspace_id, endpoint_id, for_update=True
+        )
+        check_if_match(if_match, endpoint.version)
+
+        enabled = changes.pop("enabled", None)
+        for name, value in changes.items():
+            setattr(endpoint, name, value)
+        if enabled is True and not endpoint.enabled:
+            endpoint.enabled = True
+            endpoint.disabled_reason = None
+            endpoint.failing_since = None
+        elif enabled is False and endpoint.enabled:
+            endpoint.enabled = False
+            endpoint.disabled_reason = "manual"
+        if not session.is_modified(endpoint):
+            return endpoint
+        await session.flush()
+        await session.refresh(endpoint)
+
+        await self._emit(session, endpoint, "webhook_endpoint.updated", principal.actor)
+        log.info("webhook_endpoint.updated", endpoint_id=str(endpoint.id))
+        return endpoint
+
+    async def delete(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        endpoint_id: uuid.UUID,
+        *,
+        if_match: str | None,
+    ) -> None:
+        """Delete an endpoint with its deliveries and attempts."""
+        endpoint = await self.get(
+            session, principal.workspace_id, endpoint_id, for_update=True
+        )
+        check_if_match(if_match, endpoint.version)
+
+        await self._emit(session, endpoint, "webhook_endpoint.deleted", principal.actor)
+        await session.delete(endpoint)
+        await session.flush()
+        log.info("webhook_endpoint.deleted", endpoint_id=str(endpoint_id))
+
+    async def rotate_secret(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        endpoint_id: uuid.UUID,
+        payload: WebhookSecretRotate,
+        *,
+        if_match: str | None,
+    ) -> tuple[WebhookEndpoint, str]:
+        """Replace the secret; the previous one keeps signing for the grace period.
+
+        Rotating again within the grace period retires the oldest secret at once.
+        """
+        endpoint = await self.get(
+            session, principal.workspace_id, endpoint_id, for_update=True
+        )
+        check_if_match(if_match, endpoint.version)
+
+        secret = generate_secret()
+        grace = payload.previous_secret_expires_in
+        endpoint.previous_secret = endpoint.secret if grace > 0 else None
+        endpoint.previous_secret_expires_at = (
+            utcnow() + timedelta(seconds=grace) if grace > 0 else None
+        )
+        endpoint.secret = secret
+        await session.flush()
+        await session.refresh(endpoint)
+
+        await self._emit(session, endpoint, "webhook_endpoint.updated", principal.actor)
+        log.info(
+            "webhook_endpoint.secret_rotated",
+            endpoint_id=str(endpoint.id),
+            grace_seconds=grace,
+        )
+        return endpoint, secret
+
+    async def disable(
+        self, session: AsyncSession, endpoint_id: uuid.UUID, reason: DisabledReason
+    ) -> WebhookEndpoint | None:
+        """Disable an endpoint on the system's initiative and emit the event.
+
+        Returns None when the endpoint is gone or already disabled.
+        """
+        endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
+            endpoint_id, for_update=True
+        )
+        if endpoint is None or not endpoint.enabled:
+            return None
+
+        endpoint.enabled = False
+        endpoint.disabled_reason = reason
+        await session.flush()
+        await session.refresh(endpoint)
+
+        await self._emit(session, endpoint, "webhook_endpoint.disabled", "system")
+        log.warning(
+            "webhook_endpoint.disabled", endpoint_id=str(endpoint.id), reason=reason
+        )
+        return endpoint
+
+    @staticmethod
+    async def _check_url(url: str, policy: AddressPolicy, resolve: Resolve) -> str:
+        checked = await check_webhook_url(url, policy, resolve=resolve)
+        return checked.url
+
+    @staticmethod
+    async def _emit(
+        session: AsyncSession,
+        endpoint: WebhookEndpoint,
+        event_type: str,
+        actor: str | None,
+    ) -> None:
+        await emit(
+            session,
+            workspace_id=endpoint.workspace_id,
+            type=event_type,
+            object_type="webhook_endpoint",
+            object_id=endpoint.id,
+            data=endpoint_data(endpoint),
+            actor=actor,
+        )
+
+
+class WebhookDeliveryService:
+    async def get(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        delivery_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> WebhookDelivery:
+        delivery = await WebhookDeliveryRepository.from_session(session).get(
+            workspace_id, delivery_id, for_update=for_update
+        )
+        if delivery is None:
+            shown = ids.encode("webhook_delivery", delivery_id)
+            raise WebhookDeliveryNotFound(
+                f"No webhook delivery with id {shown} exists in this workspace."
+            )
+        return delivery
+
+    async def attempts(
+        self, session: AsyncSession, delivery_id: uuid.UUID
+    ) -> Sequence[WebhookAttempt]:
+        return await WebhookDeliveryRepository.from_session(session).attempts(
+            delivery_id
+        )
+
+    async def event_types(
+        self, session: AsyncSession, deliveries: Sequence[WebhookDelivery]
+    ) -> dict[uuid.UUID, str]:
+        return await WebhookDeliveryRepository.from_session(session).event_types(
+            [delivery.event_id for delivery in deliveries]
+        )
+
+    async def list_for_endpoint(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        endpoint_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        event_id: uuid.UUID | None = None,
+    ) -> tuple[Sequence[WebhookDelivery], str | None, bool]:
+        await webhook_endpoint_service.get(session, workspace_id, endpoint_id)
+        return await WebhookDeliveryRepository.from_session(session).list_for_endpoint(
+            endpoint_id, limit=limit, cursor=cursor, status=status, event_id=event_id
+        )
+
+    async def retry(
+        self, session: AsyncSession, principal: Principal, delivery_id: uuid.UUID
+    ) -> WebhookDelivery:
+        """Send a delivery again now, with the same webhook-id and body.
+
+        A finished delivery gets one more attempt; a pending one keeps its remaining
+        attempts and is moved to the front of the schedule.
+        """
+        delivery = await self.get(
+            session, principal.workspace_id, delivery_id, for_update=True
+        )
+        endpoint = await webhook_endpoint_service.get(
+            session, principal.workspace_id, delivery.endpoint_id
+        )
+        now = utcnow()
+        if not endpoint.enabled:
+            raise WebhookEndpointDisabled(
+                f"The endpoint {ids.encode('webhook_endpoint', endpoint.id)} is "
+                "disabled. Enable it with PATCH, then retry the delivery.",
+                endpoint_id=ids.encode("webhook_endpoint", endpoint.id),
+            )
+        if delivery.claimed_until is not None and delivery.claimed_until > now:
+            raise WebhookDeliveryInProgress(
+                "A worker is sending this delivery right now. Fetch it again in a few "
+                "seconds to see the result.",
+            )
+
+        previous_status = delivery.status
+        if delivery.status != "pending":
+            delivery.attempt_limit = delivery.attempts + 1
+        delivery.status = "pending"
+        delivery.next_attempt_at = now
+        delivery.completed_at = None
+        await session.flush()
+        await session.refresh(delivery)
+
+        defer_job(
+            session,
+            DELIVER_JOB,
+            str(delivery.id),
+            job_id=f"deliver:{delivery.id}:retry:{ids.new_uuid()}",
+        )
+        log.info(
+            "webhook_delivery.retry_requested",
+            delivery_id=str(delivery.id),
+            endpoint_id=str(delivery.endpoint_id),
+            previous_status=previous_status,
+        )
+        return delivery
+
+
+event_service = EventService()
+webhook_endpoint_service = WebhookEndpointService()
+webhook_delivery_service = WebhookDeliveryService()

@@ -1,0 +1,515 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.ids import decode
+from app.models import Event, WebhookDelivery, WebhookEndpoint
+from tests.conftest import make_workspace_key
+from tests.webhooks.factories import create_endpoint
+
+URL = "http://127.0.0.1:9/hooks"
+
+
+async def endpoint_events(session: AsyncSession) -> list[tuple[str, dict[str, object]]]:
+    rows = await session.execute(
+        select(Event.type, Event.data)
+        .where(Event.object_type == "webhook_endpoint")
+        .order_by(Event.id)
+    )
+    return [(row.type, row.data) for row in rows]
+
+
+class TestCreateEndpoint:
+    async def test_created(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={
+                "url": URL,
+                "description": "ERP sync",
+                "event_types": ["invoice.*", "payment.succeeded", "invoice.*"],
+            },
+            headers=auth,
+        )
+
+        assert response.status_code == 201, response.text
+        endpoint = response.json()
+        assert endpoint["id"].startswith("we_")
+        assert endpoint["object"] == "webhook_endpoint"
+        assert endpoint["url"] == URL
+        assert endpoint["event_types"] == ["invoice.*", "payment.succeeded"]
+        assert endpoint["enabled"] is True
+        assert endpoint["disabled_reason"] is None
+        assert endpoint["secret"].startswith("whsec_")
+        assert response.headers["etag"] == '"1"'
+        assert response.headers["location"] == f"/v1/webhook-endpoints/{endpoint['id']}"
+        events = await endpoint_events(session)
+        assert [event_type for event_type, _ in events] == ["webhook_endpoint.created"]
+        assert "secret" not in events[0][1]
+        assert events[0][1]["id"] == endpoint["id"]
+
+    async def test_secret_shown_once(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await create_endpoint(client, auth, URL)
+
+        fetched = await client.get(
+            f"/v1/webhook-endpoints/{created['id']}", headers=auth
+        )
+        listed = await client.get("/v1/webhook-endpoints", headers=auth)
+
+        assert "secret" not in fetched.json()
+        assert "secret" not in listed.json()["data"][0]
+        assert created["secret"] not in fetched.text
+        assert created["secret"] not in listed.text
+
+    async def test_created_disabled(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL, enabled=False)
+
+        assert endpoint["enabled"] is False
+        assert endpoint["disabled_reason"] == "manual"
+
+    async def test_localhost_allowed_by_setting(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, "http://localhost:9/hooks")
+
+        assert endpoint["url"] == "http://localhost:9/hooks"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "ftp://127.0.0.1/hooks",
+            "file:///etc/passwd",
+            "127.0.0.1/hooks",
+            "http://user:pw@127.0.0.1/",
+            "http://2130706433/",
+        ],
+    )
+    async def test_invalid_url(
+        self, client: httpx.AsyncClient, auth: dict[str, str], url: str
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": url, "event_types": ["*"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "invalid_webhook_url"
+        assert problem["errors"][0]["field"] == "url"
+
+    @pytest.mark.parametrize(
+        ("url", "address"),
+        [
+            ("http://10.0.0.1/", "10.0.0.1"),
+            ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+            ("http://[fd00:ec2::254]/", "fd00:ec2::254"),
+            ("http://192.168.0.10:8080/hooks", "192.168.0.10"),
+            ("http://[::1]/", "::1"),
+            ("http://0.0.0.0/", "0.0.0.0"),
+        ],
+    )
+    async def test_private_address_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        url: str,
+        address: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": url, "event_types": ["*"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "webhook_url_not_allowed"
+        assert problem["address"] == address
+        assert "SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS" in problem["detail"]
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 0
+
+    @pytest.mark.parametrize(
+        ("event_types", "code"),
+        [
+            ([], "too_short"),
+            (["invoice.pay"], "value_error"),
+            (["invoices.*"], "value_error"),
+            (["*.paid"], "value_error"),
+            ([""], "value_error"),
+        ],
+    )
+    async def test_invalid_event_types(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        event_types: list[str],
+        code: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": event_types},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"].startswith("event_types")
+        assert error["code"] == code
+
+    async def test_too_many_event_types(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"] * 101},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "too_long"
+
+    async def test_unknown_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "secret": "whsec_mine"},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "extra_forbidden"
+
+    async def test_needs_scope(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        _, headers = await make_workspace_key(session, scopes=("events:read",))
+
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"]},
+            headers=headers,
+        )
+
+        assert response.status_code == 403
+        assert response.json()["missing_scope"] == "webhooks:manage"
+
+    async def test_idempotent_replay(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "create-endpoint-1"}
+        body = {"url": URL, "event_types": ["*"]}
+
+        first = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+        second = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+
+        assert first.status_code == 201
+        assert second.json() == first.json()
+        assert second.headers["idempotent-replayed"] == "true"
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 1
+
+
+class TestGetEndpoint:
+    async def test_other_workspace_is_404(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+        _, other = await make_workspace_key(session)
+
+        response = await client.get(
+            f"/v1/webhook-endpoints/{endpoint['id']}", headers=other
+        )
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "webhook_endpoint_not_found"
+
+    async def test_malformed_id_is_404(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/webhook-endpoints/lead_123", headers=auth)
+
+        assert response.status_code == 404
+
+
+class TestListEndpoints:
+    async def test_pages_and_filters(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = [await create_endpoint(client, auth, URL) for _ in range(3)]
+        disabled = await create_endpoint(client, auth, URL, enabled=False)
+
+        first = (await client.get("/v1/webhook-endpoints?limit=2", headers=auth)).json()
+        second = (
+            await client.get(
+                f"/v1/webhook-endpoints?limit=2&cursor={first['next_cursor']}",
+                headers=auth,
+            )
+        ).json()
+        only_disabled = (
+            await client.get("/v1/webhook-endpoints?enabled=false", headers=auth)
+        ).json()
+
+        seen = [item["id"] for item in first["data"] + second["data"]]
+        assert seen == [disabled["id"]] + [item["id"] for item in reversed(created)]
+        assert first["has_more"] is True
+        assert second["has_more"] is False
+        assert [item["id"] for item in only_disabled["data"]] == [disabled["id"]]
+
+
+class TestUpdateEndpoint:
+    async def test_updated(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={
+                "url": "http://localhost:8081/new",
+                "event_types": ["lead.*"],
+                "description": "CRM",
+            },
+            headers={**auth, "If-Match": '"1"'},
+        )
+
+        assert response.status_code == 200, response.text
+        updated = response.json()
+        assert updated["url"] == "http://localhost:8081/new"
+        assert updated["event_types"] == ["lead.*"]
+        assert updated["description"] == "CRM"
+        assert updated["version"] == 2
+        assert response.headers["etag"] == '"2"'
+        types = [event_type for event_type, _ in await endpoint_events(session)]
+        assert types == ["webhook_endpoint.created", "webhook_endpoint.updated"]
+
+    async def test_if_match_mismatch(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"description": "late"},
+            headers={**auth, "If-Match": '"7"'},
+        )
+
+        assert response.status_code == 412
+        assert response.json()["current_version"] == 1
+
+    async def test_private_url_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"url": "http://10.0.0.1/"},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["code"] == "webhook_url_not_allowed"
+
+    async def test_null_url_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"url": None},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0] == {
+            "field": "url",
+            "message": "cannot be null",
+            "code": "null_not_allowed",
+        }
+
+    async def test_disable_and_enable(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+        disabled = (
+            await client.patch(path, json={"enabled": False}, headers=auth)
+        ).json()
+        row = await session.get(
+            WebhookEndpoint, decode("webhook_endpoint", endpoint["id"])
+        )
+        assert row is not None
+        row.failing_since = row.created_at
+        await session.commit()
+        enabled = (
+            await client.patch(path, json={"enabled": True}, headers=auth)
+        ).json()
+
+        assert disabled["enabled"] is False
+        assert disabled["disabled_reason"] == "manual"
+        assert enabled["enabled"] is True
+        assert enabled["disabled_reason"] is None
+        await session.refresh(row)
+        assert row.failing_since is None
+
+    async def test_no_change_keeps_version(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL, description="same")
+
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"description": "same"},
+            headers=auth,
+        )
+
+        assert response.json()["version"] == 1
+        assert len(await endpoint_events(session)) == 1
+
+
+class TestDeleteEndpoint:
+    async def test_deleted(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+        response = await client.delete(path, headers={**auth, "If-Match": '"1"'})
+
+        assert response.status_code == 204
+        assert response.content == b""
+        assert (await client.get(path, headers=auth)).status_code == 404
+        events = await endpoint_events(session)
+        assert [event_type for event_type, _ in events] == [
+            "webhook_endpoint.created",
+            "webhook_endpoint.deleted",
+        ]
+        assert events[1][1]["id"] == endpoint["id"]
+        count = select(func.count()).select_from(WebhookDelivery)
+        assert await session.scalar(count) == 0
+
+    async def test_if_match_mismatch(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.delete(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            headers={**auth, "If-Match": '"2"'},
+        )
+
+        assert response.status_code == 412
+
+
+class TestRotateSecret:
+    async def test_rotated_with_grace(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret",
+            json={"previous_secret_expires_in": 3600},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        rotated = response.json()
+        assert rotated["secret"].startswith("whsec_")
+        assert rotated["secret"] != endpoint["secret"]
+        assert rotated["previous_secret_expires_at"] is not None
+        assert rotated["version"] == 2
+        row = await session.get(
+            WebhookEndpoint, decode("webhook_endpoint", endpoint["id"])
+        )
+        assert row is not None
+        assert row.secret == rotated["secret"]
+        assert row.previous_secret == endpoint["secret"]
+        events = await endpoint_events(session)
+        assert events[-1][0] == "webhook_endpoint.updated"
+        assert "secret" not in events[-1][1]
+
+    async def test_without_body_uses_default_grace(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=auth
+        )
+
+        assert response.status_code == 200
+        assert response.json()["previous_secret_expires_at"] is not None
+
+    async def test_zero_grace_retires_old_secret(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret",
+            json={"previous_secret_expires_in": 0},
+            headers=auth,
+        )
+
+        assert response.json()["previous_secret_expires_at"] is None
+        row = await session.get(
+            WebhookEndpoint, decode("webhook_endpoint", endpoint["id"])
+        )
+        assert row is not None
+        assert row.previous_secret is None
+
+    async def test_grace_too_long(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret",
+            json={"previous_secret_expires_in": 8 * 86_400},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "previous_secret_expires_in"
+
+
+class TestEventTypesCatalogue:
+    async def test_published(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/v1/meta/event-types")
+
+        assert response.status_code == 200
+        items = {item["type"]: item for item in response.json()["data"]}
+        assert items["invoice.paid"]["object_type"] == "invoice"
+        assert "webhook_endpoint.disabled" in items
+        assert all(item["description"] for item in items.values())
+
+
+class TestOpenApiWebhooks:
+    async def test_lists_every_event_type(self, client: httpx.AsyncClient) -> None:
+        schema = (await client.get("/openapi.json")).json()
+
+        catalogue = (await client.get("/v1/meta/event-types")).json()["data"]
+        assert set(schema["webhooks"]) == {item["type"] for item in catalogue}
+        operation = schema["webhooks"]["lead.created"]["post"]
+        reference = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert reference == {"$ref": "#/components/schemas/LeadWebhookPayload"}
+        payload = schema["components"]["schemas"]["LeadWebhookPayload"]
+        assert payload["properties"]["data"]["$ref"] == "#/components/schemas/Lead"
+        headers = {item["name"] for item in operation["parameters"]}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert "422" not in operation["responses"]

@@ -1,0 +1,331 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.models import Event, Workspace
+from tests.conftest import make_workspace_key
+from tests.webhooks.factories import record_event
+
+
+async def list_events(
+    client: httpx.AsyncClient, auth: dict[str, str], **params: str | int
+) -> dict[str, object]:
+    response = await client.get("/v1/events", params=params, headers=auth)
+    assert response.status_code == 200, response.text
+    data: dict[str, object] = response.json()
+    return data
+
+
+def event_ids(page: dict[str, object]) -> list[str]:
+    items = page["data"]
+    assert isinstance(items, list)
+    return [item["id"] for item in items]
+
+
+def api_id(event: Event) -> str:
+    return ids.encode("event", event.id)
+
+
+class TestGetEvent:
+    async def test_schema(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        lead_id = ids.new_uuid()
+        event = await record_event(
+            session, workspace.id, "lead.created", object_id=lead_id, data={"x": 1}
+        )
+
+        response = await client.get(f"/v1/events/{api_id(event)}", headers=auth)
+
+        assert response.status_code == 200
+        body = response.json()
+        assert body == {
+            "object": "event",
+            "id": api_id(event),
+            "type": "lead.created",
+            "object_type": "lead",
+            "object_id": ids.encode("lead", lead_id),
+            "sequence": 1,
+            "data": {"x": 1},
+            "request_id": None,
+            "actor": "test",
+            "created_at": body["created_at"],
+        }
+        assert body["created_at"].endswith("Z")
+
+    async def test_request_id_recorded(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        await client.post(
+            "/v1/leads",
+            json={"email": "ada@example.com"},
+            headers={**auth, "X-Request-Id": "req-123"},
+        )
+
+        page = await list_events(client, auth)
+
+        items = page["data"]
+        assert isinstance(items, list)
+        assert items[0]["type"] == "lead.created"
+        assert items[0]["request_id"] == "req-123"
+        assert items[0]["object_id"].startswith("lead_")
+        assert items[0]["data"]["email"] == "ada@example.com"
+
+    async def test_other_workspace_is_404(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        event = await record_event(session, workspace.id)
+        _, other = await make_workspace_key(session)
+
+        response = await client.get(f"/v1/events/{api_id(event)}", headers=other)
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "event_not_found"
+
+    async def test_needs_scope(
+        self, client: httpx.AsyncClient, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        event = await record_event(session, workspace.id)
+        _, headers = await make_workspace_key(session, scopes=("leads:read",))
+
+        response = await client.get(f"/v1/events/{api_id(event)}", headers=headers)
+
+        assert response.status_code == 403
+
+
+class TestListEvents:
+    async def test_pages_without_gaps(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        events = [await record_event(session, workspace.id) for _ in range(5)]
+
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, str | int] = {"limit": 2}
+            if isinstance(cursor, str):
+                params["cursor"] = cursor
+            page = await list_events(client, auth, **params)
+            seen.extend(event_ids(page))
+            if not page["has_more"]:
+                break
+            cursor = page["next_cursor"]
+
+        assert seen == [api_id(event) for event in reversed(events)]
+
+    async def test_ascending_replay(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        events = [await record_event(session, workspace.id) for _ in range(3)]
+
+        first = await list_events(client, auth, order="asc", limit=2)
+        cursor = first["next_cursor"]
+        assert isinstance(cursor, str)
+        second = await list_events(client, auth, order="asc", limit=2, cursor=cursor)
+
+        assert event_ids(first) + event_ids(second) == [api_id(e) for e in events]
+        assert second["has_more"] is False
+        assert second["next_cursor"] is None
+
+    async def test_filter_exact_type(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        await record_event(session, workspace.id, "invoice.created")
+        paid = await record_event(session, workspace.id, "invoice.paid")
+        await record_event(session, workspace.id, "lead.created")
+
+        page = await list_events(client, auth, type="invoice.paid")
+
+        assert event_ids(page) == [api_id(paid)]
+
+    async def test_filter_prefix_wildcard(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        created = await record_event(session, workspace.id, "invoice.created")
+        paid = await record_event(session, workspace.id, "invoice.paid")
+        await record_event(session, workspace.id, "lead.created")
+        await record_event(session, workspace.id, "invoice_line.created")
+
+        page = await list_events(client, auth, type="invoice.*")
+
+        assert event_ids(page) == [api_id(paid), api_id(created)]
+
+    async def test_filter_several_types(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        lead = await record_event(session, workspace.id, "lead.created")
+        paid = await record_event(session, workspace.id, "invoice.paid")
+        await record_event(session, workspace.id, "customer.created")
+
+        response = await client.get(
+            "/v1/events?type=lead.*&type=invoice.paid", headers=auth
+        )
+
+        assert event_ids(response.json()) == [api_id(paid), api_id(lead)]
+
+    async def test_star_matches_everything(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        for event_type in ("lead.created", "invoice.paid"):
+            await record_event(session, workspace.id, event_type)
+
+        page = await list_events(client, auth, type="*")
+
+        assert len(event_ids(page)) == 2
+
+    async def test_like_characters_are_literal(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        await record_event(session, workspace.id, "webhookXendpoint.created")
+        real = await record_event(session, workspace.id, "webhook_endpoint.created")
+
+        page = await list_events(client, auth, type="webhook_endpoint.*")
+
+        assert event_ids(page) == [api_id(real)]
+
+    async def test_invalid_type_filter(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/events?type=invoice%25", headers=auth)
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "unknown_event_type"
+        assert problem["errors"][0]["field"] == "query.type"
+
+    async def test_too_many_type_filters(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        query = "&".join(f"type=lead.t{i}" for i in range(21))
+
+        response = await client.get(f"/v1/events?{query}", headers=auth)
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "too_many"
+
+    async def test_filter_object_id(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice_id = ids.new_uuid()
+        first = await record_event(
+            session, workspace.id, "invoice.created", object_id=invoice_id
+        )
+        second = await record_event(
+            session, workspace.id, "invoice.paid", object_id=invoice_id
+        )
+        await record_event(session, workspace.id, "invoice.created")
+
+        page = await list_events(
+            client, auth, object_id=ids.encode("invoice", invoice_id)
+        )
+
+        assert event_ids(page) == [api_id(second), api_id(first)]
+        items = page["data"]
+        assert isinstance(items, list)
+        assert [item["sequence"] for item in items] == [2, 1]
+
+    async def test_invalid_object_id(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        for value in ("inv_123", "nope_01jf3v8a5ktq2m7x9c4b6d8e0g", "plain"):
+            response = await client.get(
+                "/v1/events", params={"object_id": value}, headers=auth
+            )
+
+            assert response.status_code == 422, value
+            assert response.json()["errors"][0]["field"] == "query.object_id"
+
+    async def test_filter_created_window(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        base = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+        events = [await record_event(session, workspace.id) for _ in range(3)]
+        for offset, event in enumerate(events):
+            await session.execute(
+                update(Event)
+                .where(Event.id == event.id)
+                .values(created_at=base + timedelta(hours=offset))
+            )
+        await session.commit()
+
+        page = await list_events(
+            client,
+            auth,
+            created_after="2026-12-01T12:30:00Z",
+            created_before="2026-12-01T14:00:00+00:00",
+        )
+
+        assert event_ids(page) == [api_id(events[1])]
+
+    async def test_naive_datetime_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get(
+            "/v1/events?created_after=2026-12-01T12:00:00", headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "query.created_after"
+
+    async def test_other_workspace_hidden(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        other, _ = await make_workspace_key(session)
+        mine = await record_event(session, workspace.id)
+        await record_event(session, other.id)
+
+        page = await list_events(client, auth)
+
+        assert event_ids(page) == [api_id(mine)]
