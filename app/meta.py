@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from app.core.openapi import problem_responses
 from app.leads import states as lead_states
+from app.nurture import states as enrollment_states
 
 router = APIRouter(prefix="/meta", tags=["meta"])
 
@@ -29,6 +30,13 @@ STATE_MACHINES = [
         initial="new",
         transitions={
             key: list(value) for key, value in lead_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="enrollment",
+        initial="active",
+        transitions={
+            key: list(value) for key, value in enrollment_states.TRANSITIONS.items()
         },
     ),
 ]
