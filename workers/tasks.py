@@ -8,16 +8,20 @@ does nothing when the work is already done.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
+from arq import cron
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
+from app.nurture.mailer import Mailer, create_mailer
+from app.nurture.runner import SWEEP_BATCH, step_runner
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +56,41 @@ async def prune_idempotency_keys(ctx: dict[str, Any]) -> int:
     return removed
 
 
+async def run_enrollment_step(ctx: dict[str, Any], enrollment_id: str) -> str:
+    mailer: Mailer = ctx.get("mailer") or create_mailer(ctx["settings"])
+    return await step_runner.run(
+        lambda: unit_of_work(ctx), mailer, ctx["settings"], uuid.UUID(enrollment_id)
+    )
+
+
+# At most this many batches per sweep, so one run stays well inside its job timeout;
+# the next sweep, seconds later, takes the rest.
+MAX_SWEEP_BATCHES = 20
+
+
+async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
+    claimed = 0
+    for _ in range(MAX_SWEEP_BATCHES):
+        async with unit_of_work(ctx) as session:
+            count = await step_runner.sweep(session, ctx["settings"])
+        claimed += count
+        if count < SWEEP_BATCH:
+            break
+    return claimed
+
+
+async def start_mailer(ctx: dict[str, Any]) -> None:
+    ctx["mailer"] = create_mailer(ctx["settings"])
+    log.info("mailer.started", mailer=type(ctx["mailer"]).__name__)
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
 # a mailer) here.
-FUNCTIONS: list[Any] = [prune_idempotency_keys]
-CRON_JOBS: list[Any] = []
-STARTUP_HOOKS: list[Hook] = []
+FUNCTIONS: list[Any] = [prune_idempotency_keys, run_enrollment_step]
+CRON_JOBS: list[Any] = [
+    cron(sweep_due_enrollments, second=set(range(0, 60, 5)), run_at_startup=True),
+]
+STARTUP_HOOKS: list[Hook] = [start_mailer]
 SHUTDOWN_HOOKS: list[Hook] = []
