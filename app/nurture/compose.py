@@ -12,7 +12,7 @@ from email.utils import format_datetime, parseaddr
 
 from app.models import Lead
 from app.nurture import templates
-from app.nurture.mailer import MailError
+from app.nurture.mailer import MESSAGE_POLICY, MailError
 
 UNSUBSCRIBE_FIELD = "unsubscribe_url"
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -31,8 +31,12 @@ class Recipient:
 
     @classmethod
     def from_lead(cls, lead: Lead) -> Recipient:
+        # The local part as captured, and the domain in its ASCII (IDNA) form, so an
+        # internationalized domain needs no SMTPUTF8 support from the mail server.
+        local_part = lead.email.rpartition("@")[0]
+        domain = lead.email_normalized.rpartition("@")[2]
         return cls(
-            email=lead.email,
+            email=f"{local_part}@{domain}",
             first_name=lead.first_name,
             last_name=lead.last_name,
             company=lead.company,
@@ -102,13 +106,15 @@ def compose(
             f"{unsubscribe_url}\n"
         )
 
-    message = EmailMessage()
+    message = EmailMessage(policy=MESSAGE_POLICY)
     try:
         message["From"] = mail_from
         message["To"] = Address(
             display_name=header_text(recipient.full_name), addr_spec=recipient.email
         )
     except (ValueError, IndexError) as error:
+        # NOTE: this includes every address with a non-ASCII local part, because the
+        # email package (3.11) rejects those in an Address, so such leads get no mail.
         raise MailError(
             f"The address {recipient.email!r} cannot be used as a recipient: {error}",
             permanent=True,
@@ -118,5 +124,9 @@ def compose(
     message["Message-ID"] = message_id
     message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = ONE_CLICK
-    message.set_content(rendered_body)
+    # Quoted-printable keeps a non-ASCII body 7-bit clean, so sending it does not
+    # depend on the server's 8BITMIME extension.
+    message.set_content(
+        rendered_body, cte=None if rendered_body.isascii() else "quoted-printable"
+    )
     return message

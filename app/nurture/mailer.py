@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 from email.message import EmailMessage
+from email.policy import EmailPolicy, default
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +23,13 @@ import structlog
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# RFC 5322 allows header lines of up to 998 characters. At Python's default of 78,
+# the email package cannot fold the unbroken URL in List-Unsubscribe and turns it into
+# an RFC 2047 encoded word, which mail clients do not read as a link.
+MESSAGE_POLICY: EmailPolicy[EmailMessage] = default.clone(max_line_length=998)
+_WIRE_POLICY = MESSAGE_POLICY.clone(linesep="\r\n")
+_WIRE_UTF8_POLICY = MESSAGE_POLICY.clone(linesep="\r\n", utf8=True)
 
 
 class MailError(Exception):
@@ -65,9 +73,20 @@ class SmtpMailer:
         return f"{self.host}:{self.port}"
 
     async def send(self, message: EmailMessage) -> None:
+        sender: str = message["From"].addresses[0].addr_spec
+        recipients: list[str] = [
+            address.addr_spec for address in message["To"].addresses
+        ]
+        utf8 = not all(address.isascii() for address in (sender, *recipients))
+        # Serialized here rather than by aiosmtplib, which would refold the headers at
+        # 78 characters and so encode the List-Unsubscribe URL.
+        raw = message.as_bytes(policy=_WIRE_UTF8_POLICY if utf8 else _WIRE_POLICY)
         try:
             await aiosmtplib.send(
-                message,
+                raw,
+                sender=sender,
+                recipients=recipients,
+                mail_options=["SMTPUTF8"] if utf8 else [],
                 hostname=self.host,
                 port=self.port,
                 username=self.username,

@@ -76,10 +76,18 @@ class SmtpServer:
     def messages(self) -> list[EmailMessage]:
         with self.handler.lock:
             envelopes = list(self.handler.envelopes)
+        # original_content keeps the bytes as sent, where content may be decoded.
         return [
-            message_from_bytes(envelope.content, policy=policy.default)
+            message_from_bytes(envelope.original_content, policy=policy.default)
             for envelope in envelopes
         ]
+
+    @property
+    def raw_messages(self) -> list[bytes]:
+        with self.handler.lock:
+            return [
+                bytes(envelope.original_content) for envelope in self.handler.envelopes
+            ]
 
     @property
     def recipients(self) -> list[list[str]]:
@@ -98,7 +106,9 @@ def _free_port() -> int:
 def smtp_server() -> Iterator[SmtpServer]:
     handler = RecordingHandler()
     port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True
+    )
     controller.start()
     try:
         yield SmtpServer(host="127.0.0.1", port=port, handler=handler)

@@ -129,6 +129,9 @@ class TestSendStep:
         assert link.startswith("https://api.acme.example/v1/unsubscribe/")
         assert link in body
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        raw = smtp_server.raw_messages[0]
+        assert f"\r\nList-Unsubscribe: <{link}>\r\n".encode() in raw
+        assert b"=?utf-8?" not in raw
         token = unsubscribe.verify(
             smtp_settings.signing_secret.get_secret_value(), link.rsplit("/", 1)[1]
         )
@@ -186,6 +189,72 @@ class TestSendStep:
         assert message["Subject"] == "Welcome,"
         assert message["To"] == "solo@example.com"
         assert body_of(message).startswith("Hello  at your team!")
+
+    async def test_international_address_and_text(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment = await start(
+            client,
+            auth,
+            steps=[{"subject": "Hallo {{ first_name }}", "body_text": "Grüße!"}],
+            email="Jo@Bücher.example",
+            first_name="Jürgen",
+        )
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "completed"
+        assert smtp_server.recipients == [["Jo@xn--bcher-kva.example"]]
+        assert smtp_server.handler.envelopes[0].smtp_utf8 is False
+        message = smtp_server.messages[0]
+        assert message["Subject"] == "Hallo Jürgen"
+        assert body_of(message).startswith("Grüße!\n")
+        assert message["Content-Transfer-Encoding"] == "quoted-printable"
+        assert smtp_server.raw_messages[0].isascii()
+
+    async def test_utf8_sender_uses_smtputf8(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_settings: Settings,
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment = await start(client, auth)
+        sender = smtp_settings.model_copy(
+            update={"mail_from": "Vertrieb <verkäufer@acme.example>"}
+        )
+
+        outcome = await run_enrollment_step(
+            {**job_context, "settings": sender}, enrollment_uuid(enrollment)
+        )
+
+        assert outcome == "sent"
+        envelope = smtp_server.handler.envelopes[0]
+        assert envelope.smtp_utf8 is True
+        assert envelope.mail_from == "verkäufer@acme.example"
+        assert smtp_server.messages[0]["From"] == "Vertrieb <verkäufer@acme.example>"
+
+    async def test_utf8_local_part_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment = await start(client, auth, email="jürgen@example.com")
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "failed"
+        assert smtp_server.messages == []
+        after = await fetch(client, auth, enrollment)
+        assert after["status"] == "failed"
+        assert "non-ASCII" in after["last_error"]
 
     async def test_placed_unsubscribe_link_not_repeated(
         self,
@@ -701,6 +770,9 @@ class TestDevOutbox:
         assert message["To"] == "Ada Lovelace <ada@example.com>"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/v1/")
+        assert (
+            b"\nList-Unsubscribe: <http://127.0.0.1:8000/v1/" in files[0].read_bytes()
+        )
         run = (await fetch(client, auth, enrollment))["step_runs"][0]
         assert message["Message-ID"] == run["message_id"]
 
@@ -802,3 +874,4 @@ class TestSweep:
         await client.post(f"/v1/enrollments/{enrollment['id']}/pause", headers=auth)
 
         assert await sweep_due_enrollments(job_context) == 0
+
