@@ -22,6 +22,7 @@ from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
+from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -80,8 +81,15 @@ async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
 
 
 async def start_mailer(ctx: dict[str, Any]) -> None:
-    ctx["mailer"] = create_mailer(ctx["settings"])
+    settings: Settings = ctx["settings"]
+    ctx["mailer"] = create_mailer(settings)
     log.info("mailer.started", mailer=type(ctx["mailer"]).__name__)
+    default_secret = Settings.model_fields["signing_secret"].default
+    if settings.signing_secret == default_secret and settings.env == "production":
+        log.error(
+            "mailer.default_signing_secret",
+            hint="Set SALESCYCLE_SIGNING_SECRET, or anyone can forge unsubscribe links.",
+        )
 
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]

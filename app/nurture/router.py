@@ -291,6 +291,8 @@ async def _unsubscribe(request: Request, token: str) -> Unsubscribed:
 )
 async def unsubscribe_by_link(request: Request, token: Token) -> Unsubscribed:
     """Unsubscribe the lead of a signed link from email, without an API key."""
+    # NOTE: a mail scanner that fetches every link in a message unsubscribes the lead
+    # too. Asking for confirmation first would need a page, which this API lacks.
     return await _unsubscribe(request, token)
 
 

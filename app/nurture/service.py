@@ -292,9 +292,14 @@ class EnrollmentService:
         existing = await repository.get_running(sequence_id, lead_id)
         if existing is not None:
             existing_id = ids.encode("enrollment", existing.id)
+            next_step = (
+                "Resume or exit that enrollment instead."
+                if existing.status == "paused"
+                else "Exit that enrollment first to start the sequence again."
+            )
             raise EnrollmentExists(
                 f"The lead is already {existing.status} in this sequence as "
-                f"{existing_id}. Resume or exit that enrollment instead.",
+                f"{existing_id}. {next_step}",
                 existing_id=existing_id,
                 existing_status=existing.status,
             )

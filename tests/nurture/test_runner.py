@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 from arq.worker import Worker, func
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
@@ -29,6 +30,7 @@ from tests.nurture.conftest import (
     enroll,
 )
 from workers import tasks
+from workers.settings import worker_settings
 from workers.tasks import run_enrollment_step, sweep_due_enrollments, unit_of_work
 
 TWO_STEPS = [
@@ -875,3 +877,44 @@ class TestSweep:
 
         assert await sweep_due_enrollments(job_context) == 0
 
+
+class TestWorkerSetup:
+    def test_registered(self, settings: Settings) -> None:
+        options = worker_settings(settings)
+
+        assert run_enrollment_step in options["functions"]
+        crons = {job.name: job for job in options["cron_jobs"]}
+        sweep = crons["cron:sweep_due_enrollments"]
+        assert sweep.second == set(range(0, 60, 5))
+        assert tasks.start_mailer in tasks.STARTUP_HOOKS
+
+    async def test_default_secret_logged(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(tasks, "log", structlog.get_logger(tasks.__name__))
+        context: dict[str, Any] = {
+            "settings": settings.model_copy(update={"env": "production"})
+        }
+
+        with capture_logs() as logs:
+            await tasks.start_mailer(context)
+
+        assert type(context["mailer"]).__name__ == "UnconfiguredMailer"
+        events = [line["event"] for line in logs]
+        assert "mailer.default_signing_secret" in events
+
+    async def test_own_secret_not_logged(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(tasks, "log", structlog.get_logger(tasks.__name__))
+        context: dict[str, Any] = {
+            "settings": settings.model_copy(
+                update={"env": "production", "signing_secret": SecretStr("s3cret")}
+            )
+        }
+
+        with capture_logs() as logs:
+            await tasks.start_mailer(context)
+
+        events = [line["event"] for line in logs]
+        assert "mailer.default_signing_secret" not in events
