@@ -64,8 +64,8 @@ async def run_enrollment_step(ctx: dict[str, Any], enrollment_id: str) -> str:
     )
 
 
-# At most this many batches per sweep, so one run stays well inside its job timeout;
-# the next sweep, seconds later, takes the rest.
+# At most this many batches per sweep, so one run stays well inside its job timeout.
+# The next sweep, seconds later, takes the rest.
 MAX_SWEEP_BATCHES = 20
 
 

@@ -33,7 +33,7 @@ _WIRE_UTF8_POLICY = MESSAGE_POLICY.clone(linesep="\r\n", utf8=True)
 
 
 class MailError(Exception):
-    """A message that was not accepted for delivery.
+    """A failure to hand one message over for delivery.
 
     ``permanent`` means sending it again cannot succeed. ``bounced`` means the server
     rejected the recipient permanently (a 5xx reply to RCPT TO), so the address
@@ -56,7 +56,7 @@ class Mailer(Protocol):
 
 
 class SmtpMailer:
-    """Sends each message over its own SMTP connection."""
+    """A transport that opens one SMTP connection per message."""
 
     def __init__(self, settings: Settings) -> None:
         if settings.smtp_host is None:
