@@ -9,6 +9,7 @@ from app.billing import states as invoice_states
 from app.core.openapi import PUBLIC, problem_responses
 from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
+from app.nurture import states as enrollment_states
 
 # Public: these describe the API itself and reveal nothing about any workspace.
 router = APIRouter(prefix="/meta", tags=["meta"], route_class=UnitOfWorkRoute)
@@ -39,6 +40,13 @@ STATE_MACHINES = [
         initial=invoice_states.INITIAL,
         transitions={
             key: list(value) for key, value in invoice_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="enrollment",
+        initial="active",
+        transitions={
+            key: list(value) for key, value in enrollment_states.TRANSITIONS.items()
         },
     ),
 ]

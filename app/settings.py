@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=50, ge=1)
     worker_job_timeout_seconds: int = Field(default=60, ge=1)
     sweep_interval_seconds: int = Field(
-        default=15,
+        default=5,
         description="Seconds between sweeps for due work whose job was lost; a divisor "
         "of 60.",
     )

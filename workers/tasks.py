@@ -21,6 +21,8 @@ from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
+from app.nurture.mailer import Mailer, create_mailer
+from app.nurture.runner import SWEEP_BATCH, step_runner
 from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import dispatch as webhook_dispatch
@@ -142,6 +144,41 @@ async def close_webhook_sender(ctx: dict[str, Any]) -> None:
         await sender.close()
 
 
+async def run_enrollment_step(ctx: dict[str, Any], enrollment_id: str) -> str:
+    mailer: Mailer = ctx.get("mailer") or create_mailer(ctx["settings"])
+    return await step_runner.run(
+        lambda: unit_of_work(ctx), mailer, ctx["settings"], uuid.UUID(enrollment_id)
+    )
+
+
+# At most this many batches per sweep, so one run stays well inside its job timeout.
+# The next sweep, seconds later, takes the rest.
+MAX_SWEEP_BATCHES = 20
+
+
+async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
+    claimed = 0
+    for _ in range(MAX_SWEEP_BATCHES):
+        async with unit_of_work(ctx) as session:
+            count = await step_runner.sweep(session, ctx["settings"])
+        claimed += count
+        if count < SWEEP_BATCH:
+            break
+    return claimed
+
+
+async def start_mailer(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    ctx["mailer"] = create_mailer(settings)
+    log.info("mailer.started", mailer=type(ctx["mailer"]).__name__)
+    default_secret = Settings.model_fields["signing_secret"].default
+    if settings.signing_secret == default_secret and settings.env == "production":
+        log.error(
+            "mailer.default_signing_secret",
+            hint="Set SALESCYCLE_SIGNING_SECRET, or anyone can forge unsubscribe links.",
+        )
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -153,10 +190,12 @@ FUNCTIONS: list[Any] = [
     dispatch_event,
     deliver_webhook,
     sweep_webhooks,
+    run_enrollment_step,
+    sweep_due_enrollments,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
-SWEEPS: list[Any] = [sweep_provider_events, sweep_webhooks]
+SWEEPS: list[Any] = [sweep_provider_events, sweep_webhooks, sweep_due_enrollments]
 CRON_JOBS: list[Any] = []
-STARTUP_HOOKS: list[Hook] = [start_webhook_sender]
+STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]
 SHUTDOWN_HOOKS: list[Hook] = [close_webhook_sender]

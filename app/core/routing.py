@@ -9,7 +9,7 @@ through ``app.core.idempotency`` inside the same transaction.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 import structlog
 from fastapi import Request
@@ -61,10 +61,16 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
+def _takes_several(annotation: Any) -> bool:
+    if get_origin(annotation) in (list, tuple, set):
+        return True
+    return any(_takes_several(arg) for arg in get_args(annotation))
+
+
 def _query_params(dependant: Dependant) -> dict[str, bool]:
     """Map each query parameter of a route to whether it takes several values."""
     params = {
-        param.alias: get_origin(param.field_info.annotation) in (list, tuple, set)
+        param.alias: _takes_several(param.field_info.annotation)
         for param in dependant.query_params
     }
     for dependency in dependant.dependencies:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     AwareDatetime,
@@ -13,9 +14,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     PlainSerializer,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from app.core import ids
 
@@ -32,6 +35,16 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
+def _json_types(annotation: Any) -> set[Any]:
+    """Return the plain types a field accepts, with Annotated, Optional and unions opened."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _json_types(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return set().union(*(_json_types(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
 class InputModel(BaseModel):
     """A request body: unknown fields are rejected, strings are trimmed.
 
@@ -42,6 +55,24 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*", mode="before")
+    @classmethod
+    def _reject_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic's lax mode turns true into 1, "5" into 5 and 2.0 into 2. A JSON API
+        # should reject those, so integer and boolean fields take only their own type.
+        if info.field_name is None:
+            return value
+        types = _json_types(cls.model_fields[info.field_name].annotation) - {
+            None,
+            type(None),
+        }
+        if types == {int} and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None:
+                raise PydanticCustomError("int_type", "Input should be a JSON integer")
+        if types == {bool} and value is not None and not isinstance(value, bool):
+            raise PydanticCustomError("bool_type", "Input should be true or false")
+        return value
+
+    @field_validator("*", mode="after")
     @classmethod
     def _reject_nul(cls, value: Any) -> Any:
         if _contains_nul(value):

@@ -11,7 +11,13 @@ from app.models.billing import (
 )
 from app.models.event import Event
 from app.models.lead import Lead
-from app.models.nurture import Enrollment, Sequence, SequenceStep, StepRun
+from app.models.nurture import (
+    EmailSuppression,
+    Enrollment,
+    Sequence,
+    SequenceStep,
+    StepRun,
+)
 from app.models.sales import (
     Contact,
     Customer,
@@ -28,6 +34,7 @@ __all__ = [
     "Base",
     "Contact",
     "Customer",
+    "EmailSuppression",
     "Enrollment",
     "Event",
     "IdempotencyKey",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -36,7 +36,12 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
 
 
 class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
-    """A lead moving through a sequence; ``next_run_at`` is when its next step is due."""
+    """A lead moving through a sequence; ``next_run_at`` is when its next step is due.
+
+    ``claimed_until`` is a worker's lease on the due step: the sweep skips the row until
+    it lapses. Writing it does not bump ``version``, because it is not part of the
+    state clients see.
+    """
 
     __tablename__ = "enrollments"
     __table_args__ = (
@@ -52,6 +57,7 @@ class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             "next_run_at",
             postgresql_where=text("status = 'active'"),
         ),
+        Index("ix_enrollments_workspace_sequence", "workspace_id", "sequence_id", "id"),
     )
 
     sequence_id: Mapped[uuid.UUID] = mapped_column(
@@ -66,10 +72,18 @@ class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     claimed_until: Mapped[datetime | None]
     exit_reason: Mapped[str | None] = mapped_column(String(32))
     completed_at: Mapped[datetime | None]
+    exited_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class StepRun(IdMixin, WorkspaceMixin, Base):
-    """The single run of one step for one enrolment; its unique key forbids a second."""
+    """The single run of one step for one enrolment; its unique key forbids a second.
+
+    A worker inserts the row as ``running`` with a lease in ``claimed_until`` before it
+    sends anything. ``attempts`` counts the sends started; a retry after a failure or
+    a lapsed lease reuses the row and its ``message_id``.
+    """
 
     __tablename__ = "step_runs"
     __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
@@ -81,7 +95,30 @@ class StepRun(IdMixin, WorkspaceMixin, Base):
         ForeignKey("sequence_steps.id", ondelete="CASCADE")
     )
     status: Mapped[str] = mapped_column(String(16), default="running")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    claimed_until: Mapped[datetime | None]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class EmailSuppression(IdMixin, WorkspaceMixin, Base):
+    """An address that must receive no more marketing email, such as after unsubscribing.
+
+    Keyed by the normalized email rather than the lead, so a lead captured again with
+    the same address stays suppressed.
+    """
+
+    __tablename__ = "email_suppressions"
+    __table_args__ = (UniqueConstraint("workspace_id", "email_normalized"),)
+
+    email_normalized: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(32))
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL")
+    )
+    enrollment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,7 +1,310 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+
+from app.core import ids
+from app.core.auth import Principal, require
+from app.core.concurrency import set_etag
+from app.core.openapi import problem_responses
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
+from app.core.schemas import LeadId, SequenceId
+from app.nurture.schemas import (
+    Enrollment,
+    EnrollmentCreate,
+    EnrollmentStatus,
+    Sequence,
+    SequenceCreate,
+    Unsubscribed,
+)
+from app.nurture.service import enrollment_service, sequence_service
+from app.nurture.unsubscribe import MAX_TOKEN_LENGTH
 
 router = APIRouter(route_class=UnitOfWorkRoute)
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="next_cursor of the previous page.")
+]
+IfMatch = Annotated[
+    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
+]
+Token = Annotated[
+    str,
+    Path(max_length=MAX_TOKEN_LENGTH, description="The token of the signed link."),
+]
+
+
+@router.post(
+    "/sequences",
+    tags=["sequences"],
+    operation_id="sequences_create",
+    summary="Create a sequence",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Sequence,
+    responses=problem_responses(403, 413, 415),
+)
+async def create_sequence(
+    request: Request,
+    response: Response,
+    payload: SequenceCreate,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Sequence:
+    """Create a sequence of email steps whose merge fields are all known ones."""
+    sequence = await sequence_service.create(request.state.session, principal, payload)
+    set_etag(response, sequence.version)
+    response.headers["Location"] = (
+        f"/v1/sequences/{ids.encode('sequence', sequence.id)}"
+    )
+    return sequence
+
+
+@router.get(
+    "/sequences",
+    tags=["sequences"],
+    operation_id="sequences_list",
+    summary="List sequences",
+    response_model=Page[Sequence],
+    responses=problem_responses(403),
+)
+async def list_sequences(
+    request: Request,
+    principal: Principal = Depends(require("nurture:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Sequence]:
+    """List sequences with their steps, newest first."""
+    rows, next_cursor, has_more = await sequence_service.list(
+        request.state.session, principal.workspace_id, limit=limit, cursor=cursor
+    )
+    return Page[Sequence](data=rows, next_cursor=next_cursor, has_more=has_more)
+
+
+@router.get(
+    "/sequences/{sequence_id}",
+    tags=["sequences"],
+    operation_id="sequences_get",
+    summary="Get a sequence",
+    response_model=Sequence,
+    responses=problem_responses(403, 404),
+)
+async def get_sequence(
+    request: Request,
+    response: Response,
+    sequence_id: str,
+    principal: Principal = Depends(require("nurture:read")),
+) -> Sequence:
+    """Fetch one sequence with its steps."""
+    sequence = await sequence_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("sequence", sequence_id, "sequence"),
+    )
+    set_etag(response, sequence.version)
+    return sequence
+
+
+@router.post(
+    "/sequences/{sequence_id}/enrollments",
+    tags=["enrollments"],
+    operation_id="enrollments_create",
+    summary="Enroll a lead",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Enrollment,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def create_enrollment(
+    request: Request,
+    response: Response,
+    sequence_id: str,
+    payload: EnrollmentCreate,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Enrollment:
+    """Enroll a lead, unless it is already active or paused in the sequence (409)."""
+    enrollment = await enrollment_service.enroll(
+        request.state.session,
+        principal,
+        parse_path_id("sequence", sequence_id, "sequence"),
+        payload,
+    )
+    set_etag(response, enrollment.version)
+    response.headers["Location"] = (
+        f"/v1/enrollments/{ids.encode('enrollment', enrollment.id)}"
+    )
+    return enrollment
+
+
+@router.get(
+    "/enrollments",
+    tags=["enrollments"],
+    operation_id="enrollments_list",
+    summary="List enrollments",
+    response_model=Page[Enrollment],
+    responses=problem_responses(403),
+)
+async def list_enrollments(
+    request: Request,
+    principal: Principal = Depends(require("nurture:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    lead_id: Annotated[LeadId | None, Query(description="Only this lead.")] = None,
+    sequence_id: Annotated[
+        SequenceId | None, Query(description="Only this sequence.")
+    ] = None,
+    status: Annotated[
+        EnrollmentStatus | None, Query(description="Only this status.")
+    ] = None,
+) -> Page[Enrollment]:
+    """List enrollments, newest first."""
+    rows, next_cursor, has_more = await enrollment_service.list(
+        request.state.session,
+        principal.workspace_id,
+        limit=limit,
+        cursor=cursor,
+        lead_id=lead_id,
+        sequence_id=sequence_id,
+        status=status,
+    )
+    return Page[Enrollment](data=rows, next_cursor=next_cursor, has_more=has_more)
+
+
+@router.get(
+    "/enrollments/{enrollment_id}",
+    tags=["enrollments"],
+    operation_id="enrollments_get",
+    summary="Get an enrollment",
+    response_model=Enrollment,
+    responses=problem_responses(403, 404),
+)
+async def get_enrollment(
+    request: Request,
+    response: Response,
+    enrollment_id: str,
+    principal: Principal = Depends(require("nurture:read")),
+) -> Enrollment:
+    """Fetch one enrollment with the steps run so far."""
+    enrollment = await enrollment_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("enrollment", enrollment_id, "enrollment"),
+    )
+    set_etag(response, enrollment.version)
+    return enrollment
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/pause",
+    tags=["enrollments"],
+    operation_id="enrollments_pause",
+    summary="Pause an enrollment",
+    response_model=Enrollment,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def pause_enrollment(
+    request: Request,
+    response: Response,
+    enrollment_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Enrollment:
+    """Stop running steps until the enrollment is resumed."""
+    enrollment = await enrollment_service.pause(
+        request.state.session,
+        principal,
+        parse_path_id("enrollment", enrollment_id, "enrollment"),
+        if_match=if_match,
+    )
+    set_etag(response, enrollment.version)
+    return enrollment
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/resume",
+    tags=["enrollments"],
+    operation_id="enrollments_resume",
+    summary="Resume an enrollment",
+    response_model=Enrollment,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def resume_enrollment(
+    request: Request,
+    response: Response,
+    enrollment_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Enrollment:
+    """Run steps again, at once for a step that fell due while paused."""
+    enrollment = await enrollment_service.resume(
+        request.state.session,
+        principal,
+        parse_path_id("enrollment", enrollment_id, "enrollment"),
+        if_match=if_match,
+    )
+    set_etag(response, enrollment.version)
+    return enrollment
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/exit",
+    tags=["enrollments"],
+    operation_id="enrollments_exit",
+    summary="Exit an enrollment",
+    response_model=Enrollment,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def exit_enrollment(
+    request: Request,
+    response: Response,
+    enrollment_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Enrollment:
+    """End the enrollment for good, with the exit reason manual."""
+    enrollment = await enrollment_service.exit(
+        request.state.session,
+        principal,
+        parse_path_id("enrollment", enrollment_id, "enrollment"),
+        if_match=if_match,
+    )
+    set_etag(response, enrollment.version)
+    return enrollment
+
+
+async def _unsubscribe(request: Request, token: str) -> Unsubscribed:
+    settings = request.app.state.settings
+    return await enrollment_service.unsubscribe(
+        request.state.session, settings.signing_secret.get_secret_value(), token
+    )
+
+
+@router.get(
+    "/unsubscribe/{token}",
+    tags=["unsubscribe"],
+    operation_id="unsubscribe_link",
+    summary="Unsubscribe by link",
+    response_model=Unsubscribed,
+    responses=problem_responses(404),
+    openapi_extra={"security": []},
+)
+async def unsubscribe_by_link(request: Request, token: Token) -> Unsubscribed:
+    """Unsubscribe the lead of a signed link from email, without an API key."""
+    # NOTE: a mail scanner that fetches every link in a message unsubscribes the lead
+    # too. Asking for confirmation first would need a page, which this API lacks.
+    return await _unsubscribe(request, token)
+
+
+@router.post(
+    "/unsubscribe/{token}",
+    tags=["unsubscribe"],
+    operation_id="unsubscribe_one_click",
+    summary="Unsubscribe with one click",
+    response_model=Unsubscribed,
+    responses=problem_responses(404),
+    openapi_extra={"security": []},
+)
+async def unsubscribe_one_click(request: Request, token: Token) -> Unsubscribed:
+    """Unsubscribe as RFC 8058 one-click mail clients do, ignoring the body."""
+    return await _unsubscribe(request, token)

@@ -45,6 +45,7 @@ from tests.webhooks.factories import (
     record_event,
 )
 from workers import tasks
+from workers.settings import worker_settings
 
 
 async def setup_delivery(
@@ -883,9 +884,10 @@ class TestAttemptLogs:
 
 
 class TestWorkerRegistration:
-    def test_jobs_registered(self) -> None:
+    def test_jobs_registered(self, settings: Settings) -> None:
         names = {function.__name__ for function in tasks.FUNCTIONS}
-        crons = {job.coroutine.__name__ for job in tasks.CRON_JOBS}
+        cron_jobs = worker_settings(settings)["cron_jobs"]
+        crons = {job.coroutine.__name__ for job in cron_jobs}
 
         assert {DISPATCH_JOB, DELIVER_JOB} <= names
         assert "sweep_webhooks" in crons

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from app.core.errors import Conflict, NotFound
+
+
+class SequenceNotFound(NotFound):
+    """No sequence with that id in the caller's workspace."""
+
+    code = "sequence_not_found"
+
+
+class EnrollmentNotFound(NotFound):
+    """No enrollment with that id in the caller's workspace."""
+
+    code = "enrollment_not_found"
+
+
+class EnrollmentExists(Conflict):
+    """The lead is already active or paused in the sequence."""
+
+    code = "enrollment_exists"
+    title = "Already enrolled"
+
+
+class LeadNotEnrollable(Conflict):
+    """The lead's status is closed (converted, disqualified, junk or merged)."""
+
+    code = "lead_not_enrollable"
+    title = "Lead not enrollable"
+
+
+class LeadUnsubscribed(Conflict):
+    """The lead's email address unsubscribed from, or bounced, marketing email."""
+
+    code = "lead_unsubscribed"
+    title = "Lead unsubscribed"
+
+
+class InvalidEnrollmentTransition(Conflict):
+    """The enrollment cannot move from its status to the requested one."""
+
+    code = "invalid_transition"
+    title = "Invalid status transition"
+
+
+class InvalidUnsubscribeToken(NotFound):
+    """The unsubscribe token is malformed or its signature does not match."""
+
+    code = "invalid_unsubscribe_token"

@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.pagination import paginate
+from app.models import EmailSuppression, Enrollment, SequenceStep, StepRun
+from app.models import Sequence as SequenceRow
+from app.nurture.states import RUNNING_STATUSES
+
+# Aliases outside the classes, whose ``list`` methods shadow the builtin there.
+StepsBySequence = dict[uuid.UUID, list[SequenceStep]]
+RunsByEnrollment = dict[uuid.UUID, list[tuple[StepRun, int]]]
+DueEnrollments = list[tuple[uuid.UUID, int]]
+
+
+class SequenceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> SequenceRepository:
+        return cls(session)
+
+    async def get(
+        self, workspace_id: uuid.UUID, sequence_id: uuid.UUID
+    ) -> SequenceRow | None:
+        return await self.session.scalar(
+            select(SequenceRow).where(
+                SequenceRow.workspace_id == workspace_id, SequenceRow.id == sequence_id
+            )
+        )
+
+    async def list(
+        self, workspace_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> tuple[Sequence[SequenceRow], str | None, bool]:
+        statement: Select[Any] = select(SequenceRow).where(
+            SequenceRow.workspace_id == workspace_id
+        )
+        return await paginate(
+            self.session, statement, SequenceRow.id, limit=limit, cursor=cursor
+        )
+
+    async def steps_by_sequence(
+        self, sequence_ids: Iterable[uuid.UUID]
+    ) -> StepsBySequence:
+        """Load the steps of several sequences in one query, each list in order."""
+        keys = list(sequence_ids)
+        grouped: StepsBySequence = defaultdict(list)
+        if not keys:
+            return grouped
+        rows = await self.session.scalars(
+            select(SequenceStep)
+            .where(SequenceStep.sequence_id.in_(keys))
+            .order_by(SequenceStep.sequence_id, SequenceStep.position)
+        )
+        for step in rows:
+            grouped[step.sequence_id].append(step)
+        return grouped
+
+    async def step_at(
+        self, sequence_id: uuid.UUID, position: int
+    ) -> SequenceStep | None:
+        return await self.session.scalar(
+            select(SequenceStep).where(
+                SequenceStep.sequence_id == sequence_id,
+                SequenceStep.position == position,
+            )
+        )
+
+
+class EnrollmentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> EnrollmentRepository:
+        return cls(session)
+
+    async def get(
+        self,
+        workspace_id: uuid.UUID,
+        enrollment_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> Enrollment | None:
+        statement = select(Enrollment).where(
+            Enrollment.workspace_id == workspace_id, Enrollment.id == enrollment_id
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def lock(self, enrollment_id: uuid.UUID) -> Enrollment | None:
+        """Load an enrollment of any workspace and lock its row, waiting for the lock.
+
+        Only the worker calls this, with an id from its own job rather than a client.
+        """
+        return await self.session.scalar(
+            select(Enrollment)
+            .where(Enrollment.id == enrollment_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
+    async def get_running(
+        self, sequence_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> Enrollment | None:
+        return await self.session.scalar(
+            select(Enrollment).where(
+                Enrollment.sequence_id == sequence_id,
+                Enrollment.lead_id == lead_id,
+                Enrollment.status.in_(RUNNING_STATUSES),
+            )
+        )
+
+    async def running_for_lead(
+        self, workspace_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> Sequence[Enrollment]:
+        """Lock and return the lead's active and paused enrollments, oldest first."""
+        rows = await self.session.scalars(
+            select(Enrollment)
+            .where(
+                Enrollment.workspace_id == workspace_id,
+                Enrollment.lead_id == lead_id,
+                Enrollment.status.in_(RUNNING_STATUSES),
+            )
+            .order_by(Enrollment.id)
+            .with_for_update()
+        )
+        return rows.all()
+
+    async def list(
+        self,
+        workspace_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+        lead_id: uuid.UUID | None = None,
+        sequence_id: uuid.UUID | None = None,
+        status: str | None = None,
+    ) -> tuple[Sequence[Enrollment], str | None, bool]:
+        statement: Select[Any] = select(Enrollment).where(
+            Enrollment.workspace_id == workspace_id
+        )
+        if lead_id is not None:
+            statement = statement.where(Enrollment.lead_id == lead_id)
+        if sequence_id is not None:
+            statement = statement.where(Enrollment.sequence_id == sequence_id)
+        if status is not None:
+            statement = statement.where(Enrollment.status == status)
+        return await paginate(
+            self.session, statement, Enrollment.id, limit=limit, cursor=cursor
+        )
+
+    async def step_runs_by_enrollment(
+        self, enrollment_ids: Iterable[uuid.UUID]
+    ) -> RunsByEnrollment:
+        """Load the step runs of several enrollments with each step's position."""
+        keys = list(enrollment_ids)
+        grouped: RunsByEnrollment = defaultdict(list)
+        if not keys:
+            return grouped
+        rows = await self.session.execute(
+            select(StepRun, SequenceStep.position)
+            .join(SequenceStep, SequenceStep.id == StepRun.step_id)
+            .where(StepRun.enrollment_id.in_(keys))
+            .order_by(StepRun.enrollment_id, SequenceStep.position)
+            .execution_options(populate_existing=True)
+        )
+        for run, position in rows:
+            grouped[run.enrollment_id].append((run, position))
+        return grouped
+
+    async def get_step_run(
+        self, enrollment_id: uuid.UUID, step_id: uuid.UUID, *, for_update: bool
+    ) -> StepRun | None:
+        statement = select(StepRun).where(
+            StepRun.enrollment_id == enrollment_id, StepRun.step_id == step_id
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(
+            statement.execution_options(populate_existing=True)
+        )
+
+    async def insert_step_run(self, run: StepRun) -> bool:
+        """Insert ``run`` unless its step already has a run, and return whether it did."""
+        inserted = await self.session.scalar(
+            insert(StepRun)
+            .values(
+                id=run.id,
+                workspace_id=run.workspace_id,
+                enrollment_id=run.enrollment_id,
+                step_id=run.step_id,
+                status=run.status,
+                attempts=run.attempts,
+                claimed_until=run.claimed_until,
+                started_at=run.started_at,
+                message_id=run.message_id,
+            )
+            .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+            .returning(StepRun.id)
+        )
+        return inserted is not None
+
+    async def set_claim(self, enrollment_id: uuid.UUID, until: datetime | None) -> None:
+        """Write the lease without bumping ``version``: clients never see it."""
+        await self.session.execute(
+            update(Enrollment)
+            .where(Enrollment.id == enrollment_id)
+            .values(claimed_until=until)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def claim_due(
+        self, now: datetime, until: datetime, limit: int
+    ) -> DueEnrollments:
+        """Lease up to ``limit`` due, unclaimed enrollments and return their ids and positions.
+
+        ``SKIP LOCKED`` lets several workers sweep at once: each takes rows the others
+        have not locked, and a row a request or a step is changing right now waits
+        for the next sweep.
+        """
+        due = (
+            select(Enrollment.id)
+            .where(
+                Enrollment.status == "active",
+                Enrollment.next_run_at <= now,
+                (Enrollment.claimed_until.is_(None)) | (Enrollment.claimed_until < now),
+            )
+            .order_by(Enrollment.next_run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = await self.session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(due.scalar_subquery()))
+            .values(claimed_until=until)
+            .returning(Enrollment.id, Enrollment.next_position)
+            .execution_options(synchronize_session=False)
+        )
+        return [(row.id, row.next_position) for row in rows]
+
+    async def is_suppressed(
+        self, workspace_id: uuid.UUID, email_normalized: str
+    ) -> bool:
+        found = await self.session.scalar(
+            select(func.count())
+            .select_from(EmailSuppression)
+            .where(
+                EmailSuppression.workspace_id == workspace_id,
+                EmailSuppression.email_normalized == email_normalized,
+            )
+        )
+        return bool(found)
+
+    async def suppress(self, suppression: EmailSuppression) -> bool:
+        """Insert ``suppression`` unless the address is suppressed, and return whether it did."""
+        inserted = await self.session.scalar(
+            insert(EmailSuppression)
+            .values(
+                id=suppression.id,
+                workspace_id=suppression.workspace_id,
+                email_normalized=suppression.email_normalized,
+                reason=suppression.reason,
+                lead_id=suppression.lead_id,
+                enrollment_id=suppression.enrollment_id,
+            )
+            .on_conflict_do_nothing(index_elements=["workspace_id", "email_normalized"])
+            .returning(EmailSuppression.id)
+        )
+        return inserted is not None

@@ -1,0 +1,493 @@
+"""Running each due step of an enrollment exactly once, and the sweep that finds them.
+
+A step runs in three phases, each in its own transaction or none:
+
+1. Claim: lock the enrollment row, then insert the step's unique ``StepRun`` row as
+   ``running`` with a lease (``claimed_until``) and commit. A second worker or a
+   duplicate job waits for the lock, finds the row with a live lease and does
+   nothing. A row whose lease lapsed belongs to a worker that died mid-step, so the
+   next claim takes it over and counts another attempt.
+2. Send, holding no lock or transaction. The send is cut off before the lease lapses,
+   so no other worker can take the step over while this one may still be sending.
+3. Record: lock the enrollment again, mark the run ``sent`` (or ``failed``), move the
+   enrollment to its next step or complete it, emit the events and queue the next job,
+   all in one transaction. The attempt number is the fencing token: a worker whose run
+   was taken over records nothing.
+
+NOTE: a worker that dies, or loses its database connection, after the mail server
+accepted the message but before phase 3 commits leaves a ``running`` row. The retry
+then sends the message a second time, with the same Message-ID. The other choice, marking
+the step sent before sending, would skip the email after such a crash instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.core.clock import utcnow
+from app.core.db import defer_job
+from app.leads.service import lead_service
+from app.models import Enrollment, Lead, SequenceStep, StepRun
+from app.models.lead import OPEN_LEAD_STATUSES
+from app.nurture import unsubscribe
+from app.nurture.compose import Recipient, compose, message_id_for
+from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
+from app.nurture.mailer import Mailer, MailError
+from app.nurture.repository import EnrollmentRepository, SequenceRepository
+from app.nurture.service import (
+    change_status,
+    exit_enrollment,
+    publish,
+    suppress_address,
+)
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal[
+    "sent",
+    "completed",
+    "retry_scheduled",
+    "failed",
+    "exited",
+    "in_progress",
+    "not_due",
+    "inactive",
+    "missing",
+    "lease_lost",
+]
+UnitOfWork = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+MAX_ATTEMPTS = 8
+RETRY_BASE_SECONDS = 60
+RETRY_MAX_SECONDS = 3600
+# The send must end this long before the lease lapses, to leave room for clock skew
+# between workers and for phase 3 to start.
+LEASE_MARGIN_SECONDS = 5.0
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step this worker holds the lease on, with what it needs to send it."""
+
+    enrollment_id: uuid.UUID
+    workspace_id: uuid.UUID
+    lead_id: uuid.UUID
+    step_id: uuid.UUID
+    position: int
+    attempt: int
+    claimed_until: datetime
+    message_id: str
+    subject: str
+    body_text: str
+    recipient: Recipient
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The result of phase 2: ``error`` is None when the server accepted the message."""
+
+    error: MailError | None = None
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Back off exponentially from one minute to an hour, with 10 % jitter."""
+    seconds = min(RETRY_BASE_SECONDS * 2 ** (attempt - 1), RETRY_MAX_SECONDS)
+    return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
+
+
+def _exit_reason(lead: Lead) -> str | None:
+    if lead.status == "converted":
+        return "converted"
+    if lead.status not in OPEN_LEAD_STATUSES:
+        return "lead_closed"
+    return None
+
+
+class StepRunner:
+    async def run(
+        self,
+        unit_of_work: UnitOfWork,
+        mailer: Mailer,
+        settings: Settings,
+        enrollment_id: uuid.UUID,
+    ) -> Outcome:
+        """Run the due step of one enrollment, which is safe to repeat any number of times."""
+        async with unit_of_work() as session:
+            claim = await self.claim(session, settings, enrollment_id)
+        if not isinstance(claim, Claim):
+            log.info(
+                "enrollment.step_skipped",
+                enrollment_id=str(enrollment_id),
+                outcome=claim,
+            )
+            return claim
+        delivery = await self.deliver(claim, mailer, settings)
+        async with unit_of_work() as session:
+            return await self.record(session, claim, delivery)
+
+    async def claim(
+        self, session: AsyncSession, settings: Settings, enrollment_id: uuid.UUID
+    ) -> Claim | Outcome:
+        """Phase 1: take the lease on the due step, or return why there is none."""
+        repository = EnrollmentRepository.from_session(session)
+        enrollment = await repository.lock(enrollment_id)
+        if enrollment is None:
+            return "missing"
+        if enrollment.status != "active":
+            return "inactive"
+        now = utcnow()
+        if enrollment.next_run_at is None or enrollment.next_run_at > now:
+            return "not_due"
+        step = await SequenceRepository.from_session(session).step_at(
+            enrollment.sequence_id, enrollment.next_position
+        )
+        if step is None:
+            await self._complete(session, enrollment, now)
+            return "completed"
+        lead = await lead_service.get(
+            session, enrollment.workspace_id, enrollment.lead_id
+        )
+        reason = _exit_reason(lead)
+        if reason is None and await repository.is_suppressed(
+            lead.workspace_id, lead.email_normalized
+        ):
+            reason = "unsubscribed"
+        if reason is not None:
+            await exit_enrollment(session, enrollment, reason, actor=None)
+            return "exited"
+
+        lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
+        run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
+        if run is None:
+            run_id = ids.new_uuid()
+            run = StepRun(
+                id=run_id,
+                workspace_id=enrollment.workspace_id,
+                enrollment_id=enrollment.id,
+                step_id=step.id,
+                status="running",
+                attempts=1,
+                claimed_until=lease_until,
+                started_at=now,
+                message_id=message_id_for(run_id, settings.mail_from),
+            )
+            if not await repository.insert_step_run(run):
+                return "in_progress"
+        elif run.status == "sent":
+            # Phase 3 marks the run sent and advances the enrollment in one
+            # transaction, so only a manual edit leaves a sent step due again.
+            log.warning(
+                "step_run.already_sent",
+                enrollment_id=str(enrollment.id),
+                step_id=str(step.id),
+            )
+            await self._advance(session, enrollment, now)
+            return "sent"
+        elif (
+            run.status == "running"
+            and run.claimed_until is not None
+            and run.claimed_until > now
+        ):
+            return "in_progress"
+        else:
+            if run.status == "running":
+                log.warning(
+                    "step_run.lease_lapsed",
+                    enrollment_id=str(enrollment.id),
+                    step_id=str(step.id),
+                    attempts=run.attempts,
+                )
+                if run.attempts >= MAX_ATTEMPTS:
+                    # Every attempt ended with its worker gone: stop retrying a step
+                    # that may be what crashes the worker.
+                    await self._give_up(session, enrollment, run, now)
+                    return "failed"
+            run.status = "running"
+            run.attempts += 1
+            run.claimed_until = lease_until
+            run.finished_at = None
+            await session.flush()
+        await repository.set_claim(enrollment.id, lease_until)
+
+        log.info(
+            "enrollment.step_claimed",
+            enrollment_id=str(enrollment.id),
+            position=step.position,
+            attempt=run.attempts,
+        )
+        return Claim(
+            enrollment_id=enrollment.id,
+            workspace_id=enrollment.workspace_id,
+            lead_id=lead.id,
+            step_id=step.id,
+            position=step.position,
+            attempt=run.attempts,
+            claimed_until=lease_until,
+            message_id=run.message_id or message_id_for(run.id, settings.mail_from),
+            subject=step.subject,
+            body_text=step.body_text,
+            recipient=Recipient.from_lead(lead),
+        )
+
+    async def deliver(
+        self, claim: Claim, mailer: Mailer, settings: Settings
+    ) -> Delivery:
+        """Phase 2: compose and send the message, within the lease."""
+        link = unsubscribe.unsubscribe_url(
+            settings.public_base_url,
+            unsubscribe.sign(
+                settings.signing_secret.get_secret_value(),
+                unsubscribe.UnsubscribeToken(
+                    workspace_id=claim.workspace_id,
+                    lead_id=claim.lead_id,
+                    enrollment_id=claim.enrollment_id,
+                ),
+            ),
+        )
+        budget = (claim.claimed_until - utcnow()).total_seconds() - LEASE_MARGIN_SECONDS
+        try:
+            message = compose(
+                recipient=claim.recipient,
+                subject=claim.subject,
+                body_text=claim.body_text,
+                mail_from=settings.mail_from,
+                message_id=claim.message_id,
+                unsubscribe_url=link,
+                sent_at=utcnow(),
+            )
+            if budget <= 0:
+                raise MailError("The lease lapsed before the message could be sent.")
+            async with asyncio.timeout(budget):
+                await mailer.send(message)
+        except MailError as error:
+            return Delivery(error=error)
+        except TimeoutError:
+            return Delivery(
+                error=MailError(
+                    f"Sending timed out after {budget:.0f} s, before the step's lease "
+                    "would lapse."
+                )
+            )
+        except Exception as error:
+            # Recorded as a failed attempt, so a fault in composing or in the mail
+            # library is retried and eventually fails the enrollment, rather than
+            # leaving a running step for the sweep to retry without end.
+            log.exception(
+                "enrollment.step_crashed",
+                enrollment_id=str(claim.enrollment_id),
+                position=claim.position,
+            )
+            return Delivery(error=MailError(f"Sending failed unexpectedly: {error!r}"))
+        return Delivery()
+
+    async def record(
+        self, session: AsyncSession, claim: Claim, delivery: Delivery
+    ) -> Outcome:
+        """Phase 3: store the result of the send and move the enrollment on."""
+        repository = EnrollmentRepository.from_session(session)
+        enrollment = await repository.lock(claim.enrollment_id)
+        if enrollment is None:
+            log.warning(
+                "enrollment.deleted_while_sending",
+                enrollment_id=str(claim.enrollment_id),
+            )
+            return "missing"
+        run = await repository.get_step_run(
+            claim.enrollment_id, claim.step_id, for_update=True
+        )
+        if run is None or run.status != "running" or run.attempts != claim.attempt:
+            log.warning(
+                "step_run.lease_lost",
+                enrollment_id=str(claim.enrollment_id),
+                step_id=str(claim.step_id),
+                attempt=claim.attempt,
+                sent=delivery.error is None,
+            )
+            return "lease_lost"
+        now = utcnow()
+        run.claimed_until = None
+        run.finished_at = now
+
+        if delivery.error is None:
+            run.status = "sent"
+            run.error = None
+            await session.flush()
+            log.info(
+                "enrollment.step_sent",
+                enrollment_id=str(enrollment.id),
+                position=claim.position,
+                attempt=claim.attempt,
+                message_id=claim.message_id,
+            )
+            return await self._advance(session, enrollment, now)
+        return await self._fail(session, enrollment, run, claim, delivery.error, now)
+
+    async def _advance(
+        self, session: AsyncSession, enrollment: Enrollment, now: datetime
+    ) -> Outcome:
+        enrollment.next_position += 1
+        enrollment.last_error = None
+        enrollment.claimed_until = None
+        following: SequenceStep | None = None
+        if enrollment.status in ("active", "paused"):
+            following = await SequenceRepository.from_session(session).step_at(
+                enrollment.sequence_id, enrollment.next_position
+            )
+            enrollment.next_run_at = (
+                now + timedelta(seconds=following.delay_seconds)
+                if following is not None
+                else None
+            )
+        await session.flush()
+        await session.refresh(enrollment)
+        await publish(session, enrollment, "enrollment.step_completed", actor=None)
+
+        if following is None and enrollment.status in ("active", "paused"):
+            await self._complete(session, enrollment, now)
+            return "completed"
+        defer_step(session, enrollment)
+        return "sent"
+
+    async def _complete(
+        self, session: AsyncSession, enrollment: Enrollment, now: datetime
+    ) -> None:
+        await change_status(
+            session,
+            enrollment,
+            "completed",
+            event_type="enrollment.completed",
+            actor=None,
+            by_worker=True,
+            completed_at=now,
+            next_run_at=None,
+            claimed_until=None,
+        )
+
+    async def _fail(
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        run: StepRun,
+        claim: Claim,
+        error: MailError,
+        now: datetime,
+    ) -> Outcome:
+        run.status = "failed"
+        run.error = error.message
+        await session.flush()
+        log.error(
+            "enrollment.step_failed",
+            enrollment_id=str(enrollment.id),
+            position=claim.position,
+            attempt=claim.attempt,
+            permanent=error.permanent,
+            error=error.message,
+        )
+        if enrollment.status not in ("active", "paused"):
+            return "failed"
+
+        if error.bounced:
+            lead = await lead_service.get(
+                session, enrollment.workspace_id, enrollment.lead_id
+            )
+            await suppress_address(session, lead, "bounced", enrollment.id)
+            await exit_enrollment(session, enrollment, "bounced", actor=None)
+            return "exited"
+        if error.permanent or claim.attempt >= MAX_ATTEMPTS:
+            await change_status(
+                session,
+                enrollment,
+                "failed",
+                event_type="enrollment.failed",
+                actor=None,
+                by_worker=True,
+                failed_at=now,
+                last_error=error.message,
+                next_run_at=None,
+                claimed_until=None,
+            )
+            return "failed"
+
+        enrollment.last_error = error.message
+        enrollment.next_run_at = now + retry_delay(claim.attempt)
+        enrollment.claimed_until = None
+        await session.flush()
+        await session.refresh(enrollment)
+        await publish(session, enrollment, "enrollment.step_failed", actor=None)
+        defer_step(session, enrollment)
+        return "retry_scheduled"
+
+    async def _give_up(
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        run: StepRun,
+        now: datetime,
+    ) -> None:
+        message = (
+            f"Gave up after {run.attempts} attempts: each worker stopped before it "
+            "recorded the result of the send."
+        )
+        run.status = "failed"
+        run.error = message
+        run.claimed_until = None
+        run.finished_at = now
+        await session.flush()
+        log.error(
+            "enrollment.step_abandoned",
+            enrollment_id=str(enrollment.id),
+            step_id=str(run.step_id),
+            attempts=run.attempts,
+        )
+        await change_status(
+            session,
+            enrollment,
+            "failed",
+            event_type="enrollment.failed",
+            actor=None,
+            by_worker=True,
+            failed_at=now,
+            last_error=message,
+            next_run_at=None,
+            claimed_until=None,
+        )
+
+    async def sweep(
+        self, session: AsyncSession, settings: Settings, *, limit: int = SWEEP_BATCH
+    ) -> int:
+        """Lease due enrollments that no worker holds and queue a job for each.
+
+        The safety net behind the jobs queued after each commit: it finds every
+        step whose job was lost (Redis flushed or down) or whose worker died.
+        """
+        now = utcnow()
+        until = now + timedelta(seconds=settings.claim_lease_seconds)
+        due = await EnrollmentRepository.from_session(session).claim_due(
+            now, until, limit
+        )
+        for enrollment_id, position in due:
+            defer_job(
+                session,
+                STEP_JOB,
+                str(enrollment_id),
+                job_id=sweep_job_id(enrollment_id, position, until),
+            )
+        if due:
+            log.info("enrollment.sweep_claimed", count=len(due))
+        return len(due)
+
+
+step_runner = StepRunner()
