@@ -152,8 +152,8 @@ class DevAccess:
 async def ensure_dev_access(session: AsyncSession) -> DevAccess:
     """Create a workspace and an all-scopes secret key unless an active one exists.
 
-    On a first start this makes the API usable at once; later starts find the key and
-    create nothing, since its secret cannot be shown again.
+    On a first start this makes the API usable at once. Later starts find the key and
+    create nothing, because its secret cannot be shown again.
     """
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _BOOTSTRAP_LOCK}

@@ -35,8 +35,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# The health key the worker refreshes; `salescycle worker --check` fails once it is
-# older than this, so a healthcheck notices a stuck worker within a minute or so.
+# Seconds between refreshes of the worker's health key in Redis. The key expires one
+# second later, and `salescycle worker --check` fails once it has expired.
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 
 cli = typer.Typer(
@@ -63,7 +63,7 @@ def _settings(*, quiet: bool = False) -> Settings:
     """Read the settings and configure logging for one command.
 
     ``quiet`` commands print their own messages, so their logs start at WARNING unless
-    SALESCYCLE_LOG_LEVEL asks for more.
+    SALESCYCLE_LOG_LEVEL sets another level.
     """
     settings = Settings()
     level = settings.log_level
@@ -75,6 +75,12 @@ def _settings(*, quiet: bool = False) -> Settings:
 
 def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _reason(error: OSError | DBAPIError) -> str:
+    """Return the first line of the driver's message, without SQLAlchemy's wrapping."""
+    original = getattr(error, "orig", None)
+    return str(original or error).splitlines()[0]
 
 
 def run_in_session(
@@ -97,9 +103,9 @@ def run_in_session(
     except DomainError as error:
         fail(error.detail)
     except (OSError, DBAPIError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
         fail(
-            f"The database at {_masked(settings.database_url)} failed: {reason}. "
+            f"The database at {_masked(settings.database_url)} failed: "
+            f"{_reason(error)}. "
             "Check SALESCYCLE_DATABASE_URL, and run 'salescycle migrate' if the "
             "schema is missing."
         )
@@ -128,6 +134,11 @@ def dev(
         status = run_dev(host, port, data_dir)
     except (DevServerError, EmbeddedServerError) as error:
         fail(str(error))
+    except (OSError, DBAPIError) as error:
+        fail(
+            f"The database failed: {_reason(error)}. Check SALESCYCLE_DATABASE_URL, "
+            "or unset it to use the embedded PostgreSQL."
+        )
     raise typer.Exit(status)
 
 
@@ -245,8 +256,7 @@ def migrate(
     except CommandError as error:
         fail(f"{error} Run 'salescycle migrate' to apply pending migrations.")
     except (OSError, DBAPIError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        fail(f"The database at {url} failed: {reason}.")
+        fail(f"The database at {url} failed: {_reason(error)}.")
 
 
 @cli.command()

