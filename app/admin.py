@@ -142,7 +142,7 @@ async def revoke_key(session: AsyncSession, api_key_id: str) -> ApiKey:
 
 @dataclass(frozen=True)
 class DevAccess:
-    """The key that ``salescycle dev`` reports at start: a new one, or an existing one."""
+    """The key that ``salescycle dev`` reports at start, either new or existing."""
 
     workspace: Workspace
     created: NewApiKey | None

@@ -1,4 +1,4 @@
-"""``salescycle dev``: embedded servers, migrations, the api and the worker in one process.
+"""``salescycle dev``: embedded servers, migrations, api and worker in one process.
 
 The api (uvicorn) and the worker (arq) share one event loop. The first SIGINT or SIGTERM
 stops both gracefully: uvicorn finishes the requests in flight and the worker the jobs
@@ -44,7 +44,7 @@ class DevServerError(RuntimeError):
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind the api's listening socket now, so a busy port fails before anything starts."""
+    """Bind the api's socket first, so a busy port fails before anything starts."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM
@@ -170,7 +170,7 @@ def banner(
     url: str,
     servers: embedded.EmbeddedServers,
 ) -> str:
-    """Describe where the api listens, the API key (shown only when new) and a request."""
+    """Describe where the api listens, the API key (only when new) and a request."""
     workspace_id = ids.encode("workspace", access.workspace.id)
     if servers.postgres is not None:
         storage = f"{settings.data_dir} (embedded PostgreSQL and Redis, kept)"
@@ -205,7 +205,11 @@ def banner(
 
 
 async def _until_stopped(supervisor: _Supervisor, awaitable: Any) -> tuple[bool, Any]:
-    """Await ``awaitable`` unless a stop signal comes first; return (finished, result)."""
+    """Await ``awaitable`` unless a stop signal comes first.
+
+    Return ``(True, result)`` when it finished, or ``(False, None)`` when the signal
+    came first and it was cancelled.
+    """
     task = asyncio.ensure_future(awaitable)
     stop = asyncio.create_task(supervisor.stopping.wait())
     await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)

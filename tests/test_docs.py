@@ -1,8 +1,8 @@
 """``/docs`` renders in headless Chromium with every request kept on 127.0.0.1.
 
-The api runs as ``salescycle api`` on a free loopback port. Chromium resolves every other
-host name to "not found", so a page that needed a CDN would stay blank. Its NetLog
-records which URLs the page requested.
+The api runs as ``salescycle api`` on a free loopback port. Chromium resolves every
+other host name to "not found", so a page that needed a CDN would stay blank. Its
+NetLog records which URLs the page requested.
 """
 
 from __future__ import annotations
