@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import make_url, select, text
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
@@ -26,6 +27,14 @@ DEV_KEY_NAME = "dev admin"
 MAX_NAME_LENGTH = 200
 # Any constant works: the lock only keeps two first starts from each creating a key.
 _BOOTSTRAP_LOCK = 0x5A1E5C1C
+
+
+def masked_url(url: str) -> str:
+    """Render a database URL for messages, with any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an invalid URL)"
 
 
 def _check_name(label: str, name: str) -> str:

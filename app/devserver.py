@@ -22,10 +22,9 @@ from typing import Any
 import structlog
 import uvicorn
 from arq.worker import Worker
-from sqlalchemy import make_url
 
 from app import embedded
-from app.admin import DevAccess, ensure_dev_access
+from app.admin import DevAccess, ensure_dev_access, masked_url
 from app.core import ids
 from app.core.db import Database
 from app.core.logging import configure_logging
@@ -125,10 +124,6 @@ class _Supervisor:
             self.on_signal(signal.SIGTERM)
 
 
-def _masked(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _key_lines(
     settings: Settings, access: DevAccess, embedded_database: bool
 ) -> tuple[list[str], str]:
@@ -175,7 +170,7 @@ def banner(
     if servers.postgres is not None:
         storage = f"{settings.data_dir} (embedded PostgreSQL and Redis, kept)"
     else:
-        storage = f"PostgreSQL at {_masked(settings.database_url)}"
+        storage = f"PostgreSQL at {masked_url(settings.database_url)}"
     key_lines, authorization = _key_lines(
         settings, access, embedded_database=servers.postgres is not None
     )
@@ -351,7 +346,7 @@ def run_dev(host: str, port: int, data_dir: Path) -> int:
     status = 1
     try:
         settings = _start_servers(settings, data_dir, servers)
-        log.info("dev.migrating", database=_masked(settings.database_url))
+        log.info("dev.migrating", database=masked_url(settings.database_url))
         upgrade(settings.database_url)
         status = asyncio.run(serve(settings, sock, base_url(host, port), servers))
     except KeyboardInterrupt:

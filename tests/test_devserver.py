@@ -21,7 +21,14 @@ import httpx
 import psutil
 import pytest
 
-from app.devserver import DevServerError, base_url, bind_socket
+from app.admin import DevAccess
+from app.core import ids
+from app.core.auth import NewApiKey
+from app.core.ids import new_uuid
+from app.devserver import DevServerError, banner, base_url, bind_socket
+from app.embedded import EmbeddedPostgres, EmbeddedServers
+from app.models import ApiKey, Workspace
+from app.settings import Settings
 from tests.cli_support import clean_environment, command, free_port, run_cli
 
 START_TIMEOUT_SECONDS = 180
@@ -259,3 +266,60 @@ class TestBindSocket:
 
         assert host == "127.0.0.1"
         assert port > 0
+
+
+def dev_access(*, created: bool) -> DevAccess:
+    workspace = Workspace(id=new_uuid(), name="Acme")
+    key = ApiKey(id=new_uuid(), workspace_id=workspace.id, prefix="sk_abcdefgh")
+    if created:
+        secret = NewApiKey(record=key, secret="sk_" + "a" * 43)
+        return DevAccess(workspace=workspace, created=secret, existing=None)
+    return DevAccess(workspace=workspace, created=None, existing=key)
+
+
+class TestBanner:
+    URL = "http://127.0.0.1:8000"
+    EMBEDDED_URL = "postgresql+asyncpg://postgres@/salescycle?host=/srv/sc/postgres"
+
+    def settings(self, database_url: str = EMBEDDED_URL) -> Settings:
+        return Settings(env="dev", database_url=database_url, data_dir=Path("/srv/sc"))
+
+    def embedded(self) -> EmbeddedServers:
+        postgres = EmbeddedPostgres(
+            url=self.EMBEDDED_URL, pgdata=Path("/srv/sc/postgres"), server=None
+        )
+        return EmbeddedServers(postgres=postgres)
+
+    def test_new_key_shown(self) -> None:
+        access = dev_access(created=True)
+
+        text = banner(self.settings(), access, self.URL, self.embedded())
+
+        assert access.created is not None
+        secret = access.created.secret
+        assert f"    {secret}\n" in text
+        assert f'-H "Authorization: Bearer {secret}"' in text
+        assert f"curl -sS -X POST {self.URL}/v1/leads" in text
+        assert ids.encode("workspace", access.workspace.id) in text
+        assert "/srv/sc (embedded PostgreSQL and Redis, kept)" in text
+
+    def test_existing_key_not_shown(self) -> None:
+        access = dev_access(created=False)
+
+        text = banner(self.settings(), access, self.URL, self.embedded())
+
+        assert SECRET.search(text) is None
+        assert "An API key exists" in text
+        assert "sk_abcdefgh…" in text
+        assert "$SALESCYCLE_API_KEY" in text
+        assert f"SALESCYCLE_DATABASE_URL='{self.EMBEDDED_URL}'" in text
+
+    def test_external_password_hidden(self) -> None:
+        external = self.settings("postgresql://app:hunter2@db.internal:5432/sales")
+
+        text = banner(external, dev_access(created=False), self.URL, EmbeddedServers())
+
+        assert "hunter2" not in text
+        assert "PostgreSQL at postgresql://app:***@db.internal:5432/sales" in text
+        assert "SALESCYCLE_DATABASE_URL=" not in text
+        assert "    salescycle api-keys create --name mine --all-scopes" in text
