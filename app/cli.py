@@ -34,6 +34,10 @@ T = TypeVar("T")
 # Seconds between refreshes of the worker's health key in Redis. The key expires one
 # second later, and `salescycle worker --check` fails once it has expired.
 HEALTH_CHECK_INTERVAL_SECONDS = 30
+# With --workers, uvicorn kills a process that misses its health ping for this long.
+# Its default of 5 s is shorter than an import of the app on a busy 2-core machine
+# (about 10 s seen there), which killed every worker before it served.
+WORKER_HEALTHCHECK_SECONDS = 30
 
 cli = typer.Typer(
     name="salescycle",
@@ -162,6 +166,7 @@ def api(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=graceful_timeout,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 

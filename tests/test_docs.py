@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.cli_support import clean_environment, command, free_port
+from tests.cli_support import running_api
 from tests.conftest import Servers
 
-START_TIMEOUT_SECONDS = 120
 BROWSER_TIMEOUT_SECONDS = 120
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -41,68 +40,10 @@ def find_chromium() -> str:
     )
 
 
-async def stop_process_group(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(15):
-            await process.wait()
-    except TimeoutError:
-        os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-
-
 @pytest.fixture
 async def api_url(servers: Servers, tmp_path: Path) -> AsyncIterator[str]:
-    port = free_port()
-    log_path = tmp_path / "api.log"
-    env = clean_environment(
-        SALESCYCLE_DATABASE_URL=servers.database_url,
-        SALESCYCLE_REDIS_URL=servers.redis_url,
-    )
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *command(),
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_healthy(url, process, log_path)
-        yield url
-    finally:
-        await stop_process_group(process)
-
-
-def read_log(path: Path) -> str:
-    return path.read_text(errors="replace")
-
-
-async def wait_until_healthy(
-    url: str, process: asyncio.subprocess.Process, log_path: Path
-) -> None:
-    async with httpx.AsyncClient(timeout=2) as http:
-        async with asyncio.timeout(START_TIMEOUT_SECONDS):
-            while True:
-                assert process.returncode is None, (
-                    f"salescycle api exited with {process.returncode}:\n"
-                    f"{read_log(log_path)}"
-                )
-                try:
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
+    async with running_api(servers, tmp_path / "api.log") as api:
+        yield api.url
 
 
 async def run_chromium(*args: str, profile: Path) -> str:
