@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +28,18 @@ class OutputModel(BaseModel):
     """A response body, built from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+_TIMEZONES = frozenset(available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Berlin'")
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 
 
 def _parser(kind: str) -> Any:
