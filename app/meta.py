@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from app.core.openapi import problem_responses
 from app.leads import states as lead_states
+from app.opportunities import states as opportunity_states
 
 router = APIRouter(prefix="/meta", tags=["meta"])
 
@@ -29,6 +30,13 @@ STATE_MACHINES = [
         initial="new",
         transitions={
             key: list(value) for key, value in lead_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="opportunity",
+        initial=opportunity_states.INITIAL,
+        transitions={
+            key: list(value) for key, value in opportunity_states.TRANSITIONS.items()
         },
     ),
 ]
