@@ -193,13 +193,14 @@ class UnknownCurrency(ValueError):
 
 
 def parse_currency(value: str) -> str:
-    """Upper-case ``value`` and return it, raising ``UnknownCurrency`` unless listed."""
-    code = value.strip().upper()
-    if code not in CURRENCY_EXPONENTS:
-        raise UnknownCurrency(
-            f"{value!r} is not an active ISO 4217 currency code such as 'USD' or 'EUR'"
-        )
-    return code
+    """Return ``value`` if it is an active code, else raise ``UnknownCurrency``."""
+    if value in CURRENCY_EXPONENTS:
+        return value
+    if value.upper() in CURRENCY_EXPONENTS:
+        raise UnknownCurrency(f"{value!r} must be upper-case: send {value.upper()!r}")
+    raise UnknownCurrency(
+        f"{value!r} is not an active ISO 4217 currency code such as 'USD' or 'EUR'"
+    )
 
 
 def minor_unit_exponent(currency: str) -> int:
@@ -219,8 +220,8 @@ CurrencyCode = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": "^[A-Za-z]{3}$",
-            "description": "An ISO 4217 code in any case, returned upper-case.",
+            "enum": sorted(CURRENCY_EXPONENTS),
+            "description": "An active ISO 4217 code, upper-case.",
             "examples": ["USD"],
         }
     ),

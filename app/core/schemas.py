@@ -13,15 +13,74 @@ from pydantic import (
     ConfigDict,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
 )
 
 from app.core import ids
 
 
+def check_storable_text(value: str) -> str:
+    """Raise ``ValueError`` for text that PostgreSQL cannot store in a text column.
+
+    JSON can carry U+0000 and unpaired UTF-16 surrogates (``"\\ud800"``), but
+    PostgreSQL text can hold neither: the statement would fail with a server error.
+    """
+    if "\x00" in value:
+        raise ValueError("text must not contain the NUL character U+0000")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("text must not contain unpaired UTF-16 surrogates") from error
+    return value
+
+
+def _check_nested_text(value: Any) -> None:
+    if isinstance(value, str):
+        check_storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_nested_text(key)
+            _check_nested_text(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_nested_text(item)
+
+
+StorableText = Annotated[str, AfterValidator(check_storable_text)]
+
+
+def drop_null_from_schema(schema: dict[str, Any]) -> None:
+    """Remove ``null`` from an optional field's JSON schema, for ``json_schema_extra``.
+
+    A PATCH field such as ``name`` may be omitted but not sent as null. Its Python type
+    stays ``X | None``, so validation errors name the field plainly, and the service
+    rejects an explicit null, while the published schema shows only ``X``.
+    """
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    variants = schema.pop("anyOf", None)
+    if variants is None:
+        return
+    kept = [variant for variant in variants if variant.get("type") != "null"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
 class InputModel(BaseModel):
-    """A request body: unknown fields are rejected, strings are trimmed."""
+    """A request body: unknown fields are rejected, strings are trimmed.
+
+    Every string, also inside lists and dicts, is checked with ``check_storable_text``.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _reject_unstorable_text(cls, value: Any) -> Any:
+        _check_nested_text(value)
+        return value
 
 
 class OutputModel(BaseModel):

@@ -11,6 +11,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
+from app.core.schemas import StorableText
 from app.customers.schemas import (
     Contact,
     ContactCreate,
@@ -24,11 +25,21 @@ from app.customers.service import contact_service, customer_service
 router = APIRouter(prefix="/customers", tags=["customers"], route_class=UnitOfWorkRoute)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+# A cursor is 16 bytes in unpadded base64url, as app.core.pagination encodes it.
 Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    str | None,
+    Query(
+        pattern="^[A-Za-z0-9_-]{22}$",
+        description="next_cursor of the previous page.",
+    ),
 ]
 IfMatch = Annotated[
-    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
+    str | None,
+    Header(
+        max_length=200,
+        pattern=r'^\s*(\*|(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*)\s*$',
+        description='Current ETag, e.g. "3".',
+    ),
 ]
 
 
@@ -68,11 +79,12 @@ async def list_customers(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     email: Annotated[
-        str | None, Query(max_length=320, description="Exact email, any case.")
+        StorableText | None,
+        Query(max_length=320, description="Exact email, any case."),
     ] = None,
     domain: Annotated[Domain | None, Query(description="Exact domain.")] = None,
     q: Annotated[
-        str | None,
+        StorableText | None,
         Query(max_length=200, description="Substring of name, email or domain."),
     ] = None,
 ) -> Page[Customer]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, EmailStr, Field
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
@@ -13,6 +13,7 @@ from app.core.schemas import (
     LeadId,
     OutputModel,
     TimeZone,
+    drop_null_from_schema,
 )
 from app.customers.normalize import InvalidDomain, normalize_domain
 
@@ -64,12 +65,20 @@ class CustomerCreate(InputModel):
 
 
 class CustomerUpdate(InputModel):
-    name: CustomerName | None = None
+    name: CustomerName | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
     email: Email | None = Field(default=None, description="Send null to clear it.")
     domain: Domain | None = Field(default=None, description="Send null to clear it.")
-    currency: CurrencyCode | None = None
-    timezone: TimeZone | None = None
-    payment_terms_days: PaymentTermsDays | None = None
+    currency: CurrencyCode | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
+    timezone: TimeZone | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
+    payment_terms_days: PaymentTermsDays | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
 
 
 class Customer(OutputModel):
@@ -90,6 +99,17 @@ class Customer(OutputModel):
 
 
 class ContactCreate(InputModel):
+    """A contact, which needs an email, a first name or a last name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("email", "first_name", "last_name")
+            ]
+        }
+    )
+
     email: Email | None = None
     first_name: PersonName | None = None
     last_name: PersonName | None = None

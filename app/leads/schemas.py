@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
@@ -140,6 +140,31 @@ class ConversionOpportunity(InputModel):
 
 
 class LeadConvert(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "not": {
+                        "required": ["customer_id", "customer"],
+                        "properties": {
+                            "customer_id": {"type": "string"},
+                            "customer": {"type": "object"},
+                        },
+                    }
+                },
+                {
+                    "not": {
+                        "required": ["create_opportunity", "opportunity"],
+                        "properties": {
+                            "create_opportunity": {"const": False},
+                            "opportunity": {"type": "object"},
+                        },
+                    }
+                },
+            ]
+        }
+    )
+
     customer_id: CustomerId | None = Field(
         default=None,
         description="Link this existing customer; a new one is created from the lead "

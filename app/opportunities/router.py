@@ -11,7 +11,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
-from app.core.schemas import CustomerId, PipelineId, StageId
+from app.core.schemas import CustomerId, PipelineId, StageId, StorableText
 from app.opportunities.pipelines import pipeline_service, pipeline_view
 from app.opportunities.schemas import (
     Opportunity,
@@ -28,11 +28,21 @@ from app.opportunities.service import opportunity_service
 router = APIRouter(route_class=UnitOfWorkRoute)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+# A cursor is 16 bytes in unpadded base64url, as app.core.pagination encodes it.
 Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    str | None,
+    Query(
+        pattern="^[A-Za-z0-9_-]{22}$",
+        description="next_cursor of the previous page.",
+    ),
 ]
 IfMatch = Annotated[
-    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
+    str | None,
+    Header(
+        max_length=200,
+        pattern=r'^\s*(\*|(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*)\s*$',
+        description='Current ETag, e.g. "3".',
+    ),
 ]
 
 
@@ -133,7 +143,7 @@ async def list_opportunities(
         CustomerId | None, Query(description="Only this customer.")
     ] = None,
     owner_id: Annotated[
-        str | None, Query(max_length=200, description="Only this owner.")
+        StorableText | None, Query(max_length=200, description="Only this owner.")
     ] = None,
 ) -> Page[Opportunity]:
     """List opportunities, newest first."""

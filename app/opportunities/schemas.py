@@ -15,6 +15,7 @@ from app.core.schemas import (
     OutputModel,
     PipelineId,
     StageId,
+    drop_null_from_schema,
 )
 
 OpportunityStatus = Literal["open", "won", "lost"]
@@ -79,9 +80,13 @@ class OpportunityCreate(InputModel):
 
 
 class OpportunityUpdate(InputModel):
-    name: OpportunityName | None = None
-    amount: Amount | None = None
-    currency: CurrencyCode | None = None
+    name: OpportunityName | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
+    amount: Amount | None = Field(default=None, json_schema_extra=drop_null_from_schema)
+    currency: CurrencyCode | None = Field(
+        default=None, json_schema_extra=drop_null_from_schema
+    )
     contact_id: ContactId | None = Field(
         default=None,
         description="A contact of the same customer. Send null to clear it.",

@@ -36,15 +36,26 @@ class TestCurrencyTable:
 
 
 class TestParseCurrency:
-    def test_upper_cases(self) -> None:
-        assert parse_currency(" eur ") == "EUR"
+    def test_active_code(self) -> None:
+        assert parse_currency("EUR") == "EUR"
+
+    def test_lower_case_names_fix(self) -> None:
+        with pytest.raises(
+            UnknownCurrency, match="'eur' must be upper-case: send 'EUR'"
+        ):
+            parse_currency("eur")
 
     def test_unknown(self) -> None:
         with pytest.raises(UnknownCurrency, match="'ABC' is not an active ISO 4217"):
             parse_currency("ABC")
 
     def test_model_field(self) -> None:
-        assert Priced(currency="jpy").currency == "JPY"
+        assert Priced(currency="JPY").currency == "JPY"
+
+    def test_json_schema_lists_codes(self) -> None:
+        schema = Priced.model_json_schema()["properties"]["currency"]
+
+        assert schema["enum"] == sorted(CURRENCY_EXPONENTS)
 
     def test_model_field_rejects_number(self) -> None:
         with pytest.raises(ValidationError):

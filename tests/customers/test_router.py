@@ -78,7 +78,7 @@ class TestCreateCustomer:
         customer = await create_customer(
             client,
             auth,
-            currency="kwd",
+            currency="KWD",
             timezone="Asia/Kuwait",
             payment_terms_days=0,
         )
@@ -97,7 +97,7 @@ class TestCreateCustomer:
     async def test_bad_currency(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
-        for currency in ("XYZ", "US", "HRK", "usd1", 840):
+        for currency in ("XYZ", "US", "HRK", "usd", " USD", 840):
             response = await client.post(
                 "/v1/customers",
                 json={"name": "Acme", "currency": currency},
@@ -147,6 +147,19 @@ class TestCreateCustomer:
 
             assert response.status_code == 422, days
             assert response.json()["errors"][0]["field"] == "payment_terms_days"
+
+    async def test_unstorable_text(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            "/v1/customers", json={"name": "Ac\u0000me"}, headers=auth
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "name"
+        assert "NUL" in error["message"]
+        assert await session.scalar(select(func.count()).select_from(Customer)) == 0
 
     async def test_invalid_email(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -298,6 +311,27 @@ class TestListCustomers:
 
         assert page == {"data": [], "next_cursor": None, "has_more": False}
 
+    async def test_bad_cursor(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        for cursor in ("!!!", "A" * 23):
+            response = await client.get(
+                "/v1/customers", params={"cursor": cursor}, headers=auth
+            )
+
+            assert response.status_code == 422, cursor
+            assert response.json()["errors"][0]["field"] == "query.cursor"
+
+    async def test_nul_in_filter(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get(
+            "/v1/customers", params={"q": "a\x00b"}, headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "query.q"
+
     async def test_bad_domain_filter(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -320,7 +354,7 @@ class TestUpdateCustomer:
             json={
                 "name": "Acme GmbH",
                 "email": None,
-                "currency": "eur",
+                "currency": "EUR",
                 "timezone": "Europe/Vienna",
                 "payment_terms_days": 14,
             },
@@ -337,6 +371,20 @@ class TestUpdateCustomer:
         assert customer["version"] == 2
         assert response.headers["etag"] == '"2"'
         assert await event_types(session) == ["customer.created", "customer.updated"]
+
+    async def test_malformed_if_match(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await create_customer(client, auth)
+
+        response = await client.patch(
+            f"/v1/customers/{created['id']}",
+            json={"name": "Changed"},
+            headers={**auth, "If-Match": "1"},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "header.if-match"
 
     async def test_if_match_mismatch(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

@@ -192,7 +192,7 @@ class TestConvertLead:
                 "opportunity": {
                     "name": "Difference engine No. 2",
                     "amount": 2500000,
-                    "currency": "gbp",
+                    "currency": "GBP",
                     "expected_close_date": "2027-06-30",
                     "owner_id": "rep_5",
                 },

@@ -121,7 +121,7 @@ class TestCreateOpportunity:
             contact_id=contact["id"],
             stage_id=stages["Negotiation"],
             amount=0,
-            currency="jpy",
+            currency="JPY",
             expected_close_date="2027-03-31",
             owner_id="rep_7",
         )
