@@ -10,6 +10,7 @@ from app.core.openapi import PUBLIC, problem_responses
 from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
 from app.nurture import states as enrollment_states
+from app.opportunities import states as opportunity_states
 
 # Public: these describe the API itself and reveal nothing about any workspace.
 router = APIRouter(prefix="/meta", tags=["meta"], route_class=UnitOfWorkRoute)
@@ -47,6 +48,13 @@ STATE_MACHINES = [
         initial="active",
         transitions={
             key: list(value) for key, value in enrollment_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="opportunity",
+        initial=opportunity_states.INITIAL,
+        transitions={
+            key: list(value) for key, value in opportunity_states.TRANSITIONS.items()
         },
     ),
 ]

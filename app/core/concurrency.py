@@ -43,5 +43,9 @@ def check_if_match(if_match: str | None, version: int) -> None:
 
 IfMatch = Annotated[
     str | None,
-    Header(max_length=200, description='The current ETag, e.g. "3".'),
+    Header(
+        max_length=200,
+        pattern=r'^\s*(\*|(W/)?"[0-9]+"(\s*,\s*(W/)?"[0-9]+")*)\s*$',
+        description='The current ETag, e.g. "3", or * for any version.',
+    ),
 ]

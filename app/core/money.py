@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
 
 from app.core.errors import FieldError, InvalidInput
 
@@ -263,6 +266,33 @@ def validate_currency(code: str, *, field: str = "currency") -> str:
     if upper not in _TABLE:
         raise _unknown(code, field)
     return upper
+
+
+def _check_currency_code(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("expected a three-letter ISO 4217 code such as 'USD'")
+    if value in _TABLE:
+        return value
+    if value.upper() in _TABLE:
+        raise ValueError(f"{value!r} must be upper-case: send {value.upper()!r}")
+    raise ValueError(
+        f"{value!r} is not an ISO 4217 currency code such as 'USD' or 'EUR'"
+    )
+
+
+CurrencyCode = Annotated[
+    str,
+    BeforeValidator(_check_currency_code),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted(_TABLE),
+            "description": "An ISO 4217 code, upper-case.",
+            "examples": ["USD"],
+        }
+    ),
+]
+"""A request field that takes an upper-case ISO 4217 code listed in the schema."""
 
 
 def _unknown(code: object, field: str) -> UnknownCurrency:

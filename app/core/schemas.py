@@ -7,8 +7,10 @@ import uuid
 from datetime import datetime
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
+from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -23,16 +25,53 @@ from pydantic_core import PydanticCustomError
 from app.core import ids
 
 
-def _contains_nul(value: Any) -> bool:
+def check_storable_text(value: str) -> str:
+    """Raise ``ValueError`` for text that PostgreSQL cannot store in a text column.
+
+    JSON can carry U+0000 and unpaired UTF-16 surrogates (``"\\ud800"``), but
+    PostgreSQL text can hold neither: the statement would fail with a server error.
+    """
+    if "\x00" in value:
+        raise ValueError("text must not contain the NUL character U+0000")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("text must not contain unpaired UTF-16 surrogates") from error
+    return value
+
+
+def _check_nested_text(value: Any) -> None:
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(
-            _contains_nul(key) or _contains_nul(item) for key, item in value.items()
-        )
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+        check_storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_nested_text(key)
+            _check_nested_text(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_nested_text(item)
+
+
+StorableText = Annotated[str, AfterValidator(check_storable_text)]
+
+
+def drop_null_from_schema(schema: dict[str, Any]) -> None:
+    """Remove ``null`` from an optional field's JSON schema, for ``json_schema_extra``.
+
+    A PATCH field such as ``name`` may be omitted but not sent as null. Its Python type
+    stays ``X | None``, so validation errors name the field plainly, and the service
+    rejects an explicit null, while the published schema shows only ``X``.
+    """
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    variants = schema.pop("anyOf", None)
+    if variants is None:
+        return
+    kept = [variant for variant in variants if variant.get("type") != "null"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
 
 
 def _json_types(annotation: Any) -> set[Any]:
@@ -48,8 +87,7 @@ def _json_types(annotation: Any) -> set[Any]:
 class InputModel(BaseModel):
     """A request body: unknown fields are rejected, strings are trimmed.
 
-    PostgreSQL cannot store the NUL character in text or JSONB, so a NUL anywhere in a
-    field, nested values included, is rejected here with the field's name.
+    Every string, also inside lists and dicts, is checked with ``check_storable_text``.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -74,9 +112,8 @@ class InputModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _reject_nul(cls, value: Any) -> Any:
-        if _contains_nul(value):
-            raise ValueError("must not contain the NUL character (U+0000)")
+    def _reject_unstorable_text(cls, value: Any) -> Any:
+        _check_nested_text(value)
         return value
 
 
@@ -84,6 +121,18 @@ class OutputModel(BaseModel):
     """A response body, built from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+_TIMEZONES = frozenset(available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    if value not in _TIMEZONES:
+        raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Berlin'")
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 
 
 def _parser(kind: str) -> Any:

@@ -21,3 +21,17 @@ class InvalidLeadTransition(Conflict):
 
     code = "invalid_transition"
     title = "Invalid status transition"
+
+
+class LeadAlreadyConverted(Conflict):
+    """The lead was converted before. The problem names the rows it created."""
+
+    code = "lead_already_converted"
+    title = "Lead already converted"
+
+
+class LeadNotConvertible(Conflict):
+    """The lead's status (disqualified, junk or merged) rules out a conversion."""
+
+    code = "lead_not_convertible"
+    title = "Lead not convertible"

@@ -12,8 +12,18 @@ from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import Timestamp
-from app.leads.schemas import Lead, LeadCreate, LeadStatus, LeadUpdate
+from app.customers.schemas import Contact, Customer
+from app.leads.conversion import convert_lead
+from app.leads.schemas import (
+    Lead,
+    LeadConversion,
+    LeadConvert,
+    LeadCreate,
+    LeadStatus,
+    LeadUpdate,
+)
 from app.leads.service import lead_service
+from app.opportunities.schemas import Opportunity
 
 router = APIRouter(prefix="/leads", tags=["leads"], route_class=UnitOfWorkRoute)
 
@@ -131,3 +141,44 @@ async def update_lead(
     )
     set_etag(response, lead.version)
     return Lead.model_validate(lead)
+
+
+@router.post(
+    "/{lead_id}/convert",
+    operation_id="leads_convert",
+    summary="Convert a lead",
+    response_model=LeadConversion,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def convert(
+    request: Request,
+    response: Response,
+    lead_id: str,
+    payload: LeadConvert | None = None,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("leads:write")),
+) -> LeadConversion:
+    """Turn an open lead into a customer, a contact and an opportunity, atomically."""
+    conversion = await convert_lead(
+        request.state.session,
+        principal,
+        parse_path_id("lead", lead_id, "lead"),
+        payload or LeadConvert(),
+        if_match=if_match,
+    )
+    set_etag(response, conversion.lead.version)
+    opportunity = conversion.opportunity
+    return LeadConversion(
+        lead_id=conversion.lead.id,
+        customer_id=conversion.customer.id,
+        contact_id=conversion.contact.id,
+        opportunity_id=opportunity.id if opportunity is not None else None,
+        customer_created=conversion.customer_created,
+        contact_created=conversion.contact_created,
+        lead=Lead.model_validate(conversion.lead),
+        customer=Customer.model_validate(conversion.customer),
+        contact=Contact.model_validate(conversion.contact),
+        opportunity=(
+            Opportunity.model_validate(opportunity) if opportunity is not None else None
+        ),
+    )

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
+from app.core.money import CurrencyCode
 from app.core.schemas import (
     ContactId,
     CustomerId,
@@ -13,7 +13,17 @@ from app.core.schemas import (
     LeadId,
     OpportunityId,
     OutputModel,
+    TimeZone,
 )
+from app.customers.schemas import (
+    Contact,
+    Customer,
+    CustomerName,
+    Domain,
+    Email,
+    PaymentTermsDays,
+)
+from app.opportunities.schemas import Amount, Opportunity, OpportunityName, OwnerId
 
 LeadStatus = Literal[
     "new",
@@ -27,16 +37,6 @@ LeadStatus = Literal[
 ]
 LeadSource = Literal["web_form", "campaign", "partner", "import", "api", "referral"]
 
-_TIMEZONES = frozenset(available_timezones())
-
-
-def _check_timezone(value: str | None) -> str | None:
-    if value is not None and value not in _TIMEZONES:
-        raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Berlin'")
-    return value
-
-
-TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -96,3 +96,110 @@ class Lead(OutputModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class ConversionCustomer(InputModel):
+    """Values for the customer a conversion creates, in place of the lead's."""
+
+    name: CustomerName | None = Field(
+        default=None, description="The lead's company, else its name, when omitted."
+    )
+    email: Email | None = Field(
+        default=None, description="The lead's email when omitted."
+    )
+    domain: Domain | None = Field(
+        default=None,
+        description="The domain of the lead's email when omitted, unless that is a "
+        "free mail provider.",
+    )
+    currency: CurrencyCode | None = Field(
+        default=None,
+        description="The opportunity's currency, else the workspace's, when omitted.",
+    )
+    timezone: TimeZone | None = Field(
+        default=None, description="The lead's, else the workspace's, when omitted."
+    )
+    payment_terms_days: PaymentTermsDays = 30
+
+
+class ConversionOpportunity(InputModel):
+    """Values for the opportunity a conversion creates."""
+
+    name: OpportunityName | None = Field(
+        default=None, description="The customer's name when omitted."
+    )
+    amount: Amount = 0
+    currency: CurrencyCode | None = Field(
+        default=None, description="The customer's currency when omitted."
+    )
+    expected_close_date: date | None = None
+    owner_id: OwnerId | None = Field(
+        default=None,
+        description="The lead's owner, else the On-Behalf-Of user, when omitted.",
+    )
+
+
+class LeadConvert(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "not": {
+                        "required": ["customer_id", "customer"],
+                        "properties": {
+                            "customer_id": {"type": "string"},
+                            "customer": {"type": "object"},
+                        },
+                    }
+                },
+                {
+                    "not": {
+                        "required": ["create_opportunity", "opportunity"],
+                        "properties": {
+                            "create_opportunity": {"const": False},
+                            "opportunity": {"type": "object"},
+                        },
+                    }
+                },
+            ]
+        }
+    )
+
+    customer_id: CustomerId | None = Field(
+        default=None,
+        description="Link this existing customer; a new one is created from the lead "
+        "when omitted.",
+    )
+    customer: ConversionCustomer | None = Field(
+        default=None,
+        description="Overrides for the new customer, rejected together with customer_id.",
+    )
+    create_opportunity: bool = True
+    opportunity: ConversionOpportunity | None = Field(
+        default=None,
+        description="Overrides for the new opportunity, which opens in the first "
+        "stage of the default pipeline.",
+    )
+
+
+class LeadConversion(OutputModel):
+    """Everything one conversion created or linked."""
+
+    object: Literal["lead_conversion"] = "lead_conversion"
+    lead_id: LeadId
+    customer_id: CustomerId
+    contact_id: ContactId
+    opportunity_id: OpportunityId | None = Field(
+        description="Null when the request set create_opportunity to false."
+    )
+    customer_created: bool = Field(
+        description="False when the request linked an existing customer."
+    )
+    contact_created: bool = Field(
+        description="False when the linked customer already had a contact with the "
+        "lead's email."
+    )
+    lead: Lead
+    customer: Customer
+    contact: Contact
+    opportunity: Opportunity | None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+# Conversion accepts a lead in any open status, not only a qualified one.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "new": ("working", "nurturing", "qualified", "disqualified", "junk"),
-    "working": ("nurturing", "qualified", "disqualified", "junk"),
-    "nurturing": ("working", "qualified", "disqualified", "junk"),
+    "new": ("working", "nurturing", "qualified", "converted", "disqualified", "junk"),
+    "working": ("nurturing", "qualified", "converted", "disqualified", "junk"),
+    "nurturing": ("working", "qualified", "converted", "disqualified", "junk"),
     "qualified": ("working", "converted", "disqualified"),
     "disqualified": ("working",),
     "junk": (),

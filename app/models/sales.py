@@ -3,7 +3,15 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -74,6 +82,12 @@ class Opportunity(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     """A potential sale to a customer, moving through a pipeline's stages."""
 
     __tablename__ = "opportunities"
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        CheckConstraint("status IN ('open', 'won', 'lost')", name="status"),
+        Index("ix_opportunities_workspace_stage", "workspace_id", "stage_id", "id"),
+        Index("ix_opportunities_workspace_owner", "workspace_id", "owner_id", "id"),
+    )
 
     name: Mapped[str] = mapped_column(String(300))
     customer_id: Mapped[uuid.UUID] = mapped_column(

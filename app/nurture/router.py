@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.core import ids
 from app.core.auth import Principal, require
-from app.core.concurrency import set_etag
+from app.core.concurrency import IfMatch, set_etag
 from app.core.openapi import problem_responses
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import LeadId, SequenceId
@@ -25,13 +25,6 @@ from app.nurture.unsubscribe import MAX_TOKEN_LENGTH
 
 router = APIRouter(route_class=UnitOfWorkRoute)
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
-Cursor = Annotated[
-    str | None, Query(max_length=200, description="next_cursor of the previous page.")
-]
-IfMatch = Annotated[
-    str | None, Header(max_length=200, description='Current ETag, e.g. "3".')
-]
 Token = Annotated[
     str,
     Path(max_length=MAX_TOKEN_LENGTH, description="The token of the signed link."),
