@@ -427,3 +427,7 @@ def workspaces_list() -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()
