@@ -224,14 +224,21 @@ async def _handle_domain_error(request: Request, error: Exception) -> Response:
 async def _handle_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     raw = list(error.errors())
-    if any(item.get("type") == "json_invalid" for item in raw):
+    invalid = [item for item in raw if item.get("type") == "json_invalid"]
+    if invalid:
+        # FastAPI puts the character offset where the parser stopped in the location.
+        location = list(invalid[0].get("loc", ()))
+        offset = location[-1] if len(location) > 1 else None
+        where = f" at character {offset}" if isinstance(offset, int) else ""
         body = problem_body(
             status=400,
             code="malformed_json",
             title="Malformed JSON",
-            detail="The request body is not valid JSON. Send a JSON document.",
+            detail=f"The request body is not valid JSON{where}. Send a JSON document.",
             instance=request.url.path,
-            errors=validation_field_errors(raw),
+            errors=[
+                FieldError("body", f"invalid JSON{where}", "json_invalid"),
+            ],
         )
         return problem_response(body)
     body = problem_body(

@@ -168,3 +168,22 @@ class TestQueryParameters:
         error = response.json()["errors"][0]
         assert error["field"] == "query.limit"
         assert error["code"] == "repeated"
+
+    async def test_malformed_json_names_offset(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            content=b'{"email":',
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        problem = response.json()
+        assert problem["errors"] == [
+            {
+                "field": "body",
+                "message": "invalid JSON at character 9",
+                "code": "json_invalid",
+            }
+        ]
+        assert "at character 9" in problem["detail"]

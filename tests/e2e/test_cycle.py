@@ -279,7 +279,10 @@ class TestSalesCycle:
             )
             assert invoice.status_code == 201, invoice.text
             invoice_id = invoice.json()["id"]
-            finalized = await api.post(f"/v1/invoices/{invoice_id}/finalize")
+            assert invoice.headers["etag"] == '"1"'
+            finalized = await api.post(
+                f"/v1/invoices/{invoice_id}/finalize", headers={"If-Match": '"1"'}
+            )
             assert finalized.status_code == 200, finalized.text
             opened = finalized.json()
             assert opened["status"] == "open"
