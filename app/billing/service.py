@@ -189,6 +189,10 @@ class InvoiceService:
             )
 
         changes = payload.model_dump(exclude_unset=True)
+        # model_dump renders ids as prefixed strings; the service works with UUIDs.
+        for name in ("customer_id", "opportunity_id"):
+            if name in changes:
+                changes[name] = getattr(payload, name)
         nulls = [name for name in _REQUIRED_ON_UPDATE if changes.get(name, 0) is None]
         if nulls:
             raise InvalidInput(

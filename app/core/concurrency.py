@@ -26,7 +26,10 @@ def check_if_match(if_match: str | None, version: int) -> None:
         return
     versions = []
     for candidate in candidates:
-        tag = candidate.removeprefix("W/").strip('"')
+        if candidate.startswith("W/"):
+            # RFC 9110 compares If-Match strongly: a weak tag never matches.
+            continue
+        tag = candidate.strip('"')
         if not tag.isdigit():
             raise InvalidInput(
                 f'If-Match must be an ETag such as "3"; got {candidate!r}.',

@@ -22,7 +22,11 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     ]
     renderer: structlog.types.Processor
     if log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer()
+        # A plain traceback: the default rich one renders every frame's locals, which
+        # takes seconds for a deep stack and blocks the event loop meanwhile.
+        renderer = structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.plain_traceback
+        )
     else:
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()

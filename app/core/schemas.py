@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import datetime
@@ -40,16 +41,33 @@ def check_storable_text(value: str) -> str:
     return value
 
 
-def _check_nested_text(value: Any) -> None:
+# Deeper documents are rejected: no field of the API nests this far, and walking them
+# would approach Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def check_storable_json(value: Any, depth: int = 0) -> None:
+    """Raise ``ValueError`` for a decoded JSON value that PostgreSQL's jsonb rejects.
+
+    Besides the text rules of ``check_storable_text``, jsonb has no NaN or infinity,
+    which Python's JSON parser accepts as ``NaN``, ``Infinity`` or ``1e400``.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON must not nest deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         check_storable_text(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                "numbers must be finite: NaN and infinity cannot be stored"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_nested_text(key)
-            _check_nested_text(item)
+            check_storable_json(key, depth + 1)
+            check_storable_json(item, depth + 1)
     elif isinstance(value, list | tuple):
         for item in value:
-            _check_nested_text(item)
+            check_storable_json(item, depth + 1)
 
 
 StorableText = Annotated[str, AfterValidator(check_storable_text)]
@@ -113,7 +131,7 @@ class InputModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _reject_unstorable_text(cls, value: Any) -> Any:
-        _check_nested_text(value)
+        check_storable_json(value)
         return value
 
 
@@ -199,5 +217,15 @@ def _require_rfc3339(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_rfc3339)]
+def _check_range(value: datetime) -> datetime:
+    # Years 1 and 9999 cannot move to UTC and back without leaving datetime's range, so
+    # an offset there would fail later; no sales record predates 1900 anyway.
+    if not 1900 <= value.year <= 9998:
+        raise ValueError("expected a year from 1900 to 9998")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_require_rfc3339), AfterValidator(_check_range)
+]
 """An RFC 3339 timestamp with an offset; a bare number or a naive time is rejected."""

@@ -690,6 +690,26 @@ class TestGetAndListInvoices:
 
 
 class TestUpdateInvoice:
+    async def test_changes_customer(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        other = await create_customer(session, workspace.id, name="Initech")
+        created = await create_invoice(client, auth, customer)
+
+        response = await client.patch(
+            f"/v1/invoices/{created['id']}",
+            json={"customer_id": encode("customer", other.id)},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["customer_id"] == encode("customer", other.id)
+
     async def test_replaces_lines(
         self,
         client: httpx.AsyncClient,

@@ -235,6 +235,16 @@ class TestReceiveStripeEvent:
             json.dumps({**base, "created": "yesterday"}).encode(),
             json.dumps({**base, "data": {"object": {"id": "\u0000"}}}).encode(),
             json.dumps({**base, "id": "x" * 256}).encode(),
+            json.dumps({**base, "data": {"object": {"x": float("nan")}}}).encode(),
+            json.dumps({**base, "data": {"object": {"x": "\ud800"}}}).encode(),
+            json.dumps(base)
+            .encode()
+            .replace(
+                b'"livemode"', b'"deep": ' + b"[" * 3000 + b"]" * 3000 + b', "livemode"'
+            ),
+            json.dumps(base)
+            .encode()
+            .replace(b'"livemode"', b'"big": 1e400, "livemode"'),
         ]
 
         for body in cases:
@@ -243,6 +253,27 @@ class TestReceiveStripeEvent:
             assert response.status_code == 400, body
             assert response.json()["code"] == "invalid_payload", body
         assert await stored_events(session) == []
+
+    async def test_future_timestamp_rejected(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        body = stripe_body("charge.succeeded", {"id": "ch_1"})
+        header = sign(body, timestamp=int(time.time()) + 3600)
+
+        response = await deliver(client, body, **{"Stripe-Signature": header})
+
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_signature"
+        assert await stored_events(session) == []
+
+    async def test_escaped_backslash_accepted(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        body = stripe_body("charge.succeeded", {"id": "ch_1", "note": "\\u0000"})
+
+        response = await deliver(client, body)
+
+        assert response.status_code == 200, response.text
 
     async def test_body_not_utf8(self, client: httpx.AsyncClient) -> None:
         response = await client.post(

@@ -187,3 +187,31 @@ class TestQueryParameters:
             }
         ]
         assert "at character 9" in problem["detail"]
+
+    async def test_non_finite_number_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        for number in (b"NaN", b"Infinity", b"1e400"):
+            response = await client.post(
+                "/v1/leads",
+                content=b'{"email": "n@example.com", "attributes": {"x": '
+                + number
+                + b"}}",
+                headers={**auth, "Content-Type": "application/json"},
+            )
+
+            assert response.status_code == 422, number
+            assert response.json()["errors"][0]["field"] == "attributes", number
+
+    async def test_deep_nesting_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        nested = b'{"a": ' * 100 + b"1" + b"}" * 100
+        response = await client.post(
+            "/v1/leads",
+            content=b'{"email": "d@example.com", "attributes": ' + nested + b"}",
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "attributes"

@@ -10,6 +10,7 @@ PaymentIntent records the money twice.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from app.billing.payments import payment_service
 from app.billing.providers.base import Outcome, VerifiedEvent
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.core import ids, money
+from app.core.schemas import check_storable_json
 from app.models import ProviderEvent
 
 log = structlog.get_logger(__name__)
@@ -106,7 +108,21 @@ def verify(
                 tolerance_seconds=tolerance_seconds,
             ) from error
         raise _invalid_signature(str(error)) from error
+    _reject_future_timestamp(header or "", tolerance_seconds)
     return _parse(text)
+
+
+def _reject_future_timestamp(header: str, tolerance_seconds: int) -> None:
+    # The stripe library bounds only the age of a signature; one dated far ahead would
+    # stay valid for as long, so the same tolerance applies into the future.
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if (
+            name == "t"
+            and value.isdigit()
+            and int(value) > time.time() + tolerance_seconds
+        ):
+            raise _invalid_signature("the timestamp is in the future")
 
 
 def _matches_ignoring_age(text: str, header: str, secret: str) -> bool:
@@ -127,13 +143,15 @@ def _invalid_signature(reason: str) -> InvalidSignature:
 
 
 def _parse(text: str) -> VerifiedEvent:
-    if "\\u0000" in text:
-        # PostgreSQL's jsonb cannot store the NUL character.
-        raise _invalid_payload("the body contains a NUL character")
     try:
         body = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _invalid_payload("the body is not JSON") from error
+    try:
+        check_storable_json(body)
+    except ValueError as error:
+        # PostgreSQL's jsonb cannot store the event as it is.
+        raise _invalid_payload(str(error)) from error
     if not isinstance(body, dict):
         raise _invalid_payload("the body is not a JSON object")
     event_id = body.get("id")
