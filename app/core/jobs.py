@@ -7,8 +7,11 @@ dropped, never raised, so a Redis outage cannot fail a committed write.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import BlockingConnectionPool
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import PendingJob, take_pending_jobs
@@ -16,6 +19,11 @@ from app.core.db import PendingJob, take_pending_jobs
 log = structlog.get_logger(__name__)
 
 QUEUE_NAME = "salescycle:queue"
+# A request enqueues after its commit, one job at a time, so one process needs about as
+# many connections as it serves requests at once; past that, enqueues wait for a free
+# connection, up to the connect timeout, and are then logged and dropped.
+MAX_CONNECTIONS = 100
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -37,14 +45,36 @@ class JobQueue:
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: ArqRedis | None = None
+        self._connecting = asyncio.Lock()
 
     async def pool(self) -> ArqRedis:
-        if self._pool is None:
-            settings = redis_settings(self.url)
-            settings.conn_retries = 0
-            settings.conn_timeout = 2
-            self._pool = await create_pool(settings, default_queue_name=QUEUE_NAME)
+        if self._pool is not None:
+            return self._pool
+        async with self._connecting:
+            if self._pool is None:
+                self._pool = await self._connect()
         return self._pool
+
+    async def _connect(self) -> ArqRedis:
+        # redis-py's default ConnectionPool (5.3) holds one lock across the health
+        # check of every connection it hands out, and that check waits for a turn of
+        # the event loop; with many requests in flight they queue behind each other
+        # for hundreds of milliseconds. BlockingConnectionPool checks outside its lock.
+        connections = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        pool = ArqRedis(connections, default_queue_name=QUEUE_NAME)
+        # Closing the client closes its connections too, as with a pool of its own.
+        pool.auto_close_connection_pool = True
+        try:
+            await pool.ping()
+        except BaseException:
+            await pool.aclose()
+            raise
+        return pool
 
     async def enqueue(self, job: PendingJob) -> None:
         try:
