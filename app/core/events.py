@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import defer_job
@@ -21,6 +21,19 @@ from app.models import Event
 log = structlog.get_logger(__name__)
 
 DISPATCH_JOB = "dispatch_event"
+
+# One statement numbers and inserts the event, and RETURNING loads it into the session
+# with its server defaults; it is built once, since building it per call cost about as
+# much CPU as running it.
+_INSERT_EVENT = (
+    insert(Event)
+    .values(
+        sequence=select(func.coalesce(func.max(Event.sequence), 0) + 1)
+        .where(Event.object_id == bindparam("numbered_object_id"))
+        .scalar_subquery()
+    )
+    .returning(Event)
+)
 
 
 async def emit(
@@ -39,23 +52,24 @@ async def emit(
     version check), so concurrent emits for one object are serialized and the sequence
     has no gap. The unique key on ``(object_id, sequence)`` guards the rest.
     """
-    previous = await session.scalar(
-        select(func.max(Event.sequence)).where(Event.object_id == object_id)
-    )
-    context = structlog.contextvars.get_contextvars()
-    event = Event(
-        id=new_uuid(),
-        workspace_id=workspace_id,
-        type=type,
-        object_type=object_type,
-        object_id=object_id,
-        sequence=(previous or 0) + 1,
-        data=data,
-        request_id=context.get("request_id"),
-        actor=actor,
-    )
-    session.add(event)
+    # Changes the caller has not flushed yet go first, so they precede their event.
     await session.flush()
+    context = structlog.contextvars.get_contextvars()
+    result = await session.scalars(
+        _INSERT_EVENT,
+        {
+            "id": new_uuid(),
+            "workspace_id": workspace_id,
+            "type": type,
+            "object_type": object_type,
+            "object_id": object_id,
+            "numbered_object_id": object_id,
+            "data": data,
+            "request_id": context.get("request_id"),
+            "actor": actor,
+        },
+    )
+    event = result.one()
     defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
     log.info(
         "event.emitted",

@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, bindparam, or_, select
+from sqlalchemy import Select, bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import paginate
@@ -18,6 +19,9 @@ _GET = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"), Lead.id == bindparam("lead_id")
 )
 _GET_FOR_UPDATE = _GET.with_for_update()
+# RETURNING loads the server defaults and the stored form of the JSON attributes in
+# the INSERT's own round trip, where add(), flush() and refresh() took two.
+_INSERT = insert(Lead).returning(Lead)
 # The statuses are rendered as literals so that the query matches the predicate of the
 # partial unique index uq_leads_open_email even in a generic (cached) plan; with bound
 # parameters PostgreSQL can only prove that per execution, and otherwise scans leads.
@@ -50,6 +54,10 @@ class LeadRepository:
             _GET_FOR_UPDATE if for_update else _GET,
             {"workspace_id": workspace_id, "lead_id": lead_id},
         )
+
+    async def insert(self, values: dict[str, Any]) -> Lead:
+        """Insert one lead from column values and return it, as stored."""
+        return (await self.session.scalars(_INSERT, values)).one()
 
     async def get_open_by_email(
         self, workspace_id: uuid.UUID, email_normalized: str

@@ -40,25 +40,23 @@ class LeadService:
             repository, principal.workspace_id, email_normalized
         )
 
-        lead = Lead(
-            id=ids.new_uuid(),
-            workspace_id=principal.workspace_id,
-            email_normalized=email_normalized,
+        values: dict[str, Any] = {
+            "id": ids.new_uuid(),
+            "workspace_id": principal.workspace_id,
+            "email_normalized": email_normalized,
             **payload.model_dump(),
-        )
-        if lead.owner_id is None and principal.on_behalf_of is not None:
-            lead.owner_id = principal.on_behalf_of
+        }
+        if values["owner_id"] is None and principal.on_behalf_of is not None:
+            values["owner_id"] = principal.on_behalf_of
         try:
             async with session.begin_nested():
-                session.add(lead)
-                await session.flush()
+                lead = await repository.insert(values)
         except IntegrityError:
             # A concurrent request created the same open lead after our check.
             await self._reject_duplicate(
                 repository, principal.workspace_id, email_normalized
             )
             raise
-        await session.refresh(lead)
 
         await emit(
             session,
