@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, insert, or_, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import driver_connection
 from app.core.pagination import paginate
 from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
@@ -19,6 +21,18 @@ _GET = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"), Lead.id == bindparam("lead_id")
 )
 _GET_FOR_UPDATE = _GET.with_for_update()
+# GET /v1/leads/{id} sends this SQL straight to asyncpg (see read()); SQLAlchemy still
+# writes it, once, from the table's columns.
+_READ = (
+    select(Lead.__table__)
+    .where(
+        Lead.__table__.c.workspace_id == bindparam("workspace_id"),
+        Lead.__table__.c.id == bindparam("lead_id"),
+    )
+    .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+)
+_READ_SQL = _READ.string
+_READ_PARAMETERS = tuple(_READ.positiontup or ())
 # RETURNING loads the server defaults and the stored form of the JSON attributes in
 # the INSERT's own round trip, where add(), flush() and refresh() took two.
 _INSERT = insert(Lead).returning(Lead)
@@ -54,6 +68,17 @@ class LeadRepository:
             _GET_FOR_UPDATE if for_update else _GET,
             {"workspace_id": workspace_id, "lead_id": lead_id},
         )
+
+    async def read(
+        self, workspace_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> Mapping[str, Any] | None:
+        """Fetch one lead's columns without loading it into the session."""
+        arguments = {"workspace_id": workspace_id, "lead_id": lead_id}
+        connection = await driver_connection(self.session)
+        row: Mapping[str, Any] | None = await connection.fetchrow(
+            _READ_SQL, *(arguments[name] for name in _READ_PARAMETERS)
+        )
+        return row
 
     async def insert(self, values: dict[str, Any]) -> Lead:
         """Insert one lead from column values and return it, as stored."""

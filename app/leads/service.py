@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -95,9 +95,16 @@ class LeadService:
             workspace_id, lead_id, for_update=for_update
         )
         if lead is None:
-            raise LeadNotFound(
-                f"No lead with id {ids.encode('lead', lead_id)} exists in this workspace."
-            )
+            raise _not_found(lead_id)
+        return lead
+
+    async def read(
+        self, session: AsyncSession, workspace_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> Mapping[str, Any]:
+        """Return one lead's columns for display; use ``get`` to change the lead."""
+        lead = await LeadRepository.from_session(session).read(workspace_id, lead_id)
+        if lead is None:
+            raise _not_found(lead_id)
         return lead
 
     async def list(
@@ -194,6 +201,12 @@ class LeadService:
                     if status not in states.SET_BY_OPERATION
                 ],
             )
+
+
+def _not_found(lead_id: uuid.UUID) -> LeadNotFound:
+    return LeadNotFound(
+        f"No lead with id {ids.encode('lead', lead_id)} exists in this workspace."
+    )
 
 
 def _null_email() -> InvalidInput:
