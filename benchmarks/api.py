@@ -36,7 +36,7 @@ POST_BODY = (
 
 
 class LoadFailed(RuntimeError):
-    """The load generator failed, or a server answered with an unexpected status."""
+    """The load generator failed, or a server returned an unexpected status."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,9 @@ def bare_env(servers: BenchServers, seed: Seed) -> dict[str, str]:
 
 
 def lead_path(target: str, lead_id: uuid.UUID) -> str:
-    """The full stack takes prefixed ids; the bare app takes the UUID as it is."""
-    shown = ids.encode("lead", lead_id) if target == FULL else str(lead_id)
-    return f"/v1/leads/{shown}"
+    """Build a lead's path: prefixed ids for the full stack, plain UUIDs for bare."""
+    path_id = ids.encode("lead", lead_id) if target == FULL else str(lead_id)
+    return f"/v1/leads/{path_id}"
 
 
 def build_spec(

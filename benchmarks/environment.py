@@ -1,8 +1,8 @@
 """The PostgreSQL and Redis servers a benchmark runs on, and the guards around them.
 
 The harness drops and recreates the schema of its database and flushes its Redis
-database, so it only runs on stores that are plainly its own: a database whose name
-contains ``bench``, and a Redis database that is empty or was left by an earlier run.
+database. It therefore runs only on stores that are plainly its own: a database whose
+name contains ``bench``, and a Redis database that is empty or was left by a run.
 Without ``SALESCYCLE_BENCH_DATABASE_URL`` and ``SALESCYCLE_BENCH_REDIS_URL`` it starts
 the embedded servers in ``benchmarks/.data`` instead.
 """
@@ -27,8 +27,8 @@ DATABASE_URL_ENV = "SALESCYCLE_BENCH_DATABASE_URL"
 REDIS_URL_ENV = "SALESCYCLE_BENCH_REDIS_URL"
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 EMBEDDED_DATABASE = "salescycle_bench"
-# Set in the Redis database at the start of a run, so that the next run can tell keys
-# an interrupted run left behind from somebody else's keys.
+# Set in the Redis database at the start of a run, so that the next run can tell the
+# keys of an interrupted run from keys that another program wrote.
 OWNER_KEY = "salescycle-bench:owner"
 
 
@@ -38,7 +38,7 @@ class BenchSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class BenchServers:
-    """Where a run keeps its data: a SQLAlchemy URL and a ``redis://`` URL."""
+    """The stores of a run: a SQLAlchemy URL and a ``redis://`` URL."""
 
     database_url: str
     redis_url: str

@@ -64,9 +64,9 @@ class ServerSummary:
 class WorkloadSummary:
     """Both servers on one workload, and the median of the per-round ratios.
 
-    ``ratio`` divides the full stack's requests per second by the bare app's;
+    ``ratio`` divides the full stack's requests per second by the bare app's.
     ``cpu_ratio`` divides the bare app's CPU time per request by the full stack's, so
-    both read the same way: 1.0 is as cheap as bare.
+    that both read alike, with 1.0 meaning as cheap as bare.
     """
 
     title: str

@@ -87,7 +87,8 @@ async def start_process(
 
 
 def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
-    """The one way every server of a run is served: uvloop, httptools, quiet logs."""
+    """Build the command that serves every app of a run alike: uvloop, httptools and
+    warnings only in the log."""
     return [
         sys.executable,
         "-m",
@@ -113,7 +114,7 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
 async def start_uvicorn(
     name: str, app: str, env: dict[str, str], workers: int, log_dir: Path
 ) -> Server:
-    """Serve the app factory ``app`` and wait until ``/healthz`` answers 200."""
+    """Serve the app factory ``app`` and wait until ``/healthz`` returns 200."""
     port = free_port()
     server = await start_process(
         name, uvicorn_command(app, port, workers), env, log_dir

@@ -64,8 +64,8 @@ def _reject_closed_connection(
 ) -> None:
     """Make the pool replace a connection that the server has closed.
 
-    This stands in for ``pool_pre_ping``, which sends BEGIN, an empty query and
-    ROLLBACK on every checkout with SQLAlchemy's asyncpg driver. A connection that
+    This replaces ``pool_pre_ping``, which sends BEGIN, an empty query and ROLLBACK on
+    every checkout with SQLAlchemy's asyncpg driver. A connection that
     PostgreSQL closed while it sat in the pool (a restart, ``pg_terminate_backend``, an
     idle timeout) is already marked closed by asyncpg, so the check costs no round
     trip; on ``DisconnectionError`` the pool discards it and checks out another.

@@ -23,8 +23,8 @@ log = structlog.get_logger(__name__)
 DISPATCH_JOB = "dispatch_event"
 
 # One statement numbers and inserts the event, and RETURNING loads it into the session
-# with its server defaults; it is built once, since building it per call cost about as
-# much CPU as running it.
+# with its server defaults. It is built once, because building it per call cost about
+# as much CPU as running it.
 _INSERT_EVENT = (
     insert(Event)
     .values(

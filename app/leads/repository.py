@@ -36,9 +36,10 @@ _READ_PARAMETERS = tuple(_READ.positiontup or ())
 # RETURNING loads the server defaults and the stored form of the JSON attributes in
 # the INSERT's own round trip, where add(), flush() and refresh() took two.
 _INSERT = insert(Lead).returning(Lead)
-# The statuses are rendered as literals so that the query matches the predicate of the
-# partial unique index uq_leads_open_email even in a generic (cached) plan; with bound
-# parameters PostgreSQL can only prove that per execution, and otherwise scans leads.
+# The statuses are rendered as literals, so the query matches the predicate of the
+# partial unique index uq_leads_open_email even in a generic (cached) plan. With bound
+# parameters only a plan made for each execution can use the index, and a generic plan
+# scans the workspace's leads.
 _OPEN_BY_EMAIL = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"),
     Lead.email_normalized == bindparam("email_normalized"),
