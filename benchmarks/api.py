@@ -71,14 +71,32 @@ def workloads(config: BenchConfig) -> list[Workload]:
     ]
 
 
+def connection_limit() -> int:
+    """Return how many connections the full stack's default pool can open at once."""
+    settings = Settings()
+    return settings.database_pool_size + settings.database_max_overflow
+
+
+def full_env(servers: BenchServers) -> dict[str, str]:
+    """Keep every connection the full stack opens, as the bare app's pool does.
+
+    With the default settings SQLAlchemy keeps 10 connections and closes each of the
+    10 overflow ones as soon as it is returned, so 32 connections of load would
+    measure a new PostgreSQL connection every few requests instead of the stack.
+    """
+    return {
+        **app_env(servers),
+        "SALESCYCLE_DATABASE_POOL_SIZE": str(connection_limit()),
+        "SALESCYCLE_DATABASE_MAX_OVERFLOW": "0",
+    }
+
+
 def bare_env(servers: BenchServers, seed: Seed) -> dict[str, str]:
     """Give the bare app as many connections as the full stack's pool can open."""
-    settings = Settings()
-    pool_size = settings.database_pool_size + settings.database_max_overflow
     return {
         "BENCH_BARE_DATABASE_DSN": asyncpg_dsn(servers.database_url),
         "BENCH_BARE_WORKSPACE_ID": str(seed.workspace_id),
-        "BENCH_BARE_POOL_SIZE": str(pool_size),
+        "BENCH_BARE_POOL_SIZE": str(connection_limit()),
     }
 
 
@@ -188,7 +206,7 @@ async def run_api_benchmarks(
             log_dir,
         )
         started[FULL] = await start_uvicorn(
-            FULL, "app.main:create_app", app_env(servers), config.workers, log_dir
+            FULL, "app.main:create_app", full_env(servers), config.workers, log_dir
         )
         measurements: list[Measurement] = []
         for workload in workloads(config):

@@ -18,12 +18,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.api import FULL, build_spec, run_load_process, workloads
+from benchmarks.api import FULL, build_spec, full_env, run_load_process, workloads
 from benchmarks.config import BenchConfig
 from benchmarks.environment import (
     DATA_DIR,
     BenchServers,
-    app_env,
     bench_servers,
 )
 from benchmarks.runner import claim_and_prepare, release
@@ -78,7 +77,7 @@ async def profile_workload(
     workload = next(item for item in workloads(config) if item.key == key)
     with tempfile.TemporaryDirectory(prefix="salescycle-profile-") as log_dir:
         server = await start_uvicorn(
-            FULL, "app.main:create_app", app_env(servers), 1, Path(log_dir)
+            FULL, "app.main:create_app", full_env(servers), 1, Path(log_dir)
         )
         try:
             load = asyncio.create_task(

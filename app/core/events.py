@@ -8,11 +8,12 @@ webhook endpoints; the worker's sweep dispatches any event whose job was lost.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.core.db import defer_job
 from app.core.ids import new_uuid
@@ -22,17 +23,18 @@ log = structlog.get_logger(__name__)
 
 DISPATCH_JOB = "dispatch_event"
 
-# One statement numbers and inserts the event, and RETURNING loads it into the session
-# with its server defaults. It is built once, because building it per call cost about
-# as much CPU as running it.
+# One statement numbers and inserts the event and returns its row. It is a Core insert,
+# because the ORM-enabled form cost about 0.6 ms more CPU per event, and it is built
+# once, because building it per call cost about as much CPU as running it.
+_EVENTS = cast(Table, Event.__table__)
 _INSERT_EVENT = (
-    insert(Event)
+    insert(_EVENTS)
     .values(
-        sequence=select(func.coalesce(func.max(Event.sequence), 0) + 1)
-        .where(Event.object_id == bindparam("numbered_object_id"))
+        sequence=select(func.coalesce(func.max(_EVENTS.c.sequence), 0) + 1)
+        .where(_EVENTS.c.object_id == bindparam("numbered_object_id"))
         .scalar_subquery()
     )
-    .returning(Event)
+    .returning(*_EVENTS.c)
 )
 
 
@@ -55,7 +57,7 @@ async def emit(
     # Changes the caller has not flushed yet go first, so they precede their event.
     await session.flush()
     context = structlog.contextvars.get_contextvars()
-    result = await session.scalars(
+    result = await session.execute(
         _INSERT_EVENT,
         {
             "id": new_uuid(),
@@ -69,7 +71,10 @@ async def emit(
             "actor": actor,
         },
     )
-    event = result.one()
+    # The returned row becomes a persistent Event in the session without a SELECT.
+    event = Event(**result.one()._mapping)
+    make_transient_to_detached(event)
+    session.add(event)
     defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
     log.info(
         "event.emitted",

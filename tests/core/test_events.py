@@ -69,6 +69,29 @@ class TestEmit:
         assert jobs[0].args == (str(event.id),)
         assert jobs[0].job_id == f"dispatch:{event.id}"
 
+    async def test_returned_event_is_persistent(
+        self, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        event = await emit(
+            session,
+            workspace_id=workspace.id,
+            type="lead.created",
+            object_type="lead",
+            object_id=new_uuid(),
+            data={},
+        )
+
+        event.dispatched_at = event.created_at
+        await session.flush()
+
+        assert event in session
+        stored = await session.scalar(
+            select(Event.dispatched_at)
+            .where(Event.id == event.id)
+            .execution_options(populate_existing=True)
+        )
+        assert stored == event.created_at
+
     async def test_flushes_pending_changes_first(
         self, session: AsyncSession, workspace: Workspace
     ) -> None:
