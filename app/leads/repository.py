@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, insert, or_, select
+from sqlalchemy import BindParameter, Select, Table, bindparam, insert, or_, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -39,6 +39,9 @@ _READ_PARAMETERS = tuple(_READ.positiontup or ())
 # insert costs less CPU than the ORM-enabled one; insert() attaches the row itself.
 _LEADS = cast(Table, Lead.__table__)
 _INSERT = insert(_LEADS).returning(*_LEADS.c)
+_OPEN_STATUSES: BindParameter[list[str]] = bindparam(
+    "open_statuses", list(OPEN_LEAD_STATUSES), expanding=True, literal_execute=True
+)
 # The statuses are rendered as literals, so the query matches the predicate of the
 # partial unique index uq_leads_open_email even in a generic (cached) plan. With bound
 # parameters only a plan made for each execution can use the index, and a generic plan
@@ -46,15 +49,9 @@ _INSERT = insert(_LEADS).returning(*_LEADS.c)
 _OPEN_BY_EMAIL = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"),
     Lead.email_normalized == bindparam("email_normalized"),
-    Lead.status.in_(
-        bindparam(
-            "open_statuses",
-            list(OPEN_LEAD_STATUSES),
-            expanding=True,
-            literal_execute=True,
-        )
-    ),
+    Lead.status.in_(_OPEN_STATUSES),
 )
+_OPEN_ID_BY_EMAIL = _OPEN_BY_EMAIL.with_only_columns(Lead.id)
 
 
 class LeadRepository:
@@ -98,6 +95,15 @@ class LeadRepository:
     ) -> Lead | None:
         return await self.session.scalar(
             _OPEN_BY_EMAIL,
+            {"workspace_id": workspace_id, "email_normalized": email_normalized},
+        )
+
+    async def find_open_id_by_email(
+        self, workspace_id: uuid.UUID, email_normalized: str
+    ) -> uuid.UUID | None:
+        """Return the id of the open lead with this email, without loading the lead."""
+        return await self.session.scalar(
+            _OPEN_ID_BY_EMAIL,
             {"workspace_id": workspace_id, "email_normalized": email_normalized},
         )
 

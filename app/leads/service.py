@@ -73,9 +73,11 @@ class LeadService:
     async def _reject_duplicate(
         self, repository: LeadRepository, workspace_id: uuid.UUID, email_normalized: str
     ) -> None:
-        existing = await repository.get_open_by_email(workspace_id, email_normalized)
+        existing = await repository.find_open_id_by_email(
+            workspace_id, email_normalized
+        )
         if existing is not None:
-            existing_id = ids.encode("lead", existing.id)
+            existing_id = ids.encode("lead", existing)
             raise DuplicateLead(
                 f"An open lead with this email already exists: {existing_id}. Update "
                 "that lead instead.",
