@@ -139,7 +139,7 @@ async def claim_redis(client: aioredis.Redis) -> None:
     size = int(await client.dbsize())
     if size and not await client.exists(OWNER_KEY):
         raise BenchSetupError(
-            f"The Redis database of the benchmark holds keys that no benchmark run "
+            f"The Redis database of the benchmark contains keys that no benchmark run "
             f"created ({size} in all), and a run flushes it. Point {REDIS_URL_ENV} at "
             "an empty Redis database, such as redis://127.0.0.1:6379/13."
         )

@@ -1,8 +1,8 @@
 """Profile the full stack under load: ``python -m benchmarks.profile get|post``.
 
-The database is seeded and ``create_app`` served exactly as ``make bench`` does; the
-load generator drives the server while py-spy samples it for the measured part of the
-run. The collapsed stacks go to ``benchmarks/.data/profile-<workload>.txt`` (the input
+The database is seeded and ``create_app`` served exactly as ``make bench`` does. The
+load generator then drives the server while py-spy samples it for the measured part of
+the run. The collapsed stacks go to ``benchmarks/.data/profile-<workload>.txt`` (the input
 of flame graph tools), and the functions with the most samples are printed, by their
 own time and by the time spent inside them.
 """

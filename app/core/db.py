@@ -65,10 +65,10 @@ def _reject_closed_connection(
     """Make the pool replace a connection that the server has closed.
 
     This replaces ``pool_pre_ping``, which sends BEGIN, an empty query and ROLLBACK on
-    every checkout with SQLAlchemy's asyncpg driver. A connection that
-    PostgreSQL closed while it sat in the pool (a restart, ``pg_terminate_backend``, an
-    idle timeout) is already marked closed by asyncpg, so the check costs no round
-    trip; on ``DisconnectionError`` the pool discards it and checks out another.
+    every checkout with SQLAlchemy's asyncpg driver. A connection that PostgreSQL
+    closed while it sat in the pool (a restart, ``pg_terminate_backend``, an idle
+    timeout) is already marked closed by asyncpg, so the check costs no round trip. On
+    ``DisconnectionError`` the pool discards the connection and checks out another.
     """
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("the server closed the pooled connection")

@@ -72,10 +72,10 @@ class JobQueue:
         return self._pool
 
     async def _connect(self) -> ArqRedis:
-        # redis-py's default ConnectionPool (5.3) holds one lock across the health
-        # check of every connection it hands out, and that check waits for a turn of
-        # the event loop; with many requests in flight they queue behind each other
-        # for hundreds of milliseconds. BlockingConnectionPool checks outside its lock.
+        # redis-py's default ConnectionPool (5.3) keeps one lock while it health-checks
+        # each connection it hands out, and the check waits for a turn of the event
+        # loop. With many requests in flight, enqueues then queue behind each other for
+        # hundreds of milliseconds. BlockingConnectionPool checks outside its lock.
         connections = BlockingConnectionPool.from_url(
             self.url,
             max_connections=MAX_CONNECTIONS,

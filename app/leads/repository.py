@@ -16,8 +16,10 @@ from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
 
 # The statements of the hot paths are built once. SQLAlchemy caches the compiled SQL by
-# a statement's structure, but building the expression and its cache key again on each
-# call cost about a third of the CPU time of GET /v1/leads/{id} (benchmarks/profile.py).
+# a statement's structure, but building the expression and its cache key on each call
+# cost about a third of the CPU time of a GET that loaded the lead this way (measured
+# in-process on the 2-core benchmark machine).
+_LEADS = cast(Table, Lead.__table__)
 _GET = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"), Lead.id == bindparam("lead_id")
 )
@@ -25,10 +27,10 @@ _GET_FOR_UPDATE = _GET.with_for_update()
 # GET /v1/leads/{id} sends this SQL straight to asyncpg (see read()); SQLAlchemy still
 # writes it, once, from the table's columns.
 _READ = (
-    select(Lead.__table__)
+    select(_LEADS)
     .where(
-        Lead.__table__.c.workspace_id == bindparam("workspace_id"),
-        Lead.__table__.c.id == bindparam("lead_id"),
+        _LEADS.c.workspace_id == bindparam("workspace_id"),
+        _LEADS.c.id == bindparam("lead_id"),
     )
     .compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 )
@@ -37,15 +39,14 @@ _READ_PARAMETERS = tuple(_READ.positiontup or ())
 # RETURNING loads the server defaults and the stored form of the JSON attributes in
 # the INSERT's own round trip, where add(), flush() and refresh() took two. A Core
 # insert costs less CPU than the ORM-enabled one; insert() attaches the row itself.
-_LEADS = cast(Table, Lead.__table__)
 _INSERT = insert(_LEADS).returning(*_LEADS.c)
-_OPEN_STATUSES: BindParameter[list[str]] = bindparam(
-    "open_statuses", list(OPEN_LEAD_STATUSES), expanding=True, literal_execute=True
-)
 # The statuses are rendered as literals, so the query matches the predicate of the
 # partial unique index uq_leads_open_email even in a generic (cached) plan. With bound
 # parameters only a plan made for each execution can use the index, and a generic plan
 # scans the workspace's leads.
+_OPEN_STATUSES: BindParameter[list[str]] = bindparam(
+    "open_statuses", list(OPEN_LEAD_STATUSES), expanding=True, literal_execute=True
+)
 _OPEN_BY_EMAIL = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"),
     Lead.email_normalized == bindparam("email_normalized"),
