@@ -5,7 +5,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Select, Table, bindparam, insert, or_, select
+from sqlalchemy import BindParameter, Select, Table, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -39,7 +40,19 @@ _READ_PARAMETERS = tuple(_READ.positiontup or ())
 # RETURNING loads the server defaults and the stored form of the JSON attributes in
 # the INSERT's own round trip, where add(), flush() and refresh() took two. A Core
 # insert costs less CPU than the ORM-enabled one; insert() attaches the row itself.
-_INSERT = insert(_LEADS).returning(*_LEADS.c)
+# ON CONFLICT names the partial unique index of open emails, so a concurrent duplicate
+# returns no row instead of aborting the transaction, and no savepoint is needed.
+_OPEN_EMAIL_INDEX = next(
+    index for index in _LEADS.indexes if index.name == "uq_leads_open_email"
+)
+_INSERT = (
+    pg_insert(_LEADS)
+    .on_conflict_do_nothing(
+        index_elements=list(_OPEN_EMAIL_INDEX.columns),
+        index_where=_OPEN_EMAIL_INDEX.dialect_options["postgresql"]["where"],
+    )
+    .returning(*_LEADS.c)
+)
 # The statuses are rendered as literals, so the query matches the predicate of the
 # partial unique index uq_leads_open_email even in a generic (cached) plan. With bound
 # parameters only a plan made for each execution can use the index, and a generic plan
@@ -82,9 +95,15 @@ class LeadRepository:
         )
         return row
 
-    async def insert(self, values: dict[str, Any]) -> Lead:
-        """Insert one lead from column values and return it, as stored."""
-        row = (await self.session.execute(_INSERT, values)).one()
+    async def insert(self, values: dict[str, Any]) -> Lead | None:
+        """Insert one lead from column values and return it, as stored.
+
+        Return None, and change nothing, when an open lead of the workspace has the same
+        normalized email; the INSERT first waits for a transaction that is writing one.
+        """
+        row = (await self.session.execute(_INSERT, values)).one_or_none()
+        if row is None:
+            return None
         # The returned row becomes a persistent Lead in the session without a SELECT.
         lead = Lead(**row._mapping)
         make_transient_to_detached(lead)

@@ -6,13 +6,12 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.auth import Principal
 from app.core.concurrency import check_if_match
-from app.core.errors import FieldError, InvalidInput
+from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.leads import states
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
@@ -48,15 +47,17 @@ class LeadService:
         }
         if values["owner_id"] is None and principal.on_behalf_of is not None:
             values["owner_id"] = principal.on_behalf_of
-        try:
-            async with session.begin_nested():
-                lead = await repository.insert(values)
-        except IntegrityError:
+        lead = await repository.insert(values)
+        if lead is None:
             # A concurrent request created the same open lead after our check.
             await self._reject_duplicate(
                 repository, principal.workspace_id, email_normalized
             )
-            raise
+            # That lead left the open statuses before this check could see it.
+            raise Conflict(
+                "The request conflicts with data written meanwhile. Fetch the object "
+                "again and retry."
+            )
 
         await emit(
             session,
