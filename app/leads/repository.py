@@ -17,9 +17,9 @@ from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
 
 # The statements of the hot paths are built once. SQLAlchemy caches the compiled SQL by
-# a statement's structure, but building the expression and its cache key on each call
-# cost about a third of the CPU time of a GET that loaded the lead this way (measured
-# in-process on the 2-core benchmark machine).
+# a statement's structure, yet building the expression and its cache key on each call
+# still cost about a third of the CPU time of a GET that loaded the lead this way. That
+# was measured in-process on the 2-core benchmark machine.
 _LEADS = cast(Table, Lead.__table__)
 _GET = select(Lead).where(
     Lead.workspace_id == bindparam("workspace_id"), Lead.id == bindparam("lead_id")
@@ -39,7 +39,7 @@ _READ_SQL = _READ.string
 _READ_PARAMETERS = tuple(_READ.positiontup or ())
 # RETURNING loads the server defaults and the stored form of the JSON attributes in
 # the INSERT's own round trip, where add(), flush() and refresh() took two. A Core
-# insert costs less CPU than the ORM-enabled one; insert() attaches the row itself.
+# insert costs less CPU than the ORM-enabled one, and insert() attaches the row.
 # ON CONFLICT names the partial unique index of open emails, so a concurrent duplicate
 # returns no row instead of aborting the transaction, and no savepoint is needed.
 _OPEN_EMAIL_INDEX = next(
