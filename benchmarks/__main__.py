@@ -8,10 +8,13 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.api import LoadFailed
 from benchmarks.config import BenchConfig
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
+from benchmarks.jobs import JobsFailed
 from benchmarks.report import render
 from benchmarks.runner import run
+from benchmarks.servers import ServerFailed
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchSetupError as error:
         print(f"benchmark not run: {error}", file=sys.stderr)
         return 2
+    except (LoadFailed, ServerFailed, JobsFailed) as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
     print(render(report))
     if arguments.json is not None:
         arguments.json.write_text(

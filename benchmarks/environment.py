@@ -93,6 +93,8 @@ def bench_servers() -> Iterator[BenchServers]:
     """Yield the configured servers, starting embedded ones for any not configured."""
     database_url = os.environ.get(DATABASE_URL_ENV)
     redis_url = os.environ.get(REDIS_URL_ENV)
+    if database_url:
+        check_database_name(database_url)
     started: list[Any] = []
     try:
         if not database_url:
@@ -102,7 +104,6 @@ def bench_servers() -> Iterator[BenchServers]:
         if not redis_url:
             redis_url, redis_server = embedded.start_redis(DATA_DIR)
             started.append(redis_server)
-        check_database_name(database_url)
         yield BenchServers(database_url=async_url(database_url), redis_url=redis_url)
     finally:
         for server in reversed(started):
