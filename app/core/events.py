@@ -8,11 +8,12 @@ webhook endpoints; the worker's sweep dispatches any event whose job was lost.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.core.db import defer_job
 from app.core.ids import new_uuid
@@ -21,6 +22,21 @@ from app.models import Event
 log = structlog.get_logger(__name__)
 
 DISPATCH_JOB = "dispatch_event"
+
+# One statement numbers and inserts the event and returns its row. It is a Core insert,
+# because the ORM-enabled form cost about 0.6 ms more CPU per event on the 2-core
+# benchmark machine, and it is built once, because building it per call cost about as
+# much CPU as running it.
+_EVENTS = cast(Table, Event.__table__)
+_INSERT_EVENT = (
+    insert(_EVENTS)
+    .values(
+        sequence=select(func.coalesce(func.max(_EVENTS.c.sequence), 0) + 1)
+        .where(_EVENTS.c.object_id == bindparam("numbered_object_id"))
+        .scalar_subquery()
+    )
+    .returning(*_EVENTS.c)
+)
 
 
 async def emit(
@@ -39,23 +55,27 @@ async def emit(
     version check), so concurrent emits for one object are serialized and the sequence
     has no gap. The unique key on ``(object_id, sequence)`` guards the rest.
     """
-    previous = await session.scalar(
-        select(func.max(Event.sequence)).where(Event.object_id == object_id)
-    )
-    context = structlog.contextvars.get_contextvars()
-    event = Event(
-        id=new_uuid(),
-        workspace_id=workspace_id,
-        type=type,
-        object_type=object_type,
-        object_id=object_id,
-        sequence=(previous or 0) + 1,
-        data=data,
-        request_id=context.get("request_id"),
-        actor=actor,
-    )
-    session.add(event)
+    # Changes the caller has not flushed yet go first, so they precede their event.
     await session.flush()
+    context = structlog.contextvars.get_contextvars()
+    result = await session.execute(
+        _INSERT_EVENT,
+        {
+            "id": new_uuid(),
+            "workspace_id": workspace_id,
+            "type": type,
+            "object_type": object_type,
+            "object_id": object_id,
+            "numbered_object_id": object_id,
+            "data": data,
+            "request_id": context.get("request_id"),
+            "actor": actor,
+        },
+    )
+    # The returned row becomes a persistent Event in the session without a SELECT.
+    event = Event(**result.one()._mapping)
+    make_transient_to_detached(event)
+    session.add(event)
     defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
     log.info(
         "event.emitted",

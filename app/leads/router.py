@@ -107,13 +107,13 @@ async def get_lead(
     principal: Principal = Depends(require("leads:read")),
 ) -> Lead:
     """Fetch one lead by id."""
-    lead = await lead_service.get(
+    lead = await lead_service.read(
         request.state.session,
         principal.workspace_id,
         parse_path_id("lead", lead_id, "lead"),
     )
-    set_etag(response, lead.version)
-    return Lead.model_validate(lead)
+    set_etag(response, lead["version"])
+    return Lead.model_validate(dict(lead))
 
 
 @router.patch(

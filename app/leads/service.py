@@ -1,18 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.auth import Principal
 from app.core.concurrency import check_if_match
-from app.core.errors import FieldError, InvalidInput
+from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.leads import states
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
@@ -40,25 +39,25 @@ class LeadService:
             repository, principal.workspace_id, email_normalized
         )
 
-        lead = Lead(
-            id=ids.new_uuid(),
-            workspace_id=principal.workspace_id,
-            email_normalized=email_normalized,
+        values: dict[str, Any] = {
+            "id": ids.new_uuid(),
+            "workspace_id": principal.workspace_id,
+            "email_normalized": email_normalized,
             **payload.model_dump(),
-        )
-        if lead.owner_id is None and principal.on_behalf_of is not None:
-            lead.owner_id = principal.on_behalf_of
-        try:
-            async with session.begin_nested():
-                session.add(lead)
-                await session.flush()
-        except IntegrityError:
+        }
+        if values["owner_id"] is None and principal.on_behalf_of is not None:
+            values["owner_id"] = principal.on_behalf_of
+        lead = await repository.insert(values)
+        if lead is None:
             # A concurrent request created the same open lead after our check.
             await self._reject_duplicate(
                 repository, principal.workspace_id, email_normalized
             )
-            raise
-        await session.refresh(lead)
+            # That lead left the open statuses before this check could see it.
+            raise Conflict(
+                "The request conflicts with data written meanwhile. Fetch the object "
+                "again and retry."
+            )
 
         await emit(
             session,
@@ -75,9 +74,11 @@ class LeadService:
     async def _reject_duplicate(
         self, repository: LeadRepository, workspace_id: uuid.UUID, email_normalized: str
     ) -> None:
-        existing = await repository.get_open_by_email(workspace_id, email_normalized)
+        existing = await repository.find_open_id_by_email(
+            workspace_id, email_normalized
+        )
         if existing is not None:
-            existing_id = ids.encode("lead", existing.id)
+            existing_id = ids.encode("lead", existing)
             raise DuplicateLead(
                 f"An open lead with this email already exists: {existing_id}. Update "
                 "that lead instead.",
@@ -97,9 +98,16 @@ class LeadService:
             workspace_id, lead_id, for_update=for_update
         )
         if lead is None:
-            raise LeadNotFound(
-                f"No lead with id {ids.encode('lead', lead_id)} exists in this workspace."
-            )
+            raise _not_found(lead_id)
+        return lead
+
+    async def read(
+        self, session: AsyncSession, workspace_id: uuid.UUID, lead_id: uuid.UUID
+    ) -> Mapping[str, Any]:
+        """Return one lead's columns for display; use ``get`` to change the lead."""
+        lead = await LeadRepository.from_session(session).read(workspace_id, lead_id)
+        if lead is None:
+            raise _not_found(lead_id)
         return lead
 
     async def list(
@@ -204,6 +212,12 @@ def _lookup_email(email: str) -> str:
         return normalize_email(email)
     except InvalidInput:
         return email.strip().lower()
+
+
+def _not_found(lead_id: uuid.UUID) -> LeadNotFound:
+    return LeadNotFound(
+        f"No lead with id {ids.encode('lead', lead_id)} exists in this workspace."
+    )
 
 
 def _null_email() -> InvalidInput:

@@ -123,6 +123,23 @@ class TestCreateLead:
 
         assert response.json()["owner_id"] == "rep_42"
 
+    async def test_attributes_as_stored(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        created = await create_lead(client, auth, attributes={"zz": 1, "a": [2.50]})
+
+        fetched = (await client.get(f"/v1/leads/{created['id']}", headers=auth)).json()
+
+        # PostgreSQL's jsonb orders keys by length, then bytewise; the created lead
+        # shows them as stored, like every later read.
+        attributes = created["attributes"]
+        assert isinstance(attributes, dict)
+        assert list(attributes) == ["a", "zz"]
+        assert attributes == fetched["attributes"]
+        assert created == fetched
+        event_data = await session.scalar(select(Event.data))
+        assert event_data == created
+
 
 class TestGetLead:
     async def test_found(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:

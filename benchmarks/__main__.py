@@ -1,0 +1,89 @@
+"""``python -m benchmarks``: run every workload and print the tables."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.api import LoadFailed
+from benchmarks.config import BenchConfig
+from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
+from benchmarks.jobs import JobsFailed
+from benchmarks.report import render
+from benchmarks.runner import run
+from benchmarks.servers import ServerFailed
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(
+            "Measure the full stack against bare Starlette + asyncpg baselines. "
+            f"Uses {DATABASE_URL_ENV} (a database whose name contains 'bench'; its "
+            f"schema is dropped) and {REDIS_URL_ENV} (an empty Redis database; it is "
+            "flushed), or embedded servers in benchmarks/.data when they are unset."
+        ),
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="Run a few requests and jobs only."
+    )
+    parser.add_argument("--rounds", type=int, help="Rounds of bare and full runs.")
+    parser.add_argument("--duration", type=float, help="Measured seconds of each run.")
+    parser.add_argument("--warmup", type=float, help="Warm-up seconds of each run.")
+    parser.add_argument(
+        "--concurrency", type=int, help="Connections the load generator keeps open."
+    )
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes.")
+    parser.add_argument("--leads", type=int, help="Leads seeded in the table.")
+    parser.add_argument("--jobs", type=int, help="Jobs timed per worker setting.")
+    parser.add_argument(
+        "--json", type=Path, help="Also write the whole report as JSON to this file."
+    )
+    return parser.parse_args(argv)
+
+
+def build_config(arguments: argparse.Namespace) -> BenchConfig:
+    config = BenchConfig()
+    if arguments.smoke:
+        config = config.smoke()
+    overrides = {
+        "rounds": arguments.rounds,
+        "duration_seconds": arguments.duration,
+        "warmup_seconds": arguments.warmup,
+        "concurrency": arguments.concurrency,
+        "workers": arguments.workers,
+        "leads": arguments.leads,
+        "jobs": arguments.jobs,
+    }
+    chosen = {name: value for name, value in overrides.items() if value is not None}
+    return dataclasses.replace(config, **chosen)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    config = build_config(arguments)
+    try:
+        report = run(config, progress=progress)
+    except BenchSetupError as error:
+        print(f"benchmark not run: {error}", file=sys.stderr)
+        return 2
+    except (LoadFailed, ServerFailed, JobsFailed) as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    print(render(report))
+    if arguments.json is not None:
+        arguments.json.write_text(
+            json.dumps(dataclasses.asdict(report), indent=2) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""What one run of the harness measures, and the targets it reports against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The figures the full stack should reach; reported as met or missed, never asserted."""
+
+    get_ratio: float = 0.6
+    post_ratio: float = 0.7
+    peak_rss_mb: float = 150.0
+    job_start_p95_ms: float = 100.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes, durations and bounds of one run."""
+
+    leads: int = 100_000
+    # How many seeded lead ids the GET workload picks from at random.
+    sample_ids: int = 10_000
+    concurrency: int = 32
+    warmup_seconds: float = 2.0
+    duration_seconds: float = 6.0
+    # Upper bound on measured requests per run, in case a server is far faster than
+    # expected; the duration bounds the run as well.
+    max_requests: int = 500_000
+    # Each round runs bare and full once, in alternating order (bare first, then full
+    # first), so a drift of the machine during the run hits both alike.
+    rounds: int = 3
+    workers: int = 1
+    jobs: int = 200
+    # Jobs are deferred at random intervals averaging this rate, far below what the
+    # worker can run, so each job finds an idle worker.
+    job_rate_per_second: float = 10.0
+    tuned_poll_delay_seconds: float | None = None
+    baseline_poll_delay_seconds: float = 0.5
+    targets: Targets = Targets()
+
+    def smoke(self) -> BenchConfig:
+        """Shrink the run to a few requests and jobs, to check that the harness works."""
+        return replace(
+            self,
+            leads=200,
+            sample_ids=50,
+            concurrency=4,
+            warmup_seconds=0.2,
+            duration_seconds=0.5,
+            max_requests=200,
+            rounds=1,
+            jobs=5,
+            job_rate_per_second=50.0,
+        )

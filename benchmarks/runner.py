@@ -1,0 +1,118 @@
+"""One run of the harness: prepare the stores, run every workload, build the report."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+
+from app.core.jobs import JobQueue
+from app.core.logging import configure_logging
+from app.settings import Settings
+from benchmarks.api import run_api_benchmarks, workloads
+from benchmarks.config import BenchConfig
+from benchmarks.environment import (
+    BenchServers,
+    asyncpg_dsn,
+    bench_servers,
+    claim_redis,
+    release_redis,
+)
+from benchmarks.jobs import JobLatency, measure_job_latency
+from benchmarks.report import Machine, Report, build_report
+from benchmarks.seed import prepare_schema, seed
+
+TUNED = "tuned (settings)"
+BASELINE = "arq default"
+
+
+async def _with_redis(servers: BenchServers, claim: bool) -> None:
+    queue = JobQueue(servers.redis_url)
+    try:
+        client = await queue.pool()
+        await (claim_redis(client) if claim else release_redis(client))
+    finally:
+        await queue.close()
+
+
+async def _postgres_version(servers: BenchServers) -> str:
+    connection = await asyncpg.connect(asyncpg_dsn(servers.database_url))
+    try:
+        version: str = await connection.fetchval("SHOW server_version")
+        return version.split(" ")[0]
+    finally:
+        await connection.close()
+
+
+async def _measure(
+    config: BenchConfig,
+    servers: BenchServers,
+    log_dir: Path,
+    progress: Callable[[str], None],
+) -> Report:
+    progress(f"seeding {config.leads} leads")
+    seeded = await seed(
+        servers.database_url, leads=config.leads, sample_ids=config.sample_ids
+    )
+    measurements = await run_api_benchmarks(config, servers, seeded, log_dir, progress)
+
+    tuned_delay = (
+        config.tuned_poll_delay_seconds or Settings().worker_poll_delay_seconds
+    )
+    jobs: list[JobLatency] = []
+    for label, delay in (
+        (TUNED, tuned_delay),
+        (BASELINE, config.baseline_poll_delay_seconds),
+    ):
+        progress(f"timing {config.jobs} job starts, {label}, poll {delay:g} s")
+        jobs.append(
+            await measure_job_latency(
+                servers,
+                label=label,
+                poll_delay_seconds=delay,
+                jobs=config.jobs,
+                rate_per_second=config.job_rate_per_second,
+                log_dir=log_dir,
+            )
+        )
+
+    machine = Machine.detect(await _postgres_version(servers))
+    return build_report(
+        config, machine, workloads(config), measurements, jobs, tuned_label=TUNED
+    )
+
+
+def run(
+    config: BenchConfig,
+    *,
+    servers: BenchServers | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Run every workload of ``config`` on ``servers``, or on the configured ones."""
+    if servers is None:
+        with bench_servers() as configured:
+            return run(config, servers=configured, progress=progress)
+
+    claim_and_prepare(servers, progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="salescycle-bench-") as log_dir:
+            return asyncio.run(_measure(config, servers, Path(log_dir), progress))
+    finally:
+        release(servers)
+
+
+def claim_and_prepare(
+    servers: BenchServers, progress: Callable[[str], None] = lambda message: None
+) -> None:
+    """Take over the Redis database and rebuild the schema of the benchmark database."""
+    configure_logging("console", "WARNING")
+    asyncio.run(_with_redis(servers, claim=True))
+    progress("migrating the benchmark database")
+    prepare_schema(servers.database_url)
+
+
+def release(servers: BenchServers) -> None:
+    asyncio.run(_with_redis(servers, claim=False))
