@@ -15,12 +15,6 @@ class PaymentNotFound(NotFound):
     code = "payment_not_found"
 
 
-class OpportunityNotFound(NotFound):
-    """The opportunity named on an invoice does not exist in the workspace."""
-
-    code = "opportunity_not_found"
-
-
 class InvoiceNotEditable(Conflict):
     """Only a draft invoice can be changed; an open one changes through payments."""
 

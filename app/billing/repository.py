@@ -14,7 +14,6 @@ from app.models import (
     Invoice,
     InvoiceLine,
     InvoiceNumberSeries,
-    Opportunity,
     Payment,
     PaymentAllocation,
     ProviderEvent,
@@ -140,19 +139,6 @@ class InvoiceRepository:
             select(Workspace.timezone).where(Workspace.id == workspace_id)
         )
         return zone or "UTC"
-
-    async def opportunity_customer(
-        self, workspace_id: uuid.UUID, opportunity_id: uuid.UUID
-    ) -> uuid.UUID | None:
-        """Return the customer of an opportunity in the workspace, or None if absent."""
-        # NOTE: reads the opportunities table directly because that feature offers no
-        # lookup service yet; switch to it once it exists.
-        return await self.session.scalar(
-            select(Opportunity.customer_id).where(
-                Opportunity.workspace_id == workspace_id,
-                Opportunity.id == opportunity_id,
-            )
-        )
 
 
 class PaymentRepository:

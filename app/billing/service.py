@@ -15,7 +15,6 @@ from app.billing.errors import (
     InvoiceNotEditable,
     InvoiceNotFound,
     InvoiceTotalZero,
-    OpportunityNotFound,
 )
 from app.billing.repository import InvoiceRepository
 from app.billing.schemas import InvoiceCreate, InvoiceLineCreate, InvoiceUpdate
@@ -29,6 +28,7 @@ from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
+from app.opportunities.service import opportunity_service
 
 log = structlog.get_logger(__name__)
 
@@ -471,15 +471,9 @@ async def check_opportunity(
     opportunity_id: uuid.UUID,
     customer: Customer,
 ) -> None:
-    owner = await InvoiceRepository.from_session(session).opportunity_customer(
-        workspace_id, opportunity_id
-    )
+    opportunity = await opportunity_service.get(session, workspace_id, opportunity_id)
     encoded = ids.encode("opportunity", opportunity_id)
-    if owner is None:
-        raise OpportunityNotFound(
-            f"No opportunity with id {encoded} exists in this workspace."
-        )
-    if owner != customer.id:
+    if opportunity.customer_id != customer.id:
         raise InvalidInput(
             f"Opportunity {encoded} belongs to another customer than "
             f"{ids.encode('customer', customer.id)}. Invoice that customer, or "
