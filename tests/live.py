@@ -109,7 +109,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> N
             pass
         time.sleep(0.2)
     raise TimeoutError(
-        f"{url} did not answer within 60 s:\n{log_path.read_text()[-4000:]}"
+        f"{url} did not respond within 60 s:\n{log_path.read_text()[-4000:]}"
     )
 
 

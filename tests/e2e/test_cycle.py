@@ -1,9 +1,9 @@
 """The whole sales cycle over HTTP, against the real ``api`` and ``worker`` processes.
 
-A lead is created and gets a nurture email over real SMTP, converts into a customer and
-an opportunity, the opportunity is won, an invoice is finalized, a Stripe payment
-webhook signed by the ``stripe`` library pays it, and every step reaches an HTTP
-receiver on 127.0.0.1 as a webhook that the ``standardwebhooks`` library verifies.
+A lead gets a nurture email over real SMTP and converts into a customer and an
+opportunity, which is won. An invoice is finalized and a Stripe payment webhook, signed
+by the ``stripe`` library, pays it. Every step reaches an HTTP receiver on 127.0.0.1 as
+a webhook that the ``standardwebhooks`` library verifies.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def stack(
         )
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], awaited: str) -> Any:
     """Poll ``check`` until it returns a truthy value, for at most TIMEOUT seconds."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
         if result:
             return result
         await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {TIMEOUT} s waiting for {what}")
+    raise AssertionError(f"timed out after {TIMEOUT} s waiting for {awaited}")
 
 
 def stripe_payment(invoice_id: str, amount: int, currency: str) -> bytes:
