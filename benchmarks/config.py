@@ -1,4 +1,4 @@
-"""What one run of the harness measures, and the targets it reports against."""
+"""Settings of one harness run, and the targets it reports against."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from typing import cast
 import httptools
 import uvloop
 
-# A hard bound on top of the spec's own, in case a server stops answering.
+# A hard bound on top of the spec's own, in case a server stops responding.
 TIMEOUT_MARGIN_SECONDS = 30.0
 MAX_ERROR_BODY = 500
 
@@ -50,7 +50,7 @@ class LoadSpec:
 
 @dataclass
 class LoadResult:
-    """What one run measured; latencies are in milliseconds."""
+    """Measurements of one run, with latencies in milliseconds."""
 
     requests: int
     seconds: float
@@ -207,7 +207,7 @@ class _Run:
 
 
 async def run_load(spec: LoadSpec) -> LoadResult:
-    """Drive the server as ``spec`` says and return what was measured."""
+    """Drive the server as ``spec`` describes and return the measurements."""
     loop = asyncio.get_running_loop()
     connections: list[_Connection] = []
     try:

@@ -55,7 +55,7 @@ LEAD_COLUMNS = (
 
 @dataclass(frozen=True)
 class Seed:
-    """What the load generator needs: the key to send and the ids to fetch."""
+    """Inputs of the load generator: the key to send and the ids to fetch."""
 
     workspace_id: uuid.UUID
     api_key: str

@@ -2,7 +2,7 @@
 
 The servers are the ones named by ``SALESCYCLE_TEST_DATABASE_URL`` and
 ``SALESCYCLE_TEST_REDIS_URL``, or embedded ones started for the session when unset.
-Each test runs inside a transaction that is rolled back afterwards; the app's own
+Each test runs inside a transaction that is rolled back afterwards. The app's own
 commits become savepoint releases inside it, so tests never see each other's rows.
 """
 

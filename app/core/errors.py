@@ -292,7 +292,7 @@ async def _handle_http_exception(request: Request, error: Exception) -> Response
 
 def _allowed_methods(request: Request) -> list[str]:
     # Starlette's Allow header names only the methods of the first route that matched the
-    # path, but GET and POST on /v1/leads are two routes; ask every route for each method.
+    # path. GET and POST on /v1/leads are two routes, so every route is asked per method.
     routes = request.app.router.routes
     allowed = []
     for method in _METHODS:

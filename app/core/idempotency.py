@@ -1,8 +1,8 @@
 """``Idempotency-Key`` on POST requests.
 
-The key is scoped to the API key. A transaction-scoped advisory lock on the pair makes a
-second request with the same key answer 409 while the first is still running; once the
-first has committed, its stored response is replayed with ``Idempotent-Replayed: true``.
+The key is scoped to the API key. A transaction-scoped advisory lock on the pair gives a
+second request with the same key a 409 while the first is still running. Once the first
+has committed, its stored response is replayed with ``Idempotent-Replayed: true``.
 Only 2xx responses are stored: they commit with the change they describe, while a failed
 request changed nothing and may simply run again.
 """

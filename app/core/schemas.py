@@ -218,8 +218,8 @@ def _require_rfc3339(value: Any) -> Any:
 
 
 def _check_range(value: datetime) -> datetime:
-    # Years 1 and 9999 cannot move to UTC and back without leaving datetime's range, so
-    # an offset there would fail later; no sales record predates 1900 anyway.
+    # Years 1 and 9999 can leave datetime's range when moved to UTC, so an offset there
+    # would fail later. No sales record predates 1900, so the range loses nothing.
     if not 1900 <= value.year <= 9998:
         raise ValueError("expected a year from 1900 to 9998")
     return value

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of every aggregate, re-exported so Alembic sees them all."""
+"""SQLAlchemy models of every aggregate, re-exported so that Alembic's metadata includes them all."""
 
 from app.models.base import Base
 from app.models.billing import (

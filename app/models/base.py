@@ -82,5 +82,5 @@ class VersionMixin:
 
 
 def money_column() -> Mapped[int]:
-    """An amount in the currency's minor unit."""
+    """Map an amount in the currency's minor unit to a BIGINT column, default 0."""
     return mapped_column(BigInteger, default=0, server_default="0")

@@ -6,7 +6,7 @@ lease (``claimed_until``) and ends it in one of these statuses:
 
 - ``processed``: the event was applied;
 - ``needs_review``: it was applied, but something did not match (amount, currency or
-  invoice status) and ``error`` says what;
+  invoice status) and ``error`` describes the mismatch;
 - ``ignored``: no change was needed (an unhandled type, a replay, a late older event);
 - ``failed``: it cannot be applied (no such invoice, malformed object); ``error`` says
   why, and it is not retried.

@@ -113,8 +113,8 @@ def verify(
 
 
 def _reject_future_timestamp(header: str, tolerance_seconds: int) -> None:
-    # The stripe library bounds only the age of a signature; one dated far ahead would
-    # stay valid for as long, so the same tolerance applies into the future.
+    # The stripe library bounds only the age of a signature. One dated far ahead would
+    # stay valid for that long, so the same tolerance applies into the future.
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if (
