@@ -46,9 +46,15 @@ class Servers:
     redis_url: str
 
 
-def sibling_database_url(url: str, database: str) -> str:
-    """Return ``url`` with its database name replaced, for a second test database."""
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
+def sibling_database_url(url: str, suffix: str) -> str:
+    """Return ``url`` naming a second test database, ``<its database>_<suffix>``.
+
+    Deriving the name from the main test database keeps two test runs on one server,
+    each with its own main database, from dropping each other's second databases.
+    """
+    parsed = make_url(url)
+    database = f"{parsed.database or 'postgres'}_{suffix}"
+    return parsed.set(database=database).render_as_string(hide_password=False)
 
 
 def _asyncpg_dsn(url: str) -> str:

@@ -35,7 +35,7 @@ class LiveApi:
 def live_api(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveApi]:
-    database_url = sibling_database_url(servers.database_url, "salescycle_contract")
+    database_url = sibling_database_url(servers.database_url, "contract")
     tenant = prepare_database(database_url)
     # Configured headers, unlike headers passed per call, are known to schemathesis, so
     # a case that drops or spoils Authorization is judged as the request really sent.

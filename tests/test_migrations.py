@@ -11,7 +11,7 @@ class TestMigrations:
         migrate.check(servers.database_url)
 
     def test_downgrade_and_upgrade(self, servers: Servers) -> None:
-        url = sibling_database_url(servers.database_url, "salescycle_migrations")
+        url = sibling_database_url(servers.database_url, "migrations")
         asyncio.run(recreate_database(url))
 
         migrate.upgrade(url)

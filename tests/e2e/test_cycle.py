@@ -101,7 +101,7 @@ def stack(
     receiver: tuple[Receiver, str],
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    database_url = sibling_database_url(servers.database_url, "salescycle_e2e")
+    database_url = sibling_database_url(servers.database_url, "e2e")
     tenant = prepare_database(database_url)
     inbox, smtp_port = smtp
     port = free_port()
