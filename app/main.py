@@ -22,6 +22,7 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.leads.identity_router import router as lead_identity_router
 from app.leads.router import router as leads_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
@@ -88,6 +89,7 @@ def create_app(
     app.mount(ops.DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
     app.include_router(ops.router)
     for router in (
+        lead_identity_router,
         leads_router,
         nurture_router,
         customers_router,

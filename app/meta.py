@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.billing import states as invoice_states
 from app.core.openapi import PUBLIC, problem_responses
@@ -22,6 +22,10 @@ class StateMachine(BaseModel):
     resource: str
     initial: str
     transitions: dict[str, list[str]]
+    reason_required: list[str] = Field(
+        default_factory=list,
+        description="Statuses that a client may move to only with a status_reason.",
+    )
 
 
 class StateMachines(BaseModel):
@@ -35,6 +39,7 @@ STATE_MACHINES = [
         transitions={
             key: list(value) for key, value in lead_states.TRANSITIONS.items()
         },
+        reason_required=sorted(lead_states.REASON_REQUIRED),
     ),
     StateMachine(
         resource="invoice",

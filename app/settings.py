@@ -52,6 +52,15 @@ class Settings(BaseSettings):
         description="Key that signs unsubscribe links.",
     )
 
+    default_phone_region: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        pattern="^[A-Z]{2}$",
+        description="ISO 3166-1 alpha-2 region, such as DE, of lead phone numbers "
+        "written without a country code; unset means such numbers are rejected.",
+    )
+
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None

@@ -35,3 +35,10 @@ class LeadNotConvertible(Conflict):
 
     code = "lead_not_convertible"
     title = "Lead not convertible"
+
+
+class LeadNotMergeable(Conflict):
+    """The lead's status (converted or merged) or its erasure rules out a merge."""
+
+    code = "lead_not_mergeable"
+    title = "Lead not mergeable"

@@ -34,7 +34,13 @@ router = APIRouter(prefix="/leads", tags=["leads"], route_class=UnitOfWorkRoute)
     summary="Create a lead",
     status_code=status.HTTP_201_CREATED,
     response_model=Lead,
-    responses=problem_responses(403, 409, 413, 415),
+    responses={
+        200: {
+            "description": "Merged into the open lead with the same email.",
+            "model": Lead,
+        },
+        **problem_responses(403, 409, 413, 415),
+    },
 )
 async def create_lead(
     request: Request,
@@ -42,8 +48,16 @@ async def create_lead(
     payload: LeadCreate,
     principal: Principal = Depends(require("leads:write")),
 ) -> Lead:
-    """Create a lead; an open lead with the same email is a 409 naming it."""
-    lead = await lead_service.create(request.state.session, principal, payload)
+    """Create a lead; an open lead with the same email is a 409 unless asked to merge."""
+    outcome = await lead_service.create_or_merge(
+        request.state.session,
+        principal,
+        payload,
+        default_phone_region=request.app.state.settings.default_phone_region,
+    )
+    lead = outcome.lead
+    if not outcome.created:
+        response.status_code = status.HTTP_200_OK
     set_etag(response, lead.version)
     response.headers["Location"] = f"/v1/leads/{ids.encode('lead', lead.id)}"
     return Lead.model_validate(lead)
@@ -138,6 +152,7 @@ async def update_lead(
         parse_path_id("lead", lead_id, "lead"),
         payload,
         if_match=if_match,
+        default_phone_region=request.app.state.settings.default_phone_region,
     )
     set_etag(response, lead.version)
     return Lead.model_validate(lead)

@@ -38,12 +38,44 @@ LeadStatus = Literal[
 LeadSource = Literal["web_form", "campaign", "partner", "import", "api", "referral"]
 
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+# Names are stored exactly as sent, without Unicode normalization; the limit counts
+# code points, and a longer value is rejected rather than cut.
+PersonName = Annotated[str, Field(min_length=1, max_length=200)]
+PhoneRegion = Annotated[
+    str,
+    Field(
+        pattern="^[A-Z]{2}$",
+        description="ISO 3166-1 alpha-2 region, such as DE, to read a national phone "
+        "number in. Defaults to the default_phone_region setting.",
+        examples=["DE"],
+    ),
+]
+CompanyDomainInput = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        description="The company's domain, such as example.com; a leading www. is "
+        "dropped.",
+    ),
+]
+Website = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description="The company's website; its host gives company_domain when "
+        "company_domain is omitted.",
+    ),
+]
+StatusReason = Annotated[str, Field(min_length=1, max_length=500)]
+OnDuplicate = Literal["reject", "merge"]
 
 
 class LeadCreate(InputModel):
     email: EmailStr = Field(max_length=320)
-    first_name: ShortText | None = None
-    last_name: ShortText | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
     company: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     title: ShortText | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
@@ -54,12 +86,21 @@ class LeadCreate(InputModel):
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="Custom fields, kept as given."
     )
+    phone_region: PhoneRegion | None = None
+    company_domain: CompanyDomainInput | None = None
+    website: Website | None = None
+    on_duplicate: OnDuplicate = Field(
+        default="reject",
+        description="What to do when an open lead has the same email: reject (409 "
+        "duplicate_lead) or merge (update that lead with the non-empty fields sent "
+        "and return it with 200).",
+    )
 
 
 class LeadUpdate(InputModel):
     email: EmailStr | None = Field(default=None, max_length=320)
-    first_name: ShortText | None = None
-    last_name: ShortText | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
     company: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     title: ShortText | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
@@ -71,6 +112,12 @@ class LeadUpdate(InputModel):
         default=None,
         description="Move the lead to another status; see GET /v1/meta/state-machines.",
     )
+    status_reason: StatusReason | None = Field(
+        default=None,
+        description="Why the status changes; required when moving to disqualified.",
+    )
+    phone_region: PhoneRegion | None = None
+    company_domain: CompanyDomainInput | None = None
 
 
 class Lead(OutputModel):
@@ -83,9 +130,19 @@ class Lead(OutputModel):
     company: str | None
     title: str | None
     phone: str | None
+    phone_normalized: str | None = Field(description="The phone number in E.164.")
+    company_domain: str | None
     timezone: str | None
     source: str
     status: LeadStatus
+    status_reason: str | None
+    status_changed_at: datetime | None
+    merged_into_id: LeadId | None = Field(
+        description="The lead this one was merged into, when its status is merged."
+    )
+    erased_at: datetime | None = Field(
+        description="When the lead's personal data was erased."
+    )
     owner_id: str | None
     notes: str | None
     attributes: dict[str, Any]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,50 +15,97 @@ from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.leads import states
-from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
+from app.leads.dedupe import duplicate_error
+from app.leads.errors import InvalidLeadTransition, LeadNotFound
+from app.leads.identity import IdentityKeys, create_values, keys_of
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
-from app.leads.schemas import Lead as LeadSchema
 from app.leads.schemas import LeadCreate, LeadUpdate
+from app.leads.serialize import lead_data as lead_data
+from app.leads.status import apply_status
+from app.leads.survivorship import merge_capture
+from app.leads.updates import apply_identity_changes
 from app.models import Lead
 
 log = structlog.get_logger(__name__)
 
 
-def lead_data(lead: Lead) -> dict[str, Any]:
-    """Serialize a lead as the API shows it, for events."""
-    return LeadSchema.model_validate(lead).model_dump(mode="json")
+@dataclass(frozen=True)
+class CreateOutcome:
+    """The lead a create returned, and whether the create inserted it."""
+
+    lead: Lead
+    created: bool
 
 
 class LeadService:
     async def create(
-        self, session: AsyncSession, principal: Principal, payload: LeadCreate
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payload: LeadCreate,
+        *,
+        default_phone_region: str | None = None,
     ) -> Lead:
+        outcome = await self.create_or_merge(
+            session, principal, payload, default_phone_region=default_phone_region
+        )
+        return outcome.lead
+
+    async def create_or_merge(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payload: LeadCreate,
+        *,
+        default_phone_region: str | None = None,
+    ) -> CreateOutcome:
+        """Insert a lead, or merge it into the open lead with its email when asked."""
         repository = LeadRepository.from_session(session)
-        email_normalized = normalize_email(payload.email)
-        await self._reject_duplicate(
-            repository, principal.workspace_id, email_normalized
+        values = create_values(payload, default_phone_region)
+        workspace_id = principal.workspace_id
+        existing = await repository.find_open_id_by_email(
+            workspace_id, values["email_normalized"]
         )
 
-        values: dict[str, Any] = {
+        if existing is None:
+            lead = await self.insert_new(session, principal, values)
+            if lead is not None:
+                return CreateOutcome(lead, created=True)
+            # A concurrent request created the same open lead after our check.
+            existing = await repository.find_open_id_by_email(
+                workspace_id, values["email_normalized"]
+            )
+            if existing is None:
+                # That lead left the open statuses before this check could see it.
+                raise Conflict(
+                    "The request conflicts with data written meanwhile. Fetch the "
+                    "object again and retry."
+                )
+
+        if payload.on_duplicate == "merge":
+            lead = await merge_capture(session, principal, existing, values)
+            return CreateOutcome(lead, created=False)
+        raise await duplicate_error(session, workspace_id, keys_of(values), existing)
+
+    async def insert_new(
+        self, session: AsyncSession, principal: Principal, values: dict[str, Any]
+    ) -> Lead | None:
+        """Insert a lead from column values and emit ``lead.created``.
+
+        Return None, and change nothing, when an open lead has the same email.
+        """
+        repository = LeadRepository.from_session(session)
+        values = {
             "id": ids.new_uuid(),
             "workspace_id": principal.workspace_id,
-            "email_normalized": email_normalized,
-            **payload.model_dump(),
+            **values,
         }
-        if values["owner_id"] is None and principal.on_behalf_of is not None:
+        if values.get("owner_id") is None and principal.on_behalf_of is not None:
             values["owner_id"] = principal.on_behalf_of
         lead = await repository.insert(values)
         if lead is None:
-            # A concurrent request created the same open lead after our check.
-            await self._reject_duplicate(
-                repository, principal.workspace_id, email_normalized
-            )
-            # That lead left the open statuses before this check could see it.
-            raise Conflict(
-                "The request conflicts with data written meanwhile. Fetch the object "
-                "again and retry."
-            )
+            return None
 
         await emit(
             session,
@@ -72,18 +120,12 @@ class LeadService:
         return lead
 
     async def _reject_duplicate(
-        self, repository: LeadRepository, workspace_id: uuid.UUID, email_normalized: str
+        self, repository: LeadRepository, workspace_id: uuid.UUID, keys: IdentityKeys
     ) -> None:
-        existing = await repository.find_open_id_by_email(
-            workspace_id, email_normalized
-        )
+        existing = await repository.find_open_id_by_email(workspace_id, keys.email)
         if existing is not None:
-            existing_id = ids.encode("lead", existing)
-            raise DuplicateLead(
-                f"An open lead with this email already exists: {existing_id}. Update "
-                "that lead instead.",
-                existing_id=existing_id,
-                matched_key="email",
+            raise await duplicate_error(
+                repository.session, workspace_id, keys, existing
             )
 
     async def get(
@@ -144,29 +186,25 @@ class LeadService:
         payload: LeadUpdate,
         *,
         if_match: str | None,
+        default_phone_region: str | None = None,
     ) -> Lead:
         lead = await self.get(session, principal.workspace_id, lead_id, for_update=True)
         check_if_match(if_match, lead.version)
 
         changes = payload.model_dump(exclude_unset=True)
-        if "email" in changes:
-            if changes["email"] is None:
-                raise _null_email()
-            normalized = normalize_email(changes["email"])
-            if normalized != lead.email_normalized:
-                repository = LeadRepository.from_session(session)
-                await self._reject_duplicate(repository, lead.workspace_id, normalized)
-            lead.email_normalized = normalized
+        if "email" in changes and changes["email"] is None:
+            raise _null_email()
         if "attributes" in changes and changes["attributes"] is None:
             changes["attributes"] = {}
         new_status = changes.pop("status", None)
+        status_reason = changes.pop("status_reason", None)
         previous_status = lead.status
         if new_status is not None and new_status != lead.status:
             self._check_transition(lead.status, new_status)
+        await apply_identity_changes(session, lead, changes, default_phone_region)
         for name, value in changes.items():
             setattr(lead, name, value)
-        if new_status is not None:
-            lead.status = new_status
+        apply_status(lead, new_status, status_reason)
         if not session.is_modified(lead):
             return lead
         await session.flush()

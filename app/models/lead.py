@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -28,6 +28,9 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             ),
         ),
         Index("ix_leads_workspace_created", "workspace_id", "created_at", "id"),
+        # Secondary duplicate signals: leads sharing a phone number or company domain.
+        Index("ix_leads_workspace_phone", "workspace_id", "phone_normalized"),
+        Index("ix_leads_workspace_company_domain", "workspace_id", "company_domain"),
     )
 
     email: Mapped[str] = mapped_column(String(320))
@@ -37,6 +40,9 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     company: Mapped[str | None] = mapped_column(String(300))
     title: Mapped[str | None] = mapped_column(String(200))
     phone: Mapped[str | None] = mapped_column(String(32))
+    # E.164, such as +4930123456; at most 15 digits after the plus sign.
+    phone_normalized: Mapped[str | None] = mapped_column(String(16))
+    company_domain: Mapped[str | None] = mapped_column(String(253))
     timezone: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32), default="api")
     status: Mapped[str] = mapped_column(String(32), default="new")
@@ -47,3 +53,10 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     contact_id: Mapped[uuid.UUID | None]
     opportunity_id: Mapped[uuid.UUID | None]
     converted_at: Mapped[datetime | None]
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    status_changed_at: Mapped[datetime | None]
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL")
+    )
+    erased_at: Mapped[datetime | None]
+    erased_by: Mapped[str | None] = mapped_column(String(200))

@@ -30,6 +30,7 @@ ExitReason = Literal[
     "opportunity_created",
     "manual",
     "lead_closed",
+    "merged",
 ]
 StepRunStatus = Literal["running", "sent", "failed"]
 

@@ -26,6 +26,7 @@ EXIT_REASONS = (
     "opportunity_created",
     "manual",
     "lead_closed",
+    "merged",
 )
 
 

@@ -28,6 +28,16 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "lead",
         "A lead was converted into a customer, contact and opportunity.",
     ),
+    EventType(
+        "lead.merged",
+        "lead",
+        "A lead was merged into another; merged_into_id names the survivor.",
+    ),
+    EventType(
+        "lead.erased",
+        "lead",
+        "A lead's personal data was erased, also from its earlier events.",
+    ),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(
@@ -44,6 +54,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("enrollment.paused", "enrollment", "An enrolment was paused."),
     EventType("enrollment.resumed", "enrollment", "A paused enrolment was resumed."),
     EventType("enrollment.failed", "enrollment", "An enrolment stopped on an error."),
+    EventType(
+        "enrollment.moved",
+        "enrollment",
+        "An enrolment moved to the lead its lead was merged into.",
+    ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),
     EventType("contact.created", "contact", "A contact was added to a customer."),
