@@ -87,8 +87,8 @@ class DuplicateRepository:
     ) -> dict[str, tuple[uuid.UUID, str]]:
         """Map each of ``emails`` that an open lead has to its id and status.
 
-        One query serves a whole batch; the partial unique index of open emails
-        answers it.
+        One query serves a whole batch, and it can use the partial unique index of
+        open emails.
         """
         if not emails:
             return {}

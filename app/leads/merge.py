@@ -130,7 +130,7 @@ def _check_mergeable(lead: Lead, role: str) -> None:
         )
     if lead.erased_at is not None:
         raise LeadNotMergeable(
-            f"The {role} {encoded} was erased and holds no personal data to merge.",
+            f"The {role} {encoded} was erased, so it has no personal data to merge. Merge leads that are not erased.",
             lead_id=encoded,
             current_status=lead.status,
         )
