@@ -22,9 +22,10 @@ class StateMachine(BaseModel):
     resource: str
     initial: str
     transitions: dict[str, list[str]]
-    reason_required: list[str] = Field(
-        default_factory=list,
-        description="Statuses that a client may move to only with a status_reason.",
+    reason_required: list[str] | None = Field(
+        default=None,
+        description="Statuses that a client may move to only with a status_reason; "
+        "omitted for resources without status reasons.",
     )
 
 
@@ -70,6 +71,7 @@ STATE_MACHINES = [
     operation_id="meta_state_machines",
     summary="List the state machines",
     response_model=StateMachines,
+    response_model_exclude_none=True,
     responses=problem_responses(),
     openapi_extra=PUBLIC,
 )

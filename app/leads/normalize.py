@@ -75,13 +75,19 @@ def _invalid_phone(phone: str, field: str, reason: str) -> InvalidInput:
     )
 
 
+_EXPECTED = {
+    "company_domain": "a bare domain such as 'example.com'",
+    "website": "a URL such as 'https://example.com'",
+}
+
+
 def normalize_company_domain(value: str, *, field: str = "company_domain") -> str:
     """Lower-case and IDNA-encode a bare domain, dropping a leading ``www.``."""
     try:
         domain = normalize_domain(value)
     except InvalidDomain as error:
         raise InvalidInput(
-            f"{field} is invalid: {error}. Send a bare domain such as 'example.com'.",
+            f"{field} is invalid: {error}. Send {_EXPECTED[field]}.",
             errors=[FieldError(field, str(error), "invalid_domain")],
         ) from error
     return _strip_www(domain)
@@ -90,7 +96,14 @@ def normalize_company_domain(value: str, *, field: str = "company_domain") -> st
 def website_domain(website: str) -> str:
     """Return the normalized host of a website URL such as ``https://www.Acme.com/x``."""
     text = website.strip()
-    host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+    try:
+        host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+    except ValueError as error:
+        # urlsplit raises on a malformed IPv6 host such as "http://[".
+        raise InvalidInput(
+            f"website is invalid: {error}. Send a URL such as 'https://example.com'.",
+            errors=[FieldError("website", str(error), "invalid_url")],
+        ) from error
     return normalize_company_domain(host, field="website")
 
 

@@ -69,6 +69,9 @@ async def erase_lead(
 
     Erasing an erased lead changes nothing and emits nothing.
     """
+    # NOTE: copies outside the lead's own row and events stay: the customer and contact
+    # of a conversion, the email suppression of an unsubscribe, SMTP error texts on
+    # step runs, and stored idempotent responses until their keys expire.
     lead = await lead_service.get(
         session, principal.workspace_id, lead_id, for_update=True
     )

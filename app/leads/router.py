@@ -13,6 +13,7 @@ from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import Timestamp
 from app.customers.schemas import Contact, Customer
+from app.leads import paths as _paths  # noqa: F401  (registers lead_id)
 from app.leads.conversion import convert_lead
 from app.leads.schemas import (
     Lead,
@@ -108,7 +109,7 @@ async def list_leads(
 
 
 @router.get(
-    "/{lead_id}",
+    "/{lead_id:lead_id}",
     operation_id="leads_get",
     summary="Get a lead",
     response_model=Lead,
@@ -131,7 +132,7 @@ async def get_lead(
 
 
 @router.patch(
-    "/{lead_id}",
+    "/{lead_id:lead_id}",
     operation_id="leads_update",
     summary="Update a lead",
     response_model=Lead,

@@ -17,7 +17,7 @@ from app.core.events import emit
 from app.leads import states
 from app.leads.dedupe import duplicate_error
 from app.leads.errors import InvalidLeadTransition, LeadNotFound
-from app.leads.identity import IdentityKeys, create_values, keys_of
+from app.leads.identity import create_values, keys_of
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
 from app.leads.schemas import LeadCreate, LeadUpdate
@@ -118,15 +118,6 @@ class LeadService:
         )
         log.info("lead.created", lead_id=str(lead.id))
         return lead
-
-    async def _reject_duplicate(
-        self, repository: LeadRepository, workspace_id: uuid.UUID, keys: IdentityKeys
-    ) -> None:
-        existing = await repository.find_open_id_by_email(workspace_id, keys.email)
-        if existing is not None:
-            raise await duplicate_error(
-                repository.session, workspace_id, keys, existing
-            )
 
     async def get(
         self,

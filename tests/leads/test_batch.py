@@ -214,6 +214,24 @@ class TestBatchLimits:
         assert response.status_code == 403
 
 
+class TestBatchPath:
+    async def test_get_not_allowed(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/leads/batch", headers=auth)
+
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+
+    async def test_lead_ids_still_route(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get("/v1/leads/batchy", headers=auth)
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+
+
 class TestBatchIdempotency:
     async def test_replay(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

@@ -154,6 +154,12 @@ class TestCompanyDomain:
     def test_website_without_scheme(self) -> None:
         assert website_domain("acme.io/pricing") == "acme.io"
 
+    def test_malformed_website(self) -> None:
+        with pytest.raises(InvalidInput) as raised:
+            website_domain("http://[::1")
+
+        assert raised.value.errors[0]["field"] == "website"
+
     def test_free_mail_has_none(self) -> None:
         assert email_company_domain("ada@gmail.com") is None
 
@@ -285,6 +291,39 @@ class TestCreateNormalization:
 
         assert response.status_code == 200, response.text
         assert response.json()["phone_normalized"] == "+442079460018"
+
+    async def test_region_without_phone_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await client.post(
+            "/v1/leads", json={"email": "u@acme.com"}, headers=auth
+        )
+
+        response = await client.patch(
+            f"/v1/leads/{created.json()['id']}",
+            json={"phone_region": "GB"},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "phone_required"
+
+    async def test_explicit_domain_kept_on_email_update(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await client.post(
+            "/v1/leads",
+            json={"email": "u@acme.com", "company_domain": "parent.com"},
+            headers=auth,
+        )
+
+        response = await client.patch(
+            f"/v1/leads/{created.json()['id']}",
+            json={"email": "u@newco.com"},
+            headers=auth,
+        )
+
+        assert response.json()["company_domain"] == "parent.com"
 
     async def test_email_update_moves_derived_domain(
         self, client: httpx.AsyncClient, auth: dict[str, str]
