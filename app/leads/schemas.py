@@ -14,6 +14,7 @@ from app.core.schemas import (
     OpportunityId,
     OutputModel,
     TimeZone,
+    TouchId,
 )
 from app.customers.schemas import (
     Contact,
@@ -23,6 +24,7 @@ from app.customers.schemas import (
     Email,
     PaymentTermsDays,
 )
+from app.leads.attribution_schemas import LeadAttribution
 from app.opportunities.schemas import Amount, Opportunity, OpportunityName, OwnerId
 
 LeadStatus = Literal[
@@ -54,6 +56,8 @@ class LeadCreate(InputModel):
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="Custom fields, kept as given."
     )
+    # Excluded from model_dump, so it never becomes a column; it becomes the first touch.
+    attribution: LeadAttribution | None = Field(default=None, exclude=True)
 
 
 class LeadUpdate(InputModel):
@@ -93,6 +97,10 @@ class Lead(OutputModel):
     contact_id: ContactId | None
     opportunity_id: OpportunityId | None
     converted_at: datetime | None
+    first_touch_id: TouchId | None = Field(
+        description="See GET /v1/leads/{lead_id}/touches."
+    )
+    last_touch_id: TouchId | None
     version: int
     created_at: datetime
     updated_at: datetime

@@ -14,6 +14,7 @@ from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.leads import states
+from app.leads.attribution import record_touch
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
@@ -58,6 +59,9 @@ class LeadService:
                 "The request conflicts with data written meanwhile. Fetch the object "
                 "again and retry."
             )
+        await record_touch(
+            session, lead, channel=lead.source, attribution=payload.attribution
+        )
 
         await emit(
             session,
@@ -123,6 +127,8 @@ class LeadService:
         query: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        campaign_id: uuid.UUID | None = None,
+        partner_id: uuid.UUID | None = None,
     ) -> tuple[Sequence[Lead], str | None, bool]:
         return await LeadRepository.from_session(session).list(
             workspace_id,
@@ -134,6 +140,8 @@ class LeadService:
             query=query,
             created_after=created_after,
             created_before=created_before,
+            campaign_id=campaign_id,
+            partner_id=partner_id,
         )
 
     async def update(

@@ -47,3 +47,6 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     contact_id: Mapped[uuid.UUID | None]
     opportunity_id: Mapped[uuid.UUID | None]
     converted_at: Mapped[datetime | None]
+    # The first and latest rows of lead_touches, kept here so lists need no join.
+    first_touch_id: Mapped[uuid.UUID | None]
+    last_touch_id: Mapped[uuid.UUID | None]
