@@ -2,7 +2,7 @@
 
 A browser posts a capture form straight to the API, so the capture route authenticates
 a ``pk_`` key from the Authorization header, the ``key`` query parameter or a ``key``
-body field, answers CORS preflights for the form's allowed origins, and rate-limits
+body field, responds to CORS preflights for the form's allowed origins, and rate-limits
 by client address and by form before it reads the body.
 """
 
@@ -203,7 +203,7 @@ async def create_publishable_key(
 
 @dataclass(frozen=True)
 class CaptureContext:
-    """What the capture route resolved before the handler: form, caller and body."""
+    """The form, caller and body that the capture route resolved before the handler."""
 
     form: CaptureForm
     principal: Principal
@@ -513,7 +513,7 @@ async def submit_capture(
 
 @capture_router.options("/{form_id}", include_in_schema=False)
 async def preflight_capture(request: Request, form_id: str) -> Response:
-    """Answer a CORS preflight for the form's allowed origins."""
+    """Respond to a CORS preflight from one of the form's allowed origins."""
     form = await _load_form(request, form_id)
     _check_origin(request, form)
     return Response(

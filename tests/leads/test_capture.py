@@ -395,9 +395,9 @@ class TestCaptureJson:
         assert touch.landing_page == f"{ORIGIN}/pricing"
         assert lead.first_touch_id == touch.id
         listed = await client.get(f"/v1/leads/{_lead_id(lead)}/touches", headers=auth)
-        shown = listed.json()["data"][0]
-        assert shown["form_id"] == published.form["id"]
-        assert shown["campaign_id"] == campaign["id"]
+        listed_touch = listed.json()["data"][0]
+        assert listed_touch["form_id"] == published.form["id"]
+        assert listed_touch["campaign_id"] == campaign["id"]
 
     async def test_key_in_query(
         self, client: httpx.AsyncClient, published: Published, session: AsyncSession
