@@ -36,7 +36,8 @@ ReferralCode = Annotated[
         examples=["ACME-2026"],
     ),
 ]
-PageUrl = Annotated[str, Field(min_length=1, max_length=2048)]
+MAX_PAGE_URL = 2048
+PageUrl = Annotated[str, Field(min_length=1, max_length=MAX_PAGE_URL)]
 BudgetAmount = Annotated[
     int,
     Field(

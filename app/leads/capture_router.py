@@ -42,6 +42,7 @@ from app.leads.attribution_errors import (
     RateLimited,
 )
 from app.leads.attribution_repository import AttributionRepository
+from app.leads.attribution_schemas import MAX_PAGE_URL
 from app.leads.capture import (
     Client,
     capture_service,
@@ -368,8 +369,9 @@ async def _read_values(request: Request) -> tuple[dict[str, Any], bool]:
                 )
             values[name] = value
         return values, True
+    sent = repr(media_type) if media_type else "no Content-Type"
     raise UnsupportedMediaType(
-        f"The body must be {_JSON} or {_FORM_ENCODED}, not {media_type or 'missing'!r}."
+        f"The body must be {_JSON} or {_FORM_ENCODED}, not {sent}. Set Content-Type."
     )
 
 
@@ -493,9 +495,12 @@ async def submit_capture(
     if is_honeypot_filled(form, context.values):
         log.info("capture.honeypot_dropped", form_id=str(form.id))
     else:
-        submission = parse_submission(
-            form, context.values, landing_page=request.headers.get("referer")
-        )
+        referer = request.headers.get("referer")
+        # A Referer longer than landing_page allows is dropped rather than reported,
+        # because the caller did not send it as a field.
+        if referer is not None and len(referer) > MAX_PAGE_URL:
+            referer = None
+        submission = parse_submission(form, context.values, landing_page=referer)
         await capture_service.submit(
             request.state.session,
             context.principal,
@@ -514,6 +519,8 @@ async def submit_capture(
 @capture_router.options("/{form_id}", include_in_schema=False)
 async def preflight_capture(request: Request, form_id: str) -> Response:
     """Respond to a CORS preflight from one of the form's allowed origins."""
+    # NOTE: preflights are not rate-limited; each costs one primary-key lookup, and
+    # browsers cache the answer for Access-Control-Max-Age seconds.
     form = await _load_form(request, form_id)
     _check_origin(request, form)
     return Response(

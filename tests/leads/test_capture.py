@@ -494,6 +494,22 @@ class TestCaptureJson:
             )
             assert [row["id"] for row in filtered.json()["data"]] == [lead["id"]]
 
+    async def test_long_referer_dropped(
+        self, client: httpx.AsyncClient, published: Published, session: AsyncSession
+    ) -> None:
+        referer = f"{ORIGIN}/?q=" + "x" * 3000
+
+        response = await client.post(
+            published.url,
+            json={"email": "ada@example.com"},
+            headers={**published.headers, "Referer": referer},
+        )
+
+        assert response.status_code == 200, response.text
+        touch = await session.scalar(select(LeadTouch))
+        assert touch is not None
+        assert touch.landing_page is None
+
     async def test_stale_referral_code_kept(
         self, client: httpx.AsyncClient, published: Published, session: AsyncSession
     ) -> None:
@@ -976,3 +992,19 @@ class TestConsent:
         assert await count(session, Lead) == 1
         assert await count(session, LeadConsent) == 2
         assert await count(session, LeadTouch) == 2
+
+
+class TestCaptureContract:
+    def test_documents_publishable_key(self, settings: Settings) -> None:
+        schema = create_app(settings).openapi()
+
+        operation = schema["paths"]["/v1/capture/{form_id}"]["post"]
+
+        assert operation["operationId"] == "capture_submit"
+        assert operation["security"] == [{"publishable_key": []}]
+        scheme = schema["components"]["securitySchemes"]["publishable_key"]
+        assert scheme["scheme"] == "bearer"
+        content = operation["requestBody"]["content"]
+        assert set(content) == {"application/json", "application/x-www-form-urlencoded"}
+        assert "303" in operation["responses"]
+        assert "429" in operation["responses"]
