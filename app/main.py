@@ -22,6 +22,7 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.leads.attribution_routes import router as attribution_router
 from app.leads.identity_router import router as lead_identity_router
 from app.leads.router import router as leads_router
 from app.meta import router as meta_router
@@ -91,6 +92,7 @@ def create_app(
     for router in (
         lead_identity_router,
         leads_router,
+        attribution_router,
         nurture_router,
         customers_router,
         opportunities_router,

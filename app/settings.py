@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     )
     claim_lease_seconds: int = Field(default=120, ge=10)
 
+    capture_rate_limit_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="Capture submissions one client address may make a minute.",
+    )
+    capture_form_rate_limit_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="Capture submissions one form accepts a minute, from all clients.",
+    )
+
     @field_validator("sweep_interval_seconds")
     @classmethod
     def _divides_minute(cls, value: int) -> int:

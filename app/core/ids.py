@@ -40,6 +40,10 @@ PREFIXES: dict[str, str] = {
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",
     "provider_event": "pe",
+    "campaign": "cmp",
+    "partner": "ptr",
+    "form": "form",
+    "touch": "tch",
 }
 
 

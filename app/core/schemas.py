@@ -199,6 +199,10 @@ PaymentId = _id_type("payment")
 EventId = _id_type("event")
 WebhookEndpointId = _id_type("webhook_endpoint")
 WebhookDeliveryId = _id_type("webhook_delivery")
+CampaignId = _id_type("campaign")
+PartnerId = _id_type("partner")
+FormId = _id_type("form")
+TouchId = _id_type("touch")
 
 
 _RFC3339 = re.compile(

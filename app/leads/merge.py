@@ -19,6 +19,7 @@ from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
 from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
+from app.leads.attribution_lifecycle import move_touches
 from app.leads.errors import LeadNotFound, LeadNotMergeable
 from app.leads.serialize import lead_data
 from app.leads.survivorship import absorb, lead_values
@@ -31,7 +32,7 @@ log = structlog.get_logger(__name__)
 # locked. It moves or closes the duplicate's rows and emits their events.
 Mover = Callable[[AsyncSession, Lead, Lead, str | None], Awaitable[None]]
 
-MOVERS: tuple[Mover, ...] = (move_enrollments,)
+MOVERS: tuple[Mover, ...] = (move_enrollments, move_touches)
 
 UNMERGEABLE_STATUSES = frozenset({"converted", "merged"})
 
@@ -83,6 +84,7 @@ async def merge_leads(
     await session.flush()
     for mover in MOVERS:
         await mover(session, duplicate, survivor, principal.actor)
+    survivor_changed = survivor_changed or session.is_modified(survivor)
     await session.flush()
     await session.refresh(duplicate)
     await session.refresh(survivor)

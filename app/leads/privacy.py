@@ -12,14 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from pydantic_core import to_jsonable_python
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
 from app.core.events import emit
+from app.leads.attribution_lifecycle import (
+    erase_touches,
+    export_consents,
+    export_touches,
+)
+from app.leads.privacy_rows import row_data
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
 from app.models import Enrollment, Event, Lead, StepRun
@@ -40,6 +45,11 @@ PERSONAL_FIELDS = (
     "status_reason",
 )
 TOMBSTONE_DOMAIN = "erased.invalid"
+
+# Rows of other tables that hold personal data about a lead: a table that stores some
+# adds one function that removes it.
+Eraser = Callable[[AsyncSession, Lead], Awaitable[None]]
+ERASERS: tuple[Eraser, ...] = (erase_touches,)
 
 
 def tombstone_email(lead_id: uuid.UUID) -> str:
@@ -87,6 +97,8 @@ async def erase_lead(
     lead.attributes = dict.fromkeys(lead.attributes)
     lead.erased_at = utcnow()
     lead.erased_by = principal.actor
+    for eraser in ERASERS:
+        await eraser(session, lead)
     await session.flush()
     await session.refresh(lead)
     erased = lead_data(lead)
@@ -109,15 +121,6 @@ async def erase_lead(
     )
     log.info("lead.erased", lead_id=str(lead.id))
     return lead
-
-
-def row_data(row: Any) -> dict[str, Any]:
-    """Return every column of an ORM row, in JSON types."""
-    mapper = inspect(row).mapper
-    return {
-        column.key: to_jsonable_python(getattr(row, column.key))
-        for column in mapper.column_attrs
-    }
 
 
 async def _export_lead(session: AsyncSession, lead: Lead) -> Any:
@@ -169,6 +172,8 @@ EXPORTERS: tuple[tuple[str, Exporter], ...] = (
     ("lead", _export_lead),
     ("events", _export_events),
     ("enrollments", _export_enrollments),
+    ("touches", export_touches),
+    ("consents", export_consents),
 )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from app.core.db import driver_connection
 from app.core.pagination import paginate
+from app.leads.attribution_repository import touched_by
 from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
 
@@ -139,8 +140,13 @@ class LeadRepository:
         query: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        campaign_id: uuid.UUID | None = None,
+        partner_id: uuid.UUID | None = None,
     ) -> tuple[Sequence[Lead], str | None, bool]:
         statement: Select[Lead] = select(Lead).where(Lead.workspace_id == workspace_id)
+        statement = touched_by(
+            statement, campaign_id=campaign_id, partner_id=partner_id
+        )
         if status is not None:
             statement = statement.where(Lead.status == status)
         if owner_id is not None:

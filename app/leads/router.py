@@ -11,7 +11,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
-from app.core.schemas import Timestamp
+from app.core.schemas import CampaignId, PartnerId, Timestamp
 from app.customers.schemas import Contact, Customer
 from app.leads import paths as _paths  # noqa: F401  (registers lead_id)
 from app.leads.conversion import convert_lead
@@ -87,6 +87,13 @@ async def list_leads(
     ] = None,
     created_after: Annotated[Timestamp | None, Query()] = None,
     created_before: Annotated[Timestamp | None, Query()] = None,
+    campaign_id: Annotated[
+        CampaignId | None,
+        Query(description="Only leads with a touch of this campaign."),
+    ] = None,
+    partner_id: Annotated[
+        PartnerId | None, Query(description="Only leads with a touch of this partner.")
+    ] = None,
 ) -> Page[Lead]:
     """List leads, newest first."""
     rows, next_cursor, has_more = await lead_service.list(
@@ -100,6 +107,8 @@ async def list_leads(
         query=q,
         created_after=created_after,
         created_before=created_before,
+        campaign_id=campaign_id,
+        partner_id=partner_id,
     )
     return Page[Lead](
         data=[Lead.model_validate(row) for row in rows],

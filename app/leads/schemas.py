@@ -14,6 +14,7 @@ from app.core.schemas import (
     OpportunityId,
     OutputModel,
     TimeZone,
+    TouchId,
 )
 from app.customers.schemas import (
     Contact,
@@ -23,6 +24,7 @@ from app.customers.schemas import (
     Email,
     PaymentTermsDays,
 )
+from app.leads.attribution_schemas import LeadAttribution
 from app.opportunities.schemas import Amount, Opportunity, OpportunityName, OwnerId
 
 LeadStatus = Literal[
@@ -95,6 +97,8 @@ class LeadCreate(InputModel):
         "duplicate_lead) or merge (update that lead with the non-empty fields sent "
         "and return it with 200).",
     )
+    # Excluded from model_dump, so it never becomes a column; it becomes the first touch.
+    attribution: LeadAttribution | None = Field(default=None, exclude=True)
 
 
 class LeadUpdate(InputModel):
@@ -150,6 +154,10 @@ class Lead(OutputModel):
     contact_id: ContactId | None
     opportunity_id: OpportunityId | None
     converted_at: datetime | None
+    first_touch_id: TouchId | None = Field(
+        description="See GET /v1/leads/{lead_id}/touches."
+    )
+    last_touch_id: TouchId | None
     version: int
     created_at: datetime
     updated_at: datetime

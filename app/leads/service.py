@@ -15,6 +15,8 @@ from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.leads import states
+from app.leads.attribution import record_touch
+from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import duplicate_error
 from app.leads.errors import InvalidLeadTransition, LeadNotFound
 from app.leads.identity import create_values, keys_of
@@ -69,7 +71,9 @@ class LeadService:
         )
 
         if existing is None:
-            lead = await self.insert_new(session, principal, values)
+            lead = await self.insert_new(
+                session, principal, values, attribution=payload.attribution
+            )
             if lead is not None:
                 return CreateOutcome(lead, created=True)
             # A concurrent request created the same open lead after our check.
@@ -84,12 +88,19 @@ class LeadService:
                 )
 
         if payload.on_duplicate == "merge":
-            lead = await merge_capture(session, principal, existing, values)
+            lead = await merge_capture(
+                session, principal, existing, values, attribution=payload.attribution
+            )
             return CreateOutcome(lead, created=False)
         raise await duplicate_error(session, workspace_id, keys_of(values), existing)
 
     async def insert_new(
-        self, session: AsyncSession, principal: Principal, values: dict[str, Any]
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        values: dict[str, Any],
+        *,
+        attribution: LeadAttribution | None = None,
     ) -> Lead | None:
         """Insert a lead from column values and emit ``lead.created``.
 
@@ -106,6 +117,7 @@ class LeadService:
         lead = await repository.insert(values)
         if lead is None:
             return None
+        await record_touch(session, lead, channel=lead.source, attribution=attribution)
 
         await emit(
             session,
@@ -156,6 +168,8 @@ class LeadService:
         query: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        campaign_id: uuid.UUID | None = None,
+        partner_id: uuid.UUID | None = None,
     ) -> tuple[Sequence[Lead], str | None, bool]:
         return await LeadRepository.from_session(session).list(
             workspace_id,
@@ -167,6 +181,8 @@ class LeadService:
             query=query,
             created_after=created_after,
             created_before=created_before,
+            campaign_id=campaign_id,
+            partner_id=partner_id,
         )
 
     async def update(

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.errors import Conflict
 from app.core.events import emit
+from app.leads.attribution import record_touch
+from app.leads.attribution_schemas import LeadAttribution
 from app.leads.repository import LeadRepository
 from app.leads.serialize import lead_data
 from app.models import Lead
@@ -71,8 +73,13 @@ async def merge_capture(
     principal: Principal,
     lead_id: uuid.UUID,
     values: dict[str, Any],
+    *,
+    attribution: LeadAttribution | None = None,
 ) -> Lead:
-    """Update the open lead ``lead_id`` with the non-empty ``values`` of a create."""
+    """Update the open lead ``lead_id`` with the non-empty ``values`` of a create.
+
+    The capture is recorded as a touch of that lead, as every capture is.
+    """
     repository = LeadRepository.from_session(session)
     lead = await repository.get(principal.workspace_id, lead_id, for_update=True)
     if (
@@ -86,6 +93,11 @@ async def merge_capture(
             "again and retry."
         )
 
+    # The touch is written first: its insert flushes, and the lead's changes then
+    # go out in one update with one version.
+    await record_touch(
+        session, lead, channel=values.get("source") or "api", attribution=attribution
+    )
     absorb(lead, values, source_wins=True)
     if not session.is_modified(lead):
         return lead

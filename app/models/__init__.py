@@ -1,5 +1,13 @@
 """SQLAlchemy models of every aggregate, re-exported so that Alembic's metadata includes them all."""
 
+from app.models.attribution import (
+    Campaign,
+    CaptureForm,
+    FormPublishableKey,
+    LeadConsent,
+    LeadTouch,
+    Partner,
+)
 from app.models.base import Base
 from app.models.billing import (
     Invoice,
@@ -32,17 +40,23 @@ from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 __all__ = [
     "ApiKey",
     "Base",
+    "Campaign",
+    "CaptureForm",
     "Contact",
     "Customer",
     "EmailSuppression",
     "Enrollment",
     "Event",
+    "FormPublishableKey",
     "IdempotencyKey",
     "Invoice",
     "InvoiceLine",
     "InvoiceNumberSeries",
     "Lead",
+    "LeadConsent",
+    "LeadTouch",
     "Opportunity",
+    "Partner",
     "Payment",
     "PaymentAllocation",
     "Pipeline",

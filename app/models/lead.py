@@ -60,3 +60,6 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     )
     erased_at: Mapped[datetime | None]
     erased_by: Mapped[str | None] = mapped_column(String(200))
+    # The first and latest rows of lead_touches, kept here so lists need no join.
+    first_touch_id: Mapped[uuid.UUID | None]
+    last_touch_id: Mapped[uuid.UUID | None]

@@ -38,6 +38,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "lead",
         "A lead's personal data was erased, also from its earlier events.",
     ),
+    EventType(
+        "lead.touch_recorded",
+        "lead",
+        "A capture of an existing open lead added a touch; last_touch_id names it.",
+    ),
+    EventType("campaign.created", "campaign", "A campaign was created."),
+    EventType("campaign.updated", "campaign", "A campaign's fields or status changed."),
+    EventType("partner.created", "partner", "A referral partner was created."),
+    EventType("partner.updated", "partner", "A referral partner's fields changed."),
+    EventType("form.created", "form", "A capture form was created."),
+    EventType("form.updated", "form", "A capture form's settings changed."),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(

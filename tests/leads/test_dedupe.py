@@ -136,10 +136,10 @@ class TestMergeOnDuplicate:
         types = (await session.scalars(select(Event.type).order_by(Event.id))).all()
         assert types == ["lead.created", "lead.updated"]
 
-    async def test_nothing_new_emits_nothing(
+    async def test_same_fields_record_only_a_touch(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
-        await post_lead(client, auth, email="ada@acme.com", first_name="Ada")
+        first = await post_lead(client, auth, email="ada@acme.com", first_name="Ada")
 
         response = await client.post(
             "/v1/leads",
@@ -147,13 +147,22 @@ class TestMergeOnDuplicate:
                 "email": "ada@acme.com",
                 "first_name": "Ada",
                 "on_duplicate": "merge",
+                "attribution": {"utm_source": "newsletter"},
             },
             headers=auth,
         )
 
         assert response.status_code == 200
-        assert response.json()["version"] == 1
-        assert await session.scalar(select(func.count()).select_from(Event)) == 1
+        lead = response.json()
+        assert lead["first_name"] == "Ada"
+        assert lead["last_touch_id"] != first["first_touch_id"]
+        touches = await client.get(f"/v1/leads/{first['id']}/touches", headers=auth)
+        assert [touch["utm_source"] for touch in touches.json()["data"]] == [
+            "newsletter",
+            None,
+        ]
+        types = (await session.scalars(select(Event.type).order_by(Event.id))).all()
+        assert types == ["lead.created", "lead.updated"]
 
     async def test_no_duplicate_creates(
         self, client: httpx.AsyncClient, auth: dict[str, str]

@@ -1,0 +1,90 @@
+"""Touches and consents through a lead's merge, erasure and data export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.leads.privacy_rows import row_data
+from app.models import Lead, LeadConsent, LeadTouch
+
+
+async def move_touches(
+    session: AsyncSession, duplicate: Lead, survivor: Lead, actor: str | None
+) -> None:
+    """Give the survivor the duplicate's touches and consents; the callers lock both.
+
+    The survivor's first and latest touch are then the earliest and latest of all its
+    touches, so a merged duplicate that was captured first becomes the first touch.
+    """
+    for model in (LeadTouch, LeadConsent):
+        await session.execute(
+            update(model)
+            .where(
+                model.workspace_id == duplicate.workspace_id,
+                model.lead_id == duplicate.id,
+            )
+            .values(lead_id=survivor.id)
+        )
+    ordered = (
+        await session.scalars(
+            select(LeadTouch.id)
+            .where(
+                LeadTouch.workspace_id == survivor.workspace_id,
+                LeadTouch.lead_id == survivor.id,
+            )
+            .order_by(LeadTouch.occurred_at, LeadTouch.id)
+        )
+    ).all()
+    if ordered:
+        survivor.first_touch_id = ordered[0]
+        survivor.last_touch_id = ordered[-1]
+
+
+async def erase_touches(session: AsyncSession, lead: Lead) -> None:
+    """Remove what touches and consents hold about the person, keeping the channels.
+
+    Landing pages and referrers may carry an address in their query strings, and a
+    consent's client address and user agent identify a device; campaign, partner,
+    channel and `utm_*` values stay, since attribution figures count them.
+    """
+    await session.execute(
+        update(LeadTouch)
+        .where(
+            LeadTouch.workspace_id == lead.workspace_id, LeadTouch.lead_id == lead.id
+        )
+        .values(landing_page=None, referrer=None)
+    )
+    await session.execute(
+        update(LeadConsent)
+        .where(
+            LeadConsent.workspace_id == lead.workspace_id,
+            LeadConsent.lead_id == lead.id,
+        )
+        .values(ip_address=None, user_agent=None)
+    )
+
+
+async def export_touches(session: AsyncSession, lead: Lead) -> Any:
+    rows = await session.scalars(
+        select(LeadTouch)
+        .where(
+            LeadTouch.workspace_id == lead.workspace_id, LeadTouch.lead_id == lead.id
+        )
+        .order_by(LeadTouch.occurred_at, LeadTouch.id)
+    )
+    return [row_data(row) for row in rows]
+
+
+async def export_consents(session: AsyncSession, lead: Lead) -> Any:
+    rows = await session.scalars(
+        select(LeadConsent)
+        .where(
+            LeadConsent.workspace_id == lead.workspace_id,
+            LeadConsent.lead_id == lead.id,
+        )
+        .order_by(LeadConsent.given_at, LeadConsent.id)
+    )
+    return [row_data(row) for row in rows]

@@ -1,0 +1,115 @@
+"""Touches and consents of a lead through merge, erasure and data export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.models import LeadConsent, LeadTouch
+from tests.leads.factories import create_form, create_publishable_key
+
+ORIGIN = "https://www.example.com"
+
+
+async def post_lead(
+    client: httpx.AsyncClient, auth: dict[str, str], **fields: Any
+) -> dict[str, Any]:
+    response = await client.post("/v1/leads", json=fields, headers=auth)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def capture_with_consent(
+    client: httpx.AsyncClient, auth: dict[str, str], email: str
+) -> None:
+    form = await create_form(
+        client, auth, consent_text="Email me about Acme.", consent_version="v1"
+    )
+    key = await create_publishable_key(client, auth, form["id"])
+    response = await client.post(
+        f"/v1/capture/{form['id']}",
+        json={"email": email, "consent": True},
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Origin": ORIGIN,
+            "Referer": f"{ORIGIN}/signup?email={email}",
+            "User-Agent": "Browser/1.0",
+        },
+    )
+    assert response.status_code == 200, response.text
+
+
+class TestMergeMovesTouches:
+    async def test_touches_and_consents_move(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        duplicate = await post_lead(
+            client, auth, email="ada@old.example", attribution={"utm_source": "ads"}
+        )
+        await capture_with_consent(client, auth, "ada@old.example")
+        survivor = await post_lead(client, auth, email="ada@new.example")
+
+        response = await client.post(
+            f"/v1/leads/{survivor['id']}/merge",
+            json={"duplicate_id": duplicate["id"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        merged = response.json()
+        touches = (
+            await client.get(f"/v1/leads/{survivor['id']}/touches", headers=auth)
+        ).json()["data"]
+        assert len(touches) == 3
+        assert merged["first_touch_id"] == duplicate["first_touch_id"]
+        assert merged["last_touch_id"] == survivor["first_touch_id"]
+        consent = await session.scalar(select(LeadConsent))
+        assert consent is not None
+        assert ids.encode("lead", consent.lead_id) == survivor["id"]
+        moved = await client.get(f"/v1/leads/{duplicate['id']}/touches", headers=auth)
+        assert moved.json()["data"] == []
+
+
+class TestEraseScrubsTouches:
+    async def test_referrer_and_device_removed(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        await capture_with_consent(client, auth, "ada@example.com")
+        lead_id = (await client.get("/v1/leads", headers=auth)).json()["data"][0]["id"]
+
+        response = await client.post(f"/v1/leads/{lead_id}/erase", headers=auth)
+
+        assert response.status_code == 200, response.text
+        touch = await session.scalar(select(LeadTouch))
+        consent = await session.scalar(select(LeadConsent))
+        assert touch is not None
+        assert consent is not None
+        await session.refresh(touch)
+        await session.refresh(consent)
+        assert touch.referrer is None
+        assert touch.landing_page is None
+        assert touch.channel == "web_form"
+        assert consent.ip_address is None
+        assert consent.user_agent is None
+        assert consent.consent_version == "v1"
+
+
+class TestExportIncludesTouches:
+    async def test_sections(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        await capture_with_consent(client, auth, "ada@example.com")
+        lead_id = (await client.get("/v1/leads", headers=auth)).json()["data"][0]["id"]
+
+        response = await client.get(f"/v1/leads/{lead_id}/export", headers=auth)
+
+        assert response.status_code == 200, response.text
+        export = response.json()["data"]
+        assert [touch["channel"] for touch in export["touches"]] == ["web_form"]
+        assert export["consents"][0]["consent_text"] == "Email me about Acme."
+        assert export["consents"][0]["user_agent"] == "Browser/1.0"
