@@ -22,7 +22,9 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.customfields.router import router as custom_fields_router
 from app.leads.router import router as leads_router
+from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
 from app.opportunities.router import router as opportunities_router
@@ -89,6 +91,8 @@ def create_app(
     app.include_router(ops.router)
     for router in (
         leads_router,
+        custom_fields_router,
+        scoring_router,
         nurture_router,
         customers_router,
         opportunities_router,

@@ -40,6 +40,9 @@ PREFIXES: dict[str, str] = {
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",
     "provider_event": "pe",
+    "custom_field": "cf",
+    "scoring_rule": "srule",
+    "engagement": "eng",
 }
 
 

@@ -199,6 +199,9 @@ PaymentId = _id_type("payment")
 EventId = _id_type("event")
 WebhookEndpointId = _id_type("webhook_endpoint")
 WebhookDeliveryId = _id_type("webhook_delivery")
+CustomFieldId = _id_type("custom_field")
+ScoringRuleId = _id_type("scoring_rule")
+EngagementId = _id_type("engagement")
 
 
 _RFC3339 = re.compile(

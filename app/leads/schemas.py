@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
@@ -23,6 +23,7 @@ from app.customers.schemas import (
     Email,
     PaymentTermsDays,
 )
+from app.leads.scoring_schemas import ScoreItem
 from app.opportunities.schemas import Amount, Opportunity, OpportunityName, OwnerId
 
 LeadStatus = Literal[
@@ -40,6 +41,24 @@ LeadSource = Literal["web_form", "campaign", "partner", "import", "api", "referr
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+def _normalize_tags(tags: list[str] | None) -> list[str] | None:
+    if tags is None:
+        return None
+    return list(dict.fromkeys(tag.lower() for tag in tags))
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s]+$")]
+Tags = Annotated[
+    list[Tag],
+    Field(
+        max_length=50,
+        description="Up to 50 tags without commas or spaces; stored lower-cased, "
+        "each once.",
+    ),
+    AfterValidator(_normalize_tags),
+]
+
+
 class LeadCreate(InputModel):
     email: EmailStr = Field(max_length=320)
     first_name: ShortText | None = None
@@ -52,8 +71,11 @@ class LeadCreate(InputModel):
     owner_id: ShortText | None = None
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] = Field(
-        default_factory=dict, description="Custom fields, kept as given."
+        default_factory=dict,
+        description="Custom fields: keys with a definition in /v1/custom-fields are "
+        "checked against it, others are kept as given.",
     )
+    tags: Tags = Field(default_factory=list)
 
 
 class LeadUpdate(InputModel):
@@ -66,7 +88,12 @@ class LeadUpdate(InputModel):
     timezone: TimeZone | None = None
     owner_id: ShortText | None = None
     notes: Annotated[str, Field(max_length=10_000)] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="Replaces every attribute; null clears them."
+    )
+    tags: Tags | None = Field(
+        default=None, description="Replaces every tag; null clears them."
+    )
     status: LeadStatus | None = Field(
         default=None,
         description="Move the lead to another status; see GET /v1/meta/state-machines.",
@@ -93,6 +120,15 @@ class Lead(OutputModel):
     contact_id: ContactId | None
     opportunity_id: OpportunityId | None
     converted_at: datetime | None
+    tags: list[str]
+    score: int = Field(description="The sum of the points of the scoring rules.")
+    score_breakdown: list[ScoreItem] = Field(
+        description="Each scoring rule that gave non-zero points."
+    )
+    sales_ready_at: datetime | None = Field(
+        description="Since when the score has been at or above the workspace's "
+        "threshold; null below it."
+    )
     version: int
     created_at: datetime
     updated_at: datetime

@@ -13,12 +13,14 @@ from app.core.auth import Principal
 from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
+from app.customfields.service import check_attributes
 from app.leads import states
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
 from app.leads.schemas import Lead as LeadSchema
 from app.leads.schemas import LeadCreate, LeadUpdate
+from app.leads.scoring import lead_scoring
 from app.models import Lead
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,9 @@ class LeadService:
     ) -> Lead:
         repository = LeadRepository.from_session(session)
         email_normalized = normalize_email(payload.email)
+        await check_attributes(
+            session, principal.workspace_id, "lead", payload.attributes
+        )
         await self._reject_duplicate(
             repository, principal.workspace_id, email_normalized
         )
@@ -68,6 +73,7 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        await lead_scoring.score_lead(session, lead, principal.actor)
         log.info("lead.created", lead_id=str(lead.id))
         return lead
 
@@ -159,6 +165,11 @@ class LeadService:
             lead.email_normalized = normalized
         if "attributes" in changes and changes["attributes"] is None:
             changes["attributes"] = {}
+        if "tags" in changes and changes["tags"] is None:
+            changes["tags"] = []
+        await check_attributes(
+            session, lead.workspace_id, "lead", changes.get("attributes")
+        )
         new_status = changes.pop("status", None)
         previous_status = lead.status
         if new_status is not None and new_status != lead.status:
@@ -181,6 +192,7 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        await lead_scoring.score_lead(session, lead, principal.actor)
         if lead.status != previous_status:
             log.info(
                 "lead.status_changed",

@@ -26,6 +26,7 @@ from app.models.sales import (
     Stage,
     StageTransition,
 )
+from app.models.scoring import CustomFieldDefinition, LeadEngagement, ScoringRule
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
@@ -33,6 +34,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Contact",
+    "CustomFieldDefinition",
     "Customer",
     "EmailSuppression",
     "Enrollment",
@@ -42,11 +44,13 @@ __all__ = [
     "InvoiceLine",
     "InvoiceNumberSeries",
     "Lead",
+    "LeadEngagement",
     "Opportunity",
     "Payment",
     "PaymentAllocation",
     "Pipeline",
     "ProviderEvent",
+    "ScoringRule",
     "Sequence",
     "SequenceStep",
     "Stage",
