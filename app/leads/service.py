@@ -16,6 +16,7 @@ from app.core.events import emit
 from app.customfields.service import check_attributes
 from app.leads import states
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
+from app.leads.listing import DEFAULT_SORT, listing_filters
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
 from app.leads.schemas import Lead as LeadSchema
@@ -123,13 +124,24 @@ class LeadService:
         *,
         limit: int,
         cursor: str | None,
-        status: str | None = None,
+        status: Sequence[str] | None = None,
         owner_id: str | None = None,
         email: str | None = None,
         query: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        sources: Sequence[str] | None = None,
+        score_min: int | None = None,
+        score_max: int | None = None,
+        tags: Sequence[str] | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        attribute_filters: Sequence[str] | None = None,
+        sort: str = DEFAULT_SORT,
     ) -> tuple[Sequence[Lead], str | None, bool]:
+        filters = await listing_filters(
+            session, workspace_id, score_min, score_max, attribute_filters
+        )
         return await LeadRepository.from_session(session).list(
             workspace_id,
             limit=limit,
@@ -140,6 +152,14 @@ class LeadService:
             query=query,
             created_after=created_after,
             created_before=created_before,
+            sources=sources,
+            score_min=score_min,
+            score_max=score_max,
+            tags=[tag.lower() for tag in tags or ()],
+            updated_after=updated_after,
+            updated_before=updated_before,
+            attribute_filters=filters,
+            sort=sort,
         )
 
     async def update(
