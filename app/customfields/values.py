@@ -1,7 +1,7 @@
 """Checking attribute values against their custom field definitions.
 
 Values are stored as JSON exactly as given. A number is a JSON number (an integer or a
-finite decimal), never a string; amounts of money belong in integer minor units, as in
+finite decimal), never a string. Amounts of money belong in integer minor units, as in
 the rest of the API. A date is a ``YYYY-MM-DD`` string, a boolean is ``true`` or
 ``false``, and a choice is one of the definition's strings.
 """

@@ -4,8 +4,8 @@ A lead's score is the sum of its rules' points, and ``score_breakdown`` lists ev
 that gave non-zero points. The score is derived data: a change writes only the scoring
 columns, so it bumps neither the lead's ``version`` nor its ``updated_at``, and emits
 ``lead.score_changed``. When the score reaches the workspace's threshold,
-``sales_ready_at`` is set and ``lead.sales_ready`` emitted; while the score stays at or
-above the threshold nothing more is emitted. When it falls below, ``sales_ready_at`` is
+``sales_ready_at`` is set and ``lead.sales_ready`` emitted. Nothing more is emitted
+while the score stays at or above the threshold. When it falls below, ``sales_ready_at`` is
 cleared, so a later rise emits ``lead.sales_ready`` again.
 
 Scores are recomputed in the request that writes the lead or records an engagement.

@@ -713,7 +713,7 @@ class TestBackgroundRescore:
         rescore_at = await session.scalar(
             select(Lead.rescore_at).where(Lead.id == lead_id)
         )
-        # Moving the engagement two days back stands in for two days passing.
+        # Moving the engagement two days back has the effect of two days passing.
         await session.execute(
             update(LeadEngagement).values(occurred_at=occurred - timedelta(days=2))
         )

@@ -301,7 +301,7 @@ class TestAttributeFilters:
     async def test_too_many_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        params = [("attribute", f"k{i}:eq:1") for i in range(11)]
+        params = {"attribute": [f"k{i}:eq:1" for i in range(11)]}
 
         response = await client.get("/v1/leads", params=params, headers=auth)
 
