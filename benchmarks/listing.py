@@ -69,6 +69,13 @@ WORKLOADS = (
         "last_name",
     ),
     Workload(
+        "q=company 1, sort=-created_at",
+        {"q": "company 1", "sort": "-created_at"},
+        "search_text LIKE '%company 1%'",
+        "created_at DESC, id DESC",
+        "created_at",
+    ),
+    Workload(
         "score_min=100, sort=-created_at",
         {"score_min": "100", "sort": "-created_at"},
         "score >= 100",
