@@ -106,6 +106,8 @@ def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         made_for, value, id_hex = orjson.loads(raw)
+        if not isinstance(id_hex, str):
+            raise TypeError("the id is not a string")
         lead_id = uuid.UUID(hex=id_hex)
     except (ValueError, TypeError) as error:
         raise _invalid_cursor("not a cursor of this list") from error

@@ -418,7 +418,15 @@ class TestSorts:
         assert "sort=score" in response.json()["detail"]
 
     @pytest.mark.parametrize(
-        "cursor", ["bm90LWpzb24", "WyJzY29yZSIsIngiLCIwMCJd", "A" * 600]
+        "cursor",
+        [
+            "bm90LWpzb24",
+            "WyJzY29yZSIsIngiLCIwMCJd",
+            "WyJzY29yZSIsMSw1XQ",
+            "eyJhIjoxfQ",
+            "WyJzY29yZSIsdHJ1ZSwiMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAiXQ",
+            "A" * 600,
+        ],
     )
     async def test_forged_cursor_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str], cursor: str
