@@ -22,9 +22,11 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.customfields.router import router as custom_fields_router
 from app.leads.attribution_routes import router as attribution_router
 from app.leads.identity_router import router as lead_identity_router
 from app.leads.router import router as leads_router
+from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
 from app.opportunities.router import router as opportunities_router
@@ -93,6 +95,8 @@ def create_app(
         lead_identity_router,
         leads_router,
         attribution_router,
+        custom_fields_router,
+        scoring_router,
         nurture_router,
         customers_router,
         opportunities_router,

@@ -21,6 +21,7 @@ from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
+from app.leads.scoring import RESCORE_BATCH, lead_scoring
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
 from app.settings import Settings
@@ -179,6 +180,39 @@ async def start_mailer(ctx: dict[str, Any]) -> None:
         )
 
 
+async def rescore_leads(ctx: dict[str, Any], workspace_id: str) -> int:
+    """Rescore a workspace's open leads scored with an older version, in batches."""
+    workspace = uuid.UUID(workspace_id)
+    rescored = 0
+    after: uuid.UUID | None = None
+    for _ in range(MAX_SWEEP_BATCHES):
+        async with unit_of_work(ctx) as session:
+            count, after = await lead_scoring.rescore_stale(
+                session, workspace, after=after
+            )
+        rescored += count
+        if after is None:
+            break
+    log.info("lead_scores.job_done", workspace_id=workspace_id, count=rescored)
+    return rescored
+
+
+async def sweep_lead_scores(ctx: dict[str, Any]) -> int:
+    """Rescore leads left stale by a lost job, and those whose points decayed."""
+    rescored = 0
+    async with unit_of_work(ctx) as session:
+        workspaces = await lead_scoring.stale_workspaces(session)
+    for workspace_id in workspaces:
+        rescored += await rescore_leads(ctx, str(workspace_id))
+    for _ in range(MAX_SWEEP_BATCHES):
+        async with unit_of_work(ctx) as session:
+            count = await lead_scoring.rescore_due(session)
+        rescored += count
+        if count < RESCORE_BATCH:
+            break
+    return rescored
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -192,10 +226,17 @@ FUNCTIONS: list[Any] = [
     sweep_webhooks,
     run_enrollment_step,
     sweep_due_enrollments,
+    rescore_leads,
+    sweep_lead_scores,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
-SWEEPS: list[Any] = [sweep_provider_events, sweep_webhooks, sweep_due_enrollments]
+SWEEPS: list[Any] = [
+    sweep_provider_events,
+    sweep_webhooks,
+    sweep_due_enrollments,
+    sweep_lead_scores,
+]
 CRON_JOBS: list[Any] = []
 STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]
 SHUTDOWN_HOOKS: list[Hook] = [close_webhook_sender]

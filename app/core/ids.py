@@ -44,6 +44,9 @@ PREFIXES: dict[str, str] = {
     "partner": "ptr",
     "form": "form",
     "touch": "tch",
+    "custom_field": "cf",
+    "scoring_rule": "srule",
+    "engagement": "eng",
 }
 
 

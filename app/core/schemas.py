@@ -203,6 +203,9 @@ CampaignId = _id_type("campaign")
 PartnerId = _id_type("partner")
 FormId = _id_type("form")
 TouchId = _id_type("touch")
+CustomFieldId = _id_type("custom_field")
+ScoringRuleId = _id_type("scoring_rule")
+EngagementId = _id_type("engagement")
 
 
 _RFC3339 = re.compile(

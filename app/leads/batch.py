@@ -26,6 +26,7 @@ from app.core.errors import (
     problem_body,
     validation_field_errors,
 )
+from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import DuplicateRepository
 from app.leads.errors import DuplicateLead
 from app.leads.identity import create_values
@@ -58,6 +59,7 @@ class ItemResult:
     lead: Lead | None = None
     error: dict[str, Any] | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    attribution: LeadAttribution | None = None
 
     def fail(self, status: str, error: DomainError) -> None:
         self.status = status
@@ -94,9 +96,14 @@ async def create_batch(
         if result.status != "created":
             continue
         if payload.all_or_none:
-            result.lead = await lead_service.insert_new(
-                session, principal, result.values
-            )
+            try:
+                result.lead = await lead_service.insert_new(
+                    session, principal, result.values, attribution=result.attribution
+                )
+            except DomainError as error:
+                # Checks against stored rows (custom fields, campaigns) run here.
+                result.fail("invalid", error)
+                raise _batch_rejected(results, [result]) from None
         else:
             await _insert_alone(session, principal, result)
         if result.status == "created" and result.lead is None:
@@ -142,6 +149,7 @@ def _prepare(
             ),
         )
         return result
+    result.attribution = payload.attribution
     try:
         result.values = create_values(payload, default_phone_region)
     except InvalidInput as error:
@@ -198,8 +206,12 @@ async def _insert_alone(
     try:
         async with session.begin_nested():
             result.lead = await lead_service.insert_new(
-                session, principal, result.values
+                session, principal, result.values, attribution=result.attribution
             )
+    except DomainError as error:
+        # Checks against stored rows (custom fields, campaigns) run at the insert.
+        result.fail("invalid", error)
+        return
     except IntegrityError as error:
         log.warning(
             "lead.batch_item_conflict", index=result.index, error=str(error.orig)

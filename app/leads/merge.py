@@ -21,6 +21,7 @@ from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.leads.attribution_lifecycle import move_touches
 from app.leads.errors import LeadNotFound, LeadNotMergeable
+from app.leads.scoring_lifecycle import move_engagements
 from app.leads.serialize import lead_data
 from app.leads.survivorship import absorb, lead_values
 from app.models import Lead
@@ -32,7 +33,7 @@ log = structlog.get_logger(__name__)
 # locked. It moves or closes the duplicate's rows and emits their events.
 Mover = Callable[[AsyncSession, Lead, Lead, str | None], Awaitable[None]]
 
-MOVERS: tuple[Mover, ...] = (move_enrollments, move_touches)
+MOVERS: tuple[Mover, ...] = (move_enrollments, move_touches, move_engagements)
 
 UNMERGEABLE_STATUSES = frozenset({"converted", "merged"})
 

@@ -25,6 +25,7 @@ from app.leads.attribution_lifecycle import (
     export_touches,
 )
 from app.leads.privacy_rows import row_data
+from app.leads.scoring_lifecycle import export_engagements
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
 from app.models import Enrollment, Event, Lead, StepRun
@@ -174,6 +175,7 @@ EXPORTERS: tuple[tuple[str, Exporter], ...] = (
     ("enrollments", _export_enrollments),
     ("touches", export_touches),
     ("consents", export_consents),
+    ("engagements", export_engagements),
 )
 
 

@@ -5,15 +5,21 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Select, Table, bindparam, or_, select
+from sqlalchemy import BindParameter, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from app.core.db import driver_connection
-from app.core.pagination import paginate
 from app.leads.attribution_repository import touched_by
+from app.leads.listing import (
+    DEFAULT_SORT,
+    AttributeFilter,
+    attribute_condition,
+    paginate_leads,
+    search_condition,
+)
 from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
 
@@ -134,7 +140,7 @@ class LeadRepository:
         *,
         limit: int,
         cursor: str | None,
-        status: str | None = None,
+        status: Sequence[str] | None = None,
         owner_id: str | None = None,
         email: str | None = None,
         query: str | None = None,
@@ -142,35 +148,45 @@ class LeadRepository:
         created_before: datetime | None = None,
         campaign_id: uuid.UUID | None = None,
         partner_id: uuid.UUID | None = None,
+        sources: Sequence[str] | None = None,
+        score_min: int | None = None,
+        score_max: int | None = None,
+        tags: Sequence[str] | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        attribute_filters: Sequence[AttributeFilter] = (),
+        sort: str = DEFAULT_SORT,
     ) -> tuple[Sequence[Lead], str | None, bool]:
         statement: Select[Lead] = select(Lead).where(Lead.workspace_id == workspace_id)
         statement = touched_by(
             statement, campaign_id=campaign_id, partner_id=partner_id
         )
-        if status is not None:
-            statement = statement.where(Lead.status == status)
+        if status:
+            statement = statement.where(Lead.status.in_(status))
         if owner_id is not None:
             statement = statement.where(Lead.owner_id == owner_id)
         if email is not None:
             statement = statement.where(Lead.email_normalized == email)
         if query:
-            pattern = (
-                "%"
-                + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                + "%"
-            )
-            statement = statement.where(
-                or_(
-                    Lead.email_normalized.ilike(pattern),
-                    Lead.first_name.ilike(pattern),
-                    Lead.last_name.ilike(pattern),
-                    Lead.company.ilike(pattern),
-                )
-            )
+            statement = statement.where(search_condition(query))
         if created_after is not None:
             statement = statement.where(Lead.created_at > created_after)
         if created_before is not None:
             statement = statement.where(Lead.created_at < created_before)
-        return await paginate(
-            self.session, statement, Lead.id, limit=limit, cursor=cursor
+        if sources:
+            statement = statement.where(Lead.source.in_(sources))
+        if score_min is not None:
+            statement = statement.where(Lead.score >= score_min)
+        if score_max is not None:
+            statement = statement.where(Lead.score <= score_max)
+        if tags:
+            statement = statement.where(Lead.tags.contains(list(tags)))
+        if updated_after is not None:
+            statement = statement.where(Lead.updated_at > updated_after)
+        if updated_before is not None:
+            statement = statement.where(Lead.updated_at < updated_before)
+        for item in attribute_filters:
+            statement = statement.where(attribute_condition(item))
+        return await paginate_leads(
+            self.session, statement, sort=sort, limit=limit, cursor=cursor
         )

@@ -8,20 +8,23 @@ from app.core import ids
 from app.core.auth import Principal, require
 from app.core.concurrency import IfMatch, set_etag
 from app.core.openapi import problem_responses
-from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from app.core.pagination import DEFAULT_LIMIT, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import CampaignId, PartnerId, Timestamp
 from app.customers.schemas import Contact, Customer
 from app.leads import paths as _paths  # noqa: F401  (registers lead_id)
 from app.leads.conversion import convert_lead
+from app.leads.listing import DEFAULT_SORT, AttributeFilters, LeadSort, ListCursor
 from app.leads.schemas import (
     Lead,
     LeadConversion,
     LeadConvert,
     LeadCreate,
+    LeadSource,
     LeadStatus,
     LeadUpdate,
+    Tag,
 )
 from app.leads.service import lead_service
 from app.opportunities.schemas import Opportunity
@@ -75,15 +78,21 @@ async def list_leads(
     request: Request,
     principal: Principal = Depends(require("leads:read")),
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-    status: Annotated[LeadStatus | None, Query(description="Only this status.")] = None,
+    cursor: ListCursor = None,
+    status: Annotated[
+        list[LeadStatus] | None,
+        Query(description="Only these statuses; repeat the parameter for several."),
+    ] = None,
     owner_id: Annotated[str | None, Query(max_length=200)] = None,
     email: Annotated[
         str | None, Query(max_length=320, description="Exact email.")
     ] = None,
     q: Annotated[
         str | None,
-        Query(max_length=200, description="Substring of email, name or company."),
+        Query(
+            max_length=200,
+            description="Case-insensitive substring of name, email or company.",
+        ),
     ] = None,
     created_after: Annotated[Timestamp | None, Query()] = None,
     created_before: Annotated[Timestamp | None, Query()] = None,
@@ -94,8 +103,24 @@ async def list_leads(
     partner_id: Annotated[
         PartnerId | None, Query(description="Only leads with a touch of this partner.")
     ] = None,
+    source: Annotated[
+        list[LeadSource] | None,
+        Query(description="Only these sources; repeat the parameter for several."),
+    ] = None,
+    score_min: Annotated[int | None, Query(ge=-1_000_000, le=1_000_000)] = None,
+    score_max: Annotated[int | None, Query(ge=-1_000_000, le=1_000_000)] = None,
+    tag: Annotated[
+        list[Tag] | None,
+        Query(max_length=20, description="Only leads with every one of these tags."),
+    ] = None,
+    updated_after: Annotated[Timestamp | None, Query()] = None,
+    updated_before: Annotated[Timestamp | None, Query()] = None,
+    attribute: AttributeFilters = None,
+    sort: Annotated[
+        LeadSort, Query(description="Sort key; a leading - sorts descending.")
+    ] = DEFAULT_SORT,
 ) -> Page[Lead]:
-    """List leads, newest first."""
+    """List leads, filtered and sorted; newest first by default."""
     rows, next_cursor, has_more = await lead_service.list(
         request.state.session,
         principal.workspace_id,
@@ -109,6 +134,14 @@ async def list_leads(
         created_before=created_before,
         campaign_id=campaign_id,
         partner_id=partner_id,
+        sources=source,
+        score_min=score_min,
+        score_max=score_max,
+        tags=tag,
+        updated_after=updated_after,
+        updated_before=updated_before,
+        attribute_filters=attribute,
+        sort=sort,
     )
     return Page[Lead](
         data=[Lead.model_validate(row) for row in rows],

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
@@ -25,6 +25,7 @@ from app.customers.schemas import (
     PaymentTermsDays,
 )
 from app.leads.attribution_schemas import LeadAttribution
+from app.leads.scoring_schemas import ScoreItem
 from app.opportunities.schemas import Amount, Opportunity, OpportunityName, OwnerId
 
 LeadStatus = Literal[
@@ -74,6 +75,24 @@ StatusReason = Annotated[str, Field(min_length=1, max_length=500)]
 OnDuplicate = Literal["reject", "merge"]
 
 
+def _normalize_tags(tags: list[str] | None) -> list[str] | None:
+    if tags is None:
+        return None
+    return list(dict.fromkeys(tag.lower() for tag in tags))
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\s]+$")]
+Tags = Annotated[
+    list[Tag],
+    Field(
+        max_length=50,
+        description="Up to 50 tags without commas or spaces; stored lower-cased, "
+        "each once.",
+    ),
+    AfterValidator(_normalize_tags),
+]
+
+
 class LeadCreate(InputModel):
     email: EmailStr = Field(max_length=320)
     first_name: PersonName | None = None
@@ -86,7 +105,9 @@ class LeadCreate(InputModel):
     owner_id: ShortText | None = None
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] = Field(
-        default_factory=dict, description="Custom fields, kept as given."
+        default_factory=dict,
+        description="Custom fields: keys with a definition in /v1/custom-fields are "
+        "checked against it, others are kept as given.",
     )
     phone_region: PhoneRegion | None = None
     company_domain: CompanyDomainInput | None = None
@@ -99,6 +120,7 @@ class LeadCreate(InputModel):
     )
     # Excluded from model_dump, so it never becomes a column; it becomes the first touch.
     attribution: LeadAttribution | None = Field(default=None, exclude=True)
+    tags: Tags = Field(default_factory=list)
 
 
 class LeadUpdate(InputModel):
@@ -111,7 +133,12 @@ class LeadUpdate(InputModel):
     timezone: TimeZone | None = None
     owner_id: ShortText | None = None
     notes: Annotated[str, Field(max_length=10_000)] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="Replaces every attribute; null clears them."
+    )
+    tags: Tags | None = Field(
+        default=None, description="Replaces every tag; null clears them."
+    )
     status: LeadStatus | None = Field(
         default=None,
         description="Move the lead to another status; see GET /v1/meta/state-machines.",
@@ -158,6 +185,15 @@ class Lead(OutputModel):
         description="See GET /v1/leads/{lead_id}/touches."
     )
     last_touch_id: TouchId | None
+    tags: list[str]
+    score: int = Field(description="The sum of the points of the scoring rules.")
+    score_breakdown: list[ScoreItem] = Field(
+        description="Each scoring rule that gave non-zero points."
+    )
+    sales_ready_at: datetime | None = Field(
+        description="Since when the score has been at or above the workspace's "
+        "threshold; null below it."
+    )
     version: int
     created_at: datetime
     updated_at: datetime

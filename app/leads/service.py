@@ -14,15 +14,18 @@ from app.core.auth import Principal
 from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
+from app.customfields.service import check_attributes
 from app.leads import states
 from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import duplicate_error
 from app.leads.errors import InvalidLeadTransition, LeadNotFound
 from app.leads.identity import create_values, keys_of
+from app.leads.listing import DEFAULT_SORT, listing_filters
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
 from app.leads.schemas import LeadCreate, LeadUpdate
+from app.leads.scoring import lead_scoring
 from app.leads.serialize import lead_data as lead_data
 from app.leads.status import apply_status
 from app.leads.survivorship import merge_capture
@@ -88,6 +91,7 @@ class LeadService:
                 )
 
         if payload.on_duplicate == "merge":
+            await check_attributes(session, workspace_id, "lead", payload.attributes)
             lead = await merge_capture(
                 session, principal, existing, values, attribution=payload.attribution
             )
@@ -107,6 +111,9 @@ class LeadService:
         Return None, and change nothing, when an open lead has the same email.
         """
         repository = LeadRepository.from_session(session)
+        await check_attributes(
+            session, principal.workspace_id, "lead", values.get("attributes")
+        )
         values = {
             "id": ids.new_uuid(),
             "workspace_id": principal.workspace_id,
@@ -128,6 +135,7 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        await lead_scoring.score_lead(session, lead, principal.actor)
         log.info("lead.created", lead_id=str(lead.id))
         return lead
 
@@ -162,7 +170,7 @@ class LeadService:
         *,
         limit: int,
         cursor: str | None,
-        status: str | None = None,
+        status: Sequence[str] | None = None,
         owner_id: str | None = None,
         email: str | None = None,
         query: str | None = None,
@@ -170,7 +178,18 @@ class LeadService:
         created_before: datetime | None = None,
         campaign_id: uuid.UUID | None = None,
         partner_id: uuid.UUID | None = None,
+        sources: Sequence[str] | None = None,
+        score_min: int | None = None,
+        score_max: int | None = None,
+        tags: Sequence[str] | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        attribute_filters: Sequence[str] | None = None,
+        sort: str = DEFAULT_SORT,
     ) -> tuple[Sequence[Lead], str | None, bool]:
+        filters = await listing_filters(
+            session, workspace_id, score_min, score_max, attribute_filters
+        )
         return await LeadRepository.from_session(session).list(
             workspace_id,
             limit=limit,
@@ -183,6 +202,14 @@ class LeadService:
             created_before=created_before,
             campaign_id=campaign_id,
             partner_id=partner_id,
+            sources=sources,
+            score_min=score_min,
+            score_max=score_max,
+            tags=[tag.lower() for tag in tags or ()],
+            updated_after=updated_after,
+            updated_before=updated_before,
+            attribute_filters=filters,
+            sort=sort,
         )
 
     async def update(
@@ -203,6 +230,11 @@ class LeadService:
             raise _null_email()
         if "attributes" in changes and changes["attributes"] is None:
             changes["attributes"] = {}
+        if "tags" in changes and changes["tags"] is None:
+            changes["tags"] = []
+        await check_attributes(
+            session, lead.workspace_id, "lead", changes.get("attributes")
+        )
         new_status = changes.pop("status", None)
         status_reason = changes.pop("status_reason", None)
         previous_status = lead.status
@@ -226,6 +258,7 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        await lead_scoring.score_lead(session, lead, principal.actor)
         if lead.status != previous_status:
             log.info(
                 "lead.status_changed",

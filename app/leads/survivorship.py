@@ -14,6 +14,7 @@ from app.core.events import emit
 from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.repository import LeadRepository
+from app.leads.scoring import lead_scoring
 from app.leads.serialize import lead_data
 from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
@@ -113,5 +114,6 @@ async def merge_capture(
         data=lead_data(lead),
         actor=principal.actor,
     )
+    await lead_scoring.score_lead(session, lead, principal.actor)
     log.info("lead.capture_merged", lead_id=str(lead.id))
     return lead

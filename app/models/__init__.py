@@ -34,6 +34,7 @@ from app.models.sales import (
     Stage,
     StageTransition,
 )
+from app.models.scoring import CustomFieldDefinition, LeadEngagement, ScoringRule
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
@@ -43,6 +44,7 @@ __all__ = [
     "Campaign",
     "CaptureForm",
     "Contact",
+    "CustomFieldDefinition",
     "Customer",
     "EmailSuppression",
     "Enrollment",
@@ -55,12 +57,14 @@ __all__ = [
     "Lead",
     "LeadConsent",
     "LeadTouch",
+    "LeadEngagement",
     "Opportunity",
     "Partner",
     "Payment",
     "PaymentAllocation",
     "Pipeline",
     "ProviderEvent",
+    "ScoringRule",
     "Sequence",
     "SequenceStep",
     "Stage",

@@ -4,12 +4,44 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import Computed, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
 
 OPEN_LEAD_STATUSES = ("new", "working", "nurturing", "qualified")
+
+
+# Keyset listing sorts on (key, id) within a workspace; each sort has its own index.
+LISTING_INDEXES = (
+    Index("ix_leads_workspace_updated", "workspace_id", "updated_at", "id"),
+    Index("ix_leads_workspace_score", "workspace_id", "score", "id"),
+    Index(
+        "ix_leads_workspace_last_name",
+        "workspace_id",
+        text("coalesce(last_name, '')"),
+        "id",
+    ),
+    Index("ix_leads_tags", "tags", postgresql_using="gin"),
+    Index(
+        "ix_leads_attributes",
+        "attributes",
+        postgresql_using="gin",
+        postgresql_ops={"attributes": "jsonb_path_ops"},
+    ),
+    Index(
+        "ix_leads_workspace_scored_version",
+        "workspace_id",
+        "scored_version",
+        postgresql_where=text("status IN ('new', 'working', 'nurturing', 'qualified')"),
+    ),
+    Index(
+        "ix_leads_rescore_at",
+        "rescore_at",
+        postgresql_where=text("rescore_at IS NOT NULL"),
+    ),
+)
 
 
 class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
@@ -31,6 +63,7 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         # Secondary duplicate signals: leads sharing a phone number or company domain.
         Index("ix_leads_workspace_phone", "workspace_id", "phone_normalized"),
         Index("ix_leads_workspace_company_domain", "workspace_id", "company_domain"),
+        *LISTING_INDEXES,
     )
 
     email: Mapped[str] = mapped_column(String(320))
@@ -63,3 +96,25 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     # The first and latest rows of lead_touches, kept here so lists need no join.
     first_touch_id: Mapped[uuid.UUID | None]
     last_touch_id: Mapped[uuid.UUID | None]
+    tags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default="{}"
+    )
+    # The lowered name, email and company that the q filter of GET /v1/leads matches.
+    search_text: Mapped[str] = mapped_column(
+        Text,
+        Computed(
+            "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' "
+            "|| email_normalized || ' ' || coalesce(company, ''))",
+            persisted=True,
+        ),
+    )
+    score: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    score_breakdown: Mapped[list[Any]] = mapped_column(
+        default=list, server_default="[]"
+    )
+    sales_ready_at: Mapped[datetime | None]
+    # The workspace's scoring_version that the score was computed with; the sweep
+    # rescores open leads below the current one.
+    scored_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When decaying engagement points next change the score; null when they never do.
+    rescore_at: Mapped[datetime | None]

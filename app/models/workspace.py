@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ARRAY, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ARRAY, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin
@@ -17,6 +17,10 @@ class Workspace(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     default_currency: Mapped[str] = mapped_column(String(3), default="USD")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Lead scoring: the score that makes a lead sales-ready (null: never), and a counter
+    # that every change of a rule or of the threshold bumps.
+    scoring_threshold: Mapped[int | None] = mapped_column(Integer)
+    scoring_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKey(IdMixin, TimestampMixin, Base):

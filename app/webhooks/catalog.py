@@ -49,6 +49,33 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("partner.updated", "partner", "A referral partner's fields changed."),
     EventType("form.created", "form", "A capture form was created."),
     EventType("form.updated", "form", "A capture form's settings changed."),
+    EventType(
+        "lead.score_changed",
+        "lead",
+        "A lead's score changed, after a write, an engagement, a rule change or decay.",
+    ),
+    EventType(
+        "lead.sales_ready",
+        "lead",
+        "A lead's score reached the workspace's threshold; emitted again only after "
+        "it fell below and rose again.",
+    ),
+    EventType(
+        "engagement.created", "engagement", "An engagement of a lead was recorded."
+    ),
+    EventType("custom_field.created", "custom_field", "A custom field was defined."),
+    EventType(
+        "custom_field.updated", "custom_field", "A custom field definition changed."
+    ),
+    EventType("custom_field.deleted", "custom_field", "A custom field was deleted."),
+    EventType("scoring_rule.created", "scoring_rule", "A scoring rule was created."),
+    EventType("scoring_rule.updated", "scoring_rule", "A scoring rule changed."),
+    EventType("scoring_rule.deleted", "scoring_rule", "A scoring rule was deleted."),
+    EventType(
+        "scoring_settings.updated",
+        "scoring_settings",
+        "The workspace's sales-ready threshold changed.",
+    ),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(

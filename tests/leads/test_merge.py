@@ -121,7 +121,7 @@ class TestMergeLeads:
         ]
         assert events[1].data["title"] == "CTO"
 
-    async def test_unchanged_survivor_no_update_event(
+    async def test_only_touches_join_survivor(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
         survivor = await post_lead(client, auth, email="a@acme.com", title="CTO")
@@ -129,9 +129,13 @@ class TestMergeLeads:
 
         response = await merge(client, auth, survivor["id"], duplicate["id"])
 
-        assert response.json()["version"] == 1
+        merged = response.json()
+        assert merged["version"] == 2
+        assert merged["title"] == "CTO"
+        assert merged["first_touch_id"] == survivor["first_touch_id"]
+        assert merged["last_touch_id"] == duplicate["first_touch_id"]
         types = (await session.scalars(select(Event.type).order_by(Event.id))).all()
-        assert types == ["lead.created", "lead.created", "lead.merged"]
+        assert types == ["lead.created", "lead.created", "lead.merged", "lead.updated"]
 
     async def test_if_match(
         self, client: httpx.AsyncClient, auth: dict[str, str]

@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.core.auth import Principal
+from app.core.concurrency import check_if_match
+from app.core.errors import FieldError, InvalidInput
+from app.core.events import emit
+from app.customfields.errors import (
+    CustomFieldInUse,
+    CustomFieldNotFound,
+    DuplicateCustomField,
+)
+from app.customfields.repository import CustomFieldRepository
+from app.customfields.schemas import CustomField as CustomFieldSchema
+from app.customfields.schemas import CustomFieldCreate, CustomFieldUpdate
+from app.customfields.values import Definition, value_problem
+from app.models import CustomFieldDefinition
+
+log = structlog.get_logger(__name__)
+
+
+def custom_field_data(definition: CustomFieldDefinition) -> dict[str, Any]:
+    """Serialize a definition as the API shows it, for events."""
+    return CustomFieldSchema.model_validate(definition).model_dump(mode="json")
+
+
+def as_definition(row: CustomFieldDefinition) -> Definition:
+    return Definition(
+        key=row.key,
+        type=row.type,
+        choices=tuple(row.choices),
+        required=row.required,
+        max_length=row.max_length,
+    )
+
+
+async def check_attributes(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    object_type: str,
+    attributes: Mapping[str, Any] | None,
+) -> None:
+    """Raise ``InvalidInput`` naming every attribute that breaks its definition.
+
+    ``None`` means the write leaves the attributes as they are, so nothing is checked.
+    Otherwise the attributes replace the stored ones, so required keys must be present.
+    A null value counts as absent. Keys without a definition are kept as given.
+    """
+    if attributes is None:
+        return
+    rows = await CustomFieldRepository.from_session(session).for_write(
+        workspace_id, object_type, attributes.keys()
+    )
+    errors: list[FieldError] = []
+    for row in sorted(rows, key=lambda row: row.key):
+        value = attributes.get(row.key)
+        if value is None:
+            if row.required:
+                errors.append(
+                    FieldError(f"attributes.{row.key}", "is required", "missing")
+                )
+            continue
+        problem = value_problem(as_definition(row), value)
+        if problem is not None:
+            errors.append(
+                FieldError(f"attributes.{row.key}", problem, f"invalid_{row.type}")
+            )
+    if errors:
+        first = errors[0]
+        raise InvalidInput(
+            f"{first['field']} {first['message']}. Fix the values listed in errors; "
+            "GET /v1/custom-fields shows each definition.",
+            errors=errors,
+        )
+
+
+class CustomFieldService:
+    async def create(
+        self, session: AsyncSession, principal: Principal, payload: CustomFieldCreate
+    ) -> CustomFieldDefinition:
+        repository = CustomFieldRepository.from_session(session)
+        existing = await repository.get_by_key(
+            principal.workspace_id, payload.object_type, payload.key
+        )
+        if existing is not None:
+            raise _duplicate(payload.object_type, payload.key, existing.id)
+
+        definition = CustomFieldDefinition(
+            id=ids.new_uuid(),
+            workspace_id=principal.workspace_id,
+            object_type=payload.object_type,
+            key=payload.key,
+            label=payload.label,
+            type=payload.type,
+            choices=payload.choices or [],
+            required=payload.required,
+            max_length=payload.max_length,
+        )
+        session.add(definition)
+        # A concurrent create of the same key fails on the unique constraint, which
+        # the unit of work turns into a 409.
+        await session.flush()
+        await session.refresh(definition)
+
+        await emit(
+            session,
+            workspace_id=definition.workspace_id,
+            type="custom_field.created",
+            object_type="custom_field",
+            object_id=definition.id,
+            data=custom_field_data(definition),
+            actor=principal.actor,
+        )
+        log.info("custom_field.created", custom_field_id=str(definition.id))
+        return definition
+
+    async def get(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        definition_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> CustomFieldDefinition:
+        definition = await CustomFieldRepository.from_session(session).get(
+            workspace_id, definition_id, for_update=for_update
+        )
+        if definition is None:
+            raise CustomFieldNotFound(
+                f"No custom field with id {ids.encode('custom_field', definition_id)} "
+                "exists in this workspace."
+            )
+        return definition
+
+    async def list(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        *,
+        object_type: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[CustomFieldDefinition], str | None, bool]:
+        return await CustomFieldRepository.from_session(session).list(
+            workspace_id, object_type=object_type, limit=limit, cursor=cursor
+        )
+
+    async def definitions_by_key(
+        self, session: AsyncSession, workspace_id: uuid.UUID, object_type: str
+    ) -> dict[str, Definition]:
+        rows, _, _ = await CustomFieldRepository.from_session(session).list(
+            workspace_id, object_type=object_type, limit=10_000, cursor=None
+        )
+        return {row.key: as_definition(row) for row in rows}
+
+    async def update(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        definition_id: uuid.UUID,
+        payload: CustomFieldUpdate,
+        *,
+        if_match: str | None,
+    ) -> CustomFieldDefinition:
+        definition = await self.get(
+            session, principal.workspace_id, definition_id, for_update=True
+        )
+        check_if_match(if_match, definition.version)
+
+        changes = payload.model_dump(exclude_unset=True)
+        for name in ("label", "type", "required"):
+            if name in changes and changes[name] is None:
+                raise _null_field(name)
+        new_type = changes.get("type", definition.type)
+        choices = changes.get(
+            "choices", definition.choices if new_type == "choice" else None
+        )
+        if new_type == "choice" and not choices:
+            raise _option_error("choices", "is required when type is choice")
+        if new_type != "choice" and changes.get("choices") is not None:
+            raise _option_error("choices", "is allowed only when type is choice")
+        max_length = changes.get("max_length", definition.max_length)
+        if new_type != "text" and changes.get("max_length") is not None:
+            raise _option_error("max_length", "is allowed only when type is text")
+        if new_type != definition.type and await CustomFieldRepository.from_session(
+            session
+        ).has_values(definition.workspace_id, definition.object_type, definition.key):
+            raise CustomFieldInUse(
+                f"Some {definition.object_type}s store a value for "
+                f"{definition.key!r}, so its type cannot change from "
+                f"{definition.type} to {new_type}. Create a field with a new key "
+                "instead.",
+                custom_field_id=ids.encode("custom_field", definition.id),
+            )
+
+        definition.label = changes.get("label", definition.label)
+        definition.type = new_type
+        definition.choices = list(choices or [])
+        definition.required = changes.get("required", definition.required)
+        definition.max_length = max_length if new_type == "text" else None
+        if not session.is_modified(definition):
+            return definition
+        await session.flush()
+        await session.refresh(definition)
+
+        await emit(
+            session,
+            workspace_id=definition.workspace_id,
+            type="custom_field.updated",
+            object_type="custom_field",
+            object_id=definition.id,
+            data=custom_field_data(definition),
+            actor=principal.actor,
+        )
+        log.info("custom_field.updated", custom_field_id=str(definition.id))
+        return definition
+
+    async def delete(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        definition_id: uuid.UUID,
+        *,
+        if_match: str | None,
+    ) -> None:
+        definition = await self.get(
+            session, principal.workspace_id, definition_id, for_update=True
+        )
+        check_if_match(if_match, definition.version)
+        data = custom_field_data(definition)
+
+        await session.delete(definition)
+        await emit(
+            session,
+            workspace_id=definition.workspace_id,
+            type="custom_field.deleted",
+            object_type="custom_field",
+            object_id=definition.id,
+            data=data,
+            actor=principal.actor,
+        )
+        log.info("custom_field.deleted", custom_field_id=str(definition.id))
+
+
+def _duplicate(object_type: str, key: str, existing: uuid.UUID) -> DuplicateCustomField:
+    existing_id = ids.encode("custom_field", existing)
+    return DuplicateCustomField(
+        f"The {object_type} custom field {key!r} already exists: {existing_id}. "
+        "Update that definition instead.",
+        existing_id=existing_id,
+    )
+
+
+def _null_field(name: str) -> InvalidInput:
+    return InvalidInput(
+        f"{name} cannot be null. Omit it to keep the current value.",
+        errors=[FieldError(name, "cannot be null", "null_not_allowed")],
+    )
+
+
+def _option_error(name: str, message: str) -> InvalidInput:
+    return InvalidInput(
+        f"{name} {message}.", errors=[FieldError(name, message, "invalid_option")]
+    )
+
+
+custom_field_service = CustomFieldService()
