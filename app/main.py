@@ -22,11 +22,13 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.leads.assignment_router import router as assignment_router
 from app.leads.router import router as leads_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
+from app.users.router import router as users_router
 from app.webhooks.docs import document_webhooks
 from app.webhooks.router import router as webhooks_router
 
@@ -89,6 +91,8 @@ def create_app(
     app.include_router(ops.router)
     for router in (
         leads_router,
+        assignment_router,
+        users_router,
         nurture_router,
         customers_router,
         opportunities_router,

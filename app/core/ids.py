@@ -40,6 +40,11 @@ PREFIXES: dict[str, str] = {
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",
     "provider_event": "pe",
+    "user": "usr",
+    "team": "team",
+    "assignment_rule": "arule",
+    "lead_assignment": "lasg",
+    "activity": "act",
 }
 
 

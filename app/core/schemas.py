@@ -199,6 +199,11 @@ PaymentId = _id_type("payment")
 EventId = _id_type("event")
 WebhookEndpointId = _id_type("webhook_endpoint")
 WebhookDeliveryId = _id_type("webhook_delivery")
+UserId = _id_type("user")
+TeamId = _id_type("team")
+AssignmentRuleId = _id_type("assignment_rule")
+LeadAssignmentId = _id_type("lead_assignment")
+ActivityId = _id_type("activity")
 
 
 _RFC3339 = re.compile(

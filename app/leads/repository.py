@@ -134,7 +134,7 @@ class LeadRepository:
         limit: int,
         cursor: str | None,
         status: str | None = None,
-        owner_id: str | None = None,
+        owner_id: uuid.UUID | None = None,
         email: str | None = None,
         query: str | None = None,
         created_after: datetime | None = None,

@@ -11,7 +11,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
-from app.core.schemas import Timestamp
+from app.core.schemas import Timestamp, UserId
 from app.customers.schemas import Contact, Customer
 from app.leads.conversion import convert_lead
 from app.leads.schemas import (
@@ -62,7 +62,7 @@ async def list_leads(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     status: Annotated[LeadStatus | None, Query(description="Only this status.")] = None,
-    owner_id: Annotated[str | None, Query(max_length=200)] = None,
+    owner_id: Annotated[UserId | None, Query(description="Only this owner.")] = None,
     email: Annotated[
         str | None, Query(max_length=320, description="Exact email.")
     ] = None,

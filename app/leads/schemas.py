@@ -14,6 +14,7 @@ from app.core.schemas import (
     OpportunityId,
     OutputModel,
     TimeZone,
+    UserId,
 )
 from app.customers.schemas import (
     Contact,
@@ -49,7 +50,11 @@ class LeadCreate(InputModel):
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
     timezone: TimeZone | None = None
     source: LeadSource = "api"
-    owner_id: ShortText | None = None
+    owner_id: UserId | None = Field(
+        default=None,
+        description="An active user. When omitted: the On-Behalf-Of user, else the "
+        "assignment rules decide.",
+    )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="Custom fields, kept as given."
@@ -64,7 +69,9 @@ class LeadUpdate(InputModel):
     title: ShortText | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
     timezone: TimeZone | None = None
-    owner_id: ShortText | None = None
+    owner_id: UserId | None = Field(
+        default=None, description="An active user, or null to unassign the lead."
+    )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] | None = None
     status: LeadStatus | None = Field(
@@ -86,7 +93,7 @@ class Lead(OutputModel):
     timezone: str | None
     source: str
     status: LeadStatus
-    owner_id: str | None
+    owner_id: UserId | None
     notes: str | None
     attributes: dict[str, Any]
     customer_id: CustomerId | None

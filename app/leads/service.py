@@ -13,7 +13,7 @@ from app.core.auth import Principal
 from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
-from app.leads import states
+from app.leads import assignment, states
 from app.leads.errors import DuplicateLead, InvalidLeadTransition, LeadNotFound
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
@@ -45,8 +45,10 @@ class LeadService:
             "email_normalized": email_normalized,
             **payload.model_dump(),
         }
-        if values["owner_id"] is None and principal.on_behalf_of is not None:
-            values["owner_id"] = principal.on_behalf_of
+        decision = await assignment.initial_owner(
+            session, principal, values, payload.owner_id
+        )
+        values["owner_id"] = decision.owner_id
         lead = await repository.insert(values)
         if lead is None:
             # A concurrent request created the same open lead after our check.
@@ -69,6 +71,7 @@ class LeadService:
             actor=principal.actor,
         )
         log.info("lead.created", lead_id=str(lead.id))
+        await assignment.record_initial(session, principal, lead, decision)
         return lead
 
     async def _reject_duplicate(
@@ -118,7 +121,7 @@ class LeadService:
         limit: int,
         cursor: str | None,
         status: str | None = None,
-        owner_id: str | None = None,
+        owner_id: uuid.UUID | None = None,
         email: str | None = None,
         query: str | None = None,
         created_after: datetime | None = None,
@@ -159,6 +162,10 @@ class LeadService:
             lead.email_normalized = normalized
         if "attributes" in changes and changes["attributes"] is None:
             changes["attributes"] = {}
+        if "owner_id" in changes:
+            changes["owner_id"] = payload.owner_id
+            await assignment.check_owner(session, principal, payload.owner_id)
+        previous_owner_id = lead.owner_id
         new_status = changes.pop("status", None)
         previous_status = lead.status
         if new_status is not None and new_status != lead.status:
@@ -181,6 +188,14 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        if lead.owner_id != previous_owner_id:
+            await assignment.record_change(
+                session,
+                principal,
+                lead,
+                previous_owner_id,
+                assignment.Decision(lead.owner_id),
+            )
         if lead.status != previous_status:
             log.info(
                 "lead.status_changed",

@@ -1,5 +1,6 @@
 """SQLAlchemy models of every aggregate, re-exported so that Alembic's metadata includes them all."""
 
+from app.models.activity import Activity
 from app.models.base import Base
 from app.models.billing import (
     Invoice,
@@ -18,6 +19,14 @@ from app.models.nurture import (
     SequenceStep,
     StepRun,
 )
+from app.models.owner import (
+    AssignmentCursor,
+    AssignmentRule,
+    LeadAssignment,
+    Team,
+    TeamMember,
+    User,
+)
 from app.models.sales import (
     Contact,
     Customer,
@@ -30,7 +39,10 @@ from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
 __all__ = [
+    "Activity",
     "ApiKey",
+    "AssignmentCursor",
+    "AssignmentRule",
     "Base",
     "Contact",
     "Customer",
@@ -42,6 +54,7 @@ __all__ = [
     "InvoiceLine",
     "InvoiceNumberSeries",
     "Lead",
+    "LeadAssignment",
     "Opportunity",
     "Payment",
     "PaymentAllocation",
@@ -52,6 +65,9 @@ __all__ = [
     "Stage",
     "StageTransition",
     "StepRun",
+    "Team",
+    "TeamMember",
+    "User",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -28,6 +28,7 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             ),
         ),
         Index("ix_leads_workspace_created", "workspace_id", "created_at", "id"),
+        Index("ix_leads_workspace_owner", "workspace_id", "owner_id"),
     )
 
     email: Mapped[str] = mapped_column(String(320))
@@ -40,7 +41,7 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32), default="api")
     status: Mapped[str] = mapped_column(String(32), default="new")
-    owner_id: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     notes: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     customer_id: Mapped[uuid.UUID | None]
