@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from app import ops
+from app.activities.router import router as activities_router
 from app.billing.router import router as billing_router
 from app.core.auth import KeyCache
 from app.core.db import Database
@@ -93,6 +94,7 @@ def create_app(
         leads_router,
         assignment_router,
         users_router,
+        activities_router,
         nurture_router,
         customers_router,
         opportunities_router,

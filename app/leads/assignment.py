@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.auth import Principal
-from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.normalize import company_domain
 from app.leads.assignment_repository import AssignmentRepository
@@ -55,27 +54,10 @@ async def initial_owner(
             session, principal.workspace_id, requested, "owner_id"
         )
         return Decision(requested)
-    on_behalf_of = await acting_user(session, principal)
+    on_behalf_of = await user_service.acting_user(session, principal)
     if on_behalf_of is not None:
         return Decision(on_behalf_of)
     return await run_rules(session, principal.workspace_id, values)
-
-
-async def acting_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
-    """Return the user that On-Behalf-Of names, when it is a user id.
-
-    Any other value stays a free-text actor. A user id of no active user is rejected.
-    """
-    if principal.on_behalf_of is None:
-        return None
-    try:
-        user_id = ids.decode("user", principal.on_behalf_of)
-    except (ids.InvalidId, KeyError):
-        return None
-    await user_service.require_active(
-        session, principal.workspace_id, user_id, "header.On-Behalf-Of"
-    )
-    return user_id
 
 
 async def record_initial(
@@ -276,19 +258,6 @@ async def check_owner(
         await user_service.require_active(
             session, principal.workspace_id, owner_id, "owner_id"
         )
-
-
-def parse_owner(value: Any) -> uuid.UUID | None:
-    """Turn an owner_id from a dumped payload back into a UUID."""
-    if value is None or isinstance(value, uuid.UUID):
-        return value
-    try:
-        return ids.decode("user", str(value))
-    except ids.InvalidId as error:
-        raise InvalidInput(
-            f"owner_id {value!r} is not a user id. Send an id such as usr_….",
-            errors=[FieldError("owner_id", str(error), "invalid_id")],
-        ) from error
 
 
 async def record_change(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import uuid
 import builtins
+import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 import builtins
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,6 +124,24 @@ class UserService:
                 errors=[FieldError(field, f"user {encoded} is inactive", "inactive")],
             )
         return user
+
+    async def acting_user(
+        self, session: AsyncSession, principal: Principal
+    ) -> uuid.UUID | None:
+        """Return the user that On-Behalf-Of names, when it is a user id.
+
+        Any other value stays a free-text actor. The id of no active user is rejected.
+        """
+        if principal.on_behalf_of is None:
+            return None
+        try:
+            user_id = ids.decode("user", principal.on_behalf_of)
+        except ids.InvalidId:
+            return None
+        await self.require_active(
+            session, principal.workspace_id, user_id, "header.On-Behalf-Of"
+        )
+        return user_id
 
     async def create(
         self, session: AsyncSession, principal: Principal, payload: UserCreate
