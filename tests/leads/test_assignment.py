@@ -430,3 +430,51 @@ class TestConcurrentAssignment:
                 .where(LeadAssignment.workspace_id == committed_workspace.id)
             )
         assert audited == 30
+
+    async def test_capacity_holds(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committed_workspace: Workspace,
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        reps = [await create_user(client, auth) for _ in range(3)]
+        team = await create_team(
+            client, auth, [{"user_id": r["id"], "capacity": 2} for r in reps]
+        )
+        await create_rule(client, auth, strategy="weighted", team_id=team["id"])
+
+        responses = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/leads", json={"email": f"c{n}@x.example"}, headers=auth
+                    )
+                    for n in range(10)
+                )
+            ),
+            timeout=60,
+        )
+
+        assert [r.status_code for r in responses] == [201] * 10
+        split = Counter(r.json()["owner_id"] for r in responses)
+        assert split == {**{rep["id"]: 2 for rep in reps}, None: 4}
+
+
+class TestOwnerFilter:
+    async def test_lists_by_owner(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        rep = await create_user(client, auth)
+        owned = await create_lead(client, auth, email="o@x.example", owner_id=rep["id"])
+        await create_lead(client, auth, email="n@x.example")
+
+        response = await client.get(
+            "/v1/leads", params={"owner_id": rep["id"]}, headers=auth
+        )
+        invalid = await client.get(
+            "/v1/leads", params={"owner_id": "rep_3"}, headers=auth
+        )
+
+        assert [lead["id"] for lead in response.json()["data"]] == [owned["id"]]
+        assert invalid.status_code == 422
