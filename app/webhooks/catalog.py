@@ -31,8 +31,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "lead.assigned",
         "lead",
-        "A lead's owner changed; data.assignment names the previous and new owner "
-        "and the rule, if a rule chose the owner.",
+        "A lead's owner changed. data.assignment names the previous and new owner, "
+        "and the rule when a rule chose the owner.",
     ),
     EventType("user.created", "user", "A user was created."),
     EventType(
