@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from app import ops
+from app.activities.router import router as activities_router
 from app.billing.router import router as billing_router
 from app.core.auth import KeyCache
 from app.core.db import Database
@@ -23,6 +24,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
 from app.customfields.router import router as custom_fields_router
+from app.leads.assignment_router import router as assignment_router
 from app.leads.attribution_routes import router as attribution_router
 from app.leads.identity_router import router as lead_identity_router
 from app.leads.router import router as leads_router
@@ -31,6 +33,7 @@ from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
+from app.users.router import router as users_router
 from app.webhooks.docs import document_webhooks
 from app.webhooks.router import router as webhooks_router
 
@@ -97,6 +100,9 @@ def create_app(
         attribution_router,
         custom_fields_router,
         scoring_router,
+        assignment_router,
+        users_router,
+        activities_router,
         nurture_router,
         customers_router,
         opportunities_router,

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activities.service import activity_service
 from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
@@ -213,6 +214,16 @@ async def sweep_lead_scores(ctx: dict[str, Any]) -> int:
     return rescored
 
 
+# Tasks marked overdue per sweep; the next sweep takes the rest.
+OVERDUE_BATCH = 500
+
+
+async def sweep_overdue_activities(ctx: dict[str, Any]) -> int:
+    """Emit activity.overdue once for each task that passed its due date."""
+    async with unit_of_work(ctx) as session:
+        return await activity_service.sweep_overdue(session, batch=OVERDUE_BATCH)
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -228,6 +239,7 @@ FUNCTIONS: list[Any] = [
     sweep_due_enrollments,
     rescore_leads,
     sweep_lead_scores,
+    sweep_overdue_activities,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
@@ -236,6 +248,7 @@ SWEEPS: list[Any] = [
     sweep_webhooks,
     sweep_due_enrollments,
     sweep_lead_scores,
+    sweep_overdue_activities,
 ]
 CRON_JOBS: list[Any] = []
 STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]

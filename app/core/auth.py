@@ -35,6 +35,9 @@ SCOPES: dict[str, str] = {
     "billing:read": "Read invoices and payments.",
     "billing:write": "Create, finalize and void invoices; record payments.",
     "events:read": "Read the event log.",
+    "users:write": "Create and change users, teams and assignment rules.",
+    "activities:read": "Read activities and record timelines.",
+    "activities:write": "Log activities and create and complete tasks.",
     "webhooks:manage": "Create, change and delete webhook endpoints.",
 }
 ALL_SCOPES = tuple(SCOPES)

@@ -47,6 +47,11 @@ PREFIXES: dict[str, str] = {
     "custom_field": "cf",
     "scoring_rule": "srule",
     "engagement": "eng",
+    "user": "usr",
+    "team": "team",
+    "assignment_rule": "arule",
+    "lead_assignment": "lasg",
+    "activity": "act",
 }
 
 

@@ -206,6 +206,11 @@ TouchId = _id_type("touch")
 CustomFieldId = _id_type("custom_field")
 ScoringRuleId = _id_type("scoring_rule")
 EngagementId = _id_type("engagement")
+UserId = _id_type("user")
+TeamId = _id_type("team")
+AssignmentRuleId = _id_type("assignment_rule")
+LeadAssignmentId = _id_type("lead_assignment")
+ActivityId = _id_type("activity")
 
 
 _RFC3339 = re.compile(

@@ -114,7 +114,8 @@ async def convert_lead(
                 amount=overrides.amount,
                 currency=overrides.currency,
                 expected_close_date=overrides.expected_close_date,
-                owner_id=overrides.owner_id or lead.owner_id,
+                owner_id=overrides.owner_id
+                or (ids.encode("user", lead.owner_id) if lead.owner_id else None),
             ),
             lead_id=lead.id,
         )

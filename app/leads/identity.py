@@ -57,6 +57,8 @@ def create_values(
 ) -> dict[str, Any]:
     """Return the lead columns of a create request, with its normalized keys."""
     values = payload.model_dump(exclude=REQUEST_ONLY_FIELDS)
+    # model_dump renders ids as prefixed strings; the column takes the uuid.
+    values["owner_id"] = payload.owner_id
     values["email_normalized"] = normalize_email(payload.email)
     values["phone_normalized"] = (
         normalize_phone(payload.phone, payload.phone_region or default_phone_region)

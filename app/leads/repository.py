@@ -141,7 +141,7 @@ class LeadRepository:
         limit: int,
         cursor: str | None,
         status: Sequence[str] | None = None,
-        owner_id: str | None = None,
+        owner_id: uuid.UUID | None = None,
         email: str | None = None,
         query: str | None = None,
         created_after: datetime | None = None,

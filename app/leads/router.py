@@ -11,7 +11,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
-from app.core.schemas import CampaignId, PartnerId, Timestamp
+from app.core.schemas import CampaignId, PartnerId, Timestamp, UserId
 from app.customers.schemas import Contact, Customer
 from app.leads import paths as _paths  # noqa: F401  (registers lead_id)
 from app.leads.conversion import convert_lead
@@ -83,7 +83,7 @@ async def list_leads(
         list[LeadStatus] | None,
         Query(description="Only these statuses; repeat the parameter for several."),
     ] = None,
-    owner_id: Annotated[str | None, Query(max_length=200)] = None,
+    owner_id: Annotated[UserId | None, Query(description="Only this owner.")] = None,
     email: Annotated[
         str | None, Query(max_length=320, description="Exact email.")
     ] = None,

@@ -15,6 +15,7 @@ from app.core.schemas import (
     OutputModel,
     TimeZone,
     TouchId,
+    UserId,
 )
 from app.customers.schemas import (
     Contact,
@@ -102,7 +103,11 @@ class LeadCreate(InputModel):
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
     timezone: TimeZone | None = None
     source: LeadSource = "api"
-    owner_id: ShortText | None = None
+    owner_id: UserId | None = Field(
+        default=None,
+        description="An active user. When omitted: the On-Behalf-Of user, else the "
+        "assignment rules decide.",
+    )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] = Field(
         default_factory=dict,
@@ -131,7 +136,9 @@ class LeadUpdate(InputModel):
     title: ShortText | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
     timezone: TimeZone | None = None
-    owner_id: ShortText | None = None
+    owner_id: UserId | None = Field(
+        default=None, description="An active user, or null to unassign the lead."
+    )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
     attributes: dict[str, Any] | None = Field(
         default=None, description="Replaces every attribute; null clears them."
@@ -174,7 +181,7 @@ class Lead(OutputModel):
     erased_at: datetime | None = Field(
         description="When the lead's personal data was erased."
     )
-    owner_id: str | None
+    owner_id: UserId | None
     notes: str | None
     attributes: dict[str, Any]
     customer_id: CustomerId | None

@@ -15,7 +15,7 @@ from app.core.concurrency import check_if_match
 from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.customfields.service import check_attributes
-from app.leads import states
+from app.leads import assignment, states
 from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import duplicate_error
@@ -119,8 +119,20 @@ class LeadService:
             "workspace_id": principal.workspace_id,
             **values,
         }
-        if values.get("owner_id") is None and principal.on_behalf_of is not None:
-            values["owner_id"] = principal.on_behalf_of
+        # Rules read the campaign of the capture's attribution or form.
+        campaign_id = attribution.campaign_id if attribution is not None else None
+        decision = await assignment.initial_owner(
+            session,
+            principal,
+            {
+                **values,
+                "campaign_id": ids.encode("campaign", campaign_id)
+                if campaign_id is not None
+                else None,
+            },
+            values.get("owner_id"),
+        )
+        values["owner_id"] = decision.owner_id
         lead = await repository.insert(values)
         if lead is None:
             return None
@@ -137,6 +149,7 @@ class LeadService:
         )
         await lead_scoring.score_lead(session, lead, principal.actor)
         log.info("lead.created", lead_id=str(lead.id))
+        await assignment.record_initial(session, principal, lead, decision)
         return lead
 
     async def get(
@@ -171,7 +184,7 @@ class LeadService:
         limit: int,
         cursor: str | None,
         status: Sequence[str] | None = None,
-        owner_id: str | None = None,
+        owner_id: uuid.UUID | None = None,
         email: str | None = None,
         query: str | None = None,
         created_after: datetime | None = None,
@@ -235,6 +248,10 @@ class LeadService:
         await check_attributes(
             session, lead.workspace_id, "lead", changes.get("attributes")
         )
+        if "owner_id" in changes:
+            changes["owner_id"] = payload.owner_id
+            await assignment.check_owner(session, principal, payload.owner_id)
+        previous_owner_id = lead.owner_id
         new_status = changes.pop("status", None)
         status_reason = changes.pop("status_reason", None)
         previous_status = lead.status
@@ -258,6 +275,14 @@ class LeadService:
             data=lead_data(lead),
             actor=principal.actor,
         )
+        if lead.owner_id != previous_owner_id:
+            await assignment.record_change(
+                session,
+                principal,
+                lead,
+                previous_owner_id,
+                assignment.Decision(lead.owner_id),
+            )
         await lead_scoring.score_lead(session, lead, principal.actor)
         if lead.status != previous_status:
             log.info(

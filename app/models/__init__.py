@@ -1,5 +1,6 @@
 """SQLAlchemy models of every aggregate, re-exported so that Alembic's metadata includes them all."""
 
+from app.models.activity import Activity
 from app.models.attribution import (
     Campaign,
     CaptureForm,
@@ -26,6 +27,14 @@ from app.models.nurture import (
     SequenceStep,
     StepRun,
 )
+from app.models.owner import (
+    AssignmentCursor,
+    AssignmentRule,
+    LeadAssignment,
+    Team,
+    TeamMember,
+    User,
+)
 from app.models.sales import (
     Contact,
     Customer,
@@ -39,7 +48,10 @@ from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
 __all__ = [
+    "Activity",
     "ApiKey",
+    "AssignmentCursor",
+    "AssignmentRule",
     "Base",
     "Campaign",
     "CaptureForm",
@@ -58,6 +70,7 @@ __all__ = [
     "LeadConsent",
     "LeadTouch",
     "LeadEngagement",
+    "LeadAssignment",
     "Opportunity",
     "Partner",
     "Payment",
@@ -70,6 +83,9 @@ __all__ = [
     "Stage",
     "StageTransition",
     "StepRun",
+    "Team",
+    "TeamMember",
+    "User",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

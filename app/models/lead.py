@@ -63,6 +63,7 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         # Secondary duplicate signals: leads sharing a phone number or company domain.
         Index("ix_leads_workspace_phone", "workspace_id", "phone_normalized"),
         Index("ix_leads_workspace_company_domain", "workspace_id", "company_domain"),
+        Index("ix_leads_workspace_owner", "workspace_id", "owner_id"),
         *LISTING_INDEXES,
     )
 
@@ -79,7 +80,7 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32), default="api")
     status: Mapped[str] = mapped_column(String(32), default="new")
-    owner_id: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     notes: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     customer_id: Mapped[uuid.UUID | None]

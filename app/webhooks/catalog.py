@@ -76,6 +76,37 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "scoring_settings",
         "The workspace's sales-ready threshold changed.",
     ),
+    EventType(
+        "lead.assigned",
+        "lead",
+        "A lead's owner changed. data.assignment names the previous and new owner, "
+        "and the rule when a rule chose the owner.",
+    ),
+    EventType("user.created", "user", "A user was created."),
+    EventType(
+        "user.updated", "user", "A user's fields changed or they were deactivated."
+    ),
+    EventType("team.created", "team", "A team was created."),
+    EventType("team.updated", "team", "A team was renamed or its members changed."),
+    EventType(
+        "assignment_rule.created", "assignment_rule", "An assignment rule was created."
+    ),
+    EventType(
+        "assignment_rule.updated", "assignment_rule", "An assignment rule changed."
+    ),
+    EventType(
+        "assignment_rule.deleted", "assignment_rule", "An assignment rule was deleted."
+    ),
+    EventType(
+        "activity.created", "activity", "An activity was logged or a task created."
+    ),
+    EventType("activity.updated", "activity", "An activity's fields changed."),
+    EventType("activity.completed", "activity", "A task was completed."),
+    EventType(
+        "activity.overdue",
+        "activity",
+        "A task passed its due date without being completed; sent once per due date.",
+    ),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(

@@ -14,6 +14,7 @@ from tests.conftest import make_workspace_key
 from tests.customers.factories import create_contact, create_customer
 from tests.leads.test_router import create_lead
 from tests.opportunities.factories import default_pipeline
+from tests.users.factories import create_user
 
 
 async def convert(
@@ -39,6 +40,7 @@ class TestConvertLead:
     async def test_creates_everything(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
+        owner = await create_user(client, auth)
         lead = await create_lead(
             client,
             auth,
@@ -48,7 +50,7 @@ class TestConvertLead:
             company="Analytical Engines",
             phone="+442079460000",
             timezone="Europe/London",
-            owner_id="rep_3",
+            owner_id=owner["id"],
         )
 
         response = await convert(client, auth, lead["id"])
@@ -96,10 +98,12 @@ class TestConvertLead:
         assert opportunity["name"] == "Analytical Engines"
         assert opportunity["amount"] == 0
         assert opportunity["currency"] == "USD"
-        assert opportunity["owner_id"] == "rep_3"
+        assert opportunity["owner_id"] == owner["id"]
 
         assert await event_types(session) == [
+            "user.created",
             "lead.created",
+            "lead.assigned",
             "customer.created",
             "contact.created",
             "opportunity.created",

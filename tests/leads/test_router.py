@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Lead
 from tests.conftest import make_workspace_key
+from tests.users.factories import create_user
 
 
 async def create_lead(
@@ -115,13 +116,27 @@ class TestCreateLead:
     async def test_on_behalf_of_sets_owner(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
+        rep = await create_user(client, auth)
+
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com"},
+            headers={**auth, "On-Behalf-Of": rep["id"]},
+        )
+
+        assert response.json()["owner_id"] == rep["id"]
+
+    async def test_on_behalf_of_free_text(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
         response = await client.post(
             "/v1/leads",
             json={"email": "a@example.com"},
             headers={**auth, "On-Behalf-Of": "rep_42"},
         )
 
-        assert response.json()["owner_id"] == "rep_42"
+        assert response.status_code == 201
+        assert response.json()["owner_id"] is None
 
     async def test_attributes_as_stored(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

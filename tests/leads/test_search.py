@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.ids import decode
 from app.models import Lead
 from tests.leads.helpers import create_lead, define_field
+from tests.users.factories import create_user
 
 
 async def listed(
@@ -96,18 +97,19 @@ class TestFilters:
     async def test_source_owner(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
+        owner = (await create_user(client, auth))["id"]
         partner = await create_lead(
-            client, auth, email="a@x.example", source="partner", owner_id="u1"
+            client, auth, email="a@x.example", source="partner", owner_id=owner
         )
         await create_lead(client, auth, email="b@x.example", source="partner")
         await create_lead(
-            client, auth, email="c@x.example", source="api", owner_id="u1"
+            client, auth, email="c@x.example", source="api", owner_id=owner
         )
 
         found = await listed(
             client,
             auth,
-            [("source", "partner"), ("source", "import"), ("owner_id", "u1")],
+            [("source", "partner"), ("source", "import"), ("owner_id", owner)],
         )
 
         assert found == [partner["id"]]
