@@ -22,6 +22,8 @@ from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.customers.router import router as customers_router
+from app.leads.imports_router import IMPORT_UPLOAD_ROUTE
+from app.leads.imports_router import router as lead_imports_router
 from app.leads.router import router as leads_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
@@ -81,13 +83,18 @@ def create_app(
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        route_limits={IMPORT_UPLOAD_ROUTE: settings.import_max_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
 
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount(ops.DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
     app.include_router(ops.router)
     for router in (
+        lead_imports_router,
         leads_router,
         nurture_router,
         customers_router,

@@ -40,6 +40,7 @@ PREFIXES: dict[str, str] = {
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",
     "provider_event": "pe",
+    "lead_import": "imp",
 }
 
 

@@ -11,6 +11,7 @@ from app.models.billing import (
 )
 from app.models.event import Event
 from app.models.lead import Lead
+from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
     EmailSuppression,
     Enrollment,
@@ -42,6 +43,9 @@ __all__ = [
     "InvoiceLine",
     "InvoiceNumberSeries",
     "Lead",
+    "LeadImport",
+    "LeadImportError",
+    "LeadImportFile",
     "Opportunity",
     "Payment",
     "PaymentAllocation",
