@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.api import LoadFailed
 from benchmarks.config import BenchConfig
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
+from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
 from benchmarks.report import render
 from benchmarks.runner import run
@@ -40,6 +41,12 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--leads", type=int, help="Leads seeded in the table.")
     parser.add_argument("--jobs", type=int, help="Jobs timed per worker setting.")
     parser.add_argument(
+        "--import-rows", type=int, help="Rows of the CSV import workload."
+    )
+    parser.add_argument(
+        "--import-rounds", type=int, help="Rounds of the CSV import workload."
+    )
+    parser.add_argument(
         "--json", type=Path, help="Also write the whole report as JSON to this file."
     )
     return parser.parse_args(argv)
@@ -57,6 +64,8 @@ def build_config(arguments: argparse.Namespace) -> BenchConfig:
         "workers": arguments.workers,
         "leads": arguments.leads,
         "jobs": arguments.jobs,
+        "import_rows": arguments.import_rows,
+        "import_rounds": arguments.import_rounds,
     }
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **chosen)
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchSetupError as error:
         print(f"benchmark not run: {error}", file=sys.stderr)
         return 2
-    except (LoadFailed, ServerFailed, JobsFailed) as error:
+    except (LoadFailed, ServerFailed, JobsFailed, ImportFailed) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     print(render(report))

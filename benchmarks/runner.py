@@ -21,6 +21,7 @@ from benchmarks.environment import (
     claim_redis,
     release_redis,
 )
+from benchmarks.imports import measure_import
 from benchmarks.jobs import JobLatency, measure_job_latency
 from benchmarks.report import Machine, Report, build_report
 from benchmarks.seed import prepare_schema, seed
@@ -79,9 +80,23 @@ async def _measure(
             )
         )
 
+    imports = await measure_import(
+        servers.database_url,
+        rows=config.import_rows,
+        rounds=config.import_rounds,
+        ratio_target=config.targets.import_ratio,
+        progress=progress,
+    )
+
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(
-        config, machine, workloads(config), measurements, jobs, tuned_label=TUNED
+        config,
+        machine,
+        workloads(config),
+        measurements,
+        jobs,
+        tuned_label=TUNED,
+        imports=imports,
     )
 
 

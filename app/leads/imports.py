@@ -32,13 +32,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 import phonenumbers
 import structlog
-from pydantic import Field, field_validator
+from pydantic import Field, TypeAdapter, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
@@ -49,8 +49,10 @@ from app.core.errors import DomainError, FieldError, InvalidInput, NotFound
 from app.core.schemas import InputModel
 from app.leads.importer import (
     DATE_FORMATS,
+    LEAD_FIELDS,
     ImportFileError,
     ParsedFile,
+    Record,
     RowError,
     RowValidator,
     ValidRow,
@@ -58,7 +60,6 @@ from app.leads.importer import (
     read_header,
 )
 from app.leads.imports_repository import LeadImportRepository
-from app.leads.schemas import Lead as LeadSchema
 from app.leads.schemas import LeadUpdate
 from app.leads.service import lead_service
 from app.models import LeadImport, LeadImportFile
@@ -361,6 +362,10 @@ async def run_import(
         total=total,
     )
 
+    chunk_rows = settings.import_chunk_rows
+    # The next chunk is validated in a thread while the current one is written, so
+    # Python's CPU time and PostgreSQL's overlap.
+    pending = _validate_later(validator, parsed.records[start : start + chunk_rows])
     while True:
         # Each run writes at least one chunk, so even a tiny budget makes progress.
         if (
@@ -380,15 +385,15 @@ async def run_import(
                 defer_job(session, RUN_JOB, str(import_id), job_id=run_job_id(locked))
             log.info("lead_import.continued", lead_import_id=str(import_id), row=start)
             return "continued"
-        end = min(start + settings.import_chunk_rows, total)
+        end = min(start + chunk_rows, total)
+        valid, errors = await pending
+        pending = _validate_later(validator, parsed.records[end : end + chunk_rows])
         async with unit() as session:
             locked = await _lock(session, import_id, start)
             if locked is None:
                 return "superseded"
             locked.total = total
-            counts = await _process_chunk(
-                session, run, options, parsed.records[start:end]
-            )
+            counts = await _process_chunk(session, run, options, valid, errors)
             await LeadImportRepository.from_session(session).insert_errors(
                 import_id,
                 [(e.row, e.column, e.value, e.message) for e in counts.errors],
@@ -420,6 +425,27 @@ async def run_import(
             return "completed"
 
 
+Validated = tuple[list[ValidRow], list[RowError]]
+
+
+def _validate(validator: RowValidator, records: Sequence[Record]) -> Validated:
+    valid: list[ValidRow] = []
+    errors: list[RowError] = []
+    for record in records:
+        result = validator.validate(record)
+        if isinstance(result, ValidRow):
+            valid.append(result)
+        else:
+            errors.extend(result)
+    return valid, errors
+
+
+def _validate_later(
+    validator: RowValidator, records: Sequence[Record]
+) -> asyncio.Future[Validated]:
+    return asyncio.ensure_future(asyncio.to_thread(_validate, validator, records))
+
+
 async def _lock(
     session: AsyncSession, import_id: uuid.UUID, next_row: int
 ) -> LeadImport | None:
@@ -445,16 +471,11 @@ async def _process_chunk(
     session: AsyncSession,
     run: _Run,
     options: ImportOptions,
-    records: Sequence[Any],
+    valid: Sequence[ValidRow],
+    errors: Sequence[RowError],
 ) -> ChunkCounts:
     counts = ChunkCounts()
-    valid: list[ValidRow] = []
-    for record in records:
-        result = run.validator.validate(record)
-        if isinstance(result, ValidRow):
-            valid.append(result)
-        else:
-            counts.fail(result)
+    counts.fail(errors)
 
     workspace_id = run.lead_import.workspace_id
     repository = LeadImportRepository.from_session(session)
@@ -528,21 +549,8 @@ async def _insert(
         columns = stored.get(lead_id)
         if columns is None:
             continue
-        lead = {
-            **row_values,
-            **columns,
-            "workspace_id": workspace_id,
-            "customer_id": None,
-            "contact_id": None,
-            "opportunity_id": None,
-            "converted_at": None,
-        }
         event_lead_ids.append(lead_id)
-        data.append(
-            orjson.dumps(
-                LeadSchema.model_validate(lead).model_dump(mode="json")
-            ).decode()
-        )
+        data.append(_event_data(lead_id, row_values, columns))
     context = structlog.contextvars.get_contextvars()
     await repository.insert_events(
         workspace_id,
@@ -553,6 +561,35 @@ async def _insert(
         actor=run.principal.actor,
     )
     return len(stored), len(rows) - len(stored)
+
+
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _event_data(
+    lead_id: uuid.UUID, values: dict[str, Any], stored: dict[str, Any]
+) -> str:
+    """Serialize a new lead as the API shows it (the ``Lead`` schema), as JSON.
+
+    Built by hand, because validating each new lead through the schema cost about a
+    tenth of an import's time; tests compare the result with GET /v1/leads/{id}.
+    """
+    lead = {
+        "object": "lead",
+        "id": ids.encode("lead", lead_id),
+        **{name: values[name] for name in LEAD_FIELDS},
+        "email_normalized": values["email_normalized"],
+        "status": stored["status"],
+        "attributes": values["attributes"],
+        "customer_id": None,
+        "contact_id": None,
+        "opportunity_id": None,
+        "converted_at": None,
+        "version": stored["version"],
+        "created_at": _TIMESTAMP.dump_python(stored["created_at"], mode="json"),
+        "updated_at": _TIMESTAMP.dump_python(stored["updated_at"], mode="json"),
+    }
+    return orjson.dumps(lead).decode()
 
 
 async def _update(
