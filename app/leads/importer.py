@@ -723,30 +723,34 @@ class RowValidator:
         if attributes:
             payload["attributes"] = attributes
 
+        email_normalized = ""
+        email_error: RowError | None = None
+        email = payload.get("email")
+        if isinstance(email, str):
+            try:
+                email_normalized = normalize_email(email)
+            except InvalidInput as error:
+                column = source_column["email"]
+                email_error = RowError(
+                    record.number, column.header, email, error.detail
+                )
         try:
             lead = ImportedLead.model_validate(payload)
         except ValidationError as error:
             for detail in error.errors():
                 name = str(detail["loc"][0]) if detail["loc"] else ""
                 origin = source_column.get(name)
+                given = payload.get(name)
                 errors.append(
                     RowError(
                         record.number,
                         origin.header if origin else name or None,
-                        payload.get(name)
-                        if isinstance(payload.get(name), str)
-                        else None,
+                        given if isinstance(given, str) else None,
                         f"{name}: {detail['msg']}",
                     )
                 )
-            return errors
-        try:
-            email_normalized = normalize_email(lead.email)
-        except InvalidInput as error:
-            column = source_column["email"]
-            errors.append(
-                RowError(record.number, column.header, lead.email, error.detail)
-            )
+        if email_error is not None:
+            errors.append(email_error)
         if errors:
             return errors
         values = lead.model_dump()

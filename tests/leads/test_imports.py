@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.core.clock import utcnow
 from app.core.jobs import JobQueue
+from app.leads.imports import run_job_id
 from app.models import Event, Lead, LeadImport, LeadImportError
 from app.settings import Settings
 from tests.conftest import TestDatabase, make_workspace_key
@@ -40,7 +41,9 @@ async def post_import(
     content: bytes | str,
     **fields: str,
 ) -> httpx.Response:
-    return await client.post("/v1/lead-imports", headers=auth, **upload(content, **fields))
+    return await client.post(
+        "/v1/lead-imports", headers=auth, **upload(content, **fields)
+    )
 
 
 def worker_context(
@@ -95,7 +98,9 @@ def context(
 
 
 async def leads_by_email(session: AsyncSession) -> dict[str, Lead]:
-    rows = (await session.scalars(select(Lead).execution_options(populate_existing=True))).all()
+    rows = (
+        await session.scalars(select(Lead).execution_options(populate_existing=True))
+    ).all()
     return {lead.email_normalized: lead for lead in rows}
 
 
@@ -414,9 +419,7 @@ class TestRun:
     ) -> None:
         content = "Email,Mobile Phone\na@x.com,030 12345678\n"
 
-        await import_file(
-            client, auth, context, content, default_phone_region="de"
-        )
+        await import_file(client, auth, context, content, default_phone_region="de")
 
         leads = await leads_by_email(session)
         assert leads["a@x.com"].phone == "+493012345678"
@@ -457,9 +460,7 @@ class TestRun:
         uid = ids.decode("lead_import", import_id)
 
         first = await tasks.run_lead_import(context, str(uid))
-        after_first = await session.get(
-            LeadImport, uid, populate_existing=True
-        )
+        after_first = await session.get(LeadImport, uid, populate_existing=True)
         assert after_first is not None
         processed_first = after_first.next_row
         job = await run_job(client, auth, context, import_id)
@@ -560,9 +561,7 @@ class TestRun:
         assert found.json()["code"] == "lead_import_not_found"
         assert errors.status_code == 404
 
-    async def test_list(
-        self, client: httpx.AsyncClient, auth: dict[str, str]
-    ) -> None:
+    async def test_list(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         first = await post_import(client, auth, "Email\na@x.com\n")
         second = await post_import(client, auth, "Email\nb@x.com\n")
 
@@ -587,9 +586,7 @@ class TestDedupe:
         session: AsyncSession,
     ) -> None:
         await create_lead(client, auth, email="ada@example.com", company="Old")
-        content = (
-            "Email,Company\nADA@example.com,New\nb@x.com,B1\nb@x.com,B2\n"
-        )
+        content = "Email,Company\nADA@example.com,New\nb@x.com,B1\nb@x.com,B2\n"
 
         job = await import_file(client, auth, context, content, dedupe="skip")
 
@@ -674,9 +671,7 @@ class TestDryRun:
     ) -> None:
         context["settings"] = settings.model_copy(update={"import_chunk_rows": 2})
         await create_lead(client, auth, email="ada@example.com")
-        content = (
-            "Email\nada@example.com\nb@x.com\nbroken\nc@x.com\nb@x.com\n"
-        )
+        content = "Email\nada@example.com\nb@x.com\nbroken\nc@x.com\nb@x.com\n"
 
         job = await import_file(client, auth, context, content, dry_run="true")
 
@@ -710,8 +705,8 @@ class TestDryRun:
 def test_job_ids_unique() -> None:
     lead_import = LeadImport(id=uuid.UUID(int=1), next_row=0, attempts=0)
 
-    first = tasks.lead_imports.run_job_id(lead_import)
+    first = run_job_id(lead_import)
     lead_import.next_row = 1000
-    second = tasks.lead_imports.run_job_id(lead_import)
+    second = run_job_id(lead_import)
 
     assert first != second
