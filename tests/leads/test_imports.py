@@ -10,17 +10,15 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.core.jobs import JobQueue
 from app.leads.imports import run_job_id
 from app.models import Event, Lead, LeadImport, LeadImportError
 from app.settings import Settings
-from tests.conftest import TestDatabase, make_workspace_key
+from tests.conftest import make_workspace_key
 from tests.leads.test_router import create_lead
 from workers import tasks
 
@@ -44,12 +42,6 @@ async def post_import(
     return await client.post(
         "/v1/lead-imports", headers=auth, **upload(content, **fields)
     )
-
-
-def worker_context(
-    database: TestDatabase, queue: JobQueue, settings: Settings
-) -> dict[str, Any]:
-    return {"db": database, "queue": queue, "settings": settings}
 
 
 async def run_job(
@@ -88,13 +80,6 @@ async def error_rows(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     return list(csv.DictReader(io.StringIO(response.text)))
-
-
-@pytest.fixture
-def context(
-    database: TestDatabase, queue: JobQueue, settings: Settings
-) -> dict[str, Any]:
-    return worker_context(database, queue, settings)
 
 
 async def leads_by_email(session: AsyncSession) -> dict[str, Lead]:
@@ -260,8 +245,11 @@ class TestUpload:
         settings: Settings,
         context: dict[str, Any],
     ) -> None:
-        rows = settings.max_body_bytes // 20 + 10
-        content = "Email\n" + "".join(f"lead{n:07d}@example.com\n" for n in range(rows))
+        notes = "n" * 500
+        rows = settings.max_body_bytes // len(notes) + 10
+        content = "Email,Notes\n" + "".join(
+            f"lead{n}@example.com,{notes}\n" for n in range(rows)
+        )
 
         job = await import_file(client, auth, context, content)
 
@@ -337,6 +325,26 @@ class TestRun:
         assert {e.data["email"] for e in events} == {"a@x.com", "b@x.com"}
         assert events[0].data["id"].startswith("lead_")
         assert events[0].data["source"] == "import"
+
+    async def test_event_data_matches_api(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        await import_file(
+            client,
+            auth,
+            context,
+            "Email,First Name,Phone,Plan,Time Zone\nA@x.com,Ann,+4930123456,pro,UTC\n",
+        )
+        data = await session.scalar(select(Event.data))
+        assert data is not None
+
+        response = await client.get(f"/v1/leads/{data['id']}", headers=auth)
+
+        assert data == response.json()
 
     async def test_error_report(
         self,
