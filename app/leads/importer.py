@@ -1,8 +1,8 @@
 """Reading lead CSV files: encoding, delimiter, header mapping, dates and validation.
 
 Nothing here touches the database. ``read_header`` checks an upload before it is
-stored; ``read_file`` parses a whole file for a run; ``RowValidator`` turns one record
-into the column values of a lead, or into row errors.
+stored, and ``read_file`` parses a whole file for a run. ``RowValidator`` turns one
+record into the column values of a lead, or into row errors.
 
 Rules a file must follow, and what the importer does with it:
 
@@ -166,7 +166,7 @@ class ImportFileError(Exception):
 
 @dataclass(frozen=True)
 class Column:
-    """Where one CSV column goes: a lead field, an attribute, or nowhere."""
+    """The destination of one CSV column: a lead field, an attribute, or none."""
 
     index: int
     header: str
@@ -620,7 +620,7 @@ class ImportedLead(LeadCreate):
 def normalize_phone(value: str, region: str | None) -> str:
     """Return the number in E.164 when it is valid, else the value as given.
 
-    The API stores any phone text of 3 to 32 characters, so an import does too; it
+    The API stores any phone text of 3 to 32 characters, so an import does too. It
     only adds the country code from ``region`` to a national number.
     """
     try:

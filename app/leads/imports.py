@@ -3,11 +3,11 @@
 An upload stores the file and a ``queued`` import in PostgreSQL and defers a
 ``run_lead_import`` job. The run parses the whole file, then writes it in chunks of
 ``settings.import_chunk_rows`` records. Each chunk commits its leads, their events, its
-row errors, the counts and the next row offset in one transaction, under a lock on the
-import row that also checks the offset, so no row is imported twice, even when two runs
-race or a run dies mid-chunk. A run stops after ``settings.import_run_seconds`` and
-defers its continuation, so no job outlives the worker's job timeout; the sweep
-restarts an import whose lease has lapsed, so a flushed Redis or a killed worker loses
+row errors, the counts and the next row offset in one transaction. That transaction
+locks the import row and checks the offset first, so no row is imported twice, even
+when two runs race or a run dies mid-chunk. A run stops after
+``settings.import_run_seconds`` and defers its continuation, so no job outlives the
+worker's job timeout. The sweep restarts an import whose lease has lapsed, so a flushed Redis or a killed worker loses
 nothing.
 
 Dedupe policies, for a row whose email matches an open lead (or an earlier row of the
