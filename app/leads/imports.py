@@ -7,8 +7,8 @@ row errors, the counts and the next row offset in one transaction. That transact
 locks the import row and checks the offset first, so no row is imported twice, even
 when two runs race or a run dies mid-chunk. A run stops after
 ``settings.import_run_seconds`` and defers its continuation, so no job outlives the
-worker's job timeout. The sweep restarts an import whose lease has lapsed, so a flushed Redis or a killed worker loses
-nothing.
+worker's job timeout. The sweep restarts an import whose lease has lapsed, so a
+flushed Redis or a killed worker loses nothing.
 
 Dedupe policies, for a row whose email matches an open lead (or an earlier row of the
 same file):
