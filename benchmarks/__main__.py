@@ -14,7 +14,7 @@ from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupEr
 from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
 from benchmarks.report import render
-from benchmarks.runner import run
+from benchmarks.runner import run, run_imports
 from benchmarks.servers import ServerFailed
 
 
@@ -45,6 +45,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--import-rounds", type=int, help="Rounds of the CSV import workload."
+    )
+    parser.add_argument(
+        "--only-import",
+        action="store_true",
+        help="Run only the CSV import workload.",
     )
     parser.add_argument(
         "--json", type=Path, help="Also write the whole report as JSON to this file."
@@ -79,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     config = build_config(arguments)
     try:
-        report = run(config, progress=progress)
+        if arguments.only_import:
+            report = run_imports(config, progress=progress)
+        else:
+            report = run(config, progress=progress)
     except BenchSetupError as error:
         print(f"benchmark not run: {error}", file=sys.stderr)
         return 2

@@ -209,10 +209,13 @@ def render(report: Report) -> str:
         f"{config.rounds} round(s) of {config.warmup_seconds:g} s warm-up + "
         f"{config.duration_seconds:g} s; medians over rounds; CPU ratio is "
         "bare CPU ms/req over full",
-        "",
-        f"{'workload':<22}{'server':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}{'peak RSS MB':>13}",
     ]
+    if report.workloads:
+        lines += [
+            "",
+            f"{'workload':<22}{'server':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'CPU ms/req':>12}{'peak RSS MB':>13}",
+        ]
     for summary in report.workloads:
         for name, server in (("bare", summary.bare), ("full", summary.full)):
             title = summary.title if name == "bare" else ""
