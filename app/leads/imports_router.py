@@ -409,7 +409,7 @@ def _export_cells(lead: Lead) -> list[str]:
 
 
 @router.get(
-    "/leads/export.csv",
+    "/lead-exports",
     tags=["leads"],
     operation_id="leads_export",
     summary="Export leads as CSV",

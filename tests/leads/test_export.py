@@ -32,7 +32,7 @@ COMPARED = (
 async def export(
     client: httpx.AsyncClient, auth: dict[str, str], query: str = ""
 ) -> httpx.Response:
-    response = await client.get(f"/v1/leads/export.csv{query}", headers=auth)
+    response = await client.get(f"/v1/lead-exports{query}", headers=auth)
     assert response.status_code == 200, response.text
     return response
 
@@ -87,7 +87,7 @@ class TestExport:
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         response = await client.get(
-            "/v1/leads/export.csv?created_after=yesterday", headers=auth
+            "/v1/lead-exports?created_after=yesterday", headers=auth
         )
 
         assert response.status_code == 422
@@ -155,7 +155,7 @@ class TestExport:
     ) -> None:
         _, headers = await make_workspace_key(session, scopes=("nurture:read",))
 
-        response = await client.get("/v1/leads/export.csv", headers=headers)
+        response = await client.get("/v1/lead-exports", headers=headers)
 
         assert response.status_code == 403
 
