@@ -1,4 +1,4 @@
-"""The ``salescycle`` command line: dev server, api, worker, migrations and API keys.
+"""The ``salescycle`` command line: servers, migrations, API keys and imports.
 
 Each command builds its settings from the environment (prefix ``SALESCYCLE_``) and runs
 in its own event loop. Data goes to stdout, messages and logs to stderr, so output such
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -53,6 +54,8 @@ api_keys_cli = typer.Typer(
 workspaces_cli = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
 cli.add_typer(api_keys_cli, name="api-keys")
 cli.add_typer(workspaces_cli, name="workspaces")
+import_cli = typer.Typer(help="Import data from files.", no_args_is_help=True)
+cli.add_typer(import_cli, name="import")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -423,6 +426,107 @@ def workspaces_list() -> None:
 
     for workspace_id, name, created_at in run_in_session(settings, work):
         typer.echo(f"{workspace_id}  {created_at}  {name}")
+
+
+@import_cli.command("leads")
+def import_leads(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The CSV file: UTF-8 or UTF-16 with BOM; comma, semicolon or tab.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="COLUMN=TARGET, where TARGET is a lead field, attributes.<key>, "
+            "attributes.<key>:date or ignore; repeat for several columns."
+        ),
+    ] = None,
+    dedupe: Annotated[
+        str,
+        typer.Option(
+            help="For a row whose email has an open lead: skip, update or create."
+        ),
+    ] = "skip",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and count; write no lead.")
+    ] = False,
+    default_phone_region: Annotated[
+        str | None,
+        typer.Option(help="ISO 3166 region of phone numbers without a country code."),
+    ] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option(
+            help="YYYY-MM-DD, DD/MM/YYYY, MM/DD/YYYY or DD.MM.YYYY, for dates whose "
+            "day and month order the values do not show."
+        ),
+    ] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option(help="Workspace id (ws_…); defaults to the only workspace."),
+    ] = None,
+) -> None:
+    """Import leads from a CSV file into the database, with a progress bar.
+
+    Exits 0 when every row was imported, skipped or updated, 2 when some rows failed
+    (the import still completed), and 1 when the whole import failed.
+    """
+    from pydantic import ValidationError
+
+    from app.leads import import_command
+    from app.leads.imports import ImportOptions
+
+    settings = _settings(quiet=True)
+    pairs: dict[str, str] = {}
+    for item in mapping or []:
+        column, separator, target = item.rpartition("=")
+        if not separator or not column:
+            fail(f"--mapping {item!r} must be COLUMN=TARGET, such as 'Mail=email'.")
+        pairs[column] = target
+    try:
+        options = ImportOptions.model_validate(
+            {
+                "mapping": pairs,
+                "dedupe": dedupe,
+                "dry_run": dry_run,
+                "default_phone_region": default_phone_region,
+                "date_format": date_format,
+            }
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}.")
+
+    try:
+        result = asyncio.run(
+            import_command.import_leads(
+                settings,
+                file,
+                options,
+                workspace_id=workspace,
+                show_progress=sys.stderr.isatty(),
+            )
+        )
+    except DomainError as error:
+        fail(error.detail)
+    except (OSError, DBAPIError) as error:
+        fail(
+            f"The database at {admin.masked_url(settings.database_url)} failed: "
+            f"{_reason(error)}. Check SALESCYCLE_DATABASE_URL."
+        )
+    for line in import_command.error_lines(result):
+        typer.echo(line, err=True)
+    if result.lead_import.status == "failed":
+        fail(result.lead_import.error_message or "The import failed.")
+    for line in import_command.summary(result):
+        typer.echo(line)
+    if result.lead_import.failed_count:
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from app.customfields.router import router as custom_fields_router
 from app.leads.assignment_router import router as assignment_router
 from app.leads.attribution_routes import router as attribution_router
 from app.leads.identity_router import router as lead_identity_router
+from app.leads.imports_router import IMPORT_UPLOAD_ROUTE
+from app.leads.imports_router import router as lead_imports_router
 from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
@@ -88,7 +90,11 @@ def create_app(
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        route_limits={IMPORT_UPLOAD_ROUTE: settings.import_max_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
 
     static = Path(fastapi_offline.__file__).parent / "static"
@@ -96,6 +102,7 @@ def create_app(
     app.include_router(ops.router)
     for router in (
         lead_identity_router,
+        lead_imports_router,
         leads_router,
         attribution_router,
         custom_fields_router,

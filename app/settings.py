@@ -99,6 +99,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Capture submissions one form accepts a minute, from all clients.",
     )
+    import_max_bytes: int = Field(
+        default=52_428_800,
+        ge=1024,
+        description="Largest CSV file accepted by POST /v1/lead-imports, bytes.",
+    )
+    import_max_rows: int = Field(
+        default=200_000, ge=1, description="Most data rows one CSV import may have."
+    )
+    import_chunk_rows: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Rows an import writes per transaction.",
+    )
+    import_run_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an import job runs before it defers its continuation; "
+        "keep it below worker_job_timeout_seconds.",
+    )
 
     @field_validator("sweep_interval_seconds")
     @classmethod

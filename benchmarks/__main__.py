@@ -11,9 +11,10 @@ from pathlib import Path
 from benchmarks.api import LoadFailed
 from benchmarks.config import BenchConfig
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
+from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
 from benchmarks.report import render
-from benchmarks.runner import run
+from benchmarks.runner import run, run_imports
 from benchmarks.servers import ServerFailed
 
 
@@ -40,6 +41,17 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--leads", type=int, help="Leads seeded in the table.")
     parser.add_argument("--jobs", type=int, help="Jobs timed per worker setting.")
     parser.add_argument(
+        "--import-rows", type=int, help="Rows of the CSV import workload."
+    )
+    parser.add_argument(
+        "--import-rounds", type=int, help="Rounds of the CSV import workload."
+    )
+    parser.add_argument(
+        "--only-import",
+        action="store_true",
+        help="Run only the CSV import workload.",
+    )
+    parser.add_argument(
         "--json", type=Path, help="Also write the whole report as JSON to this file."
     )
     return parser.parse_args(argv)
@@ -57,6 +69,8 @@ def build_config(arguments: argparse.Namespace) -> BenchConfig:
         "workers": arguments.workers,
         "leads": arguments.leads,
         "jobs": arguments.jobs,
+        "import_rows": arguments.import_rows,
+        "import_rounds": arguments.import_rounds,
     }
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **chosen)
@@ -70,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     config = build_config(arguments)
     try:
-        report = run(config, progress=progress)
+        if arguments.only_import:
+            report = run_imports(config, progress=progress)
+        else:
+            report = run(config, progress=progress)
     except BenchSetupError as error:
         print(f"benchmark not run: {error}", file=sys.stderr)
         return 2
-    except (LoadFailed, ServerFailed, JobsFailed) as error:
+    except (LoadFailed, ServerFailed, JobsFailed, ImportFailed) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     print(render(report))

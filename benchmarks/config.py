@@ -13,6 +13,7 @@ class Targets:
     post_ratio: float = 0.7
     peak_rss_mb: float = 150.0
     job_start_p95_ms: float = 100.0
+    import_ratio: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class BenchConfig:
     job_rate_per_second: float = 10.0
     tuned_poll_delay_seconds: float | None = None
     baseline_poll_delay_seconds: float = 0.5
+    # Rows of the CSV import workload, imported once per round of its own.
+    import_rows: int = 100_000
+    import_rounds: int = 3
     targets: Targets = Targets()
 
     def smoke(self) -> BenchConfig:
@@ -53,4 +57,6 @@ class BenchConfig:
             rounds=1,
             jobs=5,
             job_rate_per_second=50.0,
+            import_rows=200,
+            import_rounds=1,
         )

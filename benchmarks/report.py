@@ -12,6 +12,7 @@ import psutil
 
 from benchmarks.api import BARE, FULL, Measurement, Workload
 from benchmarks.config import BenchConfig
+from benchmarks.imports import ImportSummary, render_import
 from benchmarks.jobs import JobLatency
 
 
@@ -96,6 +97,7 @@ class Report:
     workloads: list[WorkloadSummary] = field(default_factory=list)
     jobs: list[JobLatency] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    imports: ImportSummary | None = None
 
 
 def summarize_server(measurements: list[Measurement]) -> ServerSummary:
@@ -149,8 +151,9 @@ def build_report(
     measurements: list[Measurement],
     jobs: list[JobLatency],
     tuned_label: str,
+    imports: ImportSummary | None = None,
 ) -> Report:
-    report = Report(config=config, machine=machine, jobs=jobs)
+    report = Report(config=config, machine=machine, jobs=jobs, imports=imports)
     report.workloads = [summarize_workload(item, measurements) for item in workloads]
     for summary in report.workloads:
         report.checks.append(
@@ -181,6 +184,15 @@ def build_report(
                     met=latency.p95_ms <= config.targets.job_start_p95_ms,
                 )
             )
+    if imports is not None:
+        report.checks.append(
+            Check(
+                name=f"{imports.title} full/bare rows/s",
+                measured=f"{imports.ratio:.2f}x",
+                target=f">= {imports.ratio_target:.2f}x",
+                met=imports.ratio >= imports.ratio_target,
+            )
+        )
     return report
 
 
@@ -197,10 +209,13 @@ def render(report: Report) -> str:
         f"{config.rounds} round(s) of {config.warmup_seconds:g} s warm-up + "
         f"{config.duration_seconds:g} s; medians over rounds; CPU ratio is "
         "bare CPU ms/req over full",
-        "",
-        f"{'workload':<22}{'server':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}{'peak RSS MB':>13}",
     ]
+    if report.workloads:
+        lines += [
+            "",
+            f"{'workload':<22}{'server':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'CPU ms/req':>12}{'peak RSS MB':>13}",
+        ]
     for summary in report.workloads:
         for name, server in (("bare", summary.bare), ("full", summary.full)):
             title = summary.title if name == "bare" else ""
@@ -225,6 +240,8 @@ def render(report: Report) -> str:
                 f"{latency.jobs:>7}{latency.p50_ms:>9.1f}{latency.p95_ms:>9.1f}"
                 f"{latency.max_ms:>9.1f}"
             )
+    if report.imports is not None:
+        lines += render_import(report.imports)
     if report.checks:
         lines += ["", "targets (reported, not asserted):"]
         for check in report.checks:

@@ -21,6 +21,7 @@ from benchmarks.environment import (
     claim_redis,
     release_redis,
 )
+from benchmarks.imports import measure_import
 from benchmarks.jobs import JobLatency, measure_job_latency
 from benchmarks.report import Machine, Report, build_report
 from benchmarks.seed import prepare_schema, seed
@@ -79,9 +80,23 @@ async def _measure(
             )
         )
 
+    imports = await measure_import(
+        servers.database_url,
+        rows=config.import_rows,
+        rounds=config.import_rounds,
+        ratio_target=config.targets.import_ratio,
+        progress=progress,
+    )
+
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(
-        config, machine, workloads(config), measurements, jobs, tuned_label=TUNED
+        config,
+        machine,
+        workloads(config),
+        measurements,
+        jobs,
+        tuned_label=TUNED,
+        imports=imports,
     )
 
 
@@ -102,6 +117,38 @@ def run(
             return asyncio.run(_measure(config, servers, Path(log_dir), progress))
     finally:
         release(servers)
+
+
+def run_imports(
+    config: BenchConfig,
+    *,
+    servers: BenchServers | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Run only the CSV import workload of ``config``."""
+    if servers is None:
+        with bench_servers() as configured:
+            return run_imports(config, servers=configured, progress=progress)
+
+    claim_and_prepare(servers, progress)
+    try:
+        return asyncio.run(_measure_imports(config, servers, progress))
+    finally:
+        release(servers)
+
+
+async def _measure_imports(
+    config: BenchConfig, servers: BenchServers, progress: Callable[[str], None]
+) -> Report:
+    imports = await measure_import(
+        servers.database_url,
+        rows=config.import_rows,
+        rounds=config.import_rounds,
+        ratio_target=config.targets.import_ratio,
+        progress=progress,
+    )
+    machine = Machine.detect(await _postgres_version(servers))
+    return build_report(config, machine, [], [], [], tuned_label=TUNED, imports=imports)
 
 
 def claim_and_prepare(

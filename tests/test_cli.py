@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -417,3 +418,74 @@ class TestOpenapi:
         assert result.stdout == render_schema(create_app(settings).openapi())
         assert result.stdout.startswith('{\n  "components": {')
         assert result.stdout.endswith("}\n")
+
+
+class TestImportLeads:
+    async def test_counts_and_exit_code(
+        self, env: dict[str, str], cli_engine: AsyncEngine, tmp_path: Path
+    ) -> None:
+        workspace = await seed_workspace(cli_engine, "Importing")
+        path = tmp_path / "leads.csv"
+        path.write_text("Mail;Vorname\nada@example.com;Ada\nbroken;Bo\n")
+
+        result = await run_cli(
+            "import",
+            "leads",
+            str(path),
+            "--mapping",
+            "Mail=email",
+            "--mapping",
+            "Vorname=first_name",
+            "--workspace",
+            ids.encode("workspace", workspace.id),
+            env=env,
+        )
+
+        assert result.returncode == 2, result.stderr
+        assert "created 1, updated 0, skipped 0, failed 1" in result.stdout
+        assert result.stdout.startswith("imp_")
+        assert "row 3, column 'Mail'" in result.stderr
+        async with cli_engine.connect() as connection:
+            names = (
+                await connection.execute(text("SELECT first_name FROM leads"))
+            ).scalars()
+            assert list(names) == ["Ada"]
+
+    async def test_dry_run_writes_nothing(
+        self, env: dict[str, str], cli_engine: AsyncEngine, tmp_path: Path
+    ) -> None:
+        await seed_workspace(cli_engine, "Only")
+        path = tmp_path / "leads.csv"
+        path.write_text("Email\nada@example.com\n")
+
+        result = await run_cli("import", "leads", str(path), "--dry-run", env=env)
+
+        assert result.returncode == 0, result.stderr
+        assert "dry run, nothing written" in result.stdout
+        assert "created 1" in result.stdout
+        async with cli_engine.connect() as connection:
+            count = await connection.scalar(text("SELECT count(*) FROM leads"))
+        assert count == 0
+
+    async def test_bad_file(
+        self, env: dict[str, str], cli_engine: AsyncEngine, tmp_path: Path
+    ) -> None:
+        await seed_workspace(cli_engine, "Only")
+        path = tmp_path / "leads.csv"
+        path.write_bytes("Email,Name\na@x.com,Müller\n".encode("cp1252"))
+
+        result = await run_cli("import", "leads", str(path), env=env)
+
+        assert result.returncode == 1
+        assert "CSV UTF-8" in result.stderr
+
+    async def test_bad_dedupe(self, env: dict[str, str], tmp_path: Path) -> None:
+        path = tmp_path / "leads.csv"
+        path.write_text("Email\na@x.com\n")
+
+        result = await run_cli(
+            "import", "leads", str(path), "--dedupe", "merge", env=env
+        )
+
+        assert result.returncode == 1
+        assert "--dedupe" in result.stderr

@@ -22,6 +22,7 @@ from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
+from app.leads import imports as lead_imports
 from app.leads.scoring import RESCORE_BATCH, lead_scoring
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
@@ -224,6 +225,31 @@ async def sweep_overdue_activities(ctx: dict[str, Any]) -> int:
         return await activity_service.sweep_overdue(session, batch=OVERDUE_BATCH)
 
 
+async def run_lead_import(ctx: dict[str, Any], lead_import_id: str) -> str:
+    """Run a CSV import from its next row, for at most settings.import_run_seconds."""
+    settings: Settings = ctx["settings"]
+    import_id = uuid.UUID(lead_import_id)
+    async with unit_of_work(ctx) as session:
+        claimed = await lead_imports.lead_import_service.claim(
+            session, import_id, _lease(ctx)
+        )
+    if claimed is None:
+        log.info("lead_import.not_claimed", lead_import_id=lead_import_id)
+        return "not_claimed"
+    return await lead_imports.run_import(
+        lambda: unit_of_work(ctx),
+        import_id,
+        settings,
+        budget_seconds=settings.import_run_seconds,
+    )
+
+
+async def sweep_lead_imports(ctx: dict[str, Any]) -> int:
+    """Defer a run for each unfinished import whose job was lost or lease lapsed."""
+    async with unit_of_work(ctx) as session:
+        return await lead_imports.lead_import_service.sweep(session)
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -240,6 +266,8 @@ FUNCTIONS: list[Any] = [
     rescore_leads,
     sweep_lead_scores,
     sweep_overdue_activities,
+    run_lead_import,
+    sweep_lead_imports,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
@@ -249,6 +277,7 @@ SWEEPS: list[Any] = [
     sweep_due_enrollments,
     sweep_lead_scores,
     sweep_overdue_activities,
+    sweep_lead_imports,
 ]
 CRON_JOBS: list[Any] = []
 STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]

@@ -52,6 +52,7 @@ PREFIXES: dict[str, str] = {
     "assignment_rule": "arule",
     "lead_assignment": "lasg",
     "activity": "act",
+    "lead_import": "imp",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -87,18 +88,28 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Return 413 once a request body exceeds ``max_bytes``, declared or streamed."""
+    """Return 413 once a request body exceeds its limit, declared or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The limit is ``max_bytes``, unless ``route_limits`` has one for the request's
+    method and exact path, such as a file upload's.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        route_limits: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.route_limits = dict(route_limits or {})
 
-    def _too_large(self) -> ASGIApp:
+    def _too_large(self, max_bytes: int) -> ASGIApp:
         body = problem_body(
             status=413,
             code="payload_too_large",
             title="Payload too large",
-            detail=f"The request body exceeds {self.max_bytes} bytes. Send a smaller "
+            detail=f"The request body exceeds {max_bytes} bytes. Send a smaller "
             "body, or split the request.",
             instance=None,
         )
@@ -108,10 +119,13 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.route_limits.get(
+            (scope["method"], scope["path"].rstrip("/")), self.max_bytes
+        )
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    await self._too_large()(scope, receive, send)
+                if value.isdigit() and int(value) > max_bytes:
+                    await self._too_large(max_bytes)(scope, receive, send)
                     return
                 break
         received = 0
@@ -122,8 +136,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise _BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -136,7 +150,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._too_large()(scope, receive, send)
+                await self._too_large(max_bytes)(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):

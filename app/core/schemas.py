@@ -185,6 +185,7 @@ def _id_type(kind: str) -> Any:
 WorkspaceId = _id_type("workspace")
 ApiKeyId = _id_type("api_key")
 LeadId = _id_type("lead")
+LeadImportId = _id_type("lead_import")
 SequenceId = _id_type("sequence")
 SequenceStepId = _id_type("sequence_step")
 EnrollmentId = _id_type("enrollment")

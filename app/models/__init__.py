@@ -20,6 +20,7 @@ from app.models.billing import (
 )
 from app.models.event import Event
 from app.models.lead import Lead
+from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
     EmailSuppression,
     Enrollment,
@@ -71,6 +72,9 @@ __all__ = [
     "LeadTouch",
     "LeadEngagement",
     "LeadAssignment",
+    "LeadImport",
+    "LeadImportError",
+    "LeadImportFile",
     "Opportunity",
     "Partner",
     "Payment",

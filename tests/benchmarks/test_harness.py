@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from app.leads.importer import RowValidator, ValidRow, read_file
 from benchmarks.config import BenchConfig
 from benchmarks.environment import (
     DATABASE_URL_ENV,
@@ -23,6 +24,7 @@ from benchmarks.environment import (
     release_redis,
     with_database,
 )
+from benchmarks.imports import build_csv
 from benchmarks.load import percentile
 from benchmarks.report import render
 from benchmarks.runner import BASELINE, TUNED, run
@@ -89,11 +91,31 @@ class TestSmokeRun:
             "POST /v1/leads full/bare req/s",
             "API peak RSS under load",
             "job start p95",
+            f"CSV import of {config.import_rows} rows full/bare rows/s",
         ]
+        imports = report.imports
+        assert imports is not None
+        assert imports.rows == config.import_rows
+        assert imports.full_seconds > 0
+        assert imports.bare_seconds > 0
+        assert imports.ratio > 0
         table = render(report)
+        assert "bare COPY" in table
         assert "GET /v1/leads/{id}" in table
         assert "full/bare" in table
         assert "arq default" in table
+
+
+class TestImportFile:
+    def test_imports_without_errors(self) -> None:
+        content = build_csv(30)
+
+        parsed = read_file(content, {}, max_rows=100)
+        validator = RowValidator.for_file(parsed, date_format=None, phone_region=None)
+        results = [validator.validate(record) for record in parsed.records]
+
+        assert len(results) == 30
+        assert all(isinstance(result, ValidRow) for result in results)
 
 
 class TestGuards:
