@@ -411,7 +411,7 @@ def _export_cells(lead: Lead) -> list[str]:
 @router.get(
     "/lead-exports",
     tags=["leads"],
-    operation_id="leads_export",
+    operation_id="lead_exports_download",
     summary="Export leads as CSV",
     response_class=StreamingResponse,
     responses={**_CSV_RESPONSE, **problem_responses(403)},
