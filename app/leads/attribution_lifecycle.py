@@ -46,9 +46,9 @@ async def move_touches(
 async def erase_touches(session: AsyncSession, lead: Lead) -> None:
     """Remove what touches and consents hold about the person, keeping the channels.
 
-    Landing pages and referrers may carry an address in their query strings, and a
-    consent's client address and user agent identify a device; campaign, partner,
-    channel and `utm_*` values stay, since attribution figures count them.
+    Landing pages and referrers may carry an address in their query strings. A
+    consent's client address and user agent identify a device. Campaign, partner,
+    channel and `utm_*` values stay, because attribution figures count them.
     """
     await session.execute(
         update(LeadTouch)
