@@ -42,3 +42,10 @@ class LeadNotMergeable(Conflict):
 
     code = "lead_not_mergeable"
     title = "Lead not mergeable"
+
+
+class LeadErased(Conflict):
+    """The lead's personal data was erased, so none can be written to it again."""
+
+    code = "lead_erased"
+    title = "Lead erased"

@@ -74,5 +74,5 @@ class LeadExport(OutputModel):
     exported_at: datetime
     data: dict[str, Any] = Field(
         description="Every stored datum about the lead, by section: lead, events, "
-        "enrollments with their step runs, touches, consents and engagements."
+        "enrollments with their step runs, touches, consents, engagements and activities."
     )

@@ -444,7 +444,7 @@ async def export_leads(
                     workspace_id,
                     limit=EXPORT_PAGE,
                     cursor=cursor,
-                    status=status,
+                    status=[status] if status is not None else None,
                     owner_id=owner_id,
                     query=q,
                     created_after=created_after,

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activities.lifecycle import move_activities
 from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
@@ -33,7 +34,12 @@ log = structlog.get_logger(__name__)
 # locked. It moves or closes the duplicate's rows and emits their events.
 Mover = Callable[[AsyncSession, Lead, Lead, str | None], Awaitable[None]]
 
-MOVERS: tuple[Mover, ...] = (move_enrollments, move_touches, move_engagements)
+MOVERS: tuple[Mover, ...] = (
+    move_enrollments,
+    move_touches,
+    move_engagements,
+    move_activities,
+)
 
 UNMERGEABLE_STATUSES = frozenset({"converted", "merged"})
 

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activities.lifecycle import erase_activities, export_activities
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
@@ -25,6 +26,7 @@ from app.leads.attribution_lifecycle import (
     export_touches,
 )
 from app.leads.privacy_rows import row_data
+from app.leads.scoring import lead_scoring
 from app.leads.scoring_lifecycle import export_engagements
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
@@ -50,7 +52,7 @@ TOMBSTONE_DOMAIN = "erased.invalid"
 # Rows of other tables that hold personal data about a lead: a table that stores some
 # adds one function that removes it.
 Eraser = Callable[[AsyncSession, Lead], Awaitable[None]]
-ERASERS: tuple[Eraser, ...] = (erase_touches,)
+ERASERS: tuple[Eraser, ...] = (erase_touches, erase_activities)
 
 
 def tombstone_email(lead_id: uuid.UUID) -> str:
@@ -120,6 +122,8 @@ async def erase_lead(
         data=erased,
         actor=principal.actor,
     )
+    # Rules on the erased fields and attributes no longer count.
+    await lead_scoring.score_lead(session, lead, principal.actor)
     log.info("lead.erased", lead_id=str(lead.id))
     return lead
 
@@ -176,6 +180,7 @@ EXPORTERS: tuple[tuple[str, Exporter], ...] = (
     ("touches", export_touches),
     ("consents", export_consents),
     ("engagements", export_engagements),
+    ("activities", export_activities),
 )
 
 

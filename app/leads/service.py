@@ -19,7 +19,7 @@ from app.leads import assignment, states
 from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import duplicate_error
-from app.leads.errors import InvalidLeadTransition, LeadNotFound
+from app.leads.errors import InvalidLeadTransition, LeadErased, LeadNotFound
 from app.leads.identity import create_values, keys_of
 from app.leads.listing import DEFAULT_SORT, listing_filters
 from app.leads.normalize import normalize_email
@@ -33,6 +33,9 @@ from app.leads.updates import apply_identity_changes
 from app.models import Lead
 
 log = structlog.get_logger(__name__)
+
+# What an erased lead may still change: nothing of it names or describes the person.
+KEPT_AFTER_ERASURE = frozenset({"status", "status_reason", "owner_id", "tags"})
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,13 @@ class LeadService:
         check_if_match(if_match, lead.version)
 
         changes = payload.model_dump(exclude_unset=True)
+        if lead.erased_at is not None and set(changes) - KEPT_AFTER_ERASURE:
+            raise LeadErased(
+                f"Lead {ids.encode('lead', lead.id)} was erased, so it takes no new "
+                "personal data. Change only its status, owner or tags, or create a "
+                "new lead.",
+                erased_at=lead.erased_at.isoformat().replace("+00:00", "Z"),
+            )
         if "email" in changes and changes["email"] is None:
             raise _null_email()
         if "attributes" in changes and changes["attributes"] is None:

@@ -113,3 +113,82 @@ class TestExportIncludesTouches:
         assert [touch["channel"] for touch in export["touches"]] == ["web_form"]
         assert export["consents"][0]["consent_text"] == "Email me about Acme."
         assert export["consents"][0]["user_agent"] == "Browser/1.0"
+
+
+class TestEraseActivities:
+    async def test_text_removed_and_exported(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await post_lead(client, auth, email="ada@example.com")
+        created = await client.post(
+            "/v1/activities",
+            json={"kind": "note", "lead_id": lead["id"], "body": "Met at the fair"},
+            headers=auth,
+        )
+        assert created.status_code == 201, created.text
+        exported = await client.get(f"/v1/leads/{lead['id']}/export", headers=auth)
+        assert exported.json()["data"]["activities"][0]["body"] == "Met at the fair"
+
+        response = await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        assert response.status_code == 200, response.text
+        activity = await client.get(
+            f"/v1/activities/{created.json()['id']}", headers=auth
+        )
+        assert activity.json()["body"] is None
+        assert activity.json()["kind"] == "note"
+
+
+class TestUpdateErased:
+    async def test_personal_field_409(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await post_lead(client, auth, email="ada@example.com")
+        await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        response = await client.patch(
+            f"/v1/leads/{lead['id']}", json={"first_name": "Back"}, headers=auth
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "lead_erased"
+        fetched = await client.get(f"/v1/leads/{lead['id']}", headers=auth)
+        assert fetched.json()["first_name"] is None
+
+    async def test_status_still_changes(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await post_lead(client, auth, email="ada@example.com")
+        await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        response = await client.patch(
+            f"/v1/leads/{lead['id']}", json={"status": "working"}, headers=auth
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "working"
+
+
+class TestMergeMovesActivities:
+    async def test_activity_follows_survivor(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        duplicate = await post_lead(client, auth, email="ada@old.example")
+        survivor = await post_lead(client, auth, email="ada@new.example")
+        created = await client.post(
+            "/v1/activities",
+            json={"kind": "call", "lead_id": duplicate["id"], "subject": "Intro"},
+            headers=auth,
+        )
+        assert created.status_code == 201, created.text
+
+        await client.post(
+            f"/v1/leads/{survivor['id']}/merge",
+            json={"duplicate_id": duplicate["id"]},
+            headers=auth,
+        )
+
+        activity = await client.get(
+            f"/v1/activities/{created.json()['id']}", headers=auth
+        )
+        assert activity.json()["lead_id"] == survivor["id"]
