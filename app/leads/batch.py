@@ -243,7 +243,8 @@ def _batch_rejected(
     items = [
         {
             "index": result.index,
-            "status": result.status,
+            # Nothing was written, so a valid item was not created either.
+            "status": "not_created" if result.status == "created" else result.status,
             "lead": None,
             "error": result.error,
         }

@@ -33,7 +33,10 @@ class LeadBatchCreate(InputModel):
 
 class LeadBatchItem(OutputModel):
     index: int = Field(description="Position of the item in the request's items.")
-    status: Literal["created", "duplicate", "invalid"]
+    status: Literal["created", "duplicate", "invalid", "not_created"] = Field(
+        description="not_created: a valid item of an all_or_none batch that another "
+        "item's failure kept from being created."
+    )
     lead: Lead | None = Field(description="The created lead, when status is created.")
     error: Problem | None = Field(
         description="Why the item was not created: a duplicate_lead problem naming "

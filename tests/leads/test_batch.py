@@ -146,7 +146,7 @@ class TestBatchAllOrNone:
         problem = response.json()
         assert problem["code"] == "lead_batch_invalid"
         assert [item["status"] for item in problem["items"]] == [
-            "created",
+            "not_created",
             "invalid",
             "duplicate",
         ]
@@ -167,6 +167,43 @@ class TestBatchAllOrNone:
         assert problem["code"] == "lead_batch_duplicate"
         assert problem["items"][1]["error"]["code"] == "duplicate_lead"
         assert await count_leads(session) == 1
+
+
+class TestStoredRowChecks:
+    async def test_unknown_campaign_fails_its_item(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        unknown = "cmp_01m914b0f6ed4rv8xfcv9rxq4b"
+        items = [
+            {"email": "a@acme.com"},
+            {"email": "b@acme.com", "attribution": {"campaign_id": unknown}},
+        ]
+
+        response = await batch(client, auth, items)
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert [item["status"] for item in body["items"]] == ["created", "invalid"]
+        assert body["items"][1]["error"]["errors"][0]["field"] == (
+            "attribution.campaign_id"
+        )
+        assert await count_leads(session) == 1
+
+    async def test_unknown_campaign_all_or_none(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        unknown = "cmp_01m914b0f6ed4rv8xfcv9rxq4b"
+        items = [
+            {"email": "a@acme.com"},
+            {"email": "b@acme.com", "attribution": {"campaign_id": unknown}},
+        ]
+
+        response = await batch(client, auth, items, all_or_none=True)
+
+        assert response.status_code == 422
+        statuses = [item["status"] for item in response.json()["items"]]
+        assert statuses == ["not_created", "invalid"]
+        assert await count_leads(session) == 0
 
 
 class TestBatchLimits:
