@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
@@ -272,3 +273,50 @@ def _option_error(name: str, message: str) -> InvalidInput:
 
 
 custom_field_service = CustomFieldService()
+
+
+_TRUE = frozenset({"true", "on", "yes", "1"})
+_FALSE = frozenset({"false", "off", "no", "0"})
+
+
+async def coerce_form_attributes(
+    session: AsyncSession, workspace_id: uuid.UUID, attributes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Read the text a browser form sends as the type each lead field defines.
+
+    An HTML form posts every value as a string: ``"40"`` for a number field, ``"on"``
+    for a checkbox. Text that does not read as the type stays as sent, so the usual
+    check reports it with the field's expected type.
+    """
+    if not attributes:
+        return dict(attributes)
+    rows = await CustomFieldRepository.from_session(session).for_write(
+        workspace_id, "lead", attributes.keys()
+    )
+    types = {row.key: row.type for row in rows}
+    return {
+        key: _coerce(types.get(key), value) if isinstance(value, str) else value
+        for key, value in attributes.items()
+    }
+
+
+def _coerce(type_: str | None, value: str) -> Any:
+    text = value.strip()
+    if type_ == "boolean":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+    elif type_ == "number":
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            return value
+        if not number.is_finite():
+            return value
+        if number == number.to_integral_value():
+            return int(number)
+        # A decimal that a JSON number keeps exactly; others stay text and fail.
+        if Decimal(repr(float(number))) == number:
+            return float(number)
+    return value

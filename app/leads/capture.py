@@ -28,6 +28,7 @@ from app.core.errors import (
     validation_field_errors,
 )
 from app.core.events import emit
+from app.customfields.service import coerce_form_attributes
 from app.leads.attribution import CaptureAttribution, record_touch
 from app.leads.attribution_errors import FormNotFound
 from app.leads.attribution_repository import AttributionRepository
@@ -35,6 +36,7 @@ from app.leads.capture_schemas import (
     ATTRIBUTION_FIELDS,
     CONSENT_FIELD,
     KEY_FIELD,
+    PHONE_REGION_FIELD,
     RESERVED_FIELDS,
     FormCreate,
     FormUpdate,
@@ -309,6 +311,7 @@ def parse_submission(
         form.honeypot_field,
         CONSENT_FIELD,
         KEY_FIELD,
+        *((PHONE_REGION_FIELD,) if "phone" in form.fields else ()),
     }
     errors: list[FieldError] = []
     cleaned: dict[str, Any] = {}
@@ -323,6 +326,9 @@ def parse_submission(
                 )
             )
         elif name == CONSENT_FIELD and isinstance(value, bool):
+            cleaned[name] = value
+        elif name in form.attribute_keys and isinstance(value, bool | int | float):
+            # A JSON body may send typed values for custom fields.
             cleaned[name] = value
         elif not isinstance(value, str):
             errors.append(FieldError(name, "Input should be a string.", "string_type"))
@@ -353,6 +359,8 @@ def parse_submission(
     }
     attribution_values.setdefault("landing_page", landing_page)
     lead_values = {name: cleaned[name] for name in form.fields if name in cleaned}
+    if PHONE_REGION_FIELD in cleaned:
+        lead_values[PHONE_REGION_FIELD] = cleaned[PHONE_REGION_FIELD].strip().upper()
     attributes = {
         name: cleaned[name] for name in form.attribute_keys if name in cleaned
     }
@@ -396,7 +404,14 @@ class CaptureService:
                     session,
                     principal,
                     submission.lead.model_copy(
-                        update={"attribution": submission.attribution}
+                        update={
+                            "attribution": submission.attribution,
+                            "attributes": await coerce_form_attributes(
+                                session,
+                                form.workspace_id,
+                                submission.lead.attributes,
+                            ),
+                        }
                     ),
                     default_phone_region=default_phone_region,
                 )

@@ -295,7 +295,9 @@ _CAPTURE_BODY: dict[str, Any] = {
             _JSON: {
                 "schema": {
                     "type": "object",
-                    "additionalProperties": {"type": ["string", "boolean"]},
+                    "additionalProperties": {
+                        "type": ["string", "boolean", "integer", "number"]
+                    },
                     "examples": [{"email": "ada@example.com", "consent": True}],
                 }
             },

@@ -42,8 +42,10 @@ ATTRIBUTION_FIELDS = (
 # Names a submission may carry besides the form's fields: the key and the consent box.
 KEY_FIELD = "key"
 CONSENT_FIELD = "consent"
+# The region of a national phone number, accepted by a form that collects the phone.
+PHONE_REGION_FIELD = "phone_region"
 RESERVED_FIELDS = frozenset(
-    (*LEAD_FIELDS, *ATTRIBUTION_FIELDS, KEY_FIELD, CONSENT_FIELD)
+    (*LEAD_FIELDS, *ATTRIBUTION_FIELDS, KEY_FIELD, CONSENT_FIELD, PHONE_REGION_FIELD)
 )
 MAX_ORIGINS = 20
 MAX_ATTRIBUTE_KEYS = 50
