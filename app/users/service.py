@@ -130,14 +130,24 @@ class UserService:
     ) -> uuid.UUID | None:
         """Return the user that On-Behalf-Of names, when it is a user id.
 
-        Any other value stays a free-text actor. The id of no active user is rejected.
+        A value without the ``usr_`` prefix stays a free-text actor. A ``usr_`` value
+        that is no valid id, or the id of no active user, is rejected.
         """
         if principal.on_behalf_of is None:
             return None
+        if not principal.on_behalf_of.startswith("usr_"):
+            return None
         try:
             user_id = ids.decode("user", principal.on_behalf_of)
-        except ids.InvalidId:
-            return None
+        except ids.InvalidId as error:
+            raise InvalidInput(
+                f"On-Behalf-Of {principal.on_behalf_of!r} starts like a user id but is "
+                "not one. Send a usr_ id from GET /v1/users, or a name without the "
+                "usr_ prefix.",
+                errors=[
+                    FieldError("header.On-Behalf-Of", str(error), "invalid_user_id")
+                ],
+            ) from error
         await self.require_active(
             session, principal.workspace_id, user_id, "header.On-Behalf-Of"
         )
