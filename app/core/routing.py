@@ -108,6 +108,20 @@ def _check_query(request: Request, known: dict[str, bool]) -> None:
                 for name in repeated
             ],
         )
+    # PostgreSQL text cannot hold NUL, so such a filter value is refused here rather
+    # than failing in the database.
+    unstorable = sorted(
+        {name for name, value in request.query_params.multi_items() if "\x00" in value}
+    )
+    if unstorable:
+        raise InvalidInput(
+            f"The query parameter {unstorable[0]!r} contains a NUL character, which no "
+            "stored value holds. Remove it.",
+            errors=[
+                FieldError(f"query.{name}", "contains a NUL character", "unstorable")
+                for name in unstorable
+            ],
+        )
 
 
 class UnitOfWorkRoute(APIRoute):

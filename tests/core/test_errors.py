@@ -159,6 +159,17 @@ class TestQueryParameters:
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "attributes"
 
+    async def test_nul_in_query_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        for query in ("q=%00", "email=a%00b", "tag=x%00", "attribute=a%00"):
+            response = await client.get(f"/v1/leads?{query}", headers=auth)
+
+            assert response.status_code == 422, query
+            error = response.json()["errors"][0]
+            assert error["field"] == f"query.{query.split('=')[0]}"
+            assert error["code"] == "unstorable"
+
     async def test_repeated_parameter(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
