@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.leads.privacy_rows import row_data
+from app.leads.privacy_rows import blank_event_fields, row_data
 from app.models import Activity, Lead
 
 
@@ -32,16 +32,25 @@ async def erase_activities(session: AsyncSession, lead: Lead) -> None:
     """
     # NOTE: an activity also linked to a contact, customer or opportunity keeps its
     # text, because it belongs to that record as well.
-    await session.execute(
-        update(Activity)
-        .where(
-            Activity.workspace_id == lead.workspace_id,
-            Activity.lead_id == lead.id,
-            Activity.contact_id.is_(None),
-            Activity.customer_id.is_(None),
-            Activity.opportunity_id.is_(None),
+    erased = (
+        await session.scalars(
+            update(Activity)
+            .where(
+                Activity.workspace_id == lead.workspace_id,
+                Activity.lead_id == lead.id,
+                Activity.contact_id.is_(None),
+                Activity.customer_id.is_(None),
+                Activity.opportunity_id.is_(None),
+            )
+            .values(subject=None, body=None, outcome=None)
+            .returning(Activity.id)
         )
-        .values(subject=None, body=None, outcome=None)
+    ).all()
+    await blank_event_fields(
+        session,
+        lead.workspace_id,
+        erased,
+        {"subject": None, "body": None, "outcome": None},
     )
 
 

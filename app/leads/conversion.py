@@ -23,7 +23,7 @@ from app.customers.errors import CustomerNotFound
 from app.customers.normalize import company_domain
 from app.customers.schemas import MAX_NAME_LENGTH, ContactCreate, CustomerCreate
 from app.customers.service import contact_service, customer_service
-from app.leads.errors import LeadAlreadyConverted, LeadNotConvertible
+from app.leads.errors import LeadAlreadyConverted, LeadNotConvertible, erased_error
 from app.leads.schemas import ConversionCustomer, ConversionOpportunity, LeadConvert
 from app.leads.service import lead_data, lead_service
 from app.models import Contact, Customer, Lead, Opportunity
@@ -202,6 +202,8 @@ def _check_convertible(lead: Lead) -> None:
             contact_id=contact_id,
             opportunity_id=opportunity_id,
         )
+    if lead.erased_at is not None:
+        raise erased_error(ids.encode("lead", lead.id), "conversion")
     if lead.status not in OPEN_LEAD_STATUSES:
         raise LeadNotConvertible(
             _NOT_CONVERTIBLE.get(

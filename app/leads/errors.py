@@ -49,3 +49,11 @@ class LeadErased(Conflict):
 
     code = "lead_erased"
     title = "Lead erased"
+
+
+def erased_error(lead_id: str, what: str) -> LeadErased:
+    return LeadErased(
+        f"Lead {lead_id} was erased, so it takes no {what}. Create a new lead for "
+        "the person instead.",
+        lead_id=lead_id,
+    )

@@ -27,7 +27,7 @@ from app.leads.attribution_lifecycle import (
 )
 from app.leads.privacy_rows import row_data
 from app.leads.scoring import lead_scoring
-from app.leads.scoring_lifecycle import export_engagements
+from app.leads.scoring_lifecycle import erase_engagements, export_engagements
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
 from app.models import Enrollment, Event, Lead, StepRun
@@ -52,7 +52,7 @@ TOMBSTONE_DOMAIN = "erased.invalid"
 # Rows of other tables that hold personal data about a lead: a table that stores some
 # adds one function that removes it.
 Eraser = Callable[[AsyncSession, Lead], Awaitable[None]]
-ERASERS: tuple[Eraser, ...] = (erase_touches, erase_activities)
+ERASERS: tuple[Eraser, ...] = (erase_touches, erase_activities, erase_engagements)
 
 
 def tombstone_email(lead_id: uuid.UUID) -> str:
@@ -63,7 +63,7 @@ def tombstone_email(lead_id: uuid.UUID) -> str:
 def scrub(data: dict[str, Any], erased: dict[str, Any]) -> dict[str, Any]:
     """Replace the personal values of a lead's event data with the erased ones."""
     scrubbed = dict(data)
-    for name in (*PERSONAL_FIELDS, "email", "email_normalized"):
+    for name in (*PERSONAL_FIELDS, "email", "email_normalized", "tags"):
         if name in scrubbed:
             scrubbed[name] = erased.get(name)
     if isinstance(scrubbed.get("attributes"), dict):
@@ -98,6 +98,7 @@ async def erase_lead(
     for name in PERSONAL_FIELDS:
         setattr(lead, name, None)
     lead.attributes = dict.fromkeys(lead.attributes)
+    lead.tags = []
     lead.erased_at = utcnow()
     lead.erased_by = principal.actor
     for eraser in ERASERS:
@@ -125,6 +126,19 @@ async def erase_lead(
     # Rules on the erased fields and attributes no longer count.
     await lead_scoring.score_lead(session, lead, principal.actor)
     log.info("lead.erased", lead_id=str(lead.id))
+
+    # The leads merged into this one describe the same person.
+    merged = (
+        await session.scalars(
+            select(Lead.id).where(
+                Lead.workspace_id == lead.workspace_id,
+                Lead.merged_into_id == lead.id,
+                Lead.erased_at.is_(None),
+            )
+        )
+    ).all()
+    for merged_id in merged:
+        await erase_lead(session, principal, merged_id, if_match=None)
     return lead
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.leads.privacy_rows import row_data
+from app.leads.privacy_rows import blank_event_fields, row_data
 from app.leads.scoring import lead_scoring
 from app.models import Lead, LeadEngagement
 
@@ -29,6 +29,22 @@ async def move_engagements(
         .values(lead_id=survivor.id)
     )
     await lead_scoring.score_lead(session, survivor, actor)
+
+
+async def erase_engagements(session: AsyncSession, lead: Lead) -> None:
+    """Remove the metadata of the lead's engagements, which may hold addresses."""
+    erased = (
+        await session.scalars(
+            update(LeadEngagement)
+            .where(
+                LeadEngagement.workspace_id == lead.workspace_id,
+                LeadEngagement.lead_id == lead.id,
+            )
+            .values(details={})
+            .returning(LeadEngagement.id)
+        )
+    ).all()
+    await blank_event_fields(session, lead.workspace_id, erased, {"metadata": {}})
 
 
 async def export_engagements(session: AsyncSession, lead: Lead) -> Any:

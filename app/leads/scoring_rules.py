@@ -25,6 +25,7 @@ from app.core.db import defer_job
 from app.core.errors import FieldError, InvalidInput, NotFound, validation_field_errors
 from app.core.events import emit
 from app.core.pagination import paginate
+from app.leads.errors import erased_error
 from app.leads.scoring import lead_scoring
 from app.leads.scoring_schemas import Engagement as EngagementSchema
 from app.leads.scoring_schemas import (
@@ -270,6 +271,8 @@ class EngagementService:
         lead = await lead_service.get(
             session, principal.workspace_id, lead_id, for_update=True
         )
+        if lead.erased_at is not None:
+            raise erased_error(ids.encode("lead", lead.id), "engagements")
         now = utcnow()
         occurred_at = payload.occurred_at or now
         if occurred_at > now + MAX_CLOCK_SKEW:

@@ -35,7 +35,7 @@ from app.models import Lead
 log = structlog.get_logger(__name__)
 
 # What an erased lead may still change: nothing of it names or describes the person.
-KEPT_AFTER_ERASURE = frozenset({"status", "status_reason", "owner_id", "tags"})
+KEPT_AFTER_ERASURE = frozenset({"status", "status_reason", "owner_id"})
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ class LeadService:
         if lead.erased_at is not None and set(changes) - KEPT_AFTER_ERASURE:
             raise LeadErased(
                 f"Lead {ids.encode('lead', lead.id)} was erased, so it takes no new "
-                "personal data. Change only its status, owner or tags, or create a "
+                "personal data. Change only its status or owner, or create a "
                 "new lead.",
                 erased_at=lead.erased_at.isoformat().replace("+00:00", "Z"),
             )

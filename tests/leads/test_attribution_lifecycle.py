@@ -1,4 +1,4 @@
-"""Touches and consents of a lead through merge, erasure and data export."""
+"""What a lead's merge, erasure and data export do to the rows that describe it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
-from app.models import LeadConsent, LeadTouch
+from app.models import Event, LeadConsent, LeadEngagement, LeadTouch
 from tests.leads.factories import create_form, create_publishable_key
 
 ORIGIN = "https://www.example.com"
@@ -192,3 +192,66 @@ class TestMergeMovesActivities:
             f"/v1/activities/{created.json()['id']}", headers=auth
         )
         assert activity.json()["lead_id"] == survivor["id"]
+
+
+class TestEraseEverywhere:
+    async def test_tags_engagements_and_events(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        lead = await post_lead(
+            client, auth, email="zqx@example.com", first_name="Zqx", tags=["zqx"]
+        )
+        engaged = await client.post(
+            f"/v1/leads/{lead['id']}/engagements",
+            json={"type": "page_visited", "metadata": {"url": "https://x/?e=zqx"}},
+            headers=auth,
+        )
+        assert engaged.status_code == 201, engaged.text
+
+        response = await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["tags"] == []
+        engagement = await session.scalar(select(LeadEngagement))
+        assert engagement is not None
+        await session.refresh(engagement)
+        assert engagement.details == {}
+        for event in (await session.scalars(select(Event))).all():
+            await session.refresh(event)
+            assert "zqx" not in str(event.data).lower(), event.type
+
+    async def test_merged_duplicate_erased_too(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        duplicate = await post_lead(client, auth, email="ada@old.example", notes="x")
+        survivor = await post_lead(client, auth, email="ada@new.example")
+        await client.post(
+            f"/v1/leads/{survivor['id']}/merge",
+            json={"duplicate_id": duplicate["id"]},
+            headers=auth,
+        )
+
+        await client.post(f"/v1/leads/{survivor['id']}/erase", headers=auth)
+
+        merged = (await client.get(f"/v1/leads/{duplicate['id']}", headers=auth)).json()
+        assert merged["erased_at"] is not None
+        assert merged["notes"] is None
+        assert "ada@old" not in merged["email"]
+
+    async def test_no_new_engagement_or_conversion(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await post_lead(client, auth, email="ada@example.com")
+        await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        engaged = await client.post(
+            f"/v1/leads/{lead['id']}/engagements",
+            json={"type": "email_opened"},
+            headers=auth,
+        )
+        converted = await client.post(f"/v1/leads/{lead['id']}/convert", headers=auth)
+
+        assert engaged.status_code == 409
+        assert engaged.json()["code"] == "lead_erased"
+        assert converted.status_code == 409
+        assert converted.json()["code"] == "lead_erased"
