@@ -28,7 +28,7 @@ from app.core.errors import (
     validation_field_errors,
 )
 from app.core.events import emit
-from app.customfields.service import coerce_form_attributes
+from app.customfields.service import check_attributes, coerce_form_attributes
 from app.leads.attribution import CaptureAttribution, record_touch
 from app.leads.attribution_errors import FormNotFound
 from app.leads.attribution_repository import AttributionRepository
@@ -394,6 +394,11 @@ class CaptureService:
     ) -> Lead:
         """Create the lead, or add a touch to the open lead with the same email."""
         email_normalized = normalize_email(submission.lead.email)
+        # Checked before the lookup, so a known and an unknown email fail alike.
+        attributes = await coerce_form_attributes(
+            session, form.workspace_id, submission.lead.attributes
+        )
+        await check_attributes(session, form.workspace_id, "lead", attributes)
         repository = AttributionRepository.from_session(session)
         lead = await repository.get_open_lead_for_update(
             form.workspace_id, email_normalized
@@ -406,11 +411,7 @@ class CaptureService:
                     submission.lead.model_copy(
                         update={
                             "attribution": submission.attribution,
-                            "attributes": await coerce_form_attributes(
-                                session,
-                                form.workspace_id,
-                                submission.lead.attributes,
-                            ),
+                            "attributes": attributes,
                         }
                     ),
                     default_phone_region=default_phone_region,

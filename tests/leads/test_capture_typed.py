@@ -123,3 +123,24 @@ class TestPhoneRegion:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "phone_region"
+
+
+class TestSameAnswerForKnownEmail:
+    async def test_invalid_attribute_fails_known_email(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        url, headers = await typed_form(client, auth)
+        known = await client.post(
+            "/v1/leads", json={"email": "ada@example.com"}, headers=auth
+        )
+        assert known.status_code == 201, known.text
+
+        answers = [
+            await client.post(
+                url, data={"email": email, "employees": "many"}, headers=headers
+            )
+            for email in ("ada@example.com", "new@example.com")
+        ]
+
+        assert [answer.status_code for answer in answers] == [422, 422]
+        assert answers[0].json()["errors"] == answers[1].json()["errors"]
