@@ -24,7 +24,12 @@ from app.leads.attribution_lifecycle import move_touches
 from app.leads.errors import LeadNotFound, LeadNotMergeable
 from app.leads.scoring_lifecycle import move_engagements
 from app.leads.serialize import lead_data
-from app.leads.survivorship import absorb, lead_values
+from app.leads.survivorship import (
+    absorb,
+    audit_owner,
+    drop_inactive_owner,
+    lead_values,
+)
 from app.models import Lead
 from app.nurture.moving import move_enrollments
 
@@ -81,7 +86,9 @@ async def merge_leads(
     _check_mergeable(survivor, "survivor")
     _check_mergeable(duplicate, "duplicate")
 
+    previous_owner = survivor.owner_id
     absorb(survivor, lead_values(duplicate), source_wins=False)
+    await drop_inactive_owner(session, survivor, previous_owner)
     duplicate.status = "merged"
     duplicate.status_reason = None
     duplicate.status_changed_at = utcnow()
@@ -115,6 +122,7 @@ async def merge_leads(
             data=lead_data(survivor),
             actor=principal.actor,
         )
+    await audit_owner(session, principal, survivor, previous_owner)
     log.info("lead.merged", lead_id=str(duplicate.id), merged_into_id=str(survivor.id))
     return survivor
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.errors import Conflict
 from app.core.events import emit
+from app.leads import assignment
 from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.repository import LeadRepository
@@ -18,6 +19,7 @@ from app.leads.scoring import lead_scoring
 from app.leads.serialize import lead_data
 from app.models import Lead
 from app.models.lead import OPEN_LEAD_STATUSES
+from app.users.repository import UserRepository
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +34,31 @@ MERGED_FIELDS = (
     "owner_id",
     "notes",
 )
+
+
+async def drop_inactive_owner(
+    session: AsyncSession, lead: Lead, previous: uuid.UUID | None
+) -> None:
+    """Undo an owner a merge gave ``lead`` when that user is not active any more."""
+    if lead.owner_id == previous or lead.owner_id is None:
+        return
+    # No autoflush: the merged values go out in one update, after this check.
+    with session.no_autoflush:
+        user = await UserRepository.from_session(session).get(
+            lead.workspace_id, lead.owner_id
+        )
+    if user is None or not user.active:
+        lead.owner_id = previous
+
+
+async def audit_owner(
+    session: AsyncSession, principal: Principal, lead: Lead, previous: uuid.UUID | None
+) -> None:
+    """Audit an owner a merge gave ``lead``; call it after the lead's own event."""
+    if lead.owner_id != previous:
+        await assignment.record_change(
+            session, principal, lead, previous, assignment.Decision(lead.owner_id)
+        )
 
 
 def is_empty(value: Any) -> bool:
@@ -55,6 +82,10 @@ def absorb(target: Lead, source: dict[str, Any], *, source_wins: bool) -> None:
         target.phone = source["phone"]
         target.phone_normalized = source.get("phone_normalized")
 
+    incoming_tags = [tag for tag in source.get("tags") or () if tag not in target.tags]
+    if incoming_tags:
+        target.tags = [*target.tags, *incoming_tags]
+
     attributes = dict(target.attributes)
     for key, value in (source.get("attributes") or {}).items():
         if survives(attributes.get(key), value):
@@ -65,7 +96,7 @@ def absorb(target: Lead, source: dict[str, Any], *, source_wins: bool) -> None:
 
 def lead_values(lead: Lead) -> dict[str, Any]:
     """Return the fields of ``lead`` that ``absorb`` reads."""
-    names = (*MERGED_FIELDS, "phone", "phone_normalized", "attributes")
+    names = (*MERGED_FIELDS, "phone", "phone_normalized", "attributes", "tags")
     return {name: getattr(lead, name) for name in names}
 
 
@@ -99,7 +130,9 @@ async def merge_capture(
     await record_touch(
         session, lead, channel=values.get("source") or "api", attribution=attribution
     )
+    previous_owner = lead.owner_id
     absorb(lead, values, source_wins=True)
+    await drop_inactive_owner(session, lead, previous_owner)
     if not session.is_modified(lead):
         return lead
     await session.flush()
@@ -114,6 +147,7 @@ async def merge_capture(
         data=lead_data(lead),
         actor=principal.actor,
     )
+    await audit_owner(session, principal, lead, previous_owner)
     await lead_scoring.score_lead(session, lead, principal.actor)
     log.info("lead.capture_merged", lead_id=str(lead.id))
     return lead

@@ -15,6 +15,7 @@ from app.leads import merge as merge_module
 from app.models import Event, Lead, Workspace
 from tests.conftest import make_workspace_key
 from tests.nurture.conftest import create_sequence, enroll
+from tests.users.factories import create_user
 
 
 async def post_lead(
@@ -320,3 +321,48 @@ class TestConcurrentMerge:
                 ).all()
             )
         assert statuses == ["merged", "new"]
+
+
+class TestMergeTagsAndOwner:
+    async def test_tags_joined(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        survivor = await post_lead(client, auth, email="a@acme.com", tags=["new"])
+        duplicate = await post_lead(client, auth, email="b@acme.com", tags=["vip"])
+
+        response = await merge(client, auth, survivor["id"], duplicate["id"])
+
+        assert response.json()["tags"] == ["new", "vip"]
+
+    async def test_owner_taken_is_audited(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        owner = await create_user(client, auth)
+        survivor = await post_lead(client, auth, email="a@acme.com")
+        duplicate = await post_lead(
+            client, auth, email="b@acme.com", owner_id=owner["id"]
+        )
+
+        response = await merge(client, auth, survivor["id"], duplicate["id"])
+
+        assert response.json()["owner_id"] == owner["id"]
+        audit = await client.get(
+            f"/v1/leads/{survivor['id']}/assignments", headers=auth
+        )
+        assert [row["to_user_id"] for row in audit.json()["data"]] == [owner["id"]]
+
+    async def test_inactive_owner_not_taken(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        owner = await create_user(client, auth)
+        survivor = await post_lead(client, auth, email="a@acme.com")
+        duplicate = await post_lead(
+            client, auth, email="b@acme.com", owner_id=owner["id"]
+        )
+        await client.patch(
+            f"/v1/users/{owner['id']}", json={"active": False}, headers=auth
+        )
+
+        response = await merge(client, auth, survivor["id"], duplicate["id"])
+
+        assert response.json()["owner_id"] is None
