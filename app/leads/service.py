@@ -20,7 +20,7 @@ from app.leads.attribution import record_touch
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.dedupe import duplicate_error
 from app.leads.errors import InvalidLeadTransition, LeadErased, LeadNotFound
-from app.leads.identity import create_values, keys_of
+from app.leads.identity import IdentityKeys, create_values, keys_of
 from app.leads.listing import DEFAULT_SORT, listing_filters
 from app.leads.normalize import normalize_email
 from app.leads.repository import LeadRepository
@@ -31,6 +31,7 @@ from app.leads.status import apply_status
 from app.leads.survivorship import merge_capture
 from app.leads.updates import apply_identity_changes
 from app.models import Lead
+from app.models.lead import OPEN_LEAD_STATUSES
 
 log = structlog.get_logger(__name__)
 
@@ -271,6 +272,10 @@ class LeadService:
         for name, value in changes.items():
             setattr(lead, name, value)
         apply_status(lead, new_status, status_reason)
+        if lead.status in OPEN_LEAD_STATUSES and previous_status not in (
+            OPEN_LEAD_STATUSES
+        ):
+            await self._reject_reopened_duplicate(session, lead)
         if not session.is_modified(lead):
             return lead
         await session.flush()
@@ -302,6 +307,26 @@ class LeadService:
                 to_status=lead.status,
             )
         return lead
+
+    @staticmethod
+    async def _reject_reopened_duplicate(session: AsyncSession, lead: Lead) -> None:
+        # A reopened lead joins the open leads, where its email must be unique.
+        with session.no_autoflush:
+            existing = await LeadRepository.from_session(session).find_open_id_by_email(
+                lead.workspace_id, lead.email_normalized
+            )
+            if existing is not None and existing != lead.id:
+                raise await duplicate_error(
+                    session,
+                    lead.workspace_id,
+                    IdentityKeys(
+                        lead.email_normalized,
+                        lead.phone_normalized,
+                        lead.company_domain,
+                    ),
+                    existing,
+                    exclude_id=lead.id,
+                )
 
     @staticmethod
     def _check_transition(current: str, target: str) -> None:

@@ -300,3 +300,27 @@ class TestConcurrentCreate:
             )
         assert lead is not None
         assert lead.attributes == {"0": 0, "1": 1, "2": 2, "3": 3}
+
+
+class TestReopenOntoOpenEmail:
+    async def test_409_names_open_lead(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        old = await post_lead(client, auth, email="ada@acme.com")
+        await client.patch(
+            f"/v1/leads/{old['id']}",
+            json={"status": "disqualified", "status_reason": "no budget"},
+            headers=auth,
+        )
+        new = await post_lead(client, auth, email="ada@acme.com")
+
+        response = await client.patch(
+            f"/v1/leads/{old['id']}", json={"status": "working"}, headers=auth
+        )
+
+        assert response.status_code == 409
+        problem = response.json()
+        assert problem["code"] == "duplicate_lead"
+        assert [c["lead_id"] for c in problem["candidates"]] == [new["id"]]
+        fetched = await client.get(f"/v1/leads/{old['id']}", headers=auth)
+        assert fetched.json()["status"] == "disqualified"
