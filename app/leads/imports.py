@@ -506,6 +506,8 @@ async def _process_chunk(
         else:
             creates[email] = row
 
+    # NOTE: a later row merged into a new lead above stays counted as updated when
+    # that lead then fails these checks.
     failed = await check_new_rows(session, run.lead_import.workspace_id, creates)
     counts.fail(failed)
     if options.dry_run:
