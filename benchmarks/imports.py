@@ -3,8 +3,8 @@
 The full side runs what the worker runs for an upload: ``lead_import_service.create``
 (header check, file stored in PostgreSQL), the claim, and ``run_import`` with the
 settings' chunk size, in one process on a real database, without Redis. The bare side
-copies the rows the importer stored (leads, then their ``lead.created`` events) into a
-second workspace with asyncpg's ``copy_records_to_table``, and nothing else: no
+copies the rows the importer stored (leads, their first touches, then their
+``lead.created`` events) into a second workspace with asyncpg's ``copy_records_to_table``, and nothing else: no
 parsing, validation, dedupe lookup or progress rows. Each round imports into a fresh
 workspace, so both sides insert into a table of the same size.
 """
@@ -41,13 +41,19 @@ COPY_LEAD_COLUMNS = (
     "company",
     "title",
     "phone",
+    "phone_normalized",
+    "company_domain",
     "timezone",
     "source",
     "status",
     "owner_id",
     "notes",
     "attributes",
+    "tags",
+    "first_touch_id",
+    "last_touch_id",
 )
+COPY_TOUCH_COLUMNS = ("id", "workspace_id", "lead_id", "channel")
 COPY_EVENT_COLUMNS = (
     "id",
     "workspace_id",
@@ -146,8 +152,9 @@ async def _run_bare(
     try:
         leads = await connection.fetch(
             "SELECT email, email_normalized, first_name, last_name, company, title, "
-            "phone, timezone, source, status, owner_id, notes, attributes::text "
-            "AS attributes FROM leads WHERE workspace_id = $1",
+            "phone, phone_normalized, company_domain, timezone, source, status, "
+            "owner_id, notes, attributes::text AS attributes, tags "
+            "FROM leads WHERE workspace_id = $1",
             source_workspace,
         )
         events = await connection.fetch(
@@ -155,16 +162,21 @@ async def _run_bare(
             source_workspace,
         )
         lead_rows = []
+        touch_rows = []
         event_rows = []
         for lead, event in zip(leads, events, strict=True):
             lead_id = new_uuid()
+            touch_id = new_uuid()
             lead_rows.append(
                 (
                     lead_id,
                     target_workspace,
-                    *(lead[name] for name in COPY_LEAD_COLUMNS[2:]),
+                    *(lead[name] for name in COPY_LEAD_COLUMNS[2:-2]),
+                    touch_id,
+                    touch_id,
                 )
             )
+            touch_rows.append((touch_id, target_workspace, lead_id, "import"))
             event_rows.append(
                 (
                     new_uuid(),
@@ -181,6 +193,9 @@ async def _run_bare(
         async with connection.transaction():
             await connection.copy_records_to_table(
                 "leads", records=lead_rows, columns=COPY_LEAD_COLUMNS
+            )
+            await connection.copy_records_to_table(
+                "lead_touches", records=touch_rows, columns=COPY_TOUCH_COLUMNS
             )
             await connection.copy_records_to_table(
                 "events", records=event_rows, columns=COPY_EVENT_COLUMNS

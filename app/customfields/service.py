@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -42,6 +42,53 @@ def as_definition(row: CustomFieldDefinition) -> Definition:
     )
 
 
+async def load_definitions(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    object_type: str,
+    keys: Iterable[str],
+) -> list[Definition]:
+    """Load the definitions of ``keys`` and the required ones, sorted by key.
+
+    The rows are share-locked until the transaction ends (see
+    ``CustomFieldRepository.for_write``), so a type change cannot slip in before the
+    write commits.
+    """
+    rows = await CustomFieldRepository.from_session(session).for_write(
+        workspace_id, object_type, keys
+    )
+    return sorted((as_definition(row) for row in rows), key=lambda item: item.key)
+
+
+def attribute_errors(
+    definitions: Sequence[Definition], attributes: Mapping[str, Any]
+) -> list[FieldError]:
+    """Return one error per attribute that breaks its definition; none when all fit.
+
+    The attributes replace the stored ones, so required keys must be present. A null
+    value counts as absent. Keys without a definition are kept as given.
+    """
+    errors: list[FieldError] = []
+    for definition in definitions:
+        value = attributes.get(definition.key)
+        if value is None:
+            if definition.required:
+                errors.append(
+                    FieldError(f"attributes.{definition.key}", "is required", "missing")
+                )
+            continue
+        problem = value_problem(definition, value)
+        if problem is not None:
+            errors.append(
+                FieldError(
+                    f"attributes.{definition.key}",
+                    problem,
+                    f"invalid_{definition.type}",
+                )
+            )
+    return errors
+
+
 async def check_attributes(
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -51,28 +98,13 @@ async def check_attributes(
     """Raise ``InvalidInput`` naming every attribute that breaks its definition.
 
     ``None`` means the write leaves the attributes as they are, so nothing is checked.
-    Otherwise the attributes replace the stored ones, so required keys must be present.
-    A null value counts as absent. Keys without a definition are kept as given.
     """
     if attributes is None:
         return
-    rows = await CustomFieldRepository.from_session(session).for_write(
-        workspace_id, object_type, attributes.keys()
+    definitions = await load_definitions(
+        session, workspace_id, object_type, attributes.keys()
     )
-    errors: list[FieldError] = []
-    for row in sorted(rows, key=lambda row: row.key):
-        value = attributes.get(row.key)
-        if value is None:
-            if row.required:
-                errors.append(
-                    FieldError(f"attributes.{row.key}", "is required", "missing")
-                )
-            continue
-        problem = value_problem(as_definition(row), value)
-        if problem is not None:
-            errors.append(
-                FieldError(f"attributes.{row.key}", problem, f"invalid_{row.type}")
-            )
+    errors = attribute_errors(definitions, attributes)
     if errors:
         first = errors[0]
         raise InvalidInput(

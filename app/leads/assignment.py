@@ -73,8 +73,18 @@ async def run_rules(
     session: AsyncSession, workspace_id: uuid.UUID, values: Mapping[str, Any]
 ) -> Decision:
     """Return the owner that the first matching enabled rule picks, if any."""
-    repository = AssignmentRepository.from_session(session)
-    for rule in await repository.enabled_rules(workspace_id):
+    rules = await AssignmentRepository.from_session(session).enabled_rules(workspace_id)
+    return await apply_rules(session, workspace_id, rules, values)
+
+
+async def apply_rules(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    rules: Sequence[AssignmentRule],
+    values: Mapping[str, Any],
+) -> Decision:
+    """Return the owner that the first matching rule of ``rules`` picks, if any."""
+    for rule in rules:
         if not all(matches(criterion, values) for criterion in rule.criteria):
             continue
         owner_id = await _pick(session, workspace_id, rule)

@@ -31,10 +31,10 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from itertools import islice
 from typing import Any, Literal
 
-import phonenumbers
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from app.core.errors import InvalidInput
+from app.leads.identity import create_values
 from app.leads.normalize import normalize_email
 from app.leads.schemas import LeadCreate, LeadSource
 
@@ -49,6 +49,8 @@ LEAD_FIELDS = (
     "source",
     "owner_id",
     "notes",
+    "company_domain",
+    "tags",
 )
 IGNORE = "ignore"
 ATTRIBUTES = "attributes"
@@ -65,6 +67,8 @@ DATE_FORMATS: dict[str, DateOrder] = {
     "MM/DD/YYYY": "mdy",
     "DD.MM.YYYY": "dmy",
 }
+# Tags cannot contain commas or spaces, so a cell lists them separated by either.
+_TAG_SEPARATOR = re.compile(r"[,\s]+")
 _ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 _SAMPLE_CHARACTERS = 65_536
 _SAMPLE_RECORDS = 50
@@ -132,6 +136,8 @@ _ALIASES: dict[str, str] = {
     "source": "source",
     **dict.fromkeys(("owner", "ownerid", "leadowner"), "owner_id"),
     **dict.fromkeys(("notes", "note", "description"), "notes"),
+    **dict.fromkeys(("companydomain", "domain"), "company_domain"),
+    **dict.fromkeys(("tags", "tag", "labels"), "tags"),
     "attributes": ATTRIBUTES,
     # Free-text sources of CRMs ("Organic Search") are not lead source channels.
     **dict.fromkeys(
@@ -214,11 +220,19 @@ class RowError:
 
 @dataclass
 class ValidRow:
-    """The column values of one lead, from one record."""
+    """The column values of one lead, from one record.
+
+    ``changes`` holds the fields the record sets, as a ``LeadUpdate`` takes them, for
+    a record that updates an existing lead. ``columns`` maps each field the record
+    sets (``owner_id``, ``attributes.<key>``) to the header of its column, for row
+    errors found later.
+    """
 
     row: int
     email_normalized: str
     values: dict[str, Any]
+    changes: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 def decode(content: bytes) -> tuple[str, str]:
@@ -617,21 +631,6 @@ class ImportedLead(LeadCreate):
         return value
 
 
-def normalize_phone(value: str, region: str | None) -> str:
-    """Return the number in E.164 when it is valid, else the value as given.
-
-    The API stores any phone text of 3 to 32 characters, so an import does too. It
-    only adds the country code from ``region`` to a national number.
-    """
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return value
-    if not phonenumbers.is_valid_number(number):
-        return value
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
 @dataclass
 class RowValidator:
     """Validates the records of one file with its columns and date orders."""
@@ -680,6 +679,7 @@ class RowValidator:
                 ]
         payload: dict[str, Any] = {}
         attributes: dict[str, Any] = {}
+        attribute_columns: dict[str, str] = {}
         source_column: dict[str, Column] = {}
         for column in self.columns:
             if column.target == IGNORE:
@@ -703,6 +703,8 @@ class RowValidator:
                     )
                     continue
                 attributes = {**loaded, **attributes}
+                for name in loaded:
+                    attribute_columns.setdefault(name, column.header)
                 continue
             key = column.attribute
             if key is not None:
@@ -715,25 +717,19 @@ class RowValidator:
                         )
                         continue
                 attributes[key] = value
+                attribute_columns[key] = column.header
                 continue
-            if column.target == "phone":
-                value = normalize_phone(value, self.phone_region)
-            payload[column.target] = value
             source_column[column.target] = column
+            if column.target == "tags":
+                tags = [tag for tag in _TAG_SEPARATOR.split(value) if tag]
+                if tags:
+                    payload["tags"] = tags
+                continue
+            payload[column.target] = value
         if attributes:
             payload["attributes"] = attributes
 
-        email_normalized = ""
-        email_error: RowError | None = None
-        email = payload.get("email")
-        if isinstance(email, str):
-            try:
-                email_normalized = normalize_email(email)
-            except InvalidInput as error:
-                column = source_column["email"]
-                email_error = RowError(
-                    record.number, column.header, email, error.detail
-                )
+        lead: ImportedLead | None = None
         try:
             lead = ImportedLead.model_validate(payload)
         except ValidationError as error:
@@ -749,12 +745,74 @@ class RowValidator:
                         f"{name}: {detail['msg']}",
                     )
                 )
-        if email_error is not None:
-            errors.append(email_error)
-        if errors:
-            return errors
-        values = lead.model_dump()
-        return ValidRow(record.number, email_normalized, values)
+        if lead is None or errors:
+            email_error = self._email_error(record, payload, source_column)
+            return [*errors, email_error] if email_error is not None else errors
+        # The same derivation as POST /v1/leads: the normalized email, E.164 phone
+        # (a national number needs default_phone_region), company domain and owner.
+        try:
+            values = create_values(lead, self.phone_region)
+        except InvalidInput as error:
+            return [
+                self._field_error(record, payload, source_column, item["field"], error)
+                for item in error.errors
+            ] or [RowError(record.number, None, None, error.detail)]
+        changes = lead.model_dump(
+            include=_UPDATE_FIELDS & lead.model_fields_set, exclude={"attributes"}
+        )
+        columns = {name: column.header for name, column in source_column.items()}
+        for key, header in attribute_columns.items():
+            columns[f"{ATTRIBUTES}.{key}"] = header
+        return ValidRow(
+            record.number, values["email_normalized"], values, changes, columns
+        )
+
+    @staticmethod
+    def _field_error(
+        record: Record,
+        payload: Mapping[str, Any],
+        source_column: Mapping[str, Column],
+        name: str,
+        error: InvalidInput,
+    ) -> RowError:
+        origin = source_column.get(name)
+        given = payload.get(name)
+        return RowError(
+            record.number,
+            origin.header if origin else name,
+            given if isinstance(given, str) else None,
+            error.detail,
+        )
+
+    def _email_error(
+        self,
+        record: Record,
+        payload: Mapping[str, Any],
+        source_column: Mapping[str, Column],
+    ) -> RowError | None:
+        email = payload.get("email")
+        if not isinstance(email, str):
+            return None
+        try:
+            normalize_email(email)
+        except InvalidInput as error:
+            return self._field_error(record, payload, source_column, "email", error)
+        return None
+
+
+# The fields a record may change on an existing lead; the email and source stay.
+_UPDATE_FIELDS = {
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "phone",
+    "timezone",
+    "owner_id",
+    "notes",
+    "company_domain",
+    "tags",
+}
 
 
 def cell_at(record: Record, index: int) -> str:

@@ -32,10 +32,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
-import orjson
 import phonenumbers
 import structlog
 from pydantic import Field, TypeAdapter, field_validator
@@ -47,9 +46,12 @@ from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.errors import DomainError, FieldError, InvalidInput, NotFound
 from app.core.schemas import InputModel
+from app.leads import assignment
+from app.leads.assignment import Decision
+from app.leads.attribution import record_touch
+from app.leads.import_checks import check_new_rows, choose_owners
 from app.leads.importer import (
     DATE_FORMATS,
-    LEAD_FIELDS,
     ImportFileError,
     ParsedFile,
     Record,
@@ -60,9 +62,10 @@ from app.leads.importer import (
     read_header,
 )
 from app.leads.imports_repository import LeadImportRepository
+from app.leads.schemas import Lead as LeadSchema
 from app.leads.schemas import LeadUpdate
 from app.leads.service import lead_service
-from app.models import LeadImport, LeadImportFile
+from app.models import Lead, LeadImport, LeadImportFile
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -99,8 +102,9 @@ class ImportOptions(InputModel):
     )
     default_phone_region: str | None = Field(
         default=None,
-        description="ISO 3166 region (`DE`) of phone numbers written without a "
-        "country code, so they are stored in E.164.",
+        description="ISO 3166 region (`DE`) to read phone numbers without a "
+        "country code in. Defaults to the default_phone_region setting; without "
+        "either, such a number is a row error.",
     )
     date_format: DateFormat | None = Field(
         default=None,
@@ -336,7 +340,7 @@ async def run_import(
     validator = RowValidator.for_file(
         parsed,
         date_format=options.date_format,
-        phone_region=options.default_phone_region,
+        phone_region=options.default_phone_region or settings.default_phone_region,
     )
     actor = lead_import.actor or f"lead_import:{ids.encode('lead_import', import_id)}"
     run = _Run(
@@ -502,16 +506,26 @@ async def _process_chunk(
         else:
             creates[email] = row
 
+    # NOTE: a later row merged into a new lead above stays counted as updated when
+    # that lead then fails these checks.
+    failed = await check_new_rows(session, run.lead_import.workspace_id, creates)
+    counts.fail(failed)
     if options.dry_run:
         counts.created += len(creates)
         counts.updated += len(updates)
         run.seen.update(creates)
         return counts
 
-    counts.created, skipped = await _insert(session, run, list(creates.values()))
+    decisions, failed = await choose_owners(session, run.principal, creates)
+    counts.fail(failed)
+    counts.created, skipped = await _insert(
+        session, run, list(creates.values()), decisions
+    )
     counts.skipped += skipped
     for lead_id, row in updates:
-        error = await _update(session, run.principal, lead_id, row)
+        error = await _update(
+            session, run.principal, lead_id, row, run.validator.phone_region
+        )
         if error is None:
             counts.updated += 1
         else:
@@ -523,34 +537,48 @@ def _merge(target: dict[str, Any], values: dict[str, Any]) -> None:
     for name, value in values.items():
         if name == "attributes":
             target["attributes"] = {**target.get("attributes", {}), **value}
-        elif value not in (None, "") and name not in ("email", "source"):
+        elif value not in (None, "", []) and name not in _KEPT_ON_MERGE:
             target[name] = value
 
 
-async def _insert(
-    session: AsyncSession, run: _Run, rows: list[ValidRow]
-) -> tuple[int, int]:
-    """Insert the new leads and their ``lead.created`` events in bulk.
+# A later row of the same email keeps the first row's email and source.
+_KEPT_ON_MERGE = {"email", "email_normalized", "source"}
 
-    The events have no ``dispatch_event`` job each: the webhook sweep dispatches them
-    within seconds, which spares one Redis round trip per lead.
+
+async def _insert(
+    session: AsyncSession,
+    run: _Run,
+    rows: list[ValidRow],
+    decisions: dict[str, Decision],
+) -> tuple[int, int]:
+    """Insert the new leads, their touches and ``lead.created`` events in bulk.
+
+    Each event's data is the stored row as the ``Lead`` schema shows it, which is
+    what GET /v1/leads/{id} returns. The events have no ``dispatch_event`` job each:
+    the webhook sweep dispatches them within seconds, which spares one Redis round
+    trip per lead. Imported leads keep ``scored_version`` 0, so the scoring sweep
+    scores them when the workspace has scoring rules.
     """
     if not rows:
         return 0, 0
     workspace_id = run.lead_import.workspace_id
     repository = LeadImportRepository.from_session(session)
     lead_ids = [ids.new_uuid() for _ in rows]
-    values = [{**row.values, "email_normalized": row.email_normalized} for row in rows]
-    stored = await repository.insert_leads(workspace_id, lead_ids, values)
+    touch_ids = [ids.new_uuid() for _ in rows]
+    values = [row.values for row in rows]
+    stored = await repository.insert_leads(workspace_id, lead_ids, touch_ids, values)
 
     event_lead_ids: list[uuid.UUID] = []
     data: list[str] = []
-    for lead_id, row_values in zip(lead_ids, values, strict=True):
+    assigned: list[tuple[dict[str, Any], Decision]] = []
+    for lead_id, row in zip(lead_ids, rows, strict=True):
         columns = stored.get(lead_id)
         if columns is None:
             continue
         event_lead_ids.append(lead_id)
-        data.append(_event_data(lead_id, row_values, columns))
+        data.append(_event_data(columns))
+        if columns["owner_id"] is not None:
+            assigned.append((columns, decisions[row.email_normalized]))
     context = structlog.contextvars.get_contextvars()
     await repository.insert_events(
         workspace_id,
@@ -560,57 +588,52 @@ async def _insert(
         request_id=context.get("request_id"),
         actor=run.principal.actor,
     )
+    # The audit row and lead.assigned event of each owner, as a create through the
+    # API records them; one round trip each, so only owned leads pay for it.
+    for columns, decision in assigned:
+        await assignment.record_initial(
+            session, run.principal, Lead(**columns), decision
+        )
     return len(stored), len(rows) - len(stored)
 
 
-_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(datetime)
+_LEAD: TypeAdapter[LeadSchema] = TypeAdapter(LeadSchema)
 
 
-def _event_data(
-    lead_id: uuid.UUID, values: dict[str, Any], stored: dict[str, Any]
-) -> str:
-    """Serialize a new lead as the API shows it (the ``Lead`` schema), as JSON.
-
-    Built by hand, because validating each new lead through the schema cost about a
-    tenth of an import's time; tests compare the result with GET /v1/leads/{id}.
-    """
-    lead = {
-        "object": "lead",
-        "id": ids.encode("lead", lead_id),
-        **{name: values[name] for name in LEAD_FIELDS},
-        "email_normalized": values["email_normalized"],
-        "status": stored["status"],
-        "attributes": values["attributes"],
-        "customer_id": None,
-        "contact_id": None,
-        "opportunity_id": None,
-        "converted_at": None,
-        "version": stored["version"],
-        "created_at": _TIMESTAMP.dump_python(stored["created_at"], mode="json"),
-        "updated_at": _TIMESTAMP.dump_python(stored["updated_at"], mode="json"),
-    }
-    return orjson.dumps(lead).decode()
+def _event_data(stored: dict[str, Any]) -> str:
+    """Serialize a stored lead row as the API shows it (the ``Lead`` schema), as JSON."""
+    lead = _LEAD.validate_python(stored)
+    return _LEAD.dump_json(lead).decode()
 
 
 async def _update(
-    session: AsyncSession, principal: Principal, lead_id: uuid.UUID, row: ValidRow
+    session: AsyncSession,
+    principal: Principal,
+    lead_id: uuid.UUID,
+    row: ValidRow,
+    phone_region: str | None,
 ) -> RowError | None:
-    """Fill an existing lead with the row's non-empty values through the service."""
+    """Fill an existing lead with the row's non-empty values through the service.
+
+    The lead also gets a touch with channel ``import``, as a capture of a known
+    person does.
+    """
     lead = await lead_service.get(
         session, principal.workspace_id, lead_id, for_update=True
     )
-    changes: dict[str, Any] = {}
-    _merge(changes, {k: v for k, v in row.values.items() if k != "attributes"})
+    changes: dict[str, Any] = dict(row.changes)
     if row.values["attributes"]:
         changes["attributes"] = {**lead.attributes, **row.values["attributes"]}
     try:
         async with session.begin_nested():
+            await record_touch(session, lead, channel="import", attribution=None)
             await lead_service.update(
                 session,
                 principal,
                 lead_id,
                 LeadUpdate.model_validate(changes),
                 if_match=None,
+                default_phone_region=phone_region,
             )
     except DomainError as error:
         return RowError(row.row, None, None, error.detail)

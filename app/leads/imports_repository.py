@@ -6,32 +6,46 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, or_, select, text, update
+from sqlalchemy import Select, Table, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import driver_connection
 from app.core.pagination import paginate
-from app.models import LeadImport, LeadImportError, LeadImportFile
+from app.models import Lead, LeadImport, LeadImportError, LeadImportFile
 from app.models.lead import OPEN_LEAD_STATUSES
 
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_LEAD_STATUSES)
+# Every column of the table, so each event's data is built from the stored row, as
+# GET /v1/leads/{id} reads it, and a new column reaches the events without a change here.
+_RETURNING = ", ".join(column.name for column in cast(Table, Lead.__table__).columns)
 # One statement per chunk inserts every new lead from arrays, which costs a fraction of
 # one INSERT per row. ON CONFLICT names the partial unique index of open emails, so a
 # lead that a request created meanwhile returns no row instead of failing the chunk.
+# unnest() flattens a two-dimensional array, so the tags of each lead arrive as one
+# JSON array of strings.
 _INSERT_LEADS = f"""
 INSERT INTO leads (id, workspace_id, email, email_normalized, first_name, last_name,
-    company, title, phone, timezone, source, status, owner_id, notes, attributes)
+    company, title, phone, phone_normalized, company_domain, timezone, source, status,
+    owner_id, notes, attributes, tags, first_touch_id, last_touch_id)
 SELECT id, $2, email, email_normalized, first_name, last_name, company, title, phone,
-    timezone, source, 'new', owner_id, notes, attributes::jsonb
+    phone_normalized, company_domain, timezone, source, 'new', owner_id, notes,
+    attributes::jsonb,
+    ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), touch_id, touch_id
 FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::text[])
+    $14::uuid[], $15::text[], $16::text[], $17::text[], $18::uuid[])
     AS row(id, email, email_normalized, first_name, last_name, company, title, phone,
-        timezone, source, owner_id, notes, attributes)
+        phone_normalized, company_domain, timezone, source, owner_id, notes,
+        attributes, tags, touch_id)
 ON CONFLICT (workspace_id, email_normalized) WHERE status IN ({_OPEN}) DO NOTHING
-RETURNING id, status, version, created_at, updated_at
+RETURNING {_RETURNING}
+"""
+_INSERT_TOUCHES = """
+INSERT INTO lead_touches (id, workspace_id, lead_id, channel)
+SELECT id, $2, lead_id, 'import'
+FROM unnest($1::uuid[], $3::uuid[]) AS row(id, lead_id)
 """
 # A new lead's first event has sequence 1.
 _INSERT_EVENTS = """
@@ -59,6 +73,8 @@ LEAD_COLUMNS = (
     "company",
     "title",
     "phone",
+    "phone_normalized",
+    "company_domain",
     "timezone",
     "source",
     "owner_id",
@@ -174,22 +190,39 @@ class LeadImportRepository:
         self,
         workspace_id: uuid.UUID,
         lead_ids: Sequence[uuid.UUID],
+        touch_ids: Sequence[uuid.UUID],
         rows: Sequence[dict[str, Any]],
     ) -> dict[uuid.UUID, dict[str, Any]]:
-        """Insert leads from column values; return the stored columns by lead id.
+        """Insert leads and their first touches; return each stored row by lead id.
 
-        A lead missing from the result was not inserted, because an open lead with its
-        email exists.
+        Each lead points at its touch from ``touch_ids``, which is inserted with
+        channel ``import`` after it. A lead missing from the result was not inserted,
+        and has no touch, because an open lead with its email exists.
         """
         if not rows:
             return {}
         columns = [[row[name] for row in rows] for name in LEAD_COLUMNS]
         attributes = [json.dumps(row["attributes"]) for row in rows]
+        tags = [json.dumps(row["tags"]) for row in rows]
         connection = await driver_connection(self.session)
         records = await connection.fetch(
-            _INSERT_LEADS, list(lead_ids), workspace_id, *columns, attributes
+            _INSERT_LEADS,
+            list(lead_ids),
+            workspace_id,
+            *columns,
+            attributes,
+            tags,
+            list(touch_ids),
         )
-        return {record["id"]: dict(record) for record in records}
+        stored = {record["id"]: dict(record) for record in records}
+        if stored:
+            await connection.execute(
+                _INSERT_TOUCHES,
+                [row["first_touch_id"] for row in stored.values()],
+                workspace_id,
+                list(stored),
+            )
+        return stored
 
     async def insert_events(
         self,

@@ -46,6 +46,8 @@ EXPORT_COLUMNS = (
     "source",
     "owner_id",
     "notes",
+    "company_domain",
+    "tags",
     "attributes",
 )
 EXPORT_PAGE = 1000
@@ -399,11 +401,14 @@ def _export_cells(lead: Lead) -> list[str]:
         lead.last_name or "",
         lead.company or "",
         lead.title or "",
-        lead.phone or "",
+        # E.164 where the number has one, so the file imports without a region.
+        lead.phone_normalized or lead.phone or "",
         lead.timezone or "",
         lead.source,
         ids.encode("user", lead.owner_id) if lead.owner_id is not None else "",
         lead.notes or "",
+        lead.company_domain or "",
+        ",".join(lead.tags),
         json.dumps(lead.attributes, ensure_ascii=False) if lead.attributes else "",
     ]
 

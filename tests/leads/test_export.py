@@ -9,10 +9,12 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.leads.imports_router import EXPORT_COLUMNS
 from app.models import Lead
 from tests.conftest import make_workspace_key
 from tests.leads.test_imports import import_file
 from tests.leads.test_router import create_lead
+from tests.users.factories import create_user
 
 COMPARED = (
     "email",
@@ -20,11 +22,13 @@ COMPARED = (
     "last_name",
     "company",
     "title",
-    "phone",
+    "phone_normalized",
     "timezone",
     "source",
     "owner_id",
     "notes",
+    "company_domain",
+    "tags",
     "attributes",
 )
 
@@ -55,7 +59,7 @@ class TestExport:
         assert "attachment" in response.headers["content-disposition"]
         assert response.text.splitlines()[0] == (
             "id,email,first_name,last_name,company,title,phone,timezone,source,"
-            "owner_id,notes,attributes"
+            "owner_id,notes,company_domain,tags,attributes"
         )
         rows = rows_of(response)
         assert len(rows) == 1
@@ -65,14 +69,15 @@ class TestExport:
     async def test_filters(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        await create_lead(client, auth, email="a@x.com", owner_id="rep_1")
+        owner = await create_user(client, auth)
+        await create_lead(client, auth, email="a@x.com", owner_id=owner["id"])
         second = await create_lead(client, auth, email="b@x.com", company="Acme")
         await client.patch(
             f"/v1/leads/{second['id']}", json={"status": "working"}, headers=auth
         )
 
         by_status = rows_of(await export(client, auth, "?status=working"))
-        by_owner = rows_of(await export(client, auth, "?owner_id=rep_1"))
+        by_owner = rows_of(await export(client, auth, f"?owner_id={owner['id']}"))
         by_query = rows_of(await export(client, auth, "?q=acm"))
         after = rows_of(
             await export(client, auth, f"?created_after={second['created_at']}")
@@ -165,9 +170,9 @@ class TestRoundTrip:
         self,
         client: httpx.AsyncClient,
         auth: dict[str, str],
-        session: AsyncSession,
         context: dict[str, Any],
     ) -> None:
+        owner = await create_user(client, auth)
         originals = [
             await create_lead(
                 client,
@@ -180,32 +185,50 @@ class TestRoundTrip:
                 phone="+4930123456",
                 timezone="Europe/Berlin",
                 source="web_form",
-                owner_id="rep_7",
+                owner_id=owner["id"],
                 notes='line one\nline "two"\t-tabbed',
                 attributes={"plan": "pro", "seats": 3, "tags": ["a", "b"]},
+                tags=["vip", "trade-fair"],
+                company_domain="engines.example",
             ),
-            await create_lead(client, auth, email="bo@example.com", phone="555-0100"),
+            await create_lead(
+                client,
+                auth,
+                email="bo@example.com",
+                phone="030 1234567",
+                phone_region="DE",
+            ),
         ]
         exported = (await export(client, auth)).content
-        _, other = await make_workspace_key(session)
+        # Owners belong to the workspace, so the file goes back into the same one,
+        # after the originals are closed and their emails are free again.
+        for lead in originals:
+            response = await client.patch(
+                f"/v1/leads/{lead['id']}",
+                json={"status": "disqualified", "status_reason": "re-imported"},
+                headers=auth,
+            )
+            assert response.status_code == 200, response.text
 
-        job = await import_file(client, other, context, exported)
-        imported = rows_of(await export(client, other))
+        job = await import_file(client, auth, context, exported)
+        imported = [row for row in rows_of(await export(client, auth, "?status=new"))]
 
         assert job["status"] == "completed"
         assert job["created"] == 2
         assert job["failed"] == 0
         assert {c["target"] for c in job["columns"]} >= {"ignore", "attributes"}
-        listed = await client.get("/v1/leads", headers=other)
+        listed = await client.get("/v1/leads?status=new", headers=auth)
         after = {lead["email"]: lead for lead in listed.json()["data"]}
         before = {lead["email"]: lead for lead in originals}
         assert set(after) == set(before)
         for email, lead in after.items():
             for name in COMPARED:
                 assert lead[name] == before[email][name], (email, name)
+        assert after[originals[0]["email"]]["phone"] == "+4930123456"
+        assert after["bo@example.com"]["phone"] == "+49301234567"
         first = {row["email"]: row for row in rows_of_bytes(exported)}
         for row in imported:
-            for name in COMPARED:
+            for name in EXPORT_COLUMNS[1:]:
                 assert row[name] == first[row["email"]][name], (row["email"], name)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import uuid
 
 import pytest
 
+from app.core import ids
 from app.leads.importer import (
     DateColumn,
     ImportFileError,
@@ -352,7 +354,11 @@ class TestValidate:
         assert isinstance(result, ValidRow)
         assert result.email_normalized == "ada@example.com"
         assert result.values["email"] == "Ada@Example.COM"
-        assert result.values["phone"] == "+49301234567"
+        assert result.values["phone"] == "+49 30 1234567"
+        assert result.values["phone_normalized"] == "+49301234567"
+        assert result.values["company_domain"] == "example.com"
+        assert result.values["tags"] == []
+        assert result.values["owner_id"] is None
         assert result.values["source"] == "import"
         assert result.values["attributes"] == {"seats": 3, "plan": "pro"}
 
@@ -360,13 +366,46 @@ class TestValidate:
         result = self.validate(b"Email,Phone\na@x.com,030 1234567\n", "DE")
 
         assert isinstance(result, ValidRow)
-        assert result.values["phone"] == "+49301234567"
+        assert result.values["phone"] == "030 1234567"
+        assert result.values["phone_normalized"] == "+49301234567"
 
-    def test_unparseable_phone_kept(self) -> None:
-        result = self.validate(b"Email,Phone\na@x.com,ext. 12\n")
+    def test_national_phone_without_region(self) -> None:
+        result = self.validate(b"Email,Phone\na@x.com,030 1234567\n")
+
+        assert isinstance(result, list)
+        assert len(result) == 1
+        assert result[0].column == "Phone"
+        assert result[0].value == "030 1234567"
+        assert "phone_region" in result[0].message
+
+    def test_invalid_phone_rejected(self) -> None:
+        result = self.validate(b"Email,Phone\na@x.com,+49 12\n")
+
+        assert isinstance(result, list)
+        assert result[0].column == "Phone"
+        assert "is invalid" in result[0].message
+
+    def test_owner_and_tags(self) -> None:
+        owner = ids.encode("user", uuid.UUID(int=7))
+
+        result = self.validate(
+            f"Email,Owner,Tags,Company Domain\na@x.com,{owner},"
+            '"VIP, trade-fair",www.Acme.com\n'.encode()
+        )
 
         assert isinstance(result, ValidRow)
-        assert result.values["phone"] == "ext. 12"
+        assert result.values["owner_id"] == uuid.UUID(int=7)
+        assert result.values["tags"] == ["vip", "trade-fair"]
+        assert result.values["company_domain"] == "acme.com"
+        assert result.changes["owner_id"] == owner
+        assert result.columns["owner_id"] == "Owner"
+
+    def test_invalid_owner_rejected(self) -> None:
+        result = self.validate(b"Email,Owner\na@x.com,rep_1\n")
+
+        assert isinstance(result, list)
+        assert result[0].column == "Owner"
+        assert "usr_" in result[0].message
 
     def test_every_error_reported(self) -> None:
         result = self.validate(

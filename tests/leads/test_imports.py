@@ -16,10 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.core.clock import utcnow
 from app.leads.imports import run_job_id
-from app.models import Event, Lead, LeadImport, LeadImportError
+from app.models import (
+    Event,
+    Lead,
+    LeadAssignment,
+    LeadImport,
+    LeadImportError,
+    LeadTouch,
+)
 from app.settings import Settings
 from tests.conftest import make_workspace_key
+from tests.leads.helpers import create_rule as create_scoring_rule
+from tests.leads.helpers import define_field, get_lead
+from tests.leads.test_assignment import create_rule as create_assignment_rule
 from tests.leads.test_router import create_lead
+from tests.users.factories import create_user
 from workers import tasks
 
 
@@ -430,7 +441,31 @@ class TestRun:
         await import_file(client, auth, context, content, default_phone_region="de")
 
         leads = await leads_by_email(session)
-        assert leads["a@x.com"].phone == "+493012345678"
+        assert leads["a@x.com"].phone == "030 12345678"
+        assert leads["a@x.com"].phone_normalized == "+493012345678"
+
+    async def test_national_phone_without_region(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        content = "Email,Mobile Phone\na@x.com,030 12345678\nb@x.com,+4930123456\n"
+
+        job = await import_file(client, auth, context, content)
+
+        assert job["created"] == 1
+        assert job["failed"] == 1
+        rows = await error_rows(client, auth, job["id"])
+        assert len(rows) == 1
+        assert rows[0]["row"] == "2"
+        assert rows[0]["column"] == "Mobile Phone"
+        assert rows[0]["value"] == "030 12345678"
+        assert "phone_region" in rows[0]["message"]
+        leads = await leads_by_email(session)
+        assert set(leads) == {"b@x.com"}
+        assert leads["b@x.com"].phone_normalized == "+4930123456"
 
     async def test_too_many_rows(
         self,
@@ -708,6 +743,278 @@ class TestDryRun:
             .where(LeadImportError.import_id == ids.decode("lead_import", job["id"]))
         )
         assert stored == 1
+
+
+class TestRules:
+    async def test_owner_unknown(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        stranger = ids.encode("user", uuid.UUID(int=99))
+        content = f"Email,Owner\na@x.com,{stranger}\nb@x.com,\n"
+
+        job = await import_file(client, auth, context, content)
+
+        assert job["created"] == 1
+        assert job["failed"] == 1
+        rows = await error_rows(client, auth, job["id"])
+        assert [(r["row"], r["column"], r["value"]) for r in rows] == [
+            ("2", "Owner", stranger)
+        ]
+        assert "no user" in rows[0]["message"]
+        assert set(await leads_by_email(session)) == {"b@x.com"}
+
+    async def test_owner_inactive(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+    ) -> None:
+        rep = await create_user(client, auth)
+        response = await client.patch(
+            f"/v1/users/{rep['id']}", json={"active": False}, headers=auth
+        )
+        assert response.status_code == 200, response.text
+
+        job = await import_file(
+            client, auth, context, f"Email,Owner\na@x.com,{rep['id']}\n"
+        )
+
+        assert job["failed"] == 1
+        rows = await error_rows(client, auth, job["id"])
+        assert "inactive" in rows[0]["message"]
+
+    async def test_owner_named_audited(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        rep = await create_user(client, auth)
+
+        job = await import_file(
+            client, auth, context, f"Email,Owner\na@x.com,{rep['id']}\n"
+        )
+
+        assert job["created"] == 1
+        lead = (await leads_by_email(session))["a@x.com"]
+        assert lead.owner_id == ids.decode("user", rep["id"])
+        audits = (await session.scalars(select(LeadAssignment))).all()
+        assert [(a.lead_id, a.method, a.rule_id) for a in audits] == [
+            (lead.id, "manual", None)
+        ]
+        types = (
+            await session.scalars(
+                select(Event.type).where(Event.object_id == lead.id).order_by(Event.id)
+            )
+        ).all()
+        assert list(types) == ["lead.created", "lead.assigned"]
+
+    async def test_assignment_rule_applies(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        default_rep = await create_user(client, auth)
+        partner_rep = await create_user(client, auth)
+        await create_assignment_rule(
+            client,
+            auth,
+            position=1,
+            strategy="fixed",
+            user_id=partner_rep["id"],
+            criteria=[{"field": "source", "operator": "equals", "value": "partner"}],
+        )
+        rule = await create_assignment_rule(
+            client, auth, position=2, strategy="fixed", user_id=default_rep["id"]
+        )
+        content = "Email,Source\na@x.com,partner\nb@x.com,\n"
+
+        job = await import_file(client, auth, context, content)
+
+        assert job["created"] == 2
+        leads = await leads_by_email(session)
+        assert leads["a@x.com"].owner_id == ids.decode("user", partner_rep["id"])
+        assert leads["b@x.com"].owner_id == ids.decode("user", default_rep["id"])
+        audit = await session.scalar(
+            select(LeadAssignment).where(LeadAssignment.lead_id == leads["b@x.com"].id)
+        )
+        assert audit is not None
+        assert audit.method == "rule"
+        assert audit.rule_id == ids.decode("assignment_rule", rule["id"])
+
+    async def test_custom_field_violation(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        await define_field(
+            client,
+            auth,
+            key="industry",
+            label="Industry",
+            type="choice",
+            choices=["saas", "retail"],
+        )
+        content = "Email,Industry\na@x.com,saas\nb@x.com,mining\n"
+
+        job = await import_file(client, auth, context, content)
+
+        assert job["created"] == 1
+        assert job["failed"] == 1
+        rows = await error_rows(client, auth, job["id"])
+        assert len(rows) == 1
+        assert rows[0]["row"] == "3"
+        assert rows[0]["column"] == "Industry"
+        assert rows[0]["value"] == "mining"
+        assert rows[0]["message"].startswith("attributes.industry ")
+        assert set(await leads_by_email(session)) == {"a@x.com"}
+
+    async def test_required_custom_field(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+    ) -> None:
+        await define_field(
+            client, auth, key="region", label="Region", type="text", required=True
+        )
+
+        job = await import_file(
+            client, auth, context, "Email,Region\na@x.com,\nb@x.com,EMEA\n"
+        )
+
+        assert job["created"] == 1
+        rows = await error_rows(client, auth, job["id"])
+        assert [(r["row"], r["column"]) for r in rows] == [("2", "attributes.region")]
+        assert "is required" in rows[0]["message"]
+
+    async def test_custom_field_violation_dry_run(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+    ) -> None:
+        await define_field(client, auth, key="seats", label="Seats", type="number")
+
+        job = await import_file(
+            client, auth, context, "Email,Seats\na@x.com,3\n", dry_run="true"
+        )
+
+        assert job["created"] == 0
+        assert job["failed"] == 1
+
+    async def test_touch_recorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        await import_file(
+            client, auth, context, "Email,Source\na@x.com,partner\nb@x.com,\n"
+        )
+
+        leads = await leads_by_email(session)
+        touches = (await session.scalars(select(LeadTouch))).all()
+        assert len(touches) == 2
+        by_lead = {touch.lead_id: touch for touch in touches}
+        for lead in leads.values():
+            touch = by_lead[lead.id]
+            assert touch.channel == "import"
+            assert touch.workspace_id == lead.workspace_id
+            assert lead.first_touch_id == touch.id
+            assert lead.last_touch_id == touch.id
+            assert lead.version == 1
+        response = await client.get(
+            f"/v1/leads/{ids.encode('lead', leads['a@x.com'].id)}/touches",
+            headers=auth,
+        )
+        assert response.status_code == 200, response.text
+        assert [t["channel"] for t in response.json()["data"]] == ["import"]
+
+    async def test_update_records_touch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        lead = await create_lead(client, auth, email="a@x.com")
+
+        job = await import_file(
+            client, auth, context, "Email,Tags\na@x.com,vip\n", dedupe="update"
+        )
+
+        assert job["updated"] == 1
+        touches = (
+            await session.scalars(select(LeadTouch).order_by(LeadTouch.id))
+        ).all()
+        assert [t.channel for t in touches] == ["api", "import"]
+        current = await client.get(f"/v1/leads/{lead['id']}", headers=auth)
+        assert current.json()["last_touch_id"] == ids.encode("touch", touches[1].id)
+        assert current.json()["first_touch_id"] == lead["first_touch_id"]
+        assert current.json()["tags"] == ["vip"]
+
+    async def test_event_equals_get(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        rep = await create_user(client, auth)
+        content = (
+            "Email,Owner,Tags,Mobile Phone,Company,Plan\n"
+            f"Ann@Acme.example,{rep['id']},vip expo,030 1234567,Acme,pro\n"
+        )
+
+        await import_file(client, auth, context, content, default_phone_region="DE")
+
+        data = await session.scalar(
+            select(Event.data).where(Event.type == "lead.created")
+        )
+        assert data is not None
+        response = await client.get(f"/v1/leads/{data['id']}", headers=auth)
+        assert data == response.json()
+        assert data["owner_id"] == rep["id"]
+        assert data["tags"] == ["vip", "expo"]
+        assert data["phone_normalized"] == "+49301234567"
+        assert data["company_domain"] == "acme.example"
+        assert data["first_touch_id"] is not None
+
+    async def test_scoring_sweep_scores(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        context: dict[str, Any],
+        session: AsyncSession,
+    ) -> None:
+        await create_scoring_rule(
+            client, auth, kind="field", points=7, field="company", operator="exists"
+        )
+        await import_file(
+            client, auth, context, "Email,Company\na@x.com,Acme\nb@x.com,\n"
+        )
+        imported = await leads_by_email(session)
+        assert [lead.scored_version for lead in imported.values()] == [0, 0]
+
+        swept = await tasks.sweep_lead_scores(context)
+
+        assert swept == 2
+        leads = await leads_by_email(session)
+        a_lead = await get_lead(client, auth, ids.encode("lead", leads["a@x.com"].id))
+        b_lead = await get_lead(client, auth, ids.encode("lead", leads["b@x.com"].id))
+        assert a_lead["score"] == 7
+        assert b_lead["score"] == 0
 
 
 def test_job_ids_unique() -> None:
