@@ -23,7 +23,7 @@ from tests.live import Tenant, free_port, prepare_database, running
 CONTRACT = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 
 schema = schemathesis.openapi.from_path(str(CONTRACT))
-# A generated body can pass max_body_bytes, and 413 is the documented answer to it.
+# A generated body can exceed max_body_bytes, and 413 is the documented response.
 _rejection = schema.config.checks.negative_data_rejection
 _rejection.expected_statuses = [*_rejection.expected_statuses, "413"]
 

@@ -127,7 +127,7 @@ class Partner(OutputModel):
 
 
 class LeadAttribution(InputModel):
-    """Where a lead came from; stored as the lead's first touch."""
+    """The source of a lead, stored as its first touch."""
 
     utm_source: UtmValue | None = None
     utm_medium: UtmValue | None = None

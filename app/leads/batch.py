@@ -210,6 +210,7 @@ async def _insert_alone(
             )
     except DomainError as error:
         # Checks against stored rows (custom fields, campaigns) run at the insert.
+        log.info("lead.batch_item_invalid", index=result.index, code=error.code)
         result.fail("invalid", error)
         return
     except IntegrityError as error:

@@ -286,7 +286,7 @@ class Submission:
 
 @dataclass(frozen=True)
 class Client:
-    """Where a submission came from, as stored with a consent."""
+    """The client address and user agent of a submission, stored with its consent."""
 
     ip_address: str | None
     user_agent: str | None

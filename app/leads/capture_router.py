@@ -523,7 +523,7 @@ async def submit_capture(
 async def preflight_capture(request: Request, form_id: str) -> Response:
     """Respond to a CORS preflight from one of the form's allowed origins."""
     # NOTE: preflights are not rate-limited; each costs one primary-key lookup, and
-    # browsers cache the answer for Access-Control-Max-Age seconds.
+    # browsers cache the response for Access-Control-Max-Age seconds.
     form = await _load_form(request, form_id)
     _check_origin(request, form)
     return Response(

@@ -35,7 +35,7 @@ from app.models.lead import OPEN_LEAD_STATUSES
 
 log = structlog.get_logger(__name__)
 
-# What an erased lead may still change: nothing of it names or describes the person.
+# Fields an erased lead may still change, because none of them describes the person.
 KEPT_AFTER_ERASURE = frozenset({"status", "status_reason", "owner_id"})
 
 
