@@ -19,6 +19,7 @@ from app.models.billing import (
     ProviderEvent,
 )
 from app.models.event import Event
+from app.models.holiday_calendar import HolidayCalendar
 from app.models.lead import Lead
 from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
@@ -63,6 +64,7 @@ __all__ = [
     "Enrollment",
     "Event",
     "FormPublishableKey",
+    "HolidayCalendar",
     "IdempotencyKey",
     "Invoice",
     "InvoiceLine",

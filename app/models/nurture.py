@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -16,13 +26,27 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # Scheduling: the IANA zone used when the lead has none, the local send window
+    # ({"weekdays": [...], "start": "HH:MM", "end": "HH:MM"}) and the holidays.
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    send_window: Mapped[dict[str, Any] | None]
+    holiday_calendar_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("holiday_calendars.id", ondelete="RESTRICT"), index=True
+    )
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
-    """One step of a sequence, run ``delay_seconds`` after the previous one."""
+    """One step of a sequence, run ``delay_amount`` ``delay_unit`` after the previous one."""
 
     __tablename__ = "sequence_steps"
-    __table_args__ = (UniqueConstraint("sequence_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("sequence_id", "position"),
+        CheckConstraint("delay_amount >= 0", name="delay_amount_not_negative"),
+        CheckConstraint(
+            "delay_unit IN ('minutes', 'hours', 'days', 'business_days')",
+            name="delay_unit",
+        ),
+    )
 
     sequence_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sequences.id", ondelete="CASCADE")
@@ -30,9 +54,15 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     position: Mapped[int]
     kind: Mapped[str] = mapped_column(String(16), default="email")
     purpose: Mapped[str] = mapped_column(String(32), default="follow_up")
-    delay_seconds: Mapped[int] = mapped_column(default=0)
+    delay_amount: Mapped[int] = mapped_column(default=0)
+    delay_unit: Mapped[str] = mapped_column(String(16), default="minutes")
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
+
+    @property
+    def delay(self) -> dict[str, Any]:
+        """The delay as the API shows it."""
+        return {"amount": self.delay_amount, "unit": self.delay_unit}
 
 
 class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):

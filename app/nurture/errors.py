@@ -47,3 +47,16 @@ class InvalidUnsubscribeToken(NotFound):
     """The unsubscribe token is malformed or its signature does not match."""
 
     code = "invalid_unsubscribe_token"
+
+
+class HolidayCalendarNotFound(NotFound):
+    """No holiday calendar with that id in the caller's workspace."""
+
+    code = "holiday_calendar_not_found"
+
+
+class HolidayCalendarInUse(Conflict):
+    """Sequences still use the holiday calendar, so it cannot be deleted."""
+
+    code = "holiday_calendar_in_use"
+    title = "Holiday calendar in use"

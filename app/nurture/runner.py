@@ -40,7 +40,7 @@ from app.core.db import defer_job
 from app.leads.service import lead_service
 from app.models import Enrollment, Lead, SequenceStep, StepRun
 from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture import unsubscribe
+from app.nurture import schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
 from app.nurture.mailer import Mailer, MailError
@@ -347,7 +347,7 @@ class StepRunner:
                 enrollment.sequence_id, enrollment.next_position
             )
             enrollment.next_run_at = (
-                now + timedelta(seconds=following.delay_seconds)
+                await schedule.following_due_at(session, enrollment, following, now)
                 if following is not None
                 else None
             )

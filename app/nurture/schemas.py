@@ -9,16 +9,19 @@ from pydantic import AfterValidator, Field
 
 from app.core.schemas import (
     EnrollmentId,
+    HolidayCalendarId,
     InputModel,
     LeadId,
     OutputModel,
     SequenceId,
     SequenceStepId,
+    TimeZone,
 )
 from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.schedule_schemas import SendWindow, SendWindowSpec, StepDelay
 
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
 EnrollmentStatus = Literal["active", "paused", "completed", "exited", "failed"]
@@ -35,7 +38,6 @@ ExitReason = Literal[
 StepRunStatus = Literal["running", "sent", "failed"]
 
 MAX_STEPS = 50
-MAX_DELAY_SECONDS = 366 * 86_400
 MAX_BODY_LENGTH = 50_000
 
 
@@ -76,12 +78,10 @@ class EmailStepCreate(InputModel):
         default="email", description="The step type. Only email steps exist so far."
     )
     purpose: StepPurpose = "follow_up"
-    delay_seconds: int = Field(
-        default=0,
-        ge=0,
-        le=MAX_DELAY_SECONDS,
-        description="Seconds to wait after enrollment (first step) or after the "
-        "previous step was sent.",
+    delay: StepDelay = Field(
+        default_factory=StepDelay,
+        description="How long to wait after enrollment (first step) or after the "
+        "previous step was sent, before the send window applies. Default 0 minutes.",
     )
     subject: Subject = Field(
         description="Subject line, which may use merge fields such as {{ first_name }}."
@@ -94,6 +94,19 @@ class EmailStepCreate(InputModel):
 
 class SequenceCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: TimeZone | None = Field(
+        default=None,
+        description="IANA zone for leads without a valid timezone; the workspace's "
+        "zone when null.",
+    )
+    send_window: SendWindowSpec | None = Field(
+        default=None,
+        description="Local weekdays and hours in which steps run; any time when null.",
+    )
+    holiday_calendar_id: HolidayCalendarId | None = Field(
+        default=None,
+        description="Dates on which no step runs and that business_days skip.",
+    )
     steps: list[EmailStepCreate] = Field(
         min_length=1,
         max_length=MAX_STEPS,
@@ -108,7 +121,7 @@ class SequenceStep(OutputModel):
     position: int = Field(description="Order within the sequence, from 0.")
     kind: Literal["email"]
     purpose: StepPurpose
-    delay_seconds: int
+    delay: StepDelay
     subject: str
     body_text: str
     created_at: datetime
@@ -119,6 +132,9 @@ class Sequence(OutputModel):
     id: SequenceId
     name: str
     status: Literal["active"]
+    timezone: str | None
+    send_window: SendWindow | None
+    holiday_calendar_id: HolidayCalendarId | None
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -132,6 +148,9 @@ class Sequence(OutputModel):
             id=sequence.id,
             name=sequence.name,
             status="active",
+            timezone=sequence.timezone,
+            send_window=sequence.send_window,
+            holiday_calendar_id=sequence.holiday_calendar_id,
             steps=[SequenceStep.model_validate(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,

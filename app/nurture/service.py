@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -19,7 +18,7 @@ from app.leads.service import lead_data, lead_service
 from app.models import EmailSuppression, Enrollment, Lead, SequenceStep
 from app.models import Sequence as SequenceRow
 from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture import states, templates
+from app.nurture import schedule, states, templates
 from app.nurture import unsubscribe as tokens
 from app.nurture.errors import (
     EnrollmentExists,
@@ -29,6 +28,7 @@ from app.nurture.errors import (
     LeadUnsubscribed,
     SequenceNotFound,
 )
+from app.nurture.holidays import holiday_calendar_service
 from app.nurture.jobs import defer_step
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.schemas import Enrollment as EnrollmentSchema
@@ -63,12 +63,22 @@ class SequenceService:
         self, session: AsyncSession, principal: Principal, payload: SequenceCreate
     ) -> SequenceSchema:
         check_templates(payload)
+        await holiday_calendar_service.check_sequence_settings(
+            session,
+            principal.workspace_id,
+            payload.timezone,
+            payload.send_window,
+            payload.holiday_calendar_id,
+        )
 
         sequence = SequenceRow(
             id=ids.new_uuid(),
             workspace_id=principal.workspace_id,
             name=payload.name,
             status="active",
+            timezone=payload.timezone,
+            send_window=payload.send_window and payload.send_window.model_dump(),
+            holiday_calendar_id=payload.holiday_calendar_id,
         )
         session.add(sequence)
         await session.flush()
@@ -78,7 +88,9 @@ class SequenceService:
                 workspace_id=principal.workspace_id,
                 sequence_id=sequence.id,
                 position=position,
-                **step.model_dump(),
+                delay_amount=step.delay.amount,
+                delay_unit=step.delay.unit,
+                **step.model_dump(exclude={"delay"}),
             )
             for position, step in enumerate(payload.steps)
         ]
@@ -249,7 +261,9 @@ class EnrollmentService:
             lead_id=lead.id,
             status="active",
             next_position=0,
-            next_run_at=utcnow() + timedelta(seconds=first.delay_seconds),
+            next_run_at=await schedule.first_due_at(
+                session, workspace_id, sequence.id, lead.id, first, utcnow()
+            ),
         )
         try:
             async with session.begin_nested():
@@ -378,16 +392,16 @@ class EnrollmentService:
         if_match: str | None,
     ) -> EnrollmentSchema:
         enrollment = await self._lock(session, principal, enrollment_id, if_match)
-        now = utcnow()
-        # A step that fell due while paused runs at once, and a later one keeps its time.
-        due = enrollment.next_run_at
+        # A step that fell due while paused runs at the next moment its send window
+        # allows, and a later one keeps its time.
+        next_run_at = await schedule.resume_at(session, enrollment, utcnow())
         view = await change_status(
             session,
             enrollment,
             "active",
             event_type="enrollment.resumed",
             actor=principal.actor,
-            next_run_at=now if due is None or due < now else due,
+            next_run_at=next_run_at,
         )
         defer_step(session, enrollment)
         return view

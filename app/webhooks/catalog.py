@@ -128,6 +128,21 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment",
         "An enrolment moved to the lead its lead was merged into.",
     ),
+    EventType(
+        "holiday_calendar.created",
+        "holiday_calendar",
+        "A holiday calendar for nurture send windows was created.",
+    ),
+    EventType(
+        "holiday_calendar.updated",
+        "holiday_calendar",
+        "A holiday calendar's name, description or dates changed.",
+    ),
+    EventType(
+        "holiday_calendar.deleted",
+        "holiday_calendar",
+        "A holiday calendar was deleted.",
+    ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),
     EventType("contact.created", "contact", "A contact was added to a customer."),

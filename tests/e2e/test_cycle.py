@@ -203,7 +203,7 @@ class TestSalesCycle:
                     "name": "Welcome",
                     "steps": [
                         {
-                            "delay_seconds": 0,
+                            "delay": {"amount": 0, "unit": "minutes"},
                             "purpose": "newsletter",
                             "subject": "Welcome, {{ first_name }}",
                             "body_text": "Hello {{ first_name }} at {{ company }}.",

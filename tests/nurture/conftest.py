@@ -148,7 +148,7 @@ async def create_sequence(
         "steps": steps
         or [
             {
-                "delay_seconds": 0,
+                "delay": {"amount": 0, "unit": "minutes"},
                 "subject": "Welcome, {{ first_name }}",
                 "body_text": "Hello {{ first_name }} at {{ company | your team }}!",
             }

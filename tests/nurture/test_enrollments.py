@@ -16,8 +16,12 @@ from tests.conftest import make_workspace_key
 from tests.nurture.conftest import create_lead, create_sequence, enroll
 
 TWO_STEPS = [
-    {"delay_seconds": 3600, "subject": "One", "body_text": "First"},
-    {"delay_seconds": 60, "subject": "Two", "body_text": "Second"},
+    {"delay": {"amount": 1, "unit": "hours"}, "subject": "One", "body_text": "First"},
+    {
+        "delay": {"amount": 1, "unit": "minutes"},
+        "subject": "Two",
+        "body_text": "Second",
+    },
 ]
 
 

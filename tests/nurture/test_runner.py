@@ -35,11 +35,15 @@ from workers.tasks import run_enrollment_step, sweep_due_enrollments, unit_of_wo
 
 TWO_STEPS = [
     {
-        "delay_seconds": 0,
+        "delay": {"amount": 0, "unit": "minutes"},
         "subject": "Welcome, {{ first_name }}",
         "body_text": "Hello {{ first_name }} at {{ company | your team }}!",
     },
-    {"delay_seconds": 3600, "subject": "Day two", "body_text": "More for you."},
+    {
+        "delay": {"amount": 1, "unit": "hours"},
+        "subject": "Day two",
+        "body_text": "More for you.",
+    },
 ]
 ONE_STEP = TWO_STEPS[:1]
 
@@ -827,7 +831,13 @@ class TestSweep:
         sequence = await create_sequence(
             client,
             auth,
-            steps=[{"delay_seconds": 600, "subject": "Later", "body_text": "x"}],
+            steps=[
+                {
+                    "delay": {"amount": 10, "unit": "minutes"},
+                    "subject": "Later",
+                    "body_text": "x",
+                }
+            ],
         )
         lead = await create_lead(client, auth)
         await enroll(client, auth, sequence["id"], lead["id"])

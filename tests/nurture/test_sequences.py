@@ -12,7 +12,11 @@ from app.models import Event, Sequence, SequenceStep
 from tests.conftest import make_workspace_key
 from tests.nurture.conftest import create_sequence
 
-STEP = {"delay_seconds": 60, "subject": "Hi", "body_text": "Hello"}
+STEP = {
+    "delay": {"amount": 1, "unit": "minutes"},
+    "subject": "Hi",
+    "body_text": "Hello",
+}
 
 
 async def post_sequence(
@@ -33,12 +37,11 @@ class TestCreateSequence:
                 "steps": [
                     {
                         "purpose": "webinar_invitation",
-                        "delay_seconds": 0,
                         "subject": "Join us, {{ first_name | friend }}",
                         "body_text": "Dear {{ full_name }},\nsee you at {{ company }}.",
                     },
                     {
-                        "delay_seconds": 86_400,
+                        "delay": {"amount": 1, "unit": "days"},
                         "subject": "Following up",
                         "body_text": "Still there? {{ unsubscribe_url }}",
                     },
@@ -56,7 +59,8 @@ class TestCreateSequence:
         assert response.headers["location"] == f"/v1/sequences/{sequence['id']}"
         steps = sequence["steps"]
         assert [step["position"] for step in steps] == [0, 1]
-        assert [step["delay_seconds"] for step in steps] == [0, 86_400]
+        assert steps[0]["delay"] == {"amount": 0, "unit": "minutes"}
+        assert steps[1]["delay"] == {"amount": 1, "unit": "days"}
         assert steps[0]["id"].startswith("step_")
         assert steps[0]["sequence_id"] == sequence["id"]
         assert steps[0]["kind"] == "email"
@@ -109,23 +113,25 @@ class TestCreateSequence:
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         response = await post_sequence(
-            client, auth, {"name": "Neg", "steps": [{**STEP, "delay_seconds": -1}]}
+            client, auth, {"name": "Neg", "steps": [{**STEP, "delay": {"amount": -1}}]}
         )
 
         assert response.status_code == 422
         error = response.json()["errors"][0]
-        assert error["field"] == "steps.0.delay_seconds"
+        assert error["field"] == "steps.0.delay.amount"
         assert error["code"] == "greater_than_equal"
 
     async def test_fractional_delay(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         response = await post_sequence(
-            client, auth, {"name": "Frac", "steps": [{**STEP, "delay_seconds": 1.5}]}
+            client,
+            auth,
+            {"name": "Frac", "steps": [{**STEP, "delay": {"amount": 1.5}}]},
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["field"] == "steps.0.delay_seconds"
+        assert response.json()["errors"][0]["field"] == "steps.0.delay.amount"
 
     async def test_delay_over_a_year(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -133,11 +139,16 @@ class TestCreateSequence:
         response = await post_sequence(
             client,
             auth,
-            {"name": "Late", "steps": [{**STEP, "delay_seconds": 367 * 86_400}]},
+            {
+                "name": "Late",
+                "steps": [{**STEP, "delay": {"amount": 367, "unit": "days"}}],
+            },
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["code"] == "less_than_equal"
+        error = response.json()["errors"][0]
+        assert error["field"] == "steps.0.delay.amount"
+        assert error["code"] == "less_than_equal"
 
     async def test_unknown_merge_field(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

@@ -95,7 +95,11 @@ class TestUnsubscribeLink:
             auth,
             steps=[
                 {"subject": "One", "body_text": "First"},
-                {"delay_seconds": 60, "subject": "Two", "body_text": "Second"},
+                {
+                    "delay": {"amount": 1, "unit": "minutes"},
+                    "subject": "Two",
+                    "body_text": "Second",
+                },
             ],
         )
         lead = await create_lead(client, auth)
