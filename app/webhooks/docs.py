@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.core.schemas import EventId
 from app.leads.schemas import Lead
+from app.nurture.schedule_schemas import HolidayCalendar
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 
@@ -24,6 +25,7 @@ from app.webhooks.schemas import WebhookEndpoint
 # as a free-form object.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "lead": Lead,
+    "holiday_calendar": HolidayCalendar,
     "webhook_endpoint": WebhookEndpoint,
 }
 
