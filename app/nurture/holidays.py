@@ -211,15 +211,15 @@ class HolidayCalendarService:
                 ids.encode("sequence", row.id) for row in users[:MAX_LISTED_SEQUENCES]
             ]
             raise HolidayCalendarInUse(
-                f"{len(users)} sequences use holiday calendar "
-                f"{ids.encode('holiday_calendar', calendar.id)}, such as "
-                f"{sequence_ids[0]}. Give those sequences another calendar first.",
+                f"Holiday calendar {ids.encode('holiday_calendar', calendar.id)} is "
+                f"used by {len(users)} sequence(s), such as {sequence_ids[0]}. "
+                "Give those sequences another calendar first.",
                 sequence_ids=sequence_ids,
             )
         data = holiday_calendar_data(calendar)
 
         # The sequence foreign key is ON DELETE RESTRICT, so a sequence that took
-        # the calendar after the check above makes this fail instead of dangle.
+        # the calendar after the check above makes this fail with a 409 instead.
         await session.delete(calendar)
         await session.flush()
         await emit(

@@ -41,7 +41,7 @@ BUSINESS_WEEKDAYS = frozenset(range(5))
 # How far ahead the search for an allowed day goes before it gives up, so a window
 # whose every day is a holiday raises instead of looping for ever.
 SEARCH_DAYS = 2 * 366
-# The widest gap a zone has skipped is one day (Pacific/Apia dropped 2011-12-30).
+# The widest gap in the tz database is one day: Pacific/Apia skipped 2011-12-30.
 MAX_GAP_MINUTES = 25 * 60
 _ZONES = frozenset(available_timezones())
 
@@ -99,7 +99,7 @@ def zone_or_none(name: str | None) -> ZoneInfo | None:
 def pick_zone(
     lead_zone: str | None, sequence_zone: str | None, workspace_zone: str | None
 ) -> tuple[ZoneInfo, ZoneSource]:
-    """Pick the first valid zone of lead, sequence and workspace; UTC when none is."""
+    """Pick the first valid zone of lead, sequence and workspace, or UTC when none is."""
     for name, source in (
         (lead_zone, "lead"),
         (sequence_zone, "sequence"),
@@ -177,8 +177,8 @@ def next_sendable(instant: datetime, rules: ScheduleRules) -> datetime:
             continue
         opens = resolve_local(datetime.combine(day, window.start), rules.zone)
         closes = resolve_local(datetime.combine(day, window.end), rules.zone)
-        # A window inside a skipped hour is empty that day; one that has closed
-        # already cannot take the step.
+        # A window inside a skipped hour is empty that day, and a window that has
+        # closed already cannot take the step.
         if closes <= opens or closes <= instant:
             continue
         return max(opens, instant)
@@ -263,7 +263,7 @@ def step_delay(step: SequenceStep) -> Delay:
 def due_with_fallback(
     previous: datetime, step: SequenceStep, rules: ScheduleRules
 ) -> datetime:
-    """Compute the step's due time; without an allowed day, ignore window and holidays.
+    """Compute the step's due time, ignoring window and holidays if no day is allowed.
 
     Saving a sequence or a holiday calendar rejects rules without an allowed day, so
     the fallback runs only when time has moved past the dates that were checked.
@@ -302,7 +302,7 @@ async def following_due_at(
 async def resume_at(
     session: AsyncSession, enrollment: Enrollment, now: datetime
 ) -> datetime:
-    """Keep a future due time; a step that fell due while paused waits for the window."""
+    """Keep a future due time, and move a step that fell due while paused into the window."""
     due = enrollment.next_run_at
     if due is not None and due >= now:
         return due

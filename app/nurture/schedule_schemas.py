@@ -24,7 +24,7 @@ from app.core.schemas import (
 )
 from app.nurture.schedule import WEEKDAYS, DelayUnit, ZoneSource
 
-# The most of each unit that fits in 366 calendar days; 366 days hold at most 262
+# The most of each unit that fits in 366 calendar days, which hold at most 262
 # Mondays to Fridays.
 MAX_DELAY: dict[str, int] = {
     "minutes": 366 * 24 * 60,
@@ -92,7 +92,7 @@ class SendWindowSpec(InputModel):
         min_length=1, max_length=7, description="Days on which steps may run."
     )
     start: ClockTime
-    end: ClockTime = Field(description="Local time HH:MM after start; not included.")
+    end: ClockTime = Field(description="Local time HH:MM after start, itself excluded.")
 
     @field_validator("weekdays")
     @classmethod
@@ -105,7 +105,7 @@ class SendWindowSpec(InputModel):
     def _check_order(self) -> Self:
         if time.fromisoformat(self.start) >= time.fromisoformat(self.end):
             raise ValueError(
-                f"start {self.start} must be before end {self.end}; a window cannot "
+                f"start {self.start} must be before end {self.end}, because a window cannot "
                 "cross midnight"
             )
         return self

@@ -77,7 +77,11 @@ class SequenceService:
             name=payload.name,
             status="active",
             timezone=payload.timezone,
-            send_window=payload.send_window and payload.send_window.model_dump(),
+            send_window=(
+                payload.send_window.model_dump()
+                if payload.send_window is not None
+                else None
+            ),
             holiday_calendar_id=payload.holiday_calendar_id,
         )
         session.add(sequence)
