@@ -18,7 +18,6 @@ never:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -224,35 +223,36 @@ async def load_rules(
 ) -> ScheduleRules:
     """Load the zones, window and holidays that schedule a lead's steps in a sequence.
 
-    ``session.get`` finds rows the caller already loaded without another query.
+    One query reads them all. It runs without autoflush, so that a caller's pending
+    change to the enrollment is flushed once, by the caller, and bumps its version once.
     """
-    sequence = await session.get(SequenceRow, sequence_id)
-    lead = await session.get(Lead, lead_id)
-    workspace = await session.get(Workspace, workspace_id)
-    if sequence is None:
-        raise LookupError(f"sequence {sequence_id} does not exist")
-    zone, source = pick_zone(
-        lead.timezone if lead is not None else None,
-        sequence.timezone,
-        workspace.timezone if workspace is not None else None,
-    )
-    holidays: Iterable[date] = ()
-    if sequence.holiday_calendar_id is not None:
-        holidays = (
-            await session.scalar(
-                select(HolidayCalendar.dates).where(
-                    HolidayCalendar.id == sequence.holiday_calendar_id
-                )
-            )
-            or ()
+    statement = (
+        select(
+            Lead.timezone,
+            SequenceRow.timezone,
+            Workspace.timezone,
+            SequenceRow.send_window,
+            HolidayCalendar.dates,
         )
-    window = (
-        SendWindow.from_json(sequence.send_window)
-        if sequence.send_window is not None
-        else None
+        .select_from(SequenceRow)
+        .join(Workspace, Workspace.id == SequenceRow.workspace_id)
+        .join(Lead, Lead.id == lead_id)
+        .outerjoin(
+            HolidayCalendar, HolidayCalendar.id == SequenceRow.holiday_calendar_id
+        )
+        .where(SequenceRow.id == sequence_id, SequenceRow.workspace_id == workspace_id)
     )
+    with session.no_autoflush:
+        row = (await session.execute(statement)).one_or_none()
+    if row is None:
+        raise LookupError(f"sequence {sequence_id} or lead {lead_id} does not exist")
+    lead_zone, sequence_zone, workspace_zone, window, holidays = row
+    zone, source = pick_zone(lead_zone, sequence_zone, workspace_zone)
     return ScheduleRules(
-        zone=zone, zone_source=source, window=window, holidays=frozenset(holidays)
+        zone=zone,
+        zone_source=source,
+        window=SendWindow.from_json(window) if window is not None else None,
+        holidays=frozenset(holidays or ()),
     )
 
 
