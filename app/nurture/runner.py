@@ -422,6 +422,7 @@ class StepRunner:
             return "failed"
 
         enrollment.last_error = error.message
+        # NOTE: a retry ignores the send window, so it may send outside local hours.
         enrollment.next_run_at = now + retry_delay(claim.attempt)
         enrollment.claimed_until = None
         await session.flush()

@@ -203,7 +203,8 @@ class Enrollment(OutputModel):
     )
     next_run_at: datetime | None = Field(
         description="When the next step is due. A paused enrollment keeps it and runs "
-        "the step on resume, at once if the time has passed."
+        "the step on resume, at the next moment the send window allows if the time "
+        "has passed."
     )
     exit_reason: ExitReason | None
     completed_at: datetime | None
