@@ -320,6 +320,44 @@ class TestSchedulePreview:
             assert local == due
             assert local.utcoffset() == due.astimezone(NEW_YORK).utcoffset()
 
+    async def test_business_days_skip_holidays(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        today = datetime.now(UTC).astimezone(NEW_YORK).date()
+        holidays = {today + timedelta(days=n) for n in range(1, 4)}
+        calendar = await create_calendar(
+            client, auth, sorted(day.isoformat() for day in holidays)
+        )
+        sequence = (
+            await post_sequence(
+                client,
+                auth,
+                timezone="America/New_York",
+                send_window=OFFICE_HOURS,
+                holiday_calendar_id=calendar["id"],
+                steps=[step(0, "minutes"), step(2, "business_days")],
+            )
+        ).json()
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+
+        steps = (await get_schedule(client, auth, enrollment)).json()["steps"]
+
+        first, second = (parse_time(item["due_at"]) for item in steps)
+        rules = office_rules(NEW_YORK, frozenset(holidays))
+        assert second == next_run_at(first, Delay(2, "business_days"), rules)
+        wall = second.astimezone(NEW_YORK)
+        assert wall.date() not in holidays
+        assert wall.weekday() < 5
+        start = first.astimezone(NEW_YORK).date()
+        counted = [
+            start + timedelta(days=n)
+            for n in range(1, (wall.date() - start).days + 1)
+            if (start + timedelta(days=n)).weekday() < 5
+            and start + timedelta(days=n) not in holidays
+        ]
+        assert len(counted) == 2
+
     async def test_finished_is_empty(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
