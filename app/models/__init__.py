@@ -18,6 +18,7 @@ from app.models.billing import (
     PaymentAllocation,
     ProviderEvent,
 )
+from app.models.enrollment_job import EnrollmentJob
 from app.models.event import Event
 from app.models.lead import Lead
 from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
@@ -61,6 +62,7 @@ __all__ = [
     "Customer",
     "EmailSuppression",
     "Enrollment",
+    "EnrollmentJob",
     "Event",
     "FormPublishableKey",
     "IdempotencyKey",

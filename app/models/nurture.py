@@ -16,6 +16,10 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # never, after_completion or always: see app/nurture/reenrollment.py.
+    reenrollment_policy: Mapped[str] = mapped_column(
+        String(16), default="always", server_default="always"
+    )
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):

@@ -47,3 +47,16 @@ class InvalidUnsubscribeToken(NotFound):
     """The unsubscribe token is malformed or its signature does not match."""
 
     code = "invalid_unsubscribe_token"
+
+
+class ReenrollmentNotAllowed(Conflict):
+    """The sequence's re-enrollment policy forbids enrolling the lead again."""
+
+    code = "reenrollment_not_allowed"
+    title = "Re-enrollment not allowed"
+
+
+class EnrollmentJobNotFound(NotFound):
+    """No enrollment job with that id in the caller's workspace."""
+
+    code = "enrollment_job_not_found"

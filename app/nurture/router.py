@@ -229,7 +229,7 @@ async def resume_enrollment(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("nurture:write")),
 ) -> Enrollment:
-    """Run steps again, at once for a step that fell due while paused."""
+    """Run steps again: a step that fell due while paused at once, a failed one anew."""
     enrollment = await enrollment_service.resume(
         request.state.session,
         principal,

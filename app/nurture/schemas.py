@@ -19,6 +19,7 @@ from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.reenrollment import DEFAULT_POLICY, ReenrollmentPolicy
 
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
 EnrollmentStatus = Literal["active", "paused", "completed", "exited", "failed"]
@@ -99,6 +100,12 @@ class SequenceCreate(InputModel):
         max_length=MAX_STEPS,
         description="The steps in the order they run.",
     )
+    reenrollment_policy: ReenrollmentPolicy = Field(
+        default=DEFAULT_POLICY,
+        description="Whether a lead may enroll again once no enrollment of it is "
+        "active or paused: always; after_completion, only if every earlier "
+        "enrollment completed; never, if it was ever enrolled.",
+    )
 
 
 class SequenceStep(OutputModel):
@@ -119,6 +126,7 @@ class Sequence(OutputModel):
     id: SequenceId
     name: str
     status: Literal["active"]
+    reenrollment_policy: ReenrollmentPolicy
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -132,6 +140,7 @@ class Sequence(OutputModel):
             id=sequence.id,
             name=sequence.name,
             status="active",
+            reenrollment_policy=sequence.reenrollment_policy,
             steps=[SequenceStep.model_validate(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,
@@ -151,7 +160,10 @@ class StepRun(OutputModel):
         description="running while a worker sends it, sent once the mail server "
         "accepted it, failed when the last attempt failed."
     )
-    attempts: int = Field(description="Sends started, counting retries.")
+    attempts: int = Field(
+        description="Sends started, counting retries. Resuming a failed enrollment "
+        "sets it back to 0."
+    )
     started_at: datetime
     finished_at: datetime | None
     message_id: str | None = Field(
