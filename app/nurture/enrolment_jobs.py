@@ -11,8 +11,8 @@ enrollments guards each lead as well. A run stops after
 ``settings.enrollment_job_run_seconds`` and defers its continuation. The sweep restarts
 a job whose lease has lapsed.
 
-Only leads created before the job are matched, so leads captured while it runs do not
-keep it going.
+Only leads created no later than the job are matched, so leads captured while it runs
+do not keep it going.
 """
 
 from __future__ import annotations
@@ -217,8 +217,11 @@ async def _lock(
 
 
 def _created_before(found: EnrollmentJobFilter, job: EnrollmentJob) -> datetime:
-    if found.created_before is None or found.created_before > job.created_at:
-        return job.created_at
+    # The listing's bound is exclusive, and PostgreSQL keeps microseconds, so adding
+    # one matches the leads created no later than the job.
+    latest = job.created_at + timedelta(microseconds=1)
+    if found.created_before is None or found.created_before > latest:
+        return latest
     return found.created_before
 
 
