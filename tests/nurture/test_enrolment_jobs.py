@@ -387,6 +387,56 @@ class TestJobCrash:
         }
         assert await count_events(session, "enrollment.created") == 5
 
+    async def test_overtaken_run_writes_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        small_chunks: dict[str, Any],
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await tagged_leads(client, auth, 3)
+        job = await start_job(client, auth, sequence, {"tag": ["vip"]})
+        async with unit_of_work(small_chunks) as claim_session:
+            await enrollment_job_service.claim(
+                claim_session, job_uuid(job), timedelta(seconds=120)
+            )
+        one_chunk = {
+            **small_chunks,
+            "settings": small_chunks["settings"].model_copy(
+                update={"enrollment_job_run_seconds": 0.000001}
+            ),
+        }
+        opened = 0
+
+        @asynccontextmanager
+        async def overtaken() -> AsyncIterator[AsyncSession]:
+            nonlocal opened
+            opened += 1
+            if opened == 2:
+                # This run stalls past its lease; another run takes the job over
+                # and commits its first chunk.
+                await session.execute(
+                    update(EnrollmentJob).values(
+                        claimed_until=datetime.now(UTC) - timedelta(seconds=1)
+                    )
+                )
+                await session.commit()
+                assert await run_enrollment_job(one_chunk, str(job_uuid(job))) == (
+                    "continued"
+                )
+            async with unit_of_work(small_chunks) as unit_session:
+                yield unit_session
+
+        outcome = await enrolment_jobs.run_job(
+            overtaken, job_uuid(job), small_chunks["settings"]
+        )
+
+        assert outcome == "superseded"
+        counts = (await fetch_job(client, auth, job))["counts"]
+        assert counts["matched"] == 2
+        assert counts["skipped"] == 0
+
     async def test_gives_up_after_max_attempts(
         self,
         client: httpx.AsyncClient,
