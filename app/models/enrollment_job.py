@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, WorkspaceMixin
 
-ENROLLMENT_JOB_STATUSES = ("queued", "running", "succeeded", "failed")
-
 
 class EnrollmentJob(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     """Enrolling every lead that matches a filter in a sequence, run by the worker.

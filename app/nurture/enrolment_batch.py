@@ -109,6 +109,12 @@ async def enroll_one(
                 session, principal, sequence, lead
             )
     except NotFound as error:
+        log.info(
+            "enrollment.batch_item_invalid",
+            index=item.index,
+            lead_id=str(lead_id),
+            code=error.code,
+        )
         item.fail("invalid", error)
     except DomainError as error:
         log.info(

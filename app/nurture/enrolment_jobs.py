@@ -6,7 +6,7 @@ keyset cursor of ``GET /v1/leads`` (sort ``created_at``, oldest first), in chunk
 ``settings.enrollment_job_chunk_leads``. Each chunk commits its enrollments, their
 events, the counts and the cursor after its last lead in one transaction. That
 transaction locks the job and checks the cursor first, so no chunk is processed twice,
-even when two runs race or a run dies mid-chunk; the unique index of running
+even when two runs race or a run dies mid-chunk. The unique index of running
 enrollments guards each lead as well. A run stops after
 ``settings.enrollment_job_run_seconds`` and defers its continuation. The sweep restarts
 a job whose lease has lapsed.
@@ -232,9 +232,10 @@ async def run_job(
     *,
     budget_seconds: float | None = None,
 ) -> str:
-    """Run a claimed job from its cursor; return ``succeeded``, ``failed``,
-    ``continued`` (the budget ran out and a continuation job is deferred) or
-    ``superseded`` (another run owns the job).
+    """Run a claimed job from its cursor, and return how the run ended.
+
+    The outcome is ``succeeded``, ``failed``, ``continued`` (the budget ran out and a
+    continuation job is deferred) or ``superseded`` (another run owns the job).
 
     ``unit`` opens a session that commits when its block ends.
     """
@@ -320,7 +321,12 @@ async def run_job(
                     code="invalid_filter",
                     message=error.detail,
                 )
-                log.warning("enrollment_job.failed", enrollment_job_id=str(job_id))
+                log.warning(
+                    "enrollment_job.failed",
+                    enrollment_job_id=str(job_id),
+                    code=error.code,
+                    error=error.detail,
+                )
                 return "failed"
 
             reasons = dict(locked.skipped_reasons)

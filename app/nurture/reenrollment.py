@@ -1,8 +1,8 @@
 """Whether a lead may enroll again in a sequence it was enrolled in before.
 
-Each sequence has a ``reenrollment_policy``; it applies once no enrollment of the lead
-is running (active or paused), because a running one is always a 409
-``enrollment_exists``:
+Each sequence has a ``reenrollment_policy``. It applies once no enrollment of the lead
+is running (active or paused), because a running one is a 409 ``enrollment_exists``
+under every policy:
 
 - ``always`` (the default, and the only behaviour before policies existed): the lead
   may enroll again whenever no enrollment of it is running.
@@ -31,7 +31,6 @@ from app.nurture.errors import ReenrollmentNotAllowed
 from app.nurture.repository import EnrollmentRepository
 
 ReenrollmentPolicy = Literal["never", "after_completion", "always"]
-POLICIES: tuple[ReenrollmentPolicy, ...] = ("never", "after_completion", "always")
 DEFAULT_POLICY: ReenrollmentPolicy = "always"
 
 

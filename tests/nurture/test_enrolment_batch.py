@@ -66,8 +66,8 @@ class TestBatchResults:
         await client.patch(
             f"/v1/leads/{junk['id']}", json={"status": "junk"}, headers=auth
         )
-        gone = await create_lead(client, auth, email="gone@example.com")
-        row = await session.get_one(Lead, ids.decode("lead", str(gone["id"])))
+        unsubscribed = await create_lead(client, auth, email="unsubscribed@example.com")
+        row = await session.get_one(Lead, ids.decode("lead", str(unsubscribed["id"])))
         session.add(
             EmailSuppression(
                 workspace_id=row.workspace_id,
@@ -85,7 +85,7 @@ class TestBatchResults:
                 fresh["id"],
                 running["id"],
                 junk["id"],
-                gone["id"],
+                unsubscribed["id"],
                 UNKNOWN_LEAD,
                 "not-an-id",
                 fresh["id"],

@@ -22,7 +22,7 @@ from workers.tasks import run_enrollment_job, sweep_enrollment_jobs, unit_of_wor
 
 
 class WorkerKilled(Exception):
-    """Stands for the worker process dying between two chunks."""
+    """Raised where the worker process would die, between two chunks."""
 
 
 @pytest.fixture
