@@ -32,6 +32,7 @@ from app.leads.imports_router import router as lead_imports_router
 from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
+from app.nurture.enrolment_router import router as enrolment_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
 from app.opportunities.router import router as opportunities_router
@@ -113,6 +114,7 @@ def create_app(
         activities_router,
         nurture_router,
         nurture_schedule_router,
+        enrolment_router,
         customers_router,
         opportunities_router,
         billing_router,

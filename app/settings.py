@@ -120,6 +120,19 @@ class Settings(BaseSettings):
         "keep it below worker_job_timeout_seconds.",
     )
 
+    enrollment_job_chunk_leads: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="Leads an enrollment job enrolls per transaction.",
+    )
+    enrollment_job_run_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an enrollment job runs before it defers its "
+        "continuation; keep it below worker_job_timeout_seconds.",
+    )
+
     @field_validator("sweep_interval_seconds")
     @classmethod
     def _divides_minute(cls, value: int) -> int:

@@ -24,6 +24,8 @@ from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
 from app.leads import imports as lead_imports
 from app.leads.scoring import RESCORE_BATCH, lead_scoring
+from app.nurture import enrolment_jobs
+from app.nurture.enrolment_jobs import enrollment_job_service
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
 from app.settings import Settings
@@ -250,6 +252,29 @@ async def sweep_lead_imports(ctx: dict[str, Any]) -> int:
         return await lead_imports.lead_import_service.sweep(session)
 
 
+async def run_enrollment_job(ctx: dict[str, Any], enrollment_job_id: str) -> str:
+    """Enroll the leads of a job from its cursor, for at most a run's budget."""
+    settings: Settings = ctx["settings"]
+    job_id = uuid.UUID(enrollment_job_id)
+    async with unit_of_work(ctx) as session:
+        claimed = await enrollment_job_service.claim(session, job_id, _lease(ctx))
+    if claimed is None:
+        log.info("enrollment_job.not_claimed", enrollment_job_id=enrollment_job_id)
+        return "not_claimed"
+    return await enrolment_jobs.run_job(
+        lambda: unit_of_work(ctx),
+        job_id,
+        settings,
+        budget_seconds=settings.enrollment_job_run_seconds,
+    )
+
+
+async def sweep_enrollment_jobs(ctx: dict[str, Any]) -> int:
+    """Defer a run for each unfinished enrollment job whose job was lost or lease lapsed."""
+    async with unit_of_work(ctx) as session:
+        return await enrollment_job_service.sweep(session)
+
+
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Features add their entry points, cron jobs and per-process resources (an HTTP client,
@@ -268,6 +293,8 @@ FUNCTIONS: list[Any] = [
     sweep_overdue_activities,
     run_lead_import,
     sweep_lead_imports,
+    run_enrollment_job,
+    sweep_enrollment_jobs,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
@@ -278,6 +305,7 @@ SWEEPS: list[Any] = [
     sweep_lead_scores,
     sweep_overdue_activities,
     sweep_lead_imports,
+    sweep_enrollment_jobs,
 ]
 CRON_JOBS: list[Any] = []
 STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]

@@ -28,6 +28,7 @@ PREFIXES: dict[str, str] = {
     "sequence": "seq",
     "sequence_step": "step",
     "enrollment": "enr",
+    "enrollment_job": "enjob",
     "customer": "cus",
     "contact": "con",
     "pipeline": "pipe",

@@ -18,6 +18,7 @@ from app.models.billing import (
     PaymentAllocation,
     ProviderEvent,
 )
+from app.models.enrollment_job import EnrollmentJob
 from app.models.event import Event
 from app.models.holiday_calendar import HolidayCalendar
 from app.models.lead import Lead
@@ -62,6 +63,7 @@ __all__ = [
     "Customer",
     "EmailSuppression",
     "Enrollment",
+    "EnrollmentJob",
     "Event",
     "FormPublishableKey",
     "HolidayCalendar",

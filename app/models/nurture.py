@@ -33,6 +33,10 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     holiday_calendar_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("holiday_calendars.id", ondelete="RESTRICT"), index=True
     )
+    # never, after_completion or always: see app/nurture/reenrollment.py.
+    reenrollment_policy: Mapped[str] = mapped_column(
+        String(16), default="always", server_default="always"
+    )
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):

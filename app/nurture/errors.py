@@ -60,3 +60,16 @@ class HolidayCalendarInUse(Conflict):
 
     code = "holiday_calendar_in_use"
     title = "Holiday calendar in use"
+
+
+class ReenrollmentNotAllowed(Conflict):
+    """The sequence's re-enrollment policy forbids enrolling the lead again."""
+
+    code = "reenrollment_not_allowed"
+    title = "Re-enrollment not allowed"
+
+
+class EnrollmentJobNotFound(NotFound):
+    """No enrollment job with that id in the caller's workspace."""
+
+    code = "enrollment_job_not_found"

@@ -121,6 +121,23 @@ class EnrollmentRepository:
             )
         )
 
+    async def latest_for_lead(
+        self,
+        sequence_id: uuid.UUID,
+        lead_id: uuid.UUID,
+        *,
+        except_status: str | None = None,
+    ) -> Enrollment | None:
+        """Return the lead's newest enrollment in the sequence, skipping one status."""
+        statement = select(Enrollment).where(
+            Enrollment.sequence_id == sequence_id, Enrollment.lead_id == lead_id
+        )
+        if except_status is not None:
+            statement = statement.where(Enrollment.status != except_status)
+        return await self.session.scalar(
+            statement.order_by(Enrollment.id.desc()).limit(1)
+        )
+
     async def running_for_lead(
         self, workspace_id: uuid.UUID, lead_id: uuid.UUID
     ) -> Sequence[Enrollment]:

@@ -229,7 +229,7 @@ async def resume_enrollment(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("nurture:write")),
 ) -> Enrollment:
-    """Run steps again; a step that fell due while paused runs in the next send window."""
+    """Run steps again, an overdue or failed step in the next send window."""
     enrollment = await enrollment_service.resume(
         request.state.session,
         principal,

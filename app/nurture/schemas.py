@@ -21,6 +21,7 @@ from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.reenrollment import DEFAULT_POLICY, ReenrollmentPolicy
 from app.nurture.schedule_schemas import SendWindow, SendWindowSpec, StepDelay
 
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
@@ -112,6 +113,12 @@ class SequenceCreate(InputModel):
         max_length=MAX_STEPS,
         description="The steps in the order they run.",
     )
+    reenrollment_policy: ReenrollmentPolicy = Field(
+        default=DEFAULT_POLICY,
+        description="Whether a lead may enroll again once no enrollment of it is "
+        "active or paused: always; after_completion, only if every earlier "
+        "enrollment completed; never, if it was ever enrolled.",
+    )
 
 
 class SequenceStep(OutputModel):
@@ -135,6 +142,7 @@ class Sequence(OutputModel):
     timezone: str | None
     send_window: SendWindow | None
     holiday_calendar_id: HolidayCalendarId | None
+    reenrollment_policy: ReenrollmentPolicy
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -151,6 +159,7 @@ class Sequence(OutputModel):
             timezone=sequence.timezone,
             send_window=sequence.send_window,
             holiday_calendar_id=sequence.holiday_calendar_id,
+            reenrollment_policy=sequence.reenrollment_policy,
             steps=[SequenceStep.model_validate(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,
@@ -170,7 +179,10 @@ class StepRun(OutputModel):
         description="running while a worker sends it, sent once the mail server "
         "accepted it, failed when the last attempt failed."
     )
-    attempts: int = Field(description="Sends started, counting retries.")
+    attempts: int = Field(
+        description="Sends started, counting retries. Resuming a failed enrollment "
+        "sets it back to 0."
+    )
     started_at: datetime
     finished_at: datetime | None
     message_id: str | None = Field(

@@ -30,7 +30,9 @@ from app.nurture.errors import (
 )
 from app.nurture.holidays import holiday_calendar_service
 from app.nurture.jobs import defer_step
+from app.nurture.reenrollment import check_reenrollment
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
+from app.nurture.resume import prepare_retry
 from app.nurture.schemas import Enrollment as EnrollmentSchema
 from app.nurture.schemas import EnrollmentCreate, SequenceCreate, Unsubscribed
 from app.nurture.schemas import Sequence as SequenceSchema
@@ -83,6 +85,7 @@ class SequenceService:
                 else None
             ),
             holiday_calendar_id=payload.holiday_calendar_id,
+            reenrollment_policy=payload.reenrollment_policy,
         )
         session.add(sequence)
         await session.flush()
@@ -248,12 +251,24 @@ class EnrollmentService:
         payload: EnrollmentCreate,
     ) -> EnrollmentSchema:
         workspace_id = principal.workspace_id
-        sequences = SequenceRepository.from_session(session)
-        repository = EnrollmentRepository.from_session(session)
         sequence = await sequence_service.get_row(session, workspace_id, sequence_id)
         lead = await lead_service.get(session, workspace_id, payload.lead_id)
+        return await self.enroll_lead(session, principal, sequence, lead)
+
+    async def enroll_lead(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        sequence: SequenceRow,
+        lead: Lead,
+    ) -> EnrollmentSchema:
+        """Enroll a loaded lead under every rule; batches and jobs call this too."""
+        workspace_id = principal.workspace_id
+        sequences = SequenceRepository.from_session(session)
+        repository = EnrollmentRepository.from_session(session)
         await self._check_enrollable(repository, lead)
         await self._reject_running(repository, sequence.id, lead.id)
+        await check_reenrollment(session, sequence, lead.id)
         first = await sequences.step_at(sequence.id, 0)
         if first is None:
             raise RuntimeError(f"sequence {sequence.id} has no steps")
@@ -396,8 +411,9 @@ class EnrollmentService:
         if_match: str | None,
     ) -> EnrollmentSchema:
         enrollment = await self._lock(session, principal, enrollment_id, if_match)
-        # A step that fell due while paused runs at the next moment its send window
-        # allows, and a later one keeps its time.
+        retry = await prepare_retry(session, enrollment)
+        # A step that fell due while paused, or the failed step retried, runs at the
+        # next moment its send window allows, and a later one keeps its time.
         next_run_at = await schedule.resume_at(session, enrollment, utcnow())
         view = await change_status(
             session,
@@ -406,6 +422,7 @@ class EnrollmentService:
             event_type="enrollment.resumed",
             actor=principal.actor,
             next_run_at=next_run_at,
+            **retry,
         )
         defer_step(session, enrollment)
         return view

@@ -9,7 +9,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "paused": ("active", "completed", "exited", "failed"),
     "completed": (),
     "exited": (),
-    "failed": (),
+    # Resuming a failed enrollment retries the step that failed.
+    "failed": ("active",),
 }
 STATUSES = tuple(TRANSITIONS)
 # The statuses the partial unique index uq_enrollments_running covers: a lead is in a

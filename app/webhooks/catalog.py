@@ -121,7 +121,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "An enrolment stopped early; exit_reason says why.",
     ),
     EventType("enrollment.paused", "enrollment", "An enrolment was paused."),
-    EventType("enrollment.resumed", "enrollment", "A paused enrolment was resumed."),
+    EventType(
+        "enrollment.resumed",
+        "enrollment",
+        "A paused enrolment was resumed, or a failed one retries its step.",
+    ),
     EventType("enrollment.failed", "enrollment", "An enrolment stopped on an error."),
     EventType(
         "enrollment.moved",
@@ -142,6 +146,16 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "holiday_calendar.deleted",
         "holiday_calendar",
         "A holiday calendar was deleted.",
+    ),
+    EventType(
+        "enrollment_job.created",
+        "enrollment_job",
+        "A job to enroll every lead that matches a filter was queued.",
+    ),
+    EventType(
+        "enrollment_job.completed",
+        "enrollment_job",
+        "An enrollment job finished; status is succeeded or failed, with its counts.",
     ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),

@@ -530,4 +530,4 @@ class TestStateMachine:
         assert "active" in enrollment["transitions"]["paused"]
         assert enrollment["transitions"]["completed"] == []
         assert enrollment["transitions"]["exited"] == []
-        assert enrollment["transitions"]["failed"] == []
+        assert enrollment["transitions"]["failed"] == ["active"]
