@@ -53,6 +53,8 @@ PREFIXES: dict[str, str] = {
     "lead_assignment": "lasg",
     "activity": "act",
     "lead_import": "imp",
+    "offer": "ofr",
+    "offer_code": "ofc",
 }
 
 

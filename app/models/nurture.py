@@ -33,6 +33,10 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     delay_seconds: Mapped[int] = mapped_column(default=0)
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
+    # The offer whose code a special_offer step issues to each lead it emails.
+    offer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("offers.id")
+    )
 
 
 class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
