@@ -32,6 +32,7 @@ from app.leads.imports_router import router as lead_imports_router
 from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
+from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
@@ -111,6 +112,7 @@ def create_app(
         users_router,
         activities_router,
         nurture_router,
+        offers_router,
         customers_router,
         opportunities_router,
         billing_router,

@@ -34,9 +34,7 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
     # The offer whose code a special_offer step issues to each lead it emails.
-    offer_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("offers.id")
-    )
+    offer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("offers.id"))
 
 
 class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):

@@ -11,6 +11,7 @@ from app.core.schemas import (
     EnrollmentId,
     InputModel,
     LeadId,
+    OfferId,
     OutputModel,
     SequenceId,
     SequenceStepId,
@@ -90,6 +91,12 @@ class EmailStepCreate(InputModel):
         description="Plain-text body with merge fields such as {{ first_name }}, "
         "{{ company | your team }} or {{ unsubscribe_url }}."
     )
+    offer_id: OfferId | None = Field(
+        default=None,
+        description="The offer whose code this step issues to each lead; only for "
+        "special_offer steps, whose body may then use {{ offer_code }}, "
+        "{{ offer_discount }} and {{ offer_expires_at }}.",
+    )
 
 
 class SequenceCreate(InputModel):
@@ -111,6 +118,7 @@ class SequenceStep(OutputModel):
     delay_seconds: int
     subject: str
     body_text: str
+    offer_id: OfferId | None
     created_at: datetime
 
 

@@ -30,6 +30,7 @@ from app.nurture.errors import (
     SequenceNotFound,
 )
 from app.nurture.jobs import defer_step
+from app.nurture.offers import check_step_offers
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.schemas import Enrollment as EnrollmentSchema
 from app.nurture.schemas import EnrollmentCreate, SequenceCreate, Unsubscribed
@@ -63,6 +64,7 @@ class SequenceService:
         self, session: AsyncSession, principal: Principal, payload: SequenceCreate
     ) -> SequenceSchema:
         check_templates(payload)
+        await check_step_offers(session, principal.workspace_id, payload)
 
         sequence = SequenceRow(
             id=ids.new_uuid(),
@@ -78,7 +80,8 @@ class SequenceService:
                 workspace_id=principal.workspace_id,
                 sequence_id=sequence.id,
                 position=position,
-                **step.model_dump(),
+                **step.model_dump(exclude={"offer_id"}),
+                offer_id=step.offer_id,
             )
             for position, step in enumerate(payload.steps)
         ]
