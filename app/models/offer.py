@@ -93,7 +93,7 @@ class OfferCode(IdMixin, WorkspaceMixin, Base):
 class OfferRedemption(IdMixin, WorkspaceMixin, Base):
     """One use of an offer code on an invoice; ``released`` once that invoice is void.
 
-    An invoice holds at most one applied redemption, and the discount lines it adds
+    An invoice has at most one applied redemption, and the discount lines it adds
     are the invoice lines with a negative unit amount.
     """
 

@@ -7,7 +7,7 @@ discount is computed on the pre-tax subtotal of the charge lines (percent: in
 amount: capped at that subtotal) and split across the tax rates in proportion to
 their amounts by the largest-remainder method, so the parts add up to it exactly.
 The invoice totals are then recomputed by ``app.billing.totals`` over every line, so
-its rule that the parts shown add up to the total shown holds with the discount.
+the parts shown still add up to the total shown.
 
 Charge lines never have a negative unit amount (the API rejects one), so discount
 lines are exactly the lines whose unit amount is below zero.
@@ -37,7 +37,7 @@ from app.nurture.offer_views import code_data
 log = structlog.get_logger(__name__)
 
 # Bounds the loop that shrinks a discount whose negative taxes, rounded per line,
-# would take the total below zero; each step moves the total by at least one unit.
+# would take the total below zero. Each step raises the total by at least one unit.
 MAX_DISCOUNT_ADJUSTMENTS = 1000
 
 
@@ -234,10 +234,10 @@ async def release_invoice(
 ) -> None:
     """Release the code redeemed on an invoice that was voided, so it can be used again.
 
-    The redemption is kept as ``released``. The code returns to ``issued`` (``void``
-    when its offer was archived meanwhile), unless another invoice still holds one of
-    its redemptions, as codes of offers that are not single use can, in which case it
-    names the latest of those.
+    The redemption is kept as ``released``. The code returns to ``issued``, or to
+    ``void`` when its offer was archived meanwhile. A code of an offer that is not
+    single use may still have redemptions on other invoices, and then names the
+    latest of them instead.
     """
     redemption = await applied_redemption(session, invoice.id, for_update=True)
     if redemption is None:

@@ -107,7 +107,9 @@ class OfferCreate(InputModel):
         "when null.",
     )
     code_prefix: CodePrefix = Field(
-        default="", description="Upper-case letters and digits put before each code."
+        default="",
+        description="Upper-case letters and digits that start each code, followed "
+        "by a dash.",
     )
 
     @model_validator(mode="after")

@@ -84,8 +84,8 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # 10 characters of 32 symbols: 50 random bits, so a guess hits one of a million codes
 # with a chance of about 1 in 10^9.
 CODE_RANDOM_LENGTH = 10
-# A new random code collides with a stored one almost never; a few retries make a
-# failure a sign of a bug rather than of bad luck.
+# A new random code almost never collides with a stored one, so a failure after a
+# few retries points to a bug rather than to bad luck.
 MAX_CODE_ATTEMPTS = 5
 
 OFFER_FIELDS = ("offer_code", "offer_discount", "offer_expires_at")
@@ -419,7 +419,7 @@ class OfferService:
 
         Locks the invoice, then the offer, then the code, so two invoices redeeming
         one code, or one offer past its max_redemptions, queue behind each other and
-        the later one sees the first redemption.
+        the later one finds the first redemption.
         """
         workspace_id = principal.workspace_id
         invoice = await invoice_service.get(
@@ -515,12 +515,14 @@ class OfferService:
         now: datetime,
     ) -> None:
         encoded_invoice = ids.encode("invoice", invoice.id)
+
         if offer.status != "active" or code.status == "void":
             raise OfferNotActive(
                 f"Offer code {code.code} is void because its offer "
                 f"{ids.encode('offer', offer.id)} was archived.",
                 current_status="void",
             )
+
         if code.status == "redeemed" and offer.single_use:
             redeemed_on = (
                 ids.encode("invoice", code.invoice_id) if code.invoice_id else None
@@ -530,15 +532,18 @@ class OfferService:
                 f"{redeemed_on}, and the offer is single use.",
                 invoice_id=redeemed_on,
             )
+
         if code.expires_at is not None and code.expires_at <= now:
             raise OfferExpired(
                 f"Offer code {code.code} expired at {isoformat(code.expires_at)}.",
                 expires_at=isoformat(code.expires_at),
             )
+
         customer = await customer_service.get(
             session, invoice.workspace_id, invoice.customer_id
         )
         lead = await lead_service.get(session, invoice.workspace_id, code.lead_id)
+
         if customer.source_lead_id != lead.id and lead.customer_id != customer.id:
             raise OfferNotForCustomer(
                 f"Offer code {code.code} was issued to lead "
@@ -548,6 +553,7 @@ class OfferService:
                 "lead's customer.",
                 lead_id=ids.encode("lead", lead.id),
             )
+
         if offer.currency is not None and offer.currency != invoice.currency:
             raise OfferCurrencyMismatch(
                 f"Offer code {code.code} takes {offer.amount_off} {offer.currency} "
@@ -555,13 +561,16 @@ class OfferService:
                 f"{invoice.currency}. Redeem it on an invoice in {offer.currency}.",
                 currency=offer.currency,
             )
+
         charge_lines = [line for line in lines if not is_discount_line(line)]
         has_offer = len(charge_lines) != len(lines)
+
         if has_offer or await applied_redemption(session, invoice.id) is not None:
             raise InvoiceHasOffer(
                 f"Invoice {encoded_invoice} already has an offer discount. An "
                 "invoice takes one offer code."
             )
+
         if offer.max_redemptions is not None:
             used = await OfferRepository.from_session(session).applied_count(offer.id)
             if used >= offer.max_redemptions:
@@ -570,6 +579,7 @@ class OfferService:
                     f"{used} times, its maximum.",
                     max_redemptions=offer.max_redemptions,
                 )
+
         if sum(line.amount for line in charge_lines) <= 0:
             raise InvoiceNothingToDiscount(
                 f"Invoice {encoded_invoice} has a subtotal of 0, so the offer has "

@@ -129,7 +129,7 @@ async def customer_with_code(
     job_context: dict[str, Any],
     **offer_fields: Any,
 ) -> tuple[JsonObject, JsonObject, str]:
-    """Issue a code of a new offer to a lead and convert it; return offer, code, cus."""
+    """Issue a code of a new offer to a lead and convert it; return offer, code, customer."""
     offer = await create_offer(client, auth, **offer_fields)
     lead, code = await issue(client, auth, job_context, offer)
     return offer, code, await convert(client, auth, lead)
