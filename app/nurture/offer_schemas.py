@@ -34,6 +34,8 @@ OfferCodeStatus = Literal["issued", "redeemed", "expired", "void"]
 
 MAX_VALID_FOR_DAYS = 3660
 MAX_CODE_LENGTH = 32
+# The largest value of the INTEGER column that stores max_redemptions.
+MAX_REDEMPTIONS = 2**31 - 1
 
 
 def _percent(value: Any) -> Decimal:
@@ -101,10 +103,12 @@ class OfferCreate(InputModel):
         description="True: a code discounts one invoice. False: the lead's code may "
         "discount several of its invoices.",
     )
-    max_redemptions: Annotated[StrictInt, Field(ge=1)] | None = Field(
-        default=None,
-        description="Redemptions allowed across all codes of the offer; unlimited "
-        "when null.",
+    max_redemptions: Annotated[StrictInt, Field(ge=1, le=MAX_REDEMPTIONS)] | None = (
+        Field(
+            default=None,
+            description="Redemptions allowed across all codes of the offer; unlimited "
+            "when null.",
+        )
     )
     code_prefix: CodePrefix = Field(
         default="",
