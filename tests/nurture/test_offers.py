@@ -402,6 +402,29 @@ class TestIssueCode:
         rows = await session.scalars(select(OfferCode))
         assert len(list(rows)) == 1
 
+    async def test_one_code_per_lead(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        offer = await create_offer(client, auth)
+        lead, code = await issue(client, auth, job_context, offer)
+        other = await create_sequence(
+            client, auth, steps=[offer_step(offer["id"])], name="Second"
+        )
+        enrollment = await enroll(client, auth, other["id"], lead["id"])
+
+        await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert [item["code"] for item in await list_codes(client, auth, offer)] == [
+            code["code"]
+        ]
+        first, second = smtp_server.messages
+        assert code["code"] in body_of(first)
+        assert code["code"] in body_of(second)
+
     async def test_archived_offer_issues_nothing(
         self,
         client: httpx.AsyncClient,
@@ -719,6 +742,35 @@ class TestRedeemOffer:
         assert after["total"] == 8501
         [redeemed] = await list_codes(client, auth, offer)
         assert redeemed["discount_amount"] == 1500
+
+    async def test_patch_currency_mismatch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        _, code, customer_id = await customer_with_code(
+            client,
+            auth,
+            job_context,
+            discount_kind="amount",
+            percent_off=None,
+            amount_off=1000,
+            currency="EUR",
+        )
+        invoice = await draft(client, auth, customer_id, [line("1", 5000)])
+        await redeem(client, auth, invoice, code["code"])
+
+        response = await client.patch(
+            f"/v1/invoices/{invoice['id']}", json={"currency": "USD"}, headers=auth
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "offer_currency_mismatch"
+        unchanged = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        assert unchanged.json()["currency"] == "EUR"
+        assert unchanged.json()["total"] == 4000
 
     async def test_rounding_change_reprices(
         self,
