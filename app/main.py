@@ -33,6 +33,7 @@ from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
 from app.nurture.enrolment_router import router as enrolment_router
+from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
 from app.opportunities.router import router as opportunities_router
@@ -115,6 +116,7 @@ def create_app(
         nurture_router,
         nurture_schedule_router,
         enrolment_router,
+        offers_router,
         customers_router,
         opportunities_router,
         billing_router,

@@ -28,6 +28,7 @@ from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
+from app.nurture.offer_invoices import release_invoice, reprice_invoice
 from app.opportunities.service import opportunity_service
 
 log = structlog.get_logger(__name__)
@@ -232,6 +233,7 @@ class InvoiceService:
             await repository.delete_lines(invoice.id)
             lines = build_lines(invoice, line_inputs, rounding)
             session.add_all(lines)
+        lines = await reprice_invoice(session, invoice, lines)
         # Touch the row so its version moves even when only the lines changed.
         invoice.updated_at = utcnow()
         await session.flush()
@@ -354,6 +356,7 @@ class InvoiceService:
 
         invoice.status = "void"
         invoice.voided_at = utcnow()
+        await release_invoice(session, invoice, actor=principal.actor)
         await session.flush()
         await session.refresh(invoice)
         lines = await InvoiceRepository.from_session(session).lines(invoice.id)

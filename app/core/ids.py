@@ -55,6 +55,8 @@ PREFIXES: dict[str, str] = {
     "activity": "act",
     "lead_import": "imp",
     "holiday_calendar": "hcal",
+    "offer": "ofr",
+    "offer_code": "ofc",
 }
 
 

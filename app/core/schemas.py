@@ -214,6 +214,8 @@ TeamId = _id_type("team")
 AssignmentRuleId = _id_type("assignment_rule")
 LeadAssignmentId = _id_type("lead_assignment")
 ActivityId = _id_type("activity")
+OfferId = _id_type("offer")
+OfferCodeId = _id_type("offer_code")
 
 
 _RFC3339 = re.compile(

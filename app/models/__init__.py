@@ -30,6 +30,7 @@ from app.models.nurture import (
     SequenceStep,
     StepRun,
 )
+from app.models.offer import Offer, OfferCode, OfferRedemption
 from app.models.owner import (
     AssignmentCursor,
     AssignmentRule,
@@ -79,6 +80,9 @@ __all__ = [
     "LeadImport",
     "LeadImportError",
     "LeadImportFile",
+    "Offer",
+    "OfferCode",
+    "OfferRedemption",
     "Opportunity",
     "Partner",
     "Payment",

@@ -62,6 +62,8 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     delay_unit: Mapped[str] = mapped_column(String(16), default="minutes")
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
+    # The offer whose code a special_offer step issues to each lead it emails.
+    offer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("offers.id"))
 
     @property
     def delay(self) -> dict[str, Any]:

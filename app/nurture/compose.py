@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -86,15 +87,21 @@ def compose(
     message_id: str,
     unsubscribe_url: str,
     sent_at: datetime,
+    offer_values: Mapping[str, str | None] | None = None,
 ) -> EmailMessage:
     """Render a step's templates into a message with one-click unsubscribe headers.
 
     The body gets the unsubscribe link appended unless it places the link itself
-    with ``{{ unsubscribe_url }}``. Raises a permanent ``MailError`` when the lead's
+    with ``{{ unsubscribe_url }}``. ``offer_values`` fills the offer merge fields of
+    a special-offer step. Raises a permanent ``MailError`` when the lead's
     address cannot be written into a header.
     """
     values = recipient.merge_values()
-    body_values: dict[str, str | None] = {**values, UNSUBSCRIBE_FIELD: unsubscribe_url}
+    body_values: dict[str, str | None] = {
+        **values,
+        **(offer_values or {}),
+        UNSUBSCRIBE_FIELD: unsubscribe_url,
+    }
     rendered_body = templates.render(body_text, body_values)
     uses_link = any(
         isinstance(part, templates.MergeTag) and part.name == UNSUBSCRIBE_FIELD

@@ -27,7 +27,7 @@ import random
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -44,6 +44,7 @@ from app.nurture import schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
 from app.nurture.mailer import Mailer, MailError
+from app.nurture.offers import issue_for_step
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.service import (
     change_status,
@@ -93,6 +94,7 @@ class Claim:
     subject: str
     body_text: str
     recipient: Recipient
+    offer_values: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ class StepRunner:
             position=step.position,
             attempt=run.attempts,
         )
+        # Issued here, in the claim's transaction, so a retry reuses the run's code.
+        offer_values = await issue_for_step(session, step, enrollment, run.id, now)
         return Claim(
             enrollment_id=enrollment.id,
             workspace_id=enrollment.workspace_id,
@@ -240,6 +244,7 @@ class StepRunner:
             subject=step.subject,
             body_text=step.body_text,
             recipient=Recipient.from_lead(lead),
+            offer_values=offer_values,
         )
 
     async def deliver(
@@ -267,6 +272,7 @@ class StepRunner:
                 message_id=claim.message_id,
                 unsubscribe_url=link,
                 sent_at=utcnow(),
+                offer_values=claim.offer_values,
             )
             if budget <= 0:
                 raise MailError("The lease lapsed before the message could be sent.")

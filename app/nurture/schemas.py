@@ -12,6 +12,7 @@ from app.core.schemas import (
     HolidayCalendarId,
     InputModel,
     LeadId,
+    OfferId,
     OutputModel,
     SequenceId,
     SequenceStepId,
@@ -91,6 +92,12 @@ class EmailStepCreate(InputModel):
         description="Plain-text body with merge fields such as {{ first_name }}, "
         "{{ company | your team }} or {{ unsubscribe_url }}."
     )
+    offer_id: OfferId | None = Field(
+        default=None,
+        description="The offer whose code this step issues to each lead; only for "
+        "special_offer steps, whose body may then use {{ offer_code }}, "
+        "{{ offer_discount }} and {{ offer_expires_at }}.",
+    )
 
 
 class SequenceCreate(InputModel):
@@ -131,6 +138,7 @@ class SequenceStep(OutputModel):
     delay: StepDelay
     subject: str
     body_text: str
+    offer_id: OfferId | None
     created_at: datetime
 
 

@@ -30,6 +30,7 @@ from app.nurture.errors import (
 )
 from app.nurture.holidays import holiday_calendar_service
 from app.nurture.jobs import defer_step
+from app.nurture.offers import check_step_offers
 from app.nurture.reenrollment import check_reenrollment
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.resume import prepare_retry
@@ -72,6 +73,7 @@ class SequenceService:
             payload.send_window,
             payload.holiday_calendar_id,
         )
+        await check_step_offers(session, principal.workspace_id, payload)
 
         sequence = SequenceRow(
             id=ids.new_uuid(),
@@ -97,7 +99,8 @@ class SequenceService:
                 position=position,
                 delay_amount=step.delay.amount,
                 delay_unit=step.delay.unit,
-                **step.model_dump(exclude={"delay"}),
+                **step.model_dump(exclude={"delay", "offer_id"}),
+                offer_id=step.offer_id,
             )
             for position, step in enumerate(payload.steps)
         ]

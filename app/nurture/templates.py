@@ -31,6 +31,9 @@ BODY_FIELDS: dict[str, str] = {
     **LEAD_FIELDS,
     "unsubscribe_url": "The signed link that unsubscribes the lead. Without it, the "
     "link is appended to the body.",
+    "offer_code": "The lead's code of the step's offer (special_offer steps).",
+    "offer_discount": "The offer's discount, such as 15% or 25.00 EUR.",
+    "offer_expires_at": "When the lead's offer code expires, in RFC 3339 UTC.",
 }
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")

@@ -157,6 +157,23 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment_job",
         "An enrollment job finished; status is succeeded or failed, with its counts.",
     ),
+    EventType("offer.created", "offer", "An offer was created."),
+    EventType("offer.updated", "offer", "An offer changed, such as by being archived."),
+    EventType(
+        "offer_code.issued",
+        "offer_code",
+        "A special-offer step issued a lead its code of an offer.",
+    ),
+    EventType(
+        "offer_code.redeemed",
+        "offer_code",
+        "An offer code's discount was added to a draft invoice.",
+    ),
+    EventType(
+        "offer_code.released",
+        "offer_code",
+        "The invoice that redeemed an offer code was voided, so the code is free.",
+    ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),
     EventType("contact.created", "contact", "A contact was added to a customer."),

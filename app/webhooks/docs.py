@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.core.schemas import EventId
 from app.leads.schemas import Lead
+from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
@@ -26,6 +27,8 @@ from app.webhooks.schemas import WebhookEndpoint
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "lead": Lead,
     "holiday_calendar": HolidayCalendar,
+    "offer": Offer,
+    "offer_code": OfferCode,
     "webhook_endpoint": WebhookEndpoint,
 }
 

@@ -172,8 +172,8 @@ class TestCreateSequence:
             {
                 "field": "steps.1.body_text",
                 "message": "Unknown merge field 'frist_name'. Use one of: company, "
-                "email, first_name, full_name, last_name, phone, title, "
-                "unsubscribe_url.",
+                "email, first_name, full_name, last_name, offer_code, "
+                "offer_discount, offer_expires_at, phone, title, unsubscribe_url.",
                 "code": "unknown_merge_field",
             }
         ]
