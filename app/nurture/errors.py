@@ -47,3 +47,22 @@ class InvalidUnsubscribeToken(NotFound):
     """The unsubscribe token is malformed or its signature does not match."""
 
     code = "invalid_unsubscribe_token"
+
+
+class SequenceVersionNotFound(NotFound):
+    """The sequence has no version with that number."""
+
+    code = "sequence_version_not_found"
+
+
+class EnrollmentNotRunning(Conflict):
+    """The enrollment has ended, so it runs no more steps of any version."""
+
+    code = "enrollment_not_running"
+    title = "Enrollment not running"
+
+
+class SequenceStepNotFound(NotFound):
+    """The sequence version has no step at that position."""
+
+    code = "sequence_step_not_found"

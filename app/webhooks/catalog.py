@@ -108,6 +108,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "A task passed its due date without being completed; sent once per due date.",
     ),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
+    EventType(
+        "sequence.updated",
+        "sequence",
+        "A sequence's name or sender changed, or its new steps became a new version.",
+    ),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(
         "enrollment.step_completed",
@@ -127,6 +132,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment.moved",
         "enrollment",
         "An enrolment moved to the lead its lead was merged into.",
+    ),
+    EventType(
+        "enrollment.version_changed",
+        "enrollment",
+        "An enrolment was moved to another version of its sequence.",
     ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),
