@@ -1,11 +1,12 @@
 """Merge fields of steps: which ones each template may use, and their values.
 
-Fields are namespaced: ``lead.*`` (the enrolled lead), ``owner.*`` (the lead's owner,
-empty when the lead has none), ``company.name`` (the name of the workspace, which is
-the sending company; the lead's own company is ``lead.company``) and ``offer.*``
-(only in special offer emails, with values the caller supplies at send time). The
-names without a namespace (``first_name``, ``company``, ...) from before namespaces
-stay valid aliases of the ``lead.*`` fields, so existing sequences still render.
+Fields are namespaced. ``lead.*`` is the enrolled lead, and ``owner.*`` the lead's
+owner, empty when the lead has none. ``company.name`` is the name of the workspace,
+which is the sending company, because the lead's own company is ``lead.company``.
+``offer.*`` exists only in special offer emails, with values the caller supplies at
+send time. The names without a namespace (``first_name``, ``company``, ...) from
+before namespaces stay valid aliases of the ``lead.*`` fields, so existing sequences
+still render.
 """
 
 from __future__ import annotations
@@ -119,5 +120,5 @@ def lead_values(recipient: Recipient) -> MergeValues:
 
 def offer_values(offer: Mapping[str, str | None] | None) -> MergeValues:
     """Map the offer.* fields to the given values, and to None where missing."""
-    given = offer or {}
-    return {field: given.get(field.removeprefix("offer.")) for field in OFFER_FIELDS}
+    supplied = offer or {}
+    return {field: supplied.get(field.removeprefix("offer.")) for field in OFFER_FIELDS}

@@ -94,8 +94,9 @@ async def preview_step(
 async def _unsubscribe_link(
     session: AsyncSession, settings: Settings, lead: Lead, sequence_id: uuid.UUID
 ) -> str:
-    # The link of the lead's running enrollment, as it would be sent. Without one, the
-    # token names no enrollment, and unsubscribing by it still suppresses the lead.
+    # The link of the lead's running enrollment, as it would be sent. Without one,
+    # the token carries the nil UUID, which matches no enrollment, and unsubscribing
+    # by it still suppresses the lead.
     running = await EnrollmentRepository.from_session(session).get_running(
         sequence_id, lead.id
     )

@@ -1,7 +1,7 @@
 """Input types of the step kinds besides email, and of a sequence's sender addresses.
 
 A step is a tagged union on ``kind``. Pydantic puts the tag into the location of each
-error (``steps.2.task.title``); ``untag_step_errors`` removes it, so an error names
+error (``steps.2.task.title``). ``untag_step_errors`` removes it, so an error names
 the field as the client wrote it (``steps.2.title``).
 """
 

@@ -1,8 +1,8 @@
 """Merge fields in email subjects and bodies: ``{{ first_name }}``, ``{{ company | you }}``.
 
-A template is literal text with merge tags. A tag names one of a fixed set of fields
-(namespaced ones such as ``lead.first_name`` contain one dot),
-optionally followed by ``|`` and a fallback used when the field is empty. Rendering
+A template is literal text with merge tags. A tag names one of a fixed set of fields,
+optionally followed by ``|`` and a fallback used when the field is empty. A
+namespaced name such as ``lead.first_name`` contains one dot. Rendering
 substitutes values from a plain dictionary built from known lead fields, so a template
 can never reach any other attribute or run code. Values are inserted as they are: text
 bodies are not HTML and nothing is escaped.

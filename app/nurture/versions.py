@@ -75,12 +75,12 @@ async def update_sequence(
     if payload.steps is not None:
         sequence.latest_version += 1
         session.add_all(step_rows(sequence, sequence.latest_version, payload.steps))
-    # A PATCH without changes still bumps the version, as the other resources do.
-    session.add(sequence)
     await session.flush()
     await session.refresh(sequence)
     steps = await repository.version_steps(sequence.id, sequence.latest_version)
     view = SequenceSchema.from_rows(sequence, steps)
+    if not fields:
+        return view
 
     await emit(
         session,
