@@ -66,3 +66,10 @@ class SequenceStepNotFound(NotFound):
     """The sequence version has no step at that position."""
 
     code = "sequence_step_not_found"
+
+
+class SequenceArchived(Conflict):
+    """The sequence is archived, so it takes no new enrollments."""
+
+    code = "sequence_archived"
+    title = "Sequence archived"

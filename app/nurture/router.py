@@ -122,12 +122,38 @@ async def update_sequence(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("nurture:write")),
 ) -> Sequence:
-    """Change the name or sender; new steps become a version that new enrollments run."""
+    """Change the name or sender in place, or save new steps as the next version."""
     sequence = await versions.update_sequence(
         request.state.session,
         principal,
         parse_path_id("sequence", sequence_id, "sequence"),
         payload,
+        if_match=if_match,
+    )
+    set_etag(response, sequence.version)
+    return sequence
+
+
+@router.post(
+    "/sequences/{sequence_id}/archive",
+    tags=["sequences"],
+    operation_id="sequences_archive",
+    summary="Archive a sequence",
+    response_model=Sequence,
+    responses=problem_responses(403, 404, 412),
+)
+async def archive_sequence(
+    request: Request,
+    response: Response,
+    sequence_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Sequence:
+    """Stop new enrollments in a sequence, while running enrollments finish."""
+    sequence = await versions.archive_sequence(
+        request.state.session,
+        principal,
+        parse_path_id("sequence", sequence_id, "sequence"),
         if_match=if_match,
     )
     set_etag(response, sequence.version)

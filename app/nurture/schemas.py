@@ -231,7 +231,10 @@ class Sequence(OutputModel):
     object: Literal["sequence"] = "sequence"
     id: SequenceId
     name: str
-    status: Literal["active"]
+    status: Literal["active", "archived"] = Field(
+        description="An archived sequence takes no new enrollments, and running ones "
+        "finish."
+    )
     mail_from: str | None = Field(
         description="From header of its emails; null uses the server's setting."
     )
@@ -251,7 +254,7 @@ class Sequence(OutputModel):
         return cls(
             id=sequence.id,
             name=sequence.name,
-            status="active",
+            status=sequence.status,
             mail_from=sequence.mail_from,
             reply_to=sequence.reply_to,
             latest_version=sequence.latest_version,

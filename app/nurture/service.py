@@ -26,6 +26,7 @@ from app.nurture.errors import (
     InvalidEnrollmentTransition,
     LeadNotEnrollable,
     LeadUnsubscribed,
+    SequenceArchived,
     SequenceNotFound,
 )
 from app.nurture.jobs import defer_step
@@ -41,6 +42,15 @@ log = structlog.get_logger(__name__)
 def check_templates(payload: SequenceCreate) -> None:
     """Raise ``InvalidInput`` naming every step template with a bad merge field."""
     merge.check_step_templates(list(payload.steps))
+
+
+def check_not_archived(sequence: SequenceRow) -> None:
+    if sequence.status == "archived":
+        raise SequenceArchived(
+            f"Sequence {ids.encode('sequence', sequence.id)} is archived and takes no "
+            "new enrollments. Enroll the lead in an active sequence.",
+            sequence_status=sequence.status,
+        )
 
 
 class SequenceService:
@@ -214,6 +224,7 @@ class EnrollmentService:
         sequences = SequenceRepository.from_session(session)
         repository = EnrollmentRepository.from_session(session)
         sequence = await sequence_service.get_row(session, workspace_id, sequence_id)
+        check_not_archived(sequence)
         lead = await lead_service.get(session, workspace_id, payload.lead_id)
         await self._check_enrollable(repository, lead)
         await self._reject_running(repository, sequence.id, lead.id)

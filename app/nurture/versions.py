@@ -35,7 +35,7 @@ from app.nurture.step_rows import step_rows
 
 log = structlog.get_logger(__name__)
 
-# Fields that PATCH may set but not to null: a sequence always has a name.
+# Fields that PATCH may set but not to null, because a sequence always has them.
 _REQUIRED = ("name", "steps")
 
 
@@ -47,7 +47,7 @@ async def update_sequence(
     *,
     if_match: str | None,
 ) -> SequenceSchema:
-    """Change name and sender in place; new ``steps`` become the next version."""
+    """Change name and sender in place, and save new ``steps`` as the next version."""
     fields = payload.model_fields_set
     for name in _REQUIRED:
         if name in fields and getattr(payload, name) is None:
@@ -97,6 +97,45 @@ async def update_sequence(
         latest_version=sequence.latest_version,
         new_version=payload.steps is not None,
     )
+    return view
+
+
+async def archive_sequence(
+    session: AsyncSession,
+    principal: Principal,
+    sequence_id: uuid.UUID,
+    *,
+    if_match: str | None,
+) -> SequenceSchema:
+    """Stop new enrollments. Archiving an archived sequence changes nothing."""
+    repository = SequenceRepository.from_session(session)
+    sequence = await repository.lock(principal.workspace_id, sequence_id)
+    if sequence is None:
+        raise SequenceNotFound(
+            f"No sequence with id {ids.encode('sequence', sequence_id)} exists in "
+            "this workspace."
+        )
+    check_if_match(if_match, sequence.version)
+    if sequence.status == "archived":
+        steps = await repository.version_steps(sequence.id, sequence.latest_version)
+        return SequenceSchema.from_rows(sequence, steps)
+
+    sequence.status = "archived"
+    await session.flush()
+    await session.refresh(sequence)
+    steps = await repository.version_steps(sequence.id, sequence.latest_version)
+    view = SequenceSchema.from_rows(sequence, steps)
+
+    await emit(
+        session,
+        workspace_id=sequence.workspace_id,
+        type="sequence.archived",
+        object_type="sequence",
+        object_id=sequence.id,
+        data=view.model_dump(mode="json"),
+        actor=principal.actor,
+    )
+    log.info("sequence.archived", sequence_id=str(sequence.id))
     return view
 
 

@@ -113,6 +113,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "sequence",
         "A sequence's name or sender changed, or its new steps became a new version.",
     ),
+    EventType(
+        "sequence.archived",
+        "sequence",
+        "A sequence was archived: it takes no new enrollments.",
+    ),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(
         "enrollment.step_completed",

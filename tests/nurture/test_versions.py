@@ -337,3 +337,99 @@ class TestMoveVersion:
         response = await move(client, auth, enrollment, {"version": 1}, etag='"99"')
 
         assert response.status_code == 412
+
+
+class TestArchiveSequence:
+    async def test_rejects_new_enrollments(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+        lead = await create_lead(client, auth)
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/archive", headers=auth
+        )
+        enrolled = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollments",
+            json={"lead_id": lead["id"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "archived"
+        assert enrolled.status_code == 409
+        assert enrolled.json()["code"] == "sequence_archived"
+        event = await session.scalar(
+            select(Event).where(Event.type == "sequence.archived")
+        )
+        assert event is not None
+        assert event.data["status"] == "archived"
+
+    async def test_running_enrollment_continues(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+        await make_due(session)
+        await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert len(smtp_server.messages) == 2
+        assert (await fetch(client, auth, enrollment))["status"] == "completed"
+
+    async def test_repeat_changes_nothing(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+        first = await client.post(
+            f"/v1/sequences/{sequence['id']}/archive", headers=auth
+        )
+
+        second = await client.post(
+            f"/v1/sequences/{sequence['id']}/archive", headers=auth
+        )
+
+        assert second.status_code == 200
+        assert second.json()["version"] == first.json()["version"]
+        archived = (
+            await session.scalars(
+                select(Event).where(Event.type == "sequence.archived")
+            )
+        ).all()
+        assert len(archived) == 1
+
+    async def test_stale_if_match(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/archive",
+            headers={**auth, "If-Match": '"99"'},
+        )
+
+        assert response.status_code == 412
+
+
+class TestEmptyPatch:
+    async def test_emits_nothing(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+
+        response = await patch_sequence(client, auth, sequence, {})
+
+        assert response.status_code == 200
+        assert response.json()["version"] == sequence["version"]
+        updated = await session.scalar(
+            select(Event).where(Event.type == "sequence.updated")
+        )
+        assert updated is None
