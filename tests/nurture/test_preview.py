@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -8,7 +10,15 @@ from app.core import ids
 from app.models import Enrollment, Event, StepRun
 from app.nurture import unsubscribe
 from app.settings import Settings
-from tests.nurture.conftest import JsonObject, create_lead, create_sequence, enroll
+from tests.nurture.conftest import (
+    JsonObject,
+    SmtpServer,
+    create_lead,
+    create_sequence,
+    enroll,
+)
+from tests.nurture.test_runner import body_of, enrollment_uuid
+from workers.tasks import run_enrollment_step
 
 STEPS: list[JsonObject] = [
     {
@@ -232,3 +242,41 @@ class TestPreviewErrors:
         )
 
         assert response.status_code == 404
+
+
+class TestPreviewMatchesSend:
+    async def test_same_message_as_runner(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        settings: Settings,
+        smtp_settings: Settings,
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=STEPS)
+        await client.patch(
+            f"/v1/sequences/{sequence['id']}",
+            json={
+                "mail_from": "Acme <sales@acme.example>",
+                "reply_to": "r@acme.example",
+            },
+            headers=auth,
+        )
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+
+        response = await preview(client, auth, sequence, 0, {"lead_id": lead["id"]})
+        await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        email = response.json()["email"]
+        [sent] = smtp_server.messages
+        # The worker's settings in these tests use another public base URL.
+        expected_body = body_of(sent).replace(
+            smtp_settings.public_base_url, settings.public_base_url
+        )
+        assert email["body_text"] == expected_body
+        assert email["subject"] == sent["Subject"]
+        assert email["mail_from"] == sent["From"]
+        assert email["reply_to"] == sent["Reply-To"]
+        assert email["to"] == sent["To"]
