@@ -91,6 +91,8 @@ def _reject_line_breaks(value: str) -> str:
 
 
 def _check_webhook_url(value: str) -> str:
+    # NOTE: only the syntax is checked when a step is saved. Whether the host resolves
+    # to a public address is left to the check at connect time.
     try:
         return parse_webhook_url(value).url
     except InvalidWebhookUrl as error:
