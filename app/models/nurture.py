@@ -37,14 +37,24 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     reenrollment_policy: Mapped[str] = mapped_column(
         String(16), default="always", server_default="always"
     )
+    # Editing the steps adds a version; an enrolment keeps running the one it began on.
+    latest_version: Mapped[int] = mapped_column(default=1, server_default="1")
+    # Sender headers of the sequence's emails; null uses the mail_from setting.
+    mail_from: Mapped[str | None] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
-    """One step of a sequence, run ``delay_amount`` ``delay_unit`` after the previous one."""
+    """One step of one version of a sequence, run its delay after the previous one.
+
+    ``subject`` and ``body_text`` belong to email steps. The settings of the other
+    kinds are in ``config``: ``title``, ``body`` and ``due_in_days`` for a task,
+    ``url`` and ``headers`` for a webhook, nothing for a wait.
+    """
 
     __tablename__ = "sequence_steps"
     __table_args__ = (
-        UniqueConstraint("sequence_id", "position"),
+        UniqueConstraint("sequence_id", "sequence_version", "position"),
         CheckConstraint("delay_amount >= 0", name="delay_amount_not_negative"),
         CheckConstraint(
             "delay_unit IN ('minutes', 'hours', 'days', 'business_days')",
@@ -55,13 +65,15 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     sequence_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sequences.id", ondelete="CASCADE")
     )
+    sequence_version: Mapped[int] = mapped_column(default=1, server_default="1")
     position: Mapped[int]
     kind: Mapped[str] = mapped_column(String(16), default="email")
-    purpose: Mapped[str] = mapped_column(String(32), default="follow_up")
+    purpose: Mapped[str | None] = mapped_column(String(32), default="follow_up")
     delay_amount: Mapped[int] = mapped_column(default=0)
     delay_unit: Mapped[str] = mapped_column(String(16), default="minutes")
-    subject: Mapped[str] = mapped_column(String(300))
-    body_text: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    body_text: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # The offer whose code a special_offer step issues to each lead it emails.
     offer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("offers.id"))
 
@@ -103,6 +115,7 @@ class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         ForeignKey("leads.id", ondelete="CASCADE"), index=True
     )
     status: Mapped[str] = mapped_column(String(16), default="active")
+    sequence_version: Mapped[int] = mapped_column(default=1, server_default="1")
     next_position: Mapped[int] = mapped_column(default=0)
     next_run_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]

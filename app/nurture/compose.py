@@ -12,16 +12,16 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from app.models import Lead
-from app.nurture import templates
+from app.nurture import merge, templates
 from app.nurture.mailer import MESSAGE_POLICY, MailError
 
-UNSUBSCRIBE_FIELD = "unsubscribe_url"
+UNSUBSCRIBE_FIELD = merge.UNSUBSCRIBE_FIELD
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """The lead fields an email may use, copied while the lead row was loaded."""
+    """The lead, owner and workspace fields a step may use, copied from their rows."""
 
     email: str
     first_name: str | None
@@ -29,9 +29,19 @@ class Recipient:
     company: str | None
     title: str | None
     phone: str | None
+    owner_name: str | None = None
+    owner_email: str | None = None
+    workspace_name: str | None = None
 
     @classmethod
-    def from_lead(cls, lead: Lead) -> Recipient:
+    def from_lead(
+        cls,
+        lead: Lead,
+        *,
+        owner_name: str | None = None,
+        owner_email: str | None = None,
+        workspace_name: str | None = None,
+    ) -> Recipient:
         # The local part as captured, and the domain in its ASCII (IDNA) form, so an
         # internationalized domain needs no SMTPUTF8 support from the mail server.
         local_part = lead.email.rpartition("@")[0]
@@ -43,6 +53,9 @@ class Recipient:
             company=lead.company,
             title=lead.title,
             phone=lead.phone,
+            owner_name=owner_name,
+            owner_email=owner_email,
+            workspace_name=workspace_name,
         )
 
     @property
@@ -87,21 +100,18 @@ def compose(
     message_id: str,
     unsubscribe_url: str,
     sent_at: datetime,
-    offer_values: Mapping[str, str | None] | None = None,
+    reply_to: str | None = None,
+    offer: Mapping[str, str | None] | None = None,
 ) -> EmailMessage:
     """Render a step's templates into a message with one-click unsubscribe headers.
 
     The body gets the unsubscribe link appended unless it places the link itself
-    with ``{{ unsubscribe_url }}``. ``offer_values`` fills the offer merge fields of
-    a special-offer step. Raises a permanent ``MailError`` when the lead's
-    address cannot be written into a header.
+    with ``{{ unsubscribe_url }}``. Raises a permanent ``MailError`` when the lead's
+    address cannot be written into a header. ``offer`` gives the values of the
+    ``offer.*`` fields of a special-offer step, which render empty without it.
     """
-    values = recipient.merge_values()
-    body_values: dict[str, str | None] = {
-        **values,
-        **(offer_values or {}),
-        UNSUBSCRIBE_FIELD: unsubscribe_url,
-    }
+    values = {**merge.lead_values(recipient), **merge.offer_values(offer)}
+    body_values: dict[str, str | None] = {**values, UNSUBSCRIBE_FIELD: unsubscribe_url}
     rendered_body = templates.render(body_text, body_values)
     uses_link = any(
         isinstance(part, templates.MergeTag) and part.name == UNSUBSCRIBE_FIELD
@@ -116,6 +126,8 @@ def compose(
     message = EmailMessage(policy=MESSAGE_POLICY)
     try:
         message["From"] = mail_from
+        if reply_to:
+            message["Reply-To"] = reply_to
         message["To"] = Address(
             display_name=header_text(recipient.full_name), addr_spec=recipient.email
         )

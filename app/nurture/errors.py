@@ -73,3 +73,29 @@ class EnrollmentJobNotFound(NotFound):
     """No enrollment job with that id in the caller's workspace."""
 
     code = "enrollment_job_not_found"
+
+
+class SequenceVersionNotFound(NotFound):
+    """The sequence has no version with that number."""
+
+    code = "sequence_version_not_found"
+
+
+class EnrollmentNotRunning(Conflict):
+    """The enrollment has ended, so it runs no more steps of any version."""
+
+    code = "enrollment_not_running"
+    title = "Enrollment not running"
+
+
+class SequenceStepNotFound(NotFound):
+    """The sequence version has no step at that position."""
+
+    code = "sequence_step_not_found"
+
+
+class SequenceArchived(Conflict):
+    """The sequence is archived, so it takes no new enrollments."""
+
+    code = "sequence_archived"
+    title = "Sequence archived"

@@ -14,7 +14,6 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,7 +38,7 @@ from app.models import (
     OfferRedemption,
     SequenceStep,
 )
-from app.nurture import templates
+from app.nurture import merge, templates
 from app.nurture.offer_errors import (
     InvoiceHasOffer,
     InvoiceNothingToDiscount,
@@ -73,9 +72,7 @@ from app.nurture.offer_views import (
     offer_data,
     offer_view,
 )
-
-if TYPE_CHECKING:
-    from app.nurture.schemas import SequenceCreate
+from app.nurture.schemas import EmailStepCreate, StepCreate
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +85,9 @@ CODE_RANDOM_LENGTH = 10
 # few retries points to a bug rather than to bad luck.
 MAX_CODE_ATTEMPTS = 5
 
-OFFER_FIELDS = ("offer_code", "offer_discount", "offer_expires_at")
-NO_OFFER: dict[str, str | None] = dict.fromkeys(OFFER_FIELDS)
+OFFER_FIELDS = tuple(merge.OFFER_FIELDS)
+# The values of the offer.* merge fields, keyed without the prefix as compose takes them.
+NO_OFFER: dict[str, str | None] = dict.fromkeys(("code", "discount", "expires_at"))
 
 
 def new_code(prefix: str) -> str:
@@ -112,14 +110,14 @@ def code_expiry(offer: Offer, issued_at: datetime) -> datetime | None:
 
 def merge_values(offer: Offer, code: OfferCode) -> dict[str, str | None]:
     return {
-        "offer_code": code.code,
-        "offer_discount": format_discount(offer),
-        "offer_expires_at": isoformat(code.expires_at) if code.expires_at else None,
+        "code": code.code,
+        "discount": format_discount(offer),
+        "expires_at": isoformat(code.expires_at) if code.expires_at else None,
     }
 
 
 async def check_step_offers(
-    session: AsyncSession, workspace_id: uuid.UUID, payload: SequenceCreate
+    session: AsyncSession, workspace_id: uuid.UUID, steps: Sequence[StepCreate]
 ) -> None:
     """Raise unless every step's ``offer_id`` is allowed and names an active offer.
 
@@ -128,7 +126,9 @@ async def check_step_offers(
     """
     repository = OfferRepository.from_session(session)
     errors: list[FieldError] = []
-    for index, step in enumerate(payload.steps):
+    for index, step in enumerate(steps):
+        if not isinstance(step, EmailStepCreate):
+            continue
         field = f"steps.{index}.offer_id"
         if step.offer_id is None:
             used = _offer_fields_in(step.body_text)

@@ -51,14 +51,18 @@ class SequenceRepository:
     async def steps_by_sequence(
         self, sequence_ids: Iterable[uuid.UUID]
     ) -> StepsBySequence:
-        """Load the steps of several sequences in one query, each list in order."""
+        """Load the latest version's steps of several sequences in one query, in order."""
         keys = list(sequence_ids)
         grouped: StepsBySequence = defaultdict(list)
         if not keys:
             return grouped
         rows = await self.session.scalars(
             select(SequenceStep)
-            .where(SequenceStep.sequence_id.in_(keys))
+            .join(SequenceRow, SequenceRow.id == SequenceStep.sequence_id)
+            .where(
+                SequenceStep.sequence_id.in_(keys),
+                SequenceStep.sequence_version == SequenceRow.latest_version,
+            )
             .order_by(SequenceStep.sequence_id, SequenceStep.position)
         )
         for step in rows:
@@ -66,13 +70,40 @@ class SequenceRepository:
         return grouped
 
     async def step_at(
-        self, sequence_id: uuid.UUID, position: int
+        self, sequence_id: uuid.UUID, sequence_version: int, position: int
     ) -> SequenceStep | None:
         return await self.session.scalar(
             select(SequenceStep).where(
                 SequenceStep.sequence_id == sequence_id,
+                SequenceStep.sequence_version == sequence_version,
                 SequenceStep.position == position,
             )
+        )
+
+    async def version_steps(
+        self, sequence_id: uuid.UUID, sequence_version: int
+    ) -> Sequence[SequenceStep]:
+        """Load the steps of one version of a sequence, in order."""
+        rows = await self.session.scalars(
+            select(SequenceStep)
+            .where(
+                SequenceStep.sequence_id == sequence_id,
+                SequenceStep.sequence_version == sequence_version,
+            )
+            .order_by(SequenceStep.position)
+        )
+        return rows.all()
+
+    async def lock(
+        self, workspace_id: uuid.UUID, sequence_id: uuid.UUID
+    ) -> SequenceRow | None:
+        return await self.session.scalar(
+            select(SequenceRow)
+            .where(
+                SequenceRow.workspace_id == workspace_id, SequenceRow.id == sequence_id
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
 
 

@@ -44,7 +44,7 @@ async def prepare_retry(
         )
 
     step = await SequenceRepository.from_session(session).step_at(
-        enrollment.sequence_id, enrollment.next_position
+        enrollment.sequence_id, enrollment.sequence_version, enrollment.next_position
     )
     if step is not None:
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)

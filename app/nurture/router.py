@@ -12,12 +12,18 @@ from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import LeadId, SequenceId
+from app.nurture import preview, versions
 from app.nurture.schemas import (
     Enrollment,
     EnrollmentCreate,
+    EnrollmentMoveVersion,
     EnrollmentStatus,
     Sequence,
     SequenceCreate,
+    SequenceUpdate,
+    SequenceVersion,
+    StepPreview,
+    StepPreviewRequest,
     Unsubscribed,
 )
 from app.nurture.service import enrollment_service, sequence_service
@@ -98,6 +104,109 @@ async def get_sequence(
     )
     set_etag(response, sequence.version)
     return sequence
+
+
+@router.patch(
+    "/sequences/{sequence_id}",
+    tags=["sequences"],
+    operation_id="sequences_update",
+    summary="Update a sequence",
+    response_model=Sequence,
+    responses=problem_responses(403, 404, 412, 413, 415),
+)
+async def update_sequence(
+    request: Request,
+    response: Response,
+    sequence_id: str,
+    payload: SequenceUpdate,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Sequence:
+    """Change the name or sender in place, or save new steps as the next version."""
+    sequence = await versions.update_sequence(
+        request.state.session,
+        principal,
+        parse_path_id("sequence", sequence_id, "sequence"),
+        payload,
+        if_match=if_match,
+    )
+    set_etag(response, sequence.version)
+    return sequence
+
+
+@router.post(
+    "/sequences/{sequence_id}/archive",
+    tags=["sequences"],
+    operation_id="sequences_archive",
+    summary="Archive a sequence",
+    response_model=Sequence,
+    responses=problem_responses(403, 404, 412),
+)
+async def archive_sequence(
+    request: Request,
+    response: Response,
+    sequence_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Sequence:
+    """Stop new enrollments in a sequence, while running enrollments finish."""
+    sequence = await versions.archive_sequence(
+        request.state.session,
+        principal,
+        parse_path_id("sequence", sequence_id, "sequence"),
+        if_match=if_match,
+    )
+    set_etag(response, sequence.version)
+    return sequence
+
+
+@router.get(
+    "/sequences/{sequence_id}/versions/{number}",
+    tags=["sequences"],
+    operation_id="sequences_get_version",
+    summary="Get a sequence version",
+    response_model=SequenceVersion,
+    responses=problem_responses(403, 404),
+)
+async def get_sequence_version(
+    request: Request,
+    sequence_id: str,
+    number: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    principal: Principal = Depends(require("nurture:read")),
+) -> SequenceVersion:
+    """Fetch the steps of one version of a sequence."""
+    return await versions.get_version(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("sequence", sequence_id, "sequence"),
+        number,
+    )
+
+
+@router.post(
+    "/sequences/{sequence_id}/steps/{position}/preview",
+    tags=["sequences"],
+    operation_id="sequences_preview_step",
+    summary="Preview a step",
+    response_model=StepPreview,
+    responses=problem_responses(403, 404, 413, 415),
+)
+async def preview_step(
+    request: Request,
+    sequence_id: str,
+    position: Annotated[int, Path(ge=0, le=2_147_483_647)],
+    payload: StepPreviewRequest,
+    principal: Principal = Depends(require("nurture:read")),
+) -> StepPreview:
+    """Render a step for one lead as the worker would, without sending anything."""
+    return await preview.preview_step(
+        request.state.session,
+        request.app.state.settings,
+        principal.workspace_id,
+        parse_path_id("sequence", sequence_id, "sequence"),
+        position,
+        payload,
+    )
 
 
 @router.post(
@@ -260,6 +369,34 @@ async def exit_enrollment(
         request.state.session,
         principal,
         parse_path_id("enrollment", enrollment_id, "enrollment"),
+        if_match=if_match,
+    )
+    set_etag(response, enrollment.version)
+    return enrollment
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/move-version",
+    tags=["enrollments"],
+    operation_id="enrollments_move_version",
+    summary="Move an enrollment to another version",
+    response_model=Enrollment,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def move_enrollment_version(
+    request: Request,
+    response: Response,
+    enrollment_id: str,
+    payload: EnrollmentMoveVersion,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("nurture:write")),
+) -> Enrollment:
+    """Continue a running enrollment on another version of its sequence."""
+    enrollment = await versions.move_version(
+        request.state.session,
+        principal,
+        parse_path_id("enrollment", enrollment_id, "enrollment"),
+        payload,
         if_match=if_match,
     )
     set_etag(response, enrollment.version)

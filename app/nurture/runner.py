@@ -42,6 +42,7 @@ from app.models import Enrollment, Lead, SequenceStep, StepRun
 from app.models.lead import OPEN_LEAD_STATUSES
 from app.nurture import schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
+from app.nurture.context import Sender, recipient_for, sender_for
 from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
 from app.nurture.mailer import Mailer, MailError
 from app.nurture.offers import issue_for_step
@@ -58,6 +59,7 @@ log = structlog.get_logger(__name__)
 
 Outcome = Literal[
     "sent",
+    "advanced",
     "completed",
     "retry_scheduled",
     "failed",
@@ -94,6 +96,7 @@ class Claim:
     subject: str
     body_text: str
     recipient: Recipient
+    sender: Sender
     offer_values: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -154,7 +157,9 @@ class StepRunner:
         if enrollment.next_run_at is None or enrollment.next_run_at > now:
             return "not_due"
         step = await SequenceRepository.from_session(session).step_at(
-            enrollment.sequence_id, enrollment.next_position
+            enrollment.sequence_id,
+            enrollment.sequence_version,
+            enrollment.next_position,
         )
         if step is None:
             await self._complete(session, enrollment, now)
@@ -170,6 +175,11 @@ class StepRunner:
         if reason is not None:
             await exit_enrollment(session, enrollment, reason, actor=None)
             return "exited"
+        if step.kind != "email":
+            # NOTE: task, webhook and wait steps do nothing yet: each only advances
+            # the enrollment to the next step, without a step run.
+            await self._advance(session, enrollment, now)
+            return "advanced"
 
         lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
@@ -241,9 +251,10 @@ class StepRunner:
             attempt=run.attempts,
             claimed_until=lease_until,
             message_id=run.message_id or message_id_for(run.id, settings.mail_from),
-            subject=step.subject,
-            body_text=step.body_text,
-            recipient=Recipient.from_lead(lead),
+            subject=step.subject or "",
+            body_text=step.body_text or "",
+            recipient=await recipient_for(session, lead),
+            sender=await sender_for(session, enrollment.sequence_id, settings),
             offer_values=offer_values,
         )
 
@@ -268,11 +279,12 @@ class StepRunner:
                 recipient=claim.recipient,
                 subject=claim.subject,
                 body_text=claim.body_text,
-                mail_from=settings.mail_from,
+                mail_from=claim.sender.mail_from,
+                reply_to=claim.sender.reply_to,
                 message_id=claim.message_id,
                 unsubscribe_url=link,
                 sent_at=utcnow(),
-                offer_values=claim.offer_values,
+                offer=claim.offer_values,
             )
             if budget <= 0:
                 raise MailError("The lease lapsed before the message could be sent.")
@@ -350,7 +362,9 @@ class StepRunner:
         following: SequenceStep | None = None
         if enrollment.status in ("active", "paused"):
             following = await SequenceRepository.from_session(session).step_at(
-                enrollment.sequence_id, enrollment.next_position
+                enrollment.sequence_id,
+                enrollment.sequence_version,
+                enrollment.next_position,
             )
             enrollment.next_run_at = (
                 await schedule.following_due_at(session, enrollment, following, now)

@@ -10,7 +10,7 @@ from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.nurture.holidays import holiday_calendar_service
-from app.nurture.preview import preview_schedule
+from app.nurture.schedule_preview import preview_schedule
 from app.nurture.schedule_schemas import (
     EnrollmentSchedule,
     HolidayCalendar,

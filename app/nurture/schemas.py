@@ -3,9 +3,9 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Discriminator, Field, Tag, WrapValidator
 
 from app.core.schemas import (
     EnrollmentId,
@@ -17,6 +17,7 @@ from app.core.schemas import (
     SequenceId,
     SequenceStepId,
     TimeZone,
+    UserId,
 )
 from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
@@ -24,7 +25,18 @@ from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
 from app.nurture.reenrollment import DEFAULT_POLICY, ReenrollmentPolicy
 from app.nurture.schedule_schemas import SendWindow, SendWindowSpec, StepDelay
+from app.nurture.step_kinds import (
+    SenderAddress,
+    TaskBody,
+    TaskDueInDays,
+    TaskTitle,
+    WebhookHeaders,
+    WebhookUrlText,
+    step_kind,
+    untag_step_errors,
+)
 
+StepKind = Literal["email", "task", "webhook", "wait"]
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
 EnrollmentStatus = Literal["active", "paused", "completed", "exited", "failed"]
 ExitReason = Literal[
@@ -77,7 +89,7 @@ BodyText = Annotated[
 
 class EmailStepCreate(InputModel):
     kind: Literal["email"] = Field(
-        default="email", description="The step type. Only email steps exist so far."
+        default="email", description="An email to the lead, the default kind."
     )
     purpose: StepPurpose = "follow_up"
     delay: StepDelay = Field(
@@ -86,22 +98,99 @@ class EmailStepCreate(InputModel):
         "previous step was sent, before the send window applies. Default 0 minutes.",
     )
     subject: Subject = Field(
-        description="Subject line, which may use merge fields such as {{ first_name }}."
+        description="Subject line, which may use merge fields such as "
+        "{{ lead.first_name }}."
     )
     body_text: BodyText = Field(
-        description="Plain-text body with merge fields such as {{ first_name }}, "
-        "{{ company | your team }} or {{ unsubscribe_url }}."
+        description="Plain-text body with merge fields such as {{ lead.first_name }}, "
+        "{{ lead.company | your team }} or {{ unsubscribe_url }}."
     )
     offer_id: OfferId | None = Field(
         default=None,
         description="The offer whose code this step issues to each lead; only for "
-        "special_offer steps, whose body may then use {{ offer_code }}, "
-        "{{ offer_discount }} and {{ offer_expires_at }}.",
+        "special_offer steps, whose body may then use {{ offer.code }}, "
+        "{{ offer.discount }} and {{ offer.expires_at }}.",
     )
+
+
+class TaskStepCreate(InputModel):
+    kind: Literal["task"] = Field(description="A task for the lead's owner.")
+    delay: StepDelay = Field(
+        default_factory=StepDelay,
+        description="How long to wait after enrollment (first step) or after the "
+        "previous step ran, before the send window applies. Default 0 minutes.",
+    )
+    title: TaskTitle = Field(
+        description="Task title, which may use merge fields such as {{ lead.full_name }}."
+    )
+    body: TaskBody | None = Field(
+        default=None, description="Task notes, with the same merge fields as the title."
+    )
+    due_in_days: TaskDueInDays = Field(
+        default=0, description="Days from the step's run until the task is due."
+    )
+
+
+class WebhookStepCreate(InputModel):
+    kind: Literal["webhook"] = Field(
+        description="A POST to an external service, such as an email service."
+    )
+    delay: StepDelay = Field(
+        default_factory=StepDelay,
+        description="How long to wait after enrollment (first step) or after the "
+        "previous step ran, before the send window applies. Default 0 minutes.",
+    )
+    url: WebhookUrlText = Field(description="An absolute http:// or https:// URL.")
+    headers: WebhookHeaders = Field(
+        default_factory=dict,
+        description="Extra request headers, at most 20. Host, Content-Length and "
+        "the webhook-* signature headers are set by the sender.",
+    )
+
+
+class WaitStepCreate(InputModel):
+    kind: Literal["wait"] = Field(
+        description="Only waits its delay before the next step."
+    )
+    delay: StepDelay = Field(
+        default_factory=StepDelay,
+        description="How long to wait after enrollment (first step) or after the "
+        "previous step ran, before the send window applies. Default 0 minutes.",
+    )
+
+
+StepCreate = Annotated[
+    Annotated[EmailStepCreate, Tag("email")]
+    | Annotated[TaskStepCreate, Tag("task")]
+    | Annotated[WebhookStepCreate, Tag("webhook")]
+    | Annotated[WaitStepCreate, Tag("wait")],
+    Discriminator(
+        step_kind,
+        custom_error_type="invalid_step_kind",
+        custom_error_message="kind must be email, task, webhook or wait",
+    ),
+    WrapValidator(untag_step_errors),
+]
+StepList = Annotated[
+    list[StepCreate],
+    Field(
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="The steps in the order they run.",
+    ),
+]
 
 
 class SequenceCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
+    mail_from: SenderAddress | None = Field(
+        default=None,
+        description="From header of the sequence's emails, such as "
+        "Acme Sales <sales@acme.example>. Null uses the server's mail_from setting.",
+    )
+    reply_to: SenderAddress | None = Field(
+        default=None, description="Reply-To header of the sequence's emails, or null."
+    )
     timezone: TimeZone | None = Field(
         default=None,
         description="IANA zone for leads without a valid timezone; the workspace's "
@@ -115,11 +204,7 @@ class SequenceCreate(InputModel):
         default=None,
         description="Dates on which no step runs and that business_days skip.",
     )
-    steps: list[EmailStepCreate] = Field(
-        min_length=1,
-        max_length=MAX_STEPS,
-        description="The steps in the order they run.",
-    )
+    steps: StepList
     reenrollment_policy: ReenrollmentPolicy = Field(
         default=DEFAULT_POLICY,
         description="Whether a lead may enroll again once no enrollment of it is "
@@ -128,29 +213,84 @@ class SequenceCreate(InputModel):
     )
 
 
+class SequenceUpdate(InputModel):
+    """Fields to change; sending ``steps`` saves them as a new version."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    mail_from: SenderAddress | None = None
+    reply_to: SenderAddress | None = None
+    timezone: TimeZone | None = None
+    send_window: SendWindowSpec | None = None
+    holiday_calendar_id: HolidayCalendarId | None = None
+    reenrollment_policy: ReenrollmentPolicy | None = None
+    steps: StepList | None = Field(
+        default=None,
+        description="The complete new list of steps. Running enrollments finish the "
+        "version they started on.",
+    )
+
+
 class SequenceStep(OutputModel):
     object: Literal["sequence_step"] = "sequence_step"
     id: SequenceStepId
     sequence_id: SequenceId
+    sequence_version: int = Field(description="The version of the sequence, from 1.")
     position: int = Field(description="Order within the sequence, from 0.")
-    kind: Literal["email"]
-    purpose: StepPurpose
+    kind: StepKind
+    purpose: StepPurpose | None = Field(description="Email steps only.")
     delay: StepDelay
-    subject: str
-    body_text: str
-    offer_id: OfferId | None
+    subject: str | None = Field(description="Email steps only.")
+    body_text: str | None = Field(description="Email steps only.")
+    offer_id: OfferId | None = Field(description="Special-offer email steps only.")
+    title: str | None = Field(description="Task steps only.")
+    body: str | None = Field(description="Task steps only.")
+    due_in_days: int | None = Field(description="Task steps only.")
+    url: str | None = Field(description="Webhook steps only.")
+    headers: dict[str, str] | None = Field(description="Webhook steps only.")
     created_at: datetime
+
+    @classmethod
+    def from_row(cls, step: SequenceStepRow) -> SequenceStep:
+        config: dict[str, Any] = step.config or {}
+        return cls(
+            id=step.id,
+            sequence_id=step.sequence_id,
+            sequence_version=step.sequence_version,
+            position=step.position,
+            kind=step.kind,
+            purpose=step.purpose if step.kind == "email" else None,
+            delay=StepDelay(amount=step.delay_amount, unit=step.delay_unit),
+            subject=step.subject,
+            body_text=step.body_text,
+            offer_id=step.offer_id,
+            title=config.get("title"),
+            body=config.get("body"),
+            due_in_days=config.get("due_in_days"),
+            url=config.get("url"),
+            headers=config.get("headers"),
+            created_at=step.created_at,
+        )
 
 
 class Sequence(OutputModel):
     object: Literal["sequence"] = "sequence"
     id: SequenceId
     name: str
-    status: Literal["active"]
+    status: Literal["active", "archived"] = Field(
+        description="An archived sequence takes no new enrollments, and running ones "
+        "finish."
+    )
+    mail_from: str | None = Field(
+        description="From header of its emails; null uses the server's setting."
+    )
+    reply_to: str | None
     timezone: str | None
     send_window: SendWindow | None
     holiday_calendar_id: HolidayCalendarId | None
     reenrollment_policy: ReenrollmentPolicy
+    latest_version: int = Field(
+        description="The version new enrollments start on; steps lists its steps."
+    )
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -163,12 +303,15 @@ class Sequence(OutputModel):
         return cls(
             id=sequence.id,
             name=sequence.name,
-            status="active",
+            status=sequence.status,
+            mail_from=sequence.mail_from,
+            reply_to=sequence.reply_to,
             timezone=sequence.timezone,
             send_window=sequence.send_window,
             holiday_calendar_id=sequence.holiday_calendar_id,
             reenrollment_policy=sequence.reenrollment_policy,
-            steps=[SequenceStep.model_validate(step) for step in steps],
+            latest_version=sequence.latest_version,
+            steps=[SequenceStep.from_row(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,
             updated_at=sequence.updated_at,
@@ -218,6 +361,9 @@ class Enrollment(OutputModel):
     sequence_id: SequenceId
     lead_id: LeadId
     status: EnrollmentStatus
+    sequence_version: int = Field(
+        description="The version of the sequence whose steps this enrollment runs."
+    )
     next_position: int = Field(
         description="Position of the next step to run, or the step count once all ran."
     )
@@ -245,6 +391,7 @@ class Enrollment(OutputModel):
             sequence_id=enrollment.sequence_id,
             lead_id=enrollment.lead_id,
             status=enrollment.status,
+            sequence_version=enrollment.sequence_version,
             next_position=enrollment.next_position,
             next_run_at=enrollment.next_run_at,
             exit_reason=enrollment.exit_reason,
@@ -265,3 +412,76 @@ class Unsubscribed(OutputModel):
     exited_enrollment_ids: list[EnrollmentId] = Field(
         description="Enrollments this request exited, empty when repeated."
     )
+
+
+class SequenceVersion(OutputModel):
+    object: Literal["sequence_version"] = "sequence_version"
+    sequence_id: SequenceId
+    number: int = Field(description="The version number, from 1.")
+    latest: bool = Field(description="Whether new enrollments start on this version.")
+    steps: list[SequenceStep]
+
+
+class EnrollmentMoveVersion(InputModel):
+    version: int = Field(ge=1, description="The version of the sequence to run.")
+    position: int | None = Field(
+        default=None,
+        ge=0,
+        description="The step of that version to run next. Omitted, the enrollment "
+        "keeps its position.",
+    )
+
+
+class OfferValues(InputModel):
+    """Sample values of the offer fields, for previewing a special offer email."""
+
+    code: Annotated[str, Field(max_length=100)] | None = None
+    discount: Annotated[str, Field(max_length=100)] | None = None
+    expires_at: Annotated[str, Field(max_length=100)] | None = None
+
+
+class StepPreviewRequest(InputModel):
+    lead_id: LeadId
+    version: int | None = Field(
+        default=None, ge=1, description="The version to preview; omitted, the latest."
+    )
+    offer: OfferValues | None = Field(
+        default=None,
+        description="Values of the offer.* fields. Omitted, they render empty, or as "
+        "their fallback.",
+    )
+
+
+class EmailPreview(OutputModel):
+    mail_from: str = Field(description="The From header.")
+    reply_to: str | None = Field(description="The Reply-To header, if any.")
+    to: str
+    subject: str
+    body_text: str = Field(description="The body as sent, with the unsubscribe link.")
+    headers: dict[str, str] = Field(description="Every header of the message.")
+
+
+class TaskPreview(OutputModel):
+    title: str
+    body: str | None
+    due_in_days: int
+    assignee_id: UserId | None = Field(
+        description="The lead's owner, who gets the task."
+    )
+
+
+class WebhookPreview(OutputModel):
+    method: Literal["POST"] = "POST"
+    url: str
+    headers: dict[str, str]
+
+
+class StepPreview(OutputModel):
+    object: Literal["step_preview"] = "step_preview"
+    sequence_id: SequenceId
+    sequence_version: int
+    position: int
+    kind: StepKind
+    email: EmailPreview | None = Field(description="Email steps only.")
+    task: TaskPreview | None = Field(description="Task steps only.")
+    webhook: WebhookPreview | None = Field(description="Webhook steps only.")

@@ -12,13 +12,12 @@ from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
-from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.leads.service import lead_data, lead_service
-from app.models import EmailSuppression, Enrollment, Lead, SequenceStep
+from app.models import EmailSuppression, Enrollment, Lead
 from app.models import Sequence as SequenceRow
 from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture import schedule, states, templates
+from app.nurture import merge, schedule, states
 from app.nurture import unsubscribe as tokens
 from app.nurture.errors import (
     EnrollmentExists,
@@ -26,6 +25,7 @@ from app.nurture.errors import (
     InvalidEnrollmentTransition,
     LeadNotEnrollable,
     LeadUnsubscribed,
+    SequenceArchived,
     SequenceNotFound,
 )
 from app.nurture.holidays import holiday_calendar_service
@@ -37,27 +37,22 @@ from app.nurture.resume import prepare_retry
 from app.nurture.schemas import Enrollment as EnrollmentSchema
 from app.nurture.schemas import EnrollmentCreate, SequenceCreate, Unsubscribed
 from app.nurture.schemas import Sequence as SequenceSchema
+from app.nurture.step_rows import step_rows
 
 log = structlog.get_logger(__name__)
 
 
 def check_templates(payload: SequenceCreate) -> None:
-    """Raise ``InvalidInput`` naming every subject or body with a bad merge field."""
-    errors = []
-    for index, step in enumerate(payload.steps):
-        checks = (
-            ("subject", step.subject, templates.LEAD_FIELDS),
-            ("body_text", step.body_text, templates.BODY_FIELDS),
-        )
-        for name, template, allowed in checks:
-            for problem in templates.check(template, allowed):
-                errors.append(
-                    FieldError(f"steps.{index}.{name}", problem.message, problem.code)
-                )
-    if errors:
-        raise InvalidInput(
-            f"{errors[0]['field']}: {errors[0]['message']}",
-            errors=errors,
+    """Raise ``InvalidInput`` naming every step template with a bad merge field."""
+    merge.check_step_templates(list(payload.steps))
+
+
+def check_not_archived(sequence: SequenceRow) -> None:
+    if sequence.status == "archived":
+        raise SequenceArchived(
+            f"Sequence {ids.encode('sequence', sequence.id)} is archived and takes no "
+            "new enrollments. Enroll the lead in an active sequence.",
+            sequence_status=sequence.status,
         )
 
 
@@ -73,7 +68,7 @@ class SequenceService:
             payload.send_window,
             payload.holiday_calendar_id,
         )
-        await check_step_offers(session, principal.workspace_id, payload)
+        await check_step_offers(session, principal.workspace_id, payload.steps)
 
         sequence = SequenceRow(
             id=ids.new_uuid(),
@@ -88,22 +83,13 @@ class SequenceService:
             ),
             holiday_calendar_id=payload.holiday_calendar_id,
             reenrollment_policy=payload.reenrollment_policy,
+            latest_version=1,
+            mail_from=payload.mail_from,
+            reply_to=payload.reply_to,
         )
         session.add(sequence)
         await session.flush()
-        steps = [
-            SequenceStep(
-                id=ids.new_uuid(),
-                workspace_id=principal.workspace_id,
-                sequence_id=sequence.id,
-                position=position,
-                delay_amount=step.delay.amount,
-                delay_unit=step.delay.unit,
-                **step.model_dump(exclude={"delay", "offer_id"}),
-                offer_id=step.offer_id,
-            )
-            for position, step in enumerate(payload.steps)
-        ]
+        steps = step_rows(sequence, 1, payload.steps)
         session.add_all(steps)
         await session.flush()
         view = SequenceSchema.from_rows(sequence, steps)
@@ -269,10 +255,11 @@ class EnrollmentService:
         workspace_id = principal.workspace_id
         sequences = SequenceRepository.from_session(session)
         repository = EnrollmentRepository.from_session(session)
+        check_not_archived(sequence)
         await self._check_enrollable(repository, lead)
         await self._reject_running(repository, sequence.id, lead.id)
         await check_reenrollment(session, sequence, lead.id)
-        first = await sequences.step_at(sequence.id, 0)
+        first = await sequences.step_at(sequence.id, sequence.latest_version, 0)
         if first is None:
             raise RuntimeError(f"sequence {sequence.id} has no steps")
 
@@ -282,6 +269,7 @@ class EnrollmentService:
             sequence_id=sequence.id,
             lead_id=lead.id,
             status="active",
+            sequence_version=sequence.latest_version,
             next_position=0,
             next_run_at=await schedule.first_due_at(
                 session, workspace_id, sequence.id, lead.id, first, utcnow()

@@ -1,7 +1,8 @@
 """Merge fields in email subjects and bodies: ``{{ first_name }}``, ``{{ company | you }}``.
 
 A template is literal text with merge tags. A tag names one of a fixed set of fields,
-optionally followed by ``|`` and a fallback used when the field is empty. Rendering
+optionally followed by ``|`` and a fallback used when the field is empty. A
+namespaced name such as ``lead.first_name`` contains one dot. Rendering
 substitutes values from a plain dictionary built from known lead fields, so a template
 can never reach any other attribute or run code. Values are inserted as they are: text
 bodies are not HTML and nothing is escaped.
@@ -10,7 +11,7 @@ bodies are not HTML and nothing is escaped.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 OPEN = "{{"
@@ -31,12 +32,9 @@ BODY_FIELDS: dict[str, str] = {
     **LEAD_FIELDS,
     "unsubscribe_url": "The signed link that unsubscribes the lead. Without it, the "
     "link is appended to the body.",
-    "offer_code": "The lead's code of the step's offer (special_offer steps).",
-    "offer_discount": "The offer's discount, such as 15% or 25.00 EUR.",
-    "offer_expires_at": "When the lead's offer code expires, in RFC 3339 UTC.",
 }
 
-_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,14 @@ def _parse_tag(inner: str, start: int) -> MergeTag:
     return MergeTag(name=name, fallback=fallback)
 
 
-def check(template: str, allowed: Mapping[str, str]) -> list[TemplateProblem]:
-    """List what stops ``template`` from rendering with the ``allowed`` fields."""
+def check(
+    template: str, allowed: Mapping[str, str], listed: Iterable[str] | None = None
+) -> list[TemplateProblem]:
+    """List what stops ``template`` from rendering with the ``allowed`` fields.
+
+    The message of an unknown field names the ``listed`` fields, by default all.
+    """
+    suggestions = ", ".join(sorted(allowed if listed is None else listed))
     try:
         parts = parse(template)
     except TemplateSyntaxError as error:
@@ -137,7 +141,7 @@ def check(template: str, allowed: Mapping[str, str]) -> list[TemplateProblem]:
         problems.append(
             TemplateProblem(
                 message=f"Unknown merge field {part.name!r}. Use one of: "
-                f"{', '.join(sorted(allowed))}.",
+                f"{suggestions}.",
                 code="unknown_merge_field",
             )
         )

@@ -108,6 +108,16 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "A task passed its due date without being completed; sent once per due date.",
     ),
     EventType("sequence.created", "sequence", "A nurture sequence was created."),
+    EventType(
+        "sequence.updated",
+        "sequence",
+        "A sequence's name or sender changed, or its new steps became a new version.",
+    ),
+    EventType(
+        "sequence.archived",
+        "sequence",
+        "A sequence was archived: it takes no new enrollments.",
+    ),
     EventType("enrollment.created", "enrollment", "A lead was enrolled in a sequence."),
     EventType(
         "enrollment.step_completed",
@@ -173,6 +183,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "offer_code.released",
         "offer_code",
         "The invoice that redeemed an offer code was voided, so the code is free.",
+    ),
+    EventType(
+        "enrollment.version_changed",
+        "enrollment",
+        "An enrolment was moved to another version of its sequence.",
     ),
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),

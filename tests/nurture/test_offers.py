@@ -29,8 +29,8 @@ from workers.tasks import run_enrollment_step
 
 PERCENT = {"name": "Spring", "discount_kind": "percent", "percent_off": "15"}
 OFFER_BODY = (
-    "Hi {{ first_name }}, use {{ offer_code }} for {{ offer_discount }} off "
-    "until {{ offer_expires_at | the end of the month }}."
+    "Hi {{ first_name }}, use {{ offer.code }} for {{ offer.discount }} off "
+    "until {{ offer.expires_at | the end of the month }}."
 )
 
 

@@ -171,9 +171,11 @@ class TestCreateSequence:
         assert problem["errors"] == [
             {
                 "field": "steps.1.body_text",
-                "message": "Unknown merge field 'frist_name'. Use one of: company, "
-                "email, first_name, full_name, last_name, offer_code, "
-                "offer_discount, offer_expires_at, phone, title, unsubscribe_url.",
+                "message": "Unknown merge field 'frist_name'. Use one of: "
+                "company.name, lead.company, lead.email, lead.first_name, "
+                "lead.full_name, lead.last_name, lead.phone, lead.title, owner.email, "
+                "owner.first_name, owner.full_name, owner.last_name, "
+                "unsubscribe_url.",
                 "code": "unknown_merge_field",
             }
         ]
@@ -189,8 +191,9 @@ class TestCreateSequence:
             {"name": "Probe", "steps": [{**STEP, "body_text": "{{ lead.__class__ }}"}]},
         )
 
+        # A namespaced name is valid syntax, so only the set of fields rejects it.
         assert response.status_code == 422
-        assert response.json()["errors"][0]["code"] == "invalid_merge_field"
+        assert response.json()["errors"][0]["code"] == "unknown_merge_field"
 
     async def test_unsubscribe_url_not_in_subject(
         self, client: httpx.AsyncClient, auth: dict[str, str]

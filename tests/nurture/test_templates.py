@@ -41,7 +41,7 @@ class TestParse:
             ("{{ {{ first_name }} }}", "brace"),
             ("{{ }}", "no valid name"),
             ("{{ First Name }}", "no valid name"),
-            ("{{ lead.email }}", "no valid name"),
+            ("{{ lead.email.domain }}", "no valid name"),
             ("{{ first_name | }}", "empty fallback"),
             ("{{ first_name | " + "x" * 201 + " }}", "longer than 200"),
         ],
