@@ -294,7 +294,9 @@ class TestStepOffer:
         offer = await create_offer(client, auth)
 
         response = await self.post(
-            client, auth, offer_step(offer["id"], purpose="newsletter")
+            client,
+            auth,
+            offer_step(offer["id"], purpose="newsletter", body_text="News for you."),
         )
 
         assert response.status_code == 422

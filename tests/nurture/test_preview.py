@@ -17,6 +17,7 @@ from tests.nurture.conftest import (
     create_sequence,
     enroll,
 )
+from tests.nurture.test_offers import create_offer
 from tests.nurture.test_runner import body_of, enrollment_uuid
 from workers.tasks import run_enrollment_step
 
@@ -46,6 +47,14 @@ STEPS: list[JsonObject] = [
 ]
 
 
+async def steps_with_offer(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> list[JsonObject]:
+    """Return STEPS with an offer of its own on the special-offer step."""
+    offer = await create_offer(client, auth)
+    return [*STEPS[:-1], {**STEPS[-1], "offer_id": offer["id"]}]
+
+
 async def preview(
     client: httpx.AsyncClient,
     auth: dict[str, str],
@@ -68,7 +77,9 @@ class TestPreviewEmail:
         session: AsyncSession,
         settings: Settings,
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         await client.patch(
             f"/v1/sequences/{sequence['id']}",
             json={
@@ -108,7 +119,9 @@ class TestPreviewEmail:
     async def test_link_of_running_enrollment(
         self, client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
         enrollment = await enroll(client, auth, sequence["id"], lead["id"])
 
@@ -123,7 +136,9 @@ class TestPreviewEmail:
     async def test_offer_values(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         with_offer = await preview(
@@ -147,7 +162,9 @@ class TestPreviewEmail:
     async def test_older_version(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         await client.patch(
             f"/v1/sequences/{sequence['id']}",
             json={"steps": [{"subject": "New {{ lead.email }}", "body_text": "x"}]},
@@ -167,7 +184,9 @@ class TestPreviewEmail:
 
 class TestPreviewOtherKinds:
     async def test_task(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         response = await preview(client, auth, sequence, 1, {"lead_id": lead["id"]})
@@ -185,7 +204,9 @@ class TestPreviewOtherKinds:
     async def test_webhook(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         response = await preview(client, auth, sequence, 2, {"lead_id": lead["id"]})
@@ -197,7 +218,9 @@ class TestPreviewOtherKinds:
         }
 
     async def test_wait(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         response = await preview(client, auth, sequence, 3, {"lead_id": lead["id"]})
@@ -211,7 +234,9 @@ class TestPreviewErrors:
     async def test_missing_position(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         response = await preview(client, auth, sequence, 9, {"lead_id": lead["id"]})
@@ -222,7 +247,9 @@ class TestPreviewErrors:
     async def test_missing_version(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         lead = await create_lead(client, auth)
 
         response = await preview(
@@ -235,7 +262,9 @@ class TestPreviewErrors:
     async def test_missing_lead(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
 
         response = await preview(
             client, auth, sequence, 0, {"lead_id": ids.encode("lead", ids.new_uuid())}
@@ -254,7 +283,9 @@ class TestPreviewMatchesSend:
         job_context: dict[str, Any],
         smtp_server: SmtpServer,
     ) -> None:
-        sequence = await create_sequence(client, auth, steps=STEPS)
+        sequence = await create_sequence(
+            client, auth, steps=await steps_with_offer(client, auth)
+        )
         await client.patch(
             f"/v1/sequences/{sequence['id']}",
             json={
