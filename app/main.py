@@ -33,6 +33,7 @@ from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
 from app.nurture.router import router as nurture_router
+from app.nurture.settings_router import router as nurture_settings_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
 from app.users.router import router as users_router
@@ -111,6 +112,7 @@ def create_app(
         users_router,
         activities_router,
         nurture_router,
+        nurture_settings_router,
         customers_router,
         opportunities_router,
         billing_router,

@@ -24,6 +24,7 @@ from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
     EmailSuppression,
     Enrollment,
+    NurtureSettings,
     Sequence,
     SequenceStep,
     StepRun,
@@ -87,6 +88,7 @@ __all__ = [
     "Stage",
     "StageTransition",
     "StepRun",
+    "NurtureSettings",
     "Team",
     "TeamMember",
     "User",

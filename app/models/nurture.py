@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -16,6 +18,8 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # Signs the requests of the sequence's webhook steps; made on the first such send.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
@@ -33,6 +37,11 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     delay_seconds: Mapped[int] = mapped_column(default=0)
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=text("'{}'::jsonb")
+    )
+    # A ``conditions.Condition`` as JSON; the step is skipped when it is false.
+    condition: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
@@ -122,3 +131,23 @@ class EmailSuppression(IdMixin, WorkspaceMixin, Base):
         ForeignKey("enrollments.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class NurtureSettings(Base):
+    """A workspace's nurture settings: the per-lead cap on marketing emails.
+
+    ``email_cap_count`` emails at most per lead within any ``email_cap_window_hours``,
+    across all sequences; a null count means no cap.
+    """
+
+    __tablename__ = "nurture_settings"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_cap_count: Mapped[int | None]
+    email_cap_window_hours: Mapped[int] = mapped_column(default=24, server_default="24")
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), onupdate=func.now()
+    )

@@ -19,6 +19,7 @@ from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.conditions import Condition, StepCondition
 
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
 EnrollmentStatus = Literal["active", "paused", "completed", "exited", "failed"]
@@ -32,7 +33,7 @@ ExitReason = Literal[
     "lead_closed",
     "merged",
 ]
-StepRunStatus = Literal["running", "sent", "failed"]
+StepRunStatus = Literal["running", "sent", "completed", "skipped", "failed"]
 
 MAX_STEPS = 50
 MAX_DELAY_SECONDS = 366 * 86_400
@@ -90,6 +91,7 @@ class EmailStepCreate(InputModel):
         description="Plain-text body with merge fields such as {{ first_name }}, "
         "{{ company | your team }} or {{ unsubscribe_url }}."
     )
+    condition: StepCondition | None = None
 
 
 class SequenceCreate(InputModel):
@@ -111,6 +113,7 @@ class SequenceStep(OutputModel):
     delay_seconds: int
     subject: str
     body_text: str
+    condition: Condition | None
     created_at: datetime
 
 
@@ -148,8 +151,10 @@ class StepRun(OutputModel):
     step_id: SequenceStepId
     position: int
     status: StepRunStatus = Field(
-        description="running while a worker sends it, sent once the mail server "
-        "accepted it, failed when the last attempt failed."
+        description="running while a worker runs it; sent once the mail server "
+        "accepted the email or the webhook receiver answered 2xx; completed for a "
+        "task or wait step; skipped when the step's condition was false; failed when "
+        "the last attempt failed."
     )
     attempts: int = Field(description="Sends started, counting retries.")
     started_at: datetime
