@@ -49,8 +49,8 @@ ConditionOperator = Literal[
     "lt",
     "lte",
 ]
-# The lead columns a condition may test, besides attributes.<key>. ``country`` is no
-# column: it reads attributes.country, where capture forms and imports store it.
+# The lead columns a condition may test, besides attributes.<key>. Leads have no
+# country column, so ``country`` reads attributes.country.
 CONDITION_FIELDS = (
     "status",
     "source",
@@ -172,7 +172,7 @@ def _check_limits(condition: Condition) -> Condition:
     tests = _check_size(condition)
     if tests > MAX_TESTS:
         raise ValueError(
-            f"a condition holds at most {MAX_TESTS} field tests, this one has {tests}"
+            f"a condition contains at most {MAX_TESTS} field tests, this one has {tests}"
         )
     return condition
 

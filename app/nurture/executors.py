@@ -204,7 +204,7 @@ def _failure(result: AttemptResult, now: datetime) -> WebhookFailure:
         return WebhookFailure(
             MailError(f"The webhook request failed: {result.error}"), None
         )
-    # 408 and 429 say "try later"; any other 4xx will fail the same way again.
+    # 408 and 429 mean "try later", but any other 4xx would fail the same way again.
     permanent = 400 <= status < 500 and status not in (408, 429)
     retry_after = None
     if status in backoff.RETRY_AFTER_STATUSES:
@@ -212,7 +212,8 @@ def _failure(result: AttemptResult, now: datetime) -> WebhookFailure:
     excerpt = f": {result.response_excerpt[:200]}" if result.response_excerpt else ""
     return WebhookFailure(
         MailError(
-            f"The webhook receiver answered HTTP {status}{excerpt}", permanent=permanent
+            f"The webhook receiver responded with HTTP {status}{excerpt}",
+            permanent=permanent,
         ),
         retry_after,
     )
@@ -221,7 +222,7 @@ def _failure(result: AttemptResult, now: datetime) -> WebhookFailure:
 async def send_webhook(
     sender: WebhookSender, call: WebhookCall, message_id: str, now: datetime
 ) -> WebhookFailure | None:
-    """POST the signed request once; return None on a 2xx answer.
+    """POST the signed request once; return None on a 2xx response.
 
     ``WebhookSender`` resolves and dials through the webhook URL checks, follows no
     redirect (a 3xx is a failure) and stops at ``webhook_timeout_seconds``.

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
@@ -284,7 +285,31 @@ class StepRunner:
         the frequency cap postpones an email step. The step run row, inserted in this
         transaction, guards each effect: a concurrent claim that finds it does nothing.
         """
-        if not conditions.holds(step.condition, lead):
+        try:
+            applies = conditions.holds(step.condition, lead)
+        except ValidationError as error:
+            # Only a row written around the API's check gets here; retrying cannot help.
+            message = f"The condition of step {step.position} is invalid: {error}"
+            log.error(
+                "enrollment.invalid_condition",
+                enrollment_id=str(enrollment.id),
+                step_id=str(step.id),
+                error=str(error),
+            )
+            await change_status(
+                session,
+                enrollment,
+                "failed",
+                event_type="enrollment.failed",
+                actor=None,
+                by_worker=True,
+                failed_at=now,
+                last_error=message[:2000],
+                next_run_at=None,
+                claimed_until=None,
+            )
+            return "failed"
+        if not applies:
             status, event_type = "skipped", "enrollment.step_skipped"
         elif step.kind in executors.EFFECT_KINDS:
             status, event_type = "completed", "enrollment.step_completed"

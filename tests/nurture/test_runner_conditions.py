@@ -7,10 +7,12 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models import SequenceStep
 from app.nurture.conditions import StepCondition, evaluate
-from tests.nurture.conftest import SmtpServer
+from tests.nurture.conftest import JsonObject, SmtpServer
 from tests.nurture.test_runner import enrollment_uuid, event_types, fetch, start
 from workers.tasks import run_enrollment_step
 
@@ -167,7 +169,7 @@ class TestSkippedStep:
         job_context: dict[str, Any],
         smtp_server: SmtpServer,
     ) -> None:
-        steps = [
+        steps: list[JsonObject] = [
             {
                 "subject": "Only for VIPs",
                 "body_text": "Hi",
@@ -235,3 +237,29 @@ class TestSkippedStep:
         assert after["status"] == "completed"
         assert after["step_runs"][0]["status"] == "skipped"
         assert smtp_server.messages == []
+
+
+class TestInvalidStoredCondition:
+    async def test_fails_enrollment(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment = await start(
+            client, auth, steps=[{"subject": "Hi", "body_text": "Hi"}]
+        )
+        await session.execute(
+            update(SequenceStep).values(condition={"field": "nope", "operator": "x"})
+        )
+        await session.commit()
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "failed"
+        assert smtp_server.messages == []
+        after = await fetch(client, auth, enrollment)
+        assert after["status"] == "failed"
+        assert "condition of step 0 is invalid" in after["last_error"]

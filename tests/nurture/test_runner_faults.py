@@ -1,9 +1,9 @@
 """Exactly-once sends under faults, with real ``salescycle worker`` processes.
 
 Each test runs workers as child processes against a database of its own, the test
-Redis database and an aiosmtpd server on 127.0.0.1, then kills a worker with SIGKILL,
-enqueues duplicate jobs, flushes Redis (FLUSHDB on the test database number only) or
-runs two workers at once. The result is read from PostgreSQL and from the messages the
+Redis database and an aiosmtpd server on 127.0.0.1. It then kills a worker with
+SIGKILL, enqueues duplicate jobs, flushes Redis (FLUSHDB on the test database number
+only) or runs two workers at once. The result is read from PostgreSQL and from the messages the
 SMTP server received.
 
 The one resend these tests allow is the known window: a worker killed after the server
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
@@ -46,7 +45,7 @@ from app.settings import Settings
 from tests.conftest import Servers, sibling_database_url
 from tests.live import Tenant, free_port, prepare_database, running
 
-# Upper bound on waiting for the workers to finish every step; the lease is 10 s and
+# Upper bound on waiting for the workers to finish every step. The lease is 10 s and
 # the sweep runs every second, so a retry after a kill starts within about 12 s.
 FINISH_TIMEOUT = 120.0
 LEASE_SECONDS = 10
@@ -191,9 +190,9 @@ async def live(
     database_url = sibling_database_url(servers.database_url, "faults")
     tenant = await asyncio.to_thread(prepare_database, database_url)
     handler, port = inbox
-    redis = aioredis.from_url(servers.redis_url)
-    await redis.flushdb()
-    await redis.aclose()
+    flusher = JobQueue(servers.redis_url)
+    await (await flusher.pool()).flushdb()
+    await flusher.close()
     env = {
         "SALESCYCLE_ENV": "test",
         "SALESCYCLE_DATABASE_URL": database_url,
@@ -300,11 +299,11 @@ class TestRedisFlushed:
             live.start_worker(stack)
             arrived = await asyncio.to_thread(live.inbox.receiving.wait, 60)
             assert arrived, live.worker_logs()
-            redis = aioredis.from_url(live.redis_url)
+            flusher = JobQueue(live.redis_url)
             try:
-                await redis.flushdb()
+                await (await flusher.pool()).flushdb()
             finally:
-                await redis.aclose()
+                await flusher.close()
 
             await live.wait_finished(10)
 

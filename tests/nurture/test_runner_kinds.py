@@ -53,7 +53,7 @@ async def set_kind(
 
 @dataclass
 class Receiver:
-    """An HTTP endpoint on 127.0.0.1 that answers with the queued replies."""
+    """An HTTP endpoint on 127.0.0.1 that responds with the queued replies."""
 
     replies: list[web.Response] = field(default_factory=list)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
@@ -391,3 +391,38 @@ class TestWebhookStep:
         ]
         assert len(verified) == 2
         assert verified[0]["id"] != verified[1]["id"]
+
+
+class TestWebhookSecretApi:
+    async def test_matches_signing_secret(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        hook_context: dict[str, Any],
+        receiver: tuple[Receiver, str],
+    ) -> None:
+        target, url = receiver
+        enrollment = await start(client, auth, steps=[EMAIL])
+        path = f"/v1/sequences/{enrollment['sequence_id']}/webhook-secret"
+
+        shown = await client.get(path, headers=auth)
+        await set_kind(session, enrollment, 0, "webhook", {"url": url})
+        await run_enrollment_step(hook_context, enrollment_uuid(enrollment))
+        again = await client.get(path, headers=auth)
+
+        assert shown.status_code == 200, shown.text
+        secret = shown.json()["secret"]
+        assert secret.startswith("whsec_")
+        assert again.json()["secret"] == secret
+        [(headers, body)] = target.requests
+        assert Webhook(secret).verify(body, headers)["type"] == "enrollment.step"
+
+    async def test_unknown_sequence(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.get(
+            "/v1/sequences/seq_01m91aesbre238f7za3ksszh6p/webhook-secret", headers=auth
+        )
+
+        assert response.status_code == 404
