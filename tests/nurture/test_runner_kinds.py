@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from app.core import ids
 from app.models import Activity, Event, Sequence, SequenceStep, StepRun
 from app.nurture.executors import task_due_at
+from app.nurture.runner import MAX_ATTEMPTS
 from tests.live import free_port
 from tests.nurture.conftest import JsonObject, SmtpServer, create_lead
 from tests.nurture.test_runner import (
@@ -58,8 +60,11 @@ class Receiver:
     replies: list[web.Response] = field(default_factory=list)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
+    delay_seconds: float = 0.0
+
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
+        await asyncio.sleep(self.delay_seconds)
         if self.replies:
             return self.replies.pop(0)
         return web.Response(status=204)
@@ -305,6 +310,54 @@ class TestWebhookStep:
         assert outcome == "retry_scheduled"
         after = await fetch(client, auth, enrollment)
         assert after["status"] == "active"
+
+    async def test_timeout_retried(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        hook_context: dict[str, Any],
+        receiver: tuple[Receiver, str],
+    ) -> None:
+        target, url = receiver
+        target.delay_seconds = 2.0
+        settings = hook_context["settings"].model_copy(
+            update={"webhook_timeout_seconds": 0.5}
+        )
+        enrollment = await start(client, auth, steps=[EMAIL])
+        await set_kind(session, enrollment, 0, "webhook", {"url": url})
+
+        outcome = await run_enrollment_step(
+            {**hook_context, "settings": settings}, enrollment_uuid(enrollment)
+        )
+
+        assert outcome == "retry_scheduled"
+        after = await fetch(client, auth, enrollment)
+        assert "Timed out" in after["last_error"]
+
+    async def test_last_attempt_fails(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        hook_context: dict[str, Any],
+        receiver: tuple[Receiver, str],
+    ) -> None:
+        target, url = receiver
+        target.replies.extend(web.Response(status=500) for _ in range(2))
+        enrollment = await start(client, auth, steps=[EMAIL])
+        await set_kind(session, enrollment, 0, "webhook", {"url": url})
+        await run_enrollment_step(hook_context, enrollment_uuid(enrollment))
+        await session.execute(update(StepRun).values(attempts=MAX_ATTEMPTS - 1))
+        await make_due(session)
+
+        outcome = await run_enrollment_step(hook_context, enrollment_uuid(enrollment))
+
+        assert outcome == "failed"
+        after = await fetch(client, auth, enrollment)
+        assert after["status"] == "failed"
+        assert "HTTP 500" in after["last_error"]
+        assert after["step_runs"][0]["attempts"] == MAX_ATTEMPTS
 
     async def test_redirect_not_followed(
         self,
