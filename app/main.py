@@ -36,6 +36,7 @@ from app.nurture.enrolment_router import router as enrolment_router
 from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
+from app.nurture.settings_router import router as nurture_settings_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
 from app.users.router import router as users_router
@@ -117,6 +118,7 @@ def create_app(
         nurture_schedule_router,
         enrolment_router,
         offers_router,
+        nurture_settings_router,
         customers_router,
         opportunities_router,
         billing_router,

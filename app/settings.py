@@ -66,6 +66,29 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    smtp_tls: Literal["starttls", "implicit", "none"] | None = Field(
+        default=None,
+        description="How the SMTP connection is encrypted: starttls upgrades a plain "
+        "connection (port 587), implicit starts with TLS (SMTPS, port 465), none sends "
+        "in clear. Unset: starttls when smtp_starttls is true, else none.",
+    )
+    smtp_validate_certs: bool = Field(
+        default=True,
+        description="Check the SMTP server's certificate and host name; turn off only "
+        "for a test server.",
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificates that the SMTP server's "
+        "certificate is checked against, instead of the system ones.",
+    )
+    smtp_client_cert: Path | None = Field(
+        default=None, description="PEM client certificate for the SMTP server."
+    )
+    smtp_client_key: Path | None = Field(
+        default=None,
+        description="PEM private key of smtp_client_cert, when the cert file lacks it.",
+    )
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "salescycle <no-reply@localhost>"
 

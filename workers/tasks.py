@@ -152,7 +152,11 @@ async def close_webhook_sender(ctx: dict[str, Any]) -> None:
 async def run_enrollment_step(ctx: dict[str, Any], enrollment_id: str) -> str:
     mailer: Mailer = ctx.get("mailer") or create_mailer(ctx["settings"])
     return await step_runner.run(
-        lambda: unit_of_work(ctx), mailer, ctx["settings"], uuid.UUID(enrollment_id)
+        lambda: unit_of_work(ctx),
+        mailer,
+        ctx["settings"],
+        uuid.UUID(enrollment_id),
+        webhook_sender=ctx.get(WEBHOOK_SENDER),
     )
 
 

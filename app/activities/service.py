@@ -144,6 +144,46 @@ class ActivityService:
         log.info("activity.created", activity_id=str(activity.id), kind=activity.kind)
         return activity
 
+    async def create_lead_task(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: uuid.UUID,
+        lead_id: uuid.UUID,
+        owner_id: uuid.UUID | None,
+        subject: str,
+        body: str | None,
+        due_at: datetime,
+        actor: str,
+    ) -> Activity:
+        """Create a task on a lead for a worker, which has no request principal."""
+        activity = Activity(
+            id=ids.new_uuid(),
+            workspace_id=workspace_id,
+            kind="task",
+            subject=subject,
+            body=body,
+            occurred_at=utcnow(),
+            due_at=due_at,
+            owner_id=owner_id,
+            lead_id=lead_id,
+        )
+        session.add(activity)
+        await session.flush()
+        await session.refresh(activity)
+
+        await emit(
+            session,
+            workspace_id=workspace_id,
+            type="activity.created",
+            object_type="activity",
+            object_id=activity.id,
+            data=activity_data(activity),
+            actor=actor,
+        )
+        log.info("activity.created", activity_id=str(activity.id), kind="task")
+        return activity
+
     async def _links(
         self, session: AsyncSession, workspace_id: uuid.UUID, values: dict[str, Any]
     ) -> dict[str, uuid.UUID | None]:

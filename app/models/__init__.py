@@ -26,6 +26,7 @@ from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
     EmailSuppression,
     Enrollment,
+    NurtureSettings,
     Sequence,
     SequenceStep,
     StepRun,
@@ -95,6 +96,7 @@ __all__ = [
     "Stage",
     "StageTransition",
     "StepRun",
+    "NurtureSettings",
     "Team",
     "TeamMember",
     "User",

@@ -14,6 +14,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
@@ -42,6 +43,8 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     # Sender headers of the sequence's emails; null uses the mail_from setting.
     mail_from: Mapped[str | None] = mapped_column(String(320))
     reply_to: Mapped[str | None] = mapped_column(String(320))
+    # Signs the requests of the sequence's webhook steps; made on the first such send.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
@@ -76,6 +79,8 @@ class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # The offer whose code a special_offer step issues to each lead it emails.
     offer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("offers.id"))
+    # A ``conditions.Condition`` as JSON; the step is skipped when it is false.
+    condition: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     @property
     def delay(self) -> dict[str, Any]:
@@ -171,3 +176,23 @@ class EmailSuppression(IdMixin, WorkspaceMixin, Base):
         ForeignKey("enrollments.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class NurtureSettings(Base):
+    """A workspace's nurture settings: the per-lead cap on marketing emails.
+
+    ``email_cap_count`` emails at most per lead within any ``email_cap_window_hours``,
+    across all sequences; a null count means no cap.
+    """
+
+    __tablename__ = "nurture_settings"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_cap_count: Mapped[int | None]
+    email_cap_window_hours: Mapped[int] = mapped_column(default=24, server_default="24")
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), onupdate=func.now()
+    )

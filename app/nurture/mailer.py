@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import ssl
 from email.message import EmailMessage
 from email.policy import EmailPolicy, default
 from pathlib import Path
@@ -55,6 +56,33 @@ class Mailer(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
 
+def smtp_tls_mode(settings: Settings) -> str:
+    """Return starttls, implicit or none; ``smtp_tls`` wins over ``smtp_starttls``."""
+    if settings.smtp_tls is not None:
+        return settings.smtp_tls
+    return "starttls" if settings.smtp_starttls else "none"
+
+
+def smtp_tls_context(settings: Settings) -> ssl.SSLContext:
+    """Build the TLS context of SMTP connections from the ``smtp_*`` settings.
+
+    Raises ``OSError`` or ``ssl.SSLError`` for a missing or invalid CA, certificate
+    or key file, so a worker with a broken setting fails at start-up.
+    """
+    context = ssl.create_default_context(
+        cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+    )
+    if not settings.smtp_validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.smtp_client_cert is not None:
+        context.load_cert_chain(
+            str(settings.smtp_client_cert),
+            str(settings.smtp_client_key) if settings.smtp_client_key else None,
+        )
+    return context
+
+
 class SmtpMailer:
     """A transport that opens one SMTP connection per message."""
 
@@ -65,7 +93,10 @@ class SmtpMailer:
         self.port = settings.smtp_port
         self.username = settings.smtp_username
         self.password = settings.smtp_password
-        self.start_tls = settings.smtp_starttls
+        self.tls_mode = smtp_tls_mode(settings)
+        self.tls_context = (
+            smtp_tls_context(settings) if self.tls_mode != "none" else None
+        )
         self.timeout = settings.smtp_timeout_seconds
 
     @property
@@ -95,7 +126,11 @@ class SmtpMailer:
                     if self.password is not None
                     else None
                 ),
-                start_tls=self.start_tls,
+                use_tls=self.tls_mode == "implicit",
+                # True requires STARTTLS, and False never sends it: a server that does
+                # not offer it fails the send instead of getting mail in clear.
+                start_tls=self.tls_mode == "starttls",
+                tls_context=self.tls_context,
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as error:

@@ -252,6 +252,7 @@ class EnrollmentRepository:
                 attempts=run.attempts,
                 claimed_until=run.claimed_until,
                 started_at=run.started_at,
+                finished_at=run.finished_at,
                 message_id=run.message_id,
             )
             .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])

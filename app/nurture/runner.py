@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
@@ -40,7 +41,7 @@ from app.core.db import defer_job
 from app.leads.service import lead_service
 from app.models import Enrollment, Lead, SequenceStep, StepRun
 from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture import schedule, unsubscribe
+from app.nurture import conditions, executors, frequency, schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.context import Sender, recipient_for, sender_for
 from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
@@ -54,12 +55,12 @@ from app.nurture.service import (
     suppress_address,
 )
 from app.settings import Settings
+from app.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
 
 Outcome = Literal[
     "sent",
-    "advanced",
     "completed",
     "retry_scheduled",
     "failed",
@@ -69,6 +70,8 @@ Outcome = Literal[
     "inactive",
     "missing",
     "lease_lost",
+    "skipped",
+    "postponed",
 ]
 UnitOfWork = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
@@ -98,13 +101,20 @@ class Claim:
     recipient: Recipient
     sender: Sender
     offer_values: dict[str, str | None] = field(default_factory=dict)
+    kind: str = "email"
+    webhook: executors.WebhookCall | None = None
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """The result of phase 2: ``error`` is None when the server accepted the message."""
+    """The result of phase 2: ``error`` is None when the server accepted the message.
+
+    ``retry_after_seconds`` is a webhook receiver's ``Retry-After``, which postpones
+    the retry to at least that time.
+    """
 
     error: MailError | None = None
+    retry_after_seconds: float | None = None
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -128,6 +138,7 @@ class StepRunner:
         mailer: Mailer,
         settings: Settings,
         enrollment_id: uuid.UUID,
+        webhook_sender: WebhookSender | None = None,
     ) -> Outcome:
         """Run the due step of one enrollment, which is safe to repeat any number of times."""
         async with unit_of_work() as session:
@@ -139,7 +150,10 @@ class StepRunner:
                 outcome=claim,
             )
             return claim
-        delivery = await self.deliver(claim, mailer, settings)
+        if claim.webhook is not None:
+            delivery = await self.deliver_webhook(claim, webhook_sender, settings)
+        else:
+            delivery = await self.deliver(claim, mailer, settings)
         async with unit_of_work() as session:
             return await self.record(session, claim, delivery)
 
@@ -175,15 +189,13 @@ class StepRunner:
         if reason is not None:
             await exit_enrollment(session, enrollment, reason, actor=None)
             return "exited"
-        if step.kind != "email":
-            # NOTE: task, webhook and wait steps do nothing yet: each only advances
-            # the enrollment to the next step, without a step run.
-            await self._advance(session, enrollment, now)
-            return "advanced"
 
         lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
         if run is None:
+            settled = await self._settle_in_claim(session, enrollment, step, lead, now)
+            if settled is not None:
+                return settled
             run_id = ids.new_uuid()
             run = StepRun(
                 id=run_id,
@@ -194,11 +206,15 @@ class StepRunner:
                 attempts=1,
                 claimed_until=lease_until,
                 started_at=now,
-                message_id=message_id_for(run_id, settings.mail_from),
+                message_id=(
+                    str(run_id)
+                    if step.kind == "webhook"
+                    else message_id_for(run_id, settings.mail_from)
+                ),
             )
             if not await repository.insert_step_run(run):
                 return "in_progress"
-        elif run.status == "sent":
+        elif run.status in ("sent", "completed", "skipped"):
             # Phase 3 marks the run sent and advances the enrollment in one
             # transaction, so only a manual edit leaves a sent step due again.
             log.warning(
@@ -233,6 +249,11 @@ class StepRunner:
             run.finished_at = None
             await session.flush()
         await repository.set_claim(enrollment.id, lease_until)
+        webhook = None
+        if step.kind == "webhook":
+            webhook = await executors.build_webhook_call(
+                session, enrollment, step, lead, run.id, run.started_at
+            )
 
         log.info(
             "enrollment.step_claimed",
@@ -256,7 +277,106 @@ class StepRunner:
             recipient=await recipient_for(session, lead),
             sender=await sender_for(session, enrollment.sequence_id, settings),
             offer_values=offer_values,
+            kind=step.kind,
+            webhook=webhook,
         )
+
+    async def _settle_in_claim(
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        step: SequenceStep,
+        lead: Lead,
+        now: datetime,
+    ) -> Outcome | None:
+        """Finish a step that needs no send, or postpone it; None lets it be sent.
+
+        A false condition skips the step, task and wait steps take effect here, and
+        the frequency cap postpones an email step. The step run row, inserted in this
+        transaction, guards each effect: a concurrent claim that finds it does nothing.
+        """
+        try:
+            applies = conditions.holds(step.condition, lead)
+        except ValidationError as error:
+            # Only a row written around the API's check gets here; retrying cannot help.
+            message = f"The condition of step {step.position} is invalid: {error}"
+            log.error(
+                "enrollment.invalid_condition",
+                enrollment_id=str(enrollment.id),
+                step_id=str(step.id),
+                error=str(error),
+            )
+            await change_status(
+                session,
+                enrollment,
+                "failed",
+                event_type="enrollment.failed",
+                actor=None,
+                by_worker=True,
+                failed_at=now,
+                last_error=message[:2000],
+                next_run_at=None,
+                claimed_until=None,
+            )
+            return "failed"
+        if not applies:
+            status, event_type = "skipped", "enrollment.step_skipped"
+        elif step.kind in executors.EFFECT_KINDS:
+            status, event_type = "completed", "enrollment.step_completed"
+        else:
+            if step.kind == "email":
+                until = await frequency.postponed_until(
+                    session, enrollment.workspace_id, lead.id, now
+                )
+                if until is not None:
+                    return await self._postpone(session, enrollment, until, now)
+            return None
+
+        run = StepRun(
+            id=ids.new_uuid(),
+            workspace_id=enrollment.workspace_id,
+            enrollment_id=enrollment.id,
+            step_id=step.id,
+            status=status,
+            attempts=1,
+            claimed_until=None,
+            started_at=now,
+            finished_at=now,
+        )
+        if not await EnrollmentRepository.from_session(session).insert_step_run(run):
+            return "in_progress"
+        if status == "completed" and step.kind == "task":
+            await executors.create_task(session, enrollment, step, lead, now)
+        log.info(
+            "enrollment.step_settled",
+            enrollment_id=str(enrollment.id),
+            position=step.position,
+            kind=step.kind,
+            status=status,
+        )
+        outcome = await self._advance(session, enrollment, now, event_type=event_type)
+        return "skipped" if status == "skipped" and outcome == "sent" else outcome
+
+    async def _postpone(
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        until: datetime,
+        now: datetime,
+    ) -> Outcome:
+        # At least a second ahead, so a cap freed by clock skew cannot spin.
+        enrollment.next_run_at = max(until, now + timedelta(seconds=1))
+        enrollment.claimed_until = None
+        await session.flush()
+        log.info(
+            "enrollment.step_postponed",
+            enrollment_id=str(enrollment.id),
+            position=enrollment.next_position,
+            reason="frequency_cap",
+            next_run_at=enrollment.next_run_at.isoformat(),
+        )
+        defer_step(session, enrollment)
+        return "postponed"
 
     async def deliver(
         self, claim: Claim, mailer: Mailer, settings: Settings
@@ -311,6 +431,39 @@ class StepRunner:
             return Delivery(error=MailError(f"Sending failed unexpectedly: {error!r}"))
         return Delivery()
 
+    async def deliver_webhook(
+        self, claim: Claim, sender: WebhookSender | None, settings: Settings
+    ) -> Delivery:
+        """Phase 2 of a webhook step: POST the signed request, within the lease."""
+        assert claim.webhook is not None
+        budget = (claim.claimed_until - utcnow()).total_seconds() - LEASE_MARGIN_SECONDS
+        if budget <= 0:
+            return Delivery(
+                error=MailError("The lease lapsed before the request could be sent.")
+            )
+        own_sender = sender is None
+        active = sender or WebhookSender(settings)
+        try:
+            async with asyncio.timeout(budget):
+                failure = await executors.send_webhook(
+                    active, claim.webhook, claim.message_id, utcnow()
+                )
+        except TimeoutError:
+            return Delivery(
+                error=MailError(
+                    f"The webhook request timed out after {budget:.0f} s, before the "
+                    "step's lease would lapse."
+                )
+            )
+        finally:
+            if own_sender:
+                await active.close()
+        if failure is None:
+            return Delivery()
+        return Delivery(
+            error=failure.error, retry_after_seconds=failure.retry_after_seconds
+        )
+
     async def record(
         self, session: AsyncSession, claim: Claim, delivery: Delivery
     ) -> Outcome:
@@ -351,10 +504,23 @@ class StepRunner:
                 message_id=claim.message_id,
             )
             return await self._advance(session, enrollment, now)
-        return await self._fail(session, enrollment, run, claim, delivery.error, now)
+        return await self._fail(
+            session,
+            enrollment,
+            run,
+            claim,
+            delivery.error,
+            now,
+            retry_after_seconds=delivery.retry_after_seconds,
+        )
 
     async def _advance(
-        self, session: AsyncSession, enrollment: Enrollment, now: datetime
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        now: datetime,
+        *,
+        event_type: str = "enrollment.step_completed",
     ) -> Outcome:
         enrollment.next_position += 1
         enrollment.last_error = None
@@ -373,7 +539,7 @@ class StepRunner:
             )
         await session.flush()
         await session.refresh(enrollment)
-        await publish(session, enrollment, "enrollment.step_completed", actor=None)
+        await publish(session, enrollment, event_type, actor=None)
 
         if following is None and enrollment.status in ("active", "paused"):
             await self._complete(session, enrollment, now)
@@ -404,6 +570,8 @@ class StepRunner:
         claim: Claim,
         error: MailError,
         now: datetime,
+        *,
+        retry_after_seconds: float | None = None,
     ) -> Outcome:
         run.status = "failed"
         run.error = error.message
@@ -443,7 +611,9 @@ class StepRunner:
 
         enrollment.last_error = error.message
         # NOTE: a retry ignores the send window, so it may send outside local hours.
-        enrollment.next_run_at = now + retry_delay(claim.attempt)
+        enrollment.next_run_at = now + max(
+            retry_delay(claim.attempt), timedelta(seconds=retry_after_seconds or 0)
+        )
         enrollment.claimed_until = None
         await session.flush()
         await session.refresh(enrollment)

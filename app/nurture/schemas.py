@@ -23,6 +23,7 @@ from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.conditions import Condition, StepCondition
 from app.nurture.reenrollment import DEFAULT_POLICY, ReenrollmentPolicy
 from app.nurture.schedule_schemas import SendWindow, SendWindowSpec, StepDelay
 from app.nurture.step_kinds import (
@@ -49,7 +50,7 @@ ExitReason = Literal[
     "lead_closed",
     "merged",
 ]
-StepRunStatus = Literal["running", "sent", "failed"]
+StepRunStatus = Literal["running", "sent", "completed", "skipped", "failed"]
 
 MAX_STEPS = 50
 MAX_BODY_LENGTH = 50_000
@@ -111,6 +112,7 @@ class EmailStepCreate(InputModel):
         "special_offer steps, whose body may then use {{ offer.code }}, "
         "{{ offer.discount }} and {{ offer.expires_at }}.",
     )
+    condition: StepCondition | None = None
 
 
 class TaskStepCreate(InputModel):
@@ -129,6 +131,7 @@ class TaskStepCreate(InputModel):
     due_in_days: TaskDueInDays = Field(
         default=0, description="Days from the step's run until the task is due."
     )
+    condition: StepCondition | None = None
 
 
 class WebhookStepCreate(InputModel):
@@ -146,6 +149,7 @@ class WebhookStepCreate(InputModel):
         description="Extra request headers, at most 20. Host, Content-Length and "
         "the webhook-* signature headers are set by the sender.",
     )
+    condition: StepCondition | None = None
 
 
 class WaitStepCreate(InputModel):
@@ -157,6 +161,7 @@ class WaitStepCreate(InputModel):
         description="How long to wait after enrollment (first step) or after the "
         "previous step ran, before the send window applies. Default 0 minutes.",
     )
+    condition: StepCondition | None = None
 
 
 StepCreate = Annotated[
@@ -247,6 +252,7 @@ class SequenceStep(OutputModel):
     due_in_days: int | None = Field(description="Task steps only.")
     url: str | None = Field(description="Webhook steps only.")
     headers: dict[str, str] | None = Field(description="Webhook steps only.")
+    condition: Condition | None
     created_at: datetime
 
     @classmethod
@@ -263,6 +269,7 @@ class SequenceStep(OutputModel):
             subject=step.subject,
             body_text=step.body_text,
             offer_id=step.offer_id,
+            condition=step.condition,
             title=config.get("title"),
             body=config.get("body"),
             due_in_days=config.get("due_in_days"),
@@ -327,8 +334,10 @@ class StepRun(OutputModel):
     step_id: SequenceStepId
     position: int
     status: StepRunStatus = Field(
-        description="running while a worker sends it, sent once the mail server "
-        "accepted it, failed when the last attempt failed."
+        description="running while a worker runs it; sent once the mail server "
+        "accepted the email or the webhook receiver answered 2xx; completed for a "
+        "task or wait step; skipped when the step's condition was false; failed when "
+        "the last attempt failed."
     )
     attempts: int = Field(
         description="Sends started, counting retries. Resuming a failed enrollment "

@@ -46,6 +46,11 @@ def step_rows(
                 body_text=email.body_text if email is not None else None,
                 offer_id=email.offer_id if email is not None else None,
                 config=step_config(step),
+                condition=(
+                    step.condition.model_dump(mode="json")
+                    if step.condition is not None
+                    else None
+                ),
             )
         )
     return rows

@@ -72,6 +72,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("scoring_rule.updated", "scoring_rule", "A scoring rule changed."),
     EventType("scoring_rule.deleted", "scoring_rule", "A scoring rule was deleted."),
     EventType(
+        "nurture_settings.updated",
+        "nurture_settings",
+        "The workspace's nurture settings, such as the email frequency cap, changed.",
+    ),
+    EventType(
         "scoring_settings.updated",
         "scoring_settings",
         "The workspace's sales-ready threshold changed.",
@@ -123,6 +128,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment.step_completed",
         "enrollment",
         "An enrolment ran one step of its sequence.",
+    ),
+    EventType(
+        "enrollment.step_skipped",
+        "enrollment",
+        "An enrolment skipped a step because the step's condition was false.",
     ),
     EventType("enrollment.completed", "enrollment", "An enrolment ran its last step."),
     EventType(

@@ -138,12 +138,21 @@ class WebhookSender:
             auto_decompress=False,
         )
 
-    async def send(self, request: OutgoingRequest) -> AttemptResult:
-        """POST one request; a network error or timeout is returned as a result."""
+    async def send(
+        self,
+        request: OutgoingRequest,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> AttemptResult:
+        """POST one request; a network error or timeout is returned as a result.
+
+        ``extra_headers`` go first, so they cannot replace the signature headers.
+        """
         attempted_at = utcnow()
         started = time.perf_counter()
         timestamp = int(attempted_at.timestamp())
         headers = {
+            **(extra_headers or {}),
             "Content-Type": "application/json",
             **webhook_headers(
                 request.signing_secrets, request.message_id, timestamp, request.body

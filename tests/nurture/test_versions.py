@@ -20,11 +20,19 @@ from workers.tasks import run_enrollment_step
 
 V1_STEPS: list[JsonObject] = [
     {"subject": "Version one, {{ lead.first_name }}", "body_text": "First edition."},
-    {"delay": {"amount": 1, "unit": "minutes"}, "subject": "V1 second", "body_text": "Second of v1."},
+    {
+        "delay": {"amount": 1, "unit": "minutes"},
+        "subject": "V1 second",
+        "body_text": "Second of v1.",
+    },
 ]
 V2_STEPS: list[JsonObject] = [
     {"subject": "Version two, {{ lead.first_name }}", "body_text": "Second edition."},
-    {"delay": {"amount": 1, "unit": "minutes"}, "subject": "V2 second", "body_text": "Second of v2."},
+    {
+        "delay": {"amount": 1, "unit": "minutes"},
+        "subject": "V2 second",
+        "body_text": "Second of v2.",
+    },
     {"kind": "wait", "delay": {"amount": 1, "unit": "minutes"}},
 ]
 
