@@ -175,7 +175,7 @@ class TestSkippedStep:
                 "body_text": "Hi",
                 "condition": {"field": "tags", "operator": "contains", "value": "vip"},
             },
-            {"delay_seconds": 3600, "subject": "Everyone", "body_text": "Hi"},
+            {"delay": {"amount": 1, "unit": "hours"}, "subject": "Everyone", "body_text": "Hi"},
         ]
         enrollment = await start(client, auth, steps=steps)
 

@@ -27,7 +27,7 @@ from tests.nurture.conftest import (
 from tests.nurture.test_runner import enrollment_uuid, fetch, make_due, parse_time
 from workers.tasks import run_enrollment_step
 
-STEP = {"delay_seconds": 0, "subject": "News", "body_text": "Hi"}
+STEP = {"subject": "News", "body_text": "Hi"}
 
 
 async def set_cap(

@@ -30,7 +30,7 @@ from tests.nurture.test_runner import (
 )
 from workers.tasks import run_enrollment_step
 
-EMAIL = {"delay_seconds": 0, "subject": "Hello", "body_text": "Hi {{ first_name }}"}
+EMAIL = {"subject": "Hello", "body_text": "Hi {{ first_name }}"}
 
 
 async def set_kind(
