@@ -53,6 +53,7 @@ PREFIXES: dict[str, str] = {
     "lead_assignment": "lasg",
     "activity": "act",
     "lead_import": "imp",
+    "email_event": "emev",
 }
 
 

@@ -22,6 +22,8 @@ from app.models.event import Event
 from app.models.lead import Lead
 from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
+    EmailEvent,
+    EmailEventSecret,
     EmailSuppression,
     Enrollment,
     Sequence,
@@ -59,6 +61,8 @@ __all__ = [
     "Contact",
     "CustomFieldDefinition",
     "Customer",
+    "EmailEvent",
+    "EmailEventSecret",
     "EmailSuppression",
     "Enrollment",
     "Event",

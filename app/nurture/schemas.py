@@ -19,6 +19,7 @@ from app.models import Enrollment as EnrollmentRow
 from app.models import Sequence as SequenceRow
 from app.models import SequenceStep as SequenceStepRow
 from app.models import StepRun as StepRunRow
+from app.nurture.states import EXIT_RULE_REASONS
 
 StepPurpose = Literal["newsletter", "webinar_invitation", "special_offer", "follow_up"]
 EnrollmentStatus = Literal["active", "paused", "completed", "exited", "failed"]
@@ -31,6 +32,17 @@ ExitReason = Literal[
     "manual",
     "lead_closed",
     "merged",
+    "disqualified",
+    "invoice_paid",
+]
+ExitRule = Literal[
+    "replied",
+    "converted",
+    "opportunity_created",
+    "unsubscribed",
+    "bounced",
+    "disqualified",
+    "invoice_paid",
 ]
 StepRunStatus = Literal["running", "sent", "failed"]
 
@@ -92,8 +104,21 @@ class EmailStepCreate(InputModel):
     )
 
 
+EXIT_RULES_DESCRIPTION = (
+    "The events that exit a lead's running enrollment in this sequence automatically; "
+    "all of them when omitted. A manual exit is always possible. unsubscribed and "
+    "bounced exit the lead from every sequence even when not listed, because the "
+    "address must get no more mail."
+)
+
+
 class SequenceCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
+    exit_rules: list[ExitRule] | None = Field(
+        default=None,
+        max_length=len(EXIT_RULE_REASONS),
+        description=EXIT_RULES_DESCRIPTION,
+    )
     steps: list[EmailStepCreate] = Field(
         min_length=1,
         max_length=MAX_STEPS,
@@ -119,6 +144,7 @@ class Sequence(OutputModel):
     id: SequenceId
     name: str
     status: Literal["active"]
+    exit_rules: list[ExitRule] = Field(description=EXIT_RULES_DESCRIPTION)
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -132,6 +158,7 @@ class Sequence(OutputModel):
             id=sequence.id,
             name=sequence.name,
             status="active",
+            exit_rules=sequence.exit_rules,
             steps=[SequenceStep.model_validate(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,

@@ -69,6 +69,7 @@ class SequenceService:
             workspace_id=principal.workspace_id,
             name=payload.name,
             status="active",
+            exit_rules=states.exit_rules(payload.exit_rules),
         )
         session.add(sequence)
         await session.flush()
