@@ -274,7 +274,7 @@ class TestReceive:
         assert engagement.type == "email_opened"
         assert engagement.details == {"link": "https://acme.example"}
         assert ids.encode("engagement", engagement.id) == receipt["engagement_id"]
-        assert ids.encode("enrollment", engagement.enrollment_id) == enrollment["id"]
+        assert engagement.enrollment_id == ids.decode("enrollment", enrollment["id"])
         assert await enrollment_state(client, auth, enrollment) == ("active", None)
 
     async def test_redelivery_is_noop(
