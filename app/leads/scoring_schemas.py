@@ -218,8 +218,8 @@ class EngagementCreate(InputModel):
     )
     message_id: Annotated[str, Field(min_length=1, max_length=300)] | None = Field(
         default=None,
-        description="The Message-ID header of the nurture email the engagement "
-        "answers, with or without angle brackets.",
+        description="The Message-ID header of the nurture email that caused the "
+        "engagement, with or without angle brackets.",
     )
 
     @model_validator(mode="after")

@@ -62,7 +62,7 @@ class LeadEngagement(IdMixin, WorkspaceMixin, Base):
     occurred_at: Mapped[datetime]
     # "metadata" is reserved by SQLAlchemy's declarative base.
     details: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    # The enrollment and step run whose email the engagement answers, when known.
+    # The enrollment and step run whose email caused the engagement, when known.
     enrollment_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("enrollments.id", ondelete="SET NULL")
     )

@@ -10,10 +10,9 @@ later.
 A verified event is stored in the ``email_events`` inbox, unique on (workspace,
 provider, event id): a redelivery, even a concurrent one, waits for the first insert
 and then changes nothing. The event is matched to a lead by the Message-ID of a step
-run, else by the recipient address, and recorded as a lead engagement through
-``EngagementService.record_for_lead``, the code path of the engagements API, so the
-lead is rescored and the exit rules apply. All of it happens in the request's
-transaction.
+run, else by the recipient address. A match is recorded as a lead engagement through
+``EngagementService.record_for_lead``, as the engagements API does, so the lead is
+rescored and the exit rules apply. All of it happens in the request's transaction.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Exit rules: the facts about a lead that end its running enrollments.
 
 Each sequence lists in ``exit_rules`` the reasons it honours (all by default). The
-place where a fact happens calls in here in its own transaction: a lead status change
-(``converted``, ``disqualified``), an opportunity created from the lead, an invoice
-paid by the customer the lead was converted into, and a replied, bounced or
-unsubscribed engagement. ``unsubscribed`` and ``bounced`` exit every sequence
-whatever its rules, because the address must get no more mail.
+code where a fact happens calls in here, in that fact's transaction. The facts are a
+lead status change (``converted``, ``disqualified``), an opportunity created from the
+lead, a paid invoice of the customer the lead was converted into, and a replied,
+bounced or unsubscribed engagement. ``unsubscribed`` and ``bounced`` exit every
+sequence whatever its rules, because the address must get no more mail.
 
 Enrollment rows are locked in id order, as everywhere else, so two exits of one lead
 cannot deadlock. The worker claims a step under the same row lock, so once an exit

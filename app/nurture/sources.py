@@ -15,7 +15,7 @@ from app.models import Enrollment, Lead, StepRun
 
 @dataclass(frozen=True)
 class EngagementSource:
-    """The enrollment and step run an engagement answers; either may be None."""
+    """The enrollment and step run whose email caused an engagement, or None."""
 
     enrollment_id: uuid.UUID | None = None
     step_run_id: uuid.UUID | None = None

@@ -65,7 +65,7 @@ def verify(
 ) -> bool:
     """Return whether any ``v1`` signature in the header matches one of the secrets.
 
-    The caller checks the timestamp's age, because only it knows the tolerance.
+    The caller checks the timestamp's age against its own tolerance.
     """
     offered = [value for value in header.split() if value.startswith("v1,")]
     for secret in signing_secrets:

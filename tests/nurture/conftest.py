@@ -44,8 +44,9 @@ class RecordingHandler:
         self.refused: dict[str, str] = {}
         self.delay_seconds = 0.0
         self.lock = threading.Lock()
-        # Set when a DATA command arrives; with ``hold`` set up, the reply waits
-        # until the test sets ``hold``, so a send stays in flight as long as needed.
+        # data_started is set when a DATA command arrives. When a test assigns an
+        # event to hold, the reply waits until the test sets it, so the send stays
+        # in flight meanwhile.
         self.data_started = threading.Event()
         self.hold: threading.Event | None = None
 

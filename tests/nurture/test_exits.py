@@ -166,7 +166,7 @@ class TestConversionExit:
             (await sequence_with(client, auth, ["opportunity_created"], "Opp"))["id"],
             lead["id"],
         )
-        kept = await enroll(
+        by_invoice = await enroll(
             client,
             auth,
             (await sequence_with(client, auth, ["invoice_paid"], "Kept"))["id"],
@@ -186,7 +186,7 @@ class TestConversionExit:
             "exited",
             "opportunity_created",
         )
-        assert await enrollment_status(client, auth, kept) == ("active", None)
+        assert await enrollment_status(client, auth, by_invoice) == ("active", None)
 
     async def test_without_opportunity(
         self, client: httpx.AsyncClient, auth: dict[str, str]
