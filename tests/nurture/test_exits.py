@@ -5,15 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.clock import utcnow
 from app.core.ids import new_uuid
-from app.models import EmailSuppression, Event, LeadEngagement, StepRun, Workspace
+from app.models import (
+    EmailSuppression,
+    Enrollment,
+    Event,
+    Lead,
+    LeadEngagement,
+    StepRun,
+    Workspace,
+)
 from app.nurture.states import EXIT_RULE_REASONS
-from tests.nurture.conftest import JsonObject, create_lead, create_sequence, enroll
+from tests.nurture.conftest import (
+    JsonObject,
+    SmtpServer,
+    create_lead,
+    create_sequence,
+    enroll,
+)
+from workers.tasks import run_enrollment_step
 
 STEP = {"delay_seconds": 3600, "subject": "Hi {{ first_name }}", "body_text": "Hi"}
 
@@ -452,3 +467,140 @@ class TestEngagementSource:
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "enrollment_id"
         assert await enrollment_status(client, auth, enrollment) == ("active", None)
+
+
+class TestOpportunityExit:
+    async def test_customer_opportunity_exits(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(
+            client,
+            auth,
+            (await sequence_with(client, auth, ["opportunity_created"]))["id"],
+            lead["id"],
+        )
+        conversion = await client.post(
+            f"/v1/leads/{lead['id']}/convert",
+            json={"create_opportunity": False},
+            headers=auth,
+        )
+        assert conversion.status_code == 200, conversion.text
+        assert await enrollment_status(client, auth, enrollment) == ("active", None)
+
+        response = await client.post(
+            "/v1/opportunities",
+            json={"customer_id": conversion.json()["customer_id"], "name": "Upsell"},
+            headers=auth,
+        )
+
+        assert response.status_code == 201, response.text
+        assert await enrollment_status(client, auth, enrollment) == (
+            "exited",
+            "opportunity_created",
+        )
+
+    async def test_other_customer_unaffected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(
+            client,
+            auth,
+            (await sequence_with(client, auth, ["opportunity_created"]))["id"],
+            lead["id"],
+        )
+        await client.post(
+            f"/v1/leads/{lead['id']}/convert",
+            json={"create_opportunity": False},
+            headers=auth,
+        )
+        other = await create_lead(client, auth, email="grace@example.com")
+        converted = await client.post(
+            f"/v1/leads/{other['id']}/convert",
+            json={"create_opportunity": False},
+            headers=auth,
+        )
+
+        response = await client.post(
+            "/v1/opportunities",
+            json={"customer_id": converted.json()["customer_id"], "name": "Other"},
+            headers=auth,
+        )
+
+        assert response.status_code == 201, response.text
+        assert await enrollment_status(client, auth, enrollment) == ("active", None)
+
+
+class TestClaimExitCheck:
+    async def test_rule_exits_at_claim(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        lead = await create_lead(client, auth)
+        sequence = await sequence_with(client, auth, ["disqualified"])
+        enrollment = await enroll_due(client, auth, session, sequence, lead)
+        # Set the status without the trigger, as a row written before the rule
+        # existed would be.
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == ids.decode("lead", lead["id"]))
+            .values(status="disqualified")
+        )
+        await session.commit()
+
+        outcome = await run_enrollment_step(
+            job_context, str(ids.decode("enrollment", enrollment["id"]))
+        )
+
+        assert outcome == "exited"
+        assert await enrollment_status(client, auth, enrollment) == (
+            "exited",
+            "disqualified",
+        )
+        assert smtp_server.messages == []
+
+    async def test_unlisted_status_keeps_sending(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        lead = await create_lead(client, auth)
+        sequence = await sequence_with(client, auth, ["invoice_paid"])
+        enrollment = await enroll_due(client, auth, session, sequence, lead)
+        conversion = await client.post(
+            f"/v1/leads/{lead['id']}/convert", json={}, headers=auth
+        )
+        assert conversion.status_code == 200, conversion.text
+
+        outcome = await run_enrollment_step(
+            job_context, str(ids.decode("enrollment", enrollment["id"]))
+        )
+
+        assert outcome == "completed"
+        assert smtp_server.recipients == [["ada@example.com"]]
+
+
+async def enroll_due(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    sequence: JsonObject,
+    lead: JsonObject,
+) -> JsonObject:
+    """Enroll the lead and make its first step due now."""
+    enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == ids.decode("enrollment", enrollment["id"]))
+        .values(next_run_at=utcnow())
+    )
+    await session.commit()
+    return enrollment
