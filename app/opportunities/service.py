@@ -123,7 +123,11 @@ class OpportunityService:
             )
         else:
             await exit_for_customer(
-                session, workspace_id, customer.id, "opportunity_created", principal.actor
+                session,
+                workspace_id,
+                customer.id,
+                "opportunity_created",
+                principal.actor,
             )
         log.info(
             "opportunity.created",

@@ -431,3 +431,28 @@ class TestReceive:
 
             assert response.status_code == 422, body
         assert await session.scalar(select(func.count()).select_from(EmailEvent)) == 0
+
+
+class TestEmailEventPrivacy:
+    async def test_export_and_erase(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        lead = await create_lead(client, auth)
+        secret = await create_secret(client, auth)
+        body = event_body(email="ada@example.com", metadata={"ip": "192.0.2.1"})
+        del body["message_id"]
+        received = await post_event(client, secret, body)
+        assert received.status_code == 200, received.text
+
+        exported = await client.get(f"/v1/leads/{lead['id']}/export", headers=auth)
+        erased = await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+
+        assert exported.status_code == 200, exported.text
+        [event] = exported.json()["data"]["email_events"]
+        assert event["email"] == "ada@example.com"
+        assert erased.status_code == 200, erased.text
+        session.expire_all()
+        stored = await session.scalar(select(EmailEvent))
+        assert stored is not None
+        assert stored.email is None
+        assert stored.details == {}
