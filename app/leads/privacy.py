@@ -31,7 +31,7 @@ from app.leads.scoring_lifecycle import erase_engagements, export_engagements
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
 from app.models import Enrollment, Event, Lead, StepRun
-from app.nurture.email_event_privacy import erase_email_events, export_email_events
+from app.nurture.email_event_lifecycle import erase_email_events, export_email_events
 
 log = structlog.get_logger(__name__)
 

@@ -456,3 +456,25 @@ class TestEmailEventPrivacy:
         assert stored is not None
         assert stored.email is None
         assert stored.details == {}
+
+    async def test_merge_moves_events(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        survivor = await create_lead(client, auth)
+        duplicate = await create_lead(client, auth, email="ada.l@example.com")
+        secret = await create_secret(client, auth)
+        body = event_body(email="ada.l@example.com")
+        del body["message_id"]
+        await post_event(client, secret, body)
+
+        merged = await client.post(
+            f"/v1/leads/{survivor['id']}/merge",
+            json={"duplicate_id": duplicate["id"]},
+            headers=auth,
+        )
+
+        assert merged.status_code == 200, merged.text
+        session.expire_all()
+        stored = await session.scalar(select(EmailEvent))
+        assert stored is not None
+        assert stored.lead_id == ids.decode("lead", survivor["id"])

@@ -1,4 +1,4 @@
-"""The email events of a lead in its data export and its erasure."""
+"""The email events of a lead through a merge, its data export and its erasure."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.leads.privacy_rows import row_data
 from app.models import EmailEvent, Lead
+
+
+async def move_email_events(
+    session: AsyncSession, duplicate: Lead, survivor: Lead, actor: str | None
+) -> None:
+    """Give the survivor the email events matched to the duplicate."""
+    await session.execute(
+        update(EmailEvent)
+        .where(
+            EmailEvent.workspace_id == duplicate.workspace_id,
+            EmailEvent.lead_id == duplicate.id,
+        )
+        .values(lead_id=survivor.id)
+    )
 
 
 async def erase_email_events(session: AsyncSession, lead: Lead) -> None:
