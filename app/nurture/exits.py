@@ -126,12 +126,15 @@ async def exit_for_engagement(
 ) -> Sequence[uuid.UUID]:
     """Apply the exit rule of a recorded engagement; the caller holds the lead's lock.
 
-    A bounce or an unsubscribe also suppresses the address first, as the unsubscribe
-    link and a bounce from the mail server do, so no later enrollment mails it.
+    A bounce or an unsubscribe also suppresses the address, as the unsubscribe link
+    and a bounce from the mail server do, so no later enrollment mails it. The
+    enrollments are locked before the suppression is inserted, in the order the
+    worker uses when the mail server reports a bounce, so the two cannot deadlock.
     """
     reason = ENGAGEMENT_REASONS.get(engagement_type)
     if reason is None:
         return []
+    exited = await exit_for(session, lead, reason, actor)
     if reason in ALWAYS_EXIT_REASONS:
         added = await suppress_address(session, lead, reason, enrollment_id)
         if added and reason == "unsubscribed":
@@ -150,7 +153,7 @@ async def exit_for_engagement(
             suppression_reason=reason,
             repeated=not added,
         )
-    return await exit_for(session, lead, reason, actor)
+    return exited
 
 
 async def claim_exit_reason(

@@ -143,10 +143,18 @@ def upgrade() -> None:
     op.create_index(
         "ix_step_runs_message_id", "step_runs", ["message_id"], unique=False
     )
+    op.create_index(
+        "ix_leads_workspace_customer",
+        "leads",
+        ["workspace_id", "customer_id"],
+        unique=False,
+        postgresql_where=sa.text("customer_id IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_index("ix_leads_workspace_customer", table_name="leads")
     op.drop_index("ix_step_runs_message_id", table_name="step_runs")
     op.drop_column("sequences", "exit_rules")
     op.drop_constraint(
