@@ -305,6 +305,7 @@ class EngagementService:
             details=payload.metadata,
             enrollment_id=source.enrollment_id,
             step_run_id=source.step_run_id,
+            message_id=source.message_id,
         )
         session.add(engagement)
         await session.flush()

@@ -239,4 +239,7 @@ class Engagement(OutputModel):
     enrollment_id: EnrollmentId | None = Field(
         description="The enrollment whose email caused the engagement, when known."
     )
+    message_id: str | None = Field(
+        description="The Message-ID of that email, when the engagement named it."
+    )
     created_at: datetime

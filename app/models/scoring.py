@@ -69,4 +69,5 @@ class LeadEngagement(IdMixin, WorkspaceMixin, Base):
     step_run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("step_runs.id", ondelete="SET NULL")
     )
+    message_id: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

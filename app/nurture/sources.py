@@ -19,6 +19,7 @@ class EngagementSource:
 
     enrollment_id: uuid.UUID | None = None
     step_run_id: uuid.UUID | None = None
+    message_id: str | None = None
 
 
 def normalize_message_id(value: str) -> str:
@@ -70,7 +71,9 @@ async def engagement_source(
                 "message_not_found",
             )
         run, enrollment = found
-        source = EngagementSource(enrollment_id=enrollment.id, step_run_id=run.id)
+        source = EngagementSource(
+            enrollment_id=enrollment.id, step_run_id=run.id, message_id=run.message_id
+        )
     if enrollment_id is None:
         return source
 
@@ -94,7 +97,11 @@ async def engagement_source(
             "exists. Send an enrollment of the lead, or omit enrollment_id.",
             "enrollment_not_found",
         )
-    return EngagementSource(enrollment_id=enrollment_id, step_run_id=source.step_run_id)
+    return EngagementSource(
+        enrollment_id=enrollment_id,
+        step_run_id=source.step_run_id,
+        message_id=source.message_id,
+    )
 
 
 def _invalid(field: str, message: str, code: str) -> InvalidInput:

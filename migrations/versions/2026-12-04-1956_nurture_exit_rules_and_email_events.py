@@ -113,6 +113,10 @@ def upgrade() -> None:
     op.add_column(
         "lead_engagements", sa.Column("step_run_id", sa.Uuid(), nullable=True)
     )
+    op.add_column(
+        "lead_engagements",
+        sa.Column("message_id", sa.String(length=300), nullable=True),
+    )
     op.create_foreign_key(
         op.f("fk_lead_engagements_enrollment_id_enrollments"),
         "lead_engagements",
@@ -167,6 +171,7 @@ def downgrade() -> None:
         "lead_engagements",
         type_="foreignkey",
     )
+    op.drop_column("lead_engagements", "message_id")
     op.drop_column("lead_engagements", "step_run_id")
     op.drop_column("lead_engagements", "enrollment_id")
     op.drop_index(op.f("ix_email_events_workspace_id"), table_name="email_events")

@@ -275,6 +275,7 @@ class TestReceive:
         assert engagement.details == {"link": "https://acme.example"}
         assert ids.encode("engagement", engagement.id) == receipt["engagement_id"]
         assert engagement.enrollment_id == ids.decode("enrollment", enrollment["id"])
+        assert engagement.message_id == MESSAGE_ID
         assert await enrollment_state(client, auth, enrollment) == ("active", None)
 
     async def test_redelivery_is_noop(

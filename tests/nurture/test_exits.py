@@ -429,6 +429,7 @@ class TestEngagementSource:
 
         assert response.status_code == 201, response.text
         assert response.json()["enrollment_id"] == enrollment["id"]
+        assert response.json()["message_id"] == "<step-run.abc@acme.example>"
         stored = await session.scalar(
             select(LeadEngagement).where(
                 LeadEngagement.id == ids.decode("engagement", response.json()["id"])
