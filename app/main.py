@@ -32,6 +32,8 @@ from app.leads.imports_router import router as lead_imports_router
 from app.leads.router import router as leads_router
 from app.leads.scoring_router import router as scoring_router
 from app.meta import router as meta_router
+from app.nurture.email_events_router import events_router as email_events_router
+from app.nurture.email_events_router import secrets_router as email_secrets_router
 from app.nurture.enrolment_router import router as enrolment_router
 from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
@@ -119,6 +121,8 @@ def create_app(
         enrolment_router,
         offers_router,
         nurture_settings_router,
+        email_secrets_router,
+        email_events_router,
         customers_router,
         opportunities_router,
         billing_router,

@@ -28,6 +28,7 @@ from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
+from app.nurture.exits import exit_for_customer
 from app.nurture.offer_invoices import release_invoice, reprice_invoice
 from app.opportunities.service import opportunity_service
 
@@ -410,6 +411,14 @@ class InvoiceService:
             data=invoice_data(invoice, lines),
             actor=actor,
         )
+        if became_paid:
+            await exit_for_customer(
+                session,
+                invoice.workspace_id,
+                invoice.customer_id,
+                "invoice_paid",
+                actor,
+            )
         log.info(
             "invoice.paid" if became_paid else "invoice.payment_applied",
             invoice_id=str(invoice.id),

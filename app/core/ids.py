@@ -57,6 +57,7 @@ PREFIXES: dict[str, str] = {
     "holiday_calendar": "hcal",
     "offer": "ofr",
     "offer_code": "ofc",
+    "email_event": "emev",
 }
 
 

@@ -28,6 +28,7 @@ from app.leads.schemas import ConversionCustomer, ConversionOpportunity, LeadCon
 from app.leads.service import lead_data, lead_service
 from app.models import Contact, Customer, Lead, Opportunity
 from app.models.lead import OPEN_LEAD_STATUSES
+from app.nurture.exits import exit_for
 from app.opportunities.schemas import OpportunityCreate
 from app.opportunities.service import opportunity_service
 
@@ -101,6 +102,8 @@ async def convert_lead(
             ),
         )
 
+    # Before the opportunity, so a sequence that exits on both records converted.
+    await exit_for(session, lead, "converted", principal.actor)
     opportunity = None
     if payload.create_opportunity:
         overrides = payload.opportunity or ConversionOpportunity()

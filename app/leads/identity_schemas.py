@@ -77,5 +77,6 @@ class LeadExport(OutputModel):
     exported_at: datetime
     data: dict[str, Any] = Field(
         description="Every stored datum about the lead, by section: lead, events, "
-        "enrollments with their step runs, touches, consents, engagements and activities."
+        "enrollments with their step runs, touches, consents, engagements, activities "
+        "and email events."
     )

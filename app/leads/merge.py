@@ -31,6 +31,7 @@ from app.leads.survivorship import (
     lead_values,
 )
 from app.models import Lead
+from app.nurture.email_event_lifecycle import move_email_events
 from app.nurture.moving import move_enrollments
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,7 @@ MOVERS: tuple[Mover, ...] = (
     move_touches,
     move_engagements,
     move_activities,
+    move_email_events,
 )
 
 UNMERGEABLE_STATUSES = frozenset({"converted", "merged"})

@@ -31,6 +31,7 @@ from app.leads.scoring_lifecycle import erase_engagements, export_engagements
 from app.leads.serialize import lead_data
 from app.leads.service import lead_service
 from app.models import Enrollment, Event, Lead, StepRun
+from app.nurture.email_event_lifecycle import erase_email_events, export_email_events
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,12 @@ TOMBSTONE_DOMAIN = "erased.invalid"
 # Rows of other tables that hold personal data about a lead: a table that stores some
 # adds one function that removes it.
 Eraser = Callable[[AsyncSession, Lead], Awaitable[None]]
-ERASERS: tuple[Eraser, ...] = (erase_touches, erase_activities, erase_engagements)
+ERASERS: tuple[Eraser, ...] = (
+    erase_touches,
+    erase_activities,
+    erase_engagements,
+    erase_email_events,
+)
 
 
 def tombstone_email(lead_id: uuid.UUID) -> str:
@@ -195,6 +201,7 @@ EXPORTERS: tuple[tuple[str, Exporter], ...] = (
     ("consents", export_consents),
     ("engagements", export_engagements),
     ("activities", export_activities),
+    ("email_events", export_email_events),
 )
 
 

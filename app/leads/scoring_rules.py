@@ -37,7 +37,9 @@ from app.leads.scoring_schemas import (
 from app.leads.scoring_schemas import ScoringRule as ScoringRuleSchema
 from app.leads.scoring_schemas import ScoringSettings as ScoringSettingsSchema
 from app.leads.service import lead_service
-from app.models import LeadEngagement, ScoringRule, Workspace
+from app.models import Lead, LeadEngagement, ScoringRule, Workspace
+from app.nurture.exits import exit_for_engagement
+from app.nurture.sources import engagement_source
 
 log = structlog.get_logger(__name__)
 
@@ -267,10 +269,20 @@ class EngagementService:
         lead_id: uuid.UUID,
         payload: EngagementCreate,
     ) -> LeadEngagement:
-        """Record one engagement of a lead and rescore the lead."""
+        """Record one engagement of a lead, rescore the lead and apply exit rules."""
         lead = await lead_service.get(
             session, principal.workspace_id, lead_id, for_update=True
         )
+        return await self.record_for_lead(session, lead, payload, principal.actor)
+
+    async def record_for_lead(
+        self,
+        session: AsyncSession,
+        lead: Lead,
+        payload: EngagementCreate,
+        actor: str | None,
+    ) -> LeadEngagement:
+        """Record an engagement of a lead whose row the caller holds locked."""
         if lead.erased_at is not None:
             raise erased_error(ids.encode("lead", lead.id), "engagements")
         now = utcnow()
@@ -280,6 +292,9 @@ class EngagementService:
                 "occurred_at is in the future. Send the time the engagement happened.",
                 errors=[FieldError("occurred_at", "is in the future", "in_future")],
             )
+        source = await engagement_source(
+            session, lead, payload.enrollment_id, payload.message_id
+        )
 
         engagement = LeadEngagement(
             id=ids.new_uuid(),
@@ -288,6 +303,9 @@ class EngagementService:
             type=payload.type,
             occurred_at=occurred_at,
             details=payload.metadata,
+            enrollment_id=source.enrollment_id,
+            step_run_id=source.step_run_id,
+            message_id=source.message_id,
         )
         session.add(engagement)
         await session.flush()
@@ -299,10 +317,13 @@ class EngagementService:
             object_type="engagement",
             object_id=engagement.id,
             data=EngagementSchema.model_validate(engagement).model_dump(mode="json"),
-            actor=principal.actor,
+            actor=actor,
         )
 
-        await lead_scoring.score_lead(session, lead, principal.actor)
+        await lead_scoring.score_lead(session, lead, actor)
+        await exit_for_engagement(
+            session, lead, engagement.type, engagement.enrollment_id, actor
+        )
         log.info(
             "engagement.created",
             engagement_id=str(engagement.id),

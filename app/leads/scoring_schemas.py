@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 
 from app.core.schemas import (
     EngagementId,
+    EnrollmentId,
     InputModel,
     LeadId,
     OutputModel,
@@ -24,6 +25,8 @@ EngagementType = Literal[
     "webinar_attended",
     "meeting_booked",
     "page_visited",
+    "email_bounced",
+    "unsubscribed",
 ]
 RuleKind = Literal["field", "engagement"]
 Operator = Literal["equals", "not_equals", "in", "contains", "exists", "gt", "lt"]
@@ -209,6 +212,15 @@ class EngagementCreate(InputModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Kept as given, up to 50 keys."
     )
+    enrollment_id: EnrollmentId | None = Field(
+        default=None,
+        description="The lead's enrollment whose email caused the engagement.",
+    )
+    message_id: Annotated[str, Field(min_length=1, max_length=300)] | None = Field(
+        default=None,
+        description="The Message-ID header of the nurture email that caused the "
+        "engagement, with or without angle brackets.",
+    )
 
     @model_validator(mode="after")
     def _check_metadata(self) -> Self:
@@ -224,4 +236,10 @@ class Engagement(OutputModel):
     type: EngagementType
     occurred_at: datetime
     metadata: dict[str, Any] = Field(validation_alias="details")
+    enrollment_id: EnrollmentId | None = Field(
+        description="The enrollment whose email caused the engagement, when known."
+    )
+    message_id: str | None = Field(
+        description="The Message-ID of that email, when the engagement named it."
+    )
     created_at: datetime

@@ -300,6 +300,10 @@ class LeadService:
             )
         await lead_scoring.score_lead(session, lead, principal.actor)
         if lead.status != previous_status:
+            # Imported here because app.nurture imports this module.
+            from app.nurture.exits import exit_for_status
+
+            await exit_for_status(session, lead, principal.actor)
             log.info(
                 "lead.status_changed",
                 lead_id=str(lead.id),

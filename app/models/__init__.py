@@ -24,6 +24,8 @@ from app.models.holiday_calendar import HolidayCalendar
 from app.models.lead import Lead
 from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
 from app.models.nurture import (
+    EmailEvent,
+    EmailEventSecret,
     EmailSuppression,
     Enrollment,
     NurtureSettings,
@@ -63,6 +65,8 @@ __all__ = [
     "Contact",
     "CustomFieldDefinition",
     "Customer",
+    "EmailEvent",
+    "EmailEventSecret",
     "EmailSuppression",
     "Enrollment",
     "EnrollmentJob",

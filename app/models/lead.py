@@ -64,6 +64,14 @@ class Lead(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         Index("ix_leads_workspace_phone", "workspace_id", "phone_normalized"),
         Index("ix_leads_workspace_company_domain", "workspace_id", "company_domain"),
         Index("ix_leads_workspace_owner", "workspace_id", "owner_id"),
+        # The leads converted into a customer, whose enrollments its invoices and
+        # opportunities can exit.
+        Index(
+            "ix_leads_workspace_customer",
+            "workspace_id",
+            "customer_id",
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
         *LISTING_INDEXES,
     )
 

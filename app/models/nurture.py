@@ -19,6 +19,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
 
+EXIT_RULES_DEFAULT = (
+    '\'["replied", "converted", "opportunity_created", "unsubscribed", '
+    '"bounced", "disqualified", "invoice_paid"]\'::jsonb'
+)
+
 
 class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     """An ordered list of timed steps that nurture an enrolled lead."""
@@ -45,6 +50,10 @@ class Sequence(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     reply_to: Mapped[str | None] = mapped_column(String(320))
     # Signs the requests of the sequence's webhook steps; made on the first such send.
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    # The automatic exit reasons this sequence honours (app.nurture.exits).
+    exit_rules: Mapped[list[str]] = mapped_column(
+        JSONB, server_default=text(EXIT_RULES_DEFAULT)
+    )
 
 
 class SequenceStep(IdMixin, WorkspaceMixin, TimestampMixin, Base):
@@ -140,7 +149,10 @@ class StepRun(IdMixin, WorkspaceMixin, Base):
     """
 
     __tablename__ = "step_runs"
-    __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id"),
+        Index("ix_step_runs_message_id", "message_id"),
+    )
 
     enrollment_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("enrollments.id", ondelete="CASCADE")
@@ -196,3 +208,46 @@ class NurtureSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), onupdate=func.now()
     )
+
+
+class EmailEventSecret(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """The Standard Webhooks secret that signs a workspace's email-service events.
+
+    NOTE: the secrets are stored in plaintext, as webhook endpoint secrets are,
+    because verifying an HMAC needs the key itself.
+    """
+
+    __tablename__ = "email_event_secrets"
+    __table_args__ = (UniqueConstraint("workspace_id"),)
+
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_expires_at: Mapped[datetime | None]
+
+
+class EmailEvent(IdMixin, WorkspaceMixin, Base):
+    """An event an email service posted, stored once per provider event id.
+
+    ``status`` is ``recorded`` when it added a lead engagement, ``unmatched`` when
+    no step run or lead has its Message-ID or address, and ``ignored`` when it needs
+    no engagement (a soft bounce).
+    """
+
+    __tablename__ = "email_events"
+    __table_args__ = (UniqueConstraint("workspace_id", "provider", "event_id"),)
+
+    provider: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    details: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL")
+    )
+    engagement_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("lead_engagements.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -62,4 +62,12 @@ class LeadEngagement(IdMixin, WorkspaceMixin, Base):
     occurred_at: Mapped[datetime]
     # "metadata" is reserved by SQLAlchemy's declarative base.
     details: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # The enrollment and step run whose email caused the engagement, when known.
+    enrollment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL")
+    )
+    step_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("step_runs.id", ondelete="SET NULL")
+    )
+    message_id: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -40,13 +40,12 @@ from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.leads.service import lead_service
 from app.models import Enrollment, Lead, SequenceStep, StepRun
-from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture import conditions, executors, frequency, schedule, unsubscribe
+from app.nurture import conditions, executors, exits, frequency, schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.context import Sender, recipient_for, sender_for
 from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
 from app.nurture.mailer import Mailer, MailError
-from app.nurture.offers import issue_for_step
+from app.nurture.offer_steps import issue_for_step
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.service import (
     change_status,
@@ -123,14 +122,6 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
 
 
-def _exit_reason(lead: Lead) -> str | None:
-    if lead.status == "converted":
-        return "converted"
-    if lead.status not in OPEN_LEAD_STATUSES:
-        return "lead_closed"
-    return None
-
-
 class StepRunner:
     async def run(
         self,
@@ -181,11 +172,7 @@ class StepRunner:
         lead = await lead_service.get(
             session, enrollment.workspace_id, enrollment.lead_id
         )
-        reason = _exit_reason(lead)
-        if reason is None and await repository.is_suppressed(
-            lead.workspace_id, lead.email_normalized
-        ):
-            reason = "unsubscribed"
+        reason = await exits.claim_exit_reason(session, enrollment, lead)
         if reason is not None:
             await exit_enrollment(session, enrollment, reason, actor=None)
             return "exited"

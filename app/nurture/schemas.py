@@ -26,6 +26,7 @@ from app.models import StepRun as StepRunRow
 from app.nurture.conditions import Condition, StepCondition
 from app.nurture.reenrollment import DEFAULT_POLICY, ReenrollmentPolicy
 from app.nurture.schedule_schemas import SendWindow, SendWindowSpec, StepDelay
+from app.nurture.states import EXIT_RULE_REASONS
 from app.nurture.step_kinds import (
     SenderAddress,
     TaskBody,
@@ -49,6 +50,17 @@ ExitReason = Literal[
     "manual",
     "lead_closed",
     "merged",
+    "disqualified",
+    "invoice_paid",
+]
+ExitRule = Literal[
+    "replied",
+    "converted",
+    "opportunity_created",
+    "unsubscribed",
+    "bounced",
+    "disqualified",
+    "invoice_paid",
 ]
 StepRunStatus = Literal["running", "sent", "completed", "skipped", "failed"]
 
@@ -186,6 +198,14 @@ StepList = Annotated[
 ]
 
 
+EXIT_RULES_DESCRIPTION = (
+    "The events that exit a lead's running enrollment in this sequence automatically; "
+    "all of them when omitted. A manual exit is always possible. unsubscribed and "
+    "bounced exit the lead from every sequence even when not listed, because the "
+    "address must get no more mail."
+)
+
+
 class SequenceCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     mail_from: SenderAddress | None = Field(
@@ -210,6 +230,11 @@ class SequenceCreate(InputModel):
         description="Dates on which no step runs and that business_days skip.",
     )
     steps: StepList
+    exit_rules: list[ExitRule] | None = Field(
+        default=None,
+        max_length=len(EXIT_RULE_REASONS),
+        description=EXIT_RULES_DESCRIPTION,
+    )
     reenrollment_policy: ReenrollmentPolicy = Field(
         default=DEFAULT_POLICY,
         description="Whether a lead may enroll again once no enrollment of it is "
@@ -228,6 +253,11 @@ class SequenceUpdate(InputModel):
     send_window: SendWindowSpec | None = None
     holiday_calendar_id: HolidayCalendarId | None = None
     reenrollment_policy: ReenrollmentPolicy | None = None
+    exit_rules: list[ExitRule] | None = Field(
+        default=None,
+        max_length=len(EXIT_RULE_REASONS),
+        description=EXIT_RULES_DESCRIPTION,
+    )
     steps: StepList | None = Field(
         default=None,
         description="The complete new list of steps. Running enrollments finish the "
@@ -298,6 +328,7 @@ class Sequence(OutputModel):
     latest_version: int = Field(
         description="The version new enrollments start on; steps lists its steps."
     )
+    exit_rules: list[ExitRule] = Field(description=EXIT_RULES_DESCRIPTION)
     steps: list[SequenceStep]
     version: int
     created_at: datetime
@@ -318,6 +349,7 @@ class Sequence(OutputModel):
             holiday_calendar_id=sequence.holiday_calendar_id,
             reenrollment_policy=sequence.reenrollment_policy,
             latest_version=sequence.latest_version,
+            exit_rules=sequence.exit_rules,
             steps=[SequenceStep.from_row(step) for step in steps],
             version=sequence.version,
             created_at=sequence.created_at,

@@ -30,7 +30,7 @@ from app.nurture.errors import (
 )
 from app.nurture.holidays import holiday_calendar_service
 from app.nurture.jobs import defer_step
-from app.nurture.offers import check_step_offers
+from app.nurture.offer_steps import check_step_offers
 from app.nurture.reenrollment import check_reenrollment
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
 from app.nurture.resume import prepare_retry
@@ -86,6 +86,7 @@ class SequenceService:
             latest_version=1,
             mail_from=payload.mail_from,
             reply_to=payload.reply_to,
+            exit_rules=states.exit_rules(payload.exit_rules),
         )
         session.add(sequence)
         await session.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "active": ("paused", "completed", "exited", "failed"),
     # A step already being sent when the enrollment was paused still finishes, so a
@@ -28,7 +30,31 @@ EXIT_REASONS = (
     "manual",
     "lead_closed",
     "merged",
+    "disqualified",
+    "invoice_paid",
 )
+# The exit reasons a sequence's exit_rules may list. "manual" is always allowed, and
+# the rest are set by the system rather than by a rule.
+EXIT_RULE_REASONS = (
+    "replied",
+    "converted",
+    "opportunity_created",
+    "unsubscribed",
+    "bounced",
+    "disqualified",
+    "invoice_paid",
+)
+# An unsubscribed or bounced address must get no more mail, so these exit the lead
+# from every sequence whatever its exit_rules list.
+ALWAYS_EXIT_REASONS = frozenset({"unsubscribed", "bounced"})
+
+
+def exit_rules(requested: Iterable[str] | None) -> list[str]:
+    """Return the exit rules to store: all when none were given, else deduplicated."""
+    if requested is None:
+        return list(EXIT_RULE_REASONS)
+    chosen = set(requested)
+    return [reason for reason in EXIT_RULE_REASONS if reason in chosen]
 
 
 def requestable(status: str) -> list[str]:

@@ -18,14 +18,14 @@ from app.core.auth import Principal
 from app.core.concurrency import check_if_match
 from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
-from app.nurture import merge
+from app.nurture import merge, states
 from app.nurture.errors import (
     EnrollmentNotRunning,
     SequenceNotFound,
     SequenceVersionNotFound,
 )
 from app.nurture.holidays import holiday_calendar_service
-from app.nurture.offers import check_step_offers
+from app.nurture.offer_steps import check_step_offers
 from app.nurture.repository import SequenceRepository
 from app.nurture.schedule_schemas import SendWindowSpec
 from app.nurture.schemas import Enrollment as EnrollmentSchema
@@ -39,7 +39,7 @@ from app.nurture.step_rows import step_rows
 log = structlog.get_logger(__name__)
 
 # Fields that PATCH may set but not to null, because a sequence always has them.
-_REQUIRED = ("name", "steps", "reenrollment_policy")
+_REQUIRED = ("name", "steps", "reenrollment_policy", "exit_rules")
 
 
 async def update_sequence(
@@ -111,6 +111,8 @@ async def update_sequence(
         sequence.holiday_calendar_id = payload.holiday_calendar_id
     if payload.reenrollment_policy is not None:
         sequence.reenrollment_policy = payload.reenrollment_policy
+    if payload.exit_rules is not None:
+        sequence.exit_rules = states.exit_rules(payload.exit_rules)
     if payload.steps is not None:
         sequence.latest_version += 1
         session.add_all(step_rows(sequence, sequence.latest_version, payload.steps))

@@ -17,6 +17,7 @@ from app.core.events import emit
 from app.customers.errors import ContactNotFound, CustomerNotFound
 from app.customers.service import contact_service, customer_service
 from app.models import Customer, Opportunity, Stage, StageTransition
+from app.nurture.exits import exit_for_customer, exit_lead
 from app.opportunities import states
 from app.opportunities.errors import InvalidOpportunityTransition, OpportunityNotFound
 from app.opportunities.pipelines import is_open, pipeline_service
@@ -114,6 +115,20 @@ class OpportunityService:
             data=opportunity_data(opportunity),
             actor=principal.actor,
         )
+        # An opportunity names its lead only when a conversion creates it. A later
+        # one for the customer is an opportunity for each lead converted into it.
+        if lead_id is not None:
+            await exit_lead(
+                session, workspace_id, lead_id, "opportunity_created", principal.actor
+            )
+        else:
+            await exit_for_customer(
+                session,
+                workspace_id,
+                customer.id,
+                "opportunity_created",
+                principal.actor,
+            )
         log.info(
             "opportunity.created",
             opportunity_id=str(opportunity.id),

@@ -24,6 +24,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("lead.created", "lead", "A lead was captured or created."),
     EventType("lead.updated", "lead", "A lead's fields or status changed."),
     EventType(
+        "lead.unsubscribed",
+        "lead",
+        "A lead's address unsubscribed from marketing email.",
+    ),
+    EventType(
         "lead.converted",
         "lead",
         "A lead was converted into a customer, contact and opportunity.",
@@ -139,6 +144,16 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment.exited",
         "enrollment",
         "An enrolment stopped early; exit_reason says why.",
+    ),
+    EventType(
+        "email_event.received",
+        "email_event",
+        "An email service reported an event; status says whether it was recorded.",
+    ),
+    EventType(
+        "email_event_secret.rotated",
+        "email_event_secret",
+        "The secret that signs email-service events was created or replaced.",
     ),
     EventType("enrollment.paused", "enrollment", "An enrolment was paused."),
     EventType(

@@ -54,3 +54,23 @@ def webhook_headers(
             signing_secrets, message_id, timestamp, body
         ),
     }
+
+
+def verify(
+    signing_secrets: Sequence[str],
+    message_id: str,
+    timestamp: int,
+    header: str,
+    body: bytes,
+) -> bool:
+    """Return whether any ``v1`` signature in the header matches one of the secrets.
+
+    The caller checks the timestamp's age against its own tolerance.
+    """
+    offered = [value for value in header.split() if value.startswith("v1,")]
+    for secret in signing_secrets:
+        expected = sign(secret, message_id, timestamp, body).encode()
+        for value in offered:
+            if hmac.compare_digest(expected, value.encode()):
+                return True
+    return False

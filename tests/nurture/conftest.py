@@ -31,6 +31,9 @@ from app.settings import Settings
 from tests.conftest import TestDatabase
 
 JsonObject = dict[str, Any]
+# A held send is released by its test well before this; the bound only keeps a
+# failing test from hanging the server thread.
+HOLD_TIMEOUT_SECONDS = 30.0
 
 
 class RecordingHandler:
@@ -41,6 +44,11 @@ class RecordingHandler:
         self.refused: dict[str, str] = {}
         self.delay_seconds = 0.0
         self.lock = threading.Lock()
+        # data_started is set when a DATA command arrives. When a test assigns an
+        # event to hold, the reply waits until the test sets it, so the send stays
+        # in flight meanwhile.
+        self.data_started = threading.Event()
+        self.hold: threading.Event | None = None
 
     async def handle_RCPT(
         self,
@@ -58,6 +66,9 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # Runs on the controller's own event loop thread, so sleeping here slows the
         # reply without blocking the test.
+        self.data_started.set()
+        if self.hold is not None:
+            await asyncio.to_thread(self.hold.wait, HOLD_TIMEOUT_SECONDS)
         await asyncio.sleep(self.delay_seconds)
         with self.lock:
             self.envelopes.append(envelope)

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.models import Event, Offer, OfferCode
 from app.nurture.offer_invoices import split_by_rate
+from app.nurture.offer_steps import CODE_ALPHABET, new_code
 from app.nurture.offer_views import format_discount
-from app.nurture.offers import CODE_ALPHABET, new_code
 from app.settings import Settings
 from tests.nurture.conftest import (
     JsonObject,

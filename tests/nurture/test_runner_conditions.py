@@ -175,7 +175,11 @@ class TestSkippedStep:
                 "body_text": "Hi",
                 "condition": {"field": "tags", "operator": "contains", "value": "vip"},
             },
-            {"delay": {"amount": 1, "unit": "hours"}, "subject": "Everyone", "body_text": "Hi"},
+            {
+                "delay": {"amount": 1, "unit": "hours"},
+                "subject": "Everyone",
+                "body_text": "Hi",
+            },
         ]
         enrollment = await start(client, auth, steps=steps)
 
