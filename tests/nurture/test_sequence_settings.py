@@ -1,0 +1,204 @@
+"""Sequence settings changed by PATCH, and archived sequences in bulk enrolment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Enrollment
+from tests.nurture.conftest import JsonObject, create_lead, create_sequence
+from tests.nurture.test_enrolment_jobs import fetch_job, job_uuid, start_job
+from tests.nurture.test_offers import create_offer, offer_step
+from tests.nurture.test_schedule_api import create_calendar
+from workers.tasks import run_enrollment_job
+
+WINDOW: JsonObject = {"weekdays": ["mon", "tue"], "start": "09:00", "end": "12:00"}
+
+
+async def patch(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    sequence: JsonObject,
+    body: JsonObject,
+) -> httpx.Response:
+    return await client.patch(
+        f"/v1/sequences/{sequence['id']}", json=body, headers=auth
+    )
+
+
+async def count_enrollments(session: AsyncSession) -> int:
+    found = await session.scalar(select(func.count()).select_from(Enrollment))
+    return int(found or 0)
+
+
+class TestPatchSettings:
+    async def test_schedule_and_policies(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        calendar = await create_calendar(client, auth, ["2026-12-25"])
+
+        response = await patch(
+            client,
+            auth,
+            sequence,
+            {
+                "timezone": "Europe/Berlin",
+                "send_window": WINDOW,
+                "holiday_calendar_id": calendar["id"],
+                "reenrollment_policy": "never",
+                "exit_rules": ["replied", "bounced"],
+            },
+        )
+
+        assert response.status_code == 200, response.text
+        changed = response.json()
+        assert changed["timezone"] == "Europe/Berlin"
+        assert changed["send_window"] == WINDOW
+        assert changed["holiday_calendar_id"] == calendar["id"]
+        assert changed["reenrollment_policy"] == "never"
+        assert changed["exit_rules"] == ["replied", "bounced"]
+        assert changed["latest_version"] == 1
+        fetched = await client.get(f"/v1/sequences/{sequence['id']}", headers=auth)
+        assert fetched.json()["exit_rules"] == ["replied", "bounced"]
+
+    async def test_clears_schedule(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await patch(
+            client, auth, sequence, {"timezone": "Asia/Tokyo", "send_window": WINDOW}
+        )
+
+        response = await patch(
+            client, auth, sequence, {"timezone": None, "send_window": None}
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["timezone"] is None
+        assert response.json()["send_window"] is None
+
+    async def test_unknown_timezone(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+
+        response = await patch(client, auth, sequence, {"timezone": "Mars/Olympus"})
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "timezone"
+
+    async def test_unknown_calendar(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        calendar = await create_calendar(client, auth, ["2026-12-25"])
+        await client.delete(f"/v1/holiday-calendars/{calendar['id']}", headers=auth)
+
+        response = await patch(
+            client, auth, sequence, {"holiday_calendar_id": calendar["id"]}
+        )
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "holiday_calendar_id"
+
+    async def test_null_policy_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+
+        for field in ("reenrollment_policy", "exit_rules"):
+            response = await patch(client, auth, sequence, {field: None})
+
+            assert response.status_code == 422, field
+            [error] = response.json()["errors"]
+            assert error["field"] == field
+            assert error["code"] == "null_not_allowed"
+
+    async def test_unknown_exit_rule(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+
+        response = await patch(client, auth, sequence, {"exit_rules": ["manual"]})
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "exit_rules.0"
+
+    async def test_steps_with_archived_offer(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        offer = await create_offer(client, auth)
+        archived = await client.post(f"/v1/offers/{offer['id']}/archive", headers=auth)
+        assert archived.status_code == 200, archived.text
+
+        response = await patch(
+            client, auth, sequence, {"steps": [offer_step(offer["id"])]}
+        )
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "steps.0.offer_id"
+        assert error["code"] == "offer_not_active"
+        fetched = await client.get(f"/v1/sequences/{sequence['id']}", headers=auth)
+        assert fetched.json()["latest_version"] == 1
+
+
+class TestArchivedBulkEnrolment:
+    async def test_batch_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollments/batch",
+            json={"lead_ids": [lead["id"]]},
+            headers=auth,
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "sequence_archived"
+        assert await count_enrollments(session) == 0
+
+    async def test_job_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollment-jobs",
+            json={"filter": {}},
+            headers=auth,
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "sequence_archived"
+
+    async def test_job_stops_when_archived(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await create_lead(client, auth)
+        job = await start_job(client, auth, sequence, {})
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        outcome = await run_enrollment_job(job_context, str(job_uuid(job)))
+
+        assert outcome == "failed"
+        done = await fetch_job(client, auth, job)
+        assert done["status"] == "failed"
+        assert await count_enrollments(session) == 0
