@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.core import ids
 from app.core.auth import Principal, require
@@ -13,6 +14,7 @@ from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import LeadId, SequenceId
 from app.nurture import preview, versions
+from app.nurture import unsubscribe_page as unsubscribe_page_html
 from app.nurture.schemas import (
     Enrollment,
     EnrollmentCreate,
@@ -403,27 +405,28 @@ async def move_enrollment_version(
     return enrollment
 
 
-async def _unsubscribe(request: Request, token: str) -> Unsubscribed:
-    settings = request.app.state.settings
-    return await enrollment_service.unsubscribe(
-        request.state.session, settings.signing_secret.get_secret_value(), token
-    )
-
-
 @router.get(
     "/unsubscribe/{token}",
     tags=["unsubscribe"],
     operation_id="unsubscribe_link",
-    summary="Unsubscribe by link",
-    response_model=Unsubscribed,
-    responses=problem_responses(404),
+    summary="Show the unsubscribe page",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "The unsubscribe page."},
+        **problem_responses(404),
+    },
     openapi_extra={"security": []},
 )
-async def unsubscribe_by_link(request: Request, token: Token) -> Unsubscribed:
-    """Unsubscribe the lead of a signed link from email, without an API key."""
-    # NOTE: a mail scanner that fetches every link in a message unsubscribes the lead
-    # too. Asking for confirmation first would need a page, which this API lacks.
-    return await _unsubscribe(request, token)
+async def unsubscribe_page(request: Request, token: Token) -> HTMLResponse:
+    """Show the page of a signed link, whose button unsubscribes; opening it does not."""
+    settings = request.app.state.settings
+    lead, suppressed = await enrollment_service.unsubscribe_state(
+        request.state.session, settings.signing_secret.get_secret_value(), token
+    )
+    html = unsubscribe_page_html.confirm_page(
+        lead.email, request.url.path, already=suppressed
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.post(
@@ -432,9 +435,25 @@ async def unsubscribe_by_link(request: Request, token: Token) -> Unsubscribed:
     operation_id="unsubscribe_one_click",
     summary="Unsubscribe with one click",
     response_model=Unsubscribed,
-    responses=problem_responses(404),
+    responses={
+        200: {
+            "content": {"text/html": {}},
+            "description": "The result as JSON, or as a page for a browser.",
+        },
+        **problem_responses(404),
+    },
     openapi_extra={"security": []},
 )
-async def unsubscribe_one_click(request: Request, token: Token) -> Unsubscribed:
-    """Unsubscribe as RFC 8058 one-click mail clients do, ignoring the body."""
-    return await _unsubscribe(request, token)
+async def unsubscribe_one_click(request: Request, token: Token) -> Response:
+    """Unsubscribe as RFC 8058 one-click mail clients and the page's button do."""
+    settings = request.app.state.settings
+    result, lead = await enrollment_service.unsubscribe(
+        request.state.session, settings.signing_secret.get_secret_value(), token
+    )
+    # A browser submitting the page's form asks for HTML; mail clients do not.
+    if "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(
+            unsubscribe_page_html.done_page(lead.email),
+            headers={"Cache-Control": "no-store"},
+        )
+    return JSONResponse(result.model_dump(mode="json"))

@@ -178,6 +178,7 @@ class StepRunner:
             return "exited"
 
         lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
+        sender = await sender_for(session, enrollment.sequence_id, settings)
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
         if run is None:
             settled = await self._settle_in_claim(session, enrollment, step, lead, now)
@@ -196,7 +197,7 @@ class StepRunner:
                 message_id=(
                     str(run_id)
                     if step.kind == "webhook"
-                    else message_id_for(run_id, settings.mail_from)
+                    else message_id_for(run_id, sender.mail_from)
                 ),
             )
             if not await repository.insert_step_run(run):
@@ -258,11 +259,11 @@ class StepRunner:
             position=step.position,
             attempt=run.attempts,
             claimed_until=lease_until,
-            message_id=run.message_id or message_id_for(run.id, settings.mail_from),
+            message_id=run.message_id or message_id_for(run.id, sender.mail_from),
             subject=step.subject or "",
             body_text=step.body_text or "",
             recipient=await recipient_for(session, lead),
-            sender=await sender_for(session, enrollment.sequence_id, settings),
+            sender=sender,
             offer_values=offer_values,
             kind=step.kind,
             webhook=webhook,

@@ -23,6 +23,7 @@ from app.nurture.errors import (
     EnrollmentExists,
     EnrollmentNotFound,
     InvalidEnrollmentTransition,
+    InvalidUnsubscribeToken,
     LeadNotEnrollable,
     LeadUnsubscribed,
     SequenceArchived,
@@ -443,11 +444,22 @@ class EnrollmentService:
         check_if_match(if_match, enrollment.version)
         return enrollment
 
+    async def unsubscribe_state(
+        self, session: AsyncSession, secret: str, token_text: str
+    ) -> tuple[Lead, bool]:
+        """Return the lead of a signed link and whether its address is suppressed."""
+        token = _verified_token(secret, token_text)
+        lead = await lead_service.get(session, token.workspace_id, token.lead_id)
+        suppressed = await EnrollmentRepository.from_session(session).is_suppressed(
+            lead.workspace_id, lead.email_normalized
+        )
+        return lead, suppressed
+
     async def unsubscribe(
         self, session: AsyncSession, secret: str, token_text: str
-    ) -> Unsubscribed:
+    ) -> tuple[Unsubscribed, Lead]:
         """Suppress the address of a signed link and exit the lead's enrollments."""
-        token = tokens.verify(secret, token_text)
+        token = _verified_token(secret, token_text)
         lead = await lead_service.get(
             session, token.workspace_id, token.lead_id, for_update=True
         )
@@ -476,7 +488,20 @@ class EnrollmentService:
             exited=len(exited),
             repeated=not added,
         )
-        return Unsubscribed(lead_id=lead.id, exited_enrollment_ids=exited)
+        return Unsubscribed(lead_id=lead.id, exited_enrollment_ids=exited), lead
+
+
+def _verified_token(secret: str, token_text: str) -> tokens.UnsubscribeToken:
+    """Verify a link's token, rejecting the one a preview renders."""
+    token = tokens.verify(secret, token_text)
+    # A preview signs its link with the nil UUID as the enrollment, so that opening
+    # a previewed email cannot unsubscribe the lead.
+    if token.enrollment_id == uuid.UUID(int=0):
+        raise InvalidUnsubscribeToken(
+            "This unsubscribe link comes from a preview, so it unsubscribes no one. "
+            "Use the link of an email that was sent."
+        )
+    return token
 
 
 def _actor(lead: Lead) -> str:

@@ -9,11 +9,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Enrollment
-from tests.nurture.conftest import JsonObject, create_lead, create_sequence
+from tests.nurture.conftest import (
+    JsonObject,
+    SmtpServer,
+    create_lead,
+    create_sequence,
+    enroll,
+)
 from tests.nurture.test_enrolment_jobs import fetch_job, job_uuid, start_job
 from tests.nurture.test_offers import create_offer, offer_step
+from tests.nurture.test_runner import enrollment_uuid
 from tests.nurture.test_schedule_api import create_calendar
-from workers.tasks import run_enrollment_job
+from workers.tasks import run_enrollment_job, run_enrollment_step
 
 WINDOW: JsonObject = {"weekdays": ["mon", "tue"], "start": "09:00", "end": "12:00"}
 
@@ -202,3 +209,24 @@ class TestArchivedBulkEnrolment:
         done = await fetch_job(client, auth, job)
         assert done["status"] == "failed"
         assert await count_enrollments(session) == 0
+
+
+class TestSenderDomain:
+    async def test_message_id_on_sequence_domain(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await patch(client, auth, sequence, {"mail_from": "Acme <sales@acme.example>"})
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "completed"
+        [message] = smtp_server.messages
+        assert message["From"] == "Acme <sales@acme.example>"
+        assert message["Message-ID"].endswith("@acme.example>")

@@ -112,7 +112,7 @@ class TestUnsubscribeLink:
         link = smtp_server.messages[0]["List-Unsubscribe"].strip("<>")
         path = link.removeprefix("https://api.acme.example")
 
-        response = await client.get(path)
+        response = await client.post(path)
 
         assert response.status_code == 200, response.text
         body = response.json()
@@ -194,7 +194,7 @@ class TestUnsubscribeLink:
         tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
 
         response = await client.get(f"/v1/unsubscribe/{tampered}")
-        forged = await client.get(
+        forged = await client.post(
             f"/v1/unsubscribe/{token_for(enrollment, workspace_id, 'guessed')}"
         )
 
@@ -216,3 +216,91 @@ class TestUnsubscribeLink:
 
         assert response.status_code == 404
         assert response.json()["code"] == "invalid_unsubscribe_token"
+
+
+class TestUnsubscribePage:
+    async def test_opening_changes_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        settings: Settings,
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+        workspace_id = (await session.scalars(select(Event.workspace_id))).first()
+        token = token_for(
+            enrollment, workspace_id, settings.signing_secret.get_secret_value()
+        )
+
+        response = await client.get(f"/v1/unsubscribe/{token}")
+
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["cache-control"] == "no-store"
+        assert 'method="post"' in response.text
+        assert f'action="/v1/unsubscribe/{token}"' in response.text
+        assert "a***@example.com" in response.text
+        assert "ada@example.com" not in response.text
+        after = (
+            await client.get(f"/v1/enrollments/{enrollment['id']}", headers=auth)
+        ).json()
+        assert after["status"] == "active"
+        assert (await session.scalars(select(EmailSuppression))).all() == []
+
+    async def test_button_shows_done_page(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        settings: Settings,
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+        workspace_id = (await session.scalars(select(Event.workspace_id))).first()
+        token = token_for(
+            enrollment, workspace_id, settings.signing_secret.get_secret_value()
+        )
+
+        response = await client.post(
+            f"/v1/unsubscribe/{token}",
+            content="List-Unsubscribe=One-Click",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "text/html,application/xhtml+xml",
+            },
+        )
+        page = await client.get(f"/v1/unsubscribe/{token}")
+
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/html")
+        assert "You are unsubscribed" in response.text
+        assert "You are unsubscribed" in page.text
+        assert "<form" not in page.text
+        suppression = (await session.scalars(select(EmailSuppression))).one()
+        assert suppression.reason == "unsubscribed"
+
+    async def test_preview_link_unsubscribes_no_one(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        preview = await client.post(
+            f"/v1/sequences/{sequence['id']}/steps/0/preview",
+            json={"lead_id": lead["id"]},
+            headers=auth,
+        )
+        assert preview.status_code == 200, preview.text
+        link = preview.json()["email"]["headers"]["List-Unsubscribe"].strip("<>")
+        path = link.removeprefix("https://api.acme.example")
+
+        response = await client.post(path)
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "invalid_unsubscribe_token"
+        assert (await session.scalars(select(EmailSuppression))).all() == []
