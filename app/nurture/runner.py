@@ -180,6 +180,20 @@ class StepRunner:
         lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
         sender = await sender_for(session, enrollment.sequence_id, settings)
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
+        starts_attempt = run is None or not (
+            run.status in ("sent", "completed", "skipped")
+            or (
+                run.status == "running"
+                and run.claimed_until is not None
+                and run.claimed_until > now
+            )
+        )
+        if starts_attempt:
+            reopens = await schedule.window_reopens_at(session, enrollment, now)
+            if reopens is not None:
+                return await self._postpone(
+                    session, enrollment, reopens, now, reason="send_window"
+                )
         if run is None:
             settled = await self._settle_in_claim(session, enrollment, step, lead, now)
             if settled is not None:
@@ -351,6 +365,8 @@ class StepRunner:
         enrollment: Enrollment,
         until: datetime,
         now: datetime,
+        *,
+        reason: str = "frequency_cap",
     ) -> Outcome:
         # At least a second ahead, so a cap freed by clock skew cannot spin.
         enrollment.next_run_at = max(until, now + timedelta(seconds=1))
@@ -360,7 +376,7 @@ class StepRunner:
             "enrollment.step_postponed",
             enrollment_id=str(enrollment.id),
             position=enrollment.next_position,
-            reason="frequency_cap",
+            reason=reason,
             next_run_at=enrollment.next_run_at.isoformat(),
         )
         defer_step(session, enrollment)
@@ -598,7 +614,7 @@ class StepRunner:
             return "failed"
 
         enrollment.last_error = error.message
-        # NOTE: a retry ignores the send window, so it may send outside local hours.
+        # The claim of the retry moves it into the send window if it falls outside.
         enrollment.next_run_at = now + max(
             retry_delay(claim.attempt), timedelta(seconds=retry_after_seconds or 0)
         )

@@ -318,3 +318,27 @@ async def resume_at(
             error=str(error),
         )
         return now
+
+
+async def window_reopens_at(
+    session: AsyncSession, enrollment: Enrollment, now: datetime
+) -> datetime | None:
+    """Return when a due step may run under the rules as they are now, or None if now.
+
+    A step's time was computed when the step before it ran, so a send window,
+    holiday calendar or lead time zone changed since then, a frequency-cap
+    postponement or a retry can leave it due at a moment the rules forbid.
+    """
+    rules = await load_rules(
+        session, enrollment.workspace_id, enrollment.sequence_id, enrollment.lead_id
+    )
+    try:
+        allowed = next_sendable(now, rules)
+    except NoSendableTime as error:
+        log.error(
+            "schedule.no_sendable_time",
+            enrollment_id=str(enrollment.id),
+            error=str(error),
+        )
+        return None
+    return allowed if allowed > now else None

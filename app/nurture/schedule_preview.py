@@ -21,7 +21,8 @@ async def preview_schedule(
     """Compute the due time of every step still to run, each after the one before.
 
     The first is ``next_run_at``, or for a paused enrolment the time a resume now
-    would give it. Each later one assumes the step before it runs when due.
+    would give it, moved into the send window as the rules are now. Each later one
+    assumes the step before it runs when due.
     """
     enrollment = await enrollment_service.get_row(session, workspace_id, enrollment_id)
     if enrollment.status not in RUNNING_STATUSES or enrollment.next_run_at is None:
@@ -37,6 +38,12 @@ async def preview_schedule(
     due: datetime = enrollment.next_run_at
     if enrollment.status == "paused":
         due = await schedule.resume_at(session, enrollment, utcnow())
+    # The claim moves a step that the rules changed since into the window, and so
+    # does the preview.
+    try:
+        due = schedule.next_sendable(due, rules)
+    except schedule.NoSendableTime:
+        pass
     scheduled = []
     for index, step in enumerate(remaining):
         if index > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -230,3 +231,47 @@ class TestSenderDomain:
         [message] = smtp_server.messages
         assert message["From"] == "Acme <sales@acme.example>"
         assert message["Message-ID"].endswith("@acme.example>")
+
+
+def closed_window(now: datetime) -> tuple[JsonObject, datetime]:
+    """Build a daily UTC window that is closed at ``now``, and when it next opens."""
+    start = (now + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=1)
+    if end.date() != start.date():
+        start, end = start.replace(hour=1), end.replace(hour=2)
+    window: JsonObject = {
+        "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "start": start.strftime("%H:%M"),
+        "end": end.strftime("%H:%M"),
+    }
+    return window, start if start > now else start + timedelta(days=1)
+
+
+class TestWindowAtRunTime:
+    async def test_changed_window_postpones_due_step(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+        window, opens = closed_window(datetime.now(UTC))
+        changed = await patch(
+            client, auth, sequence, {"timezone": "UTC", "send_window": window}
+        )
+        assert changed.status_code == 200, changed.text
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "postponed"
+        assert smtp_server.messages == []
+        after = await client.get(f"/v1/enrollments/{enrollment['id']}", headers=auth)
+        assert after.json()["status"] == "active"
+        assert datetime.fromisoformat(after.json()["next_run_at"]) == opens
+        schedule = await client.get(
+            f"/v1/enrollments/{enrollment['id']}/schedule", headers=auth
+        )
+        assert datetime.fromisoformat(schedule.json()["steps"][0]["due_at"]) == opens
