@@ -24,7 +24,7 @@ from app.core import ids, money
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
-from app.core.errors import Conflict, FieldError, InvalidInput
+from app.core.errors import Conflict, FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
@@ -434,7 +434,7 @@ class InvoiceService:
             # "paid" is reached by payments, never requested, so it is not offered.
             offered = [status for status in allowed if status != "paid"]
             raise InvalidInvoiceTransition(
-                f"A {invoice.status} invoice cannot move to {target}. Allowed next "
+                f"{with_article(invoice.status).capitalize()} invoice cannot move to {target}. Allowed next "
                 f"statuses: {', '.join(offered) or 'none'}.",
                 current_status=invoice.status,
                 allowed_transitions=offered,

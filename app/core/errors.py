@@ -192,15 +192,30 @@ def _field_path(location: Sequence[int | str]) -> str:
     return ".".join(str(part) for part in parts) or "body"
 
 
+def with_article(word: str) -> str:
+    """Prefix ``word`` with "a" or "an" by its first letter, for messages."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+# Pydantic prefixes the message of a ValueError raised in a validator with this.
+_VALUE_ERROR_PREFIX = "Value error, "
+
+
 def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "Invalid value"))
     kind = error.get("type", "")
+    if kind == "value_error":
+        message = message.removeprefix(_VALUE_ERROR_PREFIX)
     if kind == "missing":
         return "This field is required. Add it to the request."
     if kind == "extra_forbidden":
         return "This field is not accepted here. Remove it, or check its spelling."
     value = error.get("input")
-    if isinstance(value, str | int | float | bool) and len(repr(value)) <= 80:
+    if (
+        isinstance(value, str | int | float | bool)
+        and len(repr(value)) <= 80
+        and repr(value) not in message
+    ):
         return f"{message}; got {value!r}."
     return message.rstrip(".") + "."
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.core.auth import Principal
 from app.core.concurrency import check_if_match
-from app.core.errors import Conflict, FieldError, InvalidInput
+from app.core.errors import Conflict, FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customfields.service import check_attributes
 from app.leads import assignment, states
@@ -337,7 +337,7 @@ class LeadService:
         allowed = states.TRANSITIONS.get(current, ())
         if target in states.SET_BY_OPERATION or target not in allowed:
             raise InvalidLeadTransition(
-                f"A {current} lead cannot move to {target}. Allowed next statuses: "
+                f"{with_article(current).capitalize()} lead cannot move to {target}. Allowed next statuses: "
                 f"{', '.join(s for s in allowed if s not in states.SET_BY_OPERATION) or 'none'}.",
                 current_status=current,
                 allowed_transitions=[

@@ -12,6 +12,7 @@ from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
+from app.core.errors import with_article
 from app.core.events import emit
 from app.leads.service import lead_data, lead_service
 from app.models import EmailSuppression, Enrollment, Lead
@@ -179,7 +180,7 @@ def check_transition(current: str, target: str, *, by_worker: bool = False) -> N
         return
     requestable = states.requestable(current)
     raise InvalidEnrollmentTransition(
-        f"A {current} enrollment cannot move to {target}. Allowed next statuses: "
+        f"{with_article(current).capitalize()} enrollment cannot move to {target}. Allowed next statuses: "
         f"{', '.join(requestable) or 'none'}.",
         current_status=current,
         allowed_transitions=requestable,

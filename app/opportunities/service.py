@@ -12,7 +12,7 @@ from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
-from app.core.errors import FieldError, InvalidInput
+from app.core.errors import FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customers.errors import ContactNotFound, CustomerNotFound
 from app.customers.service import contact_service, customer_service
@@ -508,7 +508,7 @@ def _closed_stage_on_create(stage: Stage) -> InvalidInput:
 def _closed_opportunity(opportunity: Opportunity) -> InvalidOpportunityTransition:
     encoded = ids.encode("opportunity", opportunity.id)
     return InvalidOpportunityTransition(
-        f"A {opportunity.status} opportunity cannot change stage. Reopen it first "
+        f"{with_article(opportunity.status).capitalize()} opportunity cannot change stage. Reopen it first "
         f"with POST /v1/opportunities/{encoded}/reopen.",
         current_status=opportunity.status,
         allowed_transitions=list(states.TRANSITIONS[opportunity.status]),

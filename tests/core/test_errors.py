@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import httpx
 
+from app.core.errors import validation_field_errors, with_article
+
 
 class TestProblemResponses:
     async def test_unknown_route(self, client: httpx.AsyncClient) -> None:
@@ -226,3 +228,41 @@ class TestQueryParameters:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "attributes"
+
+
+class TestFieldMessages:
+    def test_value_error_prefix_dropped(self) -> None:
+        [error] = validation_field_errors(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "timezone"),
+                    "msg": "Value error, 'Mars/Base' is not an IANA time zone",
+                    "input": "Mars/Base",
+                }
+            ]
+        )
+
+        assert error["field"] == "timezone"
+        assert error["message"] == "'Mars/Base' is not an IANA time zone."
+
+    def test_value_shown_once(self) -> None:
+        [quoted, plain] = validation_field_errors(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "a"),
+                    "msg": "Value error, 'x' is wrong",
+                    "input": "x",
+                },
+                {"type": "int_type", "loc": ("body", "b"), "msg": "bad", "input": "y"},
+            ]
+        )
+
+        assert quoted["message"] == "'x' is wrong."
+        assert plain["message"] == "bad; got 'y'."
+
+    def test_article(self) -> None:
+        assert with_article("active") == "an active"
+        assert with_article("paused") == "a paused"
+        assert with_article("open").capitalize() == "An open"
