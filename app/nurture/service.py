@@ -467,10 +467,12 @@ class EnrollmentService:
         repository = EnrollmentRepository.from_session(session)
         source = await repository.get(token.workspace_id, token.enrollment_id)
 
+        # Enrollments are locked before the suppression row is written, the order the
+        # worker's bounce path takes, so the two cannot deadlock.
+        exited = await exit_running(session, lead, "unsubscribed", actor=_actor(lead))
         added = await suppress_address(
             session, lead, "unsubscribed", source.id if source else None
         )
-        exited = await exit_running(session, lead, "unsubscribed", actor=_actor(lead))
 
         if added:
             await emit(
