@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         "of 60.",
     )
     claim_lease_seconds: int = Field(default=120, ge=10)
+    step_lease_seconds: int = Field(
+        default=45,
+        ge=10,
+        description="Seconds a worker holds a nurture step it runs. A step whose "
+        "worker died is retried by the next sweep after this, so within a minute by "
+        "default; it must cover one SMTP send or webhook call.",
+    )
 
     capture_rate_limit_per_minute: int = Field(
         default=30,

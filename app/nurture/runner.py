@@ -177,7 +177,7 @@ class StepRunner:
             await exit_enrollment(session, enrollment, reason, actor=None)
             return "exited"
 
-        lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
+        lease_until = now + timedelta(seconds=settings.step_lease_seconds)
         sender = await sender_for(session, enrollment.sequence_id, settings)
         run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
         starts_attempt = run is None or not (
@@ -669,7 +669,7 @@ class StepRunner:
         step whose job was lost (Redis flushed or down) or whose worker died.
         """
         now = utcnow()
-        until = now + timedelta(seconds=settings.claim_lease_seconds)
+        until = now + timedelta(seconds=settings.step_lease_seconds)
         due = await EnrollmentRepository.from_session(session).claim_due(
             now, until, limit
         )
