@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
+from app.core.auth import create_api_key
 from app.models import Event, Workspace
 from tests.conftest import make_workspace_key
 from tests.nurture.conftest import create_lead, create_sequence, enroll
@@ -50,6 +51,24 @@ class TestGetWorkspace:
 
         assert response.status_code == 200, response.text
         assert response.json()["id"] == ids.encode("workspace", other.id)
+
+    async def test_publishable_key_rejected(
+        self, client: httpx.AsyncClient, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        key = await create_api_key(
+            session,
+            workspace_id=workspace.id,
+            name="site",
+            scopes=["leads:read"],
+            kind="publishable",
+        )
+        await session.commit()
+
+        response = await client.get(
+            "/v1/workspace", headers={"Authorization": f"Bearer {key.secret}"}
+        )
+
+        assert response.status_code == 403
 
     async def test_needs_key(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/v1/workspace")
