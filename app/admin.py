@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from zoneinfo import available_timezones
 
 import structlog
 from sqlalchemy import make_url, select, text
@@ -54,8 +55,22 @@ def parse_id(kind: str, value: str, label: str) -> uuid.UUID:
         raise InvalidInput(f"{value!r} is not a valid {label} id: {error}.") from error
 
 
-async def create_workspace(session: AsyncSession, name: str) -> Workspace:
-    workspace = Workspace(name=_check_name("workspace", name))
+def _check_timezone(timezone: str) -> str:
+    timezone = timezone.strip()
+    if timezone not in available_timezones():
+        raise InvalidInput(
+            f"{timezone!r} is not an IANA time zone. Give one such as 'Europe/Berlin' "
+            "or 'America/New_York'."
+        )
+    return timezone
+
+
+async def create_workspace(
+    session: AsyncSession, name: str, timezone: str = "UTC"
+) -> Workspace:
+    workspace = Workspace(
+        name=_check_name("workspace", name), timezone=_check_timezone(timezone)
+    )
     session.add(workspace)
     await session.flush()
     log.info("workspace.created", workspace_id=str(workspace.id))

@@ -398,12 +398,18 @@ def api_keys_revoke(
 @workspaces_cli.command("create")
 def workspaces_create(
     name: Annotated[str, typer.Option(help="Name of the company or brand.")],
+    timezone: Annotated[
+        str,
+        typer.Option(
+            help="IANA time zone of send windows for leads and sequences without one."
+        ),
+    ] = "UTC",
 ) -> None:
     """Create a workspace and print its id."""
     settings = _settings(quiet=True)
 
     async def work(session: AsyncSession) -> str:
-        workspace = await admin.create_workspace(session, name)
+        workspace = await admin.create_workspace(session, name, timezone)
         return ids.encode("workspace", workspace.id)
 
     typer.echo(run_in_session(settings, work))

@@ -44,6 +44,7 @@ from app.settings import Settings, get_settings
 from app.users.router import router as users_router
 from app.webhooks.docs import document_webhooks
 from app.webhooks.router import router as webhooks_router
+from app.workspaces.router import router as workspace_router
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,7 @@ def create_app(
         opportunities_router,
         billing_router,
         webhooks_router,
+        workspace_router,
         meta_router,
     ):
         app.include_router(router, prefix="/v1")

@@ -378,6 +378,41 @@ class TestWorkspaces:
         assert listing.stdout.startswith(workspace_id)
         assert listing.stdout.rstrip().endswith("Acme GmbH")
 
+    async def test_create_with_timezone(
+        self, env: dict[str, str], cli_engine: AsyncEngine
+    ) -> None:
+        created = await run_cli(
+            "workspaces",
+            "create",
+            "--name",
+            "Acme KK",
+            "--timezone",
+            "Asia/Tokyo",
+            env=env,
+        )
+
+        assert created.returncode == 0, created.stderr
+        async with cli_engine.connect() as connection:
+            zone = await connection.scalar(
+                select(Workspace.timezone).where(
+                    Workspace.id == ids.decode("workspace", created.stdout.strip())
+                )
+            )
+        assert zone == "Asia/Tokyo"
+
+    async def test_unknown_timezone(
+        self, env: dict[str, str], cli_engine: AsyncEngine
+    ) -> None:
+        result = await run_cli(
+            "workspaces", "create", "--name", "Acme", "--timezone", "Mars/Base", env=env
+        )
+
+        assert result.returncode == 1
+        assert "'Mars/Base' is not an IANA time zone" in result.stderr
+        async with cli_engine.connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(Workspace))
+        assert count == 0
+
 
 class TestMigrate:
     async def test_upgrade_and_check(self, env: dict[str, str]) -> None:

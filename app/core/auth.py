@@ -39,6 +39,7 @@ SCOPES: dict[str, str] = {
     "activities:read": "Read activities and record timelines.",
     "activities:write": "Log activities and create and complete tasks.",
     "webhooks:manage": "Create, change and delete webhook endpoints.",
+    "workspace:write": "Change the workspace's name, time zone and default currency.",
 }
 ALL_SCOPES = tuple(SCOPES)
 MAX_ON_BEHALF_OF = 200

@@ -6,10 +6,10 @@ from datetime import datetime
 from sqlalchemy import ARRAY, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, IdMixin, TimestampMixin
+from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin
 
 
-class Workspace(IdMixin, TimestampMixin, Base):
+class Workspace(IdMixin, TimestampMixin, VersionMixin, Base):
     """A company, brand or legal entity whose rows are kept apart from all others."""
 
     __tablename__ = "workspaces"

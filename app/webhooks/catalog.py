@@ -96,6 +96,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "user.updated", "user", "A user's fields changed or they were deactivated."
     ),
+    EventType(
+        "workspace.updated",
+        "workspace",
+        "The workspace's name, time zone or default currency changed.",
+    ),
     EventType("team.created", "team", "A team was created."),
     EventType("team.updated", "team", "A team was renamed or its members changed."),
     EventType(

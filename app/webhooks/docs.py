@@ -21,6 +21,7 @@ from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
+from app.workspaces.schemas import Workspace
 
 # The schema of ``data`` per object type; an object type missing here is documented
 # as a free-form object.
@@ -30,6 +31,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "offer": Offer,
     "offer_code": OfferCode,
     "webhook_endpoint": WebhookEndpoint,
+    "workspace": Workspace,
 }
 
 DESCRIPTION = """\

@@ -1,0 +1,1 @@
+"""The caller's workspace: its name, time zone and default currency."""
