@@ -47,7 +47,7 @@ class BenchConfig:
     nurture_enrollments: int = 10_000
     # Bound on each run of the nurture workload (the worker's and each bare one's),
     # from the start of its process; a run that takes longer fails the benchmark.
-    nurture_timeout_seconds: float = 600.0
+    nurture_timeout_seconds: float = 1800.0
     targets: Targets = Targets()
 
     def smoke(self) -> BenchConfig:

@@ -107,8 +107,13 @@ class MailRun:
     messages_per_second: float
     cpu_ms_per_message: float
     message_bytes: int
-    # Worker only: until every step run was recorded as sent.
+    # When 50 % and 90 % of the messages had arrived.
+    half_seconds: float
+    ninety_seconds: float
+    # Worker only: until every step run was recorded as sent, and the PostgreSQL
+    # transactions committed in the benchmark database per email meanwhile.
     recorded_seconds: float | None = None
+    transactions_per_message: float | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +320,7 @@ async def _wait_for_messages(
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _check_counts(name: str, status: dict[str, Any], count: int) -> None:
+def check_counts(name: str, status: dict[str, Any], count: int) -> None:
     if (
         status["messages"] != count
         or status["distinct_message_ids"] != count
@@ -334,9 +339,11 @@ def _mail_run(
     launched: float,
     cpu_seconds: float,
     recorded: float | None = None,
+    transactions: int | None = None,
 ) -> MailRun:
     messages = int(status["messages"])
     seconds = float(status["last"]) - launched
+    deciles = status["deciles"] or [status["last"]] * 9
     return MailRun(
         label=label,
         messages=messages,
@@ -345,7 +352,12 @@ def _mail_run(
         messages_per_second=round(messages / seconds, 1),
         cpu_ms_per_message=round(cpu_seconds * 1000 / messages, 3),
         message_bytes=round(status["bytes"] / messages),
+        half_seconds=round(float(deciles[4]) - launched, 3),
+        ninety_seconds=round(float(deciles[8]) - launched, 3),
         recorded_seconds=round(recorded - launched, 3) if recorded else None,
+        transactions_per_message=(
+            round(transactions / messages, 2) if transactions is not None else None
+        ),
     )
 
 
@@ -395,7 +407,7 @@ async def run_bare(
         final = await sink.status()
     finally:
         await sink.stop()
-    _check_counts(name, final, seeded.enrollments)
+    check_counts(name, final, seeded.enrollments)
     lines = log_tail(sender.log_path).strip().splitlines()
     summary: dict[str, Any] = orjson.loads(lines[-1]) if lines else {}
     if summary.get("failed"):
@@ -403,6 +415,20 @@ async def run_bare(
             f"{name}: {summary['failed']} sends failed, first: {summary['first_error']}"
         )
     return _mail_run(label, final, launched, float(summary["cpu_seconds"]))
+
+
+async def _committed_transactions(dsn: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        # The statistics are flushed when a session's transaction ends, within a
+        # second; the harness's own few queries are counted too.
+        await asyncio.sleep(1.0)
+        count: int = await connection.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return count
+    finally:
+        await connection.close()
 
 
 async def _step_run_counts(dsn: str, seeded: NurtureSeed) -> dict[str, int]:
@@ -462,6 +488,7 @@ async def run_worker(
     sink = await Sink.start(log_dir, "sink-worker")
     dsn = asyncpg_dsn(servers.database_url)
     try:
+        committed_before = await _committed_transactions(dsn)
         launched = time.monotonic()
         worker = await start_process(
             "nurture-worker",
@@ -478,10 +505,11 @@ async def run_worker(
             counts = await _step_run_counts(dsn, seeded)
         finally:
             await worker.stop()
+        transactions = await _committed_transactions(dsn) - committed_before
         final = await sink.status()
     finally:
         await sink.stop()
-    _check_counts(worker.name, final, seeded.enrollments)
+    check_counts(worker.name, final, seeded.enrollments)
     expected = {
         "sent": seeded.enrollments,
         "runs": seeded.enrollments,
@@ -494,7 +522,7 @@ async def run_worker(
             f"{worker.name}: the step runs do not show one send per enrollment: "
             f"{counts}, expected {expected}"
         )
-    return _mail_run(FULL, final, launched, cpu_seconds, recorded)
+    return _mail_run(FULL, final, launched, cpu_seconds, recorded, transactions)
 
 
 async def measure_nurture(
@@ -548,19 +576,20 @@ def render_nurture(summary: NurtureSummary) -> list[str]:
         "",
         f"{summary.title}: the worker against a bare aiosmtplib loop, "
         f"{summary.concurrency} sends at once; seconds from the start of each process",
-        f"{'run':<24}{'emails':>8}{'first s':>9}{'last s':>9}{'emails/s':>10}"
-        f"{'CPU ms/email':>14}{'bytes':>7}",
+        f"{'run':<24}{'emails':>8}{'first s':>9}{'50 % s':>9}{'90 % s':>9}"
+        f"{'last s':>9}{'emails/s':>10}{'CPU ms/email':>14}{'bytes':>7}",
     ]
     for run in [*summary.bare_runs, summary.full]:
         lines.append(
             f"{run.label:<24}{run.messages:>8}{run.first_message_seconds:>9.2f}"
-            f"{run.seconds:>9.2f}{run.messages_per_second:>10.1f}"
+            f"{run.half_seconds:>9.2f}{run.ninety_seconds:>9.2f}{run.seconds:>9.2f}{run.messages_per_second:>10.1f}"
             f"{run.cpu_ms_per_message:>14.3f}{run.message_bytes:>7}"
         )
     if summary.full.recorded_seconds is not None:
         lines.append(
             f"{'':<24}every step run recorded as sent at "
-            f"{summary.full.recorded_seconds:.2f} s"
+            f"{summary.full.recorded_seconds:.2f} s, "
+            f"{summary.full.transactions_per_message} PostgreSQL transactions per email"
         )
-    lines.append(f"{'worker/bare':<24}{'':<26}{summary.ratio:>9.2f}x")
+    lines.append(f"{'worker/bare':<24}{'':<44}{summary.ratio:>9.2f}x")
     return lines

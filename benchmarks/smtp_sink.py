@@ -4,7 +4,7 @@ An aiosmtpd server on 127.0.0.1 that accepts every message, keeps nothing but it
 Message-ID, and counts. It prints ``ready`` once it listens. Then each line ``status``
 on its standard input gets one JSON line back: the messages received, the distinct
 Message-IDs among them, their bytes, and the ``time.monotonic()`` of the first and the
-last message, which the harness compares with its own readings (every process of the
+last message and of each tenth of them, which the harness compares with its own readings (every process of the
 machine shares ``CLOCK_MONOTONIC`` on Linux). It stops when its standard input closes.
 """
 
@@ -34,8 +34,7 @@ class CountingHandler:
         self.bytes = 0
         self.without_id = 0
         self.message_ids: set[bytes] = set()
-        self.first: float | None = None
-        self.last: float | None = None
+        self.arrivals: list[float] = []
 
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
@@ -50,9 +49,7 @@ class CountingHandler:
             self.message_ids.add(found.group(1))
         self.messages += 1
         self.bytes += len(content)
-        if self.first is None:
-            self.first = received
-        self.last = received
+        self.arrivals.append(received)
         return "250 OK"
 
     def status(self) -> dict[str, Any]:
@@ -61,8 +58,15 @@ class CountingHandler:
             "distinct_message_ids": len(self.message_ids),
             "without_message_id": self.without_id,
             "bytes": self.bytes,
-            "first": self.first,
-            "last": self.last,
+            "first": self.arrivals[0] if self.arrivals else None,
+            "last": self.arrivals[-1] if self.arrivals else None,
+            # When the first 10 %, 20 %, ... 90 % of the messages so far had arrived.
+            "deciles": [
+                self.arrivals[len(self.arrivals) * tenth // 10 - 1]
+                for tenth in range(1, 10)
+            ]
+            if len(self.arrivals) >= 10
+            else [],
         }
 
 
