@@ -1,9 +1,9 @@
 """The baseline of the nurture benchmark: ``python -m benchmarks.bare_mail ...``.
 
-It reads the enrolled leads and the step's templates once, then composes each message
-with ``app.nurture.compose.compose`` (the same headers, unsubscribe link and body as the
-worker's) and sends it with ``aiosmtplib.send``, one connection per message as
-``SmtpMailer`` does, from ``--concurrency`` tasks at once. Nothing is read or written in
+It reads the enrolled leads and the step's templates once. Then ``--concurrency`` tasks
+compose each message with ``app.nurture.compose.compose``, which gives it the worker's
+headers, unsubscribe link and body. They send it with ``aiosmtplib.send`` over a
+connection of its own, as ``SmtpMailer`` does. Nothing is read or written in
 PostgreSQL per message. It prints one JSON line when done: the messages sent, those
 that failed with the first error, and the CPU seconds it used.
 """
@@ -65,7 +65,7 @@ async def load(
     finally:
         await connection.close()
     if step is None:
-        raise SystemExit(f"no sequence step in workspace {workspace_id}")
+        raise SystemExit(f"The workspace {workspace_id} has no sequence step to send.")
     jobs = [
         Job(
             enrollment_id=row["enrollment_id"],

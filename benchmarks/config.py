@@ -46,7 +46,7 @@ class BenchConfig:
     # Enrollments of the nurture workload, all due at once, each sending one email.
     nurture_enrollments: int = 10_000
     # Bound on each run of the nurture workload (the worker's and each bare one's),
-    # from the start of its process; a run that takes longer fails the benchmark.
+    # from the start of its process. A run that takes longer fails the benchmark.
     nurture_timeout_seconds: float = 1800.0
     targets: Targets = Targets()
 

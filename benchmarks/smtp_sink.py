@@ -4,8 +4,9 @@ An aiosmtpd server on 127.0.0.1 that accepts every message, keeps nothing but it
 Message-ID, and counts. It prints ``ready`` once it listens. Then each line ``status``
 on its standard input gets one JSON line back: the messages received, the distinct
 Message-IDs among them, their bytes, and the ``time.monotonic()`` of the first and the
-last message and of each tenth of them, which the harness compares with its own readings (every process of the
-machine shares ``CLOCK_MONOTONIC`` on Linux). It stops when its standard input closes.
+last message and of each tenth of them. The harness subtracts its own readings from
+these, because every process of the machine shares ``CLOCK_MONOTONIC`` on Linux. The
+server stops when its standard input closes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
-# Far above what one test message needs; the server refuses nothing of this size.
+# Far above the size of one benchmark message, so the server rejects none of them.
 DATA_SIZE_LIMIT = 1_048_576
 
 
