@@ -400,17 +400,26 @@ async def run_bare(
             await _wait_for_messages(
                 sink, seeded.enrollments, launched + timeout_seconds, sender
             )
-            async with asyncio.timeout(STATUS_TIMEOUT_SECONDS):
-                await sender.process.wait()
+            try:
+                async with asyncio.timeout(STATUS_TIMEOUT_SECONDS):
+                    await sender.process.wait()
+            except TimeoutError:
+                raise NurtureFailed(
+                    f"{name} sent every message but did not exit within "
+                    f"{STATUS_TIMEOUT_SECONDS:.0f} s\n{log_tail(sender.log_path)}"
+                ) from None
         finally:
             await sender.stop()
         final = await sink.status()
     finally:
         await sink.stop()
     check_counts(name, final, seeded.enrollments)
-    lines = log_tail(sender.log_path).strip().splitlines()
-    summary: dict[str, Any] = orjson.loads(lines[-1]) if lines else {}
-    if summary.get("failed"):
+    output = log_tail(sender.log_path)
+    try:
+        summary: dict[str, Any] = orjson.loads(output.strip().splitlines()[-1])
+    except (IndexError, orjson.JSONDecodeError):
+        raise NurtureFailed(f"{name} printed no summary:\n{output}") from None
+    if summary["failed"]:
         raise NurtureFailed(
             f"{name}: {summary['failed']} sends failed, first: {summary['first_error']}"
         )
@@ -420,8 +429,9 @@ async def run_bare(
 async def _committed_transactions(dsn: str) -> int:
     connection = await asyncpg.connect(dsn)
     try:
-        # The statistics are flushed when a session's transaction ends, within a
-        # second; the harness's own few queries are counted too.
+        # PostgreSQL 15 backends flush their statistics at most once a second and when
+        # they exit, so the count is read after a pause. It includes the harness's own
+        # few queries.
         await asyncio.sleep(1.0)
         count: int = await connection.fetchval(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
@@ -535,6 +545,10 @@ async def measure_nurture(
     progress: Callable[[str], None] = lambda message: None,
 ) -> NurtureSummary:
     """Time the bare loop, the worker, and the bare loop again, on the same messages."""
+    if enrollments < 1:
+        raise NurtureFailed(
+            f"The nurture workload needs at least one enrollment, got {enrollments}."
+        )
     progress(f"seeding {enrollments} due enrollments")
     seeded = await seed_nurture(servers.database_url, enrollments=enrollments)
     concurrency = Settings().worker_max_jobs
