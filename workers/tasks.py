@@ -24,6 +24,7 @@ from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
 from app.leads import imports as lead_imports
 from app.leads.scoring import RESCORE_BATCH, lead_scoring
+from app.nurture.backlog import sweep_limit
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
 from app.settings import Settings
@@ -160,12 +161,19 @@ MAX_SWEEP_BATCHES = 20
 
 
 async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
+    """Lease due enrollments whose job was lost, as many as the queue has room for."""
+    settings: Settings = ctx["settings"]
+    remaining = await sweep_limit(ctx["queue"], settings)
     claimed = 0
     for _ in range(MAX_SWEEP_BATCHES):
+        limit = min(SWEEP_BATCH, remaining)
+        if limit <= 0:
+            break
         async with unit_of_work(ctx) as session:
-            count = await step_runner.sweep(session, ctx["settings"])
+            count = await step_runner.sweep(session, settings, limit=limit)
         claimed += count
-        if count < SWEEP_BATCH:
+        remaining -= count
+        if count < limit:
             break
     return claimed
 
