@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, update
+from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -42,6 +42,39 @@ async def _paginate_ascending(
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
     return rows, next_cursor, has_more
+
+
+# ``starts_with(type, left(pattern, -1))`` is the SQL form of a ``<prefix>.*`` pattern in
+# ``catalog.patterns_covering``. Rows another worker is dispatching are skipped.
+_SETTLE_UNSUBSCRIBED = text(
+    """
+    UPDATE events SET dispatched_at = :at
+    WHERE id IN (
+        SELECT event.id FROM events AS event
+        WHERE event.dispatched_at IS NULL
+          AND event.created_at < :created_before
+          AND NOT EXISTS (
+              SELECT 1
+              FROM webhook_endpoints AS endpoint,
+                   unnest(endpoint.event_types) AS subscribed(pattern)
+              WHERE endpoint.workspace_id = event.workspace_id
+                AND endpoint.enabled
+                AND (
+                    subscribed.pattern = :wildcard
+                    OR subscribed.pattern = event.type
+                    OR (
+                        right(subscribed.pattern, 2) = '.*'
+                        AND starts_with(event.type, left(subscribed.pattern, -1))
+                    )
+                )
+          )
+        ORDER BY event.id
+        LIMIT :limit
+        FOR UPDATE OF event SKIP LOCKED
+    )
+    RETURNING id
+    """
+)
 
 
 class EventRepository:
@@ -112,6 +145,27 @@ class EventRepository:
         await self.session.execute(
             update(Event).where(Event.id == event_id).values(dispatched_at=at)
         )
+
+    async def settle_unsubscribed(
+        self, *, created_before: datetime, at: datetime, limit: int
+    ) -> int:
+        """Mark dispatched up to ``limit`` undispatched events no endpoint subscribes to.
+
+        An event counts as subscribed when an enabled endpoint of its workspace has a
+        pattern covering its type (as ``catalog.patterns_covering`` lists them),
+        whenever that endpoint was created, so every event ``dispatch_event`` would
+        deliver is left for it. Returns how many events were marked.
+        """
+        result = await self.session.execute(
+            _SETTLE_UNSUBSCRIBED,
+            {
+                "created_before": created_before,
+                "at": at,
+                "limit": limit,
+                "wildcard": catalog.WILDCARD,
+            },
+        )
+        return len(result.all())
 
     async def undispatched_ids(
         self, *, created_before: datetime, after_id: uuid.UUID | None, limit: int
