@@ -34,8 +34,8 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 # Adds a job as arq's enqueue_job does (arq 0.28), in one round trip where arq takes
 # three: a job id that already has a job or a result key is skipped, and otherwise the
 # serialized job is stored with an expiry and its id queued, scored by its start time.
-# An optional fourth key is another job's key: while it exists (that job is queued or
-# running), the job is skipped too.
+# An optional fourth key is the key of another job. The job is skipped too while that
+# key exists, which is while the other job is queued or running.
 _ENQUEUE_SCRIPT = """
 if redis.call('exists', KEYS[1], KEYS[2]) > 0 then
   return 0
