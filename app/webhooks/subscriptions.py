@@ -33,8 +33,8 @@ async def has_subscriber(
 ) -> bool:
     """Return whether an enabled endpoint of the workspace subscribes to ``event_type``.
 
-    The endpoints are read once per workspace and transaction, and the creation time
-    of each endpoint is not compared with the event's: ``dispatch_event`` does that.
+    The endpoints are read once per workspace and transaction. Their creation time is
+    not compared with the event's, because ``dispatch_event`` compares it.
     """
     transaction = session.sync_session.get_transaction()
     cached: tuple[Any, dict[uuid.UUID, frozenset[str]]] | None = session.info.get(

@@ -946,7 +946,8 @@ class TestSweep:
         first = await sweep_due_enrollments({**job_context, "settings": one_slot})
         second = await sweep_due_enrollments({**job_context, "settings": one_slot})
 
-        # Jobs deferred to later do not count; the one job queued fills the backlog.
+        # Jobs deferred to later do not count, so the first sweep leases one
+        # enrollment, and its job fills the backlog.
         assert (first, second) == (1, 0)
 
     async def test_ignores_paused(
