@@ -44,33 +44,38 @@ async def _paginate_ascending(
     return rows, next_cursor, has_more
 
 
-# ``starts_with(type, left(pattern, -1))`` is the SQL form of a ``<prefix>.*`` pattern in
-# ``catalog.patterns_covering``. Rows another worker is dispatching are skipped.
+# Whether an enabled endpoint of the event's workspace subscribes to it, whenever the
+# endpoint was created. ``starts_with(type, left(pattern, -1))`` is the SQL form of a
+# ``<prefix>.*`` pattern in ``catalog.patterns_covering``.
+_SUBSCRIBED = """
+EXISTS (
+    SELECT 1
+    FROM webhook_endpoints AS endpoint,
+         unnest(endpoint.event_types) AS subscribed(pattern)
+    WHERE endpoint.workspace_id = events.workspace_id
+      AND endpoint.enabled
+      AND (
+          subscribed.pattern = :wildcard
+          OR subscribed.pattern = events.type
+          OR (
+              right(subscribed.pattern, 2) = '.*'
+              AND starts_with(events.type, left(subscribed.pattern, -1))
+          )
+      )
+)
+"""
+# Rows another transaction has locked, a concurrent sweep or a dispatch, are skipped.
 _SETTLE_UNSUBSCRIBED = text(
-    """
+    f"""
     UPDATE events SET dispatched_at = :at
     WHERE id IN (
-        SELECT event.id FROM events AS event
-        WHERE event.dispatched_at IS NULL
-          AND event.created_at < :created_before
-          AND NOT EXISTS (
-              SELECT 1
-              FROM webhook_endpoints AS endpoint,
-                   unnest(endpoint.event_types) AS subscribed(pattern)
-              WHERE endpoint.workspace_id = event.workspace_id
-                AND endpoint.enabled
-                AND (
-                    subscribed.pattern = :wildcard
-                    OR subscribed.pattern = event.type
-                    OR (
-                        right(subscribed.pattern, 2) = '.*'
-                        AND starts_with(event.type, left(subscribed.pattern, -1))
-                    )
-                )
-          )
-        ORDER BY event.id
+        SELECT events.id FROM events
+        WHERE events.dispatched_at IS NULL
+          AND events.created_at < :created_before
+          AND NOT {_SUBSCRIBED}
+        ORDER BY events.id
         LIMIT :limit
-        FOR UPDATE OF event SKIP LOCKED
+        FOR UPDATE OF events SKIP LOCKED
     )
     RETURNING id
     """
@@ -170,8 +175,15 @@ class EventRepository:
     async def undispatched_ids(
         self, *, created_before: datetime, after_id: uuid.UUID | None, limit: int
     ) -> Sequence[uuid.UUID]:
+        """Return undispatched events that an enabled endpoint subscribes to.
+
+        The others are left to ``settle_unsubscribed``. A sweep running alongside
+        another therefore queues no job for the events the other is settling.
+        """
         statement = select(Event.id).where(
-            Event.dispatched_at.is_(None), Event.created_at < created_before
+            Event.dispatched_at.is_(None),
+            Event.created_at < created_before,
+            text(_SUBSCRIBED).bindparams(wildcard=catalog.WILDCARD),
         )
         if after_id is not None:
             statement = statement.where(Event.id > after_id)

@@ -407,6 +407,31 @@ class TestSweep:
         assert await queued(redis_client) == []
         assert (await fresh(session, Event, event.id)).dispatched_at is not None
 
+    async def test_settling_sweep_not_duplicated(
+        self, committed: Committed, redis_client: ArqRedis
+    ) -> None:
+        async with committed.database.session() as writer:
+            event = await record_event(writer, committed.workspace.id)
+            await writer.execute(
+                update(Event)
+                .where(Event.id == event.id)
+                .values(created_at=Event.created_at - timedelta(minutes=1))
+            )
+            await writer.commit()
+        await redis_client.flushdb()
+
+        async with committed.database.session() as first:
+            settled = await webhook_dispatch.sweep(first)
+            # The first sweep has not committed, so its settled row is still
+            # undispatched and locked when the second sweep runs.
+            second = await asyncio.wait_for(dispatch_sweep(committed.ctx), timeout=5)
+            await first.commit()
+
+        assert settled.settled == 1
+        assert second.settled == 0
+        assert second.events == 0
+        assert await queued(redis_client) == []
+
 
 class TestAcrossConnections:
     async def test_parallel_workers_send_once(
