@@ -13,8 +13,9 @@ from benchmarks.config import BenchConfig
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
 from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
+from benchmarks.nurture import NurtureFailed
 from benchmarks.report import render
-from benchmarks.runner import run, run_imports
+from benchmarks.runner import run, run_imports, run_nurture
 from benchmarks.servers import ServerFailed
 
 
@@ -47,6 +48,21 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--import-rounds", type=int, help="Rounds of the CSV import workload."
     )
     parser.add_argument(
+        "--nurture-enrollments",
+        type=int,
+        help="Enrollments of the nurture workload, all due at once.",
+    )
+    parser.add_argument(
+        "--nurture-timeout",
+        type=float,
+        help="Seconds each run of the nurture workload may take before it fails.",
+    )
+    parser.add_argument(
+        "--only-nurture",
+        action="store_true",
+        help="Run only the nurture workload.",
+    )
+    parser.add_argument(
         "--only-import",
         action="store_true",
         help="Run only the CSV import workload.",
@@ -71,6 +87,8 @@ def build_config(arguments: argparse.Namespace) -> BenchConfig:
         "jobs": arguments.jobs,
         "import_rows": arguments.import_rows,
         "import_rounds": arguments.import_rounds,
+        "nurture_enrollments": arguments.nurture_enrollments,
+        "nurture_timeout_seconds": arguments.nurture_timeout,
     }
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **chosen)
@@ -86,12 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.only_import:
             report = run_imports(config, progress=progress)
+        elif arguments.only_nurture:
+            report = run_nurture(config, progress=progress)
         else:
             report = run(config, progress=progress)
     except BenchSetupError as error:
         print(f"benchmark not run: {error}", file=sys.stderr)
         return 2
-    except (LoadFailed, ServerFailed, JobsFailed, ImportFailed) as error:
+    except (
+        LoadFailed,
+        ServerFailed,
+        JobsFailed,
+        ImportFailed,
+        NurtureFailed,
+    ) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     print(render(report))

@@ -14,6 +14,7 @@ class Targets:
     peak_rss_mb: float = 150.0
     job_start_p95_ms: float = 100.0
     import_ratio: float = 0.25
+    nurture_ratio: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class BenchConfig:
     # Rows of the CSV import workload, imported once per round of its own.
     import_rows: int = 100_000
     import_rounds: int = 3
+    # Enrollments of the nurture workload, all due at once, each sending one email.
+    nurture_enrollments: int = 10_000
+    # Bound on each run of the nurture workload (the worker's and each bare one's),
+    # from the start of its process. A run that takes longer fails the benchmark.
+    nurture_timeout_seconds: float = 1800.0
     targets: Targets = Targets()
 
     def smoke(self) -> BenchConfig:
@@ -59,4 +65,6 @@ class BenchConfig:
             job_rate_per_second=50.0,
             import_rows=200,
             import_rounds=1,
+            nurture_enrollments=50,
+            nurture_timeout_seconds=120.0,
         )

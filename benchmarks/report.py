@@ -14,6 +14,8 @@ from benchmarks.api import BARE, FULL, Measurement, Workload
 from benchmarks.config import BenchConfig
 from benchmarks.imports import ImportSummary, render_import
 from benchmarks.jobs import JobLatency
+from benchmarks.nurture import TITLE as TITLE_NURTURE
+from benchmarks.nurture import NurtureSummary, render_nurture
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Report:
     jobs: list[JobLatency] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     imports: ImportSummary | None = None
+    nurture: NurtureSummary | None = None
 
 
 def summarize_server(measurements: list[Measurement]) -> ServerSummary:
@@ -152,8 +155,11 @@ def build_report(
     jobs: list[JobLatency],
     tuned_label: str,
     imports: ImportSummary | None = None,
+    nurture: NurtureSummary | None = None,
 ) -> Report:
-    report = Report(config=config, machine=machine, jobs=jobs, imports=imports)
+    report = Report(
+        config=config, machine=machine, jobs=jobs, imports=imports, nurture=nurture
+    )
     report.workloads = [summarize_workload(item, measurements) for item in workloads]
     for summary in report.workloads:
         report.checks.append(
@@ -191,6 +197,15 @@ def build_report(
                 measured=f"{imports.ratio:.2f}x",
                 target=f">= {imports.ratio_target:.2f}x",
                 met=imports.ratio >= imports.ratio_target,
+            )
+        )
+    if nurture is not None:
+        report.checks.append(
+            Check(
+                name=f"{TITLE_NURTURE} worker/bare emails/s",
+                measured=f"{nurture.ratio:.2f}x",
+                target=f">= {nurture.ratio_target:.2f}x",
+                met=nurture.ratio >= nurture.ratio_target,
             )
         )
     return report
@@ -242,6 +257,8 @@ def render(report: Report) -> str:
             )
     if report.imports is not None:
         lines += render_import(report.imports)
+    if report.nurture is not None:
+        lines += render_nurture(report.nurture)
     if report.checks:
         lines += ["", "targets (reported, not asserted):"]
         for check in report.checks:

@@ -23,6 +23,7 @@ from benchmarks.environment import (
 )
 from benchmarks.imports import measure_import
 from benchmarks.jobs import JobLatency, measure_job_latency
+from benchmarks.nurture import NurtureSummary, measure_nurture
 from benchmarks.report import Machine, Report, build_report
 from benchmarks.seed import prepare_schema, seed
 
@@ -87,6 +88,7 @@ async def _measure(
         ratio_target=config.targets.import_ratio,
         progress=progress,
     )
+    nurture = await _measure_nurture(config, servers, log_dir, progress)
 
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(
@@ -97,6 +99,23 @@ async def _measure(
         jobs,
         tuned_label=TUNED,
         imports=imports,
+        nurture=nurture,
+    )
+
+
+async def _measure_nurture(
+    config: BenchConfig,
+    servers: BenchServers,
+    log_dir: Path,
+    progress: Callable[[str], None],
+) -> NurtureSummary:
+    return await measure_nurture(
+        servers,
+        enrollments=config.nurture_enrollments,
+        timeout_seconds=config.nurture_timeout_seconds,
+        ratio_target=config.targets.nurture_ratio,
+        log_dir=log_dir,
+        progress=progress,
     )
 
 
@@ -149,6 +168,38 @@ async def _measure_imports(
     )
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(config, machine, [], [], [], tuned_label=TUNED, imports=imports)
+
+
+def run_nurture(
+    config: BenchConfig,
+    *,
+    servers: BenchServers | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Run only the nurture workload of ``config``."""
+    if servers is None:
+        with bench_servers() as configured:
+            return run_nurture(config, servers=configured, progress=progress)
+
+    claim_and_prepare(servers, progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="salescycle-bench-") as log_dir:
+            return asyncio.run(
+                _measure_nurture_only(config, servers, Path(log_dir), progress)
+            )
+    finally:
+        release(servers)
+
+
+async def _measure_nurture_only(
+    config: BenchConfig,
+    servers: BenchServers,
+    log_dir: Path,
+    progress: Callable[[str], None],
+) -> Report:
+    nurture = await _measure_nurture(config, servers, log_dir, progress)
+    machine = Machine.detect(await _postgres_version(servers))
+    return build_report(config, machine, [], [], [], tuned_label=TUNED, nurture=nurture)
 
 
 def claim_and_prepare(

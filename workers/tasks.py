@@ -25,6 +25,7 @@ from app.core.jobs import JobQueue
 from app.leads import imports as lead_imports
 from app.leads.scoring import RESCORE_BATCH, lead_scoring
 from app.nurture import enrolment_jobs
+from app.nurture.backlog import sweep_limit
 from app.nurture.enrolment_jobs import enrollment_job_service
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
@@ -166,12 +167,19 @@ MAX_SWEEP_BATCHES = 20
 
 
 async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
+    """Lease due enrollments whose job was lost, as many as the queue has room for."""
+    settings: Settings = ctx["settings"]
+    remaining = await sweep_limit(ctx["queue"], settings)
     claimed = 0
     for _ in range(MAX_SWEEP_BATCHES):
+        limit = min(SWEEP_BATCH, remaining)
+        if limit <= 0:
+            break
         async with unit_of_work(ctx) as session:
-            count = await step_runner.sweep(session, ctx["settings"])
+            count = await step_runner.sweep(session, settings, limit=limit)
         claimed += count
-        if count < SWEEP_BATCH:
+        remaining -= count
+        if count < limit:
             break
     return claimed
 

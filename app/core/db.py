@@ -32,12 +32,17 @@ _PENDING_JOBS = "pending_jobs"
 
 @dataclass(frozen=True)
 class PendingJob:
-    """An arq job to enqueue once the surrounding transaction has committed."""
+    """An arq job to enqueue once the surrounding transaction has committed.
+
+    The job is skipped when a job with ``job_id`` is queued or has a result, or when a
+    job with ``unless_queued`` as its id is queued or running.
+    """
 
     function: str
     args: tuple[Any, ...]
     job_id: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    unless_queued: str | None = None
 
 
 def async_url(url: str) -> str:
@@ -114,11 +119,21 @@ def defer_job(
     function: str,
     *args: Any,
     job_id: str | None = None,
+    unless_queued: str | None = None,
     **kwargs: Any,
 ) -> None:
-    """Queue an arq job to be sent after ``session`` commits."""
+    """Queue an arq job to be sent after ``session`` commits.
+
+    Pass ``unless_queued`` to skip the job while a job with that id is queued or running.
+    """
     session.info.setdefault(_PENDING_JOBS, []).append(
-        PendingJob(function=function, args=args, job_id=job_id, kwargs=kwargs)
+        PendingJob(
+            function=function,
+            args=args,
+            job_id=job_id,
+            kwargs=kwargs,
+            unless_queued=unless_queued,
+        )
     )
 
 

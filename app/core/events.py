@@ -1,8 +1,10 @@
 """Emitting events into the log, which is also the outbox of outbound webhooks.
 
 ``emit`` adds the event to the caller's session, so the event commits or rolls back with
-the change it describes. After the commit a ``dispatch_event`` job fans it out to the
-webhook endpoints; the worker's sweep dispatches any event whose job was lost.
+the change it describes. When an enabled endpoint subscribes to the event, a
+``dispatch_event`` job fans it out to the webhook endpoints after the commit; the
+worker's sweep dispatches any event whose job was lost, and marks the events that no
+endpoint subscribes to as dispatched.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from app.core.db import defer_job
 from app.core.ids import new_uuid
 from app.models import Event
+from app.webhooks.subscriptions import has_subscriber
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +79,8 @@ async def emit(
     event = Event(**result.one()._mapping)
     make_transient_to_detached(event)
     session.add(event)
-    defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
+    if await has_subscriber(session, workspace_id, type):
+        defer_job(session, DISPATCH_JOB, str(event.id), job_id=f"dispatch:{event.id}")
     log.info(
         "event.emitted",
         event_id=str(event.id),

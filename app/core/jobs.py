@@ -34,8 +34,13 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 # Adds a job as arq's enqueue_job does (arq 0.28), in one round trip where arq takes
 # three: a job id that already has a job or a result key is skipped, and otherwise the
 # serialized job is stored with an expiry and its id queued, scored by its start time.
+# An optional fourth key is the key of another job. The job is skipped too while that
+# key exists, which is while the other job is queued or running.
 _ENQUEUE_SCRIPT = """
 if redis.call('exists', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+if KEYS[4] and redis.call('exists', KEYS[4]) > 0 then
   return 0
 end
 redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
@@ -56,6 +61,29 @@ def _start_ms(kwargs: dict[str, Any], enqueued_ms: int) -> int:
         )
         return enqueued_ms + max(round(seconds * 1000), 0)
     return enqueued_ms
+
+
+def _script_arguments(
+    pool: ArqRedis, job: PendingJob, enqueued_ms: int
+) -> tuple[list[str], list[Any]]:
+    """Return the keys and arguments of ``_ENQUEUE_SCRIPT`` that add ``job``."""
+    job_id = job.job_id or uuid.uuid4().hex
+    kwargs = dict(job.kwargs)
+    start_ms = _start_ms(kwargs, enqueued_ms)
+    payload = serialize_job(
+        job.function,
+        job.args,
+        kwargs,
+        None,
+        enqueued_ms,
+        serializer=pool.job_serializer,
+    )
+    # As arq does, the job key outlives the start time by expires_extra_ms.
+    expires_ms = start_ms - enqueued_ms + pool.expires_extra_ms
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME]
+    if job.unless_queued is not None:
+        keys.append(job_key_prefix + job.unless_queued)
+    return keys, [expires_ms, payload, start_ms, job_id]
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -113,24 +141,8 @@ class JobQueue:
             pool = await self.pool()
             # register_script only hashes the text; Redis caches the script by hash.
             enqueue_script = pool.register_script(_ENQUEUE_SCRIPT)
-            job_id = job.job_id or uuid.uuid4().hex
-            enqueued_ms = timestamp_ms()
-            kwargs = dict(job.kwargs)
-            start_ms = _start_ms(kwargs, enqueued_ms)
-            payload = serialize_job(
-                job.function,
-                job.args,
-                kwargs,
-                None,
-                enqueued_ms,
-                serializer=pool.job_serializer,
-            )
-            # As arq does, the job key outlives the start time by expires_extra_ms.
-            expires_ms = start_ms - enqueued_ms + pool.expires_extra_ms
-            await enqueue_script(
-                keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
-                args=[expires_ms, payload, start_ms, job_id],
-            )
+            keys, args = _script_arguments(pool, job, timestamp_ms())
+            await enqueue_script(keys=keys, args=args)
         except Exception as error:
             log.warning(
                 "job.enqueue_failed",
@@ -140,10 +152,60 @@ class JobQueue:
             )
             await self._reset()
 
+    async def enqueue_many(self, jobs: list[PendingJob]) -> None:
+        """Enqueue ``jobs`` in one pipeline: two round trips however many there are.
+
+        The first round trip checks that Redis has the script cached. Each job is
+        added or skipped on its own, as ``enqueue`` does.
+        """
+        if len(jobs) <= 1:
+            for job in jobs:
+                await self.enqueue(job)
+            return
+        try:
+            pool = await self.pool()
+            enqueue_script = pool.register_script(_ENQUEUE_SCRIPT)
+            enqueued_ms = timestamp_ms()
+            async with pool.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    keys, args = _script_arguments(pool, job, enqueued_ms)
+                    await enqueue_script(keys=keys, args=args, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as error:
+            log.warning(
+                "job.enqueue_failed",
+                function=jobs[0].function,
+                job_id=jobs[0].job_id,
+                count=len(jobs),
+                error=repr(error),
+            )
+            await self._reset()
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning(
+                    "job.enqueue_failed",
+                    function=job.function,
+                    job_id=job.job_id,
+                    error=repr(result),
+                )
+
     async def send_pending(self, session: AsyncSession) -> None:
         """Enqueue every job deferred on ``session``; call only after it committed."""
-        for job in take_pending_jobs(session):
-            await self.enqueue(job)
+        await self.enqueue_many(take_pending_jobs(session))
+
+    async def ready_count(self) -> int | None:
+        """Count the queued jobs whose start time has come, running ones included.
+
+        Returns None when Redis cannot be reached.
+        """
+        try:
+            pool = await self.pool()
+            return int(await pool.zcount(QUEUE_NAME, "-inf", timestamp_ms()))
+        except Exception as error:
+            log.warning("job.queue_count_failed", error=repr(error))
+            await self._reset()
+            return None
 
     async def ping(self) -> bool:
         try:

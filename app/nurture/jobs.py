@@ -28,13 +28,17 @@ def scheduled_job_id(enrollment_id: uuid.UUID, position: int, due: datetime) -> 
     return f"enrollment-step:{ids.encode('enrollment', enrollment_id)}:{position}:{_millis(due)}"
 
 
-def sweep_job_id(
-    enrollment_id: uuid.UUID, position: int, claimed_until: datetime
-) -> str:
-    """Name the job a sweep enqueues for the lease that ends at ``claimed_until``."""
+def sweep_job_id(enrollment_id: uuid.UUID, position: int, attempts: int) -> str:
+    """Name the job a sweep queues for step ``position`` after ``attempts`` attempts.
+
+    Every sweep that finds the step in the same state queues the same id, so arq drops
+    the job while an earlier one is still queued, or for ``keep_result`` seconds after
+    it finished. A worker that died mid-step counted an attempt, which gives its
+    retry a new id.
+    """
     return (
         f"enrollment-step:{ids.encode('enrollment', enrollment_id)}:{position}:"
-        f"sweep:{_millis(claimed_until)}"
+        f"sweep:{attempts}"
     )
 
 

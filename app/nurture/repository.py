@@ -18,7 +18,7 @@ from app.nurture.states import RUNNING_STATUSES
 # Aliases outside the classes, whose ``list`` methods shadow the builtin there.
 StepsBySequence = dict[uuid.UUID, list[SequenceStep]]
 RunsByEnrollment = dict[uuid.UUID, list[tuple[StepRun, int]]]
-DueEnrollments = list[tuple[uuid.UUID, int]]
+DueEnrollments = list[tuple[uuid.UUID, int, datetime, int]]
 
 
 class SequenceRepository:
@@ -272,7 +272,10 @@ class EnrollmentRepository:
     async def claim_due(
         self, now: datetime, until: datetime, limit: int
     ) -> DueEnrollments:
-        """Lease up to ``limit`` due, unclaimed enrollments and return their ids and positions.
+        """Lease up to ``limit`` due, unclaimed enrollments.
+
+        Returns the id, next position and due time of each, with the attempts its
+        due step has had so far (0 before the first).
 
         ``SKIP LOCKED`` lets several workers sweep at once: each takes rows the others
         have not locked, and a row a request or a step is changing right now waits
@@ -289,14 +292,31 @@ class EnrollmentRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        attempts = (
+            select(func.coalesce(func.max(StepRun.attempts), 0))
+            .join(SequenceStep, SequenceStep.id == StepRun.step_id)
+            .where(
+                StepRun.enrollment_id == Enrollment.id,
+                SequenceStep.position == Enrollment.next_position,
+            )
+            .correlate(Enrollment)
+            .scalar_subquery()
+        )
         rows = await self.session.execute(
             update(Enrollment)
             .where(Enrollment.id.in_(due.scalar_subquery()))
             .values(claimed_until=until)
-            .returning(Enrollment.id, Enrollment.next_position)
+            .returning(
+                Enrollment.id,
+                Enrollment.next_position,
+                Enrollment.next_run_at,
+                attempts.label("attempts"),
+            )
             .execution_options(synchronize_session=False)
         )
-        return [(row.id, row.next_position) for row in rows]
+        return [
+            (row.id, row.next_position, row.next_run_at, row.attempts) for row in rows
+        ]
 
     async def is_suppressed(
         self, workspace_id: uuid.UUID, email_normalized: str

@@ -43,7 +43,7 @@ from app.models import Enrollment, Lead, SequenceStep, StepRun
 from app.nurture import conditions, executors, exits, frequency, schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.context import Sender, recipient_for, sender_for
-from app.nurture.jobs import STEP_JOB, defer_step, sweep_job_id
+from app.nurture.jobs import STEP_JOB, defer_step, scheduled_job_id, sweep_job_id
 from app.nurture.mailer import Mailer, MailError
 from app.nurture.offer_steps import issue_for_step
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
@@ -673,12 +673,15 @@ class StepRunner:
         due = await EnrollmentRepository.from_session(session).claim_due(
             now, until, limit
         )
-        for enrollment_id, position in due:
+        for enrollment_id, position, due_at, attempts in due:
+            # While the job queued for the due time waits or runs, a second job
+            # would only find the step leased or done.
             defer_job(
                 session,
                 STEP_JOB,
                 str(enrollment_id),
-                job_id=sweep_job_id(enrollment_id, position, until),
+                job_id=sweep_job_id(enrollment_id, position, attempts),
+                unless_queued=scheduled_job_id(enrollment_id, position, due_at),
             )
         if due:
             log.info("enrollment.sweep_claimed", count=len(due))

@@ -1,10 +1,11 @@
 """Fanning events out to webhook endpoints, and the sweep that finds lost work.
 
-``emit`` defers a ``dispatch_event`` job after each commit. Dispatch creates one pending
-delivery per subscribed endpoint and defers a ``deliver_webhook`` job for each. Both
-jobs are hints: the sweep finds undispatched events and due deliveries in PostgreSQL
-and enqueues them again, so a Redis flush or a lost enqueue delays work but does not
-lose it.
+``emit`` defers a ``dispatch_event`` job after the commit of each event that an enabled
+endpoint subscribes to. Dispatch creates one pending delivery per subscribed endpoint
+and defers a ``deliver_webhook`` job for each. Both jobs are hints: the sweep finds
+undispatched events and due deliveries in PostgreSQL and enqueues them again, so a
+Redis flush or a lost enqueue delays work but does not lose it. The sweep also marks
+dispatched, in bulk, the undispatched events that no endpoint subscribes to.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ SWEEP_MAX_ROWS = 10_000
 
 @dataclass(frozen=True)
 class SweepResult:
+    """Jobs the sweep queued again, and events it marked dispatched with no delivery."""
+
     events: int
     deliveries: int
+    settled: int = 0
 
 
 async def dispatch_event(
@@ -85,12 +89,18 @@ async def dispatch_event(
 async def sweep(session: AsyncSession) -> SweepResult:
     """Enqueue again every undispatched event and every due delivery with a free lease.
 
-    The jobs carry the same ids as the ones first enqueued, so arq drops a duplicate
-    of a job that is still queued.
+    First it marks dispatched the undispatched events no endpoint subscribes to, for
+    which ``emit`` queued no job. The jobs carry the same ids as the ones first
+    enqueued, so arq drops a duplicate of a job that is still queued.
     """
-    due_before = utcnow() - SWEEP_GRACE
+    now = utcnow()
+    due_before = now - SWEEP_GRACE
     events = EventRepository.from_session(session)
     deliveries = WebhookDeliveryRepository.from_session(session)
+
+    settled = await events.settle_unsubscribed(
+        created_before=due_before, at=now, limit=SWEEP_MAX_ROWS
+    )
 
     event_count = 0
     after_event: uuid.UUID | None = None
@@ -125,8 +135,11 @@ async def sweep(session: AsyncSession) -> SweepResult:
             break
         after_delivery = due[-1][0]
 
-    if event_count or delivery_count:
+    if event_count or delivery_count or settled:
         log.info(
-            "webhook.sweep_enqueued", events=event_count, deliveries=delivery_count
+            "webhook.sweep_enqueued",
+            events=event_count,
+            deliveries=delivery_count,
+            settled=settled,
         )
-    return SweepResult(events=event_count, deliveries=delivery_count)
+    return SweepResult(events=event_count, deliveries=delivery_count, settled=settled)

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, update
+from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -42,6 +42,44 @@ async def _paginate_ascending(
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
     return rows, next_cursor, has_more
+
+
+# Whether an enabled endpoint of the event's workspace subscribes to it, whenever the
+# endpoint was created. ``starts_with(type, left(pattern, -1))`` is the SQL form of a
+# ``<prefix>.*`` pattern in ``catalog.patterns_covering``.
+_SUBSCRIBED = """
+EXISTS (
+    SELECT 1
+    FROM webhook_endpoints AS endpoint,
+         unnest(endpoint.event_types) AS subscribed(pattern)
+    WHERE endpoint.workspace_id = events.workspace_id
+      AND endpoint.enabled
+      AND (
+          subscribed.pattern = :wildcard
+          OR subscribed.pattern = events.type
+          OR (
+              right(subscribed.pattern, 2) = '.*'
+              AND starts_with(events.type, left(subscribed.pattern, -1))
+          )
+      )
+)
+"""
+# Rows another transaction has locked, a concurrent sweep or a dispatch, are skipped.
+_SETTLE_UNSUBSCRIBED = text(
+    f"""
+    UPDATE events SET dispatched_at = :at
+    WHERE id IN (
+        SELECT events.id FROM events
+        WHERE events.dispatched_at IS NULL
+          AND events.created_at < :created_before
+          AND NOT {_SUBSCRIBED}
+        ORDER BY events.id
+        LIMIT :limit
+        FOR UPDATE OF events SKIP LOCKED
+    )
+    RETURNING id
+    """
+)
 
 
 class EventRepository:
@@ -113,11 +151,39 @@ class EventRepository:
             update(Event).where(Event.id == event_id).values(dispatched_at=at)
         )
 
+    async def settle_unsubscribed(
+        self, *, created_before: datetime, at: datetime, limit: int
+    ) -> int:
+        """Mark dispatched up to ``limit`` undispatched events no endpoint subscribes to.
+
+        An event counts as subscribed when an enabled endpoint of its workspace has a
+        pattern covering its type (as ``catalog.patterns_covering`` lists them),
+        whenever that endpoint was created, so every event ``dispatch_event`` would
+        deliver is left for it. Returns how many events were marked.
+        """
+        result = await self.session.execute(
+            _SETTLE_UNSUBSCRIBED,
+            {
+                "created_before": created_before,
+                "at": at,
+                "limit": limit,
+                "wildcard": catalog.WILDCARD,
+            },
+        )
+        return len(result.all())
+
     async def undispatched_ids(
         self, *, created_before: datetime, after_id: uuid.UUID | None, limit: int
     ) -> Sequence[uuid.UUID]:
+        """Return undispatched events that an enabled endpoint subscribes to.
+
+        The others are left to ``settle_unsubscribed``. A sweep running alongside
+        another therefore queues no job for the events the other is settling.
+        """
         statement = select(Event.id).where(
-            Event.dispatched_at.is_(None), Event.created_at < created_before
+            Event.dispatched_at.is_(None),
+            Event.created_at < created_before,
+            text(_SUBSCRIBED).bindparams(wildcard=catalog.WILDCARD),
         )
         if after_id is not None:
             statement = statement.where(Event.id > after_id)

@@ -38,6 +38,7 @@ from app.webhooks.schemas import (
     WebhookSecretRotate,
 )
 from app.webhooks.signing import generate_secret
+from app.webhooks.subscriptions import forget_subscriptions
 from app.webhooks.url_safety import (
     AddressPolicy,
     Resolve,
@@ -352,6 +353,7 @@ class WebhookEndpointService:
         event_type: str,
         actor: str | None,
     ) -> None:
+        forget_subscriptions(session)
         await emit(
             session,
             workspace_id=endpoint.workspace_id,

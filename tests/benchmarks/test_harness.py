@@ -92,6 +92,7 @@ class TestSmokeRun:
             "API peak RSS under load",
             "job start p95",
             f"CSV import of {config.import_rows} rows full/bare rows/s",
+            "nurture emails worker/bare emails/s",
         ]
         imports = report.imports
         assert imports is not None
@@ -99,11 +100,16 @@ class TestSmokeRun:
         assert imports.full_seconds > 0
         assert imports.bare_seconds > 0
         assert imports.ratio > 0
+        nurture = report.nurture
+        assert nurture is not None
+        assert nurture.full.messages == config.nurture_enrollments
+        assert nurture.ratio > 0
         table = render(report)
         assert "bare COPY" in table
         assert "GET /v1/leads/{id}" in table
         assert "full/bare" in table
         assert "arq default" in table
+        assert "worker/bare" in table
 
 
 class TestImportFile:

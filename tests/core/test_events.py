@@ -7,7 +7,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import take_pending_jobs
 from app.core.events import DISPATCH_JOB, emit
 from app.core.ids import new_uuid
-from app.models import Event, Workspace
+from app.models import Event, WebhookEndpoint, Workspace
+
+
+async def add_endpoint(
+    session: AsyncSession, workspace: Workspace, event_types: list[str]
+) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint(
+        workspace_id=workspace.id,
+        url="http://127.0.0.1:9/hooks",
+        event_types=event_types,
+        secret="whsec_test",
+    )
+    session.add(endpoint)
+    await session.commit()
+    return endpoint
+
+
+async def emit_lead_created(session: AsyncSession, workspace: Workspace) -> Event:
+    return await emit(
+        session,
+        workspace_id=workspace.id,
+        type="lead.created",
+        object_type="lead",
+        object_id=new_uuid(),
+        data={},
+    )
 
 
 class TestEmit:
@@ -44,6 +69,7 @@ class TestEmit:
     async def test_records_context_and_defers_dispatch(
         self, session: AsyncSession, workspace: Workspace
     ) -> None:
+        await add_endpoint(session, workspace, ["lead.*"])
         object_id = new_uuid()
         structlog.contextvars.bind_contextvars(request_id="req-123")
         try:
@@ -113,3 +139,45 @@ class TestEmit:
             .where(Workspace.id == pending.id)
         )
         assert count == 1
+
+
+class TestDispatchOnlyWhenSubscribed:
+    async def test_no_endpoint_no_job(
+        self, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        event = await emit_lead_created(session, workspace)
+
+        assert take_pending_jobs(session) == []
+        assert event.dispatched_at is None
+
+    async def test_other_types_no_job(
+        self, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        await add_endpoint(session, workspace, ["invoice.*", "lead.updated"])
+
+        await emit_lead_created(session, workspace)
+
+        assert take_pending_jobs(session) == []
+
+    async def test_disabled_endpoint_no_job(
+        self, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        endpoint = await add_endpoint(session, workspace, ["*"])
+        endpoint.enabled = False
+        await session.commit()
+
+        await emit_lead_created(session, workspace)
+
+        assert take_pending_jobs(session) == []
+
+    async def test_endpoint_of_later_transaction_seen(
+        self, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        await emit_lead_created(session, workspace)
+        await session.commit()
+        await add_endpoint(session, workspace, ["lead.created"])
+
+        event = await emit_lead_created(session, workspace)
+
+        jobs = take_pending_jobs(session)
+        assert [job.job_id for job in jobs] == [f"dispatch:{event.id}"]

@@ -112,3 +112,79 @@ class TestEnqueue:
 
         assert await queue.ping() is False
         await queue.close()
+
+
+class TestEnqueueMany:
+    async def test_batch_runs_each_job_once(
+        self, queue: JobQueue, redis_client: aioredis.Redis
+    ) -> None:
+        calls: list[str] = []
+
+        async def record(ctx: dict[str, Any], name: str) -> None:
+            calls.append(name)
+
+        await queue.enqueue(PendingJob("record", ("a",), job_id="record:a"))
+        await queue.enqueue_many(
+            [
+                PendingJob("record", ("a",), job_id="record:a"),
+                PendingJob("record", ("b",), job_id="record:b"),
+                PendingJob("record", ("c",), job_id="record:c"),
+                PendingJob("record", ("c",), job_id="record:c"),
+            ]
+        )
+        queued = sorted(await redis_client.zrange(QUEUE_NAME, 0, -1))
+        await _run_burst(queue, [func(record, name="record")])
+
+        assert queued == [b"record:a", b"record:b", b"record:c"]
+        assert sorted(calls) == ["a", "b", "c"]
+
+    async def test_batch_keeps_start_times(
+        self, queue: JobQueue, redis_client: aioredis.Redis
+    ) -> None:
+        start = datetime.now(UTC) + timedelta(hours=1)
+
+        await queue.enqueue_many(
+            [
+                PendingJob("record", (), job_id="record:now"),
+                PendingJob(
+                    "record",
+                    (),
+                    job_id="record:later",
+                    kwargs={"_defer_until": start},
+                ),
+            ]
+        )
+
+        assert await redis_client.zscore(QUEUE_NAME, "record:later") == round(
+            start.timestamp() * 1000
+        )
+        assert await queue.ready_count() == 1
+
+    async def test_unless_queued_skips_while_other_waits(
+        self, queue: JobQueue, redis_client: aioredis.Redis
+    ) -> None:
+        async def record(ctx: dict[str, Any]) -> None:
+            return None
+
+        await queue.enqueue(PendingJob("record", (), job_id="record:first"))
+        second = PendingJob(
+            "record", (), job_id="record:second", unless_queued="record:first"
+        )
+
+        await queue.enqueue(second)
+        skipped = await redis_client.zrange(QUEUE_NAME, 0, -1)
+        await _run_burst(queue, [func(record, name="record")])
+        await queue.enqueue(second)
+
+        assert skipped == [b"record:first"]
+        assert await redis_client.zrange(QUEUE_NAME, 0, -1) == [b"record:second"]
+
+    async def test_unreachable_redis_does_not_raise(self) -> None:
+        queue = JobQueue("redis://127.0.0.1:1/0")
+
+        await queue.enqueue_many(
+            [PendingJob("record", ()), PendingJob("record", ("b",))]
+        )
+
+        assert await queue.ready_count() is None
+        await queue.close()

@@ -11,6 +11,7 @@ from app.main import create_app
 from app.models import Event
 from app.settings import Settings
 from tests.conftest import TestDatabase
+from tests.webhooks.factories import create_endpoint
 
 
 async def queued_job_ids(redis_client: aioredis.Redis) -> list[str]:
@@ -26,13 +27,19 @@ class TestJobsAfterCommit:
         session: AsyncSession,
         redis_client: aioredis.Redis,
     ) -> None:
+        await create_endpoint(client, auth, "http://127.0.0.1:9/hooks")
+        before = await queued_job_ids(redis_client)
+
         response = await client.post(
             "/v1/leads", json={"email": "a@example.com"}, headers=auth
         )
 
         assert response.status_code == 201
-        event_id = await session.scalar(select(Event.id))
-        assert await queued_job_ids(redis_client) == [f"dispatch:{event_id}"]
+        event_id = await session.scalar(
+            select(Event.id).where(Event.type == "lead.created")
+        )
+        after = await queued_job_ids(redis_client)
+        assert sorted(set(after) - set(before)) == [f"dispatch:{event_id}"]
 
     async def test_rollback_enqueues_nothing(
         self,
@@ -40,8 +47,10 @@ class TestJobsAfterCommit:
         auth: dict[str, str],
         redis_client: aioredis.Redis,
     ) -> None:
+        await create_endpoint(client, auth, "http://127.0.0.1:9/hooks")
         await client.post("/v1/leads", json={"email": "a@example.com"}, headers=auth)
         before = await queued_job_ids(redis_client)
+        assert len(before) == 2
 
         duplicate = await client.post(
             "/v1/leads", json={"email": "a@example.com"}, headers=auth

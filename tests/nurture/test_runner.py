@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from app.core import ids
+from app.core.db import PendingJob
 from app.core.jobs import QUEUE_NAME, redis_settings
 from app.models import EmailSuppression, Enrollment, Event, Lead, StepRun
 from app.nurture import runner, unsubscribe
+from app.nurture.backlog import BACKLOG_PER_JOB_SLOT
 from app.nurture.runner import MAX_ATTEMPTS, Claim, Delivery, step_runner
 from app.settings import Settings
 from tests.nurture.conftest import (
@@ -97,6 +99,12 @@ async def make_due(session: AsyncSession) -> None:
         update(Enrollment).values(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
     )
     await session.commit()
+
+
+async def step_jobs(redis_client: aioredis.Redis) -> list[str]:
+    """List the queued ids of step jobs, in order."""
+    queued = await redis_client.zrange(QUEUE_NAME, 0, -1)
+    return sorted(job.decode() for job in queued if job.startswith(b"enrollment-step:"))
 
 
 async def claim(job_context: dict[str, Any], enrollment: JsonObject) -> Claim | str:
@@ -858,6 +866,7 @@ class TestSweep:
         job_context: dict[str, Any],
     ) -> None:
         await start(client, auth)
+        await redis_client.flushdb()
         first = await sweep_due_enrollments(job_context)
         await session.execute(
             update(Enrollment).values(
@@ -874,7 +883,82 @@ class TestSweep:
             for job in await redis_client.zrange(QUEUE_NAME, 0, -1)
             if b":sweep:" in job
         ]
-        assert len(sweeps) == 2
+        # The first sweep's job has not started, so arq drops the second one.
+        assert len(sweeps) == 1
+
+    async def test_step_job_queued_not_duplicated(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        redis_client: aioredis.Redis,
+        job_context: dict[str, Any],
+    ) -> None:
+        enrollment = await start(client, auth)
+        before = await step_jobs(redis_client)
+
+        claimed = await sweep_due_enrollments(job_context)
+
+        assert claimed == 1
+        assert len(before) == 1
+        assert before[0].startswith(f"enrollment-step:{enrollment['id']}:0:")
+        assert await step_jobs(redis_client) == before
+
+    async def test_new_attempt_new_job(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        redis_client: aioredis.Redis,
+        job_context: dict[str, Any],
+    ) -> None:
+        enrollment = await start(client, auth)
+        await redis_client.flushdb()
+        first = await sweep_due_enrollments(job_context)
+        # A worker claims the step and dies: both leases lapse unrenewed.
+        assert isinstance(await claim(job_context, enrollment), Claim)
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await session.execute(update(StepRun).values(claimed_until=past))
+        await session.execute(update(Enrollment).values(claimed_until=past))
+        await session.commit()
+
+        second = await sweep_due_enrollments(job_context)
+
+        assert (first, second) == (1, 1)
+        queued = await step_jobs(redis_client)
+        prefix = f"enrollment-step:{enrollment['id']}:0:sweep:"
+        assert queued == [prefix + "0", prefix + "1"]
+
+    async def test_limited_by_ready_jobs(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        redis_client: aioredis.Redis,
+        job_context: dict[str, Any],
+        smtp_settings: Settings,
+    ) -> None:
+        for number in range(3):
+            await start(client, auth, email=f"lead{number}@example.com")
+        await redis_client.flushdb()
+        queue = job_context["queue"]
+        later = datetime.now(UTC) + timedelta(hours=1)
+        for number in range(BACKLOG_PER_JOB_SLOT - 1):
+            await queue.enqueue(PendingJob("noop", (), job_id=f"noop:{number}"))
+            await queue.enqueue(
+                PendingJob(
+                    "noop",
+                    (),
+                    job_id=f"noop:later:{number}",
+                    kwargs={"_defer_until": later},
+                )
+            )
+        one_slot = smtp_settings.model_copy(update={"worker_max_jobs": 1})
+
+        first = await sweep_due_enrollments({**job_context, "settings": one_slot})
+        second = await sweep_due_enrollments({**job_context, "settings": one_slot})
+
+        # Jobs deferred to later do not count, so the first sweep leases one
+        # enrollment, and its job fills the backlog.
+        assert (first, second) == (1, 0)
 
     async def test_ignores_paused(
         self,

@@ -17,6 +17,7 @@ from app.core.clock import utcnow
 from app.core.jobs import QUEUE_NAME, redis_settings
 from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
 from app.settings import Settings
+from app.webhooks import dispatch as webhook_dispatch
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse, fresh
 from tests.webhooks.factories import (
@@ -53,6 +54,11 @@ async def age_endpoints(session: AsyncSession) -> None:
 async def queued(redis_client: ArqRedis) -> list[tuple[str, tuple[Any, ...], str]]:
     jobs = await redis_client.queued_jobs(queue_name=QUEUE_NAME)
     return sorted((job.function, job.args, job.job_id or "") for job in jobs)
+
+
+async def dispatch_sweep(ctx: dict[str, Any]) -> webhook_dispatch.SweepResult:
+    async with tasks.unit_of_work(ctx) as session:
+        return await webhook_dispatch.sweep(session)
 
 
 async def run_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
@@ -343,6 +349,88 @@ class TestSweep:
         assert await queued(redis_client) == [
             ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:2")
         ]
+
+    async def test_settles_unsubscribed_events(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        redis_client: ArqRedis,
+    ) -> None:
+        await create_endpoint(client, auth, URL, event_types=["invoice.*"])
+        await create_endpoint(client, auth, URL, event_types=["*"], enabled=False)
+        other = Workspace(id=ids.new_uuid(), name="Other")
+        session.add(other)
+        await session.flush()
+        session.add(
+            WebhookEndpoint(
+                workspace_id=other.id,
+                url=URL,
+                event_types=["*"],
+                secret="whsec_other",
+            )
+        )
+        await session.commit()
+        subscribed = await record_event(session, workspace.id, "invoice.finalized")
+        unsubscribed = await record_event(session, workspace.id, "lead.created")
+        for event in (subscribed, unsubscribed):
+            await age(session, event)
+        fresh_event = await record_event(session, workspace.id, "lead.updated")
+        await redis_client.flushdb()
+
+        result = await dispatch_sweep(ctx)
+
+        assert (await fresh(session, Event, unsubscribed.id)).dispatched_at is not None
+        assert (await fresh(session, Event, subscribed.id)).dispatched_at is None
+        assert (await fresh(session, Event, fresh_event.id)).dispatched_at is None
+        assert await queued(redis_client) == [
+            ("dispatch_event", (str(subscribed.id),), f"dispatch:{subscribed.id}")
+        ]
+        assert result.settled == 1
+        assert result.events == 1
+
+    async def test_unsubscribed_event_never_queued(
+        self,
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        redis_client: ArqRedis,
+    ) -> None:
+        await redis_client.flushdb()
+        event = await record_event(session, workspace.id)
+        await age(session, event)
+
+        await tasks.sweep_webhooks(ctx)
+
+        assert await queued(redis_client) == []
+        assert (await fresh(session, Event, event.id)).dispatched_at is not None
+
+    async def test_settling_sweep_not_duplicated(
+        self, committed: Committed, redis_client: ArqRedis
+    ) -> None:
+        async with committed.database.session() as writer:
+            event = await record_event(writer, committed.workspace.id)
+            await writer.execute(
+                update(Event)
+                .where(Event.id == event.id)
+                .values(created_at=Event.created_at - timedelta(minutes=1))
+            )
+            await writer.commit()
+        await redis_client.flushdb()
+
+        async with committed.database.session() as first:
+            settled = await webhook_dispatch.sweep(first)
+            # The first sweep has not committed, so its settled row is still
+            # undispatched and locked when the second sweep runs.
+            second = await asyncio.wait_for(dispatch_sweep(committed.ctx), timeout=5)
+            await first.commit()
+
+        assert settled.settled == 1
+        assert second.settled == 0
+        assert second.events == 0
+        assert await queued(redis_client) == []
 
 
 class TestAcrossConnections:
