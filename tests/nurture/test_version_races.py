@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from app.core.errors import PreconditionFailed
+from app.models import Enrollment, SequenceStep
 from app.models import Sequence as SequenceRow
-from app.models import SequenceStep
-from app.nurture.schemas import EmailStepCreate, SequenceUpdate
-from app.nurture.versions import update_sequence
+from app.nurture.errors import SequenceArchived
+from app.nurture.schemas import EmailStepCreate, EnrollmentCreate, SequenceUpdate
+from app.nurture.service import enrollment_service
+from app.nurture.versions import archive_sequence, update_sequence
 from tests.nurture.conftest import Committed
 
 
@@ -73,3 +76,53 @@ class TestConcurrentEdits:
         assert sequence is not None
         assert sequence.latest_version == 4
         assert list(numbers) == [1, 2, 3, 4]
+
+
+async def wait_for_lock_wait(committed: Committed) -> None:
+    """Return once some backend of this database waits on a lock, or fail after 10 s."""
+    async with committed.database.session() as session:
+        for _ in range(200):
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the enrollment never waited for the archive")
+
+
+class TestArchiveRace:
+    async def test_enroll_during_archive_rejected(self, committed: Committed) -> None:
+        sequence_id = await committed.sequence()
+        lead_id = await committed.lead()
+
+        async def enroll() -> None:
+            async with committed.database.session() as session:
+                await enrollment_service.enroll(
+                    session,
+                    committed.principal,
+                    sequence_id,
+                    EnrollmentCreate(lead_id=lead_id),
+                )
+                await session.commit()
+
+        async with committed.database.session() as archiving:
+            await archive_sequence(
+                archiving, committed.principal, sequence_id, if_match=None
+            )
+            racing = asyncio.create_task(enroll())
+            await wait_for_lock_wait(committed)
+            await archiving.commit()
+
+        with pytest.raises(SequenceArchived):
+            await asyncio.wait_for(racing, timeout=10)
+        async with committed.database.session() as session:
+            enrollments = await session.scalar(
+                select(func.count())
+                .select_from(Enrollment)
+                .where(Enrollment.sequence_id == sequence_id)
+            )
+        assert enrollments == 0
