@@ -40,7 +40,7 @@ from app.nurture.enrolment_jobs_repository import EnrollmentJobRepository
 from app.nurture.enrolment_schemas import EnrollmentJob as EnrollmentJobSchema
 from app.nurture.enrolment_schemas import EnrollmentJobCreate, EnrollmentJobFilter
 from app.nurture.errors import EnrollmentJobNotFound
-from app.nurture.service import sequence_service
+from app.nurture.service import check_not_archived, sequence_service
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -86,6 +86,7 @@ class EnrollmentJobService:
         sequence = await sequence_service.get_row(
             session, principal.workspace_id, sequence_id
         )
+        check_not_archived(sequence)
         found = payload.filter
         try:
             await listing_filters(
@@ -288,6 +289,22 @@ async def run_job(
             sequence = await sequence_service.get_row(
                 session, job.workspace_id, job.sequence_id
             )
+            if sequence.status == "archived":
+                # Every later lead would be skipped, so the job stops here.
+                await _finish(
+                    session,
+                    locked,
+                    "failed",
+                    code="sequence_archived",
+                    message="The sequence was archived while the job ran. Start a "
+                    "job on an active sequence to enroll the remaining leads.",
+                )
+                log.warning(
+                    "enrollment_job.failed",
+                    enrollment_job_id=str(job_id),
+                    code="sequence_archived",
+                )
+                return "failed"
             try:
                 leads, next_cursor, has_more = await lead_service.list(
                     session,

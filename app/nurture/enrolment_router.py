@@ -70,7 +70,7 @@ async def batch_create_enrollments(
     summary="Enroll the leads that match a filter",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EnrollmentJob,
-    responses=problem_responses(403, 404, 413, 415),
+    responses=problem_responses(403, 404, 409, 413, 415),
 )
 async def create_enrollment_job(
     request: Request,
