@@ -264,9 +264,13 @@ class HolidayCalendarService:
         window = send_window.model_dump() if send_window is not None else None
         problem = schedule_problem(timezone, window, holidays)
         if problem is not None:
+            field, fix = "send_window", "Allow more weekdays or remove holidays."
+            if send_window is None:
+                # Without a window every day is allowed, so the calendar is at fault.
+                field, fix = "holiday_calendar_id", "Remove dates from the calendar."
             raise InvalidInput(
-                f"send_window: {problem}. Allow more weekdays or remove holidays.",
-                errors=[FieldError("send_window", problem, "no_sendable_time")],
+                f"{field}: {problem}. {fix}",
+                errors=[FieldError(field, problem, "no_sendable_time")],
             )
 
     async def _check_sequences(
