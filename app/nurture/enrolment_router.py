@@ -28,7 +28,7 @@ router = APIRouter(route_class=UnitOfWorkRoute)
     operation_id="enrollments_batch_create",
     summary="Enroll leads in a batch",
     response_model=EnrollmentBatchResult,
-    responses=problem_responses(403, 404, 413, 415),
+    responses=problem_responses(403, 404, 409, 413, 415),
 )
 async def batch_create_enrollments(
     request: Request,
