@@ -244,8 +244,10 @@ class HolidayCalendarService:
         """Raise ``InvalidInput`` when the calendar is unknown or nothing could send."""
         holidays: Dates = []
         if holiday_calendar_id is not None:
+            # Locked, so a concurrent edit of its dates, which checks the sequences
+            # using it, runs wholly before or after this check.
             calendar = await HolidayCalendarRepository.from_session(session).get(
-                workspace_id, holiday_calendar_id
+                workspace_id, holiday_calendar_id, for_update=True
             )
             if calendar is None:
                 calendar_id = ids.encode("holiday_calendar", holiday_calendar_id)
