@@ -30,7 +30,11 @@ from app.models import Sequence as SequenceRow
 from app.nurture.enrolment_schemas import BatchItemStatus, EnrollmentBatchCreate
 from app.nurture.errors import EnrollmentExists
 from app.nurture.schemas import Enrollment
-from app.nurture.service import check_not_archived, enrollment_service, sequence_service
+from app.nurture.service import (
+    check_not_archived,
+    enrollment_service,
+    sequence_service,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +71,7 @@ async def enroll_batch(
     sequence = await sequence_service.get_row(
         session, principal.workspace_id, sequence_id
     )
+    # No lead of the batch could be enrolled, so the whole request conflicts.
     check_not_archived(sequence)
 
     items: list[BatchItem] = []

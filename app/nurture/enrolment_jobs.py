@@ -290,13 +290,14 @@ async def run_job(
                 session, job.workspace_id, job.sequence_id
             )
             if sequence.status == "archived":
+                # Every later lead would be skipped, so the job stops here.
                 await _finish(
                     session,
                     locked,
                     "failed",
                     code="sequence_archived",
-                    message="The sequence was archived while the job ran, so it "
-                    "enrolls no more leads.",
+                    message="The sequence was archived while the job ran. Start a "
+                    "job on an active sequence to enroll the remaining leads.",
                 )
                 log.warning(
                     "enrollment_job.failed",

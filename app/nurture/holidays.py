@@ -244,8 +244,10 @@ class HolidayCalendarService:
         """Raise ``InvalidInput`` when the calendar is unknown or nothing could send."""
         holidays: Dates = []
         if holiday_calendar_id is not None:
+            # Locked, so a concurrent edit of its dates, which checks the sequences
+            # using it, runs wholly before or after this check.
             calendar = await HolidayCalendarRepository.from_session(session).get(
-                workspace_id, holiday_calendar_id
+                workspace_id, holiday_calendar_id, for_update=True
             )
             if calendar is None:
                 calendar_id = ids.encode("holiday_calendar", holiday_calendar_id)
@@ -264,9 +266,13 @@ class HolidayCalendarService:
         window = send_window.model_dump() if send_window is not None else None
         problem = schedule_problem(timezone, window, holidays)
         if problem is not None:
+            field, fix = "send_window", "Allow more weekdays or remove holidays."
+            if send_window is None:
+                # Without a window every day is allowed, so the calendar is at fault.
+                field, fix = "holiday_calendar_id", "Remove dates from the calendar."
             raise InvalidInput(
-                f"send_window: {problem}. Allow more weekdays or remove holidays.",
-                errors=[FieldError("send_window", problem, "no_sendable_time")],
+                f"{field}: {problem}. {fix}",
+                errors=[FieldError(field, problem, "no_sendable_time")],
             )
 
     async def _check_sequences(

@@ -464,10 +464,13 @@ class SequenceVersion(OutputModel):
 
 
 class EnrollmentMoveVersion(InputModel):
-    version: int = Field(ge=1, description="The version of the sequence to run.")
+    version: int = Field(
+        ge=1, le=2_147_483_647, description="The version of the sequence to run."
+    )
     position: int | None = Field(
         default=None,
         ge=0,
+        le=2_147_483_647,
         description="The step of that version to run next. Omitted, the enrollment "
         "keeps its position.",
     )

@@ -258,6 +258,9 @@ class EnrollmentService:
         workspace_id = principal.workspace_id
         sequences = SequenceRepository.from_session(session)
         repository = EnrollmentRepository.from_session(session)
+        # Reload the row under a share lock, so an archive or a new version committed
+        # meanwhile is seen here. One still in progress waits for this enrollment.
+        await session.refresh(sequence, with_for_update={"read": True})
         check_not_archived(sequence)
         await self._check_enrollable(repository, lead)
         await self._reject_running(repository, sequence.id, lead.id)

@@ -54,8 +54,13 @@ def step_kind(value: Any) -> str | None:
 
     Steps written before other kinds existed carry no kind, and all were emails.
     """
-    kind = value.get("kind", "email") if isinstance(value, dict) else value.kind
-    return kind if kind in STEP_KINDS else None
+    # A step sent as null, a number or a list has no kind. It then fails as an
+    # invalid kind instead of raising AttributeError.
+    if isinstance(value, dict):
+        kind = value.get("kind", "email")
+    else:
+        kind = getattr(value, "kind", None)
+    return kind if isinstance(kind, str) and kind in STEP_KINDS else None
 
 
 def untag_step_errors(value: Any, handler: Callable[[Any], Any]) -> Any:

@@ -222,6 +222,19 @@ class TestBatchLimits:
         assert response.status_code == 404
         assert response.json()["code"] == "sequence_not_found"
 
+    async def test_archived_sequence_conflicts(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth)
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        response = await enroll_batch(client, auth, sequence, [lead["id"]])
+
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "sequence_archived"
+        assert await count_enrollments(session) == 0
+
     async def test_requires_write_scope(
         self,
         client: httpx.AsyncClient,

@@ -148,6 +148,19 @@ class TestCreateJob:
         stored = await session.scalar(select(func.count()).select_from(EnrollmentJob))
         assert stored == 0
 
+    async def test_archived_sequence_conflicts(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        response = await create_job(client, auth, sequence, {"tag": ["vip"]})
+
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "sequence_archived"
+        stored = await session.scalar(select(func.count()).select_from(EnrollmentJob))
+        assert stored == 0
+
     async def test_unknown_attribute_invalid(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -324,6 +337,39 @@ class TestRunJob:
         assert await redis_client.exists(f"arq:job:{run_job_id(row)}") == 1
         assert await run_enrollment_job(small_chunks, str(row.id)) == "succeeded"
         assert sum((await enrollments_per_lead(session)).values()) == 3
+
+    async def test_archived_midway_stops(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        small_chunks: dict[str, Any],
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await tagged_leads(client, auth, 3)
+        job = await start_job(client, auth, sequence, {"tag": ["vip"]})
+        async with unit_of_work(small_chunks) as claim_session:
+            await enrollment_job_service.claim(
+                claim_session, job_uuid(job), timedelta(seconds=120)
+            )
+        first = await enrolment_jobs.run_job(
+            lambda: unit_of_work(small_chunks),
+            job_uuid(job),
+            small_chunks["settings"],
+            budget_seconds=0,
+        )
+        assert first == "continued"
+        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
+
+        outcome = await run_enrollment_job(small_chunks, str(job_uuid(job)))
+
+        assert outcome == "failed"
+        done = await fetch_job(client, auth, job)
+        assert done["status"] == "failed"
+        assert done["error_code"] == "sequence_archived"
+        assert done["counts"]["matched"] == 2
+        assert done["counts"]["skipped"] == 0
+        assert sum((await enrollments_per_lead(session)).values()) == 2
 
 
 class TestJobCrash:

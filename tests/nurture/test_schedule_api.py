@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import redis.asyncio as aioredis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
-from app.models import Enrollment, Lead, StepRun
+from app.models import Enrollment, Lead, Sequence, StepRun
 from app.nurture.schedule import (
     Delay,
     ScheduleRules,
@@ -495,6 +495,21 @@ class TestSequenceScheduleInput:
         error = response.json()["errors"][0]
         assert error["field"] == "send_window"
         assert error["code"] == "no_sendable_time"
+
+    async def test_calendar_covering_every_day(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        today = datetime.now(UTC).date()
+        every_day = [(today + timedelta(days=day)).isoformat() for day in range(1000)]
+        calendar = await create_calendar(client, auth, every_day)
+
+        response = await post_sequence(client, auth, holiday_calendar_id=calendar["id"])
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "holiday_calendar_id"
+        assert error["code"] == "no_sendable_time"
+        assert await session.scalar(select(func.count()).select_from(Sequence)) == 0
 
     async def test_unknown_delay_unit(
         self, client: httpx.AsyncClient, auth: dict[str, str]

@@ -17,11 +17,10 @@ from tests.nurture.conftest import (
     create_sequence,
     enroll,
 )
-from tests.nurture.test_enrolment_jobs import fetch_job, job_uuid, start_job
 from tests.nurture.test_offers import create_offer, offer_step
 from tests.nurture.test_runner import enrollment_uuid
 from tests.nurture.test_schedule_api import create_calendar
-from workers.tasks import run_enrollment_job, run_enrollment_step
+from workers.tasks import run_enrollment_step
 
 WINDOW: JsonObject = {"weekdays": ["mon", "tue"], "start": "09:00", "end": "12:00"}
 
@@ -157,59 +156,6 @@ class TestPatchSettings:
         assert error["code"] == "offer_not_active"
         fetched = await client.get(f"/v1/sequences/{sequence['id']}", headers=auth)
         assert fetched.json()["latest_version"] == 1
-
-
-class TestArchivedBulkEnrolment:
-    async def test_batch_rejected(
-        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
-    ) -> None:
-        sequence = await create_sequence(client, auth)
-        lead = await create_lead(client, auth)
-        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
-
-        response = await client.post(
-            f"/v1/sequences/{sequence['id']}/enrollments/batch",
-            json={"lead_ids": [lead["id"]]},
-            headers=auth,
-        )
-
-        assert response.status_code == 409
-        assert response.json()["code"] == "sequence_archived"
-        assert await count_enrollments(session) == 0
-
-    async def test_job_rejected(
-        self, client: httpx.AsyncClient, auth: dict[str, str]
-    ) -> None:
-        sequence = await create_sequence(client, auth)
-        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
-
-        response = await client.post(
-            f"/v1/sequences/{sequence['id']}/enrollment-jobs",
-            json={"filter": {}},
-            headers=auth,
-        )
-
-        assert response.status_code == 409
-        assert response.json()["code"] == "sequence_archived"
-
-    async def test_job_stops_when_archived(
-        self,
-        client: httpx.AsyncClient,
-        auth: dict[str, str],
-        session: AsyncSession,
-        job_context: dict[str, Any],
-    ) -> None:
-        sequence = await create_sequence(client, auth)
-        await create_lead(client, auth)
-        job = await start_job(client, auth, sequence, {})
-        await client.post(f"/v1/sequences/{sequence['id']}/archive", headers=auth)
-
-        outcome = await run_enrollment_job(job_context, str(job_uuid(job)))
-
-        assert outcome == "failed"
-        done = await fetch_job(client, auth, job)
-        assert done["status"] == "failed"
-        assert await count_enrollments(session) == 0
 
 
 class TestSenderDomain:

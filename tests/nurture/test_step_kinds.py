@@ -101,6 +101,25 @@ class TestStepKinds:
         assert first_error(response)["field"] == "steps.0.body_text"
         assert await session.scalar(select(func.count()).select_from(Sequence)) == 0
 
+    @pytest.mark.parametrize(
+        "step", [None, 7, "email", [EMAIL], {**EMAIL, "kind": ["email"]}]
+    )
+    async def test_step_not_an_object(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        step: object,
+    ) -> None:
+        response = await client.post(
+            "/v1/sequences", json={"name": "Kinds", "steps": [step]}, headers=auth
+        )
+
+        error = first_error(response)
+        assert error["field"] == "steps.0.kind"
+        assert error["code"] == "invalid_step_kind"
+        assert await session.scalar(select(func.count()).select_from(Sequence)) == 0
+
 
 class TestTaskValidation:
     @pytest.mark.parametrize(

@@ -322,6 +322,21 @@ class TestMoveVersion:
         assert response.json()["errors"][0]["field"] == "version"
         assert (await fetch(client, auth, enrollment))["sequence_version"] == 1
 
+    async def test_version_beyond_integer(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=V1_STEPS)
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+
+        for field in ("version", "position"):
+            body = {"version": 1, field: 10**30}
+            response = await move(client, auth, enrollment, body)
+
+            assert response.status_code == 422, response.text
+            assert response.json()["errors"][0]["field"] == field
+        assert (await fetch(client, auth, enrollment))["sequence_version"] == 1
+
     async def test_ended_enrollment(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
