@@ -15,7 +15,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
 
@@ -138,6 +138,12 @@ class Enrollment(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     exited_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        # Each UPDATE returns the new ``updated_at``, so the event built after a change
+        # needs no SELECT to read the row back.
+        return {"version_id_col": cls.version, "eager_defaults": True}
 
 
 class StepRun(IdMixin, WorkspaceMixin, Base):

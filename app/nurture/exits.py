@@ -27,7 +27,6 @@ from app.leads.serialize import lead_data
 from app.models import Enrollment, Lead
 from app.models import Sequence as SequenceRow
 from app.models.lead import OPEN_LEAD_STATUSES
-from app.nurture.repository import EnrollmentRepository
 from app.nurture.service import exit_enrollment, suppress_address
 from app.nurture.states import ALWAYS_EXIT_REASONS, RUNNING_STATUSES
 
@@ -156,10 +155,13 @@ async def exit_for_engagement(
     return exited
 
 
-async def claim_exit_reason(
-    session: AsyncSession, enrollment: Enrollment, lead: Lead
+def claim_exit_reason(
+    lead: Lead, exit_rules: list[str], suppressed: bool
 ) -> str | None:
-    """Return why the worker must exit ``enrollment`` instead of running its step.
+    """Return why the worker must exit an enrollment instead of running its step.
+
+    ``exit_rules`` are the sequence's, and ``suppressed`` tells whether the lead's
+    address is suppressed.
 
     A safety net behind the triggers above, for facts recorded before the sequence
     was enrolled or by a path that does not call them. A converted or disqualified
@@ -168,16 +170,8 @@ async def claim_exit_reason(
     """
     reason = STATUS_REASONS.get(lead.status)
     if reason is not None:
-        rules = await session.scalar(
-            select(SequenceRow.exit_rules).where(
-                SequenceRow.id == enrollment.sequence_id
-            )
-        )
-        if rules is not None and reason in rules:
+        if reason in exit_rules:
             return reason
     elif lead.status not in OPEN_LEAD_STATUSES:
         return "lead_closed"
-    repository = EnrollmentRepository.from_session(session)
-    if await repository.is_suppressed(lead.workspace_id, lead.email_normalized):
-        return "unsubscribed"
-    return None
+    return "unsubscribed" if suppressed else None

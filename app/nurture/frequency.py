@@ -41,9 +41,17 @@ class Cap:
 async def load_cap(session: AsyncSession, workspace_id: uuid.UUID) -> Cap | None:
     """Return the workspace's cap, or None when it has none (the default)."""
     row = await session.get(NurtureSettings, workspace_id)
-    if row is None or row.email_cap_count is None:
+    if row is None:
         return None
-    return Cap(row.email_cap_count, timedelta(hours=row.email_cap_window_hours))
+    return cap_from(row.email_cap_count, row.email_cap_window_hours)
+
+
+def cap_from(count: int | None, window_hours: int | None) -> Cap | None:
+    """Build the cap from the stored settings; None when ``count`` is null."""
+    if count is None:
+        return None
+    hours = DEFAULT_WINDOW_HOURS if window_hours is None else window_hours
+    return Cap(count, timedelta(hours=hours))
 
 
 async def lock_lead(session: AsyncSession, lead_id: uuid.UUID) -> None:
@@ -86,7 +94,15 @@ async def postponed_until(
     Takes the lead's cap lock when the workspace has a cap; the caller inserts its
     ``running`` step run in the same transaction.
     """
-    cap = await load_cap(session, workspace_id)
+    return await postponed_under(
+        session, await load_cap(session, workspace_id), lead_id, now
+    )
+
+
+async def postponed_under(
+    session: AsyncSession, cap: Cap | None, lead_id: uuid.UUID, now: datetime
+) -> datetime | None:
+    """Return when ``cap`` frees for this lead, as ``postponed_until`` does."""
     if cap is None:
         return None
     await lock_lead(session, lead_id)

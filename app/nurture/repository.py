@@ -4,10 +4,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import paginate
@@ -19,6 +19,27 @@ from app.nurture.states import RUNNING_STATUSES
 StepsBySequence = dict[uuid.UUID, list[SequenceStep]]
 RunsByEnrollment = dict[uuid.UUID, list[tuple[StepRun, int]]]
 DueEnrollments = list[tuple[uuid.UUID, int, datetime, int]]
+_ENROLLMENTS = cast(Table, Enrollment.__table__)
+
+
+def _insert_unless_run(run: StepRun) -> Insert:
+    """Build the INSERT of ``run`` that does nothing when its step has a run."""
+    return (
+        insert(StepRun)
+        .values(
+            id=run.id,
+            workspace_id=run.workspace_id,
+            enrollment_id=run.enrollment_id,
+            step_id=run.step_id,
+            status=run.status,
+            attempts=run.attempts,
+            claimed_until=run.claimed_until,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            message_id=run.message_id,
+        )
+        .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+    )
 
 
 class SequenceRepository:
@@ -242,23 +263,25 @@ class EnrollmentRepository:
     async def insert_step_run(self, run: StepRun) -> bool:
         """Insert ``run`` unless its step already has a run, and return whether it did."""
         inserted = await self.session.scalar(
-            insert(StepRun)
-            .values(
-                id=run.id,
-                workspace_id=run.workspace_id,
-                enrollment_id=run.enrollment_id,
-                step_id=run.step_id,
-                status=run.status,
-                attempts=run.attempts,
-                claimed_until=run.claimed_until,
-                started_at=run.started_at,
-                finished_at=run.finished_at,
-                message_id=run.message_id,
-            )
-            .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
-            .returning(StepRun.id)
+            _insert_unless_run(run).returning(StepRun.id)
         )
         return inserted is not None
+
+    async def start_step_run(self, run: StepRun, until: datetime) -> bool:
+        """Insert ``run`` and lease its enrollment until ``until``, in one statement.
+
+        Does neither when the step already has a run, and returns whether it did.
+        """
+        inserted = (
+            _insert_unless_run(run).returning(StepRun.enrollment_id).cte("inserted")
+        )
+        leased = await self.session.scalar(
+            update(_ENROLLMENTS)
+            .where(_ENROLLMENTS.c.id == inserted.c.enrollment_id)
+            .values(claimed_until=until)
+            .returning(_ENROLLMENTS.c.id)
+        )
+        return leased is not None
 
     async def set_claim(self, enrollment_id: uuid.UUID, until: datetime | None) -> None:
         """Write the lease without bumping ``version``: clients never see it."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,8 +42,9 @@ from app.leads.service import lead_service
 from app.models import Enrollment, Lead, SequenceStep, StepRun
 from app.nurture import conditions, executors, exits, frequency, schedule, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
-from app.nurture.context import Sender, recipient_for, sender_for
+from app.nurture.context import Sender, sender_of
 from app.nurture.jobs import STEP_JOB, defer_step, scheduled_job_id, sweep_job_id
+from app.nurture.locked_step import lock_for_claim, lock_for_record
 from app.nurture.mailer import Mailer, MailError
 from app.nurture.offer_steps import issue_for_step
 from app.nurture.repository import EnrollmentRepository, SequenceRepository
@@ -152,34 +153,29 @@ class StepRunner:
         self, session: AsyncSession, settings: Settings, enrollment_id: uuid.UUID
     ) -> Claim | Outcome:
         """Phase 1: take the lease on the due step, or return why there is none."""
-        repository = EnrollmentRepository.from_session(session)
-        enrollment = await repository.lock(enrollment_id)
-        if enrollment is None:
+        rows = await lock_for_claim(session, enrollment_id)
+        if rows is None:
             return "missing"
+        enrollment, step, lead = rows.enrollment, rows.step, rows.lead
         if enrollment.status != "active":
             return "inactive"
         now = utcnow()
         if enrollment.next_run_at is None or enrollment.next_run_at > now:
             return "not_due"
-        step = await SequenceRepository.from_session(session).step_at(
-            enrollment.sequence_id,
-            enrollment.sequence_version,
-            enrollment.next_position,
-        )
         if step is None:
             await self._complete(session, enrollment, now)
             return "completed"
-        lead = await lead_service.get(
-            session, enrollment.workspace_id, enrollment.lead_id
+        reason = exits.claim_exit_reason(
+            lead, rows.sequence.exit_rules, rows.suppressed
         )
-        reason = await exits.claim_exit_reason(session, enrollment, lead)
         if reason is not None:
             await exit_enrollment(session, enrollment, reason, actor=None)
             return "exited"
 
+        repository = EnrollmentRepository.from_session(session)
         lease_until = now + timedelta(seconds=settings.step_lease_seconds)
-        sender = await sender_for(session, enrollment.sequence_id, settings)
-        run = await repository.get_step_run(enrollment.id, step.id, for_update=True)
+        sender = sender_of(rows.sequence, settings)
+        run = rows.run
         starts_attempt = run is None or not (
             run.status in ("sent", "completed", "skipped")
             or (
@@ -189,13 +185,23 @@ class StepRunner:
             )
         )
         if starts_attempt:
-            reopens = await schedule.window_reopens_at(session, enrollment, now)
+            rules = schedule.rules_from(
+                lead.timezone,
+                rows.sequence.timezone,
+                rows.workspace_timezone,
+                rows.sequence.send_window,
+                rows.holidays,
+            )
+            reopens = schedule.reopens_under(rules, enrollment.id, now)
             if reopens is not None:
                 return await self._postpone(
                     session, enrollment, reopens, now, reason="send_window"
                 )
         if run is None:
-            settled = await self._settle_in_claim(session, enrollment, step, lead, now)
+            cap = frequency.cap_from(rows.cap_count, rows.cap_window_hours)
+            settled = await self._settle_in_claim(
+                session, enrollment, step, lead, cap, now
+            )
             if settled is not None:
                 return settled
             run_id = ids.new_uuid()
@@ -214,7 +220,9 @@ class StepRunner:
                     else message_id_for(run_id, sender.mail_from)
                 ),
             )
-            if not await repository.insert_step_run(run):
+            # The enrollment's lease, written with the run, keeps the sweep from
+            # queueing a job for the step while it is being sent.
+            if not await repository.start_step_run(run, lease_until):
                 return "in_progress"
         elif run.status in ("sent", "completed", "skipped"):
             # Phase 3 marks the run sent and advances the enrollment in one
@@ -224,7 +232,8 @@ class StepRunner:
                 enrollment_id=str(enrollment.id),
                 step_id=str(step.id),
             )
-            await self._advance(session, enrollment, now)
+            following = await self._following(session, enrollment)
+            await self._advance(session, enrollment, following, now)
             return "sent"
         elif (
             run.status == "running"
@@ -250,7 +259,7 @@ class StepRunner:
             run.claimed_until = lease_until
             run.finished_at = None
             await session.flush()
-        await repository.set_claim(enrollment.id, lease_until)
+            await repository.set_claim(enrollment.id, lease_until)
         webhook = None
         if step.kind == "webhook":
             webhook = await executors.build_webhook_call(
@@ -276,7 +285,12 @@ class StepRunner:
             message_id=run.message_id or message_id_for(run.id, sender.mail_from),
             subject=step.subject or "",
             body_text=step.body_text or "",
-            recipient=await recipient_for(session, lead),
+            recipient=Recipient.from_lead(
+                lead,
+                owner_name=rows.owner_name,
+                owner_email=rows.owner_email,
+                workspace_name=rows.workspace_name,
+            ),
             sender=sender,
             offer_values=offer_values,
             kind=step.kind,
@@ -289,6 +303,7 @@ class StepRunner:
         enrollment: Enrollment,
         step: SequenceStep,
         lead: Lead,
+        cap: frequency.Cap | None,
         now: datetime,
     ) -> Outcome | None:
         """Finish a step that needs no send, or postpone it; None lets it be sent.
@@ -327,9 +342,7 @@ class StepRunner:
             status, event_type = "completed", "enrollment.step_completed"
         else:
             if step.kind == "email":
-                until = await frequency.postponed_until(
-                    session, enrollment.workspace_id, lead.id, now
-                )
+                until = await frequency.postponed_under(session, cap, lead.id, now)
                 if until is not None:
                     return await self._postpone(session, enrollment, until, now)
             return None
@@ -356,7 +369,10 @@ class StepRunner:
             kind=step.kind,
             status=status,
         )
-        outcome = await self._advance(session, enrollment, now, event_type=event_type)
+        following = await self._following(session, enrollment)
+        outcome = await self._advance(
+            session, enrollment, following, now, event_type=event_type
+        )
         return "skipped" if status == "skipped" and outcome == "sent" else outcome
 
     async def _postpone(
@@ -472,17 +488,15 @@ class StepRunner:
         self, session: AsyncSession, claim: Claim, delivery: Delivery
     ) -> Outcome:
         """Phase 3: store the result of the send and move the enrollment on."""
-        repository = EnrollmentRepository.from_session(session)
-        enrollment = await repository.lock(claim.enrollment_id)
-        if enrollment is None:
+        rows = await lock_for_record(session, claim.enrollment_id)
+        if rows is None:
             log.warning(
                 "enrollment.deleted_while_sending",
                 enrollment_id=str(claim.enrollment_id),
             )
             return "missing"
-        run = await repository.get_step_run(
-            claim.enrollment_id, claim.step_id, for_update=True
-        )
+        enrollment = rows.enrollment
+        run = next((run for run, _ in rows.runs if run.step_id == claim.step_id), None)
         if run is None or run.status != "running" or run.attempts != claim.attempt:
             log.warning(
                 "step_run.lease_lost",
@@ -499,7 +513,6 @@ class StepRunner:
         if delivery.error is None:
             run.status = "sent"
             run.error = None
-            await session.flush()
             log.info(
                 "enrollment.step_sent",
                 enrollment_id=str(enrollment.id),
@@ -507,7 +520,9 @@ class StepRunner:
                 attempt=claim.attempt,
                 message_id=claim.message_id,
             )
-            return await self._advance(session, enrollment, now)
+            return await self._advance(
+                session, enrollment, rows.following, now, runs=rows.runs
+            )
         return await self._fail(
             session,
             enrollment,
@@ -515,52 +530,72 @@ class StepRunner:
             claim,
             delivery.error,
             now,
+            runs=rows.runs,
             retry_after_seconds=delivery.retry_after_seconds,
+        )
+
+    async def _following(
+        self, session: AsyncSession, enrollment: Enrollment
+    ) -> SequenceStep | None:
+        """Load the step after the enrollment's due one, or None after the last."""
+        return await SequenceRepository.from_session(session).step_at(
+            enrollment.sequence_id,
+            enrollment.sequence_version,
+            enrollment.next_position + 1,
         )
 
     async def _advance(
         self,
         session: AsyncSession,
         enrollment: Enrollment,
+        following: SequenceStep | None,
         now: datetime,
         *,
         event_type: str = "enrollment.step_completed",
+        runs: Sequence[tuple[StepRun, int]] | None = None,
     ) -> Outcome:
+        """Move the enrollment past its due step, whose run the caller has changed.
+
+        ``following`` is the step after the due one, and ``runs`` are the enrollment's
+        step runs as the events show them (loaded when None).
+        """
         enrollment.next_position += 1
         enrollment.last_error = None
         enrollment.claimed_until = None
-        following: SequenceStep | None = None
         if enrollment.status in ("active", "paused"):
-            following = await SequenceRepository.from_session(session).step_at(
-                enrollment.sequence_id,
-                enrollment.sequence_version,
-                enrollment.next_position,
-            )
-            enrollment.next_run_at = (
-                await schedule.following_due_at(session, enrollment, following, now)
-                if following is not None
-                else None
+            if following is None:
+                # The last step: one UPDATE advances and completes the enrollment, and
+                # both events show it completed.
+                await self._complete(
+                    session, enrollment, now, runs=runs, first_event_type=event_type
+                )
+                return "completed"
+            enrollment.next_run_at = await schedule.following_due_at(
+                session, enrollment, following, now
             )
         await session.flush()
-        await session.refresh(enrollment)
-        await publish(session, enrollment, event_type, actor=None)
-
-        if following is None and enrollment.status in ("active", "paused"):
-            await self._complete(session, enrollment, now)
-            return "completed"
+        await publish(session, enrollment, event_type, actor=None, runs=runs)
         defer_step(session, enrollment)
         return "sent"
 
     async def _complete(
-        self, session: AsyncSession, enrollment: Enrollment, now: datetime
+        self,
+        session: AsyncSession,
+        enrollment: Enrollment,
+        now: datetime,
+        *,
+        runs: Sequence[tuple[StepRun, int]] | None = None,
+        first_event_type: str | None = None,
     ) -> None:
         await change_status(
             session,
             enrollment,
             "completed",
             event_type="enrollment.completed",
+            first_event_type=first_event_type,
             actor=None,
             by_worker=True,
+            runs=runs,
             completed_at=now,
             next_run_at=None,
             claimed_until=None,
@@ -575,6 +610,7 @@ class StepRunner:
         error: MailError,
         now: datetime,
         *,
+        runs: Sequence[tuple[StepRun, int]] | None = None,
         retry_after_seconds: float | None = None,
     ) -> Outcome:
         run.status = "failed"
@@ -606,6 +642,7 @@ class StepRunner:
                 event_type="enrollment.failed",
                 actor=None,
                 by_worker=True,
+                runs=runs,
                 failed_at=now,
                 last_error=error.message,
                 next_run_at=None,
@@ -620,8 +657,9 @@ class StepRunner:
         )
         enrollment.claimed_until = None
         await session.flush()
-        await session.refresh(enrollment)
-        await publish(session, enrollment, "enrollment.step_failed", actor=None)
+        await publish(
+            session, enrollment, "enrollment.step_failed", actor=None, runs=runs
+        )
         defer_step(session, enrollment)
         return "retry_scheduled"
 

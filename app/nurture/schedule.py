@@ -18,6 +18,7 @@ never:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -247,6 +248,17 @@ async def load_rules(
     if row is None:
         raise LookupError(f"sequence {sequence_id} or lead {lead_id} does not exist")
     lead_zone, sequence_zone, workspace_zone, window, holidays = row
+    return rules_from(lead_zone, sequence_zone, workspace_zone, window, holidays)
+
+
+def rules_from(
+    lead_zone: str | None,
+    sequence_zone: str | None,
+    workspace_zone: str | None,
+    window: dict[str, Any] | None,
+    holidays: Iterable[date] | None,
+) -> ScheduleRules:
+    """Build the rules from the stored zones, send window and holiday dates."""
     zone, source = pick_zone(lead_zone, sequence_zone, workspace_zone)
     return ScheduleRules(
         zone=zone,
@@ -332,12 +344,19 @@ async def window_reopens_at(
     rules = await load_rules(
         session, enrollment.workspace_id, enrollment.sequence_id, enrollment.lead_id
     )
+    return reopens_under(rules, enrollment.id, now)
+
+
+def reopens_under(
+    rules: ScheduleRules, enrollment_id: uuid.UUID, now: datetime
+) -> datetime | None:
+    """Return when ``rules`` let a due step run, or None if they let it run now."""
     try:
         allowed = next_sendable(now, rules)
     except NoSendableTime as error:
         log.error(
             "schedule.no_sendable_time",
-            enrollment_id=str(enrollment.id),
+            enrollment_id=str(enrollment_id),
             error=str(error),
         )
         return None

@@ -15,7 +15,7 @@ from app.core.concurrency import check_if_match
 from app.core.errors import with_article
 from app.core.events import emit
 from app.leads.service import lead_data, lead_service
-from app.models import EmailSuppression, Enrollment, Lead
+from app.models import EmailSuppression, Enrollment, Lead, StepRun
 from app.models import Sequence as SequenceRow
 from app.models.lead import OPEN_LEAD_STATUSES
 from app.nurture import merge, schedule, states
@@ -149,19 +149,32 @@ class SequenceService:
 
 
 async def enrollment_view(
-    session: AsyncSession, enrollment: Enrollment
+    session: AsyncSession,
+    enrollment: Enrollment,
+    runs: Sequence[tuple[StepRun, int]] | None = None,
 ) -> EnrollmentSchema:
-    runs = await EnrollmentRepository.from_session(session).step_runs_by_enrollment(
-        [enrollment.id]
-    )
-    return EnrollmentSchema.from_rows(enrollment, runs[enrollment.id])
+    """Build the API's view of the enrollment; ``runs`` spares loading its step runs."""
+    if runs is None:
+        repository = EnrollmentRepository.from_session(session)
+        runs = (await repository.step_runs_by_enrollment([enrollment.id]))[
+            enrollment.id
+        ]
+    return EnrollmentSchema.from_rows(enrollment, runs)
 
 
 async def publish(
-    session: AsyncSession, enrollment: Enrollment, type: str, actor: str | None
+    session: AsyncSession,
+    enrollment: Enrollment,
+    type: str,
+    actor: str | None,
+    runs: Sequence[tuple[StepRun, int]] | None = None,
 ) -> EnrollmentSchema:
-    """Emit ``type`` with the enrollment's full state. The caller holds its row lock."""
-    view = await enrollment_view(session, enrollment)
+    """Emit ``type`` with the enrollment's full state. The caller holds its row lock.
+
+    ``runs`` are the enrollment's step runs with their positions, in order, as they
+    are now; without them they are loaded.
+    """
+    view = await enrollment_view(session, enrollment, runs)
     await emit(
         session,
         workspace_id=enrollment.workspace_id,
@@ -195,9 +208,15 @@ async def change_status(
     event_type: str,
     actor: str | None,
     by_worker: bool = False,
+    runs: Sequence[tuple[StepRun, int]] | None = None,
+    first_event_type: str | None = None,
     **fields: Any,
 ) -> EnrollmentSchema:
-    """Move a locked enrollment to ``target``, set ``fields`` and emit ``event_type``."""
+    """Move a locked enrollment to ``target``, set ``fields`` and emit ``event_type``.
+
+    ``first_event_type``, when given, is emitted just before ``event_type`` with the
+    same state, and ``runs`` are passed on to ``publish``.
+    """
     check_transition(enrollment.status, target, by_worker=by_worker)
     previous = enrollment.status
 
@@ -205,9 +224,10 @@ async def change_status(
     for name, value in fields.items():
         setattr(enrollment, name, value)
     await session.flush()
-    await session.refresh(enrollment)
 
-    view = await publish(session, enrollment, event_type, actor)
+    if first_event_type is not None:
+        await publish(session, enrollment, first_event_type, actor, runs)
+    view = await publish(session, enrollment, event_type, actor, runs)
     log.info(
         "enrollment.status_changed",
         enrollment_id=str(enrollment.id),
