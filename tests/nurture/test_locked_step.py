@@ -7,11 +7,13 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from app.core.jobs import JobQueue
 from app.models import Enrollment, Event
 from app.nurture.locked_step import lock_for_claim, lock_for_record
+from app.nurture.mailer import create_mailer
 from app.nurture.runner import Claim, step_runner
 from app.settings import Settings
 from tests.nurture.conftest import Committed, SmtpServer
@@ -119,3 +121,46 @@ class TestLastStep:
             assert event.data["version"] == 2
             assert event.data["next_position"] == 1
             assert [run["status"] for run in event.data["step_runs"]] == ["sent"]
+
+
+class TestStatementCount:
+    async def test_one_step_email(
+        self,
+        committed: Committed,
+        context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment_id = uuid.UUID(await committed.enrollment())
+        statements: list[str] = []
+        engine = committed.database.engine.sync_engine
+
+        def count(*arguments: Any) -> None:
+            statements.append(arguments[2].split(None, 1)[0].upper())
+
+        sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+        try:
+            async with committed.database.session() as session:
+                claim = await step_runner.claim(
+                    session, context["settings"], enrollment_id
+                )
+                await session.commit()
+            claimed = list(statements)
+            assert isinstance(claim, Claim)
+            delivery = await step_runner.deliver(
+                claim, create_mailer(context["settings"]), context["settings"]
+            )
+            statements.clear()
+            async with committed.database.session() as session:
+                outcome = await step_runner.record(session, claim, delivery)
+                await session.commit()
+        finally:
+            sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+
+        assert outcome == "completed"
+        # The locked SELECT, then the step run INSERT with the lease UPDATE.
+        assert claimed == ["WITH", "WITH"]
+        # The locked SELECT, the step run and enrollment UPDATEs, the two events and
+        # the check for webhook endpoints that subscribe to them.
+        assert sorted(statements) == sorted(
+            ["WITH", "UPDATE", "UPDATE", "INSERT", "SELECT", "INSERT"]
+        )
