@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,12 +38,3 @@ def sender_of(sequence: SequenceRow, settings: Settings) -> Sender:
     return Sender(
         mail_from=sequence.mail_from or settings.mail_from, reply_to=sequence.reply_to
     )
-
-
-async def sender_for(
-    session: AsyncSession, sequence_id: uuid.UUID, settings: Settings
-) -> Sender:
-    sequence = await session.get(SequenceRow, sequence_id)
-    if sequence is None:
-        return Sender(mail_from=settings.mail_from, reply_to=None)
-    return sender_of(sequence, settings)

@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Enrollment, NurtureSettings, SequenceStep, StepRun
+from app.models import Enrollment, SequenceStep, StepRun
 
 log = structlog.get_logger(__name__)
 
@@ -36,14 +36,6 @@ class Cap:
 
     count: int
     window: timedelta
-
-
-async def load_cap(session: AsyncSession, workspace_id: uuid.UUID) -> Cap | None:
-    """Return the workspace's cap, or None when it has none (the default)."""
-    row = await session.get(NurtureSettings, workspace_id)
-    if row is None:
-        return None
-    return cap_from(row.email_cap_count, row.email_cap_window_hours)
 
 
 def cap_from(count: int | None, window_hours: int | None) -> Cap | None:
@@ -86,23 +78,14 @@ async def counted_emails(
     return list(rows)
 
 
-async def postponed_until(
-    session: AsyncSession, workspace_id: uuid.UUID, lead_id: uuid.UUID, now: datetime
-) -> datetime | None:
-    """Return when the cap frees for this lead, or None when an email may go now.
-
-    Takes the lead's cap lock when the workspace has a cap; the caller inserts its
-    ``running`` step run in the same transaction.
-    """
-    return await postponed_under(
-        session, await load_cap(session, workspace_id), lead_id, now
-    )
-
-
 async def postponed_under(
     session: AsyncSession, cap: Cap | None, lead_id: uuid.UUID, now: datetime
 ) -> datetime | None:
-    """Return when ``cap`` frees for this lead, as ``postponed_until`` does."""
+    """Return when ``cap`` frees for this lead, or None when an email may go now.
+
+    Takes the lead's cap lock when there is a cap; the caller inserts its ``running``
+    step run in the same transaction.
+    """
     if cap is None:
         return None
     await lock_lead(session, lead_id)

@@ -150,18 +150,6 @@ class EnrollmentRepository:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
 
-    async def lock(self, enrollment_id: uuid.UUID) -> Enrollment | None:
-        """Load an enrollment of any workspace and lock its row, waiting for the lock.
-
-        Only the worker calls this, with an id from its own job rather than a client.
-        """
-        return await self.session.scalar(
-            select(Enrollment)
-            .where(Enrollment.id == enrollment_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-
     async def get_running(
         self, sequence_id: uuid.UUID, lead_id: uuid.UUID
     ) -> Enrollment | None:

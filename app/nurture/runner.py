@@ -6,7 +6,8 @@ A step runs in three phases, each in its own transaction or none:
    ``running`` with a lease (``claimed_until``) and commit. A second worker or a
    duplicate job waits for the lock, finds the row with a live lease and does
    nothing. A row whose lease lapsed belongs to a worker that died mid-step, so the
-   next claim takes it over and counts another attempt.
+   next claim takes it over and counts another attempt. One SELECT locks the
+   enrollment and reads everything the step needs (``app.nurture.locked_step``).
 2. Send, holding no lock or transaction. The send is cut off before the lease lapses,
    so no other worker can take the step over while this one may still be sending.
 3. Record: lock the enrollment again, mark the run ``sent`` (or ``failed``), move the

@@ -332,25 +332,15 @@ async def resume_at(
         return now
 
 
-async def window_reopens_at(
-    session: AsyncSession, enrollment: Enrollment, now: datetime
+def reopens_under(
+    rules: ScheduleRules, enrollment_id: uuid.UUID, now: datetime
 ) -> datetime | None:
-    """Return when a due step may run under the rules as they are now, or None if now.
+    """Return when ``rules`` let a due step run, or None if they let it run now.
 
     A step's time was computed when the step before it ran, so a send window,
     holiday calendar or lead time zone changed since then, a frequency-cap
     postponement or a retry can leave it due at a moment the rules forbid.
     """
-    rules = await load_rules(
-        session, enrollment.workspace_id, enrollment.sequence_id, enrollment.lead_id
-    )
-    return reopens_under(rules, enrollment.id, now)
-
-
-def reopens_under(
-    rules: ScheduleRules, enrollment_id: uuid.UUID, now: datetime
-) -> datetime | None:
-    """Return when ``rules`` let a due step run, or None if they let it run now."""
     try:
         allowed = next_sendable(now, rules)
     except NoSendableTime as error:
