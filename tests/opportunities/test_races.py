@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import ids
 from app.models import StageTransition
-from tests.opportunities.factories import create_opportunity, move, stage_ids
+from tests.opportunities.factories import (
+    create_lost_reason,
+    create_opportunity,
+    move,
+    stage_ids,
+)
 
 
 class TestConcurrentMoves:
@@ -23,6 +28,7 @@ class TestConcurrentMoves:
         client, auth = committed_client, committed_auth
         stages = await stage_ids(client, auth)
         created = await create_opportunity(client, auth)
+        reason = await create_lost_reason(client, auth)
 
         won, lost = await asyncio.gather(
             move(client, auth, created["id"], stages["Closed won"]),
@@ -31,7 +37,7 @@ class TestConcurrentMoves:
                 auth,
                 created["id"],
                 stages["Closed lost"],
-                lost_reason="Budget cut",
+                lost_reason_id=reason["id"],
             ),
         )
 
