@@ -1,8 +1,8 @@
 """Filters, sorts and keyset cursors of ``GET /v1/opportunities``.
 
-Each sort orders by ``(sort key, id)`` in one direction, and its cursor carries the
-sort's name, the key of the page's last row and that row's id, so every page costs the
-same and a row added meanwhile is never skipped or repeated. An opportunity without
+Each sort orders by ``(sort key, id)`` in one direction. Its cursor carries the sort's
+name, the key of the page's last row and that row's id. So every page costs the same,
+and a row added meanwhile is never skipped or repeated. An opportunity without
 an expected close date sorts as 9999-12-31, after every dated one in ascending order.
 A row whose sort key changes while a client pages can move past the cursor, as with
 any keyset.

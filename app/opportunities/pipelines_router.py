@@ -1,7 +1,7 @@
 """``/v1/pipelines``: pipelines and their stages.
 
-Every change answers with the whole pipeline and its ETag, which covers the stages,
-and honours ``If-Match`` with that ETag.
+Every change returns the whole pipeline with its ETag, which covers the stages, and
+checks ``If-Match`` against that ETag.
 """
 
 from __future__ import annotations

@@ -72,6 +72,24 @@ class TestObjections:
             "objection.created"
         ]
 
+    async def test_idempotency_key_replays(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        opportunity = await create_opportunity(client, auth)
+        keyed = {**auth, "Idempotency-Key": "objection-1"}
+        body = {"category": "timing", "text": "Not before April"}
+        base = f"/v1/opportunities/{opportunity['id']}/objections"
+
+        first = await client.post(base, json=body, headers=keyed)
+        second = await client.post(base, json=body, headers=keyed)
+        listed = await client.get(base, headers=auth)
+
+        assert first.status_code == 201
+        assert second.status_code == 201
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.json()["id"] == first.json()["id"]
+        assert len(listed.json()["data"]) == 1
+
     async def test_resolve_and_reopen(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
