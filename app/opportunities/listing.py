@@ -10,19 +10,22 @@ any keyset.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Query
 from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import FieldError, InvalidInput
+from app.core.pagination import (
+    decode_sort_cursor,
+    encode_sort_cursor,
+    invalid_sort_cursor,
+)
 from app.models import Opportunity
 from app.opportunities.schemas import OpportunitySort
 
@@ -62,14 +65,6 @@ class OpportunityFilters:
     rotting: bool | None = None
 
 
-def _invalid_cursor(message: str) -> InvalidInput:
-    return InvalidInput(
-        f"The cursor is invalid: {message}. Pass the next_cursor of a previous page "
-        "unchanged, with the same sort.",
-        errors=[FieldError("query.cursor", message, "invalid_cursor")],
-    )
-
-
 def _sort_value(sort: str, row: Opportunity) -> Any:
     name = sort.lstrip("-")
     if name == "created_at":
@@ -79,23 +74,9 @@ def _sort_value(sort: str, row: Opportunity) -> Any:
     return (row.expected_close_date or NO_CLOSE_DATE).isoformat()
 
 
-def encode_cursor(sort: str, row: Opportunity) -> str:
-    payload = orjson.dumps([sort, _sort_value(sort, row), row.id.hex])
-    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-
-
 def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
     """Return the sort key and id a cursor points after, checking it fits ``sort``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        made_for, value, id_hex = orjson.loads(raw)
-        if not isinstance(id_hex, str):
-            raise TypeError("the id is not a string")
-        opportunity_id = uuid.UUID(hex=id_hex)
-    except (ValueError, TypeError) as error:
-        raise _invalid_cursor("not a cursor of this list") from error
-    if made_for != sort:
-        raise _invalid_cursor(f"it was made for sort={made_for}, not sort={sort}")
+    value, opportunity_id = decode_sort_cursor(sort, cursor)
     name = sort.lstrip("-")
     try:
         if name == "created_at":
@@ -108,7 +89,7 @@ def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
         else:
             value = date.fromisoformat(value)
     except (ValueError, TypeError) as error:
-        raise _invalid_cursor("not a cursor of this list") from error
+        raise invalid_sort_cursor("not a cursor of this list") from error
     return value, opportunity_id
 
 
@@ -197,5 +178,9 @@ async def paginate_opportunities(
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(sort, rows[-1]) if has_more and rows else None
+    next_cursor = (
+        encode_sort_cursor(sort, _sort_value(sort, rows[-1]), rows[-1].id)
+        if has_more and rows
+        else None
+    )
     return rows, next_cursor, has_more
