@@ -263,7 +263,7 @@ class PipelineService:
             ],
         )
         if payload.is_default:
-            await self._make_default(session, pipeline)
+            await self._make_default(session, principal, pipeline)
         await session.flush()
         await session.refresh(pipeline)
         stages = await repository.stages_of([pipeline.id])
@@ -303,7 +303,7 @@ class PipelineService:
         if changes.get("name") is not None:
             pipeline.name = changes["name"]
         if changes.get("is_default") and not pipeline.is_default:
-            await self._make_default(session, pipeline)
+            await self._make_default(session, principal, pipeline)
         if not session.is_modified(pipeline):
             return pipeline, stages
         return await self._save(session, principal, pipeline, "pipeline.updated")
@@ -684,14 +684,16 @@ class PipelineService:
                 pipeline_id=ids.encode("pipeline", pipeline.id),
             )
 
-    async def _make_default(self, session: AsyncSession, pipeline: Pipeline) -> None:
+    async def _make_default(
+        self, session: AsyncSession, principal: Principal, pipeline: Pipeline
+    ) -> None:
         """Move the default flag to ``pipeline`` under the old default's row lock."""
         repository = PipelineRepository.from_session(session)
         current = await repository.get_default(pipeline.workspace_id, for_update=True)
         if current is not None and current.id != pipeline.id:
             current.is_default = False
             # The partial unique index allows one default, so the old one goes first.
-            await session.flush()
+            await self._save(session, principal, current, "pipeline.updated")
         pipeline.is_default = True
 
     async def _save(

@@ -275,7 +275,7 @@ async def delete_stage(
 
 
 @router.post(
-    "/pipelines/{pipeline_id}/stages/reorder",
+    "/pipelines/{pipeline_id}/reorder",
     operation_id="pipelines_reorder_stages",
     summary="Reorder a pipeline's stages",
     response_model=Pipeline,

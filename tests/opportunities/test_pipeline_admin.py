@@ -176,7 +176,7 @@ class TestUpdatePipeline:
         ]
 
     async def test_make_default(
-        self, client: httpx.AsyncClient, auth: dict[str, str]
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
         old = await default_pipeline(client, auth)
         pipeline = await create_pipeline(client, auth)
@@ -190,6 +190,7 @@ class TestUpdatePipeline:
         listed = (await client.get("/v1/pipelines", headers=auth)).json()["data"]
         assert [item["id"] for item in listed if item["is_default"]] == [pipeline["id"]]
         assert old["id"] in [item["id"] for item in listed]
+        assert await event_types(session, old["id"], "pipeline") == ["pipeline.updated"]
 
     async def test_false_default_rejected(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -456,7 +457,7 @@ class TestStages:
         order[0], order[1] = order[1], order[0]
 
         response = await client.post(
-            f"/v1/pipelines/{pipeline['id']}/stages/reorder",
+            f"/v1/pipelines/{pipeline['id']}/reorder",
             json={"stage_ids": order},
             headers={**auth, "If-Match": '"1"'},
         )
@@ -480,12 +481,12 @@ class TestStages:
         order = [stage["id"] for stage in pipeline["stages"]]
 
         missing = await client.post(
-            f"/v1/pipelines/{pipeline['id']}/stages/reorder",
+            f"/v1/pipelines/{pipeline['id']}/reorder",
             json={"stage_ids": order[:-1]},
             headers=auth,
         )
         repeated = await client.post(
-            f"/v1/pipelines/{pipeline['id']}/stages/reorder",
+            f"/v1/pipelines/{pipeline['id']}/reorder",
             json={"stage_ids": [*order[:-1], order[0]]},
             headers=auth,
         )
