@@ -39,6 +39,8 @@ from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
 from app.nurture.settings_router import router as nurture_settings_router
+from app.opportunities.objections_router import router as objections_router
+from app.opportunities.pipelines_router import router as pipelines_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
 from app.users.router import router as users_router
@@ -125,7 +127,9 @@ def create_app(
         email_secrets_router,
         email_events_router,
         customers_router,
+        pipelines_router,
         opportunities_router,
+        objections_router,
         billing_router,
         webhooks_router,
         workspace_router,

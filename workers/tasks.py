@@ -29,6 +29,7 @@ from app.nurture.backlog import sweep_limit
 from app.nurture.enrolment_jobs import enrollment_job_service
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
+from app.opportunities.service import opportunity_service
 from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import dispatch as webhook_dispatch
@@ -239,6 +240,16 @@ async def sweep_overdue_activities(ctx: dict[str, Any]) -> int:
         return await activity_service.sweep_overdue(session, batch=OVERDUE_BATCH)
 
 
+# Opportunities flagged rotting per sweep; the next sweep takes the rest.
+ROTTING_BATCH = 500
+
+
+async def sweep_rotting_opportunities(ctx: dict[str, Any]) -> int:
+    """Flag open opportunities idle for their stage's rotting days, once per spell."""
+    async with unit_of_work(ctx) as session:
+        return await opportunity_service.sweep_rotting(session, batch=ROTTING_BATCH)
+
+
 async def run_lead_import(ctx: dict[str, Any], lead_import_id: str) -> str:
     """Run a CSV import from its next row, for at most settings.import_run_seconds."""
     settings: Settings = ctx["settings"]
@@ -303,6 +314,7 @@ FUNCTIONS: list[Any] = [
     rescore_leads,
     sweep_lead_scores,
     sweep_overdue_activities,
+    sweep_rotting_opportunities,
     run_lead_import,
     sweep_lead_imports,
     run_enrollment_job,
@@ -316,6 +328,7 @@ SWEEPS: list[Any] = [
     sweep_due_enrollments,
     sweep_lead_scores,
     sweep_overdue_activities,
+    sweep_rotting_opportunities,
     sweep_lead_imports,
     sweep_enrollment_jobs,
 ]

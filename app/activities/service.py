@@ -141,6 +141,11 @@ class ActivityService:
         await session.refresh(activity)
 
         await self._emit(session, principal, activity, "activity.created")
+        if activity.opportunity_id is not None:
+            # Activity on an opportunity restarts its rotting clock.
+            await opportunity_service.record_activity(
+                session, activity.workspace_id, activity.opportunity_id, principal.actor
+            )
         log.info("activity.created", activity_id=str(activity.id), kind=activity.kind)
         return activity
 
@@ -360,6 +365,10 @@ class ActivityService:
         await session.refresh(activity)
 
         await self._emit(session, principal, activity, "activity.completed")
+        if activity.opportunity_id is not None:
+            await opportunity_service.record_activity(
+                session, activity.workspace_id, activity.opportunity_id, principal.actor
+            )
         log.info("activity.completed", activity_id=str(activity.id))
         return activity
 

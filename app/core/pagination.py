@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
+import orjson
 from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Select
@@ -81,3 +82,38 @@ async def paginate(
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
     return rows, next_cursor, has_more
+
+
+def invalid_sort_cursor(message: str) -> InvalidInput:
+    return InvalidInput(
+        f"The cursor is invalid: {message}. Pass the next_cursor of a previous page "
+        "unchanged, with the same sort.",
+        errors=[FieldError("query.cursor", message, "invalid_cursor")],
+    )
+
+
+def encode_sort_cursor(sort: str, value: Any, row_id: uuid.UUID) -> str:
+    """Encode the cursor of a list sorted by ``sort``, after the key ``value`` and id.
+
+    ``value`` must be JSON: a datetime or date goes in as its ISO 8601 text.
+    """
+    payload = orjson.dumps([sort, value, row_id.hex])
+    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+
+
+def decode_sort_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
+    """Return the raw key and the id a cursor points after, checking it fits ``sort``.
+
+    The caller checks the key's type for its sort and raises ``invalid_sort_cursor``.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        made_for, value, id_hex = orjson.loads(raw)
+        if not isinstance(id_hex, str):
+            raise TypeError("the id is not a string")
+        row_id = uuid.UUID(hex=id_hex)
+    except (ValueError, TypeError) as error:
+        raise invalid_sort_cursor("not a cursor of this list") from error
+    if made_for != sort:
+        raise invalid_sort_cursor(f"it was made for sort={made_for}, not sort={sort}")
+    return value, row_id

@@ -9,7 +9,6 @@ is never skipped or repeated. A row whose sort key changes while a client pages 
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from collections.abc import Sequence
@@ -18,7 +17,6 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import Query
 from sqlalchemy import (
     ColumnElement,
@@ -34,6 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import FieldError, InvalidInput
+from app.core.pagination import (
+    decode_sort_cursor,
+    encode_sort_cursor,
+    invalid_sort_cursor,
+)
 from app.customfields.service import custom_field_service
 from app.customfields.values import Definition, is_date
 from app.models import Lead
@@ -84,35 +87,17 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _invalid_cursor(message: str) -> InvalidInput:
-    return InvalidInput(
-        f"The cursor is invalid: {message}. Pass the next_cursor of a previous page "
-        "unchanged, with the same sort.",
-        errors=[FieldError("query.cursor", message, "invalid_cursor")],
-    )
-
-
 def encode_cursor(sort: str, row: Lead) -> str:
     name = sort.lstrip("-")
     value: Any = getattr(row, name) if name != "last_name" else (row.last_name or "")
     if isinstance(value, datetime):
         value = value.isoformat()
-    payload = orjson.dumps([sort, value, row.id.hex])
-    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return encode_sort_cursor(sort, value, row.id)
 
 
 def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
     """Return the sort key and id a cursor points after, checking it fits ``sort``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        made_for, value, id_hex = orjson.loads(raw)
-        if not isinstance(id_hex, str):
-            raise TypeError("the id is not a string")
-        lead_id = uuid.UUID(hex=id_hex)
-    except (ValueError, TypeError) as error:
-        raise _invalid_cursor("not a cursor of this list") from error
-    if made_for != sort:
-        raise _invalid_cursor(f"it was made for sort={made_for}, not sort={sort}")
+    value, lead_id = decode_sort_cursor(sort, cursor)
     name = sort.lstrip("-")
     try:
         if name in ("created_at", "updated_at"):
@@ -125,7 +110,7 @@ def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
         elif not isinstance(value, str):
             raise ValueError("last name not a string")
     except (ValueError, TypeError) as error:
-        raise _invalid_cursor("not a cursor of this list") from error
+        raise invalid_sort_cursor("not a cursor of this list") from error
     return value, lead_id
 
 

@@ -45,6 +45,8 @@ from app.models.owner import (
 from app.models.sales import (
     Contact,
     Customer,
+    LostReason,
+    Objection,
     Opportunity,
     Pipeline,
     Stage,
@@ -85,6 +87,8 @@ __all__ = [
     "LeadImport",
     "LeadImportError",
     "LeadImportFile",
+    "LostReason",
+    "Objection",
     "Offer",
     "OfferCode",
     "OfferRedemption",

@@ -8,11 +8,14 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Integer,
     String,
     UniqueConstraint,
+    func,
+    select,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
 
@@ -45,8 +48,12 @@ class Contact(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     phone: Mapped[str | None] = mapped_column(String(32))
 
 
-class Pipeline(IdMixin, WorkspaceMixin, TimestampMixin, Base):
-    """An ordered set of stages that opportunities move through."""
+class Pipeline(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """An ordered set of stages that opportunities move through.
+
+    The pipeline and its stages are one aggregate: every stage change bumps the
+    pipeline's ``version``, so one ETag covers the whole shape.
+    """
 
     __tablename__ = "pipelines"
     __table_args__ = (
@@ -60,6 +67,7 @@ class Pipeline(IdMixin, WorkspaceMixin, TimestampMixin, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     is_default: Mapped[bool] = mapped_column(default=False)
+    archived_at: Mapped[datetime | None]
 
 
 class Stage(IdMixin, WorkspaceMixin, Base):
@@ -76,6 +84,24 @@ class Stage(IdMixin, WorkspaceMixin, Base):
     probability: Mapped[int]
     is_won: Mapped[bool] = mapped_column(default=False)
     is_lost: Mapped[bool] = mapped_column(default=False)
+    # Days without activity after which an open opportunity in the stage is rotting;
+    # null turns rotting off for the stage.
+    rotting_days: Mapped[int | None] = mapped_column(Integer)
+    # Opportunity fields that must be set before an opportunity enters the stage.
+    required_fields: Mapped[list[str]] = mapped_column(
+        default=list, server_default=text("'[]'::jsonb")
+    )
+
+
+class LostReason(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A workspace-defined reason that a lost opportunity names."""
+
+    __tablename__ = "lost_reasons"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(2000))
+    active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
 
 
 class Opportunity(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
@@ -85,8 +111,27 @@ class Opportunity(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         CheckConstraint("status IN ('open', 'won', 'lost')", name="status"),
+        CheckConstraint(
+            "probability_override BETWEEN 0 AND 100", name="probability_override"
+        ),
+        CheckConstraint(
+            "status <> 'lost' OR lost_reason_id IS NOT NULL", name="lost_reason"
+        ),
         Index("ix_opportunities_workspace_stage", "workspace_id", "stage_id", "id"),
         Index("ix_opportunities_workspace_owner", "workspace_id", "owner_id", "id"),
+        Index("ix_opportunities_workspace_created", "workspace_id", "created_at", "id"),
+        Index("ix_opportunities_workspace_amount", "workspace_id", "amount", "id"),
+        Index(
+            "ix_opportunities_workspace_close_date",
+            "workspace_id",
+            text("coalesce(expected_close_date, '9999-12-31'::date)"),
+            "id",
+        ),
+        Index(
+            "ix_opportunities_rotting_due",
+            "last_activity_at",
+            postgresql_where=text("status = 'open' AND NOT rotting"),
+        ),
     )
 
     name: Mapped[str] = mapped_column(String(300))
@@ -105,16 +150,44 @@ class Opportunity(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     amount: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     expected_close_date: Mapped[date | None]
-    owner_id: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    # The per-opportunity win chance in percent; null follows the stage's probability.
+    probability_override: Mapped[int | None] = mapped_column(Integer)
+    competitors: Mapped[list[str]] = mapped_column(
+        default=list, server_default=text("'[]'::jsonb")
+    )
+    stage_entered_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The last activity, update or stage change; the rotting sweep measures from it.
+    last_activity_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    rotting: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    rotting_since: Mapped[datetime | None]
     won_at: Mapped[datetime | None]
     lost_at: Mapped[datetime | None]
-    lost_reason: Mapped[str | None] = mapped_column(String(200))
+    lost_reason_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("lost_reasons.id", ondelete="RESTRICT"), index=True
+    )
+    lost_note: Mapped[str | None] = mapped_column(String(2000))
+    # The probability of the current stage, loaded with every SELECT of the row.
+    stage_probability: Mapped[int] = column_property(
+        select(Stage.probability)
+        .where(Stage.id == stage_id)
+        .correlate_except(Stage)
+        .scalar_subquery()
+    )
 
 
 class StageTransition(IdMixin, WorkspaceMixin, Base):
-    """One move of an opportunity between stages, so time in stage is data."""
+    """One move of an opportunity between stages, so time in stage is data.
+
+    Rows are only appended. ``opportunity_version`` is the version the opportunity had
+    when it left ``from_stage_id`` (0 for its creation); the unique key on it means two
+    moves made from the same version cannot both be recorded.
+    """
 
     __tablename__ = "stage_transitions"
+    __table_args__ = (UniqueConstraint("opportunity_id", "opportunity_version"),)
 
     opportunity_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("opportunities.id", ondelete="CASCADE"), index=True
@@ -123,3 +196,34 @@ class StageTransition(IdMixin, WorkspaceMixin, Base):
     to_stage_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stages.id"))
     at: Mapped[datetime]
     actor: Mapped[str | None] = mapped_column(String(200))
+    opportunity_version: Mapped[int] = mapped_column(Integer)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    seconds_in_previous_stage: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+
+
+class Objection(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A customer's objection raised on an opportunity, and how it was handled."""
+
+    __tablename__ = "objections"
+    __table_args__ = (
+        CheckConstraint(
+            "category IN ('price', 'timing', 'competitor', 'authority', 'need', "
+            "'other')",
+            name="category",
+        ),
+        CheckConstraint("status IN ('open', 'resolved', 'lost_on')", name="status"),
+        Index("ix_objections_opportunity", "opportunity_id", "id"),
+    )
+
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE")
+    )
+    category: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(String(4000))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    resolution_notes: Mapped[str | None] = mapped_column(String(4000))
+    blocking: Mapped[bool] = mapped_column(default=False)
+    resolved_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(200))

@@ -1,5 +1,8 @@
+"""``/v1/opportunities``: opportunities, their stage moves and stage history."""
+
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -7,77 +10,34 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from app.core import ids
 from app.core.auth import Principal, require
 from app.core.concurrency import IfMatch, set_etag
+from app.core.money import MAX_AMOUNT
 from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
-from app.core.schemas import CustomerId, PipelineId, StageId, StorableText
-from app.opportunities.pipelines import pipeline_service, pipeline_view
+from app.core.schemas import CustomerId, PipelineId, StageId, UserId
+from app.opportunities.listing import DEFAULT_SORT, ListCursor, OpportunityFilters
 from app.opportunities.schemas import (
     Opportunity,
     OpportunityCreate,
+    OpportunityLose,
     OpportunityMove,
     OpportunityReopen,
+    OpportunitySort,
     OpportunityStatus,
     OpportunityUpdate,
-    Pipeline,
+    OpportunityWin,
     StageTransition,
 )
 from app.opportunities.service import opportunity_service
 
-router = APIRouter(route_class=UnitOfWorkRoute)
+router = APIRouter(route_class=UnitOfWorkRoute, tags=["opportunities"])
 
-
-@router.get(
-    "/pipelines",
-    tags=["pipelines"],
-    operation_id="pipelines_list",
-    summary="List pipelines",
-    response_model=Page[Pipeline],
-    responses=problem_responses(403),
-)
-async def list_pipelines(
-    request: Request,
-    principal: Principal = Depends(require("sales:read")),
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-) -> Page[Pipeline]:
-    """List pipelines with their stages, creating the default pipeline if missing."""
-    rows, next_cursor, has_more = await pipeline_service.list(
-        request.state.session, principal.workspace_id, limit=limit, cursor=cursor
-    )
-    return Page[Pipeline](
-        data=[pipeline_view(pipeline, stages) for pipeline, stages in rows],
-        next_cursor=next_cursor,
-        has_more=has_more,
-    )
-
-
-@router.get(
-    "/pipelines/{pipeline_id}",
-    tags=["pipelines"],
-    operation_id="pipelines_get",
-    summary="Get a pipeline",
-    response_model=Pipeline,
-    responses=problem_responses(403, 404),
-)
-async def get_pipeline(
-    request: Request,
-    pipeline_id: str,
-    principal: Principal = Depends(require("sales:read")),
-) -> Pipeline:
-    """Fetch one pipeline with its stages ordered by position."""
-    pipeline, stages = await pipeline_service.get(
-        request.state.session,
-        principal.workspace_id,
-        parse_path_id("pipeline", pipeline_id, "pipeline"),
-    )
-    return pipeline_view(pipeline, stages)
+AmountBound = Annotated[int, Query(ge=0, le=MAX_AMOUNT)]
 
 
 @router.post(
     "/opportunities",
-    tags=["opportunities"],
     operation_id="opportunities_create",
     summary="Create an opportunity",
     status_code=status.HTTP_201_CREATED,
@@ -103,7 +63,6 @@ async def create_opportunity(
 
 @router.get(
     "/opportunities",
-    tags=["opportunities"],
     operation_id="opportunities_list",
     summary="List opportunities",
     response_model=Page[Opportunity],
@@ -113,7 +72,11 @@ async def list_opportunities(
     request: Request,
     principal: Principal = Depends(require("sales:read")),
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    cursor: ListCursor = None,
+    sort: Annotated[
+        OpportunitySort,
+        Query(description="Sort key, descending with a leading minus; ties by id."),
+    ] = DEFAULT_SORT,
     status: Annotated[
         OpportunityStatus | None, Query(description="Only this status.")
     ] = None,
@@ -124,21 +87,42 @@ async def list_opportunities(
     customer_id: Annotated[
         CustomerId | None, Query(description="Only this customer.")
     ] = None,
-    owner_id: Annotated[
-        StorableText | None, Query(max_length=200, description="Only this owner.")
+    owner_id: Annotated[UserId | None, Query(description="Only this owner.")] = None,
+    amount_min: Annotated[
+        AmountBound | None, Query(description="Amount at least this, minor units.")
+    ] = None,
+    amount_max: Annotated[
+        AmountBound | None, Query(description="Amount at most this, minor units.")
+    ] = None,
+    expected_close_after: Annotated[
+        date | None, Query(description="Expected close date on or after this date.")
+    ] = None,
+    expected_close_before: Annotated[
+        date | None, Query(description="Expected close date on or before this date.")
+    ] = None,
+    rotting: Annotated[
+        bool | None, Query(description="Only rotting (true) or fresh (false) ones.")
     ] = None,
 ) -> Page[Opportunity]:
-    """List opportunities, newest first."""
+    """List opportunities by the filters given, newest first unless sorted otherwise."""
     rows, next_cursor, has_more = await opportunity_service.list(
         request.state.session,
         principal.workspace_id,
+        OpportunityFilters(
+            status=status,
+            pipeline_id=pipeline_id,
+            stage_id=stage_id,
+            customer_id=customer_id,
+            owner_id=owner_id,
+            amount_min=amount_min,
+            amount_max=amount_max,
+            expected_close_after=expected_close_after,
+            expected_close_before=expected_close_before,
+            rotting=rotting,
+        ),
+        sort=sort,
         limit=limit,
         cursor=cursor,
-        status=status,
-        pipeline_id=pipeline_id,
-        stage_id=stage_id,
-        customer_id=customer_id,
-        owner_id=owner_id,
     )
     return Page[Opportunity](
         data=[Opportunity.model_validate(row) for row in rows],
@@ -149,7 +133,6 @@ async def list_opportunities(
 
 @router.get(
     "/opportunities/{opportunity_id}",
-    tags=["opportunities"],
     operation_id="opportunities_get",
     summary="Get an opportunity",
     response_model=Opportunity,
@@ -173,7 +156,6 @@ async def get_opportunity(
 
 @router.patch(
     "/opportunities/{opportunity_id}",
-    tags=["opportunities"],
     operation_id="opportunities_update",
     summary="Update an opportunity",
     response_model=Opportunity,
@@ -201,7 +183,6 @@ async def update_opportunity(
 
 @router.post(
     "/opportunities/{opportunity_id}/move",
-    tags=["opportunities"],
     operation_id="opportunities_move",
     summary="Move an opportunity to another stage",
     response_model=Opportunity,
@@ -215,7 +196,7 @@ async def move_opportunity(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("sales:write")),
 ) -> Opportunity:
-    """Move an open opportunity to a stage of its pipeline, closing it at won or lost."""
+    """Move an open opportunity to any stage of its pipeline, closing it at won or lost."""
     opportunity = await opportunity_service.move(
         request.state.session,
         principal,
@@ -228,8 +209,60 @@ async def move_opportunity(
 
 
 @router.post(
+    "/opportunities/{opportunity_id}/won",
+    operation_id="opportunities_win",
+    summary="Win an opportunity",
+    response_model=Opportunity,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def win_opportunity(
+    request: Request,
+    response: Response,
+    opportunity_id: str,
+    payload: OpportunityWin,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("sales:write")),
+) -> Opportunity:
+    """Move an open opportunity to the won stage; 409 names open blocking objections."""
+    opportunity = await opportunity_service.win(
+        request.state.session,
+        principal,
+        parse_path_id("opportunity", opportunity_id, "opportunity"),
+        if_match=if_match,
+    )
+    set_etag(response, opportunity.version)
+    return Opportunity.model_validate(opportunity)
+
+
+@router.post(
+    "/opportunities/{opportunity_id}/lost",
+    operation_id="opportunities_lose",
+    summary="Lose an opportunity",
+    response_model=Opportunity,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def lose_opportunity(
+    request: Request,
+    response: Response,
+    opportunity_id: str,
+    payload: OpportunityLose,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("sales:write")),
+) -> Opportunity:
+    """Move an open opportunity to a lost stage with a reason from the catalogue."""
+    opportunity = await opportunity_service.lose(
+        request.state.session,
+        principal,
+        parse_path_id("opportunity", opportunity_id, "opportunity"),
+        payload,
+        if_match=if_match,
+    )
+    set_etag(response, opportunity.version)
+    return Opportunity.model_validate(opportunity)
+
+
+@router.post(
     "/opportunities/{opportunity_id}/reopen",
-    tags=["opportunities"],
     operation_id="opportunities_reopen",
     summary="Reopen a won or lost opportunity",
     response_model=Opportunity,
@@ -243,7 +276,7 @@ async def reopen_opportunity(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("sales:write")),
 ) -> Opportunity:
-    """Move a closed opportunity back to an open stage and record the transition."""
+    """Move a closed opportunity back to an open stage, recording actor and reason."""
     opportunity = await opportunity_service.reopen(
         request.state.session,
         principal,
@@ -256,21 +289,20 @@ async def reopen_opportunity(
 
 
 @router.get(
-    "/opportunities/{opportunity_id}/transitions",
-    tags=["opportunities"],
-    operation_id="opportunities_list_transitions",
+    "/opportunities/{opportunity_id}/stage-history",
+    operation_id="opportunities_stage_history",
     summary="List an opportunity's stage transitions",
     response_model=Page[StageTransition],
     responses=problem_responses(403, 404),
 )
-async def list_transitions(
+async def stage_history(
     request: Request,
     opportunity_id: str,
     principal: Principal = Depends(require("sales:read")),
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[StageTransition]:
-    """List every stage change of an opportunity, newest first, with actor and time."""
+    """List every stage change of an opportunity, newest first, with time in stage."""
     rows, next_cursor, has_more = await opportunity_service.transitions(
         request.state.session,
         principal.workspace_id,

@@ -1,3 +1,12 @@
+"""Opportunities: create, update, move through stages, win, lose, reopen.
+
+Every entry into a stage goes through ``_enter_stage``: it checks the stage's required
+fields and, for the won stage, the blocking objections, then appends one stage
+transition and emits the events in the same transaction. The opportunity's row lock
+serializes concurrent moves, and the unique key on the transition's
+``(opportunity_id, opportunity_version)`` rejects any second move from one version.
+"""
+
 from __future__ import annotations
 
 import uuid
@@ -16,29 +25,53 @@ from app.core.errors import FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customers.errors import ContactNotFound, CustomerNotFound
 from app.customers.service import contact_service, customer_service
-from app.models import Customer, Opportunity, Stage, StageTransition
+from app.models import Customer, LostReason, Opportunity, Stage, StageTransition
 from app.nurture.exits import exit_for_customer, exit_lead
 from app.opportunities import states
-from app.opportunities.errors import InvalidOpportunityTransition, OpportunityNotFound
+from app.opportunities.errors import (
+    BlockingObjectionsOpen,
+    InvalidOpportunityTransition,
+    OpportunityNotFound,
+    StageRequirementsMissing,
+)
+from app.opportunities.listing import (
+    OpportunityFilters,
+    check_ranges,
+    filtered,
+    paginate_opportunities,
+)
+from app.opportunities.lost_reasons import lost_reason_service
 from app.opportunities.pipelines import is_open, pipeline_service
-from app.opportunities.repository import OpportunityRepository
+from app.opportunities.repository import ObjectionRepository, OpportunityRepository
 from app.opportunities.schemas import Opportunity as OpportunitySchema
 from app.opportunities.schemas import (
     OpportunityCreate,
+    OpportunityLose,
     OpportunityMove,
     OpportunityReopen,
     OpportunityUpdate,
 )
+from app.users.service import user_service
 
 log = structlog.get_logger(__name__)
 
-# PATCH may clear contact_id, expected_close_date and owner_id with null.
-_REQUIRED_ON_UPDATE = ("name", "amount", "currency")
+# PATCH may clear contact_id, expected_close_date, owner_id and probability with null.
+_REQUIRED_ON_UPDATE = ("name", "amount", "currency", "competitors")
 
 
 def opportunity_data(opportunity: Opportunity) -> dict[str, Any]:
     """Serialize an opportunity as the API shows it, for events."""
     return OpportunitySchema.model_validate(opportunity).model_dump(mode="json")
+
+
+def missing_fields(opportunity: Opportunity, stage: Stage) -> list[str]:
+    """List the fields ``stage`` requires that the opportunity lacks, in stage order."""
+    missing = []
+    for field in stage.required_fields:
+        value = getattr(opportunity, field)
+        if value is None or (field == "amount" and value == 0) or value == []:
+            missing.append(field)
+    return missing
 
 
 class OpportunityService:
@@ -75,16 +108,17 @@ class OpportunityService:
         )
         if payload.contact_id is not None:
             await _check_contact(session, customer, payload.contact_id)
-        if payload.stage_id is not None:
-            stage = await pipeline_service.get_stage_for_field(
-                session, workspace_id, payload.stage_id
+        owner_id = payload.owner_id
+        if owner_id is not None:
+            await user_service.require_active(
+                session, workspace_id, owner_id, "owner_id"
             )
-            if not is_open(stage):
-                raise _closed_stage_on_create(stage)
         else:
-            pipeline = await pipeline_service.get_default(session, workspace_id)
-            stage = await pipeline_service.first_open_stage(session, pipeline.id)
+            owner_id = await user_service.acting_user(session, principal)
+        stage = await self._initial_stage(session, workspace_id, payload)
+        await pipeline_service.enter(session, workspace_id, stage.pipeline_id)
 
+        now = utcnow()
         opportunity = Opportunity(
             id=ids.new_uuid(),
             workspace_id=workspace_id,
@@ -98,11 +132,18 @@ class OpportunityService:
             amount=payload.amount,
             currency=payload.currency or customer.currency,
             expected_close_date=payload.expected_close_date,
-            owner_id=payload.owner_id or principal.on_behalf_of,
+            owner_id=owner_id,
+            probability_override=payload.probability,
+            competitors=list(payload.competitors),
+            stage_entered_at=now,
+            last_activity_at=now,
         )
+        _check_requirements(opportunity, stage)
         session.add(opportunity)
         await session.flush()
-        session.add(_transition(opportunity, None, stage.id, principal))
+        session.add(
+            _transition(opportunity, None, stage, principal, now, from_version=0)
+        )
         await session.flush()
         await session.refresh(opportunity)
 
@@ -141,24 +182,19 @@ class OpportunityService:
         self,
         session: AsyncSession,
         workspace_id: uuid.UUID,
+        filters: OpportunityFilters,
         *,
+        sort: str,
         limit: int,
         cursor: str | None,
-        status: str | None = None,
-        pipeline_id: uuid.UUID | None = None,
-        stage_id: uuid.UUID | None = None,
-        customer_id: uuid.UUID | None = None,
-        owner_id: str | None = None,
     ) -> tuple[Sequence[Opportunity], str | None, bool]:
-        return await OpportunityRepository.from_session(session).list(
-            workspace_id,
+        check_ranges(filters)
+        return await paginate_opportunities(
+            session,
+            filtered(workspace_id, filters),
+            sort=sort,
             limit=limit,
             cursor=cursor,
-            status=status,
-            pipeline_id=pipeline_id,
-            stage_id=stage_id,
-            customer_id=customer_id,
-            owner_id=owner_id,
         )
 
     async def update(
@@ -170,7 +206,7 @@ class OpportunityService:
         *,
         if_match: str | None,
     ) -> Opportunity:
-        """Change fields other than the stage, which only ``move`` changes."""
+        """Change fields other than the stage, which only moves change."""
         opportunity = await self.get(
             session, principal.workspace_id, opportunity_id, for_update=True
         )
@@ -196,22 +232,24 @@ class OpportunityService:
                 session, opportunity.workspace_id, opportunity.customer_id
             )
             await _check_contact(session, customer, changes["contact_id"])
+        if changes.get("owner_id") is not None:
+            await user_service.require_active(
+                session, opportunity.workspace_id, changes["owner_id"], "owner_id"
+            )
+        if "probability" in changes:
+            changes["probability_override"] = changes.pop("probability")
+        if "competitors" in changes:
+            changes["competitors"] = list(changes["competitors"])
+
         for name, value in changes.items():
             setattr(opportunity, name, value)
         if not session.is_modified(opportunity):
             return opportunity
+        _mark_active(opportunity)
         await session.flush()
         await session.refresh(opportunity)
 
-        await emit(
-            session,
-            workspace_id=opportunity.workspace_id,
-            type="opportunity.updated",
-            object_type="opportunity",
-            object_id=opportunity.id,
-            data=opportunity_data(opportunity),
-            actor=principal.actor,
-        )
+        await self._emit(session, principal, opportunity, "opportunity.updated")
         log.info(
             "opportunity.updated",
             opportunity_id=str(opportunity.id),
@@ -228,78 +266,116 @@ class OpportunityService:
         *,
         if_match: str | None,
     ) -> Opportunity:
-        """Move an open opportunity to another stage of its pipeline.
+        """Move an open opportunity to any stage of its pipeline, skipping allowed.
 
-        The won stage closes it as won and the lost stage, with a reason, as lost.
-        Moving to the stage it is already in changes nothing and emits nothing.
+        A won stage closes it as won, a lost stage with a lost reason as lost. Moving
+        to the stage it is already in changes nothing and emits nothing.
         """
-        opportunity = await self.get(
-            session, principal.workspace_id, opportunity_id, for_update=True
+        opportunity = await self._locked_open(
+            session, principal, opportunity_id, if_match
         )
-        check_if_match(if_match, opportunity.version)
-        if opportunity.status != "open":
-            raise _closed_opportunity(opportunity)
         target = await self._stage_of_pipeline(session, opportunity, payload.stage_id)
-        if target.is_lost and payload.lost_reason is None:
-            raise InvalidInput(
-                f"Moving to the lost stage {target.name!r} needs a lost_reason. Say "
-                "why the deal was lost.",
-                errors=[
-                    FieldError(
-                        "lost_reason",
-                        "required when moving to the lost stage",
-                        "lost_reason_required",
-                    )
-                ],
-            )
-        if not target.is_lost and payload.lost_reason is not None:
-            raise InvalidInput(
-                f"lost_reason applies only to the lost stage, and {target.name!r} is "
-                "not it. Remove lost_reason.",
-                errors=[
-                    FieldError(
-                        "lost_reason",
-                        "accepted only when moving to the lost stage",
-                        "lost_reason_not_allowed",
-                    )
-                ],
+        if not target.is_lost:
+            extra = [
+                name
+                for name in ("lost_reason_id", "lost_note")
+                if getattr(payload, name) is not None
+            ]
+            if extra:
+                raise InvalidInput(
+                    f"{', '.join(extra)} apply only to a lost stage, and "
+                    f"{target.name!r} is not one. Remove them.",
+                    errors=[
+                        FieldError(
+                            name, "accepted only with a lost stage", "not_allowed"
+                        )
+                        for name in extra
+                    ],
+                )
+        reason = None
+        if target.is_lost:
+            if payload.lost_reason_id is None:
+                raise InvalidInput(
+                    f"Moving to the lost stage {target.name!r} needs a lost_reason_id "
+                    "from GET /v1/lost-reasons.",
+                    errors=[
+                        FieldError(
+                            "lost_reason_id",
+                            "required when moving to a lost stage",
+                            "lost_reason_required",
+                        )
+                    ],
+                )
+            reason = await lost_reason_service.usable(
+                session, opportunity.workspace_id, payload.lost_reason_id
             )
         if target.id == opportunity.stage_id:
             return opportunity
 
-        from_stage_id = opportunity.stage_id
-        now = utcnow()
-        opportunity.stage_id = target.id
-        if target.is_won:
-            opportunity.status = "won"
-            opportunity.won_at = now
-        elif target.is_lost:
-            opportunity.status = "lost"
-            opportunity.lost_at = now
-            opportunity.lost_reason = payload.lost_reason
-        session.add(_transition(opportunity, from_stage_id, target.id, principal, now))
-        await session.flush()
-        await session.refresh(opportunity)
-
-        await self._emit_stage_change(session, opportunity, principal)
-        if opportunity.status != "open":
-            await emit(
-                session,
-                workspace_id=opportunity.workspace_id,
-                type=f"opportunity.{opportunity.status}",
-                object_type="opportunity",
-                object_id=opportunity.id,
-                data=opportunity_data(opportunity),
-                actor=principal.actor,
-            )
-        log.info(
-            "opportunity.stage_changed",
-            opportunity_id=str(opportunity.id),
-            from_stage_id=str(from_stage_id),
-            to_stage_id=str(target.id),
-            status=opportunity.status,
+        return await self._enter_stage(
+            session,
+            principal,
+            opportunity,
+            target,
+            lost_reason=reason,
+            lost_note=payload.lost_note,
         )
-        return opportunity
+
+    async def win(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        opportunity_id: uuid.UUID,
+        *,
+        if_match: str | None,
+    ) -> Opportunity:
+        """Close an open opportunity as won by moving it to its pipeline's won stage."""
+        opportunity = await self._locked_open(
+            session, principal, opportunity_id, if_match
+        )
+        stages = await pipeline_service.stages(session, opportunity.pipeline_id)
+        target = next(stage for stage in stages if stage.is_won)
+        return await self._enter_stage(session, principal, opportunity, target)
+
+    async def lose(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        opportunity_id: uuid.UUID,
+        payload: OpportunityLose,
+        *,
+        if_match: str | None,
+    ) -> Opportunity:
+        """Close an open opportunity as lost, with a reason from the catalogue."""
+        opportunity = await self._locked_open(
+            session, principal, opportunity_id, if_match
+        )
+        if payload.stage_id is not None:
+            target = await self._stage_of_pipeline(
+                session, opportunity, payload.stage_id
+            )
+            if not target.is_lost:
+                raise InvalidInput(
+                    f"{target.name!r} is not a lost stage. Send a lost stage of the "
+                    "pipeline, or omit stage_id for the first one.",
+                    errors=[
+                        FieldError("stage_id", "must be a lost stage", "stage_not_lost")
+                    ],
+                )
+        else:
+            stages = await pipeline_service.stages(session, opportunity.pipeline_id)
+            target = next(stage for stage in stages if stage.is_lost)
+        reason = await lost_reason_service.usable(
+            session, opportunity.workspace_id, payload.lost_reason_id
+        )
+        return await self._enter_stage(
+            session,
+            principal,
+            opportunity,
+            target,
+            lost_reason=reason,
+            lost_note=payload.lost_note,
+        )
 
     async def reopen(
         self,
@@ -310,7 +386,7 @@ class OpportunityService:
         *,
         if_match: str | None,
     ) -> Opportunity:
-        """Move a won or lost opportunity back to an open stage of its pipeline."""
+        """Move a won or lost opportunity back to an open stage, with the reason audited."""
         opportunity = await self.get(
             session, principal.workspace_id, opportunity_id, for_update=True
         )
@@ -338,34 +414,9 @@ class OpportunityService:
         else:
             target = await self._stage_before_close(session, opportunity)
 
-        from_stage_id = opportunity.stage_id
-        previous_status = opportunity.status
-        opportunity.stage_id = target.id
-        opportunity.status = "open"
-        opportunity.won_at = None
-        opportunity.lost_at = None
-        opportunity.lost_reason = None
-        session.add(_transition(opportunity, from_stage_id, target.id, principal))
-        await session.flush()
-        await session.refresh(opportunity)
-
-        await self._emit_stage_change(session, opportunity, principal)
-        await emit(
-            session,
-            workspace_id=opportunity.workspace_id,
-            type="opportunity.reopened",
-            object_type="opportunity",
-            object_id=opportunity.id,
-            data=opportunity_data(opportunity),
-            actor=principal.actor,
+        return await self._enter_stage(
+            session, principal, opportunity, target, reason=payload.reason
         )
-        log.info(
-            "opportunity.reopened",
-            opportunity_id=str(opportunity.id),
-            from_status=previous_status,
-            to_stage_id=str(target.id),
-        )
-        return opportunity
 
     async def transitions(
         self,
@@ -381,6 +432,157 @@ class OpportunityService:
         return await OpportunityRepository.from_session(session).list_transitions(
             workspace_id, opportunity_id, limit=limit, cursor=cursor
         )
+
+    async def record_activity(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        opportunity_id: uuid.UUID,
+        actor: str | None,
+    ) -> None:
+        """Note an activity on the opportunity now, ending a rotting spell.
+
+        Only clearing the rotting flag emits an event (``opportunity.updated``); the
+        version never moves, so a client's If-Match stays valid.
+        """
+        repository = OpportunityRepository.from_session(session)
+        was_rotting = await repository.record_activity(opportunity_id)
+        if not was_rotting:
+            return
+        opportunity = await self.get(session, workspace_id, opportunity_id)
+        await session.refresh(opportunity)
+        await emit(
+            session,
+            workspace_id=workspace_id,
+            type="opportunity.updated",
+            object_type="opportunity",
+            object_id=opportunity.id,
+            data=opportunity_data(opportunity),
+            actor=actor,
+        )
+        log.info("opportunity.rotting_cleared", opportunity_id=str(opportunity.id))
+
+    async def sweep_rotting(self, session: AsyncSession, *, batch: int) -> int:
+        """Flag opportunities that started rotting and emit opportunity.rotting once each."""
+        repository = OpportunityRepository.from_session(session)
+        claimed = await repository.claim_rotting(batch)
+        for opportunity in await repository.get_many(claimed):
+            await emit(
+                session,
+                workspace_id=opportunity.workspace_id,
+                type="opportunity.rotting",
+                object_type="opportunity",
+                object_id=opportunity.id,
+                data=opportunity_data(opportunity),
+            )
+        if claimed:
+            log.info("opportunity.rotting_swept", count=len(claimed))
+        return len(claimed)
+
+    async def _initial_stage(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        payload: OpportunityCreate,
+    ) -> Stage:
+        if payload.stage_id is not None:
+            stage = await pipeline_service.get_stage_for_field(
+                session, workspace_id, payload.stage_id
+            )
+            if not is_open(stage):
+                raise _closed_stage_on_create(stage)
+            return stage
+        if payload.pipeline_id is not None:
+            pipeline = await pipeline_service.get_for_field(
+                session, workspace_id, payload.pipeline_id
+            )
+        else:
+            pipeline = await pipeline_service.get_default(session, workspace_id)
+        return await pipeline_service.first_open_stage(session, pipeline.id)
+
+    async def _locked_open(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        opportunity_id: uuid.UUID,
+        if_match: str | None,
+    ) -> Opportunity:
+        opportunity = await self.get(
+            session, principal.workspace_id, opportunity_id, for_update=True
+        )
+        check_if_match(if_match, opportunity.version)
+        if opportunity.status != "open":
+            raise _closed_opportunity(opportunity)
+        return opportunity
+
+    async def _enter_stage(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        opportunity: Opportunity,
+        target: Stage,
+        *,
+        lost_reason: LostReason | None = None,
+        lost_note: str | None = None,
+        reason: str | None = None,
+    ) -> Opportunity:
+        """Move a locked opportunity into ``target``, record it and emit its events."""
+        await pipeline_service.enter(
+            session, opportunity.workspace_id, opportunity.pipeline_id
+        )
+        _check_requirements(opportunity, target)
+        if target.is_won:
+            blocking = await ObjectionRepository.from_session(
+                session
+            ).open_blocking_ids(opportunity.id)
+            if blocking:
+                encoded = [ids.encode("objection", objection) for objection in blocking]
+                raise BlockingObjectionsOpen(
+                    f"Blocking objections are open: {', '.join(encoded)}. Resolve "
+                    "them, or mark them not blocking, before winning.",
+                    objection_ids=encoded,
+                )
+
+        now = utcnow()
+        from_stage_id = opportunity.stage_id
+        from_status = opportunity.status
+        session.add(
+            _transition(
+                opportunity,
+                from_stage_id,
+                target,
+                principal,
+                now,
+                from_version=opportunity.version,
+                from_status=from_status,
+                seconds=int((now - opportunity.stage_entered_at).total_seconds()),
+                reason=reason,
+            )
+        )
+        opportunity.stage_id = target.id
+        opportunity.status = _status_of(target)
+        opportunity.stage_entered_at = now
+        opportunity.won_at = now if target.is_won else None
+        opportunity.lost_at = now if target.is_lost else None
+        opportunity.lost_reason_id = lost_reason.id if lost_reason else None
+        opportunity.lost_note = lost_note if target.is_lost else None
+        _mark_active(opportunity, now)
+        await session.flush()
+        await session.refresh(opportunity)
+
+        await self._emit(session, principal, opportunity, "opportunity.stage_changed")
+        if opportunity.status != from_status:
+            outcome = "reopened" if opportunity.status == "open" else opportunity.status
+            await self._emit(session, principal, opportunity, f"opportunity.{outcome}")
+        log.info(
+            "opportunity.stage_changed",
+            opportunity_id=str(opportunity.id),
+            from_stage_id=str(from_stage_id),
+            to_stage_id=str(target.id),
+            from_status=from_status,
+            status=opportunity.status,
+        )
+        return opportunity
 
     async def _stage_of_pipeline(
         self, session: AsyncSession, opportunity: Opportunity, stage_id: uuid.UUID
@@ -417,13 +619,17 @@ class OpportunityService:
                     return stage
         return await pipeline_service.first_open_stage(session, opportunity.pipeline_id)
 
-    async def _emit_stage_change(
-        self, session: AsyncSession, opportunity: Opportunity, principal: Principal
+    async def _emit(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        opportunity: Opportunity,
+        event_type: str,
     ) -> None:
         await emit(
             session,
             workspace_id=opportunity.workspace_id,
-            type="opportunity.stage_changed",
+            type=event_type,
             object_type="opportunity",
             object_id=opportunity.id,
             data=opportunity_data(opportunity),
@@ -431,21 +637,57 @@ class OpportunityService:
         )
 
 
+def _status_of(stage: Stage) -> str:
+    if stage.is_won:
+        return "won"
+    if stage.is_lost:
+        return "lost"
+    return "open"
+
+
+def _mark_active(opportunity: Opportunity, at: datetime | None = None) -> None:
+    """Restart the rotting clock: an update or stage change counts as activity."""
+    opportunity.last_activity_at = at or utcnow()
+    opportunity.rotting = False
+    opportunity.rotting_since = None
+
+
+def _check_requirements(opportunity: Opportunity, stage: Stage) -> None:
+    missing = missing_fields(opportunity, stage)
+    if missing:
+        raise StageRequirementsMissing(
+            f"Stage {stage.name!r} requires {', '.join(missing)}. Set them with PATCH "
+            "first.",
+            stage_id=ids.encode("stage", stage.id),
+            missing_fields=missing,
+        )
+
+
 def _transition(
     opportunity: Opportunity,
     from_stage_id: uuid.UUID | None,
-    to_stage_id: uuid.UUID,
+    to_stage: Stage,
     principal: Principal,
-    at: datetime | None = None,
+    at: datetime,
+    *,
+    from_version: int,
+    from_status: str | None = None,
+    seconds: int | None = None,
+    reason: str | None = None,
 ) -> StageTransition:
     return StageTransition(
         id=ids.new_uuid(),
         workspace_id=opportunity.workspace_id,
         opportunity_id=opportunity.id,
         from_stage_id=from_stage_id,
-        to_stage_id=to_stage_id,
-        at=at or utcnow(),
+        to_stage_id=to_stage.id,
+        at=at,
         actor=principal.actor,
+        opportunity_version=from_version,
+        from_status=from_status,
+        to_status=_status_of(to_stage),
+        seconds_in_previous_stage=max(seconds, 0) if seconds is not None else None,
+        reason=reason,
     )
 
 
@@ -508,8 +750,8 @@ def _closed_stage_on_create(stage: Stage) -> InvalidInput:
 def _closed_opportunity(opportunity: Opportunity) -> InvalidOpportunityTransition:
     encoded = ids.encode("opportunity", opportunity.id)
     return InvalidOpportunityTransition(
-        f"{with_article(opportunity.status).capitalize()} opportunity cannot change stage. Reopen it first "
-        f"with POST /v1/opportunities/{encoded}/reopen.",
+        f"{with_article(opportunity.status).capitalize()} opportunity cannot change "
+        f"stage. Reopen it first with POST /v1/opportunities/{encoded}/reopen.",
         current_status=opportunity.status,
         allowed_transitions=list(states.TRANSITIONS[opportunity.status]),
     )

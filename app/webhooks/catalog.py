@@ -231,6 +231,41 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType("opportunity.won", "opportunity", "An opportunity was won."),
     EventType("opportunity.lost", "opportunity", "An opportunity was lost."),
+    EventType(
+        "opportunity.reopened",
+        "opportunity",
+        "A won or lost opportunity was reopened; its stage history records the "
+        "actor and the reason.",
+    ),
+    EventType(
+        "opportunity.rotting",
+        "opportunity",
+        "An open opportunity saw no activity for its stage's rotting days; sent once "
+        "per rotting spell.",
+    ),
+    EventType("pipeline.created", "pipeline", "A pipeline was created."),
+    EventType(
+        "pipeline.updated",
+        "pipeline",
+        "A pipeline was renamed, made the default, or one of its stages changed.",
+    ),
+    EventType(
+        "pipeline.stages_reordered", "pipeline", "A pipeline's stages were reordered."
+    ),
+    EventType("pipeline.archived", "pipeline", "A pipeline was archived."),
+    EventType("pipeline.deleted", "pipeline", "A pipeline was deleted."),
+    EventType("stage.created", "stage", "A stage was added to a pipeline."),
+    EventType("stage.updated", "stage", "A pipeline stage changed."),
+    EventType("stage.deleted", "stage", "A pipeline stage was deleted."),
+    EventType(
+        "objection.created", "objection", "An objection was recorded on an opportunity."
+    ),
+    EventType("objection.updated", "objection", "An objection changed."),
+    EventType("objection.resolved", "objection", "An objection was resolved."),
+    EventType("objection.deleted", "objection", "An objection was deleted."),
+    EventType("lost_reason.created", "lost_reason", "A lost reason was created."),
+    EventType("lost_reason.updated", "lost_reason", "A lost reason changed."),
+    EventType("lost_reason.deleted", "lost_reason", "A lost reason was deleted."),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
     EventType("invoice.updated", "invoice", "A draft invoice changed."),
     EventType(

@@ -19,6 +19,13 @@ from app.core.schemas import EventId
 from app.leads.schemas import Lead
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
+from app.opportunities.schemas import (
+    LostReason,
+    Objection,
+    Opportunity,
+    Pipeline,
+    Stage,
+)
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
@@ -28,6 +35,11 @@ from app.workspaces.schemas import Workspace
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "lead": Lead,
     "holiday_calendar": HolidayCalendar,
+    "lost_reason": LostReason,
+    "objection": Objection,
+    "opportunity": Opportunity,
+    "pipeline": Pipeline,
+    "stage": Stage,
     "offer": Offer,
     "offer_code": OfferCode,
     "webhook_endpoint": WebhookEndpoint,

@@ -186,6 +186,7 @@ class TestConvertLead:
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         lead = await create_lead(client, auth, company="Babbage")
+        owner = await create_user(client, auth)
 
         response = await convert(
             client,
@@ -198,7 +199,7 @@ class TestConvertLead:
                     "amount": 2500000,
                     "currency": "GBP",
                     "expected_close_date": "2027-06-30",
-                    "owner_id": "rep_5",
+                    "owner_id": owner["id"],
                 },
             },
         )
@@ -212,7 +213,7 @@ class TestConvertLead:
         assert result["opportunity"]["amount"] == 2500000
         assert result["opportunity"]["currency"] == "GBP"
         assert result["opportunity"]["expected_close_date"] == "2027-06-30"
-        assert result["opportunity"]["owner_id"] == "rep_5"
+        assert result["opportunity"]["owner_id"] == owner["id"]
 
     async def test_without_opportunity(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

@@ -53,3 +53,23 @@ async def move(
         json={"stage_id": stage_id, **fields},
         headers=auth,
     )
+
+
+async def create_lost_reason(
+    client: httpx.AsyncClient, auth: dict[str, str], name: str = "Budget cut"
+) -> dict[str, Any]:
+    response = await client.post("/v1/lost-reasons", json={"name": name}, headers=auth)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def stage_history(
+    client: httpx.AsyncClient, auth: dict[str, str], opportunity_id: str
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/v1/opportunities/{opportunity_id}/stage-history", headers=auth
+    )
+    assert response.status_code == 200, response.text
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data

@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import ids
 from app.models import StageTransition
-from tests.opportunities.factories import create_opportunity, move, stage_ids
+from tests.opportunities.factories import (
+    create_lost_reason,
+    create_opportunity,
+    move,
+    stage_ids,
+)
 
 
 class TestConcurrentMoves:
@@ -23,6 +28,7 @@ class TestConcurrentMoves:
         client, auth = committed_client, committed_auth
         stages = await stage_ids(client, auth)
         created = await create_opportunity(client, auth)
+        reason = await create_lost_reason(client, auth)
 
         won, lost = await asyncio.gather(
             move(client, auth, created["id"], stages["Closed won"]),
@@ -31,7 +37,7 @@ class TestConcurrentMoves:
                 auth,
                 created["id"],
                 stages["Closed lost"],
-                lost_reason="Budget cut",
+                lost_reason_id=reason["id"],
             ),
         )
 
@@ -74,3 +80,109 @@ class TestConcurrentMoves:
         assert sorted(response.status_code for response in responses) == [200, 412]
         current = await client.get(f"/v1/opportunities/{created['id']}", headers=auth)
         assert current.json()["version"] == 2
+
+
+async def history_rows(
+    committing_sessionmaker: async_sessionmaker[AsyncSession], opportunity_id: str
+) -> list[StageTransition]:
+    async with committing_sessionmaker() as session:
+        rows = await session.scalars(
+            select(StageTransition)
+            .where(
+                StageTransition.opportunity_id
+                == ids.decode("opportunity", opportunity_id)
+            )
+            .order_by(StageTransition.id)
+        )
+        return list(rows.all())
+
+
+class TestConcurrentStageMoves:
+    async def test_same_if_match_one_wins(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        stages = await stage_ids(client, auth)
+        created = await create_opportunity(client, auth)
+        guarded = {**auth, "If-Match": '"1"'}
+        targets = ["Value proposition", "Objection handling", "Negotiation"]
+
+        responses = await asyncio.gather(
+            *(move(client, guarded, created["id"], stages[name]) for name in targets)
+        )
+
+        codes = sorted(response.status_code for response in responses)
+        assert codes == [200, 412, 412]
+        winner = next(response for response in responses if response.status_code == 200)
+        rows = await history_rows(committing_sessionmaker, created["id"])
+        assert len(rows) == 2
+        assert rows[1].from_stage_id == ids.decode("stage", stages["Qualification"])
+        assert rows[1].to_stage_id == ids.decode("stage", winner.json()["stage_id"])
+        assert rows[1].opportunity_version == 1
+
+    async def test_unguarded_moves_serialize(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        stages = await stage_ids(client, auth)
+        created = await create_opportunity(client, auth)
+        targets = [
+            "Value proposition",
+            "Objection handling",
+            "Negotiation",
+            "Value proposition",
+            "Negotiation",
+            "Objection handling",
+        ]
+
+        responses = await asyncio.gather(
+            *(move(client, auth, created["id"], stages[name]) for name in targets)
+        )
+
+        assert all(response.status_code == 200 for response in responses)
+        rows = await history_rows(committing_sessionmaker, created["id"])
+        versions = [row.opportunity_version for row in rows]
+        assert len(versions) == len(set(versions))
+        assert versions == sorted(versions)
+        for previous, current in zip(rows, rows[1:], strict=False):
+            assert current.from_stage_id == previous.to_stage_id
+            assert current.from_stage_id != current.to_stage_id
+        final = await client.get(f"/v1/opportunities/{created['id']}", headers=auth)
+        assert ids.decode("stage", final.json()["stage_id"]) == rows[-1].to_stage_id
+        assert final.json()["version"] == len(rows)
+
+    async def test_win_races_blocking_objection(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        created = await create_opportunity(client, auth)
+
+        won, objection = await asyncio.gather(
+            client.post(
+                f"/v1/opportunities/{created['id']}/won", json={}, headers=auth
+            ),
+            client.post(
+                f"/v1/opportunities/{created['id']}/objections",
+                json={"category": "price", "text": "Too dear", "blocking": True},
+                headers=auth,
+            ),
+        )
+
+        assert objection.status_code == 201
+        if won.status_code == 409:
+            assert won.json()["objection_ids"] == [objection.json()["id"]]
+        else:
+            # The objection took the opportunity's row lock after the win committed.
+            assert won.status_code == 200
+            current = await client.get(
+                f"/v1/opportunities/{created['id']}", headers=auth
+            )
+            assert current.json()["status"] == "won"

@@ -12,11 +12,14 @@ from app.models import ApiKey, Event, Opportunity, Pipeline, Stage, Workspace
 from tests.conftest import make_workspace_key
 from tests.customers.factories import create_contact, create_customer
 from tests.opportunities.factories import (
+    create_lost_reason,
     create_opportunity,
     default_pipeline,
     move,
+    stage_history,
     stage_ids,
 )
+from tests.users.factories import create_user
 
 
 async def opportunity_events(session: AsyncSession, opportunity_id: str) -> list[str]:
@@ -25,17 +28,6 @@ async def opportunity_events(session: AsyncSession, opportunity_id: str) -> list
         select(Event.type).where(Event.object_id == object_id).order_by(Event.sequence)
     )
     return list(rows.all())
-
-
-async def transitions(
-    client: httpx.AsyncClient, auth: dict[str, str], opportunity_id: str
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/v1/opportunities/{opportunity_id}/transitions", headers=auth
-    )
-    assert response.status_code == 200, response.text
-    data: list[dict[str, Any]] = response.json()["data"]
-    return data
 
 
 async def api_key_actor(session: AsyncSession, workspace: Workspace) -> str:
@@ -101,7 +93,7 @@ class TestCreateOpportunity:
         )
         assert event is not None
         assert event.data == opportunity
-        history = await transitions(client, auth, opportunity["id"])
+        history = await stage_history(client, auth, opportunity["id"])
         assert len(history) == 1
         assert history[0]["from_stage_id"] is None
         assert history[0]["to_stage_id"] == opportunity["stage_id"]
@@ -113,6 +105,7 @@ class TestCreateOpportunity:
         customer = await create_customer(client, auth)
         contact = await create_contact(client, auth, customer["id"])
         stages = await stage_ids(client, auth)
+        owner = await create_user(client, auth)
 
         opportunity = await create_opportunity(
             client,
@@ -123,7 +116,9 @@ class TestCreateOpportunity:
             amount=0,
             currency="JPY",
             expected_close_date="2027-03-31",
-            owner_id="rep_7",
+            owner_id=owner["id"],
+            probability=60,
+            competitors=["Napier", "Pascal"],
         )
 
         assert opportunity["contact_id"] == contact["id"]
@@ -131,18 +126,26 @@ class TestCreateOpportunity:
         assert opportunity["amount"] == 0
         assert opportunity["currency"] == "JPY"
         assert opportunity["expected_close_date"] == "2027-03-31"
-        assert opportunity["owner_id"] == "rep_7"
+        assert opportunity["owner_id"] == owner["id"]
+        assert opportunity["probability"] == 60
+        assert opportunity["probability_override"] == 60
+        assert opportunity["competitors"] == ["Napier", "Pascal"]
 
     async def test_owner_from_on_behalf_of(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         customer = await create_customer(client, auth)
+        owner = await create_user(client, auth)
 
         opportunity = await create_opportunity(
+            client, {**auth, "On-Behalf-Of": owner["id"]}, customer["id"]
+        )
+        unowned = await create_opportunity(
             client, {**auth, "On-Behalf-Of": "rep_42"}, customer["id"]
         )
 
-        assert opportunity["owner_id"] == "rep_42"
+        assert opportunity["owner_id"] == owner["id"]
+        assert unowned["owner_id"] is None
 
     async def test_invalid_amounts(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
@@ -360,15 +363,17 @@ class TestListOpportunities:
         stages = await stage_ids(client, auth)
         first_customer = await create_customer(client, auth, name="First")
         second_customer = await create_customer(client, auth, name="Second")
+        first_rep = await create_user(client, auth)
+        second_rep = await create_user(client, auth)
         early = await create_opportunity(
-            client, auth, first_customer["id"], owner_id="rep_1"
+            client, auth, first_customer["id"], owner_id=first_rep["id"]
         )
         late = await create_opportunity(
             client,
             auth,
             second_customer["id"],
             stage_id=stages["Negotiation"],
-            owner_id="rep_2",
+            owner_id=second_rep["id"],
         )
         won = await create_opportunity(client, auth, first_customer["id"])
         await move(client, auth, won["id"], stages["Closed won"])
@@ -390,7 +395,7 @@ class TestListOpportunities:
             early["id"]
         ]
         assert await listed(stage_id=stages["Negotiation"]) == [late["id"]]
-        assert await listed(owner_id="rep_2") == [late["id"]]
+        assert await listed(owner_id=second_rep["id"]) == [late["id"]]
         assert await listed(pipeline_id=ids.encode("pipeline", pipeline.id)) == [
             renewal["id"]
         ]
@@ -448,8 +453,9 @@ class TestUpdateOpportunity:
     ) -> None:
         customer = await create_customer(client, auth)
         contact = await create_contact(client, auth, customer["id"])
+        owner = await create_user(client, auth)
         created = await create_opportunity(
-            client, auth, customer["id"], owner_id="rep_1"
+            client, auth, customer["id"], owner_id=owner["id"]
         )
 
         response = await client.patch(
@@ -592,7 +598,7 @@ class TestMoveOpportunity:
         assert opportunity["status"] == "open"
         assert opportunity["version"] == 2
         assert response.headers["etag"] == '"2"'
-        history = await transitions(client, auth, created["id"])
+        history = await stage_history(client, auth, created["id"])
         assert history[0]["from_stage_id"] == stages["Qualification"]
         assert history[0]["to_stage_id"] == stages["Value proposition"]
         assert history[0]["actor"] == "rep_9"
@@ -634,7 +640,7 @@ class TestMoveOpportunity:
         assert won_event is not None
         assert won_event.data["status"] == "won"
         assert won_event.data["amount"] == 500000
-        history = await transitions(client, auth, created["id"])
+        history = await stage_history(client, auth, created["id"])
         assert [item["to_stage_id"] for item in reversed(history)] == [
             stages["Qualification"],
             stages["Value proposition"],
@@ -653,30 +659,35 @@ class TestMoveOpportunity:
 
         assert response.status_code == 422
         error = response.json()["errors"][0]
-        assert error["field"] == "lost_reason"
+        assert error["field"] == "lost_reason_id"
         assert error["code"] == "lost_reason_required"
         current = await client.get(f"/v1/opportunities/{created['id']}", headers=auth)
         assert current.json()["status"] == "open"
-        assert len(await transitions(client, auth, created["id"])) == 1
+        assert len(await stage_history(client, auth, created["id"])) == 1
 
     async def test_lost_with_reason(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
     ) -> None:
         stages = await stage_ids(client, auth)
         created = await create_opportunity(client, auth)
+        reason = await create_lost_reason(client, auth, "Chose a competitor")
 
         response = await move(
             client,
             auth,
             created["id"],
             stages["Closed lost"],
-            lost_reason="Chose a competitor",
+            lost_reason_id=reason["id"],
+            lost_note="Went with Napier's bones",
         )
 
         assert response.status_code == 200, response.text
         lost = response.json()
         assert lost["status"] == "lost"
-        assert lost["lost_reason"] == "Chose a competitor"
+        assert lost["lost_reason_id"] == reason["id"]
+        assert lost["lost_note"] == "Went with Napier's bones"
+        assert lost["probability"] == 0
+        assert lost["weighted_amount"] == 0
         assert lost["lost_at"] is not None
         assert lost["won_at"] is None
         assert await opportunity_events(session, created["id"]) == [
@@ -690,13 +701,20 @@ class TestMoveOpportunity:
     ) -> None:
         stages = await stage_ids(client, auth)
         created = await create_opportunity(client, auth)
+        reason = await create_lost_reason(client, auth, "Price")
 
         response = await move(
-            client, auth, created["id"], stages["Closed won"], lost_reason="Price"
+            client,
+            auth,
+            created["id"],
+            stages["Closed won"],
+            lost_reason_id=reason["id"],
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["code"] == "lost_reason_not_allowed"
+        error = response.json()["errors"][0]
+        assert error["field"] == "lost_reason_id"
+        assert error["code"] == "not_allowed"
 
     async def test_closed_is_409_with_allowed(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -759,7 +777,7 @@ class TestMoveOpportunity:
         assert await opportunity_events(session, created["id"]) == [
             "opportunity.created"
         ]
-        assert len(await transitions(client, auth, created["id"])) == 1
+        assert len(await stage_history(client, auth, created["id"])) == 1
 
     async def test_if_match_mismatch(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
@@ -816,7 +834,7 @@ class TestReopenOpportunity:
 
         response = await client.post(
             f"/v1/opportunities/{created['id']}/reopen",
-            json={},
+            json={"reason": "The buyer signed with a typo; redo the paperwork"},
             headers={**auth, "If-Match": '"3"'},
         )
 
@@ -830,22 +848,31 @@ class TestReopenOpportunity:
             "opportunity.stage_changed",
             "opportunity.reopened",
         ]
-        latest = (await transitions(client, auth, created["id"]))[0]
+        latest = (await stage_history(client, auth, created["id"]))[0]
         assert latest["from_stage_id"] == stages["Closed won"]
         assert latest["to_stage_id"] == stages["Negotiation"]
+        assert latest["from_status"] == "won"
+        assert latest["to_status"] == "open"
+        assert latest["reason"] == "The buyer signed with a typo; redo the paperwork"
+        assert latest["actor"].startswith("api_key:")
 
     async def test_lost_into_chosen_stage(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         stages = await stage_ids(client, auth)
         created = await create_opportunity(client, auth)
+        reason = await create_lost_reason(client, auth, "Timing")
         await move(
-            client, auth, created["id"], stages["Closed lost"], lost_reason="Timing"
+            client,
+            auth,
+            created["id"],
+            stages["Closed lost"],
+            lost_reason_id=reason["id"],
         )
 
         response = await client.post(
             f"/v1/opportunities/{created['id']}/reopen",
-            json={"stage_id": stages["Value proposition"]},
+            json={"stage_id": stages["Value proposition"], "reason": "Budget back"},
             headers=auth,
         )
 
@@ -853,7 +880,8 @@ class TestReopenOpportunity:
         opportunity = response.json()
         assert opportunity["status"] == "open"
         assert opportunity["stage_id"] == stages["Value proposition"]
-        assert opportunity["lost_reason"] is None
+        assert opportunity["lost_reason_id"] is None
+        assert opportunity["lost_note"] is None
         assert opportunity["lost_at"] is None
 
     async def test_open_is_409(
@@ -862,7 +890,9 @@ class TestReopenOpportunity:
         created = await create_opportunity(client, auth)
 
         response = await client.post(
-            f"/v1/opportunities/{created['id']}/reopen", json={}, headers=auth
+            f"/v1/opportunities/{created['id']}/reopen",
+            json={"reason": "Retry"},
+            headers=auth,
         )
 
         assert response.status_code == 409
@@ -879,7 +909,7 @@ class TestReopenOpportunity:
 
         response = await client.post(
             f"/v1/opportunities/{created['id']}/reopen",
-            json={"stage_id": stages["Closed lost"]},
+            json={"stage_id": stages["Closed lost"], "reason": "Retry"},
             headers=auth,
         )
 
@@ -895,7 +925,7 @@ class TestReopenOpportunity:
 
         response = await client.post(
             f"/v1/opportunities/{created['id']}/reopen",
-            json={},
+            json={"reason": "Retry"},
             headers={**auth, "If-Match": '"1"'},
         )
 
@@ -912,12 +942,12 @@ class TestListTransitions:
 
         first = (
             await client.get(
-                f"/v1/opportunities/{created['id']}/transitions?limit=2", headers=auth
+                f"/v1/opportunities/{created['id']}/stage-history?limit=2", headers=auth
             )
         ).json()
         second = (
             await client.get(
-                f"/v1/opportunities/{created['id']}/transitions",
+                f"/v1/opportunities/{created['id']}/stage-history",
                 params={"limit": "2", "cursor": first["next_cursor"]},
                 headers=auth,
             )
@@ -939,7 +969,7 @@ class TestListTransitions:
         _, other = await make_workspace_key(session)
 
         response = await client.get(
-            f"/v1/opportunities/{created['id']}/transitions", headers=other
+            f"/v1/opportunities/{created['id']}/stage-history", headers=other
         )
 
         assert response.status_code == 404
