@@ -19,6 +19,7 @@ from app.core.schemas import EventId
 from app.leads.schemas import Lead
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
+from app.opportunities.product_schemas import Product
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
@@ -30,6 +31,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "holiday_calendar": HolidayCalendar,
     "offer": Offer,
     "offer_code": OfferCode,
+    "product": Product,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,
 }
