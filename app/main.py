@@ -39,6 +39,7 @@ from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
 from app.nurture.settings_router import router as nurture_settings_router
+from app.opportunities.line_item_router import router as line_items_router
 from app.opportunities.product_router import router as products_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
@@ -127,6 +128,7 @@ def create_app(
         email_events_router,
         customers_router,
         opportunities_router,
+        line_items_router,
         products_router,
         billing_router,
         webhooks_router,

@@ -20,6 +20,7 @@ from app.models import Customer, Opportunity, Stage, StageTransition
 from app.nurture.exits import exit_for_customer, exit_lead
 from app.opportunities import states
 from app.opportunities.errors import InvalidOpportunityTransition, OpportunityNotFound
+from app.opportunities.line_item_guard import check_amount_settable
 from app.opportunities.pipelines import is_open, pipeline_service
 from app.opportunities.repository import OpportunityRepository
 from app.opportunities.schemas import Opportunity as OpportunitySchema
@@ -191,6 +192,7 @@ class OpportunityService:
                     for name in nulls
                 ],
             )
+        await check_amount_settable(session, opportunity, changes)
         if changes.get("contact_id") is not None:
             customer = await customer_service.get(
                 session, opportunity.workspace_id, opportunity.customer_id
