@@ -41,6 +41,7 @@ from app.nurture.schedule_router import router as nurture_schedule_router
 from app.nurture.settings_router import router as nurture_settings_router
 from app.opportunities.line_item_router import router as line_items_router
 from app.opportunities.product_router import router as products_router
+from app.opportunities.proposal_router import router as proposals_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
 from app.users.router import router as users_router
@@ -130,6 +131,7 @@ def create_app(
         opportunities_router,
         line_items_router,
         products_router,
+        proposals_router,
         billing_router,
         webhooks_router,
         workspace_router,

@@ -127,8 +127,10 @@ class Proposal(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="draft")
     currency: Mapped[str] = mapped_column(String(3))
     terms: Mapped[str | None] = mapped_column(Text)
-    # A calendar date in the customer's time zone; the proposal expires after it.
+    # A calendar date in ``timezone``, the customer's IANA zone when the proposal was
+    # created; the proposal expires once that date has passed there.
     valid_until: Mapped[date]
+    timezone: Mapped[str] = mapped_column(String(64))
     subtotal: Mapped[int] = money_column()
     discount_total: Mapped[int] = money_column()
     tax_total: Mapped[int] = money_column()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import ids
+from app.core import ids, money
 from app.core.errors import FieldError, InvalidInput
 from app.models.catalog import PricedLineMixin
 from app.opportunities.catalog_errors import ProductNotFound, ProductUnavailable
@@ -121,3 +122,28 @@ def apply_amounts(line: PricedLineMixin, amounts: LineAmounts) -> None:
     line.discount = amounts.discount
     line.tax_amount = amounts.tax_amount
     line.total = amounts.total
+
+
+def priced_line_fields(line: PricedLineMixin) -> dict[str, Any]:
+    """Render the columns every priced line shares, as the API shows them."""
+    unit = line.unit_amount
+    whole = unit == unit.to_integral_value()
+    return {
+        "product_id": line.product_id,
+        "position": line.position,
+        "description": line.description,
+        "quantity": money.format_decimal(line.quantity),
+        "unit_amount": int(unit) if whole else None,
+        "unit_amount_decimal": money.format_decimal(unit),
+        "discount_percent": (
+            money.format_decimal(line.discount_percent)
+            if line.discount_percent is not None
+            else None
+        ),
+        "discount_amount": line.discount_amount,
+        "tax_rate": money.format_decimal(line.tax_rate),
+        "amount": line.amount,
+        "discount": line.discount,
+        "tax_amount": line.tax_amount,
+        "total": line.total,
+    }

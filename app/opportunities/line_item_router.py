@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.core import ids, money
+from app.core import ids
 from app.core.auth import Principal, require
 from app.core.concurrency import IfMatch, set_etag
 from app.core.openapi import problem_responses
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.models import LineItem as LineItemRow
-from app.models.catalog import PricedLineMixin
+from app.opportunities.line_inputs import priced_line_fields
 from app.opportunities.line_item_schemas import (
     LineCreate,
     LineItem,
@@ -30,31 +28,6 @@ _ETAG_NOTE = (
     " Line items are versioned with their opportunity: If-Match and the ETag carry "
     "the opportunity's version."
 )
-
-
-def priced_line_fields(line: PricedLineMixin) -> dict[str, Any]:
-    """Render the columns every priced line shares, as the API shows them."""
-    unit = line.unit_amount
-    whole = unit == unit.to_integral_value()
-    return {
-        "product_id": line.product_id,
-        "position": line.position,
-        "description": line.description,
-        "quantity": money.format_decimal(line.quantity),
-        "unit_amount": int(unit) if whole else None,
-        "unit_amount_decimal": money.format_decimal(unit),
-        "discount_percent": (
-            money.format_decimal(line.discount_percent)
-            if line.discount_percent is not None
-            else None
-        ),
-        "discount_amount": line.discount_amount,
-        "tax_rate": money.format_decimal(line.tax_rate),
-        "amount": line.amount,
-        "discount": line.discount,
-        "tax_amount": line.tax_amount,
-        "total": line.total,
-    }
 
 
 def line_item_view(line: LineItemRow) -> LineItem:

@@ -20,6 +20,7 @@ from app.leads.schemas import Lead
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
 from app.opportunities.product_schemas import Product
+from app.opportunities.proposal_schemas import Proposal
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
@@ -32,6 +33,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "offer": Offer,
     "offer_code": OfferCode,
     "product": Product,
+    "proposal": Proposal,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,
 }

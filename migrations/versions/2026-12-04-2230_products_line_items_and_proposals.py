@@ -165,6 +165,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("terms", sa.Text(), nullable=True),
         sa.Column("valid_until", sa.Date(), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("subtotal", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column(
             "discount_total", sa.BigInteger(), server_default="0", nullable=False
