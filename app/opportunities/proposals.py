@@ -30,6 +30,7 @@ from app.core.errors import Conflict, FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Invoice, Opportunity, Proposal, ProposalLine
+from app.opportunities import proposal_states
 from app.opportunities.catalog_errors import (
     InvalidProposalTransition,
     ProposalExpired,
@@ -64,15 +65,6 @@ log = structlog.get_logger(__name__)
 
 ProposalWithLines = tuple[Proposal, list[ProposalLine]]
 
-# Stored status -> statuses it may move to. "expired" is read from valid_until.
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "draft": ("sent",),
-    "sent": ("accepted", "rejected"),
-    "accepted": (),
-    "rejected": (),
-    "expired": (),
-}
-
 
 def today_in(proposal: Proposal, now: datetime | None = None) -> date:
     return (now or utcnow()).astimezone(ZoneInfo(proposal.timezone)).date()
@@ -80,6 +72,7 @@ def today_in(proposal: Proposal, now: datetime | None = None) -> date:
 
 def status_of(proposal: Proposal, now: datetime | None = None) -> str:
     """Return the status the API shows: a sent proposal past validity is expired."""
+    # NOTE: expiry is derived on read, so no proposal.expired event is ever emitted.
     if proposal.status == "sent" and today_in(proposal, now) > proposal.valid_until:
         return "expired"
     return proposal.status
@@ -149,7 +142,7 @@ class ProposalService:
             id=ids.new_uuid(),
             workspace_id=opportunity.workspace_id,
             opportunity_id=opportunity.id,
-            status="draft",
+            status=proposal_states.INITIAL,
             currency=opportunity.currency,
             terms=payload.terms,
             valid_until=payload.valid_until,
@@ -541,7 +534,7 @@ def _check_transition(proposal: Proposal, target: str) -> None:
             current_status=current,
             valid_until=proposal.valid_until.isoformat(),
         )
-    if target not in TRANSITIONS[current]:
+    if target not in proposal_states.TRANSITIONS[current]:
         raise _transition_error(proposal, f"moved to {target}", None)
 
 
@@ -549,7 +542,11 @@ def _transition_error(
     proposal: Proposal, action: str, reason: str | None
 ) -> InvalidProposalTransition:
     current = status_of(proposal)
-    allowed = TRANSITIONS[current]
+    allowed = [
+        status
+        for status in proposal_states.TRANSITIONS[current]
+        if status not in proposal_states.DERIVED
+    ]
     return InvalidProposalTransition(
         f"Proposal {ids.encode('proposal', proposal.id)} is {current} and cannot be "
         f"{action}{f' ({reason})' if reason else ''}. Allowed next statuses: "

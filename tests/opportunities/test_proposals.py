@@ -448,3 +448,21 @@ class TestRejectProposal:
         assert (await event_types(session, "proposal", proposal["id"]))[-1] == (
             "proposal.rejected"
         )
+
+
+class TestProposalStateMachine:
+    async def test_published(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/v1/meta/state-machines")
+
+        machines = {item["resource"]: item for item in response.json()["data"]}
+        assert machines["proposal"] == {
+            "resource": "proposal",
+            "initial": "draft",
+            "transitions": {
+                "draft": ["sent"],
+                "sent": ["accepted", "rejected", "expired"],
+                "accepted": [],
+                "rejected": [],
+                "expired": [],
+            },
+        }
