@@ -39,8 +39,11 @@ from app.nurture.offers_router import router as offers_router
 from app.nurture.router import router as nurture_router
 from app.nurture.schedule_router import router as nurture_schedule_router
 from app.nurture.settings_router import router as nurture_settings_router
+from app.opportunities.line_item_router import router as line_items_router
 from app.opportunities.objections_router import router as objections_router
 from app.opportunities.pipelines_router import router as pipelines_router
+from app.opportunities.product_router import router as products_router
+from app.opportunities.proposal_router import router as proposals_router
 from app.opportunities.router import router as opportunities_router
 from app.settings import Settings, get_settings
 from app.users.router import router as users_router
@@ -130,6 +133,9 @@ def create_app(
         pipelines_router,
         opportunities_router,
         objections_router,
+        line_items_router,
+        products_router,
+        proposals_router,
         billing_router,
         webhooks_router,
         workspace_router,

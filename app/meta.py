@@ -10,6 +10,7 @@ from app.core.openapi import PUBLIC, problem_responses
 from app.core.routing import UnitOfWorkRoute
 from app.leads import states as lead_states
 from app.nurture import states as enrollment_states
+from app.opportunities import proposal_states
 from app.opportunities import states as opportunity_states
 
 # Public: these describe the API itself and reveal nothing about any workspace.
@@ -61,6 +62,13 @@ STATE_MACHINES = [
         initial=opportunity_states.INITIAL,
         transitions={
             key: list(value) for key, value in opportunity_states.TRANSITIONS.items()
+        },
+    ),
+    StateMachine(
+        resource="proposal",
+        initial=proposal_states.INITIAL,
+        transitions={
+            key: list(value) for key, value in proposal_states.TRANSITIONS.items()
         },
     ),
 ]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from benchmarks.api import LoadFailed
 from benchmarks.config import BenchConfig
+from benchmarks.conversion import ConversionFailed
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
 from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
 from benchmarks.nurture import NurtureFailed
 from benchmarks.report import render
-from benchmarks.runner import run, run_imports, run_nurture
+from benchmarks.runner import run, run_conversion, run_imports, run_nurture
 from benchmarks.servers import ServerFailed
 
 
@@ -58,6 +59,16 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="Seconds each run of the nurture workload may take before it fails.",
     )
     parser.add_argument(
+        "--conversion-leads",
+        type=int,
+        help="Leads of each run of the conversion workload, converted one by one.",
+    )
+    parser.add_argument(
+        "--only-conversion",
+        action="store_true",
+        help="Run only the lead conversion workload.",
+    )
+    parser.add_argument(
         "--only-nurture",
         action="store_true",
         help="Run only the nurture workload.",
@@ -89,6 +100,7 @@ def build_config(arguments: argparse.Namespace) -> BenchConfig:
         "import_rounds": arguments.import_rounds,
         "nurture_enrollments": arguments.nurture_enrollments,
         "nurture_timeout_seconds": arguments.nurture_timeout,
+        "conversion_leads": arguments.conversion_leads,
     }
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **chosen)
@@ -104,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.only_import:
             report = run_imports(config, progress=progress)
+        elif arguments.only_conversion:
+            report = run_conversion(config, progress=progress)
         elif arguments.only_nurture:
             report = run_nurture(config, progress=progress)
         else:
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         JobsFailed,
         ImportFailed,
         NurtureFailed,
+        ConversionFailed,
     ) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ class Targets:
     job_start_p95_ms: float = 100.0
     import_ratio: float = 0.25
     nurture_ratio: float = 0.5
+    conversion_ratio: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class BenchConfig:
     # Bound on each run of the nurture workload (the worker's and each bare one's),
     # from the start of its process. A run that takes longer fails the benchmark.
     nurture_timeout_seconds: float = 1800.0
+    # Leads of the conversion workload, each converted and moved through to won, in
+    # each of the bare run before, the full run and the bare run after.
+    conversion_leads: int = 1_000
     targets: Targets = Targets()
 
     def smoke(self) -> BenchConfig:
@@ -67,4 +71,5 @@ class BenchConfig:
             import_rounds=1,
             nurture_enrollments=50,
             nurture_timeout_seconds=120.0,
+            conversion_leads=10,
         )

@@ -12,6 +12,7 @@ import psutil
 
 from benchmarks.api import BARE, FULL, Measurement, Workload
 from benchmarks.config import BenchConfig
+from benchmarks.conversion import ConversionSummary, render_conversion
 from benchmarks.imports import ImportSummary, render_import
 from benchmarks.jobs import JobLatency
 from benchmarks.nurture import TITLE as TITLE_NURTURE
@@ -101,6 +102,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     imports: ImportSummary | None = None
     nurture: NurtureSummary | None = None
+    conversion: ConversionSummary | None = None
 
 
 def summarize_server(measurements: list[Measurement]) -> ServerSummary:
@@ -156,9 +158,15 @@ def build_report(
     tuned_label: str,
     imports: ImportSummary | None = None,
     nurture: NurtureSummary | None = None,
+    conversion: ConversionSummary | None = None,
 ) -> Report:
     report = Report(
-        config=config, machine=machine, jobs=jobs, imports=imports, nurture=nurture
+        config=config,
+        machine=machine,
+        jobs=jobs,
+        imports=imports,
+        nurture=nurture,
+        conversion=conversion,
     )
     report.workloads = [summarize_workload(item, measurements) for item in workloads]
     for summary in report.workloads:
@@ -206,6 +214,15 @@ def build_report(
                 measured=f"{nurture.ratio:.2f}x",
                 target=f">= {nurture.ratio_target:.2f}x",
                 met=nurture.ratio >= nurture.ratio_target,
+            )
+        )
+    if conversion is not None:
+        report.checks.append(
+            Check(
+                name=f"{conversion.title} full/bare req/s",
+                measured=f"{conversion.ratio:.2f}x",
+                target=f">= {conversion.ratio_target:.2f}x",
+                met=conversion.ratio >= conversion.ratio_target,
             )
         )
     return report
@@ -259,6 +276,8 @@ def render(report: Report) -> str:
         lines += render_import(report.imports)
     if report.nurture is not None:
         lines += render_nurture(report.nurture)
+    if report.conversion is not None:
+        lines += render_conversion(report.conversion)
     if report.checks:
         lines += ["", "targets (reported, not asserted):"]
         for check in report.checks:

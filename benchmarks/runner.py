@@ -14,6 +14,7 @@ from app.core.logging import configure_logging
 from app.settings import Settings
 from benchmarks.api import run_api_benchmarks, workloads
 from benchmarks.config import BenchConfig
+from benchmarks.conversion import ConversionSummary, measure_conversion
 from benchmarks.environment import (
     BenchServers,
     asyncpg_dsn,
@@ -89,6 +90,7 @@ async def _measure(
         progress=progress,
     )
     nurture = await _measure_nurture(config, servers, log_dir, progress)
+    conversion = await _measure_conversion(config, servers, progress)
 
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(
@@ -100,6 +102,18 @@ async def _measure(
         tuned_label=TUNED,
         imports=imports,
         nurture=nurture,
+        conversion=conversion,
+    )
+
+
+async def _measure_conversion(
+    config: BenchConfig, servers: BenchServers, progress: Callable[[str], None]
+) -> ConversionSummary:
+    return await measure_conversion(
+        servers,
+        leads=config.conversion_leads,
+        ratio_target=config.targets.conversion_ratio,
+        progress=progress,
     )
 
 
@@ -200,6 +214,34 @@ async def _measure_nurture_only(
     nurture = await _measure_nurture(config, servers, log_dir, progress)
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(config, machine, [], [], [], tuned_label=TUNED, nurture=nurture)
+
+
+def run_conversion(
+    config: BenchConfig,
+    *,
+    servers: BenchServers | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Run only the conversion workload of ``config``."""
+    if servers is None:
+        with bench_servers() as configured:
+            return run_conversion(config, servers=configured, progress=progress)
+
+    claim_and_prepare(servers, progress)
+    try:
+        return asyncio.run(_measure_conversion_only(config, servers, progress))
+    finally:
+        release(servers)
+
+
+async def _measure_conversion_only(
+    config: BenchConfig, servers: BenchServers, progress: Callable[[str], None]
+) -> Report:
+    conversion = await _measure_conversion(config, servers, progress)
+    machine = Machine.detect(await _postgres_version(servers))
+    return build_report(
+        config, machine, [], [], [], tuned_label=TUNED, conversion=conversion
+    )
 
 
 def claim_and_prepare(

@@ -61,6 +61,10 @@ PREFIXES: dict[str, str] = {
     "offer": "ofr",
     "offer_code": "ofc",
     "email_event": "emev",
+    "product": "prod",
+    "line_item": "li",
+    "proposal": "prop",
+    "proposal_line": "pl",
 }
 
 

@@ -220,6 +220,10 @@ LeadAssignmentId = _id_type("lead_assignment")
 ActivityId = _id_type("activity")
 OfferId = _id_type("offer")
 OfferCodeId = _id_type("offer_code")
+ProductId = _id_type("product")
+LineItemId = _id_type("line_item")
+ProposalId = _id_type("proposal")
+ProposalLineId = _id_type("proposal_line")
 
 
 _RFC3339 = re.compile(

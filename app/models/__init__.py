@@ -18,6 +18,13 @@ from app.models.billing import (
     PaymentAllocation,
     ProviderEvent,
 )
+from app.models.catalog import (
+    LineItem,
+    Product,
+    ProductPrice,
+    Proposal,
+    ProposalLine,
+)
 from app.models.enrollment_job import EnrollmentJob
 from app.models.event import Event
 from app.models.holiday_calendar import HolidayCalendar
@@ -80,6 +87,7 @@ __all__ = [
     "InvoiceLine",
     "InvoiceNumberSeries",
     "Lead",
+    "LineItem",
     "LeadConsent",
     "LeadTouch",
     "LeadEngagement",
@@ -97,6 +105,10 @@ __all__ = [
     "Payment",
     "PaymentAllocation",
     "Pipeline",
+    "Product",
+    "ProductPrice",
+    "Proposal",
+    "ProposalLine",
     "ProviderEvent",
     "ScoringRule",
     "Sequence",

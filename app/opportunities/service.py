@@ -34,6 +34,7 @@ from app.opportunities.errors import (
     OpportunityNotFound,
     StageRequirementsMissing,
 )
+from app.opportunities.line_item_guard import check_amount_settable
 from app.opportunities.listing import (
     OpportunityFilters,
     check_ranges,
@@ -227,6 +228,7 @@ class OpportunityService:
                     for name in nulls
                 ],
             )
+        await check_amount_settable(session, opportunity, changes)
         if changes.get("contact_id") is not None:
             customer = await customer_service.get(
                 session, opportunity.workspace_id, opportunity.customer_id

@@ -266,6 +266,29 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("lost_reason.created", "lost_reason", "A lost reason was created."),
     EventType("lost_reason.updated", "lost_reason", "A lost reason changed."),
     EventType("lost_reason.deleted", "lost_reason", "A lost reason was deleted."),
+    EventType("product.created", "product", "A product was added to the catalogue."),
+    EventType("product.updated", "product", "A product's fields or prices changed."),
+    EventType(
+        "product.archived",
+        "product",
+        "A product was archived: it can no longer be added to line items.",
+    ),
+    EventType("product.restored", "product", "An archived product was made active."),
+    EventType(
+        "product.deleted",
+        "product",
+        "A product was deleted; lines that used it keep their copied price.",
+    ),
+    EventType("proposal.created", "proposal", "A draft proposal was created."),
+    EventType("proposal.updated", "proposal", "A draft proposal changed."),
+    EventType("proposal.sent", "proposal", "A proposal was sent to the customer."),
+    EventType(
+        "proposal.accepted",
+        "proposal",
+        "The customer accepted a proposal; invoice_id names the draft invoice "
+        "created for it, if any.",
+    ),
+    EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
     EventType("invoice.updated", "invoice", "A draft invoice changed."),
     EventType(

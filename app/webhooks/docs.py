@@ -19,6 +19,8 @@ from app.core.schemas import EventId
 from app.leads.schemas import Lead
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
+from app.opportunities.product_schemas import Product
+from app.opportunities.proposal_schemas import Proposal
 from app.opportunities.schemas import (
     LostReason,
     Objection,
@@ -42,6 +44,8 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "stage": Stage,
     "offer": Offer,
     "offer_code": OfferCode,
+    "product": Product,
+    "proposal": Proposal,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,
 }

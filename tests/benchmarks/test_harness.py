@@ -93,7 +93,10 @@ class TestSmokeRun:
             "job start p95",
             f"CSV import of {config.import_rows} rows full/bare rows/s",
             "nurture emails worker/bare emails/s",
+            "lead conversion to won full/bare req/s",
         ]
+        assert report.conversion is not None
+        assert report.conversion.full.requests == 5 * config.conversion_leads
         imports = report.imports
         assert imports is not None
         assert imports.rows == config.import_rows
