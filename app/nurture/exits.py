@@ -178,6 +178,8 @@ async def claim_exit_reason(
     elif lead.status not in OPEN_LEAD_STATUSES:
         return "lead_closed"
     repository = EnrollmentRepository.from_session(session)
-    if await repository.is_suppressed(lead.workspace_id, lead.email_normalized):
+    if await repository.is_suppressed(
+        lead.workspace_id, lead.email_normalized, lead.id
+    ):
         return "unsubscribed"
     return None

@@ -317,10 +317,12 @@ class EnrollmentService:
                 f"{', '.join(OPEN_LEAD_STATUSES)} can be enrolled.",
                 lead_status=lead.status,
             )
-        if await repository.is_suppressed(lead.workspace_id, lead.email_normalized):
+        if await repository.is_suppressed(
+            lead.workspace_id, lead.email_normalized, lead.id
+        ):
             raise LeadUnsubscribed(
-                f"Lead {lead_id} has an email address that unsubscribed or bounced, "
-                "so it cannot receive marketing email.",
+                f"Lead {lead_id} unsubscribed, or its email address unsubscribed or "
+                "bounced, so it cannot receive marketing email.",
             )
 
     @staticmethod
@@ -463,7 +465,7 @@ class EnrollmentService:
         token = _verified_token(secret, token_text)
         lead = await lead_service.get(session, token.workspace_id, token.lead_id)
         suppressed = await EnrollmentRepository.from_session(session).is_suppressed(
-            lead.workspace_id, lead.email_normalized
+            lead.workspace_id, lead.email_normalized, lead.id
         )
         return lead, suppressed
 
