@@ -531,9 +531,9 @@ class TestRedeemOffer:
         assert redeemed["discount_amount"] == 650
         assert redeemed["currency"] == "EUR"
         code_events = await session.scalars(
-            select(Event.type).where(
-                Event.object_id == ids.decode("offer_code", code["id"])
-            )
+            select(Event.type)
+            .where(Event.object_id == ids.decode("offer_code", code["id"]))
+            .order_by(Event.sequence)
         )
         assert list(code_events) == ["offer_code.issued", "offer_code.redeemed"]
         invoice_events = await session.scalars(
