@@ -141,7 +141,9 @@ class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-_TIMEZONES = frozenset(available_timezones())
+# A system zoneinfo folder also contains localtime (the machine's own zone) and
+# posixrules, which are files there but not IANA zone names.
+_TIMEZONES = frozenset(available_timezones()) - {"localtime", "posixrules"}
 
 
 def _check_timezone(value: str) -> str:

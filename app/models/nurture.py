@@ -179,11 +179,15 @@ class EmailSuppression(IdMixin, WorkspaceMixin, Base):
     """An address that must receive no more marketing email, such as after unsubscribing.
 
     Keyed by the normalized email rather than the lead, so a lead captured again with
-    the same address stays suppressed.
+    the same address stays suppressed. An ``unsubscribed`` row also suppresses its
+    lead, whose email may change later, while a bounce concerns the address alone.
     """
 
     __tablename__ = "email_suppressions"
-    __table_args__ = (UniqueConstraint("workspace_id", "email_normalized"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "email_normalized"),
+        Index("ix_email_suppressions_workspace_lead", "workspace_id", "lead_id"),
+    )
 
     email_normalized: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(String(32))

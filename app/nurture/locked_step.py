@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     literal_column,
+    or_,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,9 +82,17 @@ def _step_at(step: Any, enrollment: Any, position: Any) -> ColumnElement[bool]:
 def _claim_statement() -> Executable:
     locked, fresh = _locked_enrollment()
     enrollment = aliased(Enrollment, locked)
+    # A bounce suppresses the address; an unsubscribe also follows the lead after
+    # its email changes, as EnrollmentRepository.is_suppressed decides.
     suppressed = exists().where(
         EmailSuppression.workspace_id == Lead.workspace_id,
-        EmailSuppression.email_normalized == Lead.email_normalized,
+        or_(
+            EmailSuppression.email_normalized == Lead.email_normalized,
+            and_(
+                EmailSuppression.lead_id == Lead.id,
+                EmailSuppression.reason == "unsubscribed",
+            ),
+        ),
     )
     return (
         select(

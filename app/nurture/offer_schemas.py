@@ -11,12 +11,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictInt,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.core import money
+from app.core.clock import utcnow
 from app.core.schemas import (
     EnrollmentId,
     InputModel,
@@ -118,28 +120,64 @@ class OfferCreate(InputModel):
 
     @model_validator(mode="after")
     def _discount_fields(self) -> OfferCreate:
+        problems: list[tuple[str, str, str]] = []
         if self.discount_kind == "percent":
             if self.percent_off is None:
-                raise PydanticCustomError(
-                    "percent_off_missing", "Send percent_off for a percent discount"
+                problems.append(
+                    (
+                        "percent_off",
+                        "percent_off_missing",
+                        "Send percent_off for a percent discount",
+                    )
                 )
-            if self.amount_off is not None or self.currency is not None:
-                raise PydanticCustomError(
-                    "amount_not_allowed",
-                    "amount_off and currency are only allowed when discount_kind is "
-                    "amount",
-                )
+            for name in ("amount_off", "currency"):
+                if getattr(self, name) is not None:
+                    problems.append(
+                        (
+                            name,
+                            "amount_not_allowed",
+                            f"{name} is only allowed when discount_kind is amount",
+                        )
+                    )
         else:
-            if self.amount_off is None or self.currency is None:
-                raise PydanticCustomError(
-                    "amount_missing",
-                    "Send amount_off and currency for an amount discount",
-                )
+            for name in ("amount_off", "currency"):
+                if getattr(self, name) is None:
+                    problems.append(
+                        (
+                            name,
+                            "amount_missing",
+                            f"Send {name} for an amount discount",
+                        )
+                    )
             if self.percent_off is not None:
-                raise PydanticCustomError(
-                    "percent_not_allowed",
-                    "percent_off is only allowed when discount_kind is percent",
+                problems.append(
+                    (
+                        "percent_off",
+                        "percent_not_allowed",
+                        "percent_off is only allowed when discount_kind is percent",
+                    )
                 )
+        # A code issued after this time would be expired before the lead reads it.
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            problems.append(
+                (
+                    "expires_at",
+                    "expires_at_past",
+                    "expires_at must be in the future",
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(code, message),
+                        loc=(name,),
+                        input=None,
+                    )
+                    for name, code, message in problems
+                ],
+            )
         return self
 
 

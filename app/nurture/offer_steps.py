@@ -21,9 +21,6 @@ from app.models import (
     SequenceStep,
 )
 from app.nurture import merge, templates
-from app.nurture.offer_errors import (
-    OfferNotFound,
-)
 from app.nurture.offer_repository import OfferRepository
 from app.nurture.offer_views import (
     code_data,
@@ -110,11 +107,15 @@ async def check_step_offers(
             continue
         offer = await repository.get(workspace_id, step.offer_id)
         if offer is None:
-            raise OfferNotFound(
-                f"No offer with id {ids.encode('offer', step.offer_id)} exists in "
-                f"this workspace; {field} must name one.",
-                errors=[FieldError(field, "no such offer", "offer_not_found")],
+            errors.append(
+                FieldError(
+                    field,
+                    f"no offer with id {ids.encode('offer', step.offer_id)} exists in "
+                    "this workspace",
+                    "offer_not_found",
+                )
             )
+            continue
         if offer.status != "active":
             errors.append(
                 FieldError(

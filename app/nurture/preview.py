@@ -18,7 +18,7 @@ from app.nurture import merge, templates, unsubscribe
 from app.nurture.compose import Recipient, compose, message_id_for
 from app.nurture.context import Sender, recipient_for, sender_of
 from app.nurture.errors import SequenceStepNotFound, SequenceVersionNotFound
-from app.nurture.repository import EnrollmentRepository, SequenceRepository
+from app.nurture.repository import SequenceRepository
 from app.nurture.schemas import (
     EmailPreview,
     StepPreview,
@@ -29,7 +29,8 @@ from app.nurture.schemas import (
 from app.nurture.service import sequence_service
 from app.settings import Settings
 
-# The preview has no step run, so its Message-ID uses this placeholder id.
+# The preview has no step run, so its Message-ID and unsubscribe link use this
+# placeholder id, which the unsubscribe link rejects.
 PREVIEW_RUN_ID = uuid.UUID(int=0)
 
 
@@ -71,7 +72,7 @@ async def preview_step(
     )
     if step.kind == "email":
         sender = sender_of(sequence, settings)
-        link = await _unsubscribe_link(session, settings, lead, sequence.id)
+        link = _unsubscribe_link(settings, lead)
         preview.email = _email_preview(step, recipient, sender, link, payload)
     elif step.kind == "task":
         values = merge.lead_values(recipient)
@@ -91,19 +92,13 @@ async def preview_step(
     return preview
 
 
-async def _unsubscribe_link(
-    session: AsyncSession, settings: Settings, lead: Lead, sequence_id: uuid.UUID
-) -> str:
-    # The link of the lead's running enrollment, as it would be sent. Without one,
-    # the token carries the nil UUID, which matches no enrollment, and unsubscribing
-    # by it still suppresses the lead.
-    running = await EnrollmentRepository.from_session(session).get_running(
-        sequence_id, lead.id
-    )
+def _unsubscribe_link(settings: Settings, lead: Lead) -> str:
+    # The token carries the nil UUID as its enrollment, even when the lead has a
+    # running one, so a previewed email forwarded or clicked unsubscribes no one.
     token = unsubscribe.UnsubscribeToken(
         workspace_id=lead.workspace_id,
         lead_id=lead.id,
-        enrollment_id=running.id if running is not None else PREVIEW_RUN_ID,
+        enrollment_id=PREVIEW_RUN_ID,
     )
     return unsubscribe.unsubscribe_url(
         settings.public_base_url,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -330,31 +330,55 @@ class EnrollmentRepository:
         ]
 
     async def is_suppressed(
-        self, workspace_id: uuid.UUID, email_normalized: str
+        self, workspace_id: uuid.UUID, email_normalized: str, lead_id: uuid.UUID
     ) -> bool:
+        """Tell whether the address is suppressed, or the lead unsubscribed.
+
+        A lead that unsubscribed stays unsubscribed after its email changes, but a
+        bounce suppresses only the address that bounced.
+        """
         found = await self.session.scalar(
             select(func.count())
             .select_from(EmailSuppression)
             .where(
                 EmailSuppression.workspace_id == workspace_id,
-                EmailSuppression.email_normalized == email_normalized,
+                or_(
+                    EmailSuppression.email_normalized == email_normalized,
+                    and_(
+                        EmailSuppression.lead_id == lead_id,
+                        EmailSuppression.reason == "unsubscribed",
+                    ),
+                ),
             )
         )
         return bool(found)
 
     async def suppress(self, suppression: EmailSuppression) -> bool:
-        """Insert ``suppression`` unless the address is suppressed, and return whether it did."""
+        """Insert ``suppression`` unless the address is suppressed, and return whether it did.
+
+        An unsubscribe of an address that only bounced so far replaces the bounce, so
+        the lead stays unsubscribed when its email changes later, and counts as new.
+        """
+        statement = insert(EmailSuppression).values(
+            id=suppression.id,
+            workspace_id=suppression.workspace_id,
+            email_normalized=suppression.email_normalized,
+            reason=suppression.reason,
+            lead_id=suppression.lead_id,
+            enrollment_id=suppression.enrollment_id,
+        )
         inserted = await self.session.scalar(
-            insert(EmailSuppression)
-            .values(
-                id=suppression.id,
-                workspace_id=suppression.workspace_id,
-                email_normalized=suppression.email_normalized,
-                reason=suppression.reason,
-                lead_id=suppression.lead_id,
-                enrollment_id=suppression.enrollment_id,
-            )
-            .on_conflict_do_nothing(index_elements=["workspace_id", "email_normalized"])
-            .returning(EmailSuppression.id)
+            statement.on_conflict_do_update(
+                index_elements=["workspace_id", "email_normalized"],
+                set_={
+                    "reason": statement.excluded.reason,
+                    "lead_id": statement.excluded.lead_id,
+                    "enrollment_id": statement.excluded.enrollment_id,
+                },
+                where=and_(
+                    statement.excluded.reason == "unsubscribed",
+                    EmailSuppression.reason != "unsubscribed",
+                ),
+            ).returning(EmailSuppression.id)
         )
         return inserted is not None

@@ -30,6 +30,8 @@ from app.nurture.schemas import (
 )
 from app.nurture.service import enrollment_service, sequence_service
 from app.nurture.unsubscribe import MAX_TOKEN_LENGTH
+from app.settings import Settings
+from app.webhooks.url_safety import AddressPolicy, policy_for
 
 router = APIRouter(route_class=UnitOfWorkRoute)
 
@@ -37,6 +39,11 @@ Token = Annotated[
     str,
     Path(max_length=MAX_TOKEN_LENGTH, description="The token of the signed link."),
 ]
+
+
+def _url_policy(request: Request) -> AddressPolicy:
+    settings: Settings = request.app.state.settings
+    return policy_for(tuple(settings.webhook_allow_private_hosts))
 
 
 @router.post(
@@ -55,7 +62,9 @@ async def create_sequence(
     principal: Principal = Depends(require("nurture:write")),
 ) -> Sequence:
     """Create a sequence of email steps whose merge fields are all known ones."""
-    sequence = await sequence_service.create(request.state.session, principal, payload)
+    sequence = await sequence_service.create(
+        request.state.session, principal, payload, url_policy=_url_policy(request)
+    )
     set_etag(response, sequence.version)
     response.headers["Location"] = (
         f"/v1/sequences/{ids.encode('sequence', sequence.id)}"
@@ -131,6 +140,7 @@ async def update_sequence(
         parse_path_id("sequence", sequence_id, "sequence"),
         payload,
         if_match=if_match,
+        url_policy=_url_policy(request),
     )
     set_etag(response, sequence.version)
     return sequence

@@ -62,6 +62,9 @@ ExitRule = Literal[
     "disqualified",
     "invoice_paid",
 ]
+# The exit rules a request may list. manual is accepted and not stored,
+# because a manual exit is always possible.
+ExitRuleInput = Literal[ExitRule, "manual"]
 StepRunStatus = Literal["running", "sent", "completed", "skipped", "failed"]
 
 MAX_STEPS = 50
@@ -200,7 +203,8 @@ StepList = Annotated[
 
 EXIT_RULES_DESCRIPTION = (
     "The events that exit a lead's running enrollment in this sequence automatically; "
-    "all of them when omitted. A manual exit is always possible. unsubscribed and "
+    "all of them when omitted. A manual exit is always possible, so manual may be "
+    "listed but is not stored. unsubscribed and "
     "bounced exit the lead from every sequence even when not listed, because the "
     "address must get no more mail."
 )
@@ -230,9 +234,9 @@ class SequenceCreate(InputModel):
         description="Dates on which no step runs and that business_days skip.",
     )
     steps: StepList
-    exit_rules: list[ExitRule] | None = Field(
+    exit_rules: list[ExitRuleInput] | None = Field(
         default=None,
-        max_length=len(EXIT_RULE_REASONS),
+        max_length=len(EXIT_RULE_REASONS) + 1,
         description=EXIT_RULES_DESCRIPTION,
     )
     reenrollment_policy: ReenrollmentPolicy = Field(
@@ -253,9 +257,9 @@ class SequenceUpdate(InputModel):
     send_window: SendWindowSpec | None = None
     holiday_calendar_id: HolidayCalendarId | None = None
     reenrollment_policy: ReenrollmentPolicy | None = None
-    exit_rules: list[ExitRule] | None = Field(
+    exit_rules: list[ExitRuleInput] | None = Field(
         default=None,
-        max_length=len(EXIT_RULE_REASONS),
+        max_length=len(EXIT_RULE_REASONS) + 1,
         description=EXIT_RULES_DESCRIPTION,
     )
     steps: StepList | None = Field(

@@ -39,7 +39,9 @@ from app.nurture.resume import prepare_retry
 from app.nurture.schemas import Enrollment as EnrollmentSchema
 from app.nurture.schemas import EnrollmentCreate, SequenceCreate, Unsubscribed
 from app.nurture.schemas import Sequence as SequenceSchema
+from app.nurture.step_kinds import STRICT_URL_POLICY, check_step_urls
 from app.nurture.step_rows import step_rows
+from app.webhooks.url_safety import AddressPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +62,15 @@ def check_not_archived(sequence: SequenceRow) -> None:
 
 class SequenceService:
     async def create(
-        self, session: AsyncSession, principal: Principal, payload: SequenceCreate
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payload: SequenceCreate,
+        *,
+        url_policy: AddressPolicy = STRICT_URL_POLICY,
     ) -> SequenceSchema:
         check_templates(payload)
+        check_step_urls(payload.steps, url_policy)
         await holiday_calendar_service.check_sequence_settings(
             session,
             principal.workspace_id,
@@ -329,10 +337,12 @@ class EnrollmentService:
                 f"{', '.join(OPEN_LEAD_STATUSES)} can be enrolled.",
                 lead_status=lead.status,
             )
-        if await repository.is_suppressed(lead.workspace_id, lead.email_normalized):
+        if await repository.is_suppressed(
+            lead.workspace_id, lead.email_normalized, lead.id
+        ):
             raise LeadUnsubscribed(
-                f"Lead {lead_id} has an email address that unsubscribed or bounced, "
-                "so it cannot receive marketing email.",
+                f"Lead {lead_id} unsubscribed, or its email address unsubscribed or "
+                "bounced, so it cannot receive marketing email.",
             )
 
     @staticmethod
@@ -475,7 +485,7 @@ class EnrollmentService:
         token = _verified_token(secret, token_text)
         lead = await lead_service.get(session, token.workspace_id, token.lead_id)
         suppressed = await EnrollmentRepository.from_session(session).is_suppressed(
-            lead.workspace_id, lead.email_normalized
+            lead.workspace_id, lead.email_normalized, lead.id
         )
         return lead, suppressed
 

@@ -7,9 +7,10 @@ the field as the client wrote it (``steps.2.title``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.headerregistry import Address
 from email.utils import getaddresses
 from typing import Annotated, Any
@@ -18,8 +19,10 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from app.core.errors import FieldError, InvalidInput
 from app.webhooks.errors import InvalidWebhookUrl
-from app.webhooks.url_safety import parse_webhook_url
+from app.webhooks.url_safety import Address as IPAddress
+from app.webhooks.url_safety import AddressPolicy, UnsafeAddress, parse_webhook_url
 
 STEP_KINDS = ("email", "task", "webhook", "wait")
 MAX_TASK_DUE_DAYS = 365
@@ -29,6 +32,9 @@ MAX_HEADER_NAME_LENGTH = 100
 MAX_HEADER_VALUE_LENGTH = 1_000
 MAX_ADDRESS_LENGTH = 320
 
+# The policy with an empty allow-list: public addresses only.
+STRICT_URL_POLICY = AddressPolicy()
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 # RFC 9110 section 5.6.2: a field name is a token.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers the HTTP client sets from the request itself, and the Standard Webhooks
@@ -96,12 +102,51 @@ def _reject_line_breaks(value: str) -> str:
 
 
 def _check_webhook_url(value: str) -> str:
-    # NOTE: only the syntax is checked when a step is saved. Whether the host resolves
-    # to a public address is left to the check at connect time.
+    # Only the syntax is checked here. check_step_urls checks the addresses that are
+    # known without DNS, and the check at connect time covers every host.
     try:
         return parse_webhook_url(value).url
     except InvalidWebhookUrl as error:
         raise ValueError(error.detail) from error
+
+
+def check_step_urls(
+    steps: Sequence[object], policy: AddressPolicy, prefix: str = "steps"
+) -> None:
+    """Raise ``InvalidInput`` for each webhook step whose URL the policy forbids.
+
+    Only addresses known without a DNS lookup are checked when a step is saved: an
+    IP literal, and ``localhost``, which RFC 6761 reserves for loopback. A host name
+    may not resolve yet, so the worker checks every address again when it connects.
+    """
+    errors: list[FieldError] = []
+    for index, step in enumerate(steps):
+        url_text = getattr(step, "url", None)
+        if getattr(step, "kind", None) != "webhook" or not isinstance(url_text, str):
+            continue
+        url = parse_webhook_url(url_text)
+        if url.address is not None:
+            addresses: list[IPAddress] = [url.address]
+        elif url.host == "localhost" or url.host.endswith(".localhost"):
+            addresses = list(_LOOPBACK)
+        else:
+            continue
+        try:
+            policy.check(url.host, addresses)
+        except UnsafeAddress as error:
+            errors.append(
+                FieldError(
+                    f"{prefix}.{index}.url",
+                    f"the webhook URL is not allowed: {error}. Steps call public "
+                    "addresses only, unless an operator allows the host with the "
+                    "SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS setting",
+                    "webhook_url_not_allowed",
+                )
+            )
+    if errors:
+        raise InvalidInput(
+            f"{errors[0]['field']}: {errors[0]['message']}", errors=errors
+        )
 
 
 def _check_headers(value: dict[str, str]) -> dict[str, str]:

@@ -34,7 +34,9 @@ from app.nurture.schemas import Sequence as SequenceSchema
 from app.nurture.schemas import SequenceStep as SequenceStepSchema
 from app.nurture.service import enrollment_service, publish, sequence_service
 from app.nurture.states import RUNNING_STATUSES
+from app.nurture.step_kinds import STRICT_URL_POLICY, check_step_urls
 from app.nurture.step_rows import step_rows
+from app.webhooks.url_safety import AddressPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,7 @@ async def update_sequence(
     payload: SequenceUpdate,
     *,
     if_match: str | None,
+    url_policy: AddressPolicy = STRICT_URL_POLICY,
 ) -> SequenceSchema:
     """Change settings in place, and save new ``steps`` as the next version."""
     fields = payload.model_fields_set
@@ -60,6 +63,7 @@ async def update_sequence(
             )
     if payload.steps is not None:
         merge.check_step_templates(list(payload.steps))
+        check_step_urls(payload.steps, url_policy)
     repository = SequenceRepository.from_session(session)
     sequence = await repository.lock(principal.workspace_id, sequence_id)
     if sequence is None:

@@ -166,6 +166,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "enrollment",
         "A paused enrolment was resumed, or a failed one retries its step.",
     ),
+    EventType(
+        "enrollment.step_failed",
+        "enrollment",
+        "An attempt at a step failed and is retried; last_error says why and "
+        "next_run_at when.",
+    ),
     EventType("enrollment.failed", "enrollment", "An enrolment stopped on an error."),
     EventType(
         "enrollment.moved",

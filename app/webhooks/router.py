@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
@@ -42,19 +41,14 @@ from app.webhooks.service import (
     webhook_delivery_service,
     webhook_endpoint_service,
 )
-from app.webhooks.url_safety import AddressPolicy
+from app.webhooks.url_safety import AddressPolicy, policy_for
 
 router = APIRouter(route_class=UnitOfWorkRoute)
 
 
-@lru_cache(maxsize=8)
-def _policy_for(entries: tuple[str, ...]) -> AddressPolicy:
-    return AddressPolicy.from_entries(entries)
-
-
 def _policy(request: Request) -> AddressPolicy:
     settings: Settings = request.app.state.settings
-    return _policy_for(tuple(settings.webhook_allow_private_hosts))
+    return policy_for(tuple(settings.webhook_allow_private_hosts))
 
 
 def _event(row: EventRow) -> Event:

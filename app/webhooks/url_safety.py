@@ -22,6 +22,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,6 +168,12 @@ class AddressPolicy:
         for address in addresses:
             if not self.allows_address(address, host_allowed=host_allowed):
                 raise UnsafeAddress(host, address)
+
+
+@lru_cache(maxsize=8)
+def policy_for(entries: tuple[str, ...]) -> AddressPolicy:
+    """Return the parsed policy of the ``webhook_allow_private_hosts`` setting."""
+    return AddressPolicy.from_entries(entries)
 
 
 @dataclass(frozen=True)

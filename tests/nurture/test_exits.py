@@ -101,10 +101,25 @@ class TestExitRulesField:
 
         assert sequence["exit_rules"] == []
 
+    async def test_manual_listed_not_stored(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await sequence_with(client, auth, ["manual", "replied"])
+        lead = await create_lead(client, auth)
+        enrollment = await enroll(client, auth, sequence["id"], lead["id"])
+
+        exited = await client.post(
+            f"/v1/enrollments/{enrollment['id']}/exit", headers=auth
+        )
+
+        assert sequence["exit_rules"] == ["replied"]
+        assert exited.status_code == 200, exited.text
+        assert exited.json()["exit_reason"] == "manual"
+
     async def test_unknown_reason_rejected(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        for reason in ("manual", "won", "lead_closed"):
+        for reason in ("won", "lead_closed", "Manual"):
             response = await client.post(
                 "/v1/sequences",
                 json={"name": "Bad", "steps": [STEP], "exit_rules": [reason]},

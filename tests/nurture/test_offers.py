@@ -235,6 +235,47 @@ class TestCreateOffer:
         assert response.json()["errors"]
         assert list(await session.scalars(select(Offer.id))) == []
 
+    @pytest.mark.parametrize(
+        ("fields", "field", "code"),
+        [
+            ({"percent_off": None}, "percent_off", "percent_off_missing"),
+            ({"currency": "EUR"}, "currency", "amount_not_allowed"),
+            ({"amount_off": 100}, "amount_off", "amount_not_allowed"),
+            (
+                {"discount_kind": "amount", "percent_off": None, "currency": "EUR"},
+                "amount_off",
+                "amount_missing",
+            ),
+            (
+                {"discount_kind": "amount", "percent_off": None, "amount_off": 100},
+                "currency",
+                "amount_missing",
+            ),
+            (
+                {"discount_kind": "amount", "amount_off": 100, "currency": "EUR"},
+                "percent_off",
+                "percent_not_allowed",
+            ),
+            ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at", "expires_at_past"),
+        ],
+    )
+    async def test_cross_field_errors_name_field(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        fields: JsonObject,
+        field: str,
+        code: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/offers", json={**PERCENT, **fields}, headers=auth
+        )
+
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == field
+        assert error["code"] == code
+
     async def test_percent_hundred_allowed(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -311,9 +352,10 @@ class TestStepOffer:
 
         response = await self.post(client, auth, offer_step(missing))
 
-        assert response.status_code == 404
-        assert response.json()["code"] == "offer_not_found"
-        assert response.json()["errors"][0]["field"] == "steps.1.offer_id"
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "steps.1.offer_id"
+        assert error["code"] == "offer_not_found"
 
     async def test_archived_offer(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -489,9 +531,9 @@ class TestRedeemOffer:
         assert redeemed["discount_amount"] == 650
         assert redeemed["currency"] == "EUR"
         code_events = await session.scalars(
-            select(Event.type).where(
-                Event.object_id == ids.decode("offer_code", code["id"])
-            )
+            select(Event.type)
+            .where(Event.object_id == ids.decode("offer_code", code["id"]))
+            .order_by(Event.sequence)
         )
         assert list(code_events) == ["offer_code.issued", "offer_code.redeemed"]
         invoice_events = await session.scalars(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.models import Enrollment, Event, StepRun
 from app.nurture import unsubscribe
+from app.nurture.preview import PREVIEW_RUN_ID
 from app.settings import Settings
 from tests.nurture.conftest import (
     JsonObject,
@@ -116,7 +117,7 @@ class TestPreviewEmail:
         assert await session.scalar(select(func.count()).select_from(StepRun)) == 0
         assert await session.scalar(select(func.count()).select_from(Enrollment)) == 0
 
-    async def test_link_of_running_enrollment(
+    async def test_link_inert_with_running_enrollment(
         self, client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
     ) -> None:
         sequence = await create_sequence(
@@ -126,12 +127,17 @@ class TestPreviewEmail:
         enrollment = await enroll(client, auth, sequence["id"], lead["id"])
 
         response = await preview(client, auth, sequence, 0, {"lead_id": lead["id"]})
-
         link = response.json()["email"]["headers"]["List-Unsubscribe"].strip("<>")
+        path = link.removeprefix(settings.public_base_url)
+        clicked = await client.post(path)
+
         token = unsubscribe.verify(
             settings.signing_secret.get_secret_value(), link.rsplit("/", 1)[1]
         )
-        assert token.enrollment_id == ids.decode("enrollment", enrollment["id"])
+        assert token.enrollment_id == PREVIEW_RUN_ID
+        assert clicked.status_code == 404
+        after = await client.get(f"/v1/enrollments/{enrollment['id']}", headers=auth)
+        assert after.json()["status"] == "active"
 
     async def test_offer_values(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -302,11 +308,12 @@ class TestPreviewMatchesSend:
 
         email = response.json()["email"]
         [sent] = smtp_server.messages
-        # The worker's settings in these tests use another public base URL.
-        expected_body = body_of(sent).replace(
-            smtp_settings.public_base_url, settings.public_base_url
-        )
-        assert email["body_text"] == expected_body
+        # The preview's link names no enrollment, so that it unsubscribes no one,
+        # and the worker's settings in these tests use another public base URL.
+        preview_link = email["headers"]["List-Unsubscribe"].strip("<>")
+        sent_link = str(sent["List-Unsubscribe"]).strip("<>")
+        assert sent_link.startswith(smtp_settings.public_base_url)
+        assert email["body_text"] == body_of(sent).replace(sent_link, preview_link)
         assert email["subject"] == sent["Subject"]
         assert email["mail_from"] == sent["From"]
         assert email["reply_to"] == sent["Reply-To"]

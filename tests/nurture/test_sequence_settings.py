@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,6 +100,23 @@ class TestPatchSettings:
         [error] = response.json()["errors"]
         assert error["field"] == "timezone"
 
+    @pytest.mark.parametrize(
+        "zone",
+        ["localtime", "posixrules", "", "europe/berlin", "../zoneinfo/UTC", "UTC\x00"],
+    )
+    async def test_invalid_timezone_names(
+        self, client: httpx.AsyncClient, auth: dict[str, str], zone: str
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+
+        response = await patch(client, auth, sequence, {"timezone": zone})
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "timezone"
+        again = await client.get(f"/v1/sequences/{sequence['id']}", headers=auth)
+        assert again.json()["timezone"] is None
+
     async def test_unknown_calendar(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -132,11 +150,25 @@ class TestPatchSettings:
     ) -> None:
         sequence = await create_sequence(client, auth)
 
-        response = await patch(client, auth, sequence, {"exit_rules": ["manual"]})
+        response = await patch(
+            client, auth, sequence, {"exit_rules": ["replied", "lead_closed"]}
+        )
 
         assert response.status_code == 422
         [error] = response.json()["errors"]
-        assert error["field"] == "exit_rules.0"
+        assert error["field"] == "exit_rules.1"
+
+    async def test_manual_exit_rule_not_stored(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+
+        response = await patch(
+            client, auth, sequence, {"exit_rules": ["manual", "bounced"]}
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["exit_rules"] == ["bounced"]
 
     async def test_steps_with_archived_offer(
         self, client: httpx.AsyncClient, auth: dict[str, str]

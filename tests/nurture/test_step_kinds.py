@@ -7,7 +7,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import InvalidInput
 from app.models import Sequence, SequenceStep
+from app.nurture.schemas import WebhookStepCreate
+from app.nurture.step_kinds import STRICT_URL_POLICY, check_step_urls
 from tests.nurture.conftest import JsonObject, SmtpServer
 from tests.nurture.test_runner import enrollment_uuid, fetch, make_due, start
 from workers.tasks import run_enrollment_step
@@ -224,6 +227,77 @@ class TestWebhookValidation:
 
         assert response.status_code == 201, response.text
         assert response.json()["steps"][0]["headers"] == {}
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fd00:ec2::254]/",
+            "https://10.0.0.5/hook",
+            "http://192.168.1.1:8080/hook",
+            "http://[::1]:9000/hook",
+        ],
+    )
+    async def test_private_address_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        url: str,
+    ) -> None:
+        response = await post_steps(client, auth, [EMAIL, {**WEBHOOK, "url": url}])
+
+        error = first_error(response)
+        assert error["field"] == "steps.1.url"
+        assert error["code"] == "webhook_url_not_allowed"
+        assert await session.scalar(select(func.count()).select_from(Sequence)) == 0
+
+    async def test_allowed_private_host_saved(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        # The test settings allow 127.0.0.1 and localhost.
+        response = await post_steps(
+            client, auth, [{**WEBHOOK, "url": "http://127.0.0.1:9/hook"}]
+        )
+
+        assert response.status_code == 201, response.text
+
+    async def test_private_address_in_new_version(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await post_steps(client, auth, [EMAIL])
+        sequence = created.json()
+
+        response = await client.patch(
+            f"/v1/sequences/{sequence['id']}",
+            json={"steps": [EMAIL, {**WEBHOOK, "url": "http://169.254.169.254/"}]},
+            headers={**auth, "If-Match": '"1"'},
+        )
+
+        assert first_error(response)["field"] == "steps.1.url"
+        again = await client.get(f"/v1/sequences/{sequence['id']}", headers=auth)
+        assert again.json()["latest_version"] == 1
+
+
+class TestCheckStepUrls:
+    @pytest.mark.parametrize(
+        "url",
+        ["http://localhost:8000/hook", "http://api.localhost/", "http://127.0.0.1/"],
+    )
+    def test_strict_policy_rejects_loopback(self, url: str) -> None:
+        step = WebhookStepCreate(kind="webhook", url=url)
+
+        with pytest.raises(InvalidInput) as raised:
+            check_step_urls([step], STRICT_URL_POLICY)
+
+        [error] = raised.value.errors
+        assert error["field"] == "steps.0.url"
+        assert error["code"] == "webhook_url_not_allowed"
+
+    def test_host_names_left_to_connect_time(self) -> None:
+        step = WebhookStepCreate(kind="webhook", url="https://hooks.example.com/x")
+
+        check_step_urls([step], STRICT_URL_POLICY)
 
 
 class TestEmailValidation:

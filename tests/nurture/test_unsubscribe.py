@@ -304,3 +304,98 @@ class TestUnsubscribePage:
         assert response.status_code == 404
         assert response.json()["code"] == "invalid_unsubscribe_token"
         assert (await session.scalars(select(EmailSuppression))).all() == []
+
+
+async def change_email(
+    client: httpx.AsyncClient, auth: dict[str, str], lead: JsonObject, email: str
+) -> None:
+    current = await client.get(f"/v1/leads/{lead['id']}", headers=auth)
+    response = await client.patch(
+        f"/v1/leads/{lead['id']}",
+        json={"email": email},
+        headers={**auth, "If-Match": current.headers["etag"]},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def engage(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    lead: JsonObject,
+    engagement_type: str,
+) -> None:
+    response = await client.post(
+        f"/v1/leads/{lead['id']}/engagements",
+        json={"type": engagement_type},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+
+
+class TestSuppressionFollowsLead:
+    async def test_unsubscribed_lead_new_email(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth, email="old@example.com")
+        await engage(client, auth, lead, "unsubscribed")
+        await change_email(client, auth, lead, "new@example.com")
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollments",
+            json={"lead_id": lead["id"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "lead_unsubscribed"
+
+    async def test_bounced_lead_new_email(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth, email="old@example.com")
+        await engage(client, auth, lead, "email_bounced")
+        await change_email(client, auth, lead, "new@example.com")
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollments",
+            json={"lead_id": lead["id"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 201, response.text
+
+    async def test_unsubscribe_after_bounce(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        lead = await create_lead(client, auth, email="old@example.com")
+        await engage(client, auth, lead, "email_bounced")
+        await engage(client, auth, lead, "unsubscribed")
+        await change_email(client, auth, lead, "new@example.com")
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollments",
+            json={"lead_id": lead["id"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 409
+        [suppression] = (await session.scalars(select(EmailSuppression))).all()
+        assert suppression.reason == "unsubscribed"
+        events = await session.scalars(
+            select(Event.type).where(Event.type == "lead.unsubscribed")
+        )
+        assert list(events) == ["lead.unsubscribed"]
+
+    async def test_bounce_keeps_unsubscribe(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        lead = await create_lead(client, auth, email="old@example.com")
+        await engage(client, auth, lead, "unsubscribed")
+        await engage(client, auth, lead, "email_bounced")
+
+        [suppression] = (await session.scalars(select(EmailSuppression))).all()
+
+        assert suppression.reason == "unsubscribed"
