@@ -443,9 +443,9 @@ async def _customer_from_lead(
         language=overrides.language,
         payment_terms_days=overrides.payment_terms_days,
         owner_id=owner_id,
-        # Only reached when no customer had the domain at lookup time, so a
-        # conflict now is a concurrent conversion's customer, which is linked.
-        on_duplicate="link",
+        # With matching on, a conflict here is a customer that a concurrent request
+        # created after the lookup, and it is linked like one found by the lookup.
+        on_duplicate="link" if payload.match_customer_by_domain else "reject",
     )
 
 
