@@ -1,6 +1,6 @@
 """Customer credit balances, computed from what billing records.
 
-A customer's credit is the money it paid that no invoice asks for: the overpaid part
+A customer's credit is the money it paid beyond what its invoices request: the overpaid part
 of each invoice (``amount_paid - total`` when positive) plus the part of each succeeded
 payment not allocated to any invoice. Only amounts in the customer's own currency
 count, because they cannot be added to amounts in another one.
@@ -24,6 +24,7 @@ async def credit_balances(
     if not customer_ids:
         return {}
     ids = list(customer_ids)
+
     overpaid = (
         select(
             Invoice.customer_id.label("customer_id"),
@@ -58,12 +59,14 @@ async def credit_balances(
             unallocated_amount > 0,
         )
     )
+
     parts = union_all(overpaid, unallocated).subquery()
     rows = await session.execute(
         select(parts.c.customer_id, func.sum(parts.c.amount)).group_by(
             parts.c.customer_id
         )
     )
+
     balances = dict.fromkeys(ids, 0)
     for customer_id, amount in rows.all():
         balances[customer_id] = int(amount)

@@ -184,7 +184,7 @@ class CustomerService:
         *,
         source_lead_id: uuid.UUID | None = None,
     ) -> CustomerOutcome:
-        """Insert a customer, or link the one with its domain when the payload asks."""
+        """Insert a customer, or link the one with its domain when on_duplicate is link."""
         repository = CustomerRepository.from_session(session)
         workspace_id = principal.workspace_id
         if payload.owner_id is not None:

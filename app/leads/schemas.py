@@ -345,7 +345,7 @@ class LeadConvert(InputModel):
 
 
 class ConversionMatch(OutputModel):
-    """How an existing record was found for a conversion."""
+    """The key and value that found an existing record for a conversion."""
 
     key: Literal["customer_id", "domain", "email"] = Field(
         description="customer_id when the request named the customer, domain or "
