@@ -23,6 +23,7 @@ from app.customers.normalize import InvalidDomain, normalize_domain, strip_www
 
 MAX_PAYMENT_TERMS_DAYS = 365
 MAX_NAME_LENGTH = 300
+MAX_LANGUAGE_TAG_LENGTH = 35
 
 CustomerKind = Literal["company", "individual"]
 ContactRole = Literal["decision_maker", "billing", "technical", "champion"]
@@ -67,11 +68,18 @@ def _check_country(value: str) -> str:
 
 
 def _check_language(value: str) -> str:
-    if not langcodes.tag_is_valid(value):
+    # langcodes also reads "en_US", a locale name; BCP 47 separates with hyphens.
+    if "_" in value or not langcodes.tag_is_valid(value):
         raise ValueError(
             f"{value!r} is not a valid BCP 47 language tag such as 'en-GB'"
         )
-    return str(langcodes.standardize_tag(value))
+    standard = str(langcodes.standardize_tag(value))
+    if len(standard) > MAX_LANGUAGE_TAG_LENGTH:
+        raise ValueError(
+            f"{value!r} is longer than {MAX_LANGUAGE_TAG_LENGTH} characters in its "
+            f"canonical form {standard!r}"
+        )
+    return standard
 
 
 Domain = Annotated[
@@ -100,7 +108,7 @@ LanguageTag = Annotated[
     str,
     Field(
         min_length=2,
-        max_length=35,
+        max_length=MAX_LANGUAGE_TAG_LENGTH,
         examples=["en-GB"],
         description="BCP 47 language tag, stored in its canonical form.",
     ),

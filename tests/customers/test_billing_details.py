@@ -148,6 +148,7 @@ class TestBillingDetailsRejected:
             ),
             ({"language": "english"}, "language", "BCP 47"),
             ({"language": "zz-QQ"}, "language", "BCP 47"),
+            ({"language": "en_US"}, "language", "BCP 47"),
             ({"currency": "XYZ"}, "currency", "XYZ"),
             ({"timezone": "Mars/Olympus"}, "timezone", "IANA"),
             ({"billing_email": "not-an-email"}, "billing_email", "email"),
