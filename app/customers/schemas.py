@@ -183,7 +183,7 @@ class CustomerCreate(InputModel):
     )
     email: Email | None = None
     billing_email: Email | None = Field(
-        default=None, description="Where invoices are sent, the email when omitted."
+        default=None, description="Address for invoices, kept apart from email."
     )
     domain: Domain | None = None
     billing_address: BillingAddress | None = None
