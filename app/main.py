@@ -22,6 +22,7 @@ from app.core.errors import install_error_handlers
 from app.core.jobs import JobQueue
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.customers.router import contacts_router
 from app.customers.router import router as customers_router
 from app.customfields.router import router as custom_fields_router
 from app.leads.assignment_router import router as assignment_router
@@ -131,6 +132,7 @@ def create_app(
         email_events_router,
         customers_router,
         pipelines_router,
+        contacts_router,
         opportunities_router,
         objections_router,
         line_items_router,

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.errors import ActivityNotCompletable, ActivityNotFound
+from app.activities.lifecycle import activity_data
 from app.activities.repository import ActivityRepository
 from app.activities.schemas import (
     TIMED_KINDS,
@@ -24,7 +25,6 @@ from app.activities.schemas import (
     ActivityCreate,
     ActivityUpdate,
 )
-from app.activities.schemas import Activity as ActivitySchema
 from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
@@ -40,11 +40,6 @@ from app.users.service import user_service
 log = structlog.get_logger(__name__)
 
 RECORD_FIELDS = ("lead_id", "contact_id", "customer_id", "opportunity_id")
-
-
-def activity_data(activity: Activity) -> dict[str, Any]:
-    """Serialize an activity as the API shows it, for events."""
-    return ActivitySchema.model_validate(activity).model_dump(mode="json")
 
 
 def _invalid(field: str, message: str, code: str, detail: str) -> InvalidInput:

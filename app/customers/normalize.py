@@ -65,6 +65,13 @@ def normalize_domain(value: str) -> str:
     return encoded
 
 
+def strip_www(domain: str) -> str:
+    """Drop a leading ``www.`` label, so ``www.acme.com`` and ``acme.com`` match."""
+    if domain.startswith("www.") and domain.count(".") >= 2:
+        return domain[len("www.") :]
+    return domain
+
+
 def company_domain(email: str) -> str | None:
     """Return the domain of ``email`` when it names a company, else None."""
     _, _, domain = email.rpartition("@")

@@ -1,10 +1,11 @@
-"""Touches and consents through a lead's merge, erasure and data export."""
+"""Touches and consents through a lead's merge, conversion, erasure and data export."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.leads.privacy_rows import row_data
@@ -41,6 +42,41 @@ async def move_touches(
     if ordered:
         survivor.first_touch_id = ordered[0]
         survivor.last_touch_id = ordered[-1]
+
+
+async def count_touches(session: AsyncSession, lead: Lead) -> int:
+    return (
+        await session.scalar(
+            select(func.count())
+            .select_from(LeadTouch)
+            .where(
+                LeadTouch.workspace_id == lead.workspace_id,
+                LeadTouch.lead_id == lead.id,
+            )
+        )
+    ) or 0
+
+
+async def link_converted_touches(
+    session: AsyncSession,
+    lead: Lead,
+    *,
+    customer_id: uuid.UUID,
+    contact_id: uuid.UUID,
+) -> int:
+    """Link the converted lead's touches to its customer and contact; return how many.
+
+    The touches keep their lead, so attribution by lead and by campaign is unchanged,
+    and the customer's source is readable without going through the lead.
+    """
+    result = await session.execute(
+        update(LeadTouch)
+        .where(
+            LeadTouch.workspace_id == lead.workspace_id, LeadTouch.lead_id == lead.id
+        )
+        .values(customer_id=customer_id, contact_id=contact_id)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def erase_touches(session: AsyncSession, lead: Lead) -> None:

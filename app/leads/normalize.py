@@ -13,6 +13,7 @@ from app.customers.normalize import (
     InvalidDomain,
     company_domain,
     normalize_domain,
+    strip_www,
 )
 
 # The regions phonenumbers has metadata for, such as "DE" and "US".
@@ -90,7 +91,7 @@ def normalize_company_domain(value: str, *, field: str = "company_domain") -> st
             f"{field} is invalid: {error}. Send {_EXPECTED[field]}.",
             errors=[FieldError(field, str(error), "invalid_domain")],
         ) from error
-    return _strip_www(domain)
+    return strip_www(domain)
 
 
 def website_domain(website: str) -> str:
@@ -112,11 +113,5 @@ def email_company_domain(email_normalized: str) -> str | None:
     domain = company_domain(email_normalized)
     if domain is None:
         return None
-    domain = _strip_www(domain)
+    domain = strip_www(domain)
     return None if domain in FREE_MAIL_DOMAINS else domain
-
-
-def _strip_www(domain: str) -> str:
-    if domain.startswith("www.") and domain.count(".") >= 2:
-        return domain[len("www.") :]
-    return domain

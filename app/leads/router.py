@@ -12,11 +12,13 @@ from app.core.pagination import DEFAULT_LIMIT, Limit, Page
 from app.core.paths import parse_path_id
 from app.core.routing import UnitOfWorkRoute
 from app.core.schemas import CampaignId, PartnerId, Timestamp, UserId
-from app.customers.schemas import Contact, Customer
+from app.customers.schemas import Contact
+from app.customers.service import customer_service
 from app.leads import paths as _paths  # noqa: F401  (registers lead_id)
-from app.leads.conversion import convert_lead
+from app.leads.conversion import Match, convert_lead
 from app.leads.listing import DEFAULT_SORT, AttributeFilters, LeadSort, ListCursor
 from app.leads.schemas import (
+    ConversionMatch,
     Lead,
     LeadConversion,
     LeadConvert,
@@ -217,26 +219,49 @@ async def convert(
     principal: Principal = Depends(require("leads:write")),
 ) -> LeadConversion:
     """Turn an open lead into a customer, a contact and an opportunity, atomically."""
+    session = request.state.session
     conversion = await convert_lead(
-        request.state.session,
+        session,
         principal,
         parse_path_id("lead", lead_id, "lead"),
         payload or LeadConvert(),
         if_match=if_match,
+        default_phone_region=request.app.state.settings.default_phone_region,
     )
     set_etag(response, conversion.lead.version)
-    opportunity = conversion.opportunity
+    customer, contact, opportunity = (
+        conversion.customer,
+        conversion.contact,
+        conversion.opportunity,
+    )
     return LeadConversion(
+        dry_run=conversion.dry_run,
         lead_id=conversion.lead.id,
-        customer_id=conversion.customer.id,
-        contact_id=conversion.contact.id,
+        customer_id=customer.id if customer is not None else None,
+        contact_id=contact.id if contact is not None else None,
         opportunity_id=opportunity.id if opportunity is not None else None,
         customer_created=conversion.customer_created,
+        customer_match=_match(conversion.customer_match),
         contact_created=conversion.contact_created,
+        contact_match=_match(conversion.contact_match),
+        opportunity_created=conversion.opportunity_created,
+        activities_linked=conversion.activities_linked,
+        touches_linked=conversion.touches_linked,
+        exited_enrollment_ids=list(conversion.exited_enrollment_ids),
         lead=Lead.model_validate(conversion.lead),
-        customer=Customer.model_validate(conversion.customer),
-        contact=Contact.model_validate(conversion.contact),
+        customer=(
+            await customer_service.view(session, customer)
+            if customer is not None
+            else None
+        ),
+        contact=Contact.model_validate(contact) if contact is not None else None,
         opportunity=(
             Opportunity.model_validate(opportunity) if opportunity is not None else None
         ),
     )
+
+
+def _match(match: Match | None) -> ConversionMatch | None:
+    if match is None:
+        return None
+    return ConversionMatch.model_validate({"key": match.key, "value": match.value})

@@ -9,21 +9,29 @@ from app.core.money import CurrencyCode
 from app.core.schemas import (
     ContactId,
     CustomerId,
+    EnrollmentId,
     InputModel,
     LeadId,
     OpportunityId,
     OutputModel,
+    StageId,
     TimeZone,
     TouchId,
     UserId,
 )
 from app.customers.schemas import (
+    BillingAddress,
     Contact,
     Customer,
+    CustomerKind,
     CustomerName,
     Domain,
     Email,
+    LanguageTag,
     PaymentTermsDays,
+    Roles,
+    TaxId,
+    Title,
 )
 from app.leads.attribution_schemas import LeadAttribution
 from app.leads.scoring_schemas import ScoreItem
@@ -209,17 +217,26 @@ class Lead(OutputModel):
 class ConversionCustomer(InputModel):
     """Values for the customer a conversion creates, in place of the lead's."""
 
+    kind: CustomerKind | None = Field(
+        default=None,
+        description="'company' when the lead names a company or a company domain, "
+        "else 'individual', when omitted.",
+    )
     name: CustomerName | None = Field(
         default=None, description="The lead's company, else its name, when omitted."
     )
+    legal_name: CustomerName | None = None
     email: Email | None = Field(
         default=None, description="The lead's email when omitted."
     )
+    billing_email: Email | None = None
     domain: Domain | None = Field(
         default=None,
-        description="The domain of the lead's email when omitted, unless that is a "
-        "free mail provider.",
+        description="The lead's company domain (from its website or its email, "
+        "unless that is a free mail provider) when omitted.",
     )
+    billing_address: BillingAddress | None = None
+    tax_id: TaxId | None = None
     currency: CurrencyCode | None = Field(
         default=None,
         description="The opportunity's currency, else the workspace's, when omitted.",
@@ -227,7 +244,22 @@ class ConversionCustomer(InputModel):
     timezone: TimeZone | None = Field(
         default=None, description="The lead's, else the workspace's, when omitted."
     )
+    language: LanguageTag | None = None
     payment_terms_days: PaymentTermsDays = 30
+    owner_id: UserId | None = Field(
+        default=None,
+        description="The lead's owner when active, else the On-Behalf-Of user, when "
+        "omitted.",
+    )
+
+
+class ConversionContact(InputModel):
+    """Values for the contact a conversion creates from the lead's person."""
+
+    title: Title | None = Field(
+        default=None, description="The lead's title when omitted."
+    )
+    roles: Roles = []
 
 
 class ConversionOpportunity(InputModel):
@@ -239,6 +271,11 @@ class ConversionOpportunity(InputModel):
     amount: Amount = 0
     currency: CurrencyCode | None = Field(
         default=None, description="The customer's currency when omitted."
+    )
+    stage_id: StageId | None = Field(
+        default=None,
+        description="An open stage of any pipeline, the first stage of the default "
+        "pipeline when omitted.",
     )
     expected_close_date: date | None = None
     owner_id: OwnerId | None = Field(
@@ -275,39 +312,92 @@ class LeadConvert(InputModel):
 
     customer_id: CustomerId | None = Field(
         default=None,
-        description="Link this existing customer; a new one is created from the lead "
-        "when omitted.",
+        description="Link this existing customer. When omitted, the customer with "
+        "the lead's company domain is linked, else a new one is created.",
     )
     customer: ConversionCustomer | None = Field(
         default=None,
-        description="Overrides for the new customer, rejected together with customer_id.",
+        description="Values for a new customer, rejected together with customer_id "
+        "and unused when a customer is linked by domain.",
+    )
+    match_customer_by_domain: bool = Field(
+        default=True,
+        description="Link the customer whose domain equals the lead's company domain. "
+        "When false and such a customer exists, the conversion is a 409 "
+        "duplicate_customer.",
+    )
+    contact: ConversionContact | None = Field(
+        default=None,
+        description="Values for a new contact; unused when the customer already has "
+        "a contact with the lead's email.",
     )
     create_opportunity: bool = True
     opportunity: ConversionOpportunity | None = Field(
         default=None,
-        description="Overrides for the new opportunity, which opens in the first "
-        "stage of the default pipeline.",
+        description="Values for the new opportunity, rejected when "
+        "create_opportunity is false.",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Report what the conversion would create and link, and write "
+        "nothing: no row, no event, no job.",
+    )
+
+
+class ConversionMatch(OutputModel):
+    """The key and value that found an existing record for a conversion."""
+
+    key: Literal["customer_id", "domain", "email"] = Field(
+        description="customer_id when the request named the customer, domain or "
+        "email when the lead's normalized value matched."
+    )
+    value: str
 
 
 class LeadConversion(OutputModel):
-    """Everything one conversion created or linked."""
+    """Everything one conversion created or linked, or would in a dry run."""
 
     object: Literal["lead_conversion"] = "lead_conversion"
+    dry_run: bool
     lead_id: LeadId
-    customer_id: CustomerId
-    contact_id: ContactId
+    customer_id: CustomerId | None = Field(
+        description="Null only in a dry run that would create the customer."
+    )
+    contact_id: ContactId | None = Field(
+        description="Null only in a dry run that would create the contact."
+    )
     opportunity_id: OpportunityId | None = Field(
-        description="Null when the request set create_opportunity to false."
+        description="Null when create_opportunity is false, and in a dry run."
     )
     customer_created: bool = Field(
-        description="False when the request linked an existing customer."
+        description="True when the customer was (or would be) created, false when "
+        "an existing one was linked."
     )
-    contact_created: bool = Field(
-        description="False when the linked customer already had a contact with the "
-        "lead's email."
+    customer_match: ConversionMatch | None = Field(
+        description="How the linked customer was found; null when one was created."
     )
-    lead: Lead
-    customer: Customer
-    contact: Contact
+    contact_created: bool
+    contact_match: ConversionMatch | None = Field(
+        description="The email that found the linked contact; null when one was "
+        "created."
+    )
+    opportunity_created: bool
+    activities_linked: int = Field(
+        description="Activities of the lead now also on the customer's and "
+        "contact's timelines; open tasks also on the opportunity."
+    )
+    touches_linked: int = Field(
+        description="Attribution touches of the lead now linked to the customer and "
+        "contact."
+    )
+    exited_enrollment_ids: list[EnrollmentId] = Field(
+        description="Nurture enrollments of the lead ended with reason converted."
+    )
+    lead: Lead = Field(description="The lead; unchanged in a dry run.")
+    customer: Customer | None = Field(
+        description="Null only in a dry run that would create the customer."
+    )
+    contact: Contact | None = Field(
+        description="Null only in a dry run that would create the contact."
+    )
     opportunity: Opportunity | None

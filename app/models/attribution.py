@@ -106,6 +106,12 @@ class LeadTouch(IdMixin, WorkspaceMixin, Base):
     __table_args__ = (
         Index("ix_lead_touches_lead", "lead_id", "id"),
         Index(
+            "ix_lead_touches_customer",
+            "customer_id",
+            "id",
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
+        Index(
             "ix_lead_touches_campaign",
             "campaign_id",
             "lead_id",
@@ -121,6 +127,13 @@ class LeadTouch(IdMixin, WorkspaceMixin, Base):
 
     lead_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    # Set when the lead is converted, so the customer keeps the lead's attribution.
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    contact_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
     )
     channel: Mapped[str] = mapped_column(String(32))
     utm_source: Mapped[str | None] = mapped_column(String(200))

@@ -10,27 +10,66 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, VersionMixin, WorkspaceMixin
+
+CUSTOMER_KINDS = ("company", "individual")
+CONTACT_ROLES = ("decision_maker", "billing", "technical", "champion")
 
 
 class Customer(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     """A company or person that buys; invoices are addressed to it."""
 
     __tablename__ = "customers"
+    __table_args__ = (
+        # One customer per company domain in a workspace; creates and conversions
+        # insert with ON CONFLICT against this index, so two cannot both pass.
+        Index(
+            "uq_customers_workspace_domain",
+            "workspace_id",
+            "domain",
+            unique=True,
+            postgresql_where=text("domain IS NOT NULL"),
+        ),
+        Index("ix_customers_workspace_owner", "workspace_id", "owner_id", "id"),
+        Index("ix_customers_workspace_created", "workspace_id", "created_at", "id"),
+        CheckConstraint("kind IN ('company', 'individual')", name="kind"),
+        CheckConstraint("(tax_id IS NULL) = (tax_id_type IS NULL)", name="tax_id_pair"),
+    )
 
+    kind: Mapped[str] = mapped_column(
+        String(16), default="company", server_default="company"
+    )
     name: Mapped[str] = mapped_column(String(300))
+    legal_name: Mapped[str | None] = mapped_column(String(300))
     email: Mapped[str | None] = mapped_column(String(320))
+    billing_email: Mapped[str | None] = mapped_column(String(320))
     domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    billing_address_line1: Mapped[str | None] = mapped_column(String(200))
+    billing_address_line2: Mapped[str | None] = mapped_column(String(200))
+    billing_address_city: Mapped[str | None] = mapped_column(String(200))
+    billing_address_region: Mapped[str | None] = mapped_column(String(200))
+    billing_address_postal_code: Mapped[str | None] = mapped_column(String(32))
+    # ISO 3166-1 alpha-2, upper-case.
+    billing_address_country: Mapped[str | None] = mapped_column(String(2))
+    tax_id: Mapped[str | None] = mapped_column(String(64))
+    tax_id_type: Mapped[str | None] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # A BCP 47 tag in its canonical form, such as "en-GB".
+    language: Mapped[str | None] = mapped_column(String(35))
     payment_terms_days: Mapped[int] = mapped_column(default=30)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
     source_lead_id: Mapped[uuid.UUID | None]
 
 
@@ -38,14 +77,37 @@ class Contact(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     """A person at a customer."""
 
     __tablename__ = "contacts"
+    __table_args__ = (
+        # One contact per normalized email at a customer.
+        Index(
+            "uq_contacts_customer_email",
+            "customer_id",
+            "email_normalized",
+            unique=True,
+            postgresql_where=text("email_normalized IS NOT NULL"),
+        ),
+        Index("ix_contacts_workspace_email", "workspace_id", "email_normalized"),
+        CheckConstraint(
+            "roles <@ ARRAY['decision_maker', 'billing', 'technical', 'champion']"
+            "::text[]",
+            name="roles",
+        ),
+    )
 
     customer_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     email: Mapped[str | None] = mapped_column(String(320))
+    # The lead rules: trimmed, IDNA domain, lower-cased.
+    email_normalized: Mapped[str | None] = mapped_column(String(320))
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(200))
+    # E.164, such as +4930123456, for contacts written since phones were normalized.
     phone: Mapped[str | None] = mapped_column(String(32))
+    roles: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default="{}"
+    )
 
 
 class Pipeline(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.events import emit
@@ -49,14 +50,8 @@ async def exit_for(
     return await exit_lead(session, lead.workspace_id, lead.id, reason, actor)
 
 
-async def exit_lead(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    lead_id: uuid.UUID,
-    reason: str,
-    actor: str | None,
-) -> Sequence[uuid.UUID]:
-    """Exit the lead's running enrollments that honour ``reason``; return their ids."""
+def _running(workspace_id: uuid.UUID, lead_id: uuid.UUID, reason: str) -> Select[Any]:
+    """Select the lead's running enrollments whose sequence honours ``reason``."""
     statement = (
         select(Enrollment)
         .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
@@ -66,11 +61,33 @@ async def exit_lead(
             Enrollment.status.in_(RUNNING_STATUSES),
         )
         .order_by(Enrollment.id)
-        .with_for_update(of=Enrollment)
-        .execution_options(populate_existing=True)
     )
     if reason not in ALWAYS_EXIT_REASONS:
         statement = statement.where(SequenceRow.exit_rules.contains([reason]))
+    return statement
+
+
+async def exits_due(
+    session: AsyncSession, workspace_id: uuid.UUID, lead_id: uuid.UUID, reason: str
+) -> Sequence[uuid.UUID]:
+    """Return the ids of the enrollments ``exit_lead`` would exit, changing nothing."""
+    statement = _running(workspace_id, lead_id, reason).with_only_columns(Enrollment.id)
+    return (await session.scalars(statement)).all()
+
+
+async def exit_lead(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    reason: str,
+    actor: str | None,
+) -> Sequence[uuid.UUID]:
+    """Exit the lead's running enrollments that honour ``reason``; return their ids."""
+    statement = (
+        _running(workspace_id, lead_id, reason)
+        .with_for_update(of=Enrollment)
+        .execution_options(populate_existing=True)
+    )
     enrollments = (await session.scalars(statement)).all()
 
     for enrollment in enrollments:

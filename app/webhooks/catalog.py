@@ -228,6 +228,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("customer.created", "customer", "A customer was created."),
     EventType("customer.updated", "customer", "A customer's fields changed."),
     EventType("contact.created", "contact", "A contact was added to a customer."),
+    EventType("contact.updated", "contact", "A contact's fields or roles changed."),
+    EventType(
+        "contact.deleted", "contact", "A contact was deleted; data is its last state."
+    ),
     EventType("opportunity.created", "opportunity", "An opportunity was opened."),
     EventType("opportunity.updated", "opportunity", "An opportunity's fields changed."),
     EventType(

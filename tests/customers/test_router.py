@@ -530,7 +530,7 @@ class TestCreateContact:
 
         response = await client.post(
             f"/v1/customers/{customer['id']}/contacts",
-            json={"email": "x@example.com", "title": "CTO"},
+            json={"email": "x@example.com", "department": "IT"},
             headers=auth,
         )
 

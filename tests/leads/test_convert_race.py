@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import Customer, Opportunity, Workspace
+from app.models import Contact, Customer, Opportunity, Workspace
 
 
 class TestConcurrentConversion:
@@ -52,3 +52,62 @@ class TestConcurrentConversion:
             )
         assert customers == 1
         assert opportunities == 1
+
+
+class TestConcurrentConversionsOfOneCompany:
+    async def test_share_one_customer(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committed_workspace: Workspace,
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        lead_ids = []
+        for index in range(4):
+            created = await client.post(
+                "/v1/leads",
+                json={"email": f"person{index}@globex.example"},
+                headers=auth,
+            )
+            assert created.status_code == 201, created.text
+            lead_ids.append(created.json()["id"])
+
+        responses = await asyncio.gather(
+            *(
+                client.post(f"/v1/leads/{lead_id}/convert", json={}, headers=auth)
+                for lead_id in lead_ids
+            )
+        )
+
+        assert [response.status_code for response in responses] == [200] * 4, [
+            response.text for response in responses
+        ]
+        results = [response.json() for response in responses]
+        assert len({result["customer_id"] for result in results}) == 1
+        assert sorted(result["customer_created"] for result in results) == [
+            False,
+            False,
+            False,
+            True,
+        ]
+        for result in results:
+            if not result["customer_created"]:
+                assert result["customer_match"] == {
+                    "key": "domain",
+                    "value": "globex.example",
+                }
+        assert len({result["contact_id"] for result in results}) == 4
+        async with committing_sessionmaker() as session:
+            customers = await session.scalar(
+                select(func.count())
+                .select_from(Customer)
+                .where(Customer.workspace_id == committed_workspace.id)
+            )
+            contacts = await session.scalar(
+                select(func.count())
+                .select_from(Contact)
+                .where(Contact.workspace_id == committed_workspace.id)
+            )
+        assert customers == 1
+        assert contacts == 4

@@ -535,7 +535,7 @@ class TestOpportunityExit:
             json={"create_opportunity": False},
             headers=auth,
         )
-        other = await create_lead(client, auth, email="grace@example.com")
+        other = await create_lead(client, auth, email="grace@navy.example")
         converted = await client.post(
             f"/v1/leads/{other['id']}/convert",
             json={"create_opportunity": False},

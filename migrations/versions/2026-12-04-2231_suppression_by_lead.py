@@ -2,7 +2,7 @@
 
 Revision ID: 8c4f2a6d1e73
 Revises: 1df8a6c3f490
-Create Date: 2026-12-04 22:01:00.000000+00:00
+Create Date: 2026-12-04 22:31:00.000000+00:00
 """
 
 from collections.abc import Sequence
