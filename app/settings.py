@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         description="Hosts or networks that webhook URLs may reach despite being private.",
     )
     webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Accept plain http:// webhook URLs; https:// is required otherwise.",
+    )
+    webhook_disable_after_failing_seconds: int = Field(
+        default=5 * 86_400,
+        ge=60,
+        description="Seconds an endpoint may fail every attempt before it is disabled.",
+    )
 
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     worker_max_jobs: int = Field(default=50, ge=1)

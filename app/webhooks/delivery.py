@@ -41,9 +41,6 @@ from app.webhooks.service import (
 
 log = structlog.get_logger(__name__)
 
-# An endpoint whose every attempt failed for this long is disabled when one more
-# delivery runs out of attempts.
-DISABLE_AFTER_FAILING = timedelta(days=5)
 LEASE_MARGIN_SECONDS = 30
 GONE_STATUS = 410
 
@@ -176,15 +173,18 @@ def _failure_message(result: AttemptResult) -> str:
 
 async def _update_endpoint_health(
     session: AsyncSession,
-    claim: DeliveryClaim,
     result: AttemptResult,
     endpoint: WebhookEndpoint,
     now: datetime,
+    settings: Settings,
 ) -> None:
     """Track failing_since and disable an endpoint that is gone or failing for days.
 
-    Runs before the delivery row is locked, so locks are taken endpoint first, the
-    same order as deleting an endpoint, which cascades to its deliveries.
+    An endpoint is disabled by the first failed attempt that comes
+    ``webhook_disable_after_failing_seconds`` or more after the first failure since
+    its last success. Runs before the delivery row is locked, so locks are taken
+    endpoint first, the same order as deleting an endpoint, which cascades to its
+    deliveries.
     """
     repository = WebhookEndpointRepository.from_session(session)
     if result.succeeded:
@@ -196,7 +196,9 @@ async def _update_endpoint_health(
         return
     if endpoint.failing_since is None:
         await repository.mark_failing(endpoint.id, now)
-    elif claim.is_final and now - endpoint.failing_since >= DISABLE_AFTER_FAILING:
+        return
+    failing_for = now - endpoint.failing_since
+    if failing_for.total_seconds() >= settings.webhook_disable_after_failing_seconds:
         await webhook_endpoint_service.disable(session, endpoint.id, "failing")
 
 
@@ -224,7 +226,7 @@ async def record_attempt(
     if endpoint is None:
         log.info("webhook.attempt_discarded", reason="endpoint_deleted", **fields)
         return "lost"
-    await _update_endpoint_health(session, claim, result, endpoint, now)
+    await _update_endpoint_health(session, result, endpoint, now, settings)
 
     delivery = await WebhookDeliveryRepository.from_session(
         session

@@ -59,6 +59,14 @@ class WebhookPayload(BaseModel):
         description="Counts the events of one object from 1; drop an event whose "
         "sequence is lower than one already applied."
     )
+    request_id: str | None = Field(
+        description="X-Request-Id of the API request that caused the event; null for "
+        "changes made by the worker."
+    )
+    actor: str | None = Field(
+        description="API key, user or 'system' that caused the event; null when the "
+        "worker made the change on its own schedule."
+    )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
 
 

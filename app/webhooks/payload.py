@@ -26,6 +26,8 @@ def payload_document(event: Event) -> dict[str, Any]:
         "object_type": event.object_type,
         "object_id": encode_object_id(event.object_type, event.object_id),
         "sequence": event.sequence,
+        "request_id": event.request_id,
+        "actor": event.actor,
         "data": event.data,
     }
 

@@ -48,13 +48,15 @@ router = APIRouter(route_class=UnitOfWorkRoute)
 
 
 @lru_cache(maxsize=8)
-def _policy_for(entries: tuple[str, ...]) -> AddressPolicy:
-    return AddressPolicy.from_entries(entries)
+def _policy_for(entries: tuple[str, ...], allow_http: bool) -> AddressPolicy:
+    return AddressPolicy.from_entries(entries, allow_http=allow_http)
 
 
 def _policy(request: Request) -> AddressPolicy:
     settings: Settings = request.app.state.settings
-    return _policy_for(tuple(settings.webhook_allow_private_hosts))
+    return _policy_for(
+        tuple(settings.webhook_allow_private_hosts), settings.webhook_allow_http
+    )
 
 
 def _event(row: EventRow) -> Event:

@@ -120,6 +120,12 @@ class WebhookEndpoint(OutputModel):
         description="Why the endpoint was disabled: 'manual', 'gone' (it responded "
         "410) or 'failing' (every attempt failed for days)."
     )
+    failing_since: datetime | None = Field(
+        description="When the first failed attempt since the last success was made; "
+        "null while the endpoint is healthy. An endpoint failing for "
+        "SALESCYCLE_WEBHOOK_DISABLE_AFTER_FAILING_SECONDS (5 days by default) is "
+        "disabled with the reason 'failing'."
+    )
     previous_secret_expires_at: datetime | None = Field(
         description="Until then, requests are also signed with the previous secret."
     )

@@ -2,8 +2,9 @@
 
 aiohttp, not httpx: on the delivery workload (many small signed POSTs to a few
 receivers) aiohttp sends many times more requests per second. Every connection goes
-through ``SafeResolver`` and ``GuardedSocketFactory``, redirects are never followed,
-proxies from the environment are ignored and no cookies are kept.
+through ``SafeResolver`` and ``GuardedSocketFactory``. An http:// URL is sent only when
+the policy allows plain HTTP. Redirects are never followed, proxies from the
+environment are ignored and no cookies are kept.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp.abc import AbstractResolver
 
 from app.core.clock import utcnow
 from app.settings import Settings
-from app.webhooks.errors import InvalidWebhookUrl
+from app.webhooks.errors import InvalidWebhookUrl, WebhookUrlNotAllowed
 from app.webhooks.signing import webhook_headers
 from app.webhooks.url_safety import (
     AddressPolicy,
@@ -119,9 +120,7 @@ class WebhookSender:
         resolver: AbstractResolver | None = None,
         policy: AddressPolicy | None = None,
     ) -> None:
-        self.policy = policy or AddressPolicy.from_entries(
-            settings.webhook_allow_private_hosts
-        )
+        self.policy = policy or AddressPolicy.from_settings(settings)
         self.timeout = settings.webhook_timeout_seconds
         self._resolver = SafeResolver(self.policy, resolver)
         connector = aiohttp.TCPConnector(
@@ -159,13 +158,14 @@ class WebhookSender:
             ),
         }
         try:
-            host = parse_webhook_url(request.url).host
-        except InvalidWebhookUrl as error:
+            url = parse_webhook_url(request.url)
+            self.policy.check_scheme(url)
+        except (InvalidWebhookUrl, WebhookUrlNotAllowed) as error:
             return AttemptResult(
                 attempted_at=attempted_at, duration_ms=0, error=error.detail
             )
         try:
-            with dialling(host):
+            with dialling(url.host):
                 async with self.session.post(
                     request.url,
                     data=request.body,

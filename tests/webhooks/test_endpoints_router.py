@@ -6,8 +6,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import decode
+from app.core.jobs import JobQueue
+from app.main import create_app
 from app.models import Event, WebhookDelivery, WebhookEndpoint
-from tests.conftest import make_workspace_key
+from app.settings import Settings
+from tests.conftest import TestDatabase, make_workspace_key
 from tests.webhooks.factories import create_endpoint
 
 URL = "http://127.0.0.1:9/hooks"
@@ -81,6 +84,43 @@ class TestCreateEndpoint:
         endpoint = await create_endpoint(client, auth, "http://localhost:9/hooks")
 
         assert endpoint["url"] == "http://localhost:9/hooks"
+
+    async def test_http_rejected_unless_allowed(
+        self,
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        strict = create_app(
+            settings.model_copy(update={"webhook_allow_http": False}),
+            database=database,
+            queue=queue,
+        )
+        transport = httpx.ASGITransport(app=strict, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            rejected = await http.post(
+                "/v1/webhook-endpoints",
+                json={"url": "http://localhost:9/hooks", "event_types": ["*"]},
+                headers=auth,
+            )
+            accepted = await http.post(
+                "/v1/webhook-endpoints",
+                json={"url": "https://localhost:9/hooks", "event_types": ["*"]},
+                headers=auth,
+            )
+
+        assert rejected.status_code == 422
+        problem = rejected.json()
+        assert problem["code"] == "webhook_url_not_allowed"
+        assert problem["errors"][0]["field"] == "url"
+        assert "SALESCYCLE_WEBHOOK_ALLOW_HTTP" in problem["detail"]
+        assert accepted.status_code == 201, accepted.text
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 1
 
     @pytest.mark.parametrize(
         "url",
