@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -23,6 +24,8 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     After a secret rotation, ``previous_secret`` keeps signing alongside the new secret
     until ``previous_secret_expires_at``. ``failing_since`` is the time of the first
     failed attempt after the last success; it is null while the endpoint is healthy.
+    ``headers`` are extra request headers the receiver asked for, sent on every
+    attempt.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -36,6 +39,7 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
     failing_since: Mapped[datetime | None]
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
@@ -54,6 +58,14 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
+        # Finds an endpoint's leased deliveries, to cap its requests in flight.
+        Index(
+            "ix_webhook_deliveries_leased",
+            "endpoint_id",
+            "claimed_until",
+            postgresql_where=text("claimed_until IS NOT NULL"),
+        ),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
     )
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(

@@ -154,6 +154,7 @@ async def claim_delivery(
             message_id=ids.encode("webhook_delivery", delivery.id),
             body=build_payload(event),
             signing_secrets=signing_secrets(endpoint, now),
+            headers=dict(endpoint.headers),
         ),
     )
 

@@ -397,6 +397,40 @@ class WebhookDeliveryRepository:
             self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
         )
 
+    async def list_for_event(
+        self,
+        workspace_id: uuid.UUID,
+        event_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[WebhookDelivery], str | None, bool]:
+        statement: Select[Any] = select(WebhookDelivery).where(
+            WebhookDelivery.workspace_id == workspace_id,
+            WebhookDelivery.event_id == event_id,
+        )
+        return await paginate(
+            self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
+        )
+
+    async def attempts_by_delivery(
+        self, delivery_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[WebhookAttempt]]:
+        """Return the attempts of each delivery, oldest first, in one query."""
+        grouped: dict[uuid.UUID, list[WebhookAttempt]] = {
+            delivery_id: [] for delivery_id in delivery_ids
+        }
+        if not delivery_ids:
+            return grouped
+        rows = await self.session.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(set(delivery_ids)))
+            .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
+        )
+        for attempt in rows:
+            grouped[attempt.delivery_id].append(attempt)
+        return grouped
+
     async def event_types(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Return the type of each event, in one query."""
         if not event_ids:

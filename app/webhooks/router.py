@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.auth import Principal, require
@@ -28,7 +29,6 @@ from app.webhooks.schemas import (
     EventTypeInfo,
     EventTypeList,
     WebhookAttempt,
-    WebhookDelivery,
     WebhookDeliveryWithAttempts,
     WebhookEndpoint,
     WebhookEndpointCreate,
@@ -362,12 +362,57 @@ async def rotate_webhook_secret(
 # Webhook deliveries
 
 
+async def _delivery_page(
+    session: AsyncSession,
+    rows: Sequence[WebhookDeliveryRow],
+    next_cursor: str | None,
+    has_more: bool,
+) -> Page[WebhookDeliveryWithAttempts]:
+    types = await webhook_delivery_service.event_types(session, rows)
+    attempts = await webhook_delivery_service.attempts_by_delivery(session, rows)
+    return Page[WebhookDeliveryWithAttempts](
+        data=[
+            _delivery_with_attempts(row, types[row.event_id], attempts[row.id])
+            for row in rows
+        ],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@router.get(
+    "/events/{event_id}/deliveries",
+    tags=["events"],
+    operation_id="events_list_deliveries",
+    summary="List an event's webhook deliveries",
+    response_model=Page[WebhookDeliveryWithAttempts],
+    responses=problem_responses(403, 404),
+)
+async def list_event_deliveries(
+    request: Request,
+    event_id: str,
+    principal: Principal = Depends(require("webhooks:manage")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[WebhookDeliveryWithAttempts]:
+    """List the deliveries of one event to every endpoint, with their attempts."""
+    session = request.state.session
+    rows, next_cursor, has_more = await webhook_delivery_service.list_for_event(
+        session,
+        principal.workspace_id,
+        parse_path_id("event", event_id, "event"),
+        limit=limit,
+        cursor=cursor,
+    )
+    return await _delivery_page(session, rows, next_cursor, has_more)
+
+
 @router.get(
     "/webhook-endpoints/{endpoint_id}/deliveries",
     tags=["webhooks"],
     operation_id="webhook_endpoints_list_deliveries",
     summary="List an endpoint's deliveries",
-    response_model=Page[WebhookDelivery],
+    response_model=Page[WebhookDeliveryWithAttempts],
     responses=problem_responses(403, 404),
 )
 async def list_webhook_deliveries(
@@ -382,8 +427,8 @@ async def list_webhook_deliveries(
     event_id: Annotated[
         str | None, Query(max_length=100, description="Only deliveries of this event.")
     ] = None,
-) -> Page[WebhookDelivery]:
-    """List the deliveries of one endpoint, newest first."""
+) -> Page[WebhookDeliveryWithAttempts]:
+    """List the deliveries of one endpoint, newest first, with their attempts."""
     session = request.state.session
     rows, next_cursor, has_more = await webhook_delivery_service.list_for_endpoint(
         session,
@@ -394,15 +439,7 @@ async def list_webhook_deliveries(
         status=status,
         event_id=_query_event_id(event_id) if event_id is not None else None,
     )
-    types = await webhook_delivery_service.event_types(session, rows)
-    return Page[WebhookDelivery](
-        data=[
-            WebhookDelivery.model_validate(_delivery_fields(row, types[row.event_id]))
-            for row in rows
-        ],
-        next_cursor=next_cursor,
-        has_more=has_more,
-    )
+    return await _delivery_page(session, rows, next_cursor, has_more)
 
 
 @router.get(

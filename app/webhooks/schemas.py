@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -63,6 +64,66 @@ WebhookUrl = Annotated[
 ]
 Description = Annotated[str, Field(max_length=500)]
 
+MAX_HEADERS = 20
+MAX_HEADER_VALUE_LENGTH = 1000
+# Headers the sender sets itself, or that HTTP/1.1 framing owns.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "host",
+        "user-agent",
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "expect",
+    }
+)
+# A header name is an RFC 9110 token.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers are accepted")
+    seen: set[str] = set()
+    for name, header_value in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by salescycle and cannot be replaced")
+        if lowered in seen:
+            raise ValueError(f"{name!r} is given twice, in different case")
+        seen.add(lowered)
+        if len(header_value) > MAX_HEADER_VALUE_LENGTH:
+            raise ValueError(
+                f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} "
+                "characters"
+            )
+        if any(char in "\r\n\x00" or not char.isprintable() for char in header_value):
+            raise ValueError(f"the value of {name!r} contains control characters")
+    return value
+
+
+CustomHeaders = Annotated[
+    dict[str, str],
+    Field(
+        description="Extra headers sent with every request to the endpoint, such as "
+        "an authorization token the receiver expects. At most 20; the webhook-* "
+        "headers, Content-Type, Host and User-Agent cannot be replaced.",
+        examples=[{"Authorization": "Bearer 4f3c…"}],
+    ),
+    AfterValidator(_check_headers),
+]
+
 
 class Event(OutputModel):
     object: Literal["event"] = "event"
@@ -88,12 +149,16 @@ class WebhookEndpointCreate(InputModel):
     description: Description | None = None
     event_types: EventTypePatterns
     enabled: bool = True
+    headers: CustomHeaders = Field(default_factory=dict)
 
 
 class WebhookEndpointUpdate(InputModel):
     url: WebhookUrl | None = None
     description: Description | None = None
     event_types: EventTypePatterns | None = None
+    headers: CustomHeaders | None = Field(
+        default=None, description="Replaces every custom header; {} removes them."
+    )
     enabled: bool | None = Field(
         default=None, description="Enabling an endpoint clears its disabled_reason."
     )
@@ -115,6 +180,10 @@ class WebhookEndpoint(OutputModel):
     url: str
     description: str | None
     event_types: list[str]
+    headers: dict[str, str] = Field(
+        description="Extra headers sent with every request. In the data of "
+        "webhook_endpoint events every value reads '[redacted]'."
+    )
     enabled: bool
     disabled_reason: str | None = Field(
         description="Why the endpoint was disabled: 'manual', 'gone' (it responded "

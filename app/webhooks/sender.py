@@ -10,7 +10,7 @@ environment are ignored and no cookies are kept.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
@@ -46,6 +46,7 @@ class OutgoingRequest:
     message_id: str
     body: bytes
     signing_secrets: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,14 @@ class WebhookSender:
     ) -> AttemptResult:
         """POST one request; a network error or timeout is returned as a result.
 
-        ``extra_headers`` go first, so they cannot replace the signature headers.
+        The request's own headers and ``extra_headers`` go first, so they cannot
+        replace the signature headers.
         """
         attempted_at = utcnow()
         started = time.perf_counter()
         timestamp = int(attempted_at.timestamp())
         headers = {
+            **request.headers,
             **(extra_headers or {}),
             "Content-Type": "application/json",
             **webhook_headers(

@@ -135,6 +135,36 @@ class TestDeliverWebhook:
         assert attempt.response_excerpt == "ok"
         assert attempt.error is None
 
+    async def test_custom_headers_sent(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client,
+            auth,
+            receiver.url(),
+            headers={"Authorization": "Bearer receiver-token", "X-Tenant": "acme"},
+        )
+        event = await record_event(session, workspace.id)
+        await dispatch(ctx, event)
+        [delivery] = await deliveries_of(session, event.id)
+        receiver.respond_with(ScriptedResponse(status=500))
+
+        assert await deliver(ctx, delivery) == "retrying"
+        await make_due(session, delivery.id)
+        assert await deliver(ctx, delivery) == "succeeded"
+
+        assert len(receiver.requests) == 2
+        for request in receiver.requests:
+            assert request.headers["Authorization"] == "Bearer receiver-token"
+            assert request.headers["X-Tenant"] == "acme"
+            Webhook(endpoint["secret"]).verify(request.body, request.headers)
+
     async def test_same_id_and_body_on_retry(
         self,
         client: httpx.AsyncClient,

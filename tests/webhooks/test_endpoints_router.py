@@ -261,6 +261,70 @@ class TestCreateEndpoint:
         assert await session.scalar(count) == 1
 
 
+class TestCustomHeaders:
+    async def test_stored_and_redacted_in_events(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, URL, headers={"Authorization": "Bearer t0ken"}
+        )
+
+        assert endpoint["headers"] == {"Authorization": "Bearer t0ken"}
+        [(event_type, data)] = await endpoint_events(session)
+        assert event_type == "webhook_endpoint.created"
+        assert data["headers"] == {"Authorization": "[redacted]"}
+        assert "t0ken" not in str(data)
+
+    async def test_replaced_and_removed(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL, headers={"X-A": "1"})
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+        replaced = await client.patch(
+            path, json={"headers": {"X-B": "2"}}, headers=auth
+        )
+        removed = await client.patch(path, json={"headers": {}}, headers=auth)
+        nulled = await client.patch(path, json={"headers": None}, headers=auth)
+
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.json()["headers"] == {"X-B": "2"}
+        assert removed.json()["headers"] == {}
+        assert nulled.status_code == 422
+        assert nulled.json()["errors"][0]["code"] == "null_not_allowed"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"webhook-signature": "v1,forged"},
+            {"Content-Type": "text/plain"},
+            {"HOST": "elsewhere.example"},
+            {"Bad Name": "x"},
+            {"X-Split": "a\r\nInjected: yes"},
+            {"X-Long": "x" * 1001},
+            {"X-Dup": "1", "x-dup": "2"},
+            {f"X-{index}": "v" for index in range(21)},
+        ],
+    )
+    async def test_invalid_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        headers: dict[str, str],
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "headers": headers},
+            headers=auth,
+        )
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"].startswith("headers")
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 0
+
+
 class TestGetEndpoint:
     async def test_other_workspace_is_404(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
