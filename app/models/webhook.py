@@ -47,6 +47,8 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
 
     ``attempt_limit`` caps ``attempts`` for this delivery; null means the
     ``webhook_max_attempts`` setting. A manual retry sets it to one more attempt.
+    ``throttled_at`` is set while the delivery is due but waits because its endpoint
+    has as many requests in flight as it may; the attempt that frees a slot queues it.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -66,6 +68,12 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
             postgresql_where=text("claimed_until IS NOT NULL"),
         ),
         Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index(
+            "ix_webhook_deliveries_throttled",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("throttled_at IS NOT NULL"),
+        ),
     )
 
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
@@ -79,6 +87,7 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     attempt_limit: Mapped[int | None]
     next_attempt_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
+    throttled_at: Mapped[datetime | None]
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None]
@@ -97,3 +106,30 @@ class WebhookAttempt(IdMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int]
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookRecovery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """A request to send again an endpoint's failed deliveries created since ``since``.
+
+    A job works through the deliveries in id order; ``last_delivery_id`` is how far it
+    got, saved in the transaction of each batch, so a job that dies resumes there. Only
+    deliveries that failed before the recovery was requested are sent again.
+    """
+
+    __tablename__ = "webhook_recoveries"
+    __table_args__ = (
+        Index(
+            "ix_webhook_recoveries_pending",
+            "updated_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    since: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    recovered_count: Mapped[int] = mapped_column(default=0)
+    last_delivery_id: Mapped[uuid.UUID | None]
+    completed_at: Mapped[datetime | None]

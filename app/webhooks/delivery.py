@@ -138,6 +138,9 @@ async def claim_delivery(
         delivery.last_error = "The event no longer exists."
         log.warning("webhook.delivery_skipped", reason="event_missing", **fields)
         return None
+    if not await _take_slot(session, delivery, now, settings):
+        log.info("webhook.delivery_throttled", **fields)
+        return None
 
     delivery.attempts += 1
     delivery.claimed_until = now + timedelta(seconds=lease_seconds(settings))
@@ -157,6 +160,56 @@ async def claim_delivery(
             headers=dict(endpoint.headers),
         ),
     )
+
+
+async def _take_slot(
+    session: AsyncSession,
+    delivery: WebhookDelivery,
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    """Return whether the endpoint has a free slot for ``delivery``, else mark it.
+
+    The advisory lock, held until the claim commits its lease, makes counting the
+    live leases and taking one atomic. A delivery left waiting gets ``throttled_at``,
+    so the attempt that frees a slot queues it (``_queue_throttled``).
+    """
+    repository = WebhookDeliveryRepository.from_session(session)
+    await repository.lock_endpoint_slots(delivery.endpoint_id)
+    in_flight = await repository.count_in_flight(
+        delivery.endpoint_id, now, excluding=delivery.id
+    )
+    if in_flight >= settings.webhook_max_in_flight_per_endpoint:
+        delivery.throttled_at = now
+        await session.flush()
+        return False
+    delivery.throttled_at = None
+    return True
+
+
+async def _queue_throttled(
+    session: AsyncSession, endpoint_id: uuid.UUID, now: datetime, settings: Settings
+) -> None:
+    """Queue the due deliveries that wait for the slots the endpoint now has free.
+
+    Two attempts ending at once may queue the same delivery; the job id names the
+    time it was throttled, so arq runs one job per wait.
+    """
+    repository = WebhookDeliveryRepository.from_session(session)
+    in_flight = await repository.count_in_flight(endpoint_id, now)
+    free = settings.webhook_max_in_flight_per_endpoint - in_flight
+    if free <= 0:
+        return
+    for delivery_id, attempts, throttled_at in await repository.throttled(
+        endpoint_id, now, limit=free
+    ):
+        defer_job(
+            session,
+            DELIVER_JOB,
+            str(delivery_id),
+            job_id=f"{deliver_job_id(delivery_id, attempts + 1)}:"
+            f"throttled:{throttled_at.timestamp():.6f}",
+        )
 
 
 def _failure_message(result: AttemptResult) -> str:
@@ -258,6 +311,7 @@ async def record_attempt(
         _finish(delivery, "succeeded", now)
         delivery.last_error = None
         await session.flush()
+        await _queue_throttled(session, delivery.endpoint_id, now, settings)
         log.info("webhook.attempt_succeeded", **fields)
         return "succeeded"
 
@@ -265,6 +319,7 @@ async def record_attempt(
     if result.status_code == GONE_STATUS or claim.is_final:
         _finish(delivery, "failed", now)
         await session.flush()
+        await _queue_throttled(session, delivery.endpoint_id, now, settings)
         log.warning(
             "webhook.attempt_failed", error=delivery.last_error, final=True, **fields
         )
@@ -280,6 +335,7 @@ async def record_attempt(
     )
     delivery.next_attempt_at = now + timedelta(seconds=delay)
     await session.flush()
+    await _queue_throttled(session, delivery.endpoint_id, now, settings)
     defer_job(
         session,
         DELIVER_JOB,

@@ -5,7 +5,8 @@ endpoint subscribes to. Dispatch creates one pending delivery per subscribed end
 and defers a ``deliver_webhook`` job for each. Both jobs are hints: the sweep finds
 undispatched events and due deliveries in PostgreSQL and enqueues them again, so a
 Redis flush or a lost enqueue delays work but does not lose it. The sweep also marks
-dispatched, in bulk, the undispatched events that no endpoint subscribes to.
+dispatched, in bulk, the undispatched events that no endpoint subscribes to, and queues
+again the recoveries that stopped advancing.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.events import DISPATCH_JOB
+from app.webhooks.recovery import RECOVER_JOB, recover_job_id
 from app.webhooks.repository import (
     EventRepository,
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
+    WebhookRecoveryRepository,
 )
 from app.webhooks.service import DELIVER_JOB, deliver_job_id
 
@@ -34,6 +37,8 @@ SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
 # Bounds one sweep run; a larger backlog drains over the following runs.
 SWEEP_MAX_ROWS = 10_000
+# A pending recovery that no batch advanced for this long lost its job, or its worker.
+RECOVERY_STALE_AFTER = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class SweepResult:
     events: int
     deliveries: int
     settled: int = 0
+    recoveries: int = 0
 
 
 async def dispatch_event(
@@ -135,11 +141,25 @@ async def sweep(session: AsyncSession) -> SweepResult:
             break
         after_delivery = due[-1][0]
 
-    if event_count or delivery_count or settled:
+    recoveries = await WebhookRecoveryRepository.from_session(
+        session
+    ).stale_pending_ids(updated_before=now - RECOVERY_STALE_AFTER, limit=SWEEP_BATCH)
+    for recovery_id in recoveries:
+        defer_job(
+            session, RECOVER_JOB, str(recovery_id), job_id=recover_job_id(recovery_id)
+        )
+
+    if event_count or delivery_count or settled or recoveries:
         log.info(
             "webhook.sweep_enqueued",
             events=event_count,
             deliveries=delivery_count,
             settled=settled,
+            recoveries=len(recoveries),
         )
-    return SweepResult(events=event_count, deliveries=delivery_count, settled=settled)
+    return SweepResult(
+        events=event_count,
+        deliveries=delivery_count,
+        settled=settled,
+        recoveries=len(recoveries),
+    )

@@ -23,6 +23,7 @@ from app.models import WebhookDelivery as WebhookDeliveryRow
 from app.models import WebhookEndpoint as WebhookEndpointRow
 from app.settings import Settings
 from app.webhooks import catalog
+from app.webhooks.recovery import webhook_recovery_service
 from app.webhooks.schemas import (
     DeliveryStatus,
     Event,
@@ -34,6 +35,8 @@ from app.webhooks.schemas import (
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
+    WebhookRecovery,
+    WebhookRecoveryCreate,
     WebhookSecretRotate,
     encode_object_id,
 )
@@ -491,6 +494,57 @@ async def retry_webhook_delivery(
     types = await webhook_delivery_service.event_types(session, [delivery])
     attempts = await webhook_delivery_service.attempts(session, delivery.id)
     return _delivery_with_attempts(delivery, types[delivery.event_id], attempts)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/recover",
+    tags=["webhooks"],
+    operation_id="webhook_endpoints_recover",
+    summary="Recover an endpoint's failed deliveries",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookRecovery,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def recover_webhook_deliveries(
+    request: Request,
+    response: Response,
+    endpoint_id: str,
+    payload: WebhookRecoveryCreate,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookRecovery:
+    """Send again, in a background job, every delivery that failed since a time."""
+    recovery = await webhook_recovery_service.create(
+        request.state.session,
+        principal,
+        parse_path_id("webhook_endpoint", endpoint_id, "webhook endpoint"),
+        payload.since,
+    )
+    response.headers["Location"] = (
+        f"/v1/webhook-recoveries/{ids.encode('webhook_recovery', recovery.id)}"
+    )
+    return WebhookRecovery.model_validate(recovery)
+
+
+@router.get(
+    "/webhook-recoveries/{recovery_id}",
+    tags=["webhooks"],
+    operation_id="webhook_recoveries_get",
+    summary="Get a webhook recovery",
+    response_model=WebhookRecovery,
+    responses=problem_responses(403, 404),
+)
+async def get_webhook_recovery(
+    request: Request,
+    recovery_id: str,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookRecovery:
+    """Fetch a recovery, to see whether its job has finished and how many it sent."""
+    recovery = await webhook_recovery_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("webhook_recovery", recovery_id, "webhook recovery"),
+    )
+    return WebhookRecovery.model_validate(recovery)
 
 
 # The catalogue

@@ -12,8 +12,10 @@ from app.core.schemas import (
     EventId,
     InputModel,
     OutputModel,
+    Timestamp,
     WebhookDeliveryId,
     WebhookEndpointId,
+    WebhookRecoveryId,
 )
 from app.webhooks import catalog
 
@@ -240,6 +242,27 @@ class WebhookDelivery(OutputModel):
 
 class WebhookDeliveryWithAttempts(WebhookDelivery):
     attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class WebhookRecoveryCreate(InputModel):
+    since: Timestamp = Field(
+        description="Send again the failed deliveries created at or after this time."
+    )
+
+
+class WebhookRecovery(OutputModel):
+    object: Literal["webhook_recovery"] = "webhook_recovery"
+    id: WebhookRecoveryId
+    endpoint_id: WebhookEndpointId
+    since: datetime
+    status: Literal["pending", "succeeded"] = Field(
+        description="pending while the job works through the deliveries."
+    )
+    recovered_count: int = Field(
+        description="Failed deliveries queued again so far, each for one more attempt."
+    )
+    created_at: datetime
+    completed_at: datetime | None
 
 
 class EventTypeInfo(BaseModel):

@@ -122,6 +122,18 @@ def _looks_like_type(value: str) -> bool:
 
 
 class EventService:
+    async def prune(
+        self, session: AsyncSession, *, retention: timedelta, limit: int
+    ) -> int:
+        """Delete up to ``limit`` events older than ``retention``; return how many.
+
+        The newest event of each object is kept whatever its age, so its sequence
+        continues. Undispatched events and events with a pending delivery are kept too.
+        """
+        return await EventRepository.from_session(session).prune(
+            cutoff=utcnow() - retention, limit=limit
+        )
+
     async def get(
         self, session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
     ) -> Event:
