@@ -68,6 +68,11 @@ class WebhookPayload(BaseModel):
         "worker made the change on its own schedule."
     )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
+    test: bool = Field(
+        default=False,
+        description="Present, and true, only in a test event sent with POST "
+        "/v1/webhook-endpoints/{id}/send-test-event; it describes no real object.",
+    )
 
 
 def _camel(name: str) -> str:

@@ -19,7 +19,7 @@ from app.webhooks.schemas import encode_object_id
 
 def payload_document(event: Event) -> dict[str, Any]:
     """Return the webhook payload of ``event`` as a JSON-ready dict."""
-    return {
+    document: dict[str, Any] = {
         "id": ids.encode("event", event.id),
         "type": event.type,
         "created_at": isoformat(event.created_at),
@@ -30,6 +30,9 @@ def payload_document(event: Event) -> dict[str, Any]:
         "actor": event.actor,
         "data": event.data,
     }
+    if event.test:
+        document["test"] = True
+    return document
 
 
 def build_payload(event: Event) -> bytes:

@@ -103,8 +103,8 @@ _SETTLE_UNSUBSCRIBED = text(
 )
 
 
-# Old events that stay: the newest event of each object, because ``emit`` numbers the
-# next event from it and the per-object sequence must never restart; an undispatched
+# Old events that stay: the newest event of each real object, because ``emit`` numbers
+# the next event from it and the per-object sequence must never restart; an undispatched
 # event; and an event with a pending delivery, such as one retried by hand. Rows that
 # another transaction holds (a dispatch, a claim) are skipped until a later run.
 _PRUNE_EVENTS = text(
@@ -114,10 +114,13 @@ _PRUNE_EVENTS = text(
         SELECT old.id FROM events AS old
         WHERE old.created_at < :cutoff
           AND old.dispatched_at IS NOT NULL
-          AND EXISTS (
-              SELECT 1 FROM events AS newer
-              WHERE newer.object_id = old.object_id
-                AND newer.sequence > old.sequence
+          AND (
+              old.test
+              OR EXISTS (
+                  SELECT 1 FROM events AS newer
+                  WHERE newer.object_id = old.object_id
+                    AND newer.sequence > old.sequence
+              )
           )
           AND NOT EXISTS (
               SELECT 1 FROM webhook_deliveries AS delivery
@@ -161,7 +164,9 @@ class EventRepository:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> tuple[Sequence[Event], str | None, bool]:
-        statement: Select[Any] = select(Event).where(Event.workspace_id == workspace_id)
+        statement: Select[Any] = select(Event).where(
+            Event.workspace_id == workspace_id, Event.test.is_(False)
+        )
         if types and catalog.WILDCARD not in types:
             conditions = []
             exact = [pattern for pattern in types if not pattern.endswith(".*")]
@@ -196,6 +201,21 @@ class EventRepository:
             _PRUNE_EVENTS, {"cutoff": cutoff, "limit": limit}
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def latest_data(
+        self, workspace_id: uuid.UUID, object_type: str
+    ) -> dict[str, Any] | None:
+        """Return the data of the newest real event about an object of this type."""
+        return await self.session.scalar(
+            select(Event.data)
+            .where(
+                Event.workspace_id == workspace_id,
+                Event.object_type == object_type,
+                Event.test.is_(False),
+            )
+            .order_by(Event.id.desc())
+            .limit(1)
+        )
 
     async def lock_undispatched(self, event_id: uuid.UUID) -> Event | None:
         """Lock the event unless it is dispatched or another worker holds it."""

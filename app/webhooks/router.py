@@ -24,11 +24,13 @@ from app.models import WebhookEndpoint as WebhookEndpointRow
 from app.settings import Settings
 from app.webhooks import catalog
 from app.webhooks.recovery import webhook_recovery_service
+from app.webhooks.sample_events import sample_event_service
 from app.webhooks.schemas import (
     DeliveryStatus,
     Event,
     EventTypeInfo,
     EventTypeList,
+    TestEventCreate,
     WebhookAttempt,
     WebhookDeliveryWithAttempts,
     WebhookEndpoint,
@@ -72,6 +74,7 @@ def _event(row: EventRow) -> Event:
         data=row.data,
         request_id=row.request_id,
         actor=row.actor,
+        test=row.test,
         created_at=row.created_at,
     )
 
@@ -494,6 +497,36 @@ async def retry_webhook_delivery(
     types = await webhook_delivery_service.event_types(session, [delivery])
     attempts = await webhook_delivery_service.attempts(session, delivery.id)
     return _delivery_with_attempts(delivery, types[delivery.event_id], attempts)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/send-test-event",
+    tags=["webhooks"],
+    operation_id="webhook_endpoints_send_test_event",
+    summary="Send a test event to an endpoint",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookDeliveryWithAttempts,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def send_test_event(
+    request: Request,
+    response: Response,
+    endpoint_id: str,
+    payload: TestEventCreate,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookDeliveryWithAttempts:
+    """Queue a signed test event of any type to this endpoint only."""
+    session = request.state.session
+    delivery = await sample_event_service.send(
+        session,
+        principal,
+        parse_path_id("webhook_endpoint", endpoint_id, "webhook endpoint"),
+        payload.type,
+    )
+    response.headers["Location"] = (
+        f"/v1/webhook-deliveries/{ids.encode('webhook_delivery', delivery.id)}"
+    )
+    return _delivery_with_attempts(delivery, payload.type, [])
 
 
 @router.post(

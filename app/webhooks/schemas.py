@@ -143,6 +143,11 @@ class Event(OutputModel):
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     request_id: str | None = Field(description="X-Request-Id of the causing request.")
     actor: str | None = Field(description="API key or user that caused the event.")
+    test: bool = Field(
+        default=False,
+        description="True for a test event sent to one endpoint; GET /v1/events "
+        "leaves those out.",
+    )
     created_at: datetime
 
 
@@ -242,6 +247,14 @@ class WebhookDelivery(OutputModel):
 
 class WebhookDeliveryWithAttempts(WebhookDelivery):
     attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class TestEventCreate(InputModel):
+    type: str = Field(
+        max_length=100,
+        description="The event type to send, from GET /v1/meta/event-types.",
+        examples=["invoice.paid"],
+    )
 
 
 class WebhookRecoveryCreate(InputModel):

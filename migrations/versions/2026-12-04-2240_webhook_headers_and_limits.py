@@ -1,4 +1,4 @@
-"""webhooks: endpoint headers, a per-endpoint request limit, recoveries, event lookups
+"""webhooks: endpoint headers, request limit, recoveries, test events, event lookups
 
 Revision ID: 7c2d4e6f8a10
 Revises: 5e0b7c3a9d12
@@ -47,6 +47,12 @@ def upgrade() -> None:
         ["endpoint_id", "next_attempt_at"],
         postgresql_where=sa.text("throttled_at IS NOT NULL"),
     )
+    op.add_column(
+        "events",
+        sa.Column(
+            "test", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+    )
     op.create_table(
         "webhook_recoveries",
         sa.Column("endpoint_id", sa.Uuid(), nullable=False),
@@ -94,6 +100,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.drop_table("webhook_recoveries")
+    op.drop_column("events", "test")
     op.drop_index("ix_webhook_deliveries_throttled", table_name="webhook_deliveries")
     op.drop_column("webhook_deliveries", "throttled_at")
     op.drop_index("ix_webhook_deliveries_event_id", table_name="webhook_deliveries")
