@@ -207,8 +207,7 @@ async def _queue_throttled(
             session,
             DELIVER_JOB,
             str(delivery_id),
-            job_id=f"{deliver_job_id(delivery_id, attempts + 1)}:"
-            f"throttled:{throttled_at.timestamp():.6f}",
+            job_id=deliver_job_id(delivery_id, attempts + 1, throttled_at),
         )
 
 

@@ -96,8 +96,11 @@ async def sweep(session: AsyncSession) -> SweepResult:
     """Enqueue again every undispatched event and every due delivery with a free lease.
 
     First it marks dispatched the undispatched events no endpoint subscribes to, for
-    which ``emit`` queued no job. The jobs carry the same ids as the ones first
-    enqueued, so arq drops a duplicate of a job that is still queued.
+    which ``emit`` queued no job. A dispatch job carries the id first enqueued, so arq
+    drops it while that job is still queued. A delivery job carries the attempt's id
+    with ``:sweep`` appended: arq keeps the result of a job whose data a Redis flush
+    removed for a minute under its id, and a job of the same id would wait that long.
+    A delivery thus has at most two queued jobs, and the second finds nothing to claim.
     """
     now = utcnow()
     due_before = now - SWEEP_GRACE
@@ -129,12 +132,12 @@ async def sweep(session: AsyncSession) -> SweepResult:
         due = await deliveries.due_ids(
             due_before=due_before, after_id=after_delivery, limit=SWEEP_BATCH
         )
-        for delivery_id, attempts in due:
+        for delivery_id, attempts, throttled_at in due:
             defer_job(
                 session,
                 DELIVER_JOB,
                 str(delivery_id),
-                job_id=deliver_job_id(delivery_id, attempts + 1),
+                job_id=f"{deliver_job_id(delivery_id, attempts + 1, throttled_at)}:sweep",
             )
         delivery_count += len(due)
         if len(due) < SWEEP_BATCH:

@@ -625,9 +625,15 @@ class WebhookDeliveryRepository:
 
     async def due_ids(
         self, *, due_before: datetime, after_id: uuid.UUID | None, limit: int
-    ) -> Sequence[tuple[uuid.UUID, int]]:
-        """Return pending deliveries due before ``due_before`` whose lease is free."""
-        statement = select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+    ) -> Sequence[tuple[uuid.UUID, int, datetime | None]]:
+        """Return pending deliveries due before ``due_before`` whose lease is free.
+
+        Each comes with its attempt count and the time it was throttled, if it waits
+        for a slot of its endpoint.
+        """
+        statement = select(
+            WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.throttled_at
+        ).where(
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= due_before,
             or_(
@@ -640,7 +646,7 @@ class WebhookDeliveryRepository:
         rows = await self.session.execute(
             statement.order_by(WebhookDelivery.id).limit(limit)
         )
-        return [(row.id, row.attempts) for row in rows]
+        return [(row.id, row.attempts, row.throttled_at) for row in rows]
 
 
 class WebhookRecoveryRepository:
