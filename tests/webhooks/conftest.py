@@ -44,6 +44,7 @@ class ScriptedResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay_seconds: float = 0.0
+    close_connection: bool = False
 
 
 class Receiver:
@@ -89,6 +90,10 @@ class Receiver:
                 await asyncio.sleep(scripted.delay_seconds)
         finally:
             self.active -= 1
+        if scripted.close_connection and request.transport is not None:
+            # Drop the connection without a status line, as a crashing receiver does.
+            request.transport.abort()
+            raise web.HTTPInternalServerError()
         return web.Response(
             status=scripted.status, headers=scripted.headers, body=scripted.body
         )

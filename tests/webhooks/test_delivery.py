@@ -135,6 +135,69 @@ class TestDeliverWebhook:
         assert attempt.response_excerpt == "ok"
         assert attempt.error is None
 
+    @pytest.mark.parametrize(
+        ("response", "outcome"),
+        [
+            (ScriptedResponse(status=201), "succeeded"),
+            (ScriptedResponse(status=204, body=b""), "succeeded"),
+            (ScriptedResponse(status=400), "retrying"),
+            (ScriptedResponse(status=404), "retrying"),
+            (ScriptedResponse(status=500), "retrying"),
+            (ScriptedResponse(status=503), "retrying"),
+            (ScriptedResponse(close_connection=True), "retrying"),
+        ],
+    )
+    async def test_outcome_by_response(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        response: ScriptedResponse,
+        outcome: str,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        receiver.respond_with(response)
+
+        assert await deliver(ctx, delivery) == outcome
+
+        [attempt] = await attempts_of(session, delivery.id)
+        if response.close_connection:
+            assert attempt.status_code is None
+            assert attempt.error is not None
+            assert attempt.error.startswith("Request failed")
+        else:
+            assert attempt.status_code == response.status
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.status == ("succeeded" if outcome == "succeeded" else "pending")
+
+    async def test_503_retry_after_honoured(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        receiver.respond_with(
+            ScriptedResponse(status=503, headers={"Retry-After": "7200"})
+        )
+        before = utcnow()
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.next_attempt_at >= before + timedelta(seconds=7200)
+        assert row.next_attempt_at < before + timedelta(seconds=7300)
+
     async def test_custom_headers_sent(
         self,
         client: httpx.AsyncClient,
