@@ -15,21 +15,39 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
+from app.activities.schemas import Activity
 from app.core.schemas import EventId
+from app.customers.schemas import Contact, Customer
+from app.customfields.schemas import CustomField
+from app.leads.attribution_schemas import Campaign, Partner
 from app.leads.schemas import Lead
+from app.leads.scoring_schemas import Engagement, ScoringRule
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
+from app.opportunities.schemas import Opportunity
+from app.users.schemas import User
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
 
-# The schema of ``data`` per object type; an object type missing here is documented
-# as a free-form object.
+# The schema of ``data`` per object type: the API schema that the feature's service
+# serializes the object with when it emits. An object type missing here is documented
+# as a free-form object. Keep the keys sorted, one per line.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
-    "lead": Lead,
+    "activity": Activity,
+    "campaign": Campaign,
+    "contact": Contact,
+    "custom_field": CustomField,
+    "customer": Customer,
+    "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
+    "lead": Lead,
     "offer": Offer,
     "offer_code": OfferCode,
+    "opportunity": Opportunity,
+    "partner": Partner,
+    "scoring_rule": ScoringRule,
+    "user": User,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,
 }

@@ -10,6 +10,7 @@ from app.core.jobs import JobQueue
 from app.main import create_app
 from app.models import Event, WebhookDelivery, WebhookEndpoint
 from app.settings import Settings
+from app.webhooks.docs import DATA_SCHEMAS
 from tests.conftest import TestDatabase, make_workspace_key
 from tests.webhooks.factories import create_endpoint
 
@@ -617,3 +618,28 @@ class TestOpenApiWebhooks:
         headers = {item["name"] for item in operation["parameters"]}
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
         assert "422" not in operation["responses"]
+
+    async def test_data_schemas_match_emitted_data(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        await create_endpoint(client, auth, URL, headers={"X-Token": "t"})
+        lead = await client.post(
+            "/v1/leads", json={"email": "ada@example.com"}, headers=auth
+        )
+        customer = await client.post(
+            "/v1/customers", json={"name": "Acme GmbH"}, headers=auth
+        )
+        assert lead.status_code == 201, lead.text
+        assert customer.status_code == 201, customer.text
+
+        rows = (await session.execute(select(Event.object_type, Event.data))).all()
+
+        checked = {row.object_type for row in rows if row.object_type in DATA_SCHEMAS}
+        assert checked >= {"webhook_endpoint", "lead", "customer"}
+        for row in rows:
+            schema = DATA_SCHEMAS.get(row.object_type)
+            if schema is not None:
+                schema.model_validate(row.data)
+        payload = (await client.get("/openapi.json")).json()["components"]["schemas"]
+        data = payload["CustomerWebhookPayload"]["properties"]["data"]
+        assert data["$ref"] == "#/components/schemas/Customer"
