@@ -101,6 +101,27 @@ class Settings(BaseSettings):
         description="Hosts or networks that webhook URLs may reach despite being private.",
     )
     webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Accept plain http:// webhook URLs; https:// is required otherwise.",
+    )
+    webhook_disable_after_failing_seconds: int = Field(
+        default=5 * 86_400,
+        ge=60,
+        description="Seconds an endpoint may fail every attempt before it is disabled.",
+    )
+    webhook_max_in_flight_per_endpoint: int = Field(
+        default=10,
+        ge=1,
+        description="Requests the workers send to one endpoint at once, so a slow "
+        "receiver holds at most this many worker slots.",
+    )
+    event_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days events, with their deliveries and attempts, are kept before "
+        "the worker prunes them. The newest event of each object is always kept.",
+    )
 
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     worker_max_jobs: int = Field(default=50, ge=1)

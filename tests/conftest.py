@@ -118,6 +118,7 @@ def settings(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Sett
         log_level="WARNING",
         auth_cache_seconds=0,
         webhook_allow_private_hosts=["127.0.0.1", "localhost"],
+        webhook_allow_http=True,
         stripe_webhook_secret="whsec_test_secret",
     )
 

@@ -15,11 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from arq import cron
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.service import activity_service
 from app.billing.providers.inbox import provider_event_service
-from app.core.db import Database, drop_pending_jobs
+from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
 from app.leads import imports as lead_imports
@@ -33,7 +34,10 @@ from app.opportunities.service import opportunity_service
 from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import dispatch as webhook_dispatch
+from app.webhooks import recovery as webhook_recovery
+from app.webhooks.recovery import webhook_recovery_service
 from app.webhooks.sender import WebhookSender
+from app.webhooks.service import event_service
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +136,61 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
     result = await sender.send(claim.request)
     async with unit_of_work(ctx) as session:
         return await webhook_delivery.record_attempt(session, claim, result, settings)
+
+
+# A recovery job runs at most this many batches, then queues its continuation, so it
+# stays far below the job timeout.
+RECOVERY_BATCHES_PER_JOB = 20
+
+
+async def recover_webhook_deliveries(ctx: dict[str, Any], recovery_id: str) -> int:
+    """Queue again an endpoint's failed deliveries; return how many this run took."""
+    total = 0
+    for _ in range(RECOVERY_BATCHES_PER_JOB):
+        async with unit_of_work(ctx) as session:
+            batch = await webhook_recovery_service.run_batch(
+                session, uuid.UUID(recovery_id)
+            )
+        if batch is None:
+            return total
+        total += batch.requeued
+        if batch.finished:
+            return total
+    async with unit_of_work(ctx) as session:
+        defer_job(
+            session,
+            webhook_recovery.RECOVER_JOB,
+            recovery_id,
+            job_id=f"{webhook_recovery.recover_job_id(uuid.UUID(recovery_id))}:"
+            f"{uuid.uuid4().hex}",
+        )
+    return total
+
+
+# One prune run deletes at most PRUNE_BATCHES * PRUNE_BATCH events, one transaction
+# per batch; a larger backlog drains over the following hourly runs.
+PRUNE_BATCH = 1000
+PRUNE_BATCHES = 100
+
+
+async def prune_events(ctx: dict[str, Any]) -> int:
+    """Delete events, with their deliveries, older than the retention period."""
+    settings: Settings = ctx["settings"]
+    retention = timedelta(days=settings.event_retention_days)
+    total = 0
+    for _ in range(PRUNE_BATCHES):
+        async with unit_of_work(ctx) as session:
+            removed = await event_service.prune(
+                session, retention=retention, limit=PRUNE_BATCH
+            )
+        total += removed
+        if removed < PRUNE_BATCH:
+            break
+    if total:
+        log.info(
+            "event.pruned", count=total, retention_days=settings.event_retention_days
+        )
+    return total
 
 
 async def sweep_webhooks(ctx: dict[str, Any]) -> int:
@@ -309,6 +368,7 @@ FUNCTIONS: list[Any] = [
     dispatch_event,
     deliver_webhook,
     sweep_webhooks,
+    recover_webhook_deliveries,
     run_enrollment_step,
     sweep_due_enrollments,
     rescore_leads,
@@ -332,6 +392,8 @@ SWEEPS: list[Any] = [
     sweep_lead_imports,
     sweep_enrollment_jobs,
 ]
-CRON_JOBS: list[Any] = []
+CRON_JOBS: list[Any] = [
+    cron(prune_events, minute={17}, run_at_startup=False),
+]
 STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]
 SHUTDOWN_HOOKS: list[Hook] = [close_webhook_sender]

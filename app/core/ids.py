@@ -43,6 +43,7 @@ PREFIXES: dict[str, str] = {
     "event": "evt",
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",
+    "webhook_recovery": "wr",
     "provider_event": "pe",
     "campaign": "cmp",
     "partner": "ptr",

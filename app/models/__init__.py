@@ -60,7 +60,12 @@ from app.models.sales import (
     StageTransition,
 )
 from app.models.scoring import CustomFieldDefinition, LeadEngagement, ScoringRule
-from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models.webhook import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookRecovery,
+)
 from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
 __all__ = [
@@ -123,5 +128,6 @@ __all__ = [
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "WebhookRecovery",
     "Workspace",
 ]

@@ -15,7 +15,8 @@ class Event(IdMixin, WorkspaceMixin, Base):
 
     ``sequence`` counts the events of one object from 1, so a consumer can drop an update
     older than one it has already applied. ``dispatched_at`` stays null until the worker
-    has created the webhook deliveries for the event.
+    has created the webhook deliveries for the event. A ``test`` event describes no real
+    object: it was sent to one endpoint on request, and the log lists it only by id.
     """
 
     __tablename__ = "events"
@@ -39,3 +40,4 @@ class Event(IdMixin, WorkspaceMixin, Base):
     actor: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     dispatched_at: Mapped[datetime | None]
+    test: Mapped[bool] = mapped_column(default=False, server_default=text("false"))

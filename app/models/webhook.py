@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -23,6 +24,8 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     After a secret rotation, ``previous_secret`` keeps signing alongside the new secret
     until ``previous_secret_expires_at``. ``failing_since`` is the time of the first
     failed attempt after the last success; it is null while the endpoint is healthy.
+    ``headers`` are extra request headers the receiver asked for, sent on every
+    attempt.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -36,6 +39,7 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     enabled: Mapped[bool] = mapped_column(default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
     failing_since: Mapped[datetime | None]
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
@@ -43,6 +47,8 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
 
     ``attempt_limit`` caps ``attempts`` for this delivery; null means the
     ``webhook_max_attempts`` setting. A manual retry sets it to one more attempt.
+    ``throttled_at`` is set while the delivery is due but waits because its endpoint
+    has as many requests in flight as it may; the attempt that frees a slot queues it.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -53,6 +59,20 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
             "ix_webhook_deliveries_due",
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
+        ),
+        # Finds an endpoint's leased deliveries, to cap its requests in flight.
+        Index(
+            "ix_webhook_deliveries_leased",
+            "endpoint_id",
+            "claimed_until",
+            postgresql_where=text("claimed_until IS NOT NULL"),
+        ),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index(
+            "ix_webhook_deliveries_throttled",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("throttled_at IS NOT NULL"),
         ),
     )
 
@@ -67,6 +87,7 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     attempt_limit: Mapped[int | None]
     next_attempt_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
+    throttled_at: Mapped[datetime | None]
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None]
@@ -85,3 +106,30 @@ class WebhookAttempt(IdMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int]
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookRecovery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """A request to send again an endpoint's failed deliveries created since ``since``.
+
+    A job works through the deliveries in id order; ``last_delivery_id`` is how far it
+    got, saved in the transaction of each batch, so a job that dies resumes there. Only
+    deliveries that failed before the recovery was requested are sent again.
+    """
+
+    __tablename__ = "webhook_recoveries"
+    __table_args__ = (
+        Index(
+            "ix_webhook_recoveries_pending",
+            "updated_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    since: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    recovered_count: Mapped[int] = mapped_column(default=0)
+    last_delivery_id: Mapped[uuid.UUID | None]
+    completed_at: Mapped[datetime | None]

@@ -43,7 +43,9 @@ Token = Annotated[
 
 def _url_policy(request: Request) -> AddressPolicy:
     settings: Settings = request.app.state.settings
-    return policy_for(tuple(settings.webhook_allow_private_hosts))
+    return policy_for(
+        tuple(settings.webhook_allow_private_hosts), settings.webhook_allow_http
+    )
 
 
 @router.post(

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.core.errors import FieldError, InvalidInput
-from app.webhooks.errors import InvalidWebhookUrl
+from app.webhooks.errors import InvalidWebhookUrl, WebhookUrlNotAllowed
 from app.webhooks.url_safety import Address as IPAddress
 from app.webhooks.url_safety import AddressPolicy, UnsafeAddress, parse_webhook_url
 
@@ -125,6 +125,18 @@ def check_step_urls(
         if getattr(step, "kind", None) != "webhook" or not isinstance(url_text, str):
             continue
         url = parse_webhook_url(url_text)
+        try:
+            policy.check_scheme(url)
+        except WebhookUrlNotAllowed:
+            errors.append(
+                FieldError(
+                    f"{prefix}.{index}.url",
+                    "the webhook URL must use https://; plain http:// is accepted "
+                    "only when an operator sets SALESCYCLE_WEBHOOK_ALLOW_HTTP",
+                    "webhook_url_not_allowed",
+                )
+            )
+            continue
         if url.address is not None:
             addresses: list[IPAddress] = [url.address]
         elif url.host == "localhost" or url.host.endswith(".localhost"):

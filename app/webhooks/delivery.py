@@ -41,9 +41,6 @@ from app.webhooks.service import (
 
 log = structlog.get_logger(__name__)
 
-# An endpoint whose every attempt failed for this long is disabled when one more
-# delivery runs out of attempts.
-DISABLE_AFTER_FAILING = timedelta(days=5)
 LEASE_MARGIN_SECONDS = 30
 GONE_STATUS = 410
 
@@ -141,6 +138,9 @@ async def claim_delivery(
         delivery.last_error = "The event no longer exists."
         log.warning("webhook.delivery_skipped", reason="event_missing", **fields)
         return None
+    if not await _take_slot(session, delivery, now, settings):
+        log.info("webhook.delivery_throttled", **fields)
+        return None
 
     delivery.attempts += 1
     delivery.claimed_until = now + timedelta(seconds=lease_seconds(settings))
@@ -157,8 +157,58 @@ async def claim_delivery(
             message_id=ids.encode("webhook_delivery", delivery.id),
             body=build_payload(event),
             signing_secrets=signing_secrets(endpoint, now),
+            headers=dict(endpoint.headers),
         ),
     )
+
+
+async def _take_slot(
+    session: AsyncSession,
+    delivery: WebhookDelivery,
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    """Return whether the endpoint has a free slot for ``delivery``, else mark it.
+
+    The advisory lock, held until the claim commits its lease, makes counting the
+    live leases and taking one atomic. A delivery left waiting gets ``throttled_at``,
+    so the attempt that frees a slot queues it (``_queue_throttled``).
+    """
+    repository = WebhookDeliveryRepository.from_session(session)
+    await repository.lock_endpoint_slots(delivery.endpoint_id)
+    in_flight = await repository.count_in_flight(
+        delivery.endpoint_id, now, excluding=delivery.id
+    )
+    if in_flight >= settings.webhook_max_in_flight_per_endpoint:
+        delivery.throttled_at = now
+        await session.flush()
+        return False
+    delivery.throttled_at = None
+    return True
+
+
+async def _queue_throttled(
+    session: AsyncSession, endpoint_id: uuid.UUID, now: datetime, settings: Settings
+) -> None:
+    """Queue the due deliveries that wait for the slots the endpoint now has free.
+
+    Two attempts ending at once may queue the same delivery; the job id names the
+    time it was throttled, so arq runs one job per wait.
+    """
+    repository = WebhookDeliveryRepository.from_session(session)
+    in_flight = await repository.count_in_flight(endpoint_id, now)
+    free = settings.webhook_max_in_flight_per_endpoint - in_flight
+    if free <= 0:
+        return
+    for delivery_id, attempts, throttled_at in await repository.throttled(
+        endpoint_id, now, limit=free
+    ):
+        defer_job(
+            session,
+            DELIVER_JOB,
+            str(delivery_id),
+            job_id=deliver_job_id(delivery_id, attempts + 1, throttled_at),
+        )
 
 
 def _failure_message(result: AttemptResult) -> str:
@@ -176,15 +226,18 @@ def _failure_message(result: AttemptResult) -> str:
 
 async def _update_endpoint_health(
     session: AsyncSession,
-    claim: DeliveryClaim,
     result: AttemptResult,
     endpoint: WebhookEndpoint,
     now: datetime,
+    settings: Settings,
 ) -> None:
     """Track failing_since and disable an endpoint that is gone or failing for days.
 
-    Runs before the delivery row is locked, so locks are taken endpoint first, the
-    same order as deleting an endpoint, which cascades to its deliveries.
+    An endpoint is disabled by the first failed attempt that comes
+    ``webhook_disable_after_failing_seconds`` or more after the first failure since
+    its last success. Runs before the delivery row is locked, so locks are taken
+    endpoint first, the same order as deleting an endpoint, which cascades to its
+    deliveries.
     """
     repository = WebhookEndpointRepository.from_session(session)
     if result.succeeded:
@@ -196,7 +249,9 @@ async def _update_endpoint_health(
         return
     if endpoint.failing_since is None:
         await repository.mark_failing(endpoint.id, now)
-    elif claim.is_final and now - endpoint.failing_since >= DISABLE_AFTER_FAILING:
+        return
+    failing_for = now - endpoint.failing_since
+    if failing_for.total_seconds() >= settings.webhook_disable_after_failing_seconds:
         await webhook_endpoint_service.disable(session, endpoint.id, "failing")
 
 
@@ -224,7 +279,7 @@ async def record_attempt(
     if endpoint is None:
         log.info("webhook.attempt_discarded", reason="endpoint_deleted", **fields)
         return "lost"
-    await _update_endpoint_health(session, claim, result, endpoint, now)
+    await _update_endpoint_health(session, result, endpoint, now, settings)
 
     delivery = await WebhookDeliveryRepository.from_session(
         session
@@ -255,6 +310,7 @@ async def record_attempt(
         _finish(delivery, "succeeded", now)
         delivery.last_error = None
         await session.flush()
+        await _queue_throttled(session, delivery.endpoint_id, now, settings)
         log.info("webhook.attempt_succeeded", **fields)
         return "succeeded"
 
@@ -262,6 +318,7 @@ async def record_attempt(
     if result.status_code == GONE_STATUS or claim.is_final:
         _finish(delivery, "failed", now)
         await session.flush()
+        await _queue_throttled(session, delivery.endpoint_id, now, settings)
         log.warning(
             "webhook.attempt_failed", error=delivery.last_error, final=True, **fields
         )
@@ -277,6 +334,7 @@ async def record_attempt(
     )
     delivery.next_attempt_at = now + timedelta(seconds=delay)
     await session.flush()
+    await _queue_throttled(session, delivery.endpoint_id, now, settings)
     defer_job(
         session,
         DELIVER_JOB,

@@ -5,7 +5,8 @@ endpoint subscribes to. Dispatch creates one pending delivery per subscribed end
 and defers a ``deliver_webhook`` job for each. Both jobs are hints: the sweep finds
 undispatched events and due deliveries in PostgreSQL and enqueues them again, so a
 Redis flush or a lost enqueue delays work but does not lose it. The sweep also marks
-dispatched, in bulk, the undispatched events that no endpoint subscribes to.
+dispatched, in bulk, the undispatched events that no endpoint subscribes to, and queues
+again the recoveries that stopped advancing.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.events import DISPATCH_JOB
+from app.webhooks.recovery import RECOVER_JOB, recover_job_id
 from app.webhooks.repository import (
     EventRepository,
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
+    WebhookRecoveryRepository,
 )
 from app.webhooks.service import DELIVER_JOB, deliver_job_id
 
@@ -34,6 +37,8 @@ SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
 # Bounds one sweep run; a larger backlog drains over the following runs.
 SWEEP_MAX_ROWS = 10_000
+# A pending recovery that no batch advanced for this long lost its job, or its worker.
+RECOVERY_STALE_AFTER = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class SweepResult:
     events: int
     deliveries: int
     settled: int = 0
+    recoveries: int = 0
 
 
 async def dispatch_event(
@@ -90,8 +96,11 @@ async def sweep(session: AsyncSession) -> SweepResult:
     """Enqueue again every undispatched event and every due delivery with a free lease.
 
     First it marks dispatched the undispatched events no endpoint subscribes to, for
-    which ``emit`` queued no job. The jobs carry the same ids as the ones first
-    enqueued, so arq drops a duplicate of a job that is still queued.
+    which ``emit`` queued no job. A dispatch job carries the id first enqueued, so arq
+    drops it while that job is still queued. A delivery job carries the attempt's id
+    with ``:sweep`` appended: arq keeps the result of a job whose data a Redis flush
+    removed for a minute under its id, and a job of the same id would wait that long.
+    A delivery thus has at most two queued jobs, and the second finds nothing to claim.
     """
     now = utcnow()
     due_before = now - SWEEP_GRACE
@@ -123,23 +132,37 @@ async def sweep(session: AsyncSession) -> SweepResult:
         due = await deliveries.due_ids(
             due_before=due_before, after_id=after_delivery, limit=SWEEP_BATCH
         )
-        for delivery_id, attempts in due:
+        for delivery_id, attempts, throttled_at in due:
             defer_job(
                 session,
                 DELIVER_JOB,
                 str(delivery_id),
-                job_id=deliver_job_id(delivery_id, attempts + 1),
+                job_id=f"{deliver_job_id(delivery_id, attempts + 1, throttled_at)}:sweep",
             )
         delivery_count += len(due)
         if len(due) < SWEEP_BATCH:
             break
         after_delivery = due[-1][0]
 
-    if event_count or delivery_count or settled:
+    recoveries = await WebhookRecoveryRepository.from_session(
+        session
+    ).stale_pending_ids(updated_before=now - RECOVERY_STALE_AFTER, limit=SWEEP_BATCH)
+    for recovery_id in recoveries:
+        defer_job(
+            session, RECOVER_JOB, str(recovery_id), job_id=recover_job_id(recovery_id)
+        )
+
+    if event_count or delivery_count or settled or recoveries:
         log.info(
             "webhook.sweep_enqueued",
             events=event_count,
             deliveries=delivery_count,
             settled=settled,
+            recoveries=len(recoveries),
         )
-    return SweepResult(events=event_count, deliveries=delivery_count, settled=settled)
+    return SweepResult(
+        events=event_count,
+        deliveries=delivery_count,
+        settled=settled,
+        recoveries=len(recoveries),
+    )

@@ -15,8 +15,13 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
+from app.activities.schemas import Activity
 from app.core.schemas import EventId
+from app.customers.schemas import Contact, Customer
+from app.customfields.schemas import CustomField
+from app.leads.attribution_schemas import Campaign, Partner
 from app.leads.schemas import Lead
+from app.leads.scoring_schemas import Engagement, ScoringRule
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
 from app.opportunities.product_schemas import Product
@@ -28,24 +33,35 @@ from app.opportunities.schemas import (
     Pipeline,
     Stage,
 )
+from app.users.schemas import User
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
 
-# The schema of ``data`` per object type; an object type missing here is documented
-# as a free-form object.
+# The schema of ``data`` per object type: the API schema that the feature's service
+# serializes the object with when it emits. An object type missing here is documented
+# as a free-form object. Keep the keys sorted, one per line.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
-    "lead": Lead,
+    "activity": Activity,
+    "campaign": Campaign,
+    "contact": Contact,
+    "custom_field": CustomField,
+    "customer": Customer,
+    "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
+    "lead": Lead,
     "lost_reason": LostReason,
     "objection": Objection,
-    "opportunity": Opportunity,
-    "pipeline": Pipeline,
-    "stage": Stage,
     "offer": Offer,
     "offer_code": OfferCode,
+    "opportunity": Opportunity,
+    "partner": Partner,
+    "pipeline": Pipeline,
     "product": Product,
     "proposal": Proposal,
+    "scoring_rule": ScoringRule,
+    "stage": Stage,
+    "user": User,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,
 }
@@ -75,7 +91,20 @@ class WebhookPayload(BaseModel):
         description="Counts the events of one object from 1; drop an event whose "
         "sequence is lower than one already applied."
     )
+    request_id: str | None = Field(
+        description="X-Request-Id of the API request that caused the event; null for "
+        "changes made by the worker."
+    )
+    actor: str | None = Field(
+        description="API key, user or 'system' that caused the event; null when the "
+        "worker made the change on its own schedule."
+    )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
+    test: bool = Field(
+        default=False,
+        description="Present, and true, only in a test event sent with POST "
+        "/v1/webhook-endpoints/{id}/send-test-event; it describes no real object.",
+    )
 
 
 def _camel(name: str) -> str:

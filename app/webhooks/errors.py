@@ -23,6 +23,12 @@ class WebhookDeliveryNotFound(NotFound):
     code = "webhook_delivery_not_found"
 
 
+class WebhookRecoveryNotFound(NotFound):
+    """No webhook recovery with that id in the caller's workspace."""
+
+    code = "webhook_recovery_not_found"
+
+
 class _WebhookUrlError(InvalidInput):
     def __init__(self, detail: str, *, field: str = "url", **extra: Any) -> None:
         reason = str(extra.get("reason") or detail)

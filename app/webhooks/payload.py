@@ -19,15 +19,20 @@ from app.webhooks.schemas import encode_object_id
 
 def payload_document(event: Event) -> dict[str, Any]:
     """Return the webhook payload of ``event`` as a JSON-ready dict."""
-    return {
+    document: dict[str, Any] = {
         "id": ids.encode("event", event.id),
         "type": event.type,
         "created_at": isoformat(event.created_at),
         "object_type": event.object_type,
         "object_id": encode_object_id(event.object_type, event.object_id),
         "sequence": event.sequence,
+        "request_id": event.request_id,
+        "actor": event.actor,
         "data": event.data,
     }
+    if event.test:
+        document["test"] = True
+    return document
 
 
 def build_payload(event: Event) -> bytes:

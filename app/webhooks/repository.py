@@ -5,17 +5,38 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, Select, Text, bindparam, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    Text,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.ids import new_uuid
 from app.core.pagination import decode_cursor, encode_cursor, paginate
-from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    Event,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookRecovery,
+)
 from app.webhooks import catalog
 
 Order = Literal["asc", "desc"]
+
+# The first key of the advisory lock that serializes the claims of one endpoint. The
+# second key is a hash of the endpoint id, and the first keeps apart other features'
+# locks.
+SLOT_LOCK_NAMESPACE = 0x5748_534C  # "WHSL"
 
 
 def _escape_like(text: str) -> str:
@@ -82,6 +103,37 @@ _SETTLE_UNSUBSCRIBED = text(
 )
 
 
+# Old events that stay: the newest event of each real object, because ``emit`` numbers
+# the next event from it and the per-object sequence must never restart; an undispatched
+# event; and an event with a pending delivery, such as one retried by hand. Rows that
+# another transaction holds (a dispatch, a claim) are skipped until a later run.
+_PRUNE_EVENTS = text(
+    """
+    DELETE FROM events
+    WHERE id IN (
+        SELECT old.id FROM events AS old
+        WHERE old.created_at < :cutoff
+          AND old.dispatched_at IS NOT NULL
+          AND (
+              old.test
+              OR EXISTS (
+                  SELECT 1 FROM events AS newer
+                  WHERE newer.object_id = old.object_id
+                    AND newer.sequence > old.sequence
+              )
+          )
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_deliveries AS delivery
+              WHERE delivery.event_id = old.id AND delivery.status = 'pending'
+          )
+        ORDER BY old.id
+        LIMIT :limit
+        FOR UPDATE OF old SKIP LOCKED
+    )
+    """
+)
+
+
 class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -112,7 +164,9 @@ class EventRepository:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> tuple[Sequence[Event], str | None, bool]:
-        statement: Select[Any] = select(Event).where(Event.workspace_id == workspace_id)
+        statement: Select[Any] = select(Event).where(
+            Event.workspace_id == workspace_id, Event.test.is_(False)
+        )
         if types and catalog.WILDCARD not in types:
             conditions = []
             exact = [pattern for pattern in types if not pattern.endswith(".*")]
@@ -135,6 +189,32 @@ class EventRepository:
             )
         return await paginate(
             self.session, statement, Event.id, limit=limit, cursor=cursor
+        )
+
+    async def prune(self, *, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` prunable events created before ``cutoff``.
+
+        Their deliveries and attempts go with them (ON DELETE CASCADE). Returns how
+        many events were deleted.
+        """
+        result = await self.session.execute(
+            _PRUNE_EVENTS, {"cutoff": cutoff, "limit": limit}
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def latest_data(
+        self, workspace_id: uuid.UUID, object_type: str
+    ) -> dict[str, Any] | None:
+        """Return the data of the newest real event about an object of this type."""
+        return await self.session.scalar(
+            select(Event.data)
+            .where(
+                Event.workspace_id == workspace_id,
+                Event.object_type == object_type,
+                Event.test.is_(False),
+            )
+            .order_by(Event.id.desc())
+            .limit(1)
         )
 
     async def lock_undispatched(self, event_id: uuid.UUID) -> Event | None:
@@ -377,6 +457,54 @@ class WebhookDeliveryRepository:
             .execution_options(populate_existing=True)
         )
 
+    async def lock_endpoint_slots(self, endpoint_id: uuid.UUID) -> None:
+        """Serialize, until the transaction ends, the claims of one endpoint."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:endpoint))"),
+            {"namespace": SLOT_LOCK_NAMESPACE, "endpoint": str(endpoint_id)},
+        )
+
+    async def count_in_flight(
+        self,
+        endpoint_id: uuid.UUID,
+        now: datetime,
+        *,
+        excluding: uuid.UUID | None = None,
+    ) -> int:
+        """Count the endpoint's deliveries under a live lease, except ``excluding``."""
+        statement = (
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.claimed_until > now,
+            )
+        )
+        if excluding is not None:
+            statement = statement.where(WebhookDelivery.id != excluding)
+        return await self.session.scalar(statement) or 0
+
+    async def throttled(
+        self, endpoint_id: uuid.UUID, now: datetime, *, limit: int
+    ) -> Sequence[tuple[uuid.UUID, int, datetime]]:
+        """Return the due deliveries waiting for a slot of the endpoint, oldest first."""
+        rows = await self.session.execute(
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.attempts,
+                WebhookDelivery.throttled_at,
+            )
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.throttled_at.is_not(None),
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit)
+        )
+        return [(row.id, row.attempts, row.throttled_at) for row in rows]
+
     async def list_for_endpoint(
         self,
         endpoint_id: uuid.UUID,
@@ -397,6 +525,40 @@ class WebhookDeliveryRepository:
             self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
         )
 
+    async def list_for_event(
+        self,
+        workspace_id: uuid.UUID,
+        event_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[WebhookDelivery], str | None, bool]:
+        statement: Select[Any] = select(WebhookDelivery).where(
+            WebhookDelivery.workspace_id == workspace_id,
+            WebhookDelivery.event_id == event_id,
+        )
+        return await paginate(
+            self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
+        )
+
+    async def attempts_by_delivery(
+        self, delivery_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[WebhookAttempt]]:
+        """Return the attempts of each delivery, oldest first, in one query."""
+        grouped: dict[uuid.UUID, list[WebhookAttempt]] = {
+            delivery_id: [] for delivery_id in delivery_ids
+        }
+        if not delivery_ids:
+            return grouped
+        rows = await self.session.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_(set(delivery_ids)))
+            .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
+        )
+        for attempt in rows:
+            grouped[attempt.delivery_id].append(attempt)
+        return grouped
+
     async def event_types(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Return the type of each event, in one query."""
         if not event_ids:
@@ -415,11 +577,63 @@ class WebhookDeliveryRepository:
             )
         ).all()
 
+    async def requeue_failed(
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        created_since: datetime,
+        failed_before: datetime,
+        after_id: uuid.UUID | None,
+        limit: int,
+        now: datetime,
+    ) -> Sequence[tuple[uuid.UUID, int]]:
+        """Make up to ``limit`` failed deliveries pending again, for one more attempt.
+
+        Takes the endpoint's deliveries created at or after ``created_since`` that
+        failed before ``failed_before``, in id order after ``after_id``. Returns the id
+        and attempt count of each.
+        """
+        chosen = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.status == "failed",
+                WebhookDelivery.created_at >= created_since,
+                WebhookDelivery.completed_at <= failed_before,
+            )
+            .order_by(WebhookDelivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if after_id is not None:
+            chosen = chosen.where(WebhookDelivery.id > after_id)
+        rows = await self.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(chosen.scalar_subquery()))
+            .values(
+                status="pending",
+                attempt_limit=WebhookDelivery.attempts + 1,
+                next_attempt_at=now,
+                completed_at=None,
+                throttled_at=None,
+                updated_at=now,
+            )
+            .returning(WebhookDelivery.id, WebhookDelivery.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted((row.id, row.attempts) for row in rows)
+
     async def due_ids(
         self, *, due_before: datetime, after_id: uuid.UUID | None, limit: int
-    ) -> Sequence[tuple[uuid.UUID, int]]:
-        """Return pending deliveries due before ``due_before`` whose lease is free."""
-        statement = select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+    ) -> Sequence[tuple[uuid.UUID, int, datetime | None]]:
+        """Return pending deliveries due before ``due_before`` whose lease is free.
+
+        Each comes with its attempt count and the time it was throttled, if it waits
+        for a slot of its endpoint.
+        """
+        statement = select(
+            WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.throttled_at
+        ).where(
             WebhookDelivery.status == "pending",
             WebhookDelivery.next_attempt_at <= due_before,
             or_(
@@ -432,4 +646,51 @@ class WebhookDeliveryRepository:
         rows = await self.session.execute(
             statement.order_by(WebhookDelivery.id).limit(limit)
         )
-        return [(row.id, row.attempts) for row in rows]
+        return [(row.id, row.attempts, row.throttled_at) for row in rows]
+
+
+class WebhookRecoveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> WebhookRecoveryRepository:
+        return cls(session)
+
+    async def get(
+        self, workspace_id: uuid.UUID, recovery_id: uuid.UUID
+    ) -> WebhookRecovery | None:
+        return await self.session.scalar(
+            select(WebhookRecovery).where(
+                WebhookRecovery.workspace_id == workspace_id,
+                WebhookRecovery.id == recovery_id,
+            )
+        )
+
+    async def lock_pending(self, recovery_id: uuid.UUID) -> WebhookRecovery | None:
+        """Lock the recovery unless it is finished or another worker runs it."""
+        return await self.session.scalar(
+            select(WebhookRecovery)
+            .where(
+                WebhookRecovery.id == recovery_id,
+                WebhookRecovery.status == "pending",
+            )
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+
+    async def stale_pending_ids(
+        self, *, updated_before: datetime, limit: int
+    ) -> Sequence[uuid.UUID]:
+        """Return pending recoveries that no job has advanced since ``updated_before``."""
+        return (
+            await self.session.scalars(
+                select(WebhookRecovery.id)
+                .where(
+                    WebhookRecovery.status == "pending",
+                    WebhookRecovery.updated_at < updated_before,
+                )
+                .order_by(WebhookRecovery.updated_at)
+                .limit(limit)
+            )
+        ).all()

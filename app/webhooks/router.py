@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.auth import Principal, require
@@ -21,18 +22,22 @@ from app.models import WebhookDelivery as WebhookDeliveryRow
 from app.models import WebhookEndpoint as WebhookEndpointRow
 from app.settings import Settings
 from app.webhooks import catalog
+from app.webhooks.recovery import webhook_recovery_service
+from app.webhooks.sample_events import sample_event_service
 from app.webhooks.schemas import (
     DeliveryStatus,
     Event,
     EventTypeInfo,
     EventTypeList,
+    TestEventCreate,
     WebhookAttempt,
-    WebhookDelivery,
     WebhookDeliveryWithAttempts,
     WebhookEndpoint,
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
+    WebhookRecovery,
+    WebhookRecoveryCreate,
     WebhookSecretRotate,
     encode_object_id,
 )
@@ -48,7 +53,9 @@ router = APIRouter(route_class=UnitOfWorkRoute)
 
 def _policy(request: Request) -> AddressPolicy:
     settings: Settings = request.app.state.settings
-    return policy_for(tuple(settings.webhook_allow_private_hosts))
+    return policy_for(
+        tuple(settings.webhook_allow_private_hosts), settings.webhook_allow_http
+    )
 
 
 def _event(row: EventRow) -> Event:
@@ -61,6 +68,7 @@ def _event(row: EventRow) -> Event:
         data=row.data,
         request_id=row.request_id,
         actor=row.actor,
+        test=row.test,
         created_at=row.created_at,
     )
 
@@ -354,12 +362,57 @@ async def rotate_webhook_secret(
 # Webhook deliveries
 
 
+async def _delivery_page(
+    session: AsyncSession,
+    rows: Sequence[WebhookDeliveryRow],
+    next_cursor: str | None,
+    has_more: bool,
+) -> Page[WebhookDeliveryWithAttempts]:
+    types = await webhook_delivery_service.event_types(session, rows)
+    attempts = await webhook_delivery_service.attempts_by_delivery(session, rows)
+    return Page[WebhookDeliveryWithAttempts](
+        data=[
+            _delivery_with_attempts(row, types[row.event_id], attempts[row.id])
+            for row in rows
+        ],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@router.get(
+    "/events/{event_id}/deliveries",
+    tags=["events"],
+    operation_id="events_list_deliveries",
+    summary="List an event's webhook deliveries",
+    response_model=Page[WebhookDeliveryWithAttempts],
+    responses=problem_responses(403, 404),
+)
+async def list_event_deliveries(
+    request: Request,
+    event_id: str,
+    principal: Principal = Depends(require("webhooks:manage")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[WebhookDeliveryWithAttempts]:
+    """List the deliveries of one event to every endpoint, with their attempts."""
+    session = request.state.session
+    rows, next_cursor, has_more = await webhook_delivery_service.list_for_event(
+        session,
+        principal.workspace_id,
+        parse_path_id("event", event_id, "event"),
+        limit=limit,
+        cursor=cursor,
+    )
+    return await _delivery_page(session, rows, next_cursor, has_more)
+
+
 @router.get(
     "/webhook-endpoints/{endpoint_id}/deliveries",
     tags=["webhooks"],
     operation_id="webhook_endpoints_list_deliveries",
     summary="List an endpoint's deliveries",
-    response_model=Page[WebhookDelivery],
+    response_model=Page[WebhookDeliveryWithAttempts],
     responses=problem_responses(403, 404),
 )
 async def list_webhook_deliveries(
@@ -374,8 +427,8 @@ async def list_webhook_deliveries(
     event_id: Annotated[
         str | None, Query(max_length=100, description="Only deliveries of this event.")
     ] = None,
-) -> Page[WebhookDelivery]:
-    """List the deliveries of one endpoint, newest first."""
+) -> Page[WebhookDeliveryWithAttempts]:
+    """List the deliveries of one endpoint, newest first, with their attempts."""
     session = request.state.session
     rows, next_cursor, has_more = await webhook_delivery_service.list_for_endpoint(
         session,
@@ -386,15 +439,7 @@ async def list_webhook_deliveries(
         status=status,
         event_id=_query_event_id(event_id) if event_id is not None else None,
     )
-    types = await webhook_delivery_service.event_types(session, rows)
-    return Page[WebhookDelivery](
-        data=[
-            WebhookDelivery.model_validate(_delivery_fields(row, types[row.event_id]))
-            for row in rows
-        ],
-        next_cursor=next_cursor,
-        has_more=has_more,
-    )
+    return await _delivery_page(session, rows, next_cursor, has_more)
 
 
 @router.get(
@@ -446,6 +491,87 @@ async def retry_webhook_delivery(
     types = await webhook_delivery_service.event_types(session, [delivery])
     attempts = await webhook_delivery_service.attempts(session, delivery.id)
     return _delivery_with_attempts(delivery, types[delivery.event_id], attempts)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/send-test-event",
+    tags=["webhooks"],
+    operation_id="webhook_endpoints_send_test_event",
+    summary="Send a test event to an endpoint",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookDeliveryWithAttempts,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def send_test_event(
+    request: Request,
+    response: Response,
+    endpoint_id: str,
+    payload: TestEventCreate,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookDeliveryWithAttempts:
+    """Queue a signed test event of any type to this endpoint only."""
+    session = request.state.session
+    delivery = await sample_event_service.send(
+        session,
+        principal,
+        parse_path_id("webhook_endpoint", endpoint_id, "webhook endpoint"),
+        payload.type,
+    )
+    response.headers["Location"] = (
+        f"/v1/webhook-deliveries/{ids.encode('webhook_delivery', delivery.id)}"
+    )
+    return _delivery_with_attempts(delivery, payload.type, [])
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/recover",
+    tags=["webhooks"],
+    operation_id="webhook_endpoints_recover",
+    summary="Recover an endpoint's failed deliveries",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookRecovery,
+    responses=problem_responses(403, 404, 409, 413, 415),
+)
+async def recover_webhook_deliveries(
+    request: Request,
+    response: Response,
+    endpoint_id: str,
+    payload: WebhookRecoveryCreate,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookRecovery:
+    """Send again, in a background job, every delivery that failed since a time."""
+    recovery = await webhook_recovery_service.create(
+        request.state.session,
+        principal,
+        parse_path_id("webhook_endpoint", endpoint_id, "webhook endpoint"),
+        payload.since,
+    )
+    response.headers["Location"] = (
+        f"/v1/webhook-recoveries/{ids.encode('webhook_recovery', recovery.id)}"
+    )
+    return WebhookRecovery.model_validate(recovery)
+
+
+@router.get(
+    "/webhook-recoveries/{recovery_id}",
+    tags=["webhooks"],
+    operation_id="webhook_recoveries_get",
+    summary="Get a webhook recovery",
+    response_model=WebhookRecovery,
+    responses=problem_responses(403, 404),
+)
+async def get_webhook_recovery(
+    request: Request,
+    recovery_id: str,
+    principal: Principal = Depends(require("webhooks:manage")),
+) -> WebhookRecovery:
+    """Fetch a recovery, to see whether its job has finished and how many it sent."""
+    recovery = await webhook_recovery_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("webhook_recovery", recovery_id, "webhook recovery"),
+    )
+    return WebhookRecovery.model_validate(recovery)
 
 
 # The catalogue

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -11,8 +12,10 @@ from app.core.schemas import (
     EventId,
     InputModel,
     OutputModel,
+    Timestamp,
     WebhookDeliveryId,
     WebhookEndpointId,
+    WebhookRecoveryId,
 )
 from app.webhooks import catalog
 
@@ -63,6 +66,66 @@ WebhookUrl = Annotated[
 ]
 Description = Annotated[str, Field(max_length=500)]
 
+MAX_HEADERS = 20
+MAX_HEADER_VALUE_LENGTH = 1000
+# Headers the sender sets itself, or that HTTP/1.1 framing owns.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "host",
+        "user-agent",
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "expect",
+    }
+)
+# A header name is an RFC 9110 token.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers are accepted")
+    seen: set[str] = set()
+    for name, header_value in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by salescycle and cannot be replaced")
+        if lowered in seen:
+            raise ValueError(f"{name!r} is given twice, in different case")
+        seen.add(lowered)
+        if len(header_value) > MAX_HEADER_VALUE_LENGTH:
+            raise ValueError(
+                f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} "
+                "characters"
+            )
+        if any(char in "\r\n\x00" or not char.isprintable() for char in header_value):
+            raise ValueError(f"the value of {name!r} contains control characters")
+    return value
+
+
+CustomHeaders = Annotated[
+    dict[str, str],
+    Field(
+        description="Extra headers sent with every request to the endpoint, such as "
+        "an authorization token the receiver expects. At most 20; the webhook-* "
+        "headers, Content-Type, Host and User-Agent cannot be replaced.",
+        examples=[{"Authorization": "Bearer 4f3c…"}],
+    ),
+    AfterValidator(_check_headers),
+]
+
 
 class Event(OutputModel):
     object: Literal["event"] = "event"
@@ -80,6 +143,11 @@ class Event(OutputModel):
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     request_id: str | None = Field(description="X-Request-Id of the causing request.")
     actor: str | None = Field(description="API key or user that caused the event.")
+    test: bool = Field(
+        default=False,
+        description="True for a test event sent to one endpoint; GET /v1/events "
+        "leaves those out.",
+    )
     created_at: datetime
 
 
@@ -88,12 +156,16 @@ class WebhookEndpointCreate(InputModel):
     description: Description | None = None
     event_types: EventTypePatterns
     enabled: bool = True
+    headers: CustomHeaders = Field(default_factory=dict)
 
 
 class WebhookEndpointUpdate(InputModel):
     url: WebhookUrl | None = None
     description: Description | None = None
     event_types: EventTypePatterns | None = None
+    headers: CustomHeaders | None = Field(
+        default=None, description="Replaces every custom header; {} removes them."
+    )
     enabled: bool | None = Field(
         default=None, description="Enabling an endpoint clears its disabled_reason."
     )
@@ -115,10 +187,20 @@ class WebhookEndpoint(OutputModel):
     url: str
     description: str | None
     event_types: list[str]
+    headers: dict[str, str] = Field(
+        description="Extra headers sent with every request. In the data of "
+        "webhook_endpoint events every value reads '[redacted]'."
+    )
     enabled: bool
     disabled_reason: str | None = Field(
         description="Why the endpoint was disabled: 'manual', 'gone' (it responded "
         "410) or 'failing' (every attempt failed for days)."
+    )
+    failing_since: datetime | None = Field(
+        description="When the first failed attempt since the last success was made; "
+        "null while the endpoint is healthy. An endpoint failing for "
+        "SALESCYCLE_WEBHOOK_DISABLE_AFTER_FAILING_SECONDS (5 days by default) is "
+        "disabled with the reason 'failing'."
     )
     previous_secret_expires_at: datetime | None = Field(
         description="Until then, requests are also signed with the previous secret."
@@ -165,6 +247,35 @@ class WebhookDelivery(OutputModel):
 
 class WebhookDeliveryWithAttempts(WebhookDelivery):
     attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class TestEventCreate(InputModel):
+    type: str = Field(
+        max_length=100,
+        description="The event type to send, from GET /v1/meta/event-types.",
+        examples=["invoice.paid"],
+    )
+
+
+class WebhookRecoveryCreate(InputModel):
+    since: Timestamp = Field(
+        description="Send again the failed deliveries created at or after this time."
+    )
+
+
+class WebhookRecovery(OutputModel):
+    object: Literal["webhook_recovery"] = "webhook_recovery"
+    id: WebhookRecoveryId
+    endpoint_id: WebhookEndpointId
+    since: datetime
+    status: Literal["pending", "succeeded"] = Field(
+        description="pending while the job works through the deliveries."
+    )
+    recovered_count: int = Field(
+        description="Failed deliveries queued again so far, each for one more attempt."
+    )
+    created_at: datetime
+    completed_at: datetime | None
 
 
 class EventTypeInfo(BaseModel):

@@ -2,14 +2,15 @@
 
 aiohttp, not httpx: on the delivery workload (many small signed POSTs to a few
 receivers) aiohttp sends many times more requests per second. Every connection goes
-through ``SafeResolver`` and ``GuardedSocketFactory``, redirects are never followed,
-proxies from the environment are ignored and no cookies are kept.
+through ``SafeResolver`` and ``GuardedSocketFactory``. An http:// URL is sent only when
+the policy allows plain HTTP. Redirects are never followed, proxies from the
+environment are ignored and no cookies are kept.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
@@ -18,7 +19,7 @@ from aiohttp.abc import AbstractResolver
 
 from app.core.clock import utcnow
 from app.settings import Settings
-from app.webhooks.errors import InvalidWebhookUrl
+from app.webhooks.errors import InvalidWebhookUrl, WebhookUrlNotAllowed
 from app.webhooks.signing import webhook_headers
 from app.webhooks.url_safety import (
     AddressPolicy,
@@ -45,6 +46,7 @@ class OutgoingRequest:
     message_id: str
     body: bytes
     signing_secrets: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,7 @@ class WebhookSender:
         resolver: AbstractResolver | None = None,
         policy: AddressPolicy | None = None,
     ) -> None:
-        self.policy = policy or AddressPolicy.from_entries(
-            settings.webhook_allow_private_hosts
-        )
+        self.policy = policy or AddressPolicy.from_settings(settings)
         self.timeout = settings.webhook_timeout_seconds
         self._resolver = SafeResolver(self.policy, resolver)
         connector = aiohttp.TCPConnector(
@@ -146,12 +146,14 @@ class WebhookSender:
     ) -> AttemptResult:
         """POST one request; a network error or timeout is returned as a result.
 
-        ``extra_headers`` go first, so they cannot replace the signature headers.
+        The request's own headers and ``extra_headers`` go first, so they cannot
+        replace the signature headers.
         """
         attempted_at = utcnow()
         started = time.perf_counter()
         timestamp = int(attempted_at.timestamp())
         headers = {
+            **request.headers,
             **(extra_headers or {}),
             "Content-Type": "application/json",
             **webhook_headers(
@@ -159,13 +161,14 @@ class WebhookSender:
             ),
         }
         try:
-            host = parse_webhook_url(request.url).host
-        except InvalidWebhookUrl as error:
+            url = parse_webhook_url(request.url)
+            self.policy.check_scheme(url)
+        except (InvalidWebhookUrl, WebhookUrlNotAllowed) as error:
             return AttemptResult(
                 attempted_at=attempted_at, duration_ms=0, error=error.detail
             )
         try:
-            with dialling(host):
+            with dialling(url.host):
                 async with self.session.post(
                     request.url,
                     data=request.body,

@@ -54,14 +54,32 @@ MAX_TYPE_FILTERS = 20
 DisabledReason = Literal["manual", "gone", "failing"]
 
 
+REDACTED = "[redacted]"
+
+
 def endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    """Serialize an endpoint as the API shows it, without its secret, for events."""
-    return WebhookEndpointSchema.model_validate(endpoint).model_dump(mode="json")
+    """Serialize an endpoint for its events: no secret, and no header values.
+
+    The events may be delivered to other endpoints, which must not learn a token
+    that one receiver asked for.
+    """
+    data = WebhookEndpointSchema.model_validate(endpoint).model_dump(mode="json")
+    data["headers"] = {name: REDACTED for name in data["headers"]}
+    return data
 
 
-def deliver_job_id(delivery_id: uuid.UUID, attempt: int) -> str:
-    """Name the job of one attempt, so a sweep and a scheduled job do not both run."""
-    return f"deliver:{delivery_id}:{attempt}"
+def deliver_job_id(
+    delivery_id: uuid.UUID, attempt: int, throttled_at: datetime | None = None
+) -> str:
+    """Name the job of one attempt, so a sweep and a scheduled job do not both run.
+
+    A delivery waiting for a free slot of its endpoint gets a name per wait, because
+    the job that was throttled has used the plain name.
+    """
+    name = f"deliver:{delivery_id}:{attempt}"
+    if throttled_at is not None:
+        name += f":throttled:{throttled_at.timestamp():.6f}"
+    return name
 
 
 def parse_object_id(value: str) -> uuid.UUID:
@@ -113,6 +131,18 @@ def _looks_like_type(value: str) -> bool:
 
 
 class EventService:
+    async def prune(
+        self, session: AsyncSession, *, retention: timedelta, limit: int
+    ) -> int:
+        """Delete up to ``limit`` events older than ``retention``; return how many.
+
+        The newest event of each object is kept whatever its age, so its sequence
+        continues. Undispatched events and events with a pending delivery are kept too.
+        """
+        return await EventRepository.from_session(session).prune(
+            cutoff=utcnow() - retention, limit=limit
+        )
+
     async def get(
         self, session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
     ) -> Event:
@@ -169,6 +199,7 @@ class WebhookEndpointService:
             url=url,
             description=payload.description,
             event_types=payload.event_types,
+            headers=payload.headers,
             secret=secret,
             enabled=payload.enabled,
             disabled_reason=None if payload.enabled else "manual",
@@ -228,7 +259,7 @@ class WebhookEndpointService:
         resolve: Resolve = resolve_host,
     ) -> WebhookEndpoint:
         changes = payload.model_dump(exclude_unset=True)
-        for name in ("url", "event_types", "enabled"):
+        for name in ("url", "event_types", "headers", "enabled"):
             if name in changes and changes[name] is None:
                 raise InvalidInput(
                     f"{name} cannot be null. Omit it to keep the current value.",
@@ -389,6 +420,27 @@ class WebhookDeliveryService:
     ) -> Sequence[WebhookAttempt]:
         return await WebhookDeliveryRepository.from_session(session).attempts(
             delivery_id
+        )
+
+    async def attempts_by_delivery(
+        self, session: AsyncSession, deliveries: Sequence[WebhookDelivery]
+    ) -> dict[uuid.UUID, list[WebhookAttempt]]:
+        return await WebhookDeliveryRepository.from_session(
+            session
+        ).attempts_by_delivery([delivery.id for delivery in deliveries])
+
+    async def list_for_event(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        event_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[WebhookDelivery], str | None, bool]:
+        await event_service.get(session, workspace_id, event_id)
+        return await WebhookDeliveryRepository.from_session(session).list_for_event(
+            workspace_id, event_id, limit=limit, cursor=cursor
         )
 
     async def event_types(

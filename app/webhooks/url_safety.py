@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from app.settings import Settings
 from app.webhooks.errors import (
     InvalidWebhookUrl,
     WebhookHostUnresolvable,
@@ -114,14 +115,20 @@ def _normalize_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """The allow-list: host names, ``.domain`` suffixes, and addresses or networks."""
+    """Where webhooks may go: the allow-list and whether plain HTTP is accepted.
+
+    The allow-list has host names, ``.domain`` suffixes, and addresses or networks.
+    """
 
     hostnames: frozenset[str] = frozenset()
     domains: tuple[str, ...] = ()
     networks: tuple[Network, ...] = ()
+    allow_http: bool = True
 
     @classmethod
-    def from_entries(cls, entries: Iterable[str]) -> AddressPolicy:
+    def from_entries(
+        cls, entries: Iterable[str], *, allow_http: bool = True
+    ) -> AddressPolicy:
         """Parse allow-list entries such as ``localhost``, ``.corp`` or ``10.0.0.0/8``.
 
         An entry that parses as an address or network is used as one. An entry that
@@ -143,7 +150,22 @@ class AddressPolicy:
                 domains.append(_normalize_host(text))
             else:
                 hostnames.add(_normalize_host(text))
-        return cls(frozenset(hostnames), tuple(domains), tuple(networks))
+        return cls(frozenset(hostnames), tuple(domains), tuple(networks), allow_http)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AddressPolicy:
+        return cls.from_entries(
+            settings.webhook_allow_private_hosts, allow_http=settings.webhook_allow_http
+        )
+
+    def check_scheme(self, url: WebhookUrl) -> None:
+        """Raise ``WebhookUrlNotAllowed`` for an http:// URL unless HTTP is allowed."""
+        if url.scheme == "http" and not self.allow_http:
+            raise WebhookUrlNotAllowed(
+                "The webhook URL must use https://. Plain http:// is accepted only "
+                "when an operator sets SALESCYCLE_WEBHOOK_ALLOW_HTTP.",
+                reason="https is required",
+            )
 
     def allows_host(self, host: str) -> bool:
         name = _normalize_host(host)
@@ -171,9 +193,10 @@ class AddressPolicy:
 
 
 @lru_cache(maxsize=8)
-def policy_for(entries: tuple[str, ...]) -> AddressPolicy:
-    """Return the parsed policy of the ``webhook_allow_private_hosts`` setting."""
-    return AddressPolicy.from_entries(entries)
+def policy_for(entries: tuple[str, ...], allow_http: bool) -> AddressPolicy:
+    """Return the parsed policy of the ``webhook_allow_private_hosts`` and
+    ``webhook_allow_http`` settings."""
+    return AddressPolicy.from_entries(entries, allow_http=allow_http)
 
 
 @dataclass(frozen=True)
@@ -272,9 +295,11 @@ async def check_webhook_url(
     """Parse ``text`` and check every address its host resolves to.
 
     Raises ``InvalidWebhookUrl``, ``WebhookHostUnresolvable`` or
-    ``WebhookUrlNotAllowed``; nothing is ever dialled.
+    ``WebhookUrlNotAllowed`` (also for http:// when the policy requires https://);
+    nothing is ever dialled.
     """
     url = parse_webhook_url(text)
+    policy.check_scheme(url)
     if url.address is not None:
         addresses: list[Address] = [url.address]
     else:

@@ -115,6 +115,7 @@ def stack(
         "SALESCYCLE_SMTP_STARTTLS": "false",
         "SALESCYCLE_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
         "SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS": '["127.0.0.1"]',
+        "SALESCYCLE_WEBHOOK_ALLOW_HTTP": "true",
         "SALESCYCLE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "SALESCYCLE_DATA_DIR": str(tmp_path / "data"),
     }

@@ -44,15 +44,21 @@ class ScriptedResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay_seconds: float = 0.0
+    close_connection: bool = False
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records requests and sends scripted replies."""
+    """An HTTP server on 127.0.0.1 that records requests and sends scripted replies.
+
+    ``peak_active`` is the most requests it has handled at once.
+    """
 
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
         self.scripted: list[ScriptedResponse] = []
         self.default = ScriptedResponse()
+        self.active = 0
+        self.peak_active = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -77,8 +83,17 @@ class Receiver:
             )
         )
         scripted = self.scripted.pop(0) if self.scripted else self.default
-        if scripted.delay_seconds:
-            await asyncio.sleep(scripted.delay_seconds)
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            if scripted.delay_seconds:
+                await asyncio.sleep(scripted.delay_seconds)
+        finally:
+            self.active -= 1
+        if scripted.close_connection and request.transport is not None:
+            # Drop the connection without a status line, as a crashing receiver does.
+            request.transport.abort()
+            raise web.HTTPInternalServerError()
         return web.Response(
             status=scripted.status, headers=scripted.headers, body=scripted.body
         )

@@ -109,6 +109,79 @@ class TestGetDelivery:
         assert response.json()["code"] == "webhook_delivery_not_found"
 
 
+class TestListEventDeliveries:
+    async def test_every_endpoint_with_attempts(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        first = await create_endpoint(client, auth, receiver.url("/first"))
+        second = await create_endpoint(client, auth, receiver.url("/second"))
+        event = await record_event(session, workspace.id, "invoice.paid")
+        other_event = await record_event(session, workspace.id, "invoice.paid")
+        await dispatch(ctx, event)
+        await dispatch(ctx, other_event)
+        receiver.respond_with(
+            ScriptedResponse(status=503, body=b"busy"), ScriptedResponse(status=200)
+        )
+        for delivery in await deliveries_of(session, event.id):
+            await tasks.deliver_webhook(ctx, str(delivery.id))
+        path = f"/v1/events/{ids.encode('event', event.id)}/deliveries"
+
+        response = await client.get(path, headers=auth)
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["has_more"] is False
+        assert {item["endpoint_id"] for item in body["data"]} == {
+            first["id"],
+            second["id"],
+        }
+        assert {item["event_id"] for item in body["data"]} == {
+            ids.encode("event", event.id)
+        }
+        attempts = sorted(
+            (item["attempts"][0] for item in body["data"]),
+            key=lambda attempt: attempt["attempted_at"],
+        )
+        assert [attempt["status_code"] for attempt in attempts] == [503, 200]
+        assert attempts[0]["response_excerpt"] == "busy"
+        assert attempts[0]["duration_ms"] >= 0
+        assert attempts[0]["error"] is None
+
+    async def test_unknown_event_is_404(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        event_id = ids.encode("event", ids.new_uuid())
+
+        response = await client.get(f"/v1/events/{event_id}/deliveries", headers=auth)
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "event_not_found"
+
+    async def test_other_workspace_is_404(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, event, _ = await delivered(client, auth, session, workspace, ctx, receiver)
+        _, other = await make_workspace_key(session)
+
+        response = await client.get(
+            f"/v1/events/{ids.encode('event', event.id)}/deliveries", headers=other
+        )
+
+        assert response.status_code == 404
+
+
 class TestListDeliveries:
     async def test_filters_and_pages(
         self,

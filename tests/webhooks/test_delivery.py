@@ -120,6 +120,8 @@ class TestDeliverWebhook:
             "object_type": "lead",
             "object_id": ids.encode("lead", event.object_id),
             "sequence": 1,
+            "request_id": None,
+            "actor": "test",
             "data": {"name": "Ada", "amount": 1999},
         }
         row = await fresh(session, WebhookDelivery, delivery.id)
@@ -132,6 +134,99 @@ class TestDeliverWebhook:
         assert attempt.status_code == 200
         assert attempt.response_excerpt == "ok"
         assert attempt.error is None
+
+    @pytest.mark.parametrize(
+        ("response", "outcome"),
+        [
+            (ScriptedResponse(status=201), "succeeded"),
+            (ScriptedResponse(status=204, body=b""), "succeeded"),
+            (ScriptedResponse(status=400), "retrying"),
+            (ScriptedResponse(status=404), "retrying"),
+            (ScriptedResponse(status=500), "retrying"),
+            (ScriptedResponse(status=503), "retrying"),
+            (ScriptedResponse(close_connection=True), "retrying"),
+        ],
+    )
+    async def test_outcome_by_response(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        response: ScriptedResponse,
+        outcome: str,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        receiver.respond_with(response)
+
+        assert await deliver(ctx, delivery) == outcome
+
+        [attempt] = await attempts_of(session, delivery.id)
+        if response.close_connection:
+            assert attempt.status_code is None
+            assert attempt.error is not None
+            assert attempt.error.startswith("Request failed")
+        else:
+            assert attempt.status_code == response.status
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.status == ("succeeded" if outcome == "succeeded" else "pending")
+
+    async def test_503_retry_after_honoured(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        receiver.respond_with(
+            ScriptedResponse(status=503, headers={"Retry-After": "7200"})
+        )
+        before = utcnow()
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.next_attempt_at >= before + timedelta(seconds=7200)
+        assert row.next_attempt_at < before + timedelta(seconds=7300)
+
+    async def test_custom_headers_sent(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client,
+            auth,
+            receiver.url(),
+            headers={"Authorization": "Bearer receiver-token", "X-Tenant": "acme"},
+        )
+        event = await record_event(session, workspace.id)
+        await dispatch(ctx, event)
+        [delivery] = await deliveries_of(session, event.id)
+        receiver.respond_with(ScriptedResponse(status=500))
+
+        assert await deliver(ctx, delivery) == "retrying"
+        await make_due(session, delivery.id)
+        assert await deliver(ctx, delivery) == "succeeded"
+
+        assert len(receiver.requests) == 2
+        for request in receiver.requests:
+            assert request.headers["Authorization"] == "Bearer receiver-token"
+            assert request.headers["X-Tenant"] == "acme"
+            Webhook(endpoint["secret"]).verify(request.body, request.headers)
 
     async def test_same_id_and_body_on_retry(
         self,
@@ -398,6 +493,107 @@ class TestDeliverWebhook:
         row = await endpoint_row(session, endpoint)
         assert row.enabled is False
         assert row.disabled_reason == "failing"
+
+    async def test_failing_disables_before_last_attempt(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        settings: Settings,
+    ) -> None:
+        hourly = {
+            **ctx,
+            "settings": settings.model_copy(
+                update={"webhook_disable_after_failing_seconds": 3600}
+            ),
+        }
+        endpoint, _, delivery = await setup_delivery(
+            client, auth, session, workspace, hourly, receiver.url()
+        )
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == ids.decode("webhook_endpoint", endpoint["id"]))
+            .values(failing_since=utcnow() - timedelta(minutes=61))
+        )
+        await session.commit()
+        receiver.default = ScriptedResponse(status=500)
+
+        outcome = await deliver(hourly, delivery)
+
+        assert outcome == "retrying"
+        row = await endpoint_row(session, endpoint)
+        assert row.enabled is False
+        assert row.disabled_reason == "failing"
+        disabled = await session.scalars(
+            select(Event).where(
+                Event.object_id == row.id, Event.type == "webhook_endpoint.disabled"
+            )
+        )
+        [event] = disabled.all()
+        assert event.actor == "system"
+        assert event.data["disabled_reason"] == "failing"
+        shown = await client.get(
+            f"/v1/webhook-endpoints/{endpoint['id']}", headers=auth
+        )
+        assert shown.json()["enabled"] is False
+        assert shown.json()["failing_since"] is not None
+
+    async def test_failing_briefly_stays_enabled(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == ids.decode("webhook_endpoint", endpoint["id"]))
+            .values(failing_since=utcnow() - timedelta(days=4))
+        )
+        await session.commit()
+        receiver.default = ScriptedResponse(status=500)
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await endpoint_row(session, endpoint)
+        assert row.enabled is True
+        assert row.disabled_reason is None
+
+    async def test_http_blocked_when_https_required(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        settings: Settings,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        strict = WebhookSender(
+            settings.model_copy(update={"webhook_allow_http": False})
+        )
+        try:
+            outcome = await deliver({**ctx, "webhook_sender": strict}, delivery)
+        finally:
+            await strict.close()
+
+        assert outcome == "retrying"
+        assert receiver.requests == []
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code is None
+        assert attempt.error is not None
+        assert "https://" in attempt.error
 
     async def test_success_clears_failing_since(
         self,

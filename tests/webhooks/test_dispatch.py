@@ -260,7 +260,7 @@ class TestSweep:
 
         assert found == 1
         assert jobs == [
-            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:1")
+            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:1:sweep")
         ]
         assert len(receiver.requests) == 1
         assert (await fresh(session, WebhookDelivery, delivery.id)).status == (
@@ -347,7 +347,7 @@ class TestSweep:
         await tasks.sweep_webhooks(ctx)
 
         assert await queued(redis_client) == [
-            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:2")
+            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:2:sweep")
         ]
 
     async def test_settles_unsubscribed_events(

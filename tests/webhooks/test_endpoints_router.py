@@ -6,8 +6,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import decode
+from app.core.jobs import JobQueue
+from app.main import create_app
 from app.models import Event, WebhookDelivery, WebhookEndpoint
-from tests.conftest import make_workspace_key
+from app.settings import Settings
+from app.webhooks.docs import DATA_SCHEMAS
+from tests.conftest import TestDatabase, make_workspace_key
 from tests.webhooks.factories import create_endpoint
 
 URL = "http://127.0.0.1:9/hooks"
@@ -81,6 +85,43 @@ class TestCreateEndpoint:
         endpoint = await create_endpoint(client, auth, "http://localhost:9/hooks")
 
         assert endpoint["url"] == "http://localhost:9/hooks"
+
+    async def test_http_rejected_unless_allowed(
+        self,
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        strict = create_app(
+            settings.model_copy(update={"webhook_allow_http": False}),
+            database=database,
+            queue=queue,
+        )
+        transport = httpx.ASGITransport(app=strict, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            rejected = await http.post(
+                "/v1/webhook-endpoints",
+                json={"url": "http://localhost:9/hooks", "event_types": ["*"]},
+                headers=auth,
+            )
+            accepted = await http.post(
+                "/v1/webhook-endpoints",
+                json={"url": "https://localhost:9/hooks", "event_types": ["*"]},
+                headers=auth,
+            )
+
+        assert rejected.status_code == 422
+        problem = rejected.json()
+        assert problem["code"] == "webhook_url_not_allowed"
+        assert problem["errors"][0]["field"] == "url"
+        assert "SALESCYCLE_WEBHOOK_ALLOW_HTTP" in problem["detail"]
+        assert accepted.status_code == 201, accepted.text
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 1
 
     @pytest.mark.parametrize(
         "url",
@@ -219,6 +260,70 @@ class TestCreateEndpoint:
         assert second.headers["idempotent-replayed"] == "true"
         count = select(func.count()).select_from(WebhookEndpoint)
         assert await session.scalar(count) == 1
+
+
+class TestCustomHeaders:
+    async def test_stored_and_redacted_in_events(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, URL, headers={"Authorization": "Bearer t0ken"}
+        )
+
+        assert endpoint["headers"] == {"Authorization": "Bearer t0ken"}
+        [(event_type, data)] = await endpoint_events(session)
+        assert event_type == "webhook_endpoint.created"
+        assert data["headers"] == {"Authorization": "[redacted]"}
+        assert "t0ken" not in str(data)
+
+    async def test_replaced_and_removed(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL, headers={"X-A": "1"})
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+        replaced = await client.patch(
+            path, json={"headers": {"X-B": "2"}}, headers=auth
+        )
+        removed = await client.patch(path, json={"headers": {}}, headers=auth)
+        nulled = await client.patch(path, json={"headers": None}, headers=auth)
+
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.json()["headers"] == {"X-B": "2"}
+        assert removed.json()["headers"] == {}
+        assert nulled.status_code == 422
+        assert nulled.json()["errors"][0]["code"] == "null_not_allowed"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"webhook-signature": "v1,forged"},
+            {"Content-Type": "text/plain"},
+            {"HOST": "elsewhere.example"},
+            {"Bad Name": "x"},
+            {"X-Split": "a\r\nInjected: yes"},
+            {"X-Long": "x" * 1001},
+            {"X-Dup": "1", "x-dup": "2"},
+            {f"X-{index}": "v" for index in range(21)},
+        ],
+    )
+    async def test_invalid_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        headers: dict[str, str],
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "headers": headers},
+            headers=auth,
+        )
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"].startswith("headers")
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 0
 
 
 class TestGetEndpoint:
@@ -513,3 +618,28 @@ class TestOpenApiWebhooks:
         headers = {item["name"] for item in operation["parameters"]}
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
         assert "422" not in operation["responses"]
+
+    async def test_data_schemas_match_emitted_data(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        await create_endpoint(client, auth, URL, headers={"X-Token": "t"})
+        lead = await client.post(
+            "/v1/leads", json={"email": "ada@example.com"}, headers=auth
+        )
+        customer = await client.post(
+            "/v1/customers", json={"name": "Acme GmbH"}, headers=auth
+        )
+        assert lead.status_code == 201, lead.text
+        assert customer.status_code == 201, customer.text
+
+        rows = (await session.execute(select(Event.object_type, Event.data))).all()
+
+        checked = {row.object_type for row in rows if row.object_type in DATA_SCHEMAS}
+        assert checked >= {"webhook_endpoint", "lead", "customer"}
+        for row in rows:
+            schema = DATA_SCHEMAS.get(row.object_type)
+            if schema is not None:
+                schema.model_validate(row.data)
+        payload = (await client.get("/openapi.json")).json()["components"]["schemas"]
+        data = payload["CustomerWebhookPayload"]["properties"]["data"]
+        assert data["$ref"] == "#/components/schemas/Customer"

@@ -58,6 +58,7 @@ class TestGetEvent:
             "data": {"x": 1},
             "request_id": None,
             "actor": "test",
+            "test": False,
             "created_at": body["created_at"],
         }
         assert body["created_at"].endswith("Z")

@@ -1,0 +1,169 @@
+"""Recovering an endpoint's failed deliveries: each gets one more attempt.
+
+``POST /v1/webhook-endpoints/{id}/recover`` stores a recovery row and queues a
+``recover_webhook_deliveries`` job. The job makes the failed deliveries pending again
+in batches, one transaction each, and saves how far it got with every batch. A job
+lost with Redis, or killed midway, is queued again by the webhook sweep, and the next
+run resumes after the last batch committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import ids
+from app.core.auth import Principal
+from app.core.clock import utcnow
+from app.core.db import defer_job
+from app.core.errors import FieldError, InvalidInput
+from app.models import WebhookRecovery
+from app.webhooks.errors import WebhookEndpointDisabled, WebhookRecoveryNotFound
+from app.webhooks.repository import (
+    WebhookDeliveryRepository,
+    WebhookRecoveryRepository,
+)
+from app.webhooks.service import (
+    DELIVER_JOB,
+    deliver_job_id,
+    webhook_endpoint_service,
+)
+
+log = structlog.get_logger(__name__)
+
+RECOVER_JOB = "recover_webhook_deliveries"
+RECOVERY_BATCH = 500
+
+
+def recover_job_id(recovery_id: uuid.UUID) -> str:
+    return f"recover:{recovery_id}"
+
+
+@dataclass(frozen=True)
+class RecoveryBatch:
+    """The outcome of one batch: deliveries queued again, and whether the recovery is done."""
+
+    requeued: int
+    finished: bool
+
+
+class WebhookRecoveryService:
+    async def create(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        endpoint_id: uuid.UUID,
+        since: datetime,
+    ) -> WebhookRecovery:
+        """Store a recovery of the endpoint's failed deliveries and queue its job."""
+        endpoint = await webhook_endpoint_service.get(
+            session, principal.workspace_id, endpoint_id
+        )
+        now = utcnow()
+        if since > now:
+            raise InvalidInput(
+                "since is in the future. Pass a past time, such as when the "
+                "receiver started failing.",
+                errors=[FieldError("since", "in the future", "in_future")],
+            )
+        if not endpoint.enabled:
+            shown = ids.encode("webhook_endpoint", endpoint.id)
+            raise WebhookEndpointDisabled(
+                f"The endpoint {shown} is disabled. Enable it with PATCH, then "
+                "recover its deliveries.",
+                endpoint_id=shown,
+            )
+
+        recovery = WebhookRecovery(
+            id=ids.new_uuid(),
+            workspace_id=principal.workspace_id,
+            endpoint_id=endpoint.id,
+            since=since,
+            status="pending",
+            recovered_count=0,
+        )
+        session.add(recovery)
+        await session.flush()
+        await session.refresh(recovery)
+
+        defer_job(
+            session, RECOVER_JOB, str(recovery.id), job_id=recover_job_id(recovery.id)
+        )
+        log.info(
+            "webhook_recovery.created",
+            recovery_id=str(recovery.id),
+            endpoint_id=str(endpoint.id),
+            since=since.isoformat(),
+        )
+        return recovery
+
+    async def get(
+        self, session: AsyncSession, workspace_id: uuid.UUID, recovery_id: uuid.UUID
+    ) -> WebhookRecovery:
+        recovery = await WebhookRecoveryRepository.from_session(session).get(
+            workspace_id, recovery_id
+        )
+        if recovery is None:
+            shown = ids.encode("webhook_recovery", recovery_id)
+            raise WebhookRecoveryNotFound(
+                f"No webhook recovery with id {shown} exists in this workspace."
+            )
+        return recovery
+
+    async def run_batch(
+        self, session: AsyncSession, recovery_id: uuid.UUID
+    ) -> RecoveryBatch | None:
+        """Queue the next batch of failed deliveries again; None if nothing to do.
+
+        Returns None when the recovery is finished, missing, or run by another worker.
+        Only deliveries that failed before the recovery was requested are taken, so a
+        delivery that fails again afterwards is not sent a third time.
+        """
+        recovery = await WebhookRecoveryRepository.from_session(session).lock_pending(
+            recovery_id
+        )
+        if recovery is None:
+            return None
+
+        now = utcnow()
+        requeued = await WebhookDeliveryRepository.from_session(session).requeue_failed(
+            recovery.endpoint_id,
+            created_since=recovery.since,
+            failed_before=recovery.created_at,
+            after_id=recovery.last_delivery_id,
+            limit=RECOVERY_BATCH,
+            now=now,
+        )
+        for delivery_id, attempts in requeued:
+            defer_job(
+                session,
+                DELIVER_JOB,
+                str(delivery_id),
+                job_id=f"{deliver_job_id(delivery_id, attempts + 1)}:recovery",
+            )
+        recovery.recovered_count += len(requeued)
+        if requeued:
+            recovery.last_delivery_id = requeued[-1][0]
+        finished = len(requeued) < RECOVERY_BATCH
+        if finished:
+            recovery.status = "succeeded"
+            recovery.completed_at = now
+        recovery.updated_at = now
+        await session.flush()
+
+        log.info(
+            "webhook_recovery.batch_done",
+            recovery_id=str(recovery.id),
+            endpoint_id=str(recovery.endpoint_id),
+            requeued=len(requeued),
+            recovered_count=recovery.recovered_count,
+            finished=finished,
+        )
+        return RecoveryBatch(requeued=len(requeued), finished=finished)
+
+
+webhook_recovery_service = WebhookRecoveryService()

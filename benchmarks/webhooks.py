@@ -1,0 +1,346 @@
+"""The webhook workload: events committed in batches, delivered by the real worker.
+
+``python -m benchmarks.webhooks`` migrates the benchmark database, creates one endpoint
+for every event type pointing at a receiver on 127.0.0.1 (an aiohttp server in this
+process that answers 204 and notes when each ``webhook-id`` arrived), and starts
+``python -m app.cli worker``. It then emits ``--events`` events with ``emit``, committed
+``--batch`` at a time, each commit followed by its dispatch jobs as the API does. A
+delivery's latency runs from the commit of its event to its arrival at the receiver;
+the rate is the deliveries divided by the time from the first commit to the last
+arrival.
+
+The baseline is a bare aiohttp loop in this process: it signs the same payloads with
+the endpoint's secret and posts them from as many tasks as the worker may send to one
+endpoint (``--concurrency``, passed to the worker as
+``SALESCYCLE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT``). Every run must deliver each event
+exactly once, or the benchmark fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
+
+from app.core import ids
+from app.core.db import Database
+from app.core.events import emit
+from app.core.ids import new_uuid
+from app.core.jobs import JobQueue
+from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
+from app.settings import Settings
+from app.webhooks.payload import build_payload
+from app.webhooks.signing import generate_secret, webhook_headers
+from benchmarks.environment import BenchServers, app_env, bench_servers
+from benchmarks.runner import claim_and_prepare, release
+from benchmarks.servers import free_port, log_tail, start_process
+from workers import tasks
+
+TIMEOUT_SECONDS = 600.0
+
+
+class WebhookBenchFailed(RuntimeError):
+    """A run lost or duplicated a delivery, or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Deliveries per second and latency percentiles of one run, in milliseconds."""
+
+    name: str
+    deliveries: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.seconds
+
+
+class Receiver:
+    """Notes the arrival time of each ``webhook-id``, and counts repeats."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.repeats = 0
+        self.done = asyncio.Event()
+        self.expected = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        message_id = request.headers["webhook-id"]
+        if message_id in self.arrivals:
+            self.repeats += 1
+        else:
+            self.arrivals[message_id] = time.time()
+            if len(self.arrivals) >= self.expected:
+                self.done.set()
+        return web.Response(status=204)
+
+    def reset(self, expected: int) -> None:
+        self.arrivals = {}
+        self.repeats = 0
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def run_bare(
+    receiver: Receiver, bodies: list[tuple[str, bytes]], secret: str, concurrency: int
+) -> RunResult:
+    """Sign and post ``bodies`` from ``concurrency`` tasks; time it the same way."""
+    receiver.reset(len(bodies))
+    pending = list(reversed(bodies))
+    started: dict[str, float] = {}
+    url = f"http://127.0.0.1:{receiver.port}/hooks"
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        while pending:
+            message_id, body = pending.pop()
+            started[message_id] = time.time()
+            headers = {
+                "Content-Type": "application/json",
+                **webhook_headers([secret], message_id, int(started[message_id]), body),
+            }
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+    first = time.time()
+    connector = aiohttp.TCPConnector(limit_per_host=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(sender(session) for _ in range(concurrency)))
+    return summarize("bare aiohttp loop", receiver, started, first, len(bodies))
+
+
+def summarize(
+    name: str,
+    receiver: Receiver,
+    committed_at: dict[str, float],
+    first: float,
+    expected: int,
+) -> RunResult:
+    if len(receiver.arrivals) != expected or receiver.repeats:
+        raise WebhookBenchFailed(
+            f"{name}: {len(receiver.arrivals)} of {expected} deliveries arrived, "
+            f"{receiver.repeats} more than once"
+        )
+    latencies = [
+        (receiver.arrivals[message_id] - committed_at[message_id]) * 1000
+        for message_id in receiver.arrivals
+    ]
+    return RunResult(
+        name=name,
+        deliveries=expected,
+        seconds=max(receiver.arrivals.values()) - first,
+        p50_ms=statistics.median(latencies),
+        p99_ms=percentile(latencies, 0.99),
+    )
+
+
+async def run_worker(
+    servers: BenchServers,
+    receiver: Receiver,
+    events: int,
+    batch: int,
+    concurrency: int,
+    log_dir: Path,
+) -> tuple[RunResult, list[tuple[str, bytes]], str]:
+    """Emit ``events`` events and time their delivery by a worker process."""
+    settings = Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        log_level="WARNING",
+    )
+    database = Database(settings)
+    queue = JobQueue(settings.redis_url)
+    ctx = {"db": database, "queue": queue, "settings": settings}
+    secret = generate_secret()
+    workspace_id = new_uuid()
+    async with database.session() as session:
+        session.add(Workspace(id=workspace_id, name="Webhook benchmark"))
+        await session.flush()
+        session.add(
+            WebhookEndpoint(
+                workspace_id=workspace_id,
+                url=f"http://127.0.0.1:{receiver.port}/hooks",
+                event_types=["*"],
+                secret=secret,
+            )
+        )
+        await session.commit()
+
+    env = {
+        **app_env(servers),
+        "SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS": '["127.0.0.1"]',
+        "SALESCYCLE_WEBHOOK_ALLOW_HTTP": "true",
+        "SALESCYCLE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": str(concurrency),
+    }
+    worker = await start_process(
+        "worker", [sys.executable, "-m", "app.cli", "worker"], env, log_dir
+    )
+    receiver.reset(events)
+    committed_at: dict[str, float] = {}
+    try:
+        # Let the worker start, so its start-up does not count.
+        await asyncio.sleep(5)
+        first = time.time()
+        for start in range(0, events, batch):
+            event_ids = []
+            async with tasks.unit_of_work(ctx) as session:
+                for _ in range(min(batch, events - start)):
+                    event = await emit(
+                        session,
+                        workspace_id=workspace_id,
+                        type="lead.updated",
+                        object_type="lead",
+                        object_id=new_uuid(),
+                        data={"email": "ada@example.com", "status": "working"},
+                    )
+                    event_ids.append(event.id)
+            now = time.time()
+            for event_id in event_ids:
+                committed_at[str(event_id)] = now
+        try:
+            await asyncio.wait_for(receiver.done.wait(), TIMEOUT_SECONDS)
+        except TimeoutError as error:
+            raise WebhookBenchFailed(
+                f"the worker delivered {len(receiver.arrivals)} of {events} in "
+                f"{TIMEOUT_SECONDS:g} s:\n{log_tail(worker.log_path)}"
+            ) from error
+        # Let a duplicate arrive, if any would.
+        await asyncio.sleep(2)
+    finally:
+        await worker.stop()
+
+    by_delivery = await _deliveries(database, committed_at)
+    bodies = await _bodies(database, workspace_id)
+    await queue.close()
+    await database.dispose()
+    result = summarize("salescycle worker", receiver, by_delivery, first, events)
+    return result, bodies, secret
+
+
+async def _deliveries(
+    database: Database, committed_at: dict[str, float]
+) -> dict[str, float]:
+    """Map each delivery's ``webhook-id`` to the commit time of its event."""
+    async with database.session() as session:
+        rows = await session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.event_id)
+        )
+        return {
+            ids.encode("webhook_delivery", row.id): committed_at[str(row.event_id)]
+            for row in rows
+        }
+
+
+async def _bodies(
+    database: Database, workspace_id: uuid.UUID
+) -> list[tuple[str, bytes]]:
+    """Return the worker's payloads under fresh ids, for the bare loop to send."""
+    async with database.session() as session:
+        events = await session.scalars(
+            select(Event).where(Event.workspace_id == workspace_id)
+        )
+        return [
+            (ids.encode("webhook_delivery", new_uuid()), build_payload(event))
+            for event in events
+        ]
+
+
+async def measure(
+    servers: BenchServers, events: int, batch: int, concurrency: int, log_dir: Path
+) -> list[RunResult]:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        worker, bodies, secret = await run_worker(
+            servers, receiver, events, batch, concurrency, log_dir
+        )
+        bare = await run_bare(receiver, bodies, secret, concurrency)
+    finally:
+        await receiver.stop()
+    return [bare, worker]
+
+
+def render(results: list[RunResult], events: int, concurrency: int) -> str:
+    bare, worker = results
+    lines = [
+        f"webhook deliveries: {events} events, concurrency {concurrency}",
+        "",
+        "| run | deliveries/s | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.name} | {result.rate:,.0f} | {result.p50_ms:,.0f} "
+            f"| {result.p99_ms:,.0f} |"
+        )
+    lines.append("")
+    lines.append(f"worker / bare: {worker.rate / bare.rate:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.webhooks",
+        description="Time webhook delivery by the worker against a bare aiohttp loop.",
+    )
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500, help="Events per commit.")
+    parser.add_argument("--concurrency", type=int, default=10)
+    arguments = parser.parse_args(argv)
+    with bench_servers() as servers:
+        claim_and_prepare(
+            servers, lambda message: print(message, file=sys.stderr, flush=True)
+        )
+        try:
+            with tempfile.TemporaryDirectory(prefix="salescycle-bench-") as log_dir:
+                results = asyncio.run(
+                    measure(
+                        servers,
+                        arguments.events,
+                        arguments.batch,
+                        arguments.concurrency,
+                        Path(log_dir),
+                    )
+                )
+        except WebhookBenchFailed as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 1
+        finally:
+            release(servers)
+    print(render(results, arguments.events, arguments.concurrency))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from standardwebhooks.webhooks import Webhook
+
+from app.core import ids
+from app.core.ids import new_uuid
+from app.models import WebhookDelivery, Workspace
+from tests.webhooks.conftest import Receiver
+from tests.webhooks.factories import create_endpoint, record_event
+from tests.webhooks.test_dispatch import dispatch_sweep
+from workers import tasks
+
+
+def send_test_path(endpoint: dict[str, Any]) -> str:
+    return f"/v1/webhook-endpoints/{endpoint['id']}/send-test-event"
+
+
+class TestSendTestEvent:
+    async def test_any_type_signed_to_one_endpoint(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url("/target"), event_types=["lead.*"]
+        )
+        await create_endpoint(client, auth, receiver.url("/bystander"))
+
+        response = await client.post(
+            send_test_path(endpoint), json={"type": "invoice.paid"}, headers=auth
+        )
+
+        assert response.status_code == 202, response.text
+        delivery = response.json()
+        assert delivery["status"] == "pending"
+        assert delivery["event_type"] == "invoice.paid"
+        assert delivery["endpoint_id"] == endpoint["id"]
+        assert response.headers["Location"] == (
+            f"/v1/webhook-deliveries/{delivery['id']}"
+        )
+        delivery_id = ids.decode("webhook_delivery", delivery["id"])
+        assert await tasks.deliver_webhook(ctx, str(delivery_id)) == "succeeded"
+        await dispatch_sweep(ctx)
+        [request] = receiver.requests
+        assert request.path == "/target"
+        assert request.headers["webhook-id"] == delivery["id"]
+        payload = Webhook(endpoint["secret"]).verify(request.body, request.headers)
+        assert payload["type"] == "invoice.paid"
+        assert payload["object_type"] == "invoice"
+        assert payload["test"] is True
+        assert payload["sequence"] == 1
+        assert payload["data"] == {"id": payload["object_id"]}
+        assert payload["object_id"].startswith("inv_")
+        count = await session.scalar(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.event_id == ids.decode("event", payload["id"]),
+                WebhookDelivery.endpoint_id
+                != ids.decode("webhook_endpoint", endpoint["id"]),
+            )
+        )
+        assert count is None
+
+    async def test_left_out_of_the_log(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url())
+        response = await client.post(
+            send_test_path(endpoint), json={"type": "lead.created"}, headers=auth
+        )
+        event_id = response.json()["event_id"]
+
+        listed = await client.get("/v1/events?type=lead.*", headers=auth)
+        shown = await client.get(f"/v1/events/{event_id}", headers=auth)
+
+        assert listed.json()["data"] == []
+        assert shown.status_code == 200
+        assert shown.json()["test"] is True
+
+    async def test_data_shaped_like_latest_real_event(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url())
+        real_id = new_uuid()
+        await record_event(
+            session,
+            workspace.id,
+            "invoice.finalized",
+            object_id=real_id,
+            data={"id": ids.encode("invoice", real_id), "amount_due": 1999},
+        )
+
+        response = await client.post(
+            send_test_path(endpoint), json={"type": "invoice.paid"}, headers=auth
+        )
+        delivery_id = ids.decode("webhook_delivery", response.json()["id"])
+        await tasks.deliver_webhook(ctx, str(delivery_id))
+
+        body = json.loads(receiver.requests[-1].body)
+        assert body["data"]["amount_due"] == 1999
+        assert body["data"]["id"] == body["object_id"]
+        assert body["object_id"] != ids.encode("invoice", real_id)
+
+    @pytest.mark.parametrize("event_type", ["invoice.*", "*", "invoice.teleported"])
+    async def test_unknown_type_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        receiver: Receiver,
+        event_type: str,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url())
+
+        response = await client.post(
+            send_test_path(endpoint), json={"type": event_type}, headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["code"] == "unknown_event_type"
+
+    async def test_disabled_endpoint_is_409(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url(), enabled=False)
+
+        response = await client.post(
+            send_test_path(endpoint), json={"type": "lead.created"}, headers=auth
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "webhook_endpoint_disabled"
