@@ -16,7 +16,12 @@ from tests.opportunities.catalog_factories import (
     create_product,
     event_types,
 )
-from tests.opportunities.factories import create_opportunity, move, stage_ids
+from tests.opportunities.factories import (
+    create_lost_reason,
+    create_opportunity,
+    move,
+    stage_ids,
+)
 
 TOMORROW = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
 
@@ -157,7 +162,11 @@ class TestCreateProposal:
         opportunity = await create_opportunity(client, auth, currency="USD")
         stages = await stage_ids(client, auth)
         lost = [name for name in stages if "lost" in name.lower()][0]
-        await move(client, auth, opportunity["id"], stages[lost], lost_reason="Price")
+        reason = await create_lost_reason(client, auth, "Price")
+        moved = await move(
+            client, auth, opportunity["id"], stages[lost], lost_reason_id=reason["id"]
+        )
+        assert moved.status_code == 200, moved.text
 
         response = await client.post(
             f"/v1/opportunities/{opportunity['id']}/proposals",
@@ -368,7 +377,11 @@ class TestAcceptProposal:
         opportunity, proposal = await sent_proposal(client, auth)
         stages = await stage_ids(client, auth)
         lost = [name for name in stages if "lost" in name.lower()][0]
-        await move(client, auth, opportunity["id"], stages[lost], lost_reason="Price")
+        reason = await create_lost_reason(client, auth, "Price")
+        moved = await move(
+            client, auth, opportunity["id"], stages[lost], lost_reason_id=reason["id"]
+        )
+        assert moved.status_code == 200, moved.text
 
         response = await client.post(
             f"/v1/proposals/{proposal['id']}/accept", json={}, headers=auth
