@@ -99,7 +99,8 @@ INSERT INTO leads (
 )
 SELECT
     gen_random_uuid(), $1,
-    $2 || '-' || n || '@conversion.example', $2 || '-' || n || '@conversion.example',
+    'buyer@' || $2 || '-' || n || '.conversion.example',
+    'buyer@' || $2 || '-' || n || '.conversion.example',
     'First' || n, 'Last' || n, 'Company ' || $2 || ' ' || n,
     'api', 'qualified', '{}'::jsonb, ARRAY[]::text[], 0, '[]'::jsonb
 FROM generate_series(1::bigint, $3::bigint) AS n
@@ -128,8 +129,9 @@ RETURNING created_at, updated_at
 """
 _INSERT_TRANSITION = """
 INSERT INTO stage_transitions (
-    id, workspace_id, opportunity_id, from_stage_id, to_stage_id, at, actor
-) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    id, workspace_id, opportunity_id, from_stage_id, to_stage_id, at, actor,
+    opportunity_version, from_status, to_status, seconds_in_previous_stage
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 _UPDATE_LEAD = """
 UPDATE leads SET status = 'converted', customer_id = $2, contact_id = $3,
@@ -151,7 +153,7 @@ _LOCK_OPPORTUNITY = (
 )
 _MOVE_OPPORTUNITY = """
 UPDATE opportunities SET stage_id = $2, status = $3, won_at = $4, updated_at = now(),
-    version = version + 1
+    stage_entered_at = now(), last_activity_at = now(), version = version + 1
 WHERE id = $1 AND version = $5
 RETURNING *
 """
@@ -309,6 +311,10 @@ async def _bare_convert(
             pipeline.first_stage_id,
             datetime.now(UTC),
             ACTOR,
+            0,
+            None,
+            "open",
+            None,
         )
         opportunity.update(
             id=ids.encode("opportunity", opportunity_id), customer_id=customer["id"]
@@ -368,6 +374,10 @@ async def _bare_move(
             stage_id,
             now,
             ACTOR,
+            current["version"],
+            current["status"],
+            "won" if won else "open",
+            int((now - current["stage_entered_at"]).total_seconds()),
         )
         data = dict(moved)
         data["id"] = ids.encode("opportunity", opportunity_id)

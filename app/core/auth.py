@@ -19,6 +19,7 @@ from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import ids
 from app.core.clock import utcnow
 from app.core.errors import FieldError, Forbidden, InvalidInput, Unauthenticated
 from app.models import ApiKey
@@ -57,7 +58,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return self.on_behalf_of or f"api_key:{self.api_key_id}"
+        return self.on_behalf_of or ids.encode("api_key", self.api_key_id)
 
 
 @dataclass(frozen=True)

@@ -171,14 +171,18 @@ def problem_response(
 
 
 def render_domain_error(error: DomainError, instance: str | None) -> Response:
+    # A ``code`` passed as an extra member narrows the class's code, and the problem
+    # ``type`` follows it, so the two always name the same kind of error.
+    extra = dict(error.extra)
+    code = str(extra.pop("code", error.code))
     body = problem_body(
         status=error.status,
-        code=error.code,
+        code=code,
         title=error.title,
         detail=error.detail,
         instance=instance,
         errors=error.errors,
-        extra=error.extra,
+        extra=extra,
     )
     return problem_response(body, error.headers)
 

@@ -100,8 +100,8 @@ def duplicate_customer(existing: Customer) -> DuplicateCustomer:
     encoded = ids.encode("customer", existing.id)
     return DuplicateCustomer(
         f"A customer with the domain {existing.domain} already exists: {encoded}. "
-        "Use that customer, or send on_duplicate 'link' to get it back instead of "
-        "this error.",
+        "Use that customer: send its id as customer_id, or, when creating a "
+        "customer, send on_duplicate 'link' to get it back instead of this error.",
         existing_id=encoded,
         matched_key="domain",
         matched_value=existing.domain,

@@ -146,8 +146,11 @@ async def convert_lead(
     )
 
     previous_status = lead.status
+    converted_at = utcnow()
     lead.status = "converted"
-    lead.converted_at = utcnow()
+    lead.status_reason = None
+    lead.status_changed_at = converted_at
+    lead.converted_at = converted_at
     lead.customer_id = customer.id
     lead.contact_id = contact.id
     lead.opportunity_id = opportunity.id if opportunity is not None else None

@@ -326,8 +326,9 @@ class PipelineService:
         )
         if count:
             raise InUse(
-                f"{count} open opportunities are in this pipeline. Close them or move "
-                "them to another pipeline before archiving it.",
+                f"The pipeline has {count} open "
+                f"{'opportunity' if count == 1 else 'opportunities'}. Win or lose "
+                f"{'it' if count == 1 else 'them'} before archiving the pipeline.",
                 opportunity_count=count,
             )
 

@@ -411,7 +411,7 @@ class StageTransition(OutputModel):
     to_status: OpportunityStatus
     at: datetime
     actor: str | None = Field(
-        description="The On-Behalf-Of user, or api_key:<id> of the key that moved it."
+        description="The On-Behalf-Of user, or the id (key_...) of the API key that moved it."
     )
     seconds_in_previous_stage: int | None = Field(
         description="Whole seconds spent in from_stage_id; null on the first."

@@ -658,8 +658,8 @@ def _check_requirements(opportunity: Opportunity, stage: Stage) -> None:
     missing = missing_fields(opportunity, stage)
     if missing:
         raise StageRequirementsMissing(
-            f"Stage {stage.name!r} requires {', '.join(missing)}. Set them with PATCH "
-            "first.",
+            f"Stage {stage.name!r} requires {', '.join(missing)}. Send them when "
+            "creating the opportunity, or set them with PATCH before moving it.",
             stage_id=ids.encode("stage", stage.id),
             missing_fields=missing,
         )

@@ -53,7 +53,7 @@ async def _count_full_stack_events(database_url: str) -> int:
         # API key that created the lead.
         count: int = await connection.fetchval(
             "SELECT count(*) FROM events WHERE type = 'lead.created' "
-            "AND actor LIKE 'api_key:%'"
+            "AND actor LIKE 'key!_%' ESCAPE '!'"
         )
         return count
     finally:

@@ -68,6 +68,7 @@ class TestConvertLead:
         converted = result["lead"]
         assert converted["status"] == "converted"
         assert converted["converted_at"] is not None
+        assert converted["status_changed_at"] == converted["converted_at"]
         assert converted["customer_id"] == result["customer_id"]
         assert converted["contact_id"] == result["contact_id"]
         assert converted["opportunity_id"] == result["opportunity_id"]

@@ -369,6 +369,7 @@ class TestAcceptProposal:
 
         assert response.status_code == 409
         assert response.json()["code"] == "proposal_already_accepted"
+        assert response.json()["type"].endswith(":proposal_already_accepted")
         assert response.json()["accepted_proposal_id"] == first["id"]
 
     async def test_lost_opportunity_is_409(

@@ -34,7 +34,8 @@ async def api_key_actor(session: AsyncSession, workspace: Workspace) -> str:
     key_id = await session.scalar(
         select(ApiKey.id).where(ApiKey.workspace_id == workspace.id)
     )
-    return f"api_key:{key_id}"
+    assert key_id is not None
+    return ids.encode("api_key", key_id)
 
 
 async def add_pipeline(
@@ -854,7 +855,7 @@ class TestReopenOpportunity:
         assert latest["from_status"] == "won"
         assert latest["to_status"] == "open"
         assert latest["reason"] == "The buyer signed with a typo; redo the paperwork"
-        assert latest["actor"].startswith("api_key:")
+        assert latest["actor"].startswith("key_")
 
     async def test_lost_into_chosen_stage(
         self, client: httpx.AsyncClient, auth: dict[str, str]
