@@ -1,4 +1,4 @@
-"""What a step of each kind does besides sending email: task, webhook and wait.
+"""The effects of the step kinds other than email: task, webhook and wait.
 
 ``task`` and ``wait`` steps take effect inside the claim transaction, so the unique
 step run row that the same transaction inserts guards the effect: a second worker or a

@@ -177,8 +177,8 @@ def claim_exit_reason(
 ) -> str | None:
     """Return why the worker must exit an enrollment instead of running its step.
 
-    ``exit_rules`` are the sequence's, and ``suppressed`` tells whether the lead's
-    address is suppressed.
+    ``exit_rules`` are the sequence's, and ``suppressed`` is true when the lead's
+    address is suppressed or the lead unsubscribed.
 
     A safety net behind the triggers above, for facts recorded before the sequence
     was enrolled or by a path that does not call them. A converted or disqualified

@@ -92,6 +92,6 @@ async def postponed_under(
     counted = await counted_emails(session, lead_id, now - cap.window, cap.count)
     if len(counted) < cap.count:
         return None
-    # ``counted`` holds the newest ``cap.count`` emails; once the oldest of them
+    # ``counted`` contains the newest ``cap.count`` emails. Once the oldest of them
     # leaves the window, one fewer than the cap remains in it.
     return counted[-1] + cap.window

@@ -462,7 +462,7 @@ async def unsubscribe_one_click(request: Request, token: Token) -> Response:
     result, lead = await enrollment_service.unsubscribe(
         request.state.session, settings.signing_secret.get_secret_value(), token
     )
-    # A browser submitting the page's form asks for HTML; mail clients do not.
+    # A browser submitting the page's form accepts HTML, and mail clients do not.
     if "text/html" in request.headers.get("accept", ""):
         return HTMLResponse(
             unsubscribe_page_html.done_page(lead.email),

@@ -34,7 +34,7 @@ class LineItemRepository:
         )
 
     async def next_position(self, opportunity_id: uuid.UUID) -> int:
-        """Return the position after the last line; the caller holds the opportunity."""
+        """Return the position after the last line; the caller must lock the opportunity."""
         last = await self.session.scalar(
             select(func.max(LineItem.position)).where(
                 LineItem.opportunity_id == opportunity_id

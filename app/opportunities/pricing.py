@@ -25,7 +25,7 @@ ROUNDING = money.Rounding.HALF_UP
 
 @dataclass(frozen=True)
 class LineTerms:
-    """What a line is priced from; ``unit_amount`` is in minor units."""
+    """The terms a line is priced from, with ``unit_amount`` in minor units."""
 
     quantity: Decimal
     unit_amount: Decimal

@@ -115,7 +115,8 @@ def _normalize_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Where webhooks may go: the allow-list and whether plain HTTP is accepted.
+    """The destinations webhooks may reach: the allow-list, and whether plain HTTP is
+    accepted.
 
     The allow-list has host names, ``.domain`` suffixes, and addresses or networks.
     """
