@@ -195,6 +195,8 @@ async def _queue_throttled(
     Two attempts ending at once may queue the same delivery; the job id names the
     time it was throttled, so arq runs one job per wait.
     """
+    # NOTE: when two attempts end at once, each may see one free slot and queue the
+    # same delivery, so one freed slot stays idle until the next attempt ends.
     repository = WebhookDeliveryRepository.from_session(session)
     in_flight = await repository.count_in_flight(endpoint_id, now)
     free = settings.webhook_max_in_flight_per_endpoint - in_flight
