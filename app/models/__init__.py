@@ -11,6 +11,7 @@ from app.models.attribution import (
 )
 from app.models.base import Base
 from app.models.billing import (
+    Dispute,
     Invoice,
     InvoiceLine,
     InvoiceNumberSeries,
@@ -78,6 +79,7 @@ __all__ = [
     "CaptureForm",
     "Contact",
     "CustomFieldDefinition",
+    "Dispute",
     "Customer",
     "EmailEvent",
     "EmailEventSecret",

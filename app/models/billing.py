@@ -136,6 +136,38 @@ class PaymentAllocation(IdMixin, WorkspaceMixin, Base):
     created_at: Mapped[datetime]
 
 
+class Dispute(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """A customer's challenge of a payment through its provider (a chargeback).
+
+    While a dispute is open, the disputed amount is taken back from the invoices the
+    payment was allocated to; it is given back if the dispute closes in the seller's
+    favour.
+    """
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_dispute_id"),
+        Index(
+            "ix_disputes_open_payment",
+            "payment_id",
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+    payment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # open, won (the seller keeps the money) or lost (the money went back).
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str | None] = mapped_column(String(100))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_dispute_id: Mapped[str | None] = mapped_column(String(255))
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+
 class ProviderEvent(IdMixin, Base):
     """A verified webhook from a payment provider, stored once per provider event id."""
 
