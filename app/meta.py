@@ -28,6 +28,11 @@ class StateMachine(BaseModel):
         description="Statuses that a client may move to only with a status_reason; "
         "omitted for resources without status reasons.",
     )
+    required_fields: dict[str, list[str]] | None = Field(
+        default=None,
+        description="For each status that needs more than the move itself, the "
+        "request fields a client must send to move to it; omitted when none does.",
+    )
 
 
 class StateMachines(BaseModel):
@@ -62,6 +67,10 @@ STATE_MACHINES = [
         initial=opportunity_states.INITIAL,
         transitions={
             key: list(value) for key, value in opportunity_states.TRANSITIONS.items()
+        },
+        required_fields={
+            status: list(fields)
+            for status, fields in opportunity_states.REQUIRED_FIELDS.items()
         },
     ),
     StateMachine(

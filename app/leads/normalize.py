@@ -62,10 +62,26 @@ def normalize_phone(phone: str, region: str | None, *, field: str = "phone") -> 
                         )
                     ],
                 ) from error
-        raise _invalid_phone(phone, field, str(error)) from error
+        reason = _PARSE_FAULTS.get(error.error_type, "it cannot be read as a number")
+        raise _invalid_phone(phone, field, reason) from error
     if not phonenumbers.is_valid_number(number):
         raise _invalid_phone(phone, field, "no such number exists in its region")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# Our own wording of phonenumbers' parse errors, because its messages carry a code
+# prefix such as "(1)" and end with a full stop.
+_PARSE_FAULTS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+        "its country code is not a known one"
+    ),
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "it does not look like a number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: (
+        "it is too short after the international prefix"
+    ),
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "it is too short",
+    phonenumbers.NumberParseException.TOO_LONG: "it is too long",
+}
 
 
 def _invalid_phone(phone: str, field: str, reason: str) -> InvalidInput:

@@ -181,7 +181,8 @@ class LostReasonService:
         count = await repository.count_uses(reason.id)
         if count:
             raise InUse(
-                f"{count} lost opportunities name lost reason {reason.name!r}. "
+                f"{count} lost {'opportunity names' if count == 1 else 'opportunities name'}"
+                f" lost reason {reason.name!r}. "
                 "Deactivate it with PATCH active: false instead.",
                 opportunity_count=count,
             )

@@ -350,8 +350,8 @@ class PipelineService:
         count = await repository.count_opportunities(pipeline_id=pipeline.id)
         if count:
             raise InUse(
-                f"{count} opportunities, open or closed, are in this pipeline. Archive "
-                "it instead once none is open.",
+                f"{_opportunities_are(count)} in this pipeline, open or closed. "
+                "Archive it instead once none is open.",
                 opportunity_count=count,
             )
 
@@ -470,8 +470,9 @@ class PipelineService:
             )
             if count:
                 raise InUse(
-                    f"{count} opportunities are in stage {stage.name!r}, and their "
-                    "status follows its won and lost flags. Move them out first.",
+                    f"{_opportunities_are(count)} in stage {stage.name!r}, and the "
+                    "status follows the stage's won and lost flags. Move them out "
+                    "first.",
                     opportunity_count=count,
                 )
         if "required_fields" in changes:
@@ -550,8 +551,8 @@ class PipelineService:
         count = await repository.count_opportunities(stage_id=stage.id)
         if count:
             raise InUse(
-                f"{count} opportunities are in stage {stage.name!r}. Move them to "
-                "another stage first.",
+                f"{_opportunities_are(count)} in stage {stage.name!r}. Move them "
+                "to another stage first.",
                 opportunity_count=count,
             )
         transitions = await repository.count_transitions(stage.id)
@@ -767,3 +768,8 @@ def _unique_required(fields: Sequence[str]) -> None:
 
 
 pipeline_service = PipelineService()
+
+
+def _opportunities_are(count: int) -> str:
+    """Start a sentence with a count of opportunities: "1 opportunity is"."""
+    return f"{count} opportunity is" if count == 1 else f"{count} opportunities are"

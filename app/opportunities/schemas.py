@@ -151,7 +151,8 @@ class PipelineStageCreate(StageCreate):
         ge=1,
         le=MAX_STAGES,
         description="Where to insert the stage, from 1; later stages move down. "
-        "When omitted, after the last open stage.",
+        "A position past the end adds the stage last. When omitted, after the "
+        "last open stage.",
     )
 
 

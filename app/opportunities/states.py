@@ -13,3 +13,10 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 STATUSES = tuple(TRANSITIONS)
 INITIAL = "open"
+
+# Request fields needed to move to a status. A loss needs a catalogued reason, and
+# reopening a closed deal (the only way back to open) needs a reason too.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "lost": ("lost_reason_id",),
+    "open": ("reason",),
+}

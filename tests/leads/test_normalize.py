@@ -106,6 +106,9 @@ class TestNormalizePhone:
             normalize_phone("call me", "DE")
 
         assert raised.value.errors[0]["code"] == "invalid_phone"
+        assert raised.value.detail.startswith(
+            "The phone number 'call me' is invalid: it does not look like a number. "
+        )
 
     @given(
         number=st.sampled_from(EXAMPLE_NUMBERS),

@@ -283,6 +283,9 @@ class TestArchiveAndDeletePipeline:
 
         assert response.status_code == 409
         assert response.json()["opportunity_count"] == 1
+        assert response.json()["detail"].startswith(
+            "1 opportunity is in this pipeline, open or closed."
+        )
 
     async def test_delete_unused(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession

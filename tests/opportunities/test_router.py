@@ -985,4 +985,5 @@ class TestStateMachine:
             "resource": "opportunity",
             "initial": "open",
             "transitions": {"open": ["won", "lost"], "won": ["open"], "lost": ["open"]},
+            "required_fields": {"lost": ["lost_reason_id"], "open": ["reason"]},
         }
