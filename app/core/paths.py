@@ -14,5 +14,6 @@ def parse_path_id(kind: str, value: str, label: str) -> uuid.UUID:
         return ids.decode(kind, value)
     except ids.InvalidId as error:
         raise NotFound(
-            f"No {label} with id {value!r} exists in this workspace."
+            f"No {label} with id {value!r} exists in this workspace: {error}. "
+            "Copy the id from the object's own response."
         ) from error

@@ -127,6 +127,7 @@ class TestGetCampaign:
         response = await client.get("/v1/campaigns/cmp_nope", headers=auth)
 
         assert response.status_code == 404
+        assert "cmp_ followed by 26 characters" in response.json()["detail"]
 
 
 class TestUpdateCampaign:
