@@ -4,7 +4,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from app.core.money import MAX_AMOUNT, CurrencyCode, round_minor
 from app.core.schemas import (
@@ -263,10 +263,10 @@ class OpportunityCreate(InputModel):
     )
     competitors: Competitors = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _check(self) -> OpportunityCreate:
-        _unique(list(self.competitors), "competitors")
-        return self
+    @field_validator("competitors")
+    @classmethod
+    def _unique_competitors(cls, value: list[str]) -> list[str]:
+        return _unique(value, "competitors")
 
 
 class OpportunityUpdate(InputModel):
@@ -296,11 +296,10 @@ class OpportunityUpdate(InputModel):
         default=None, json_schema_extra=drop_null_from_schema
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> OpportunityUpdate:
-        if self.competitors is not None:
-            _unique(list(self.competitors), "competitors")
-        return self
+    @field_validator("competitors")
+    @classmethod
+    def _unique_competitors(cls, value: list[str] | None) -> list[str] | None:
+        return value if value is None else _unique(value, "competitors")
 
 
 class OpportunityMove(InputModel):

@@ -446,5 +446,6 @@ class TestOwnerAndCompetitors:
         )
 
         assert repeated.status_code == 422
+        assert repeated.json()["errors"][0]["field"] == "competitors"
         assert cleared.status_code == 200
         assert cleared.json()["competitors"] == []
