@@ -1,0 +1,184 @@
+"""billing: invoice discounts, tax rates per line, tax policy and payment terms
+
+Revision ID: 5e1f0a7b9c31
+Revises: 3b9e5d1c7a20
+Create Date: 2026-12-05 01:10:00.000000+00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "5e1f0a7b9c31"
+down_revision: str | None = "3b9e5d1c7a20"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.add_column(
+        "invoices",
+        sa.Column(
+            "tax_calculation",
+            sa.String(length=16),
+            server_default="line",
+            nullable=False,
+        ),
+    )
+    op.add_column(
+        "invoices",
+        sa.Column(
+            "discounts",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="[]",
+            nullable=False,
+        ),
+    )
+    for name in ("total_discount", "total_excluding_tax"):
+        op.add_column(
+            "invoices",
+            sa.Column(name, sa.BigInteger(), server_default="0", nullable=False),
+        )
+    op.add_column(
+        "invoices",
+        sa.Column(
+            "payment_terms",
+            sa.String(length=16),
+            server_default="net_30",
+            nullable=False,
+        ),
+    )
+    op.add_column(
+        "invoices", sa.Column("overdue_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.alter_column(
+        "invoices", "payment_terms_days", existing_type=sa.Integer(), nullable=True
+    )
+
+    op.add_column(
+        "invoice_lines",
+        sa.Column(
+            "tax_rates",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="[]",
+            nullable=False,
+        ),
+    )
+    op.add_column(
+        "invoice_lines",
+        sa.Column("discount_percent", sa.Numeric(precision=7, scale=4), nullable=True),
+    )
+    op.add_column(
+        "invoice_lines",
+        sa.Column("discount_amount_off", sa.BigInteger(), nullable=True),
+    )
+    op.add_column("invoice_lines", sa.Column("product_id", sa.Uuid(), nullable=True))
+    op.add_column("invoice_lines", sa.Column("line_item_id", sa.Uuid(), nullable=True))
+    for name in ("discount_amount", "taxable_amount", "total"):
+        op.add_column(
+            "invoice_lines",
+            sa.Column(name, sa.BigInteger(), server_default="0", nullable=False),
+        )
+    op.add_column(
+        "invoice_lines",
+        sa.Column(
+            "taxes",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="[]",
+            nullable=False,
+        ),
+    )
+    op.create_foreign_key(
+        op.f("fk_invoice_lines_product_id_products"),
+        "invoice_lines",
+        "products",
+        ["product_id"],
+        ["id"],
+        ondelete="SET NULL",
+    )
+    op.create_foreign_key(
+        op.f("fk_invoice_lines_line_item_id_opportunity_line_items"),
+        "invoice_lines",
+        "opportunity_line_items",
+        ["line_item_id"],
+        ["id"],
+        ondelete="SET NULL",
+    )
+    op.create_check_constraint(
+        op.f("ck_invoice_lines_one_discount"),
+        "invoice_lines",
+        "discount_percent IS NULL OR discount_amount_off IS NULL",
+    )
+
+    # Existing lines had one exclusive rate and no discount.
+    op.execute(
+        """
+        UPDATE invoice_lines SET
+            taxable_amount = amount,
+            total = amount + tax_amount,
+            tax_rates = CASE WHEN tax_rate = 0 THEN '[]'::jsonb ELSE jsonb_build_array(
+                jsonb_build_object(
+                    'name', 'Tax', 'percentage', trim_scale(tax_rate)::text,
+                    'inclusive', false)) END,
+            taxes = CASE WHEN tax_rate = 0 THEN '[]'::jsonb ELSE jsonb_build_array(
+                jsonb_build_object(
+                    'name', 'Tax', 'rate', trim_scale(tax_rate)::text,
+                    'inclusive', false, 'taxable_amount', amount,
+                    'amount', tax_amount)) END
+        """
+    )
+    op.execute(
+        """
+        UPDATE invoices SET
+            total_excluding_tax = subtotal,
+            payment_terms = CASE WHEN payment_terms_days = 0 THEN 'due_on_receipt'
+                ELSE 'net_' || payment_terms_days END
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_constraint(
+        op.f("ck_invoice_lines_one_discount"), "invoice_lines", type_="check"
+    )
+    op.drop_constraint(
+        op.f("fk_invoice_lines_line_item_id_opportunity_line_items"),
+        "invoice_lines",
+        type_="foreignkey",
+    )
+    op.drop_constraint(
+        op.f("fk_invoice_lines_product_id_products"),
+        "invoice_lines",
+        type_="foreignkey",
+    )
+    for name in (
+        "taxes",
+        "total",
+        "taxable_amount",
+        "discount_amount",
+        "line_item_id",
+        "product_id",
+        "discount_amount_off",
+        "discount_percent",
+        "tax_rates",
+    ):
+        op.drop_column("invoice_lines", name)
+    op.execute(
+        "UPDATE invoices SET payment_terms_days = coalesce(payment_terms_days, 0)"
+    )
+    op.alter_column(
+        "invoices", "payment_terms_days", existing_type=sa.Integer(), nullable=False
+    )
+    for name in (
+        "overdue_at",
+        "payment_terms",
+        "total_excluding_tax",
+        "total_discount",
+        "discounts",
+        "tax_calculation",
+    ):
+        op.drop_column("invoices", name)
