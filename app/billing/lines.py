@@ -218,7 +218,7 @@ async def _products(
         )
         .where(Product.workspace_id == invoice.workspace_id, Product.id.in_(wanted))
     )
-    found = {product.id: (product, price) for product, price in rows.tuples()}
+    found = {product.id: (product, price) for product, price in rows}
 
     errors = []
     for index, line in enumerate(payload):
@@ -271,7 +271,7 @@ async def _check_line_items(
             LineItem.workspace_id == invoice.workspace_id, LineItem.id.in_(wanted)
         )
     )
-    opportunity_of = dict(rows.tuples())
+    opportunity_of = {item_id: opportunity_id for item_id, opportunity_id in rows}
 
     errors = []
     for index, line in enumerate(payload):

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -190,8 +191,21 @@ Percentage = Annotated[
 MinorUnits = Annotated[StrictInt, Field(ge=0, le=money.MAX_AMOUNT)]
 PositiveMinorUnits = Annotated[StrictInt, Field(gt=0, le=money.MAX_AMOUNT)]
 TermsDays = Annotated[StrictInt, Field(ge=0, le=365)]
+
+
+def _check_net_days(value: str) -> str:
+    if value.startswith("net_") and int(value.removeprefix("net_")) > 365:
+        raise PydanticCustomError(
+            "payment_terms_range",
+            "net_N takes 0 to 365 days; got {value}",
+            {"value": value},
+        )
+    return value
+
+
 PaymentTerms = Annotated[
     str,
+    AfterValidator(_check_net_days),
     Field(
         pattern=r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$",
         description="due_on_receipt, or net_N for N days after finalization "

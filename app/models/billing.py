@@ -73,7 +73,7 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         String(16), default="net_30", server_default="net_30"
     )
     # Days from finalization to the due date; null with an explicit due date.
-    payment_terms_days: Mapped[int | None] = mapped_column(default=30)
+    payment_terms_days: Mapped[int | None]
     due_date: Mapped[date | None]
     # The instant the due date ends in ``timezone``: from then on the invoice is
     # overdue while money is owed.

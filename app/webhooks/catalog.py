@@ -300,7 +300,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
-    EventType("invoice.updated", "invoice", "A draft invoice changed."),
+    EventType(
+        "invoice.updated",
+        "invoice",
+        "A draft invoice changed (lines, discounts, taxes, terms), or a payment "
+        "changed what is paid on an open one.",
+    ),
     EventType(
         "invoice.finalized",
         "invoice",
