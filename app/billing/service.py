@@ -243,12 +243,12 @@ class InvoiceService:
             invoice.due_date = payload.due_date
         if payload.discounts is not None:
             # Offer code discounts stay: they are changed through the offer code.
-            kept = [
+            offer_entries = [
                 entry
                 for entry in invoice.discounts or []
                 if entry.get("source") == "offer_code"
             ]
-            invoice.discounts = [*discount_entries(payload.discounts), *kept]
+            invoice.discounts = [*discount_entries(payload.discounts), *offer_entries]
         if payload.lines is not None:
             await repository.delete_lines(invoice.id)
             lines = await build_lines(session, invoice, payload.lines)

@@ -87,7 +87,7 @@ def _too_large(field: str, amount: int) -> AmountTooLarge:
 
 
 class TaxCalculation(StrEnum):
-    """Where tax is rounded: on each line, or once per tax rate on the document."""
+    """The rounding point of tax: each line, or once per tax rate on the document."""
 
     LINE = "line"
     DOCUMENT = "document"
@@ -179,7 +179,7 @@ def allocate(exact: Sequence[Decimal], total: int) -> list[int]:
     """Round ``exact`` shares to integers that sum to ``total`` (largest remainder).
 
     ``total`` must lie between the sums of the floors and the ceilings of the shares,
-    as a correctly rounded sum of them does. Each share gets its floor; the units
+    as a correctly rounded sum of them does. Each share gets its floor. The units
     left over go to the shares with the largest fractional parts, the earlier line
     first on a tie, so a share moves by less than one unit.
     """
@@ -245,9 +245,9 @@ def compute_document(
     invoice_discounts = []
     for spec in discounts:
         weights = [max(value, 0) for value in remaining]
-        taken = _discount_of(spec, sum(weights), rounding)
-        invoice_discounts.append(taken)
-        for index, share in enumerate(pro_rata(taken, weights)):
+        discounted = _discount_of(spec, sum(weights), rounding)
+        invoice_discounts.append(discounted)
+        for index, share in enumerate(pro_rata(discounted, weights)):
             remaining[index] -= share
 
     tax_lists = _taxes(lines, remaining, tax_calculation, rounding)
@@ -334,7 +334,7 @@ def _exact_taxes(line: LineSpec, base: int) -> list[tuple[TaxSpec, Decimal]]:
 
 
 def _taxable_of(line: LineSpec, base: int, taxes: Sequence[int]) -> int:
-    """The net amount a line's taxes are charged on, given their rounded amounts."""
+    """Return the net amount a line's taxes are charged on, given their rounded amounts."""
     inclusive = sum(
         amount for tax, amount in zip(line.taxes, taxes, strict=True) if tax.inclusive
     )
@@ -352,7 +352,7 @@ def _taxes(
         [money.round_minor(value, rounding) for _, value in pairs] for pairs in exact
     ]
     if policy is TaxCalculation.DOCUMENT:
-        # One rounding per tax spec over the whole document; the rounded sum is then
+        # One rounding per tax spec over the whole document. The rounded sum is then
         # allocated back to the lines by largest remainder of their exact shares.
         groups: dict[tuple[str, Decimal, bool], list[tuple[int, int]]] = {}
         for line_index, pairs in enumerate(exact):

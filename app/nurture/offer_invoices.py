@@ -3,9 +3,9 @@
 A redeemed offer is an invoice-level discount with source ``offer_code``: a percent
 of, or an amount capped at, what the lines come to after their own discounts and the
 manual invoice discounts. ``app.billing.lines.recompute_invoice`` spreads it over the
-lines in proportion to their amounts by the largest-remainder method before tax, so
-each part of it is taxed at the rate of what it discounts and the parts shown still
-add up to the total shown.
+lines in proportion to their amounts by the largest-remainder method before tax.
+Each part of it is therefore taxed at the rate of what it discounts, and the parts
+shown still add up to the total shown.
 
 Invoices discounted before this model carry negative discount lines instead. Charge
 lines never have a negative unit amount (the API rejects one), so those are exactly

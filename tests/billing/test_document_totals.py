@@ -1,8 +1,8 @@
 """Invoice document totals: discounts, several tax rates, both tax policies.
 
-Hand-worked examples in JPY (0 decimals), USD (2) and KWD (3), then properties that
-hold for any lines: every part shown adds up to the total shown, per line and per
-document, under both rounding modes and both tax calculation policies.
+Hand-worked examples in JPY (0 decimals), USD (2) and KWD (3) come first. Then
+properties that hold for any lines: every part shown adds up to the total shown, per
+line and per document, under both rounding modes and both tax calculation policies.
 """
 
 from __future__ import annotations
@@ -403,15 +403,15 @@ class TestDocumentProperties:
             lines, rounding=mode, tax_calculation=document[2]
         )  # the same lines without invoice discounts
 
-        taken = [
+        shares = [
             line.discount_amount - alone.discount_amount
             for line, alone in zip(result.lines, own.lines, strict=True)
         ]
-        assert sum(taken) == sum(result.invoice_discounts)
+        assert sum(shares) == sum(result.invoice_discounts)
         if len(invoice_discounts) == 1:
             bases = [alone.amount - alone.discount_amount for alone in own.lines]
             total_base = sum(bases)
-            for share, base in zip(taken, bases, strict=True):
+            for share, base in zip(shares, bases, strict=True):
                 if total_base:
                     exact = Fraction(sum(result.invoice_discounts) * base, total_base)
                     assert abs(share - exact) < 1

@@ -51,7 +51,7 @@ _STRIPE_EXPONENT_OVERRIDES = {"ISK": 2}
 # Amounts in Stripe's units must be a multiple of this.
 _STRIPE_STEPS = {"ISK": 100, **dict.fromkeys(STRIPE_THREE_DECIMAL, 10)}
 STRIPE_MAX_AMOUNT = 99_999_999
-# Minimum charges in Stripe's units. NOTE: only the USD figure is confirmed here; the
+# Minimum charges in Stripe's units. NOTE: only the USD figure is confirmed here. The
 # minimum of other currencies depends on the conversion to the settlement currency,
 # so they are not checked.
 STRIPE_MIN_CHARGE = {"USD": 50}
@@ -73,7 +73,7 @@ class ProviderCurrencyUnsupported(InvalidInput):
 
 @dataclass(frozen=True)
 class StripeCurrency:
-    """How Stripe writes amounts of one currency."""
+    """Stripe's amount format for one currency: exponent, step and minimum."""
 
     code: str
     exponent: int
