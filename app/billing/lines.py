@@ -22,7 +22,14 @@ from app.billing import totals
 from app.billing.schemas import DiscountInput, InvoiceLineCreate
 from app.core import ids, money
 from app.core.errors import FieldError, InvalidInput
-from app.models import Invoice, InvoiceLine, LineItem, Product, ProductPrice
+from app.models import (
+    Invoice,
+    InvoiceLine,
+    LineItem,
+    Product,
+    ProductPrice,
+    TaxRate,
+)
 
 # The name of the single exclusive rate sent as ``tax_rate``.
 DEFAULT_TAX_NAME = "Tax"
@@ -138,6 +145,7 @@ async def build_lines(
     """
     products = await _products(session, invoice, payload)
     await _check_line_items(session, invoice, payload)
+    tax_rates = await _tax_rates(session, invoice, payload)
 
     rows = []
     for position, line in enumerate(payload, start=1):
@@ -150,7 +158,10 @@ async def build_lines(
         if description is None:
             assert product is not None
             description = product[0].name[:500]
-        rates = _rates(line, product[0] if product else None)
+        if line.tax_rate_ids is not None:
+            rates = [tax_rates[rate_id] for rate_id in line.tax_rate_ids]
+        else:
+            rates = _rates(line, product[0] if product else None)
         rows.append(
             InvoiceLine(
                 id=ids.new_uuid(),
@@ -301,3 +312,71 @@ async def _check_line_items(
             "opportunity_id to the line item's opportunity, or drop line_item_id.",
             errors=errors,
         )
+
+
+async def _tax_rates(
+    session: AsyncSession, invoice: Invoice, payload: Sequence[InvoiceLineCreate]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Load the ``tax_rate_ids`` of the lines as stored rate entries.
+
+    Raise ``InvalidInput`` for a rate that is not in the workspace or not active, or
+    for a line whose rates are not all inclusive or all exclusive.
+    """
+    wanted = {rate_id for line in payload for rate_id in line.tax_rate_ids or []}
+    if not wanted:
+        return {}
+    rows = await session.scalars(
+        select(TaxRate).where(
+            TaxRate.workspace_id == invoice.workspace_id, TaxRate.id.in_(wanted)
+        )
+    )
+    found = {rate.id: rate for rate in rows}
+
+    errors = []
+    for index, line in enumerate(payload):
+        field = f"lines.{index}.tax_rate_ids"
+        rates = []
+        for rate_id in line.tax_rate_ids or []:
+            encoded = ids.encode("tax_rate", rate_id)
+            rate = found.get(rate_id)
+            if rate is None:
+                errors.append(
+                    FieldError(
+                        field,
+                        f"no tax rate {encoded} in this workspace",
+                        "tax_rate_not_found",
+                    )
+                )
+            elif not rate.active:
+                errors.append(
+                    FieldError(field, f"tax rate {encoded} is inactive", "inactive")
+                )
+            else:
+                rates.append(rate)
+        if len({rate.inclusive for rate in rates}) > 1:
+            errors.append(
+                FieldError(
+                    field,
+                    "the rates mix inclusive and exclusive; split the line in two",
+                    "tax_inclusive_mixed",
+                )
+            )
+        if len(set(line.tax_rate_ids or [])) != len(line.tax_rate_ids or []):
+            errors.append(
+                FieldError(field, "names the same tax rate twice", "duplicate")
+            )
+    if errors:
+        raise InvalidInput(
+            f"{errors[0]['field']}: {errors[0]['message']}. Send active tax rates "
+            "of this workspace.",
+            errors=errors,
+        )
+    return {
+        rate.id: {
+            "tax_rate_id": ids.encode("tax_rate", rate.id),
+            "name": rate.name,
+            "percentage": money.format_decimal(Decimal(rate.percentage)),
+            "inclusive": rate.inclusive,
+        }
+        for rate in found.values()
+    }

@@ -27,6 +27,7 @@ from app.core.schemas import (
     OutputModel,
     PaymentId,
     ProductId,
+    TaxRateId,
     Timestamp,
 )
 
@@ -229,6 +230,42 @@ class TaxRateInput(InputModel):
     )
 
 
+TaxRateName = Annotated[str, Field(min_length=1, max_length=100, examples=["VAT"])]
+Jurisdiction = Annotated[str, Field(min_length=1, max_length=100, examples=["DE"])]
+
+
+class TaxRateCreate(InputModel):
+    name: TaxRateName
+    percentage: TaxRate
+    inclusive: bool = False
+    jurisdiction: Jurisdiction | None = Field(
+        default=None, description="Where the rate applies, such as a country code."
+    )
+
+
+class TaxRateUpdate(InputModel):
+    """Changes to a tax rate. Percentage and inclusiveness are fixed: create another."""
+
+    name: TaxRateName | None = None
+    jurisdiction: Jurisdiction | None = None
+    active: bool | None = Field(
+        default=None, description="An inactive rate cannot be put on new lines."
+    )
+
+
+class TaxRateObject(OutputModel):
+    object: Literal["tax_rate"] = "tax_rate"
+    id: TaxRateId
+    name: str
+    percentage: str
+    inclusive: bool
+    jurisdiction: str | None
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
 class DiscountInput(InputModel):
     """A discount: ``percent_off`` or ``amount_off``, exactly one."""
 
@@ -269,6 +306,13 @@ class InvoiceLineCreate(InputModel):
             description="The line's tax rates, all inclusive or all exclusive.",
         )
     )
+    tax_rate_ids: Annotated[list[TaxRateId], Field(max_length=MAX_TAX_RATES)] | None = (
+        Field(
+            default=None,
+            description="Active txr_ tax rates of this workspace; their terms are "
+            "copied to the line.",
+        )
+    )
     discount: DiscountInput | None = None
     product_id: ProductId | None = Field(
         default=None,
@@ -303,9 +347,16 @@ class InvoiceLineCreate(InputModel):
                 "description_missing",
                 "Send a description, or a product_id whose name gives it",
             )
-        if self.tax_rate is not None and self.tax_rates is not None:
+        sent = [
+            name
+            for name in ("tax_rate", "tax_rates", "tax_rate_ids")
+            if getattr(self, name) is not None
+        ]
+        if len(sent) > 1:
             raise PydanticCustomError(
-                "tax_rate_conflict", "Send tax_rate or tax_rates, not both"
+                "tax_rate_conflict",
+                "Send one of tax_rate, tax_rates and tax_rate_ids; got {sent}",
+                {"sent": ", ".join(sent)},
             )
         if self.tax_rates:
             kinds = {rate.inclusive for rate in self.tax_rates}
@@ -422,6 +473,9 @@ class InvoiceUpdate(InputModel):
 
 
 class TaxRateView(OutputModel):
+    tax_rate_id: TaxRateId | None = Field(
+        description="The txr_ rate the terms were copied from, if any."
+    )
     name: str
     percentage: str
     inclusive: bool

@@ -331,9 +331,7 @@ class InvoiceService:
         invoice.timezone = customer_zone.key
         invoice.due_date = terms.due_date(invoice, now, customer_zone)
         invoice.overdue_at = terms.overdue_at(invoice.due_date, customer_zone)
-        invoice.payment_status = states.payment_status(
-            invoice.total, invoice.amount_paid
-        )
+        states.refresh_payment_status(invoice)
         await session.flush()
         await session.refresh(invoice)
 
@@ -410,9 +408,7 @@ class InvoiceService:
         the total; any other change of the amounts is an ``invoice.updated``.
         """
         invoice.amount_paid += amount
-        invoice.payment_status = states.payment_status(
-            invoice.total, invoice.amount_paid
-        )
+        states.refresh_payment_status(invoice)
         became_paid = (
             invoice.status in ("open", "uncollectible")
             and invoice.amount_paid >= invoice.total
@@ -505,7 +501,10 @@ def line_payload(line: InvoiceLine) -> InvoiceLineCreate:
             "description": line.description,
             "quantity": Decimal(line.quantity),
             "unit_amount_decimal": Decimal(line.unit_amount),
-            "tax_rates": line.tax_rates,
+            "tax_rates": [
+                {key: rate[key] for key in ("name", "percentage", "inclusive")}
+                for rate in line.tax_rates or []
+            ],
             "discount": (
                 {"percent_off": Decimal(line.discount_percent)}
                 if line.discount_percent is not None

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.billing import states
 from app.billing.schemas import Discount, InvoiceDiscount, TaxLine, TaxRateView
 from app.billing.schemas import Invoice as InvoiceSchema
 from app.billing.schemas import InvoiceLine as InvoiceLineSchema
@@ -50,6 +51,7 @@ def line_view(line: InvoiceLine) -> InvoiceLineSchema:
         tax_rate=money.format_decimal(line.tax_rate),
         tax_rates=[
             TaxRateView(
+                tax_rate_id=rate.get("tax_rate_id"),
                 name=rate["name"],
                 percentage=rate["percentage"],
                 inclusive=rate["inclusive"],
@@ -104,6 +106,7 @@ def invoice_view(
     invoice: Invoice, lines: Sequence[InvoiceLine], now: datetime | None = None
 ) -> InvoiceSchema:
     now = now or utcnow()
+    state = states.payment_state(invoice)
     return InvoiceSchema(
         id=invoice.id,
         customer_id=invoice.customer_id,
@@ -131,10 +134,10 @@ def invoice_view(
         taxes=document_taxes(lines),
         tax_total=invoice.tax_total,
         total=invoice.total,
-        amount_due=invoice.total,
-        amount_paid=invoice.amount_paid,
-        amount_remaining=max(invoice.total - invoice.amount_paid, 0),
-        amount_overpaid=max(invoice.amount_paid - invoice.total, 0),
+        amount_due=state.amount_due,
+        amount_paid=state.amount_paid,
+        amount_remaining=state.amount_remaining,
+        amount_overpaid=state.amount_overpaid,
         payment_terms=invoice.payment_terms,
         payment_terms_days=invoice.payment_terms_days,
         due_date=invoice.due_date,

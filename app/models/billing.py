@@ -127,6 +127,18 @@ class InvoiceLine(IdMixin, WorkspaceMixin, Base):
     taxes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
 
 
+class TaxRate(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A reusable tax rate; invoice lines copy it, so a later change never alters them."""
+
+    __tablename__ = "tax_rates"
+
+    name: Mapped[str] = mapped_column(String(100))
+    percentage: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    inclusive: Mapped[bool] = mapped_column(default=False)
+    jurisdiction: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
 class InvoiceNumberSeries(WorkspaceMixin, Base):
     """The next free number of a series in a year; locked to number gaplessly."""
 

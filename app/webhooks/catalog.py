@@ -299,6 +299,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "created for it, if any.",
     ),
     EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
+    EventType("tax_rate.created", "tax_rate", "A tax rate was created."),
+    EventType(
+        "tax_rate.updated",
+        "tax_rate",
+        "A tax rate was renamed, moved to another jurisdiction, or (de)activated.",
+    ),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
     EventType(
         "invoice.updated",

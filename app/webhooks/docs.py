@@ -16,7 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
-from app.billing.schemas import Invoice
+from app.billing.schemas import Invoice, TaxRateObject
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -63,6 +63,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "proposal": Proposal,
     "scoring_rule": ScoringRule,
     "stage": Stage,
+    "tax_rate": TaxRateObject,
     "user": User,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,

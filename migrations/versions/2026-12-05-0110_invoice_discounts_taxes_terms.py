@@ -1,4 +1,4 @@
-"""billing: invoice discounts, tax rates per line, tax policy and payment terms
+"""billing: tax rates, invoice discounts, taxes per line, tax policy, payment terms
 
 Revision ID: 5e1f0a7b9c31
 Revises: 3b9e5d1c7a20
@@ -19,6 +19,39 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.create_table(
+        "tax_rates",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("percentage", sa.Numeric(precision=7, scale=4), nullable=False),
+        sa.Column("inclusive", sa.Boolean(), nullable=False),
+        sa.Column("jurisdiction", sa.String(length=100), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_tax_rates_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tax_rates")),
+    )
+    op.create_index(
+        op.f("ix_tax_rates_workspace_id"), "tax_rates", ["workspace_id"], unique=False
+    )
     op.add_column(
         "invoices",
         sa.Column(
@@ -182,3 +215,5 @@ def downgrade() -> None:
         "tax_calculation",
     ):
         op.drop_column("invoices", name)
+    op.drop_index(op.f("ix_tax_rates_workspace_id"), table_name="tax_rates")
+    op.drop_table("tax_rates")

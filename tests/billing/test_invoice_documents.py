@@ -252,7 +252,12 @@ class TestLineTaxesAndDiscounts:
 
         [created] = response.json()["lines"]
         assert created["tax_rates"] == [
-            {"name": "Tax", "percentage": "19", "inclusive": False}
+            {
+                "tax_rate_id": None,
+                "name": "Tax",
+                "percentage": "19",
+                "inclusive": False,
+            }
         ]
         assert created["tax_rate"] == "19"
         assert created["tax_amount"] == 190
@@ -541,3 +546,136 @@ class TestNumbering:
         assert opened.json()["number"] == f"INV-{year}-000001"
         assert voided.json()["number"] == f"INV-{year}-000001"
         assert response.json()["number"] == f"INV-{year}-000002"
+
+
+class TestTaxRates:
+    async def create_rate(
+        self, client: httpx.AsyncClient, auth: dict[str, str], **fields: Any
+    ) -> dict[str, Any]:
+        body = {"name": "VAT", "percentage": "19", "jurisdiction": "DE", **fields}
+        response = await client.post("/v1/tax-rates", json=body, headers=auth)
+        assert response.status_code == 201, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def test_line_copies_rate(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        rate = await self.create_rate(client, auth)
+
+        response = await post_invoice(
+            client, auth, customer, [line(1000, tax_rate_ids=[rate["id"]])]
+        )
+        renamed = await client.patch(
+            f"/v1/tax-rates/{rate['id']}", json={"name": "MwSt"}, headers=auth
+        )
+        after = await client.get(f"/v1/invoices/{response.json()['id']}", headers=auth)
+
+        assert rate["object"] == "tax_rate"
+        assert rate["active"] is True
+        assert response.status_code == 201, response.text
+        [created] = response.json()["lines"]
+        assert created["tax_rates"] == [
+            {
+                "tax_rate_id": rate["id"],
+                "name": "VAT",
+                "percentage": "19",
+                "inclusive": False,
+            }
+        ]
+        assert created["tax_amount"] == 190
+        assert renamed.json()["name"] == "MwSt"
+        assert after.json()["lines"][0]["taxes"][0]["name"] == "VAT"
+        types = await session.scalars(
+            select(Event.type).where(Event.object_type == "tax_rate")
+        )
+        assert sorted(types) == ["tax_rate.created", "tax_rate.updated"]
+
+    async def test_inactive_rate_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        rate = await self.create_rate(client, auth)
+        await client.patch(
+            f"/v1/tax-rates/{rate['id']}", json={"active": False}, headers=auth
+        )
+
+        response = await post_invoice(
+            client, auth, customer, [line(1000, tax_rate_ids=[rate["id"]])]
+        )
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "lines.0.tax_rate_ids"
+        assert error["code"] == "inactive"
+
+    async def test_unknown_and_mixed_rates(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        exclusive = await self.create_rate(client, auth)
+        inclusive = await self.create_rate(client, auth, inclusive=True)
+        missing = encode("tax_rate", new_uuid())
+
+        unknown = await post_invoice(
+            client, auth, customer, [line(1000, tax_rate_ids=[missing])]
+        )
+        mixed = await post_invoice(
+            client,
+            auth,
+            customer,
+            [line(1000, tax_rate_ids=[exclusive["id"], inclusive["id"]])],
+        )
+
+        assert unknown.status_code == 422
+        assert unknown.json()["errors"][0]["code"] == "tax_rate_not_found"
+        assert mixed.status_code == 422
+        assert mixed.json()["errors"][0]["code"] == "tax_inclusive_mixed"
+
+    async def test_percentage_fixed(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        rate = await self.create_rate(client, auth)
+
+        response = await client.patch(
+            f"/v1/tax-rates/{rate['id']}", json={"percentage": "7"}, headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "extra_forbidden"
+        unchanged = await client.get(f"/v1/tax-rates/{rate['id']}", headers=auth)
+        assert unchanged.json()["percentage"] == "19"
+
+    async def test_list_filters_active(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        kept = await self.create_rate(client, auth)
+        retired = await self.create_rate(client, auth, name="Old VAT")
+        await client.patch(
+            f"/v1/tax-rates/{retired['id']}", json={"active": False}, headers=auth
+        )
+
+        response = await client.get("/v1/tax-rates?active=true", headers=auth)
+
+        assert [item["id"] for item in response.json()["data"]] == [kept["id"]]
