@@ -39,6 +39,12 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             "due_date",
             postgresql_where=text("status = 'open'"),
         ),
+        # The overdue scan reads open invoices whose overdue_at has passed.
+        Index(
+            "ix_invoices_open_overdue_at",
+            "overdue_at",
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     customer_id: Mapped[uuid.UUID] = mapped_column(

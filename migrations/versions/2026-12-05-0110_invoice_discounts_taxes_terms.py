@@ -90,6 +90,13 @@ def upgrade() -> None:
     op.alter_column(
         "invoices", "payment_terms_days", existing_type=sa.Integer(), nullable=True
     )
+    op.create_index(
+        "ix_invoices_open_overdue_at",
+        "invoices",
+        ["overdue_at"],
+        unique=False,
+        postgresql_where=sa.text("status = 'open'"),
+    )
 
     op.add_column(
         "invoice_lines",
@@ -168,7 +175,9 @@ def upgrade() -> None:
         UPDATE invoices SET
             total_excluding_tax = subtotal,
             payment_terms = CASE WHEN payment_terms_days = 0 THEN 'due_on_receipt'
-                ELSE 'net_' || payment_terms_days END
+                ELSE 'net_' || payment_terms_days END,
+            overdue_at = CASE WHEN due_date IS NULL THEN NULL ELSE
+                ((due_date + 1)::timestamp AT TIME ZONE coalesce(timezone, 'UTC')) END
         """
     )
 
@@ -200,6 +209,11 @@ def downgrade() -> None:
         "tax_rates",
     ):
         op.drop_column("invoice_lines", name)
+    op.drop_index(
+        "ix_invoices_open_overdue_at",
+        table_name="invoices",
+        postgresql_where=sa.text("status = 'open'"),
+    )
     op.execute(
         "UPDATE invoices SET payment_terms_days = coalesce(payment_terms_days, 0)"
     )

@@ -679,3 +679,48 @@ class TestTaxRates:
         response = await client.get("/v1/tax-rates?active=true", headers=auth)
 
         assert [item["id"] for item in response.json()["data"]] == [kept["id"]]
+
+
+class TestPatchDraft:
+    async def test_discounts_and_terms_replaced(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        created = await post_invoice(
+            client,
+            auth,
+            customer,
+            [line(1000, tax_rates=[VAT])],
+            discounts=[{"amount_off": 100}],
+            payment_terms="net_60",
+        )
+        invoice = created.json()
+
+        response = await client.patch(
+            f"/v1/invoices/{invoice['id']}",
+            json={"discounts": [{"percent_off": "50"}], "payment_terms": "net_7"},
+            headers=auth,
+        )
+
+        assert invoice["total"] == 900 + 171
+        assert response.status_code == 200, response.text
+        patched = response.json()
+        assert patched["discounts"] == [
+            {
+                "source": "manual",
+                "offer_code": None,
+                "percent_off": "50",
+                "amount_off": None,
+                "amount": 500,
+            }
+        ]
+        assert patched["total"] == 500 + 95
+        assert (patched["payment_terms"], patched["payment_terms_days"]) == (
+            "net_7",
+            7,
+        )
+        assert patched["version"] == invoice["version"] + 1
