@@ -93,3 +93,10 @@ class InvalidProviderPayload(InvalidInput):
     status = 400
     code = "invalid_payload"
     title = "Invalid payload"
+
+
+class InvalidDueDate(InvalidInput):
+    """The invoice's explicit due date has already passed in the customer's time zone."""
+
+    code = "invalid_due_date"
+    title = "Invalid due date"

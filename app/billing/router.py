@@ -16,8 +16,12 @@ from app.billing.schemas import (
     InvoiceUpdate,
     Payment,
     PaymentCreate,
+    TaxRateCreate,
+    TaxRateObject,
+    TaxRateUpdate,
 )
 from app.billing.service import invoice_service
+from app.billing.tax_rates import tax_rate_service, tax_rate_view
 from app.billing.views import invoice_view, payment_view
 from app.core import ids
 from app.core.auth import Principal, require
@@ -31,6 +35,9 @@ from app.core.routing import UnitOfWorkRoute
 
 invoices = APIRouter(prefix="/invoices", tags=["invoices"], route_class=UnitOfWorkRoute)
 payments = APIRouter(prefix="/payments", tags=["payments"], route_class=UnitOfWorkRoute)
+tax_rates = APIRouter(
+    prefix="/tax-rates", tags=["tax rates"], route_class=UnitOfWorkRoute
+)
 
 CustomerFilter = Annotated[
     str | None, Query(max_length=100, description="Only this customer, cus_…")
@@ -283,7 +290,110 @@ async def get_payment(
     return payment_view(payment, allocations)
 
 
+@tax_rates.post(
+    "",
+    operation_id="tax_rates_create",
+    summary="Create a tax rate",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaxRateObject,
+    responses=problem_responses(403, 409, 413, 415),
+)
+async def create_tax_rate(
+    request: Request,
+    response: Response,
+    payload: TaxRateCreate,
+    principal: Principal = Depends(require("billing:write")),
+) -> TaxRateObject:
+    """Create a reusable tax rate for invoice lines to name in tax_rate_ids."""
+    rate = await tax_rate_service.create(request.state.session, principal, payload)
+    set_etag(response, rate.version)
+    response.headers["Location"] = f"/v1/tax-rates/{ids.encode('tax_rate', rate.id)}"
+    return tax_rate_view(rate)
+
+
+@tax_rates.get(
+    "",
+    operation_id="tax_rates_list",
+    summary="List tax rates",
+    response_model=Page[TaxRateObject],
+    responses=problem_responses(403),
+)
+async def list_tax_rates(
+    request: Request,
+    principal: Principal = Depends(require("billing:read")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    active: Annotated[
+        bool | None, Query(description="Only active or inactive.")
+    ] = None,
+) -> Page[TaxRateObject]:
+    """List tax rates, newest first."""
+    rows, next_cursor, has_more = await tax_rate_service.list(
+        request.state.session,
+        principal.workspace_id,
+        limit=limit,
+        cursor=cursor,
+        active=active,
+    )
+    return Page[TaxRateObject](
+        data=[tax_rate_view(rate) for rate in rows],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
+
+
+@tax_rates.get(
+    "/{tax_rate_id}",
+    operation_id="tax_rates_get",
+    summary="Get a tax rate",
+    response_model=TaxRateObject,
+    responses=problem_responses(403, 404),
+)
+async def get_tax_rate(
+    request: Request,
+    response: Response,
+    tax_rate_id: str,
+    principal: Principal = Depends(require("billing:read")),
+) -> TaxRateObject:
+    """Fetch one tax rate."""
+    rate = await tax_rate_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("tax_rate", tax_rate_id, "tax_rate"),
+    )
+    set_etag(response, rate.version)
+    return tax_rate_view(rate)
+
+
+@tax_rates.patch(
+    "/{tax_rate_id}",
+    operation_id="tax_rates_update",
+    summary="Update a tax rate",
+    response_model=TaxRateObject,
+    responses=problem_responses(403, 404, 409, 412, 413, 415),
+)
+async def update_tax_rate(
+    request: Request,
+    response: Response,
+    tax_rate_id: str,
+    payload: TaxRateUpdate,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("billing:write")),
+) -> TaxRateObject:
+    """Rename, relocate or deactivate a tax rate; lines already written keep theirs."""
+    rate = await tax_rate_service.update(
+        request.state.session,
+        principal,
+        parse_path_id("tax_rate", tax_rate_id, "tax_rate"),
+        payload,
+        if_match=if_match,
+    )
+    set_etag(response, rate.version)
+    return tax_rate_view(rate)
+
+
 router = APIRouter()
 router.include_router(invoices)
+router.include_router(tax_rates)
 router.include_router(payments)
 router.include_router(provider_webhooks_router)

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -21,9 +22,12 @@ from app.core.schemas import (
     InputModel,
     InvoiceId,
     InvoiceLineId,
+    LineItemId,
     OpportunityId,
     OutputModel,
     PaymentId,
+    ProductId,
+    TaxRateId,
     Timestamp,
 )
 
@@ -31,8 +35,11 @@ InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
 PaymentStatus = Literal["unpaid", "partially_paid", "paid", "overpaid"]
 PaymentMethod = Literal["bank_transfer", "cash", "check", "other"]
 RoundingName = Literal["half_up", "half_even"]
+TaxCalculationName = Literal["line", "document"]
 
 MAX_LINES = 250
+MAX_TAX_RATES = 5
+MAX_DISCOUNTS = 5
 
 
 def _currency(value: Any) -> str:
@@ -164,42 +171,215 @@ TaxRate = Annotated[
         "Tax rate in percent as a decimal string, 0 to 100, up to 4 places.",
     ),
 ]
+Percentage = Annotated[
+    Decimal,
+    BeforeValidator(
+        _decimal_parser(
+            "percent_off",
+            max_integer_digits=3,
+            max_places=4,
+            positive=True,
+            maximum=Decimal(100),
+        )
+    ),
+    _DECIMAL_OUT,
+    _decimal_schema(
+        r"^\d{1,3}(\.\d{1,4})?$",
+        "10",
+        "Percentage as a decimal string, above 0 and at most 100, up to 4 places.",
+    ),
+]
 MinorUnits = Annotated[StrictInt, Field(ge=0, le=money.MAX_AMOUNT)]
 PositiveMinorUnits = Annotated[StrictInt, Field(gt=0, le=money.MAX_AMOUNT)]
 TermsDays = Annotated[StrictInt, Field(ge=0, le=365)]
+
+
+def _check_net_days(value: str) -> str:
+    if value.startswith("net_") and int(value.removeprefix("net_")) > 365:
+        raise PydanticCustomError(
+            "payment_terms_range",
+            "net_N takes 0 to 365 days; got {value}",
+            {"value": value},
+        )
+    return value
+
+
+PaymentTerms = Annotated[
+    str,
+    AfterValidator(_check_net_days),
+    Field(
+        pattern=r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$",
+        description="due_on_receipt, or net_N for N days after finalization "
+        "(0 to 365), counted in the customer's time zone.",
+        examples=["net_30"],
+    ),
+]
 Series = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,15}$")]
 Memo = Annotated[str, Field(max_length=5000)]
 
 
+class TaxRateInput(InputModel):
+    """A tax rate applied to a line."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100, examples=["VAT"])]
+    percentage: TaxRate
+    inclusive: bool = Field(
+        default=False,
+        description="True when the unit price already contains this tax: the tax is "
+        "extracted from the price instead of added to it.",
+    )
+
+
+TaxRateName = Annotated[str, Field(min_length=1, max_length=100, examples=["VAT"])]
+Jurisdiction = Annotated[str, Field(min_length=1, max_length=100, examples=["DE"])]
+
+
+class TaxRateCreate(InputModel):
+    name: TaxRateName
+    percentage: TaxRate
+    inclusive: bool = False
+    jurisdiction: Jurisdiction | None = Field(
+        default=None, description="Where the rate applies, such as a country code."
+    )
+
+
+class TaxRateUpdate(InputModel):
+    """Changes to a tax rate. Percentage and inclusiveness are fixed: create another."""
+
+    name: TaxRateName | None = None
+    jurisdiction: Jurisdiction | None = None
+    active: bool | None = Field(
+        default=None, description="An inactive rate cannot be put on new lines."
+    )
+
+
+class TaxRateObject(OutputModel):
+    object: Literal["tax_rate"] = "tax_rate"
+    id: TaxRateId
+    name: str
+    percentage: str
+    inclusive: bool
+    jurisdiction: str | None
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DiscountInput(InputModel):
+    """A discount: ``percent_off`` or ``amount_off``, exactly one."""
+
+    percent_off: Percentage | None = None
+    amount_off: PositiveMinorUnits | None = Field(
+        default=None,
+        description="Minor units taken off, capped at the amount it applies to.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DiscountInput:
+        if (self.percent_off is None) == (self.amount_off is None):
+            raise PydanticCustomError(
+                "discount_kind",
+                "Send percent_off or amount_off, exactly one of them",
+            )
+        return self
+
+
 class InvoiceLineCreate(InputModel):
-    description: Annotated[str, Field(min_length=1, max_length=500)]
+    description: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="Required unless product_id is sent; defaults to its name.",
+    )
     quantity: Quantity
     unit_amount: MinorUnits | None = Field(
         default=None, description="Unit price as an integer of minor units."
     )
     unit_amount_decimal: UnitAmountDecimal | None = None
-    tax_rate: TaxRate = Decimal(0)
+    tax_rate: TaxRate | None = Field(
+        default=None,
+        description="One exclusive tax rate in percent, named 'Tax'. Send tax_rates "
+        "instead for named, inclusive or several rates.",
+    )
+    tax_rates: Annotated[list[TaxRateInput], Field(max_length=MAX_TAX_RATES)] | None = (
+        Field(
+            default=None,
+            description="The line's tax rates, all inclusive or all exclusive.",
+        )
+    )
+    tax_rate_ids: Annotated[list[TaxRateId], Field(max_length=MAX_TAX_RATES)] | None = (
+        Field(
+            default=None,
+            description="Active txr_ tax rates of this workspace; their terms are "
+            "copied to the line.",
+        )
+    )
+    discount: DiscountInput | None = None
+    product_id: ProductId | None = Field(
+        default=None,
+        description="A product of this workspace. Its price in the invoice currency "
+        "is the default unit amount, its name the default description.",
+    )
+    line_item_id: LineItemId | None = Field(
+        default=None,
+        description="The opportunity line item this line bills; it must belong to "
+        "the invoice's opportunity.",
+    )
 
     @model_validator(mode="after")
-    def _one_unit_amount(self) -> InvoiceLineCreate:
+    def _check_combinations(self) -> InvoiceLineCreate:
         if self.unit_amount is not None and self.unit_amount_decimal is not None:
             raise PydanticCustomError(
                 "unit_amount_conflict",
                 "Send unit_amount or unit_amount_decimal, not both",
             )
-        if self.unit_amount is None and self.unit_amount_decimal is None:
+        if (
+            self.unit_amount is None
+            and self.unit_amount_decimal is None
+            and self.product_id is None
+        ):
             raise PydanticCustomError(
                 "unit_amount_missing",
-                "Send unit_amount (integer minor units) or unit_amount_decimal",
+                "Send unit_amount (integer minor units) or unit_amount_decimal, or a "
+                "product_id whose price gives it",
             )
+        if self.description is None and self.product_id is None:
+            raise PydanticCustomError(
+                "description_missing",
+                "Send a description, or a product_id whose name gives it",
+            )
+        sent = [
+            name
+            for name in ("tax_rate", "tax_rates", "tax_rate_ids")
+            if getattr(self, name) is not None
+        ]
+        if len(sent) > 1:
+            raise PydanticCustomError(
+                "tax_rate_conflict",
+                "Send one of tax_rate, tax_rates and tax_rate_ids; got {sent}",
+                {"sent": ", ".join(sent)},
+            )
+        if self.tax_rates:
+            kinds = {rate.inclusive for rate in self.tax_rates}
+            if len(kinds) > 1:
+                raise PydanticCustomError(
+                    "tax_inclusive_mixed",
+                    "A line's tax_rates must be all inclusive or all exclusive; "
+                    "split the line in two",
+                )
+            names = [(rate.name, rate.percentage) for rate in self.tax_rates]
+            if len(set(names)) != len(names):
+                raise PydanticCustomError(
+                    "tax_rate_duplicate", "A line names the same tax rate twice"
+                )
         return self
 
     @property
-    def unit_amount_exact(self) -> Decimal:
+    def unit_amount_exact(self) -> Decimal | None:
         if self.unit_amount is not None:
             return Decimal(self.unit_amount)
-        assert self.unit_amount_decimal is not None
-        return Decimal(self.unit_amount_decimal)
+        if self.unit_amount_decimal is not None:
+            return Decimal(self.unit_amount_decimal)
+        return None
 
 
 Lines = Annotated[list[InvoiceLineCreate], Field(max_length=MAX_LINES)]
@@ -224,6 +404,48 @@ class InvoiceCreate(InputModel):
     rounding: RoundingName = Field(
         default="half_up", description="How line amounts and taxes are rounded."
     )
+    tax_calculation: TaxCalculationName = Field(
+        default="line",
+        description="line: each line's tax is rounded. document: each tax rate is "
+        "rounded once on the invoice, then allocated back to the lines.",
+    )
+    discounts: Annotated[list[DiscountInput], Field(max_length=MAX_DISCOUNTS)] = Field(
+        default_factory=list,
+        description="Invoice-level discounts, applied in order before tax and "
+        "spread over the lines in proportion to their amounts.",
+    )
+    payment_terms: PaymentTerms | None = Field(
+        default=None,
+        description="Defaults to net_N with the customer's payment terms days.",
+    )
+    due_date: date | None = Field(
+        default=None,
+        description="An explicit due date in the customer's time zone, instead of "
+        "payment_terms; it must not be before the finalization day.",
+    )
+
+    @model_validator(mode="after")
+    def _one_term(self) -> InvoiceCreate:
+        _check_terms(self.payment_terms, self.payment_terms_days, self.due_date)
+        return self
+
+
+def _check_terms(terms: str | None, days: int | None, due_date: date | None) -> None:
+    sent = [
+        name
+        for name, value in (
+            ("payment_terms", terms),
+            ("payment_terms_days", days),
+            ("due_date", due_date),
+        )
+        if value is not None
+    ]
+    if len(sent) > 1:
+        raise PydanticCustomError(
+            "payment_terms_conflict",
+            "Send one of payment_terms, payment_terms_days and due_date; got {sent}",
+            {"sent": ", ".join(sent)},
+        )
 
 
 class InvoiceUpdate(InputModel):
@@ -237,6 +459,47 @@ class InvoiceUpdate(InputModel):
     opportunity_id: OpportunityId | None = None
     series: Series | None = None
     rounding: RoundingName | None = None
+    tax_calculation: TaxCalculationName | None = None
+    discounts: (
+        Annotated[list[DiscountInput], Field(max_length=MAX_DISCOUNTS)] | None
+    ) = Field(default=None, description="Replace the invoice-level discounts.")
+    payment_terms: PaymentTerms | None = None
+    due_date: date | None = None
+
+    @model_validator(mode="after")
+    def _one_term(self) -> InvoiceUpdate:
+        _check_terms(self.payment_terms, self.payment_terms_days, self.due_date)
+        return self
+
+
+class TaxRateView(OutputModel):
+    tax_rate_id: TaxRateId | None = Field(
+        description="The txr_ rate the terms were copied from, if any."
+    )
+    name: str
+    percentage: str
+    inclusive: bool
+
+
+class Discount(OutputModel):
+    percent_off: str | None
+    amount_off: int | None
+
+
+class InvoiceDiscount(OutputModel):
+    source: Literal["manual", "offer_code"]
+    offer_code: str | None = Field(description="The redeemed code, for offer_code.")
+    percent_off: str | None
+    amount_off: int | None
+    amount: int = Field(description="Minor units this discount took off the lines.")
+
+
+class TaxLine(OutputModel):
+    name: str
+    rate: str = Field(description="Percentage as a decimal string.")
+    inclusive: bool
+    taxable_amount: int = Field(description="Net amount the tax is charged on.")
+    amount: int
 
 
 class InvoiceLine(OutputModel):
@@ -250,9 +513,21 @@ class InvoiceLine(OutputModel):
         "unit_amount_decimal."
     )
     unit_amount_decimal: str
-    tax_rate: str
+    tax_rate: str = Field(description="The sum of the line's tax percentages.")
+    tax_rates: list[TaxRateView]
+    discount: Discount | None
+    product_id: ProductId | None
+    line_item_id: LineItemId | None
     amount: int = Field(description="quantity x unit price, rounded to minor units.")
-    tax_amount: int
+    discount_amount: int = Field(
+        description="The line's own discount plus its share of invoice discounts."
+    )
+    taxable_amount: int = Field(
+        description="amount - discount_amount - inclusive taxes."
+    )
+    taxes: list[TaxLine]
+    tax_amount: int = Field(description="The sum of taxes.")
+    total: int = Field(description="taxable_amount + tax_amount.")
 
 
 class Invoice(OutputModel):
@@ -266,15 +541,30 @@ class Invoice(OutputModel):
     number: str | None = Field(description="Assigned at finalization, gapless.")
     currency: str
     rounding: RoundingName
-    subtotal: int
-    tax_total: int
-    total: int = Field(description="Always subtotal + tax_total.")
+    tax_calculation: TaxCalculationName
+    discounts: list[InvoiceDiscount]
+    subtotal: int = Field(description="The sum of line amounts, before discounts.")
+    total_discount: int = Field(description="The sum of line discount amounts.")
+    total_excluding_tax: int = Field(description="The sum of line taxable amounts.")
+    taxes: list[TaxLine] = Field(
+        description="One entry per tax rate, summed over the lines."
+    )
+    tax_total: int = Field(description="The sum of taxes, inclusive ones included.")
+    total: int = Field(
+        description="total_excluding_tax + tax_total, and the sum of line totals."
+    )
     amount_due: int = Field(description="What the customer owes in all: the total.")
     amount_paid: int
     amount_remaining: int = Field(description="amount_due - amount_paid, at least 0.")
     amount_overpaid: int = Field(description="amount_paid - amount_due, at least 0.")
-    payment_terms_days: int
+    payment_terms: str = Field(
+        description="due_on_receipt, net_N, or due_date for an explicit date."
+    )
+    payment_terms_days: int | None
     due_date: date | None = Field(description="A date in the customer's time zone.")
+    overdue_at: datetime | None = Field(
+        description="The instant the due date ends in that time zone."
+    )
     timezone: str | None = Field(
         description="The time zone the due date is in, fixed at finalization."
     )

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing import states
+from app.billing import states, terms
 from app.billing.errors import (
     InvalidInvoiceTransition,
     InvoiceHasNoLines,
@@ -16,9 +16,9 @@ from app.billing.errors import (
     InvoiceNotFound,
     InvoiceTotalZero,
 )
+from app.billing.lines import build_lines, discount_entries, recompute_invoice
 from app.billing.repository import InvoiceRepository
 from app.billing.schemas import InvoiceCreate, InvoiceLineCreate, InvoiceUpdate
-from app.billing.totals import LineInput, invoice_totals
 from app.billing.views import invoice_data
 from app.core import ids, money
 from app.core.auth import Principal
@@ -41,9 +41,10 @@ _REQUIRED_ON_UPDATE = (
     "customer_id",
     "currency",
     "lines",
-    "payment_terms_days",
     "series",
     "rounding",
+    "tax_calculation",
+    "discounts",
 )
 
 
@@ -76,6 +77,12 @@ class InvoiceService:
                 session, principal.workspace_id, payload.opportunity_id, customer
             )
         rounding = money.Rounding(payload.rounding)
+        payment_terms, terms_days = terms.resolve(
+            payload.payment_terms,
+            payload.payment_terms_days,
+            payload.due_date,
+            customer_default=customer.payment_terms_days,
+        )
 
         invoice = Invoice(
             id=ids.new_uuid(),
@@ -87,15 +94,16 @@ class InvoiceService:
             series=payload.series,
             currency=currency,
             rounding=rounding.value,
+            tax_calculation=payload.tax_calculation,
+            discounts=discount_entries(payload.discounts),
             amount_paid=0,
-            payment_terms_days=(
-                payload.payment_terms_days
-                if payload.payment_terms_days is not None
-                else customer.payment_terms_days
-            ),
+            payment_terms=payment_terms,
+            payment_terms_days=terms_days,
+            due_date=payload.due_date,
             memo=payload.memo,
         )
-        lines = build_lines(invoice, payload.lines, rounding)
+        lines = await build_lines(session, invoice, payload.lines)
+        recompute_invoice(invoice, lines)
         session.add(invoice)
         await session.flush()
         session.add_all(lines)
@@ -185,8 +193,9 @@ class InvoiceService:
         check_if_match(if_match, invoice.version)
         if invoice.status != "draft":
             raise InvoiceNotEditable(
-                f"Invoice {ids.encode('invoice', invoice.id)} is {invoice.status}; only "
-                "a draft invoice can be changed.",
+                f"Invoice {ids.encode('invoice', invoice.id)} is {invoice.status}, and "
+                "only a draft invoice can be changed. To correct a finalized invoice, "
+                "issue a credit note for it.",
                 current_status=invoice.status,
             )
 
@@ -221,19 +230,32 @@ class InvoiceService:
             )
         invoice.customer_id = customer.id
         invoice.opportunity_id = opportunity_id
-        for name in ("currency", "payment_terms_days", "memo", "series", "rounding"):
+        for name in ("currency", "memo", "series", "rounding", "tax_calculation"):
             if name in changes:
                 setattr(invoice, name, changes[name])
-        if "lines" in changes or "rounding" in changes:
-            rounding = money.Rounding(invoice.rounding)
-            line_inputs = (
-                payload.lines
-                if payload.lines is not None
-                else [_line_payload(line) for line in lines]
+        if {"payment_terms", "payment_terms_days", "due_date"} & changes.keys():
+            invoice.payment_terms, invoice.payment_terms_days = terms.resolve(
+                payload.payment_terms,
+                payload.payment_terms_days,
+                payload.due_date,
+                customer_default=customer.payment_terms_days,
             )
+            invoice.due_date = payload.due_date
+        if payload.discounts is not None:
+            # Offer code discounts stay: they are changed through the offer code.
+            offer_entries = [
+                entry
+                for entry in invoice.discounts or []
+                if entry.get("source") == "offer_code"
+            ]
+            invoice.discounts = [*discount_entries(payload.discounts), *offer_entries]
+        if payload.lines is not None:
             await repository.delete_lines(invoice.id)
-            lines = build_lines(invoice, line_inputs, rounding)
+            lines = await build_lines(session, invoice, payload.lines)
             session.add_all(lines)
+        elif "currency" in changes or "opportunity_id" in changes:
+            await _check_kept_lines(session, invoice, lines)
+        recompute_invoice(invoice, lines)
         lines = await reprice_invoice(session, invoice, lines)
         # Touch the row so its version moves even when only the lines changed.
         invoice.updated_at = utcnow()
@@ -288,8 +310,12 @@ class InvoiceService:
         customer = await customer_service.get(
             session, invoice.workspace_id, invoice.customer_id
         )
-
         now = utcnow()
+        customer_zone = zone_of(
+            customer.timezone, log_key="customer_id", object_id=customer.id
+        )
+        terms.check_explicit_due_date(invoice, now, customer_zone)
+
         workspace_zone = zone_of(
             await repository.workspace_timezone(invoice.workspace_id),
             log_key="workspace_id",
@@ -299,19 +325,13 @@ class InvoiceService:
         sequence = await repository.take_number(
             invoice.workspace_id, invoice.series, year
         )
-        customer_zone = zone_of(
-            customer.timezone, log_key="customer_id", object_id=customer.id
-        )
         invoice.number = format_number(invoice.series, year, sequence)
         invoice.status = "open"
         invoice.finalized_at = now
         invoice.timezone = customer_zone.key
-        invoice.due_date = now.astimezone(customer_zone).date() + timedelta(
-            days=invoice.payment_terms_days
-        )
-        invoice.payment_status = states.payment_status(
-            invoice.total, invoice.amount_paid
-        )
+        invoice.due_date = terms.due_date(invoice, now, customer_zone)
+        invoice.overdue_at = terms.overdue_at(invoice.due_date, customer_zone)
+        states.refresh_payment_status(invoice)
         await session.flush()
         await session.refresh(invoice)
 
@@ -388,9 +408,7 @@ class InvoiceService:
         the total; any other change of the amounts is an ``invoice.updated``.
         """
         invoice.amount_paid += amount
-        invoice.payment_status = states.payment_status(
-            invoice.total, invoice.amount_paid
-        )
+        states.refresh_payment_status(invoice)
         became_paid = (
             invoice.status in ("open", "uncollectible")
             and invoice.amount_paid >= invoice.total
@@ -441,42 +459,6 @@ class InvoiceService:
             )
 
 
-def build_lines(
-    invoice: Invoice,
-    payload: Sequence[InvoiceLineCreate],
-    rounding: money.Rounding,
-) -> list[InvoiceLine]:
-    inputs = [
-        LineInput(
-            quantity=line.quantity,
-            unit_amount=line.unit_amount_exact,
-            tax_rate=line.tax_rate,
-        )
-        for line in payload
-    ]
-    totals = invoice_totals(inputs, rounding)
-    invoice.subtotal = totals.subtotal
-    invoice.tax_total = totals.tax_total
-    invoice.total = totals.total
-    return [
-        InvoiceLine(
-            id=ids.new_uuid(),
-            workspace_id=invoice.workspace_id,
-            invoice_id=invoice.id,
-            position=position,
-            description=line.description,
-            quantity=line.quantity,
-            unit_amount=line.unit_amount_exact,
-            tax_rate=line.tax_rate,
-            amount=computed.amount,
-            tax_amount=computed.tax_amount,
-        )
-        for position, (line, computed) in enumerate(
-            zip(payload, totals.lines, strict=True), start=1
-        )
-    ]
-
-
 async def check_opportunity(
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -500,13 +482,39 @@ async def check_opportunity(
         )
 
 
-def _line_payload(line: InvoiceLine) -> InvoiceLineCreate:
-    """Rebuild the input of a stored line, to recompute it under another rounding."""
-    return InvoiceLineCreate(
-        description=line.description,
-        quantity=line.quantity,
-        unit_amount_decimal=line.unit_amount,
-        tax_rate=line.tax_rate,
+async def _check_kept_lines(
+    session: AsyncSession, invoice: Invoice, lines: Sequence[InvoiceLine]
+) -> None:
+    """Check that kept lines still fit a new currency or opportunity."""
+    references = [
+        line for line in lines if line.product_id or line.line_item_id is not None
+    ]
+    if not references:
+        return
+    await build_lines(session, invoice, [line_payload(line) for line in references])
+
+
+def line_payload(line: InvoiceLine) -> InvoiceLineCreate:
+    """Rebuild the request form of a stored line."""
+    return InvoiceLineCreate.model_validate(
+        {
+            "description": line.description,
+            "quantity": Decimal(line.quantity),
+            "unit_amount_decimal": Decimal(line.unit_amount),
+            "tax_rates": [
+                {key: rate[key] for key in ("name", "percentage", "inclusive")}
+                for rate in line.tax_rates or []
+            ],
+            "discount": (
+                {"percent_off": Decimal(line.discount_percent)}
+                if line.discount_percent is not None
+                else {"amount_off": line.discount_amount_off}
+                if line.discount_amount_off is not None
+                else None
+            ),
+            "product_id": line.product_id,
+            "line_item_id": line.line_item_id,
+        }
     )
 
 

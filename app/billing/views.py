@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.billing import states
+from app.billing.schemas import Discount, InvoiceDiscount, TaxLine, TaxRateView
 from app.billing.schemas import Invoice as InvoiceSchema
 from app.billing.schemas import InvoiceLine as InvoiceLineSchema
 from app.billing.schemas import Payment as PaymentSchema
@@ -30,6 +32,8 @@ def is_overdue(invoice: Invoice, now: datetime) -> bool:
         return False
     if invoice.amount_paid >= invoice.total:
         return False
+    if invoice.overdue_at is not None:
+        return now >= invoice.overdue_at
     zone = ZoneInfo(invoice.timezone or "UTC")
     return now.astimezone(zone).date() > invoice.due_date
 
@@ -45,15 +49,64 @@ def line_view(line: InvoiceLine) -> InvoiceLineSchema:
         unit_amount=int(unit) if whole else None,
         unit_amount_decimal=money.format_decimal(unit),
         tax_rate=money.format_decimal(line.tax_rate),
+        tax_rates=[
+            TaxRateView(
+                tax_rate_id=rate.get("tax_rate_id"),
+                name=rate["name"],
+                percentage=rate["percentage"],
+                inclusive=rate["inclusive"],
+            )
+            for rate in line.tax_rates or []
+        ],
+        discount=_line_discount(line),
+        product_id=line.product_id,
+        line_item_id=line.line_item_id,
         amount=line.amount,
+        discount_amount=line.discount_amount,
+        taxable_amount=line.taxable_amount,
+        taxes=[TaxLine.model_validate(tax) for tax in line.taxes or []],
         tax_amount=line.tax_amount,
+        total=line.total,
     )
+
+
+def _line_discount(line: InvoiceLine) -> Discount | None:
+    if line.discount_percent is not None:
+        return Discount(
+            percent_off=money.format_decimal(Decimal(line.discount_percent)),
+            amount_off=None,
+        )
+    if line.discount_amount_off is not None:
+        return Discount(percent_off=None, amount_off=line.discount_amount_off)
+    return None
+
+
+def document_taxes(lines: Sequence[InvoiceLine]) -> list[TaxLine]:
+    """Sum the lines' taxes per rate, in the order the rates first appear."""
+    summed: dict[tuple[str, str, bool], list[int]] = {}
+    for line in sorted(lines, key=lambda line: line.position):
+        for tax in line.taxes or []:
+            key = (tax["name"], tax["rate"], tax["inclusive"])
+            pair = summed.setdefault(key, [0, 0])
+            pair[0] += tax["taxable_amount"]
+            pair[1] += tax["amount"]
+    return [
+        TaxLine(
+            name=name,
+            rate=rate,
+            inclusive=inclusive,
+            taxable_amount=pair[0],
+            amount=pair[1],
+        )
+        for (name, rate, inclusive), pair in summed.items()
+    ]
 
 
 def invoice_view(
     invoice: Invoice, lines: Sequence[InvoiceLine], now: datetime | None = None
 ) -> InvoiceSchema:
     now = now or utcnow()
+    state = states.payment_state(invoice)
     return InvoiceSchema(
         id=invoice.id,
         customer_id=invoice.customer_id,
@@ -64,15 +117,31 @@ def invoice_view(
         number=invoice.number,
         currency=invoice.currency,
         rounding=invoice.rounding,
+        tax_calculation=invoice.tax_calculation,
+        discounts=[
+            InvoiceDiscount(
+                source=entry.get("source", "manual"),
+                offer_code=entry.get("offer_code"),
+                percent_off=entry.get("percent_off"),
+                amount_off=entry.get("amount_off"),
+                amount=entry.get("amount", 0),
+            )
+            for entry in invoice.discounts or []
+        ],
         subtotal=invoice.subtotal,
+        total_discount=invoice.total_discount,
+        total_excluding_tax=invoice.total_excluding_tax,
+        taxes=document_taxes(lines),
         tax_total=invoice.tax_total,
         total=invoice.total,
-        amount_due=invoice.total,
-        amount_paid=invoice.amount_paid,
-        amount_remaining=max(invoice.total - invoice.amount_paid, 0),
-        amount_overpaid=max(invoice.amount_paid - invoice.total, 0),
+        amount_due=state.amount_due,
+        amount_paid=state.amount_paid,
+        amount_remaining=state.amount_remaining,
+        amount_overpaid=state.amount_overpaid,
+        payment_terms=invoice.payment_terms,
         payment_terms_days=invoice.payment_terms_days,
         due_date=invoice.due_date,
+        overdue_at=invoice.overdue_at,
         timezone=invoice.timezone,
         overdue=is_overdue(invoice, now),
         memo=invoice.memo,

@@ -40,6 +40,7 @@ PREFIXES: dict[str, str] = {
     "invoice": "inv",
     "invoice_line": "il",
     "payment": "pay",
+    "tax_rate": "txr",
     "dispute": "dp",
     "event": "evt",
     "webhook_endpoint": "we",

@@ -18,6 +18,7 @@ from app.models.billing import (
     Payment,
     PaymentAllocation,
     ProviderEvent,
+    TaxRate,
 )
 from app.models.catalog import (
     LineItem,
@@ -93,6 +94,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceNumberSeries",
+    "TaxRate",
     "Lead",
     "LineItem",
     "LeadConsent",

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     ForeignKey,
     Index,
     Numeric,
@@ -38,6 +39,12 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             "due_date",
             postgresql_where=text("status = 'open'"),
         ),
+        # The overdue scan reads open invoices whose overdue_at has passed.
+        Index(
+            "ix_invoices_open_overdue_at",
+            "overdue_at",
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     customer_id: Mapped[uuid.UUID] = mapped_column(
@@ -52,12 +59,31 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     number: Mapped[str | None] = mapped_column(String(40))
     currency: Mapped[str] = mapped_column(String(3))
     rounding: Mapped[str] = mapped_column(String(16), default="half_up")
+    # "line": each line's tax is rounded; "document": each tax rate is rounded once on
+    # the whole invoice and allocated back to the lines.
+    tax_calculation: Mapped[str] = mapped_column(
+        String(16), default="line", server_default="line"
+    )
+    # Invoice-level discounts in the order applied: {"percent_off": "10"} or
+    # {"amount_off": 500}, with "source" ("manual" or "offer_code") and the computed
+    # "amount" taken off.
+    discounts: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     subtotal: Mapped[int] = money_column()
+    total_discount: Mapped[int] = money_column()
+    total_excluding_tax: Mapped[int] = money_column()
     tax_total: Mapped[int] = money_column()
     total: Mapped[int] = money_column()
     amount_paid: Mapped[int] = money_column()
-    payment_terms_days: Mapped[int] = mapped_column(default=30)
+    # due_on_receipt, net_<days> or due_date (an explicit date).
+    payment_terms: Mapped[str] = mapped_column(
+        String(16), default="net_30", server_default="net_30"
+    )
+    # Days from finalization to the due date; null with an explicit due date.
+    payment_terms_days: Mapped[int | None]
     due_date: Mapped[date | None]
+    # The instant the due date ends in ``timezone``: from then on the invoice is
+    # overdue while money is owed.
+    overdue_at: Mapped[datetime | None]
     # The customer's IANA time zone at finalization: due_date is a calendar date there,
     # and the invoice turns overdue once that date has passed there.
     timezone: Mapped[str | None] = mapped_column(String(64))
@@ -68,10 +94,16 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):
-    """A line of an invoice: quantity times unit amount, plus tax."""
+    """A line of an invoice: quantity times unit amount, less discounts, plus tax."""
 
     __tablename__ = "invoice_lines"
-    __table_args__ = (UniqueConstraint("invoice_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "position"),
+        CheckConstraint(
+            "discount_percent IS NULL OR discount_amount_off IS NULL",
+            name="one_discount",
+        ),
+    )
 
     invoice_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("invoices.id", ondelete="CASCADE")
@@ -80,9 +112,37 @@ class InvoiceLine(IdMixin, WorkspaceMixin, Base):
     description: Mapped[str] = mapped_column(String(500))
     quantity: Mapped[Decimal] = mapped_column(Numeric(20, 6))
     unit_amount: Mapped[Decimal] = mapped_column(Numeric(30, 12))
+    # The sum of the line's tax percentages, kept for readers of the single-rate form.
     tax_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4), default=Decimal(0))
+    # [{"name", "percentage", "inclusive"}]: the rates the line is taxed at.
+    tax_rates: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    discount_percent: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    discount_amount_off: Mapped[int | None] = mapped_column(BigInteger)
+    product_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("products.id", ondelete="SET NULL")
+    )
+    line_item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("opportunity_line_items.id", ondelete="SET NULL")
+    )
     amount: Mapped[int] = mapped_column(BigInteger)
+    discount_amount: Mapped[int] = money_column()
+    taxable_amount: Mapped[int] = money_column()
     tax_amount: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[int] = money_column()
+    # [{"name", "rate", "inclusive", "taxable_amount", "amount"}], computed.
+    taxes: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+
+
+class TaxRate(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A reusable tax rate; invoice lines copy it, so a later change never alters them."""
+
+    __tablename__ = "tax_rates"
+
+    name: Mapped[str] = mapped_column(String(100))
+    percentage: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    inclusive: Mapped[bool] = mapped_column(default=False)
+    jurisdiction: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=True)
 
 
 class InvoiceNumberSeries(WorkspaceMixin, Base):

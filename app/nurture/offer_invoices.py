@@ -1,16 +1,15 @@
-"""Offer discounts as invoice lines, and the hooks billing calls when a draft changes.
+"""Offer discounts on invoices, and the hooks billing calls when a draft changes.
 
-A redeemed offer adds negative lines to the invoice: one per tax rate of its charge
-lines, so each part of the discount is taxed at the rate of what it discounts. The
-discount is computed on the pre-tax subtotal of the charge lines (percent: in
-``Decimal``, rounded once by the invoice's rounding policy, half-up by default;
-amount: capped at that subtotal) and split across the tax rates in proportion to
-their amounts by the largest-remainder method, so the parts add up to it exactly.
-The invoice totals are then recomputed by ``app.billing.totals`` over every line, so
-the parts shown still add up to the total shown.
+A redeemed offer is an invoice-level discount with source ``offer_code``: a percent
+of, or an amount capped at, what the lines come to after their own discounts and the
+manual invoice discounts. ``app.billing.lines.recompute_invoice`` spreads it over the
+lines in proportion to their amounts by the largest-remainder method before tax.
+Each part of it is therefore taxed at the rate of what it discounts, and the parts
+shown still add up to the total shown.
 
-Charge lines never have a negative unit amount (the API rejects one), so discount
-lines are exactly the lines whose unit amount is below zero.
+Invoices discounted before this model carry negative discount lines instead. Charge
+lines never have a negative unit amount (the API rejects one), so those are exactly
+the lines whose unit amount is below zero; redeeming or repricing replaces them.
 
 This module imports no billing service, so ``app.billing.service`` can call it.
 """
@@ -18,15 +17,14 @@ This module imports no billing service, so ``app.billing.service`` can call it.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 import structlog
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.totals import LineInput, invoice_totals
+from app.billing.lines import recompute_invoice
 from app.core import ids, money
 from app.core.clock import utcnow
 from app.core.events import emit
@@ -36,27 +34,9 @@ from app.nurture.offer_views import code_data
 
 log = structlog.get_logger(__name__)
 
-# Bounds the loop that shrinks a discount whose negative taxes, rounded per line,
-# would take the total below zero. Each step raises the total by at least one unit.
-MAX_DISCOUNT_ADJUSTMENTS = 1000
-
 
 def is_discount_line(line: InvoiceLine) -> bool:
     return Decimal(line.unit_amount) < 0
-
-
-def discount_total(
-    offer: Offer, subtotal: int, rounding: money.Rounding = money.Rounding.HALF_UP
-) -> int:
-    """Return the minor units ``offer`` takes off a pre-tax ``subtotal``."""
-    if subtotal <= 0:
-        return 0
-    if offer.percent_off is not None:
-        with localcontext(money.exact()):
-            exact = Decimal(subtotal) * offer.percent_off / Decimal(100)
-        return min(money.round_minor(exact, rounding), subtotal)
-    assert offer.amount_off is not None
-    return min(offer.amount_off, subtotal)
 
 
 def split_by_rate(discount: int, amounts: dict[Decimal, int]) -> dict[Decimal, int]:
@@ -92,9 +72,12 @@ async def apply_discount(
     offer: Offer,
     code: str,
 ) -> tuple[list[InvoiceLine], int]:
-    """Replace the invoice's discount lines by ones for ``offer``; recompute totals.
+    """Set ``offer`` as the invoice's offer-code discount and recompute its totals.
 
-    Returns the invoice's lines, charge lines first, and the discount in minor units.
+    The offer becomes the last invoice-level discount (source ``offer_code``), applied
+    after the manual ones and spread over the lines pro rata before tax. Discount lines
+    of the earlier model (negative unit amounts) are deleted. Returns the invoice's
+    lines and the discount in minor units.
     """
     charges = [line for line in lines if not is_discount_line(line)]
     for line in lines:
@@ -103,79 +86,30 @@ async def apply_discount(
                 await session.delete(line)
             else:
                 session.expunge(line)
-    # The deletes go first: the new lines may reuse their positions.
     await session.flush()
 
-    rounding = money.Rounding(invoice.rounding)
-    amounts: dict[Decimal, int] = defaultdict(int)
-    for line in charges:
-        amounts[Decimal(line.tax_rate)] += line.amount
-    discount = discount_total(offer, sum(amounts.values()), rounding)
-    for _ in range(MAX_DISCOUNT_ADJUSTMENTS):
-        discounts = _discount_lines(invoice, charges, split_by_rate(discount, amounts))
-        totals = invoice_totals(
-            [
-                LineInput(
-                    quantity=Decimal(line.quantity),
-                    unit_amount=Decimal(line.unit_amount),
-                    tax_rate=Decimal(line.tax_rate),
-                )
-                for line in [*charges, *discounts]
-            ],
-            rounding,
-        )
-        if totals.total >= 0:
-            break
-        discount -= 1
-    else:  # pragma: no cover - each step raises the total by at least one unit
-        raise RuntimeError(f"cannot keep invoice {invoice.id} at a total of zero")
-
-    all_lines = [*charges, *discounts]
-    for line, computed in zip(all_lines, totals.lines, strict=True):
-        line.amount = computed.amount
-        line.tax_amount = computed.tax_amount
-    for line, description in zip(
-        discounts, _descriptions(code, offer, list(discounts)), strict=True
-    ):
-        line.description = description
-    invoice.subtotal = totals.subtotal
-    invoice.tax_total = totals.tax_total
-    invoice.total = totals.total
-    session.add_all(discounts)
-    return all_lines, discount
-
-
-def _discount_lines(
-    invoice: Invoice, charges: Sequence[InvoiceLine], shares: dict[Decimal, int]
-) -> list[InvoiceLine]:
-    position = max((line.position for line in charges), default=0)
-    created = []
-    for rate in sorted(shares, reverse=True):
-        position += 1
-        created.append(
-            InvoiceLine(
-                id=ids.new_uuid(),
-                workspace_id=invoice.workspace_id,
-                invoice_id=invoice.id,
-                position=position,
-                description="",
-                quantity=Decimal(1),
-                unit_amount=Decimal(-shares[rate]),
-                tax_rate=rate,
-                amount=-shares[rate],
-                tax_amount=0,
-            )
-        )
-    return created
-
-
-def _descriptions(code: str, offer: Offer, lines: list[InvoiceLine]) -> list[str]:
-    label = f"Offer {code}"
-    if offer.percent_off is not None:
-        label = f"{label} ({money.format_decimal(offer.percent_off)}% off)"
-    if len(lines) == 1:
-        return [label]
-    return [f"{label}, {_rate_text(Decimal(line.tax_rate))}% tax" for line in lines]
+    entries = [
+        entry
+        for entry in invoice.discounts or []
+        if entry.get("source") != "offer_code"
+    ]
+    entries.append(
+        {
+            "source": "offer_code",
+            "offer_code": code,
+            "percent_off": (
+                money.format_decimal(offer.percent_off)
+                if offer.percent_off is not None
+                else None
+            ),
+            "amount_off": offer.amount_off if offer.percent_off is None else None,
+            "amount": 0,
+        }
+    )
+    invoice.discounts = entries
+    recompute_invoice(invoice, charges)
+    discount = int(invoice.discounts[-1]["amount"])
+    return charges, discount
 
 
 async def applied_redemption(

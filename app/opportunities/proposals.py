@@ -13,16 +13,15 @@ import builtins
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.schemas import InvoiceCreate, InvoiceLineCreate
+from app.billing.schemas import DiscountInput, InvoiceCreate, InvoiceLineCreate
 from app.billing.service import invoice_service
-from app.core import ids, money
+from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
@@ -547,37 +546,27 @@ def _invoice_payload(
         currency=proposal.currency,
         opportunity_id=opportunity.id,
         memo=f"Proposal {ids.encode('proposal', proposal.id)}",
-        lines=[_invoice_line(line, proposal.currency) for line in lines],
+        lines=[_invoice_line(line) for line in lines],
     )
 
 
-def _invoice_line(line: ProposalLine, currency: str) -> InvoiceLineCreate:
-    """Copy a line to an invoice line with exactly the same amount and tax.
+def _invoice_line(line: ProposalLine) -> InvoiceLineCreate:
+    """Copy a line to an invoice line with exactly the same amount, discount and tax.
 
-    Invoice lines carry no discount, so a discounted line becomes quantity 1 at its
-    net amount, and its description states the quantity, unit price and discount.
-    Billing then rounds nothing: quantity 1 x a whole number of minor units.
+    Both round half up, take a percent discount off the rounded amount and tax what
+    remains line by line, so the invoice shows the proposal's figures.
     """
-    if line.discount == 0:
-        return InvoiceLineCreate(
-            description=line.description,
-            quantity=line.quantity,
-            unit_amount_decimal=line.unit_amount,
-            tax_rate=line.tax_rate,
-        )
-    unit = money.format_decimal(
-        line.unit_amount.scaleb(-money.exponent(currency), context=money.exact())
-    )
-    discount = money.format_decimal(money.from_minor(line.discount, currency))
-    detail = (
-        f" ({money.format_decimal(line.quantity)} x {unit} {currency}, less "
-        f"{discount} {currency} discount)"
-    )
+    discount: DiscountInput | None = None
+    if line.discount_percent is not None and line.discount_percent > 0:
+        discount = DiscountInput(percent_off=line.discount_percent)
+    elif line.discount_amount:
+        discount = DiscountInput(amount_off=line.discount_amount)
     return InvoiceLineCreate(
-        description=line.description[: 500 - len(detail)] + detail,
-        quantity=Decimal(1),
-        unit_amount=line.amount - line.discount,
+        description=line.description,
+        quantity=line.quantity,
+        unit_amount_decimal=line.unit_amount,
         tax_rate=line.tax_rate,
+        discount=discount,
     )
 
 

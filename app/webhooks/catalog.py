@@ -299,8 +299,19 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "created for it, if any.",
     ),
     EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
+    EventType("tax_rate.created", "tax_rate", "A tax rate was created."),
+    EventType(
+        "tax_rate.updated",
+        "tax_rate",
+        "A tax rate was renamed, moved to another jurisdiction, or (de)activated.",
+    ),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
-    EventType("invoice.updated", "invoice", "A draft invoice changed."),
+    EventType(
+        "invoice.updated",
+        "invoice",
+        "A draft invoice changed (lines, discounts, taxes, terms), or a payment "
+        "changed what is paid on an open one.",
+    ),
     EventType(
         "invoice.finalized",
         "invoice",

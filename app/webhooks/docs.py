@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.schemas import Invoice, TaxRateObject
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -49,6 +50,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "customer": Customer,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
+    "invoice": Invoice,
     "lead": Lead,
     "lost_reason": LostReason,
     "objection": Objection,
@@ -61,6 +63,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "proposal": Proposal,
     "scoring_rule": ScoringRule,
     "stage": Stage,
+    "tax_rate": TaxRateObject,
     "user": User,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,

@@ -486,11 +486,11 @@ class TestInvoiceValidation:
         workspace: Workspace,
     ) -> None:
         problem = await self.invalid(
-            client, auth, session, workspace, {**LINE, "discount": "10"}
+            client, auth, session, workspace, {**LINE, "discount_rate": "10"}
         )
 
         assert problem["errors"][0] == {
-            "field": "lines.0.discount",
+            "field": "lines.0.discount_rate",
             "message": "This field is not accepted here. Remove it, or check its "
             "spelling.",
             "code": "extra_forbidden",
@@ -985,7 +985,8 @@ class TestFinalizeInvoice:
         opened = await create_open_invoice(client, auth, customer)
         await session.execute(
             update(Invoice).values(
-                due_date=datetime.now(UTC).date() - timedelta(days=2)
+                due_date=datetime.now(UTC).date() - timedelta(days=2),
+                overdue_at=datetime.now(UTC) - timedelta(days=1),
             )
         )
         await session.commit()

@@ -510,20 +510,24 @@ class TestRedeemOffer:
 
         assert response.status_code == 200, response.text
         after = response.json()
-        # Subtotal 4333; 15 % is 649.95, half-up 650, split 500 at 19 % and 150 at 7 %.
-        discounts = [item for item in after["lines"] if item["amount"] < 0]
-        assert [(item["amount"], item["tax_amount"]) for item in discounts] == [
-            (-500, -95),
-            (-150, -11),
-        ]
-        assert [item["tax_rate"] for item in discounts] == ["19", "7"]
-        assert discounts[0]["description"] == (
-            f"Offer {code['code']} (15% off), 19% tax"
-        )
-        assert after["subtotal"] == 3683
-        assert after["tax_total"] == 633 + 70 - 95 - 11
-        assert after["total"] == after["subtotal"] + after["tax_total"]
-        assert sum(item["amount"] for item in after["lines"]) == after["subtotal"]
+        # Subtotal 4333; 15 % is 649.95, half-up 650, spread pro rata over the lines:
+        # 499.99 and 150.01 become 500 and 150. Tax is then charged on what remains:
+        # 2833 x 19 % = 538.27 -> 538 and 850 x 7 % = 59.5 -> 60.
+        [discount] = after["discounts"]
+        assert discount == {
+            "source": "offer_code",
+            "offer_code": code["code"],
+            "percent_off": "15",
+            "amount_off": None,
+            "amount": 650,
+        }
+        assert [item["discount_amount"] for item in after["lines"]] == [500, 150]
+        assert [item["tax_amount"] for item in after["lines"]] == [538, 60]
+        assert after["subtotal"] == 4333
+        assert after["total_discount"] == 650
+        assert after["tax_total"] == 598
+        assert after["total"] == 4333 - 650 + 598
+        assert sum(item["total"] for item in after["lines"]) == after["total"]
         assert after["version"] == invoice["version"] + 1
         [redeemed] = await list_codes(client, auth, offer)
         assert redeemed["status"] == "redeemed"
@@ -565,15 +569,13 @@ class TestRedeemOffer:
 
         assert response.status_code == 200, response.text
         after = response.json()
-        [discount] = [item for item in after["lines"] if item["amount"] < 0]
-        assert discount["description"] == f"Offer {code['code']}"
-        assert discount["unit_amount"] == -2500
-        assert discount["tax_amount"] == -250
-        assert (after["subtotal"], after["tax_total"], after["total"]) == (
-            7500,
-            750,
-            8250,
-        )
+        [line_after] = after["lines"]
+        assert after["discounts"][0]["amount_off"] == 2500
+        assert after["discounts"][0]["amount"] == 2500
+        assert line_after["discount_amount"] == 2500
+        assert line_after["tax_amount"] == 750
+        assert (after["subtotal"], after["total_discount"]) == (10000, 2500)
+        assert (after["tax_total"], after["total"]) == (750, 8250)
 
     async def test_amount_capped_at_subtotal(
         self,
@@ -597,7 +599,8 @@ class TestRedeemOffer:
 
         assert response.status_code == 200, response.text
         after = response.json()
-        assert (after["subtotal"], after["tax_total"], after["total"]) == (0, 0, 0)
+        assert (after["subtotal"], after["total_discount"]) == (1999, 1999)
+        assert (after["tax_total"], after["total"]) == (0, 0)
 
     async def test_jpy_zero_decimal(
         self,
@@ -615,12 +618,12 @@ class TestRedeemOffer:
 
         assert response.status_code == 200, response.text
         after = response.json()
-        # 15 % of 12345 yen is 1851.75, half-up 1852; its tax -185.2 rounds to -185.
-        [discount] = [item for item in after["lines"] if item["amount"] < 0]
-        assert (discount["amount"], discount["tax_amount"]) == (-1852, -185)
-        assert after["subtotal"] == 12345 - 1852
-        assert after["tax_total"] == 1235 - 185
-        assert after["total"] == 11543
+        # 15 % of 12345 yen is 1851.75, half-up 1852; 10 % tax on the 10493 left
+        # is 1049.3, rounded to 1049.
+        assert after["total_discount"] == 1852
+        assert after["total_excluding_tax"] == 10493
+        assert after["tax_total"] == 1049
+        assert after["total"] == 11542
 
     async def test_currency_mismatch(
         self,
@@ -782,7 +785,7 @@ class TestRedeemOffer:
         assert response.status_code == 200, response.text
         after = response.json()
         # 15 % of 10001 is 1500.15, rounded to 1500.
-        assert [item["amount"] for item in after["lines"]] == [10001, -1500]
+        assert [item["discount_amount"] for item in after["lines"]] == [1500]
         assert after["total"] == 8501
         [redeemed] = await list_codes(client, auth, offer)
         assert redeemed["discount_amount"] == 1500
@@ -837,8 +840,8 @@ class TestRedeemOffer:
 
         assert response.status_code == 200, response.text
         # 12.5 % of 1012 is 126.5: half-up gives 127, half-even 126.
-        assert [item["amount"] for item in redeemed["lines"]] == [1012, -127]
-        assert [item["amount"] for item in response.json()["lines"]] == [1012, -126]
+        assert redeemed["total_discount"] == 127
+        assert response.json()["total_discount"] == 126
 
     async def test_void_releases_code(
         self,

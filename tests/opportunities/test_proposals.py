@@ -293,18 +293,24 @@ class TestAcceptProposal:
         assert invoice["opportunity_id"] == opportunity["id"]
         assert invoice["customer_id"] == opportunity["customer_id"]
         assert invoice["currency"] == "USD"
-        assert invoice["subtotal"] == accepted["subtotal"]
+        assert invoice["total_excluding_tax"] == accepted["subtotal"]
+        assert invoice["total_discount"] == accepted["discount_total"]
         assert invoice["tax_total"] == accepted["tax_total"]
         assert invoice["total"] == accepted["total"]
         assert [line["amount"] for line in invoice["lines"]] == [
-            line["amount"] - line["discount"] for line in accepted["lines"]
+            line["amount"] for line in accepted["lines"]
+        ]
+        assert [line["discount_amount"] for line in invoice["lines"]] == [
+            line["discount"] for line in accepted["lines"]
         ]
         assert [line["tax_amount"] for line in invoice["lines"]] == [
             line["tax_amount"] for line in accepted["lines"]
         ]
-        assert invoice["lines"][0]["description"] == (
-            "Seats (3 x 3.335 USD, less 1 USD discount)"
-        )
+        assert invoice["lines"][0]["description"] == "Seats"
+        assert invoice["lines"][0]["discount"] == {
+            "percent_off": "10",
+            "amount_off": None,
+        }
         assert invoice["lines"][1]["quantity"] == "2.5"
         assert await event_types(session, "proposal", proposal["id"]) == [
             "proposal.created",

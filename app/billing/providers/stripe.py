@@ -25,6 +25,7 @@ from app.billing.errors import (
     SignatureExpired,
 )
 from app.billing.payments import payment_service
+from app.billing.providers.amounts import from_stripe_amount
 from app.billing.providers.base import Outcome, VerifiedEvent
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.core import ids, money
@@ -36,12 +37,6 @@ log = structlog.get_logger(__name__)
 PROVIDER = "stripe"
 SIGNATURE_HEADER = "stripe-signature"
 ACTOR = "provider:stripe"
-
-# Stripe writes amounts in "the currency's smallest unit" but departs from ISO 4217
-# for two currencies, per its "Supported currencies" page (zero-decimal list and
-# special cases). ISK stays two-decimal in its API although ISO gives it no minor unit.
-# MGA is zero-decimal there although ISO gives it two.
-_STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
 
 # Event type -> the payment status it reports.
 _PAYMENT_INTENT_EVENTS = {
@@ -183,22 +178,6 @@ def _invalid_payload(reason: str) -> InvalidProviderPayload:
     return InvalidProviderPayload(
         f"The signed body is not a Stripe event: {reason}.", reason=reason
     )
-
-
-def from_stripe_amount(amount: int, currency: str) -> int:
-    """Convert a Stripe amount to ISO 4217 minor units; raise ``ValueError`` if inexact."""
-    iso = money.exponent(currency)
-    shift = iso - _STRIPE_EXPONENTS.get(currency, iso)
-    if shift >= 0:
-        multiplier: int = 10**shift
-        return amount * multiplier
-    factor: int = 10**-shift
-    if amount % factor:
-        raise ValueError(
-            f"{amount} is not a whole number of {currency} minor units in Stripe's "
-            f"scale (divisible by {factor})"
-        )
-    return amount // factor
 
 
 async def handle(session: AsyncSession, event: ProviderEvent) -> Outcome:
