@@ -12,11 +12,14 @@ from app.models.attribution import (
 from app.models.base import Base
 from app.models.billing import (
     Dispute,
+    DunningPolicy,
+    DunningReminder,
     Invoice,
     InvoiceLine,
     InvoiceNumberSeries,
     Payment,
     PaymentAllocation,
+    PromiseToPay,
     ProviderEvent,
 )
 from app.models.catalog import (
@@ -80,6 +83,8 @@ __all__ = [
     "Contact",
     "CustomFieldDefinition",
     "Dispute",
+    "DunningPolicy",
+    "DunningReminder",
     "Customer",
     "EmailEvent",
     "EmailEventSecret",
@@ -116,6 +121,7 @@ __all__ = [
     "ProductPrice",
     "Proposal",
     "ProposalLine",
+    "PromiseToPay",
     "ProviderEvent",
     "ScoringRule",
     "Sequence",
