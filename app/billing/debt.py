@@ -2,8 +2,8 @@
 
 ``sweep_overdue`` marks each open invoice overdue once, at the end of its due date in
 its time zone, and emits ``invoice.overdue``. A promise to pay is kept once payments
-recorded after it add up to its amount by the end of its date, and broken otherwise;
-``resolve_promises`` settles both. Writing off needs an approver who is an active user
+recorded after it add up to its amount by the end of its date, and broken otherwise.
+``resolve_promises`` settles both outcomes. Writing off needs an approver who is an active user
 and, when the request names its user with On-Behalf-Of, another user than that one.
 """
 
@@ -86,7 +86,7 @@ class DebtService:
         """
         now = now or utcnow()
         # No zone is more than 14 hours ahead of UTC, so an invoice whose due date is
-        # later than tomorrow in UTC cannot be overdue; the index serves this bound.
+        # later than tomorrow in UTC cannot be overdue. The partial index serves this.
         latest_due = now.date() + timedelta(days=1)
         due = (
             select(Invoice.id)

@@ -7,7 +7,7 @@ steps of nurture sequences:
 1. Plan, in one transaction: lock the open invoices with a due step and no
    ``dunning_reminders`` row for it (SKIP LOCKED, so workers share the work), and
    insert the row of the step as ``sending`` with a lease. The unique key on
-   ``(invoice_id, step)`` makes each step happen at most once per invoice.
+   ``(invoice_id, step)`` lets each step of an invoice be claimed only once.
 2. Send each claimed message, holding no transaction, cut off before the lease ends.
 3. Record, per message: mark the row ``sent`` (opening the step's task, if any) or
    schedule a retry, but only if the row still carries this attempt's number.
@@ -72,7 +72,7 @@ FINAL_STEP = "final"
 MAX_ATTEMPTS = 5
 # Invoices planned per sweep; the next sweep takes the rest.
 PLAN_BATCH = 100
-# How long a final action waits before the pause that holds it is checked again.
+# How long a paused final action waits before the pause is checked again.
 PAUSE_RECHECK = timedelta(hours=1)
 # The send must end this long before the lease lapses.
 LEASE_MARGIN_SECONDS = 5.0
@@ -190,7 +190,7 @@ class Claim:
     task_title: str | None
 
 
-# Open invoices with a step, or a final action, that is due and not yet taken; the
+# Open invoices with a step or a final action that is due and not yet taken. The
 # policy is the invoice's, else its customer's, else the workspace default.
 _DUE_INVOICES = text(
     """

@@ -197,8 +197,9 @@ class DunningPolicy(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base)
     """A schedule of payment reminders relative to an invoice's due date.
 
     ``steps`` is a list of ``{"offset_days", "subject", "body", "create_task",
-    "task_title"}`` ordered by ``offset_days``, which is unique within a policy and
-    identifies the step: a reminder for one offset is sent at most once per invoice.
+    "task_title"}`` ordered by ``offset_days``. The offset is unique within a policy
+    and identifies the step, so one offset is claimed once per invoice even if the
+    policy changes.
     """
 
     __tablename__ = "dunning_policies"
@@ -231,9 +232,9 @@ class DunningReminder(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     """One step of an invoice's dunning schedule, claimed before it takes effect.
 
     ``step`` is ``"-3"``, ``"0"``, ``"+7"`` for email steps and ``"final"`` for the
-    action after the last step; the unique key on ``(invoice_id, step)`` makes each
-    happen once. ``claimed_until`` is the lease of a ``sending`` row and the retry
-    time of a ``retrying`` one.
+    action after the last step. The unique key on ``(invoice_id, step)`` lets each be
+    claimed once. ``claimed_until`` is the lease of a ``sending`` row, the retry time
+    of a ``retrying`` one, and the next check of a ``waiting`` final step.
     """
 
     __tablename__ = "dunning_reminders"
@@ -254,8 +255,8 @@ class DunningReminder(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     )
     step: Mapped[str] = mapped_column(String(16))
     offset_days: Mapped[int | None] = mapped_column(Integer)
-    # sending, retrying, sent, failed or skipped; the final step is waiting while a
-    # pause holds it, then done.
+    # sending, retrying, sent, failed or skipped. The final step is waiting while a
+    # pause delays it, then done.
     status: Mapped[str] = mapped_column(String(16))
     # Why a step was skipped: promise_to_pay, dispute, renewal, superseded or
     # invoice_closed.
