@@ -488,3 +488,38 @@ class TestTwoWorkers:
                 "-3": ("skipped", "superseded"),
                 "0": ("sent", None),
             }
+
+
+class TestMailErrors:
+    async def test_transient_error_retries(
+        self, dunning: Dunning, smtp_server: SmtpServer
+    ) -> None:
+        smtp_server.handler.refused["ap@initech.example"] = "451 4.3.0 Try again later"
+
+        first = await dunning.run(dunning.at(-3))
+        retrying = await dunning.statuses()
+        smtp_server.handler.refused.clear()
+        second = await dunning.run(dunning.at(-3) + timedelta(hours=2))
+
+        assert first == 0
+        assert retrying == {"-3": ("retrying", None)}
+        assert second == 1
+        assert len(smtp_server.messages) == 1
+        state = await dunning.state()
+        assert state["reminders"][0]["status"] == "sent"
+        assert state["reminders"][0]["attempts"] == 2
+
+    async def test_bounce_fails(
+        self, dunning: Dunning, smtp_server: SmtpServer, session: AsyncSession
+    ) -> None:
+        smtp_server.handler.refused["ap@initech.example"] = "550 5.1.1 No such user"
+
+        await dunning.run(dunning.at(-3))
+        await dunning.run(dunning.at(-3) + timedelta(hours=2))
+
+        assert await dunning.statuses() == {"-3": ("failed", None)}
+        state = await dunning.state()
+        assert "550" in state["reminders"][0]["error"]
+        assert await event_types(
+            session, state["reminders"][0]["id"], "dunning_reminder"
+        ) == ["dunning_reminder.failed"]
