@@ -19,6 +19,8 @@ from arq import cron
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.service import activity_service
+from app.billing.debt import debt_service
+from app.billing.dunning import dunning_runner
 from app.billing.providers.inbox import provider_event_service
 from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.idempotency import prune_expired
@@ -299,6 +301,22 @@ async def sweep_overdue_activities(ctx: dict[str, Any]) -> int:
         return await activity_service.sweep_overdue(session, batch=OVERDUE_BATCH)
 
 
+# Invoices marked overdue per sweep; the next sweep takes the rest.
+OVERDUE_INVOICE_BATCH = 500
+
+
+async def sweep_overdue_invoices(ctx: dict[str, Any]) -> int:
+    """Emit invoice.overdue once for each open invoice past the end of its due date."""
+    async with unit_of_work(ctx) as session:
+        return await debt_service.sweep_overdue(session, batch=OVERDUE_INVOICE_BATCH)
+
+
+async def sweep_dunning(ctx: dict[str, Any]) -> int:
+    """Settle promises to pay and send the dunning reminders that are due."""
+    mailer: Mailer = ctx.get("mailer") or create_mailer(ctx["settings"])
+    return await dunning_runner.run(lambda: unit_of_work(ctx), mailer, ctx["settings"])
+
+
 # Opportunities flagged rotting per sweep; the next sweep takes the rest.
 ROTTING_BATCH = 500
 
@@ -375,6 +393,8 @@ FUNCTIONS: list[Any] = [
     sweep_lead_scores,
     sweep_overdue_activities,
     sweep_rotting_opportunities,
+    sweep_overdue_invoices,
+    sweep_dunning,
     run_lead_import,
     sweep_lead_imports,
     run_enrollment_job,
@@ -389,6 +409,8 @@ SWEEPS: list[Any] = [
     sweep_lead_scores,
     sweep_overdue_activities,
     sweep_rotting_opportunities,
+    sweep_overdue_invoices,
+    sweep_dunning,
     sweep_lead_imports,
     sweep_enrollment_jobs,
 ]

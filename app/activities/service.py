@@ -157,6 +157,31 @@ class ActivityService:
         actor: str,
     ) -> Activity:
         """Create a task on a lead for a worker, which has no request principal."""
+        return await self.create_worker_task(
+            session,
+            workspace_id=workspace_id,
+            owner_id=owner_id,
+            subject=subject,
+            body=body,
+            due_at=due_at,
+            actor=actor,
+            lead_id=lead_id,
+        )
+
+    async def create_worker_task(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: uuid.UUID,
+        owner_id: uuid.UUID | None,
+        subject: str,
+        body: str | None,
+        due_at: datetime,
+        actor: str,
+        lead_id: uuid.UUID | None = None,
+        customer_id: uuid.UUID | None = None,
+    ) -> Activity:
+        """Create a task on a lead or customer for a worker, without a principal."""
         activity = Activity(
             id=ids.new_uuid(),
             workspace_id=workspace_id,
@@ -167,6 +192,7 @@ class ActivityService:
             due_at=due_at,
             owner_id=owner_id,
             lead_id=lead_id,
+            customer_id=customer_id,
         )
         session.add(activity)
         await session.flush()

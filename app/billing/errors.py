@@ -100,3 +100,30 @@ class InvalidDueDate(InvalidInput):
 
     code = "invalid_due_date"
     title = "Invalid due date"
+
+
+class InvoiceAlreadyWrittenOff(Conflict):
+    """The invoice was written off before; a write-off happens once."""
+
+    code = "invoice_already_written_off"
+    title = "Invoice already written off"
+
+
+class WriteOffNotApproved(InvalidInput):
+    """The approver of a write-off must be another active user than the requester."""
+
+    code = "approver_is_requester"
+    title = "Write-off needs another approver"
+
+
+class PromiseAlreadyPending(Conflict):
+    """The invoice has a promise to pay that is neither kept nor broken yet."""
+
+    code = "promise_pending"
+    title = "A promise to pay is pending"
+
+
+class DunningPolicyNotFound(NotFound):
+    """No dunning policy with that id in the caller's workspace."""
+
+    code = "dunning_policy_not_found"

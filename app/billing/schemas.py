@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from app.core import money
 from app.core.schemas import (
     CustomerId,
+    DunningPolicyId,
     InputModel,
     InvoiceId,
     InvoiceLineId,
@@ -29,6 +30,7 @@ from app.core.schemas import (
     ProductId,
     TaxRateId,
     Timestamp,
+    UserId,
 )
 
 InvoiceStatus = Literal["draft", "open", "paid", "void", "uncollectible"]
@@ -530,6 +532,21 @@ class InvoiceLine(OutputModel):
     total: int = Field(description="taxable_amount + tax_amount.")
 
 
+class WriteOff(OutputModel):
+    amount: int = Field(
+        description="The amount remaining when it was written off, in minor units."
+    )
+    amount_recovered: int = Field(
+        description="The part of amount paid after the write-off, in minor units."
+    )
+    reason: str
+    requested_by: str | None = Field(
+        description="The actor of the request: an API key, or On-Behalf-Of."
+    )
+    approved_by: UserId
+    written_off_at: datetime
+
+
 class Invoice(OutputModel):
     object: Literal["invoice"] = "invoice"
     id: InvoiceId
@@ -571,6 +588,23 @@ class Invoice(OutputModel):
     overdue: bool = Field(
         description="True once the due date has passed in that time zone while money "
         "is still owed."
+    )
+    overdue_since: datetime | None = Field(
+        description="When the invoice turned overdue: the end of the due date in its "
+        "time zone. Null while it is not overdue."
+    )
+    days_overdue: int = Field(
+        description="Calendar days in the invoice's time zone since the due date; 0 "
+        "while it is not overdue."
+    )
+    dunning_policy_id: DunningPolicyId | None = Field(
+        description="The dunning policy set on this invoice alone; null follows the "
+        "customer's, then the workspace default. See GET /v1/invoices/{id}/dunning."
+    )
+    uncollectible_at: datetime | None
+    uncollectible_reason: str | None
+    write_off: WriteOff | None = Field(
+        description="Set once the remaining amount was written off as bad debt."
     )
     memo: str | None
     lines: list[InvoiceLine]

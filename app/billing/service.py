@@ -292,7 +292,7 @@ class InvoiceService:
             session, principal.workspace_id, invoice_id, for_update=True
         )
         check_if_match(if_match, invoice.version)
-        self._check_transition(invoice, "open")
+        self.check_transition(invoice, "open")
         lines = await repository.lines(invoice.id)
         if not lines:
             raise InvoiceHasNoLines(
@@ -365,7 +365,7 @@ class InvoiceService:
             session, principal.workspace_id, invoice_id, for_update=True
         )
         check_if_match(if_match, invoice.version)
-        self._check_transition(invoice, "void")
+        self.check_transition(invoice, "void")
         if invoice.amount_paid > 0:
             raise Conflict(
                 f"Invoice {ids.encode('invoice', invoice.id)} has {invoice.amount_paid} "
@@ -446,7 +446,7 @@ class InvoiceService:
         )
 
     @staticmethod
-    def _check_transition(invoice: Invoice, target: str) -> None:
+    def check_transition(invoice: Invoice, target: str) -> None:
         allowed = states.TRANSITIONS.get(invoice.status, ())
         if target not in allowed:
             # "paid" is reached by payments, never requested, so it is not offered.

@@ -10,32 +10,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from app.billing import states
+from app.billing.overdue import days_overdue, is_overdue, overdue_moment
 from app.billing.schemas import Discount, InvoiceDiscount, TaxLine, TaxRateView
 from app.billing.schemas import Invoice as InvoiceSchema
 from app.billing.schemas import InvoiceLine as InvoiceLineSchema
 from app.billing.schemas import Payment as PaymentSchema
 from app.billing.schemas import PaymentAllocation as PaymentAllocationSchema
+from app.billing.schemas import WriteOff as WriteOffSchema
 from app.core import money
 from app.core.clock import utcnow
 from app.models import Invoice, InvoiceLine, Payment, PaymentAllocation
-
-# An invoice in these statuses still expects money, so it can be overdue.
-_COLLECTING = frozenset({"open", "uncollectible"})
-
-
-def is_overdue(invoice: Invoice, now: datetime) -> bool:
-    """Tell whether the due date has passed in the invoice's time zone, money owed."""
-    if invoice.status not in _COLLECTING or invoice.due_date is None:
-        return False
-    if invoice.amount_paid >= invoice.total:
-        return False
-    if invoice.overdue_at is not None:
-        return now >= invoice.overdue_at
-    zone = ZoneInfo(invoice.timezone or "UTC")
-    return now.astimezone(zone).date() > invoice.due_date
 
 
 def line_view(line: InvoiceLine) -> InvoiceLineSchema:
@@ -107,6 +93,7 @@ def invoice_view(
 ) -> InvoiceSchema:
     now = now or utcnow()
     state = states.payment_state(invoice)
+    overdue = is_overdue(invoice, now)
     return InvoiceSchema(
         id=invoice.id,
         customer_id=invoice.customer_id,
@@ -143,7 +130,13 @@ def invoice_view(
         due_date=invoice.due_date,
         overdue_at=invoice.overdue_at,
         timezone=invoice.timezone,
-        overdue=is_overdue(invoice, now),
+        overdue=overdue,
+        overdue_since=(overdue_moment(invoice) if overdue else None),
+        days_overdue=days_overdue(invoice, now),
+        dunning_policy_id=invoice.dunning_policy_id,
+        uncollectible_at=invoice.uncollectible_at,
+        uncollectible_reason=invoice.uncollectible_reason,
+        write_off=write_off_view(invoice),
         memo=invoice.memo,
         lines=[
             line_view(line) for line in sorted(lines, key=lambda line: line.position)
@@ -154,6 +147,22 @@ def invoice_view(
         version=invoice.version,
         created_at=invoice.created_at,
         updated_at=invoice.updated_at,
+    )
+
+
+def write_off_view(invoice: Invoice) -> WriteOffSchema | None:
+    if invoice.written_off_at is None or invoice.written_off_amount is None:
+        return None
+    assert invoice.write_off_approved_by is not None
+    # What was still owed at the write-off, less what arrived later.
+    collected_after = invoice.amount_paid - (invoice.total - invoice.written_off_amount)
+    return WriteOffSchema(
+        amount=invoice.written_off_amount,
+        amount_recovered=min(max(collected_after, 0), invoice.written_off_amount),
+        reason=invoice.write_off_reason or "",
+        requested_by=invoice.write_off_requested_by,
+        approved_by=invoice.write_off_approved_by,
+        written_off_at=invoice.written_off_at,
     )
 
 

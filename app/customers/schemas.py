@@ -12,6 +12,7 @@ from app.core.money import CurrencyCode
 from app.core.schemas import (
     ContactId,
     CustomerId,
+    DunningPolicyId,
     InputModel,
     LeadId,
     OutputModel,
@@ -282,6 +283,10 @@ class Customer(OutputModel):
     )
     source_lead_id: LeadId | None = Field(
         description="The lead this customer was created from by a conversion."
+    )
+    dunning_policy_id: DunningPolicyId | None = Field(
+        description="The dunning policy of this customer's invoices; null follows "
+        "the workspace default. Set with PUT /v1/customers/{id}/dunning-policy."
     )
     version: int
     created_at: datetime

@@ -12,11 +12,14 @@ from app.models.attribution import (
 from app.models.base import Base
 from app.models.billing import (
     Dispute,
+    DunningPolicy,
+    DunningReminder,
     Invoice,
     InvoiceLine,
     InvoiceNumberSeries,
     Payment,
     PaymentAllocation,
+    PromiseToPay,
     ProviderEvent,
     TaxRate,
 )
@@ -81,6 +84,8 @@ __all__ = [
     "Contact",
     "CustomFieldDefinition",
     "Dispute",
+    "DunningPolicy",
+    "DunningReminder",
     "Customer",
     "EmailEvent",
     "EmailEventSecret",
@@ -118,6 +123,7 @@ __all__ = [
     "ProductPrice",
     "Proposal",
     "ProposalLine",
+    "PromiseToPay",
     "ProviderEvent",
     "ScoringRule",
     "Sequence",

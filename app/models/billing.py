@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Integer,
     Numeric,
     String,
     Text,
@@ -44,6 +45,11 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             "ix_invoices_open_overdue_at",
             "overdue_at",
             postgresql_where=text("status = 'open'"),
+        ),
+        Index(
+            "ix_invoices_overdue_pending",
+            "due_date",
+            postgresql_where=text("status = 'open' AND overdue_notified_at IS NULL"),
         ),
     )
 
@@ -91,6 +97,24 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     finalized_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]
+    # Set once, when the overdue sweep emitted invoice.overdue for the invoice.
+    overdue_notified_at: Mapped[datetime | None]
+    # The dunning policy of this invoice alone; null follows the customer's, then the
+    # workspace default.
+    dunning_policy_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dunning_policies.id", ondelete="SET NULL")
+    )
+    uncollectible_at: Mapped[datetime | None]
+    uncollectible_reason: Mapped[str | None] = mapped_column(String(500))
+    # A write-off: the amount still owed when it was written off, why, who asked for
+    # it (the request's actor) and which user approved it.
+    written_off_at: Mapped[datetime | None]
+    written_off_amount: Mapped[int | None] = mapped_column(BigInteger)
+    write_off_reason: Mapped[str | None] = mapped_column(String(500))
+    write_off_requested_by: Mapped[str | None] = mapped_column(String(200))
+    write_off_approved_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT")
+    )
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):
@@ -226,6 +250,119 @@ class Dispute(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     provider_dispute_id: Mapped[str | None] = mapped_column(String(255))
     opened_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
+
+
+class DunningPolicy(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
+    """A schedule of payment reminders relative to an invoice's due date.
+
+    ``steps`` is a list of ``{"offset_days", "subject", "body", "create_task",
+    "task_title"}`` ordered by ``offset_days``. The offset is unique within a policy
+    and identifies the step, so one offset is claimed once per invoice even if the
+    policy changes.
+    """
+
+    __tablename__ = "dunning_policies"
+    __table_args__ = (
+        Index(
+            "uq_dunning_policies_default",
+            "workspace_id",
+            unique=True,
+            postgresql_where=text("is_default"),
+        ),
+        CheckConstraint("send_hour BETWEEN 0 AND 23", name="send_hour"),
+    )
+
+    name: Mapped[str] = mapped_column(String(200))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    # Reminders go out at this hour of the customer's local day.
+    send_hour: Mapped[int] = mapped_column(Integer, default=9)
+    # Reminders pause while the customer has an open opportunity in this pipeline.
+    renewal_pipeline_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="SET NULL")
+    )
+    # What happens final_action_delay_days after the last step, if anything.
+    mark_uncollectible: Mapped[bool] = mapped_column(default=False)
+    final_task: Mapped[bool] = mapped_column(default=False)
+    final_action_delay_days: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DunningReminder(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """One step of an invoice's dunning schedule, claimed before it takes effect.
+
+    ``step`` is ``"-3"``, ``"0"``, ``"+7"`` for email steps and ``"final"`` for the
+    action after the last step. The unique key on ``(invoice_id, step)`` lets each be
+    claimed once. ``claimed_until`` is the lease of a ``sending`` row, the retry time
+    of a ``retrying`` one, and the next check of a ``waiting`` final step.
+    """
+
+    __tablename__ = "dunning_reminders"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "step"),
+        Index(
+            "ix_dunning_reminders_unfinished",
+            "claimed_until",
+            postgresql_where=text("status IN ('sending', 'retrying')"),
+        ),
+    )
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE")
+    )
+    policy_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dunning_policies.id", ondelete="SET NULL")
+    )
+    step: Mapped[str] = mapped_column(String(16))
+    offset_days: Mapped[int | None] = mapped_column(Integer)
+    # sending, retrying, sent, failed or skipped. The final step is waiting while a
+    # pause delays it, then done.
+    status: Mapped[str] = mapped_column(String(16))
+    # Why a step was skipped: promise_to_pay, dispute, renewal, superseded or
+    # invoice_closed.
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    scheduled_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(1000))
+    activity_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL")
+    )
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PromiseToPay(IdMixin, WorkspaceMixin, TimestampMixin, Base):
+    """A customer's promise to pay ``amount`` of an invoice by ``promised_date``.
+
+    ``amount_paid_at_promise`` is the invoice's ``amount_paid`` when the promise was
+    recorded: the promise is kept once payments have added ``amount`` to it by the end
+    of ``promised_date`` in the invoice's time zone, and broken otherwise.
+    """
+
+    __tablename__ = "promises_to_pay"
+    __table_args__ = (
+        Index(
+            "uq_promises_to_pay_pending",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    promised_date: Mapped[date]
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_paid_at_promise: Mapped[int] = mapped_column(BigInteger)
+    # pending, kept or broken.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    recorded_by: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]
 
 
 class ProviderEvent(IdMixin, Base):

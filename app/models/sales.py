@@ -71,6 +71,11 @@ class Customer(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
         ForeignKey("users.id", ondelete="SET NULL")
     )
     source_lead_id: Mapped[uuid.UUID | None]
+    # The dunning policy of this customer's invoices; null follows the workspace
+    # default. An invoice's own policy wins over it.
+    dunning_policy_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dunning_policies.id", ondelete="SET NULL")
+    )
 
 
 class Contact(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):

@@ -309,8 +309,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "invoice.updated",
         "invoice",
-        "A draft invoice changed (lines, discounts, taxes, terms), or a payment "
-        "changed what is paid on an open one.",
+        "An invoice changed: a draft's lines, discounts, taxes or terms, the "
+        "payments applied to it, or its dunning policy.",
     ),
     EventType(
         "invoice.finalized",
@@ -323,6 +323,63 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "invoice.overdue",
         "invoice",
         "An open invoice passed its due date in the customer's time zone.",
+    ),
+    EventType(
+        "invoice.marked_uncollectible",
+        "invoice",
+        "An open invoice was marked uncollectible, by request or after the last "
+        "dunning step; a later payment still records and pays it.",
+    ),
+    EventType(
+        "invoice.written_off",
+        "invoice",
+        "What an invoice still owed was written off with a reason and an approver; "
+        "the invoice is uncollectible.",
+    ),
+    EventType(
+        "dunning_policy.created", "dunning_policy", "A dunning policy was created."
+    ),
+    EventType(
+        "dunning_policy.updated",
+        "dunning_policy",
+        "A dunning policy's steps or settings changed, or it stopped being the "
+        "workspace default.",
+    ),
+    EventType(
+        "dunning_policy.deleted", "dunning_policy", "A dunning policy was deleted."
+    ),
+    EventType(
+        "dunning_reminder.sent",
+        "dunning_reminder",
+        "The mail server accepted a payment reminder for an invoice.",
+    ),
+    EventType(
+        "dunning_reminder.skipped",
+        "dunning_reminder",
+        "A due reminder step was skipped; skip_reason says why (a pause, a later "
+        "step due at the same time, or the invoice no longer open).",
+    ),
+    EventType(
+        "dunning_reminder.failed",
+        "dunning_reminder",
+        "A payment reminder could not be sent: no address, a permanent mail error, or "
+        "too many attempts.",
+    ),
+    EventType(
+        "promise_to_pay.created",
+        "promise_to_pay",
+        "A customer's promise to pay an invoice was recorded; reminders pause.",
+    ),
+    EventType(
+        "promise_to_pay.kept",
+        "promise_to_pay",
+        "Payments reached the promised amount by the promised date.",
+    ),
+    EventType(
+        "promise_to_pay.broken",
+        "promise_to_pay",
+        "The promised date ended before payments reached the promised amount; "
+        "reminders resume.",
     ),
     EventType("payment.succeeded", "payment", "A payment was received."),
     EventType("payment.refunded", "payment", "A payment was refunded."),

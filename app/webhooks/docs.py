@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.dunning_schemas import DunningPolicy, DunningReminder, PromiseToPay
 from app.billing.schemas import Invoice, TaxRateObject
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
@@ -48,6 +49,8 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "contact": Contact,
     "custom_field": CustomField,
     "customer": Customer,
+    "dunning_policy": DunningPolicy,
+    "dunning_reminder": DunningReminder,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
     "invoice": Invoice,
@@ -60,6 +63,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "partner": Partner,
     "pipeline": Pipeline,
     "product": Product,
+    "promise_to_pay": PromiseToPay,
     "proposal": Proposal,
     "scoring_rule": ScoringRule,
     "stage": Stage,

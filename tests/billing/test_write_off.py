@@ -1,0 +1,262 @@
+"""Marking invoices uncollectible and writing them off, and paying them after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Workspace
+from tests.billing.debt_helpers import event_types, record_payment
+from tests.billing.factories import create_customer, create_invoice, create_open_invoice
+from tests.users.factories import create_user
+
+
+@pytest.fixture
+async def invoice(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    workspace: Workspace,
+) -> dict[str, Any]:
+    customer = await create_customer(session, workspace.id)
+    return await create_open_invoice(client, auth, customer)
+
+
+async def write_off(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    invoice_id: str,
+    body: dict[str, Any],
+    **headers: str,
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/invoices/{invoice_id}/write-off", json=body, headers={**auth, **headers}
+    )
+
+
+class TestMarkUncollectible:
+    async def test_open_invoice(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        invoice: dict[str, Any],
+    ) -> None:
+        response = await client.post(
+            f"/v1/invoices/{invoice['id']}/mark-uncollectible",
+            json={"reason": "Customer went bankrupt"},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "uncollectible"
+        assert body["uncollectible_reason"] == "Customer went bankrupt"
+        assert body["uncollectible_at"] is not None
+        assert body["write_off"] is None
+        types = await event_types(session, invoice["id"], "invoice")
+        assert types[-1] == "invoice.marked_uncollectible"
+
+    async def test_twice_conflicts(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        url = f"/v1/invoices/{invoice['id']}/mark-uncollectible"
+        await client.post(url, json={}, headers=auth)
+
+        response = await client.post(url, json={}, headers=auth)
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "invalid_transition"
+
+    async def test_draft_conflicts(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        draft = await create_invoice(client, auth, customer)
+
+        response = await client.post(
+            f"/v1/invoices/{draft['id']}/mark-uncollectible", json={}, headers=auth
+        )
+
+        assert response.status_code == 409
+        assert response.json()["current_status"] == "draft"
+
+    async def test_stale_if_match(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        response = await client.post(
+            f"/v1/invoices/{invoice['id']}/mark-uncollectible",
+            json={},
+            headers={**auth, "If-Match": f'"{invoice["version"] + 5}"'},
+        )
+
+        assert response.status_code == 412
+
+
+class TestWriteOff:
+    async def test_records_amount_and_approver(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        invoice: dict[str, Any],
+    ) -> None:
+        requester = await create_user(client, auth)
+        approver = await create_user(client, auth)
+        await record_payment(client, auth, invoice, 2500, "cash")
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Uneconomic to pursue", "approver_id": approver["id"]},
+            **{"On-Behalf-Of": requester["id"]},
+        )
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "uncollectible"
+        assert body["write_off"]["amount"] == invoice["total"] - 2500
+        assert body["write_off"]["amount_recovered"] == 0
+        assert body["write_off"]["reason"] == "Uneconomic to pursue"
+        assert body["write_off"]["approved_by"] == approver["id"]
+        assert body["write_off"]["requested_by"] == requester["id"]
+        types = await event_types(session, invoice["id"], "invoice")
+        assert types[-1] == "invoice.written_off"
+
+    async def test_payment_after_pays(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        approver = await create_user(client, auth)
+        await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+        )
+
+        paid = await client.post(
+            "/v1/payments",
+            json={
+                "customer_id": invoice["customer_id"],
+                "amount": invoice["total"],
+                "currency": invoice["currency"],
+                "method": "bank_transfer",
+                "invoice_id": invoice["id"],
+            },
+            headers=auth,
+        )
+
+        assert paid.status_code == 201, paid.text
+        after = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        body = after.json()
+        assert body["status"] == "paid"
+        assert body["write_off"]["amount"] == invoice["total"]
+        assert body["write_off"]["amount_recovered"] == invoice["total"]
+
+    async def test_approver_is_requester(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        invoice: dict[str, Any],
+    ) -> None:
+        user = await create_user(client, auth)
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": user["id"]},
+            **{"On-Behalf-Of": user["id"]},
+        )
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "approver_is_requester"
+        assert problem["errors"][0]["field"] == "approver_id"
+        current = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        assert current.json()["status"] == "open"
+        assert "invoice.written_off" not in await event_types(
+            session, invoice["id"], "invoice"
+        )
+
+    async def test_inactive_approver(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        approver = await create_user(client, auth)
+        deactivated = await client.patch(
+            f"/v1/users/{approver['id']}", json={"active": False}, headers=auth
+        )
+        assert deactivated.status_code == 200, deactivated.text
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "approver_id"
+
+    async def test_unknown_approver(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": "usr_" + "0" * 26},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "user_not_found"
+
+    async def test_reason_required(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        approver = await create_user(client, auth)
+
+        response = await write_off(
+            client, auth, invoice["id"], {"approver_id": approver["id"]}
+        )
+
+        assert response.status_code == 422
+        assert "reason" in response.text
+
+    async def test_twice_conflicts(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        approver = await create_user(client, auth)
+        body = {"reason": "Gone quiet", "approver_id": approver["id"]}
+        first = await write_off(client, auth, invoice["id"], body)
+        assert first.status_code == 200, first.text
+
+        second = await write_off(client, auth, invoice["id"], body)
+
+        assert second.status_code == 409
+        assert second.json()["code"] == "invoice_already_written_off"
+
+    async def test_paid_invoice_conflicts(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        approver = await create_user(client, auth)
+        await record_payment(client, auth, invoice, invoice["total"], "cash")
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+        )
+
+        assert response.status_code == 409
+        assert response.json()["code"] == "invalid_transition"
