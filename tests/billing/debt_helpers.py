@@ -9,9 +9,10 @@ from datetime import date
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.billing.overdue import end_of_day_sql, overdue_at
 from app.core import ids
 from app.models import Event, Invoice
 
@@ -33,10 +34,17 @@ def unit_of_work(sessionmaker: async_sessionmaker[AsyncSession]) -> UnitOfWork:
 async def set_due_date(
     session: AsyncSession, invoice_id: str, due_date: date, timezone: str | None = None
 ) -> None:
-    """Move an open invoice's due date, as if it had been finalized on other terms."""
+    """Move an open invoice's due date, as if it had been finalized on other terms.
+
+    Its stored ``overdue_at`` moves with it; the zone is the one given, else the
+    invoice's own.
+    """
     values: dict[str, Any] = {"due_date": due_date}
     if timezone is not None:
         values["timezone"] = timezone
+        values["overdue_at"] = overdue_at(due_date, timezone)
+    else:
+        values["overdue_at"] = end_of_day_sql(literal(due_date))
     await session.execute(
         update(Invoice)
         .where(Invoice.id == ids.decode("invoice", invoice_id))

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.debt import debt_service
-from app.billing.overdue import overdue_at, overdue_at_sql
+from app.billing.overdue import end_of_day_sql, overdue_at
 from app.core import ids
 from app.models import Invoice, Workspace
 from tests.billing.conftest import Committed
@@ -70,7 +70,7 @@ class TestOverdueSql:
         for due, zone in cases:
             await set_due_date(session, invoice["id"], due, zone)
             computed = await session.scalar(
-                select(overdue_at_sql()).where(
+                select(end_of_day_sql(Invoice.due_date)).where(  # type: ignore[arg-type]
                     Invoice.id == ids.decode("invoice", invoice["id"])
                 )
             )
