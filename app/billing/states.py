@@ -1,7 +1,8 @@
 """The invoice status machine, published at ``GET /v1/meta/state-machines``.
 
-``paid`` is reached only by allocating payments, never by a direct request, and an
-open invoice changes its amounts only through payments (and, later, credit notes).
+``paid`` is reached when payments, credit notes or applied customer credit settle the
+invoice, never by a direct request, and an open invoice changes its amounts only
+through those.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ PAYABLE = frozenset({"open", "uncollectible", "paid"})
 PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid", "overpaid")
 
 
-def payment_status(total: int, amount_paid: int) -> str:
-    """Derive the payment status of an invoice from its total and what was paid."""
-    if amount_paid <= 0:
-        return "unpaid"
-    if amount_paid < total:
-        return "partially_paid"
-    if amount_paid == total:
+def payment_status(amount_due: int, amount_paid: int, credit_applied: int = 0) -> str:
+    """Derive the payment status of an invoice from what it asks and what was paid.
+
+    ``amount_due`` is net of credit notes and applied customer credit (see
+    ``app.billing.amounts``); applied credit alone makes an invoice partially paid,
+    and an invoice whose amount due fell to zero is paid.
+    """
+    if amount_paid > amount_due:
+        return "overpaid"
+    if amount_paid == amount_due:
         return "paid"
-    return "overpaid"
+    if amount_paid > 0 or credit_applied > 0:
+        return "partially_paid"
+    return "unpaid"

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.billing.amounts import invoice_amounts
 from app.billing.schemas import Invoice as InvoiceSchema
 from app.billing.schemas import InvoiceLine as InvoiceLineSchema
 from app.billing.schemas import Payment as PaymentSchema
@@ -28,7 +29,7 @@ def is_overdue(invoice: Invoice, now: datetime) -> bool:
     """Tell whether the due date has passed in the invoice's time zone, money owed."""
     if invoice.status not in _COLLECTING or invoice.due_date is None:
         return False
-    if invoice.amount_paid >= invoice.total:
+    if invoice_amounts(invoice).amount_remaining == 0:
         return False
     zone = ZoneInfo(invoice.timezone or "UTC")
     return now.astimezone(zone).date() > invoice.due_date
@@ -54,6 +55,7 @@ def invoice_view(
     invoice: Invoice, lines: Sequence[InvoiceLine], now: datetime | None = None
 ) -> InvoiceSchema:
     now = now or utcnow()
+    amounts = invoice_amounts(invoice)
     return InvoiceSchema(
         id=invoice.id,
         customer_id=invoice.customer_id,
@@ -67,10 +69,14 @@ def invoice_view(
         subtotal=invoice.subtotal,
         tax_total=invoice.tax_total,
         total=invoice.total,
-        amount_due=invoice.total,
+        amount_due=amounts.amount_due,
         amount_paid=invoice.amount_paid,
-        amount_remaining=max(invoice.total - invoice.amount_paid, 0),
-        amount_overpaid=max(invoice.amount_paid - invoice.total, 0),
+        amount_remaining=amounts.amount_remaining,
+        amount_overpaid=amounts.amount_overpaid,
+        credited_amount=amounts.credited_amount,
+        pre_payment_credit_notes_amount=amounts.pre_payment_credit_notes_amount,
+        post_payment_credit_notes_amount=amounts.post_payment_credit_notes_amount,
+        customer_credit_applied=amounts.customer_credit_applied,
         payment_terms_days=invoice.payment_terms_days,
         due_date=invoice.due_date,
         timezone=invoice.timezone,

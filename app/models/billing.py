@@ -65,6 +65,11 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     finalized_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]
+    # What credit notes and applied customer credit took off the invoice;
+    # app.billing.amounts derives amount_due and amount_remaining from them.
+    pre_payment_credit_notes_amount: Mapped[int] = money_column()
+    post_payment_credit_notes_amount: Mapped[int] = money_column()
+    customer_credit_applied: Mapped[int] = money_column()
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):

@@ -300,7 +300,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
     EventType("invoice.created", "invoice", "A draft invoice was created."),
-    EventType("invoice.updated", "invoice", "A draft invoice changed."),
+    EventType(
+        "invoice.updated",
+        "invoice",
+        "A draft invoice changed, or the amounts of a finalized one: a payment, a "
+        "credit note or applied customer credit.",
+    ),
     EventType(
         "invoice.finalized",
         "invoice",
@@ -312,6 +317,28 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "invoice.overdue",
         "invoice",
         "An open invoice passed its due date in the customer's time zone.",
+    ),
+    EventType(
+        "credit_note.created",
+        "credit_note",
+        "A credit note was issued for an invoice; amount_reduced, amount_credited "
+        "and refund_amount say where its total went.",
+    ),
+    EventType(
+        "credit_note.updated",
+        "credit_note",
+        "A credit note's refund was paid out (refund_status succeeded).",
+    ),
+    EventType(
+        "credit_note.voided",
+        "credit_note",
+        "A credit note was voided; its credit left the invoice and the customer.",
+    ),
+    EventType(
+        "customer_credit_transaction.created",
+        "customer_credit_transaction",
+        "A customer's credit balance changed: credit from a credit note, an "
+        "adjustment, or credit applied to an invoice.",
     ),
     EventType("payment.succeeded", "payment", "A payment was received."),
     EventType("payment.refunded", "payment", "A payment was refunded."),

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.credit_schemas import CreditNote, CustomerCreditTransaction
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -45,8 +46,10 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "activity": Activity,
     "campaign": Campaign,
     "contact": Contact,
+    "credit_note": CreditNote,
     "custom_field": CustomField,
     "customer": Customer,
+    "customer_credit_transaction": CustomerCreditTransaction,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
     "lead": Lead,
