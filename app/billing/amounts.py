@@ -1,4 +1,4 @@
-"""What an invoice asks for once credit notes and customer credit are counted.
+"""The amount an invoice requests once credit notes and customer credit count.
 
 Every reader of an invoice's amounts goes through ``invoice_amounts``, so the API view,
 the payment status, the overdue check and the credit balance agree:
@@ -61,5 +61,5 @@ def invoice_amounts(invoice: Invoice) -> InvoiceAmounts:
 
 
 def is_settled(invoice: Invoice) -> bool:
-    """Tell whether payments, credit notes and credit cover all the invoice asks."""
+    """Tell whether payments, credit notes and credit cover the whole amount due."""
     return invoice_amounts(invoice).amount_remaining == 0

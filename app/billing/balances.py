@@ -12,6 +12,10 @@ The customer's ``credit_balance`` is the balance in its own currency. Every chan
 lowers a balance (applying credit, a negative adjustment, voiding a credit note) holds
 ``lock_customer_credit`` first and checks the balance under that lock, so two
 concurrent changes can never overdraw it.
+
+NOTE: the overpaid and unallocated parts are computed from payments, so code that
+writes an ``overpayment`` ledger row must also take that surplus out of those parts,
+or it counts twice.
 """
 
 from __future__ import annotations

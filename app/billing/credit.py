@@ -78,9 +78,9 @@ class CustomerCreditService:
         """Write one ledger row and emit it; a negative one must fit the balance.
 
         For a negative ``amount`` this takes the customer's credit lock and raises
-        ``InsufficientCredit`` (409) when the balance in ``currency`` is smaller, so
-        callers from other billing code (refunds of credit, overpayments moved into
-        the ledger) get the same guarantee as the API.
+        ``InsufficientCredit`` (409) when the balance in ``currency`` is smaller. Other
+        billing code (refunds of credit, overpayments moved into the ledger) gets the
+        same guarantee as the API by calling this.
         """
         if amount == 0:
             raise ValueError("a credit transaction needs a nonzero amount")

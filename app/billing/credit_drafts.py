@@ -30,7 +30,7 @@ from app.core.errors import FieldError
 from app.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 # Invoice statuses that may be credited: a draft can still be edited, and a void
-# invoice asks for nothing.
+# invoice requests no money.
 CREDITABLE_STATUSES = frozenset({"open", "paid", "uncollectible"})
 
 
@@ -49,7 +49,7 @@ class CreditableLine:
 
 
 def creditable_lines(lines: Sequence[InvoiceLine]) -> list[CreditableLine]:
-    """Read invoice lines for crediting; the one place that knows their columns."""
+    """Read invoice lines for crediting; the one place that reads their columns."""
     return [
         CreditableLine(
             id=line.id,

@@ -1,8 +1,7 @@
 """Credit notes: partial or full credits of a finalized invoice.
 
-A credit note credits invoice lines (a quantity or a net amount of each, with the
-line's tax in proportion) or a lump amount including tax (split over the invoice's
-tax rates in proportion to what each can still be credited). Its total goes to up to
+A credit note credits invoice lines or a lump amount including tax, as
+``app.billing.credit_drafts`` computes them. Its total goes to up to
 three places: it reduces the invoice's amount due, it becomes customer credit, or it
 is owed back as a refund.
 

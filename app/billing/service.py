@@ -409,8 +409,8 @@ class InvoiceService:
         """Settle and emit a locked invoice whose payments or credits just changed.
 
         The payment status is derived again. The invoice turns paid (``invoice.paid``)
-        the first time payments, credit notes and applied credit cover its amount due;
-        any other change of the amounts is an ``invoice.updated``. Returns whether it
+        the first time payments, credit notes and applied credit cover its amount due.
+        Any other change of the amounts emits ``invoice.updated``. Returns whether it
         turned paid.
         """
         amounts = invoice_amounts(invoice)

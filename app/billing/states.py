@@ -25,11 +25,11 @@ PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid", "overpaid")
 
 
 def payment_status(amount_due: int, amount_paid: int, credit_applied: int = 0) -> str:
-    """Derive the payment status of an invoice from what it asks and what was paid.
+    """Derive the payment status of an invoice from its amount due and amount paid.
 
-    ``amount_due`` is net of credit notes and applied customer credit (see
-    ``app.billing.amounts``); applied credit alone makes an invoice partially paid,
-    and an invoice whose amount due fell to zero is paid.
+    ``amount_due`` is net of credit notes and applied customer credit, as
+    ``app.billing.amounts`` derives it. Applied credit alone makes an invoice
+    partially paid, and an invoice whose amount due fell to zero is paid.
     """
     if amount_paid > amount_due:
         return "overpaid"

@@ -1,6 +1,6 @@
 """Credit notes and the customer credit ledger.
 
-A credit note lowers what an invoice asks for after it was finalized. Its total goes
+A credit note lowers the amount of an invoice after it was finalized. Its total goes
 to one or more of three places: it reduces the invoice's amount due, it becomes
 customer credit (a row of the ledger), or it is owed back to the customer as a refund.
 The ledger's signed rows sum to the credit a customer holds in one currency.

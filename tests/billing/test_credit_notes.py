@@ -799,6 +799,31 @@ class TestVoidCreditNote:
         assert updates == 1
 
 
+class TestIdempotency:
+    async def test_same_key_one_note(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        headers = {**auth, "Idempotency-Key": "credit-once"}
+        body = {"reason": "other", "amount": 1500}
+        url = f"/v1/invoices/{invoice['id']}/credit-notes"
+
+        first = await client.post(url, json=body, headers=headers)
+        second = await client.post(url, json=body, headers=headers)
+
+        assert first.status_code == 201, first.text
+        assert second.status_code == 201, second.text
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.json()["id"] == first.json()["id"]
+        assert await count_credit_notes(session) == 1
+        assert (await fetch_invoice(client, auth, invoice))["credited_amount"] == 1500
+
+
 class TestNumbering:
     async def test_series_counts_apart_from_invoices(
         self,
