@@ -274,6 +274,50 @@ class TestAdjustments:
 
 
 class TestBalances:
+    async def test_void_takes_credit_back(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        note = await credited(client, auth, invoice, amount=2500)
+        assert note["amount_credited"] == 2500
+
+        response = await client.post(
+            f"/v1/credit-notes/{note['id']}/void", headers=auth
+        )
+
+        assert response.status_code == 200, response.text
+        assert await customer_balance(client, auth, invoice["customer_id"]) == 0
+        listed = await client.get(
+            f"/v1/customers/{invoice['customer_id']}/credit-transactions",
+            params={"source": "credit_note"},
+            headers=auth,
+        )
+        assert [row["amount"] for row in listed.json()["data"]] == [-2500, 2500]
+        after = await fetch_invoice(client, auth, invoice)
+        assert after["post_payment_credit_notes_amount"] == 0
+
+    async def test_customer_list_includes_ledger(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        await adjust(client, auth, customer, 1234)
+
+        response = await client.get("/v1/customers", headers=auth)
+
+        assert response.status_code == 200, response.text
+        balances = {row["id"]: row["credit_balance"] for row in response.json()["data"]}
+        assert balances[encode("customer", customer.id)] == 1234
+
     async def test_per_currency_own_first(
         self,
         client: httpx.AsyncClient,
