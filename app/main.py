@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import ops
 from app.activities.router import router as activities_router
+from app.billing.credit_router import router as credit_router
 from app.billing.router import router as billing_router
 from app.core.auth import KeyCache
 from app.core.db import Database
@@ -139,6 +140,7 @@ def create_app(
         products_router,
         proposals_router,
         billing_router,
+        credit_router,
         webhooks_router,
         workspace_router,
         meta_router,

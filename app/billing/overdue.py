@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import TIMESTAMP, cast, func, literal
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.billing import states
+from app.billing.amounts import invoice_amounts
 from app.models import Invoice
 
 # Statuses of an invoice that still expects money, so that it can be overdue.
@@ -78,7 +78,7 @@ def is_overdue(invoice: Invoice, now: datetime) -> bool:
     """Tell whether ``invoice`` is past its overdue moment with money still owed."""
     if invoice.status not in COLLECTING:
         return False
-    if states.payment_state(invoice).amount_remaining == 0:
+    if invoice_amounts(invoice).amount_remaining == 0:
         return False
     moment = overdue_moment(invoice)
     return moment is not None and now >= moment

@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import states
+from app.billing.amounts import invoice_amounts
 from app.billing.errors import InvoiceNotPayable, PaymentMismatch, PaymentNotFound
 from app.billing.repository import PaymentRepository
 from app.billing.schemas import PaymentCreate
@@ -279,7 +280,7 @@ class PaymentService:
                 f"payment is in {currency}, so the payment was recorded but not "
                 "allocated"
             ]
-        remaining = invoice.total - invoice.amount_paid
+        remaining = invoice_amounts(invoice).amount_remaining
         if amount != remaining:
             return [
                 f"amount mismatch: invoice {encoded} expected {remaining} {currency} "

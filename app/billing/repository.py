@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import paginate
 from app.models import (
+    CreditNoteNumberSeries,
     Invoice,
     InvoiceLine,
     InvoiceNumberSeries,
@@ -19,6 +20,8 @@ from app.models import (
     ProviderEvent,
     Workspace,
 )
+
+NumberCounter = type[InvoiceNumberSeries] | type[CreditNoteNumberSeries]
 
 
 class InvoiceRepository:
@@ -101,34 +104,42 @@ class InvoiceRepository:
             self.session, statement, Invoice.id, limit=limit, cursor=cursor
         )
 
-    async def take_number(self, workspace_id: uuid.UUID, series: str, year: int) -> int:
+    async def take_number(
+        self,
+        workspace_id: uuid.UUID,
+        series: str,
+        year: int,
+        *,
+        counter: NumberCounter = InvoiceNumberSeries,
+    ) -> int:
         """Reserve the next number of a series and year, holding its row lock.
 
         The insert creates the counter row the first time and does nothing after
         that; the SELECT ... FOR UPDATE then queues concurrent finalizations behind
         this transaction, so each number is used once and a rollback returns it.
+        ``counter`` names the table: invoices and credit notes count apart.
         """
         await self.session.execute(
-            insert(InvoiceNumberSeries)
+            insert(counter)
             .values(workspace_id=workspace_id, series=series, year=year, next_number=1)
             .on_conflict_do_nothing(index_elements=["workspace_id", "series", "year"])
         )
         number = await self.session.scalar(
-            select(InvoiceNumberSeries.next_number)
+            select(counter.next_number)
             .where(
-                InvoiceNumberSeries.workspace_id == workspace_id,
-                InvoiceNumberSeries.series == series,
-                InvoiceNumberSeries.year == year,
+                counter.workspace_id == workspace_id,
+                counter.series == series,
+                counter.year == year,
             )
             .with_for_update()
         )
         assert number is not None
         await self.session.execute(
-            update(InvoiceNumberSeries)
+            update(counter)
             .where(
-                InvoiceNumberSeries.workspace_id == workspace_id,
-                InvoiceNumberSeries.series == series,
-                InvoiceNumberSeries.year == year,
+                counter.workspace_id == workspace_id,
+                counter.series == series,
+                counter.year == year,
             )
             .values(next_number=number + 1)
         )

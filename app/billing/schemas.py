@@ -570,10 +570,27 @@ class Invoice(OutputModel):
     total: int = Field(
         description="total_excluding_tax + tax_total, and the sum of line totals."
     )
-    amount_due: int = Field(description="What the customer owes in all: the total.")
+    amount_due: int = Field(
+        description="What the customer owes in all: total - "
+        "pre_payment_credit_notes_amount - customer_credit_applied."
+    )
     amount_paid: int
     amount_remaining: int = Field(description="amount_due - amount_paid, at least 0.")
     amount_overpaid: int = Field(description="amount_paid - amount_due, at least 0.")
+    credited_amount: int = Field(
+        description="Sum of the totals of the invoice's credit notes that are not void: "
+        "pre_payment_credit_notes_amount + post_payment_credit_notes_amount."
+    )
+    pre_payment_credit_notes_amount: int = Field(
+        description="The part of the credit notes that lowered amount_due."
+    )
+    post_payment_credit_notes_amount: int = Field(
+        description="The part of the credit notes that became customer credit or a "
+        "refund; it leaves amount_due unchanged."
+    )
+    customer_credit_applied: int = Field(
+        description="Customer credit applied to this invoice; it lowers amount_due."
+    )
     payment_terms: str = Field(
         description="due_on_receipt, net_N, or due_date for an explicit date."
     )

@@ -9,6 +9,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import states, terms
+from app.billing.amounts import invoice_amounts, refresh_payment_status
 from app.billing.errors import (
     InvalidInvoiceTransition,
     InvoiceHasNoLines,
@@ -331,7 +332,7 @@ class InvoiceService:
         invoice.timezone = customer_zone.key
         invoice.due_date = terms.due_date(invoice, now, customer_zone)
         invoice.overdue_at = terms.overdue_at(invoice.due_date, customer_zone)
-        states.refresh_payment_status(invoice)
+        refresh_payment_status(invoice)
         await session.flush()
         await session.refresh(invoice)
 
@@ -374,6 +375,15 @@ class InvoiceService:
                 code="invoice_has_payments",
                 amount_paid=invoice.amount_paid,
             )
+        amounts = invoice_amounts(invoice)
+        if amounts.credited_amount or amounts.customer_credit_applied:
+            raise Conflict(
+                f"Invoice {ids.encode('invoice', invoice.id)} has credit notes or "
+                "applied customer credit. Void its credit notes before voiding it.",
+                code="invoice_has_credit",
+                credited_amount=amounts.credited_amount,
+                customer_credit_applied=amounts.customer_credit_applied,
+            )
 
         invoice.status = "void"
         invoice.voided_at = utcnow()
@@ -402,16 +412,32 @@ class InvoiceService:
         *,
         actor: str | None,
     ) -> None:
-        """Add an allocated amount to an invoice the caller holds locked.
-
-        The invoice turns paid (``invoice.paid``) the first time its payments cover
-        the total; any other change of the amounts is an ``invoice.updated``.
-        """
+        """Add an allocated amount to an invoice the caller holds locked."""
         invoice.amount_paid += amount
-        states.refresh_payment_status(invoice)
+        became_paid = await self.record_amounts(session, invoice, actor=actor)
+        log.info(
+            "invoice.paid" if became_paid else "invoice.payment_applied",
+            invoice_id=str(invoice.id),
+            amount=amount,
+            amount_paid=invoice.amount_paid,
+            payment_status=invoice.payment_status,
+        )
+
+    async def record_amounts(
+        self, session: AsyncSession, invoice: Invoice, *, actor: str | None
+    ) -> bool:
+        """Settle and emit a locked invoice whose payments or credits just changed.
+
+        The payment status is derived again. The invoice turns paid (``invoice.paid``)
+        the first time payments, credit notes and applied credit cover its amount due.
+        Any other change of the amounts emits ``invoice.updated``. Returns whether it
+        turned paid.
+        """
+        amounts = invoice_amounts(invoice)
+        invoice.payment_status = amounts.payment_status
         became_paid = (
             invoice.status in ("open", "uncollectible")
-            and invoice.amount_paid >= invoice.total
+            and amounts.amount_remaining == 0
         )
         if became_paid:
             invoice.status = "paid"
@@ -437,13 +463,7 @@ class InvoiceService:
                 "invoice_paid",
                 actor,
             )
-        log.info(
-            "invoice.paid" if became_paid else "invoice.payment_applied",
-            invoice_id=str(invoice.id),
-            amount=amount,
-            amount_paid=invoice.amount_paid,
-            payment_status=invoice.payment_status,
-        )
+        return became_paid
 
     @staticmethod
     def check_transition(invoice: Invoice, target: str) -> None:

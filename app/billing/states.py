@@ -1,16 +1,16 @@
 """The invoice status machine, published at ``GET /v1/meta/state-machines``.
 
-``paid`` is reached only by allocating payments, never by a direct request, and an
-open invoice changes its amounts only through payments (and, later, credit notes).
+``paid`` is reached when payments, credit notes or applied customer credit settle the
+invoice, never by a direct request, and an open invoice changes its amounts only
+through those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.models import Invoice
+    pass
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "draft": ("open",),
@@ -29,44 +29,17 @@ PAYABLE = frozenset({"open", "uncollectible", "paid"})
 PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid", "overpaid")
 
 
-def payment_status(total: int, amount_paid: int) -> str:
-    """Derive the payment status of an invoice from its total and what was paid."""
-    if amount_paid <= 0:
-        return "unpaid"
-    if amount_paid < total:
-        return "partially_paid"
-    if amount_paid == total:
-        return "paid"
-    return "overpaid"
+def payment_status(amount_due: int, amount_paid: int, credit_applied: int = 0) -> str:
+    """Derive the payment status of an invoice from its amount due and amount paid.
 
-
-@dataclass(frozen=True)
-class PaymentState:
-    """The amounts an invoice shows about its payment, all in minor units."""
-
-    amount_due: int
-    amount_paid: int
-    amount_remaining: int
-    amount_overpaid: int
-    payment_status: str
-
-
-def payment_state(invoice: Invoice) -> PaymentState:
-    """Derive the payment amounts and status of ``invoice`` from its stored figures.
-
-    ``amount_due`` is the total. This is the one place that derives these amounts, so
-    a later reduction of what is due changes them everywhere at once.
+    ``amount_due`` is net of credit notes and applied customer credit, as
+    ``app.billing.amounts`` derives it. Applied credit alone makes an invoice
+    partially paid, and an invoice whose amount due fell to zero is paid.
     """
-    due = invoice.total
-    return PaymentState(
-        amount_due=due,
-        amount_paid=invoice.amount_paid,
-        amount_remaining=max(due - invoice.amount_paid, 0),
-        amount_overpaid=max(invoice.amount_paid - due, 0),
-        payment_status=payment_status(due, invoice.amount_paid),
-    )
-
-
-def refresh_payment_status(invoice: Invoice) -> None:
-    """Store the payment status that ``payment_state`` derives; call after a change."""
-    invoice.payment_status = payment_state(invoice).payment_status
+    if amount_paid > amount_due:
+        return "overpaid"
+    if amount_paid == amount_due:
+        return "paid"
+    if amount_paid > 0 or credit_applied > 0:
+        return "partially_paid"
+    return "unpaid"

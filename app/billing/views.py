@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from app.billing import states
+from app.billing.amounts import invoice_amounts
 from app.billing.overdue import days_overdue, is_overdue, overdue_moment
 from app.billing.schemas import Discount, InvoiceDiscount, TaxLine, TaxRateView
 from app.billing.schemas import Invoice as InvoiceSchema
@@ -92,7 +92,7 @@ def invoice_view(
     invoice: Invoice, lines: Sequence[InvoiceLine], now: datetime | None = None
 ) -> InvoiceSchema:
     now = now or utcnow()
-    state = states.payment_state(invoice)
+    amounts = invoice_amounts(invoice)
     overdue = is_overdue(invoice, now)
     return InvoiceSchema(
         id=invoice.id,
@@ -121,10 +121,14 @@ def invoice_view(
         taxes=document_taxes(lines),
         tax_total=invoice.tax_total,
         total=invoice.total,
-        amount_due=state.amount_due,
-        amount_paid=state.amount_paid,
-        amount_remaining=state.amount_remaining,
-        amount_overpaid=state.amount_overpaid,
+        amount_due=amounts.amount_due,
+        amount_paid=invoice.amount_paid,
+        amount_remaining=amounts.amount_remaining,
+        amount_overpaid=amounts.amount_overpaid,
+        credited_amount=amounts.credited_amount,
+        pre_payment_credit_notes_amount=amounts.pre_payment_credit_notes_amount,
+        post_payment_credit_notes_amount=amounts.post_payment_credit_notes_amount,
+        customer_credit_applied=amounts.customer_credit_applied,
         payment_terms=invoice.payment_terms,
         payment_terms_days=invoice.payment_terms_days,
         due_date=invoice.due_date,

@@ -277,9 +277,10 @@ class Customer(OutputModel):
     payment_terms_days: int
     owner_id: UserId | None
     credit_balance: int = Field(
-        description="Money the customer has paid beyond what its invoices ask, in "
-        "the minor unit of its currency: overpayments of invoices plus unallocated "
-        "succeeded payments, both in the customer's currency. Read-only."
+        description="Credit the customer holds, in the minor unit of its currency: "
+        "overpayments of invoices, unallocated succeeded payments and the sum of its "
+        "credit ledger (credit notes, adjustments, applied credit), all in the "
+        "customer's currency. Read-only."
     )
     source_lead_id: LeadId | None = Field(
         description="The lead this customer was created from by a conversion."

@@ -30,6 +30,12 @@ from app.models.catalog import (
     Proposal,
     ProposalLine,
 )
+from app.models.credit import (
+    CreditNote,
+    CreditNoteLine,
+    CreditNoteNumberSeries,
+    CustomerCreditTransaction,
+)
 from app.models.enrollment_job import EnrollmentJob
 from app.models.event import Event
 from app.models.holiday_calendar import HolidayCalendar
@@ -82,6 +88,10 @@ __all__ = [
     "Campaign",
     "CaptureForm",
     "Contact",
+    "CreditNote",
+    "CreditNoteLine",
+    "CreditNoteNumberSeries",
+    "CustomerCreditTransaction",
     "CustomFieldDefinition",
     "Dispute",
     "DunningPolicy",

@@ -115,6 +115,11 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     write_off_approved_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="RESTRICT")
     )
+    # What credit notes and applied customer credit took off the invoice;
+    # app.billing.amounts derives amount_due and amount_remaining from them.
+    pre_payment_credit_notes_amount: Mapped[int] = money_column()
+    post_payment_credit_notes_amount: Mapped[int] = money_column()
+    customer_credit_applied: Mapped[int] = money_column()
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):

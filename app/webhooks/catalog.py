@@ -310,7 +310,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "invoice.updated",
         "invoice",
         "An invoice changed: a draft's lines, discounts, taxes or terms, the "
-        "payments applied to it, or its dunning policy.",
+        "payments, credit notes or customer credit applied to it, or its dunning "
+        "policy.",
     ),
     EventType(
         "invoice.finalized",
@@ -380,6 +381,28 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "promise_to_pay",
         "The promised date ended before payments reached the promised amount; "
         "reminders resume.",
+    ),
+    EventType(
+        "credit_note.created",
+        "credit_note",
+        "A credit note was issued for an invoice; amount_reduced, amount_credited "
+        "and refund_amount say where its total went.",
+    ),
+    EventType(
+        "credit_note.updated",
+        "credit_note",
+        "A credit note's refund was paid out (refund_status succeeded).",
+    ),
+    EventType(
+        "credit_note.voided",
+        "credit_note",
+        "A credit note was voided; its credit left the invoice and the customer.",
+    ),
+    EventType(
+        "customer_credit_transaction.created",
+        "customer_credit_transaction",
+        "A customer's credit balance changed: credit from a credit note, an "
+        "adjustment, or credit applied to an invoice.",
     ),
     EventType("payment.succeeded", "payment", "A payment was received."),
     EventType("payment.refunded", "payment", "A payment was refunded."),

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.credit_schemas import CreditNote, CustomerCreditTransaction
 from app.billing.dunning_schemas import DunningPolicy, DunningReminder, PromiseToPay
 from app.billing.schemas import Invoice, TaxRateObject
 from app.core.schemas import EventId
@@ -47,10 +48,12 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "activity": Activity,
     "campaign": Campaign,
     "contact": Contact,
+    "credit_note": CreditNote,
     "custom_field": CustomField,
     "customer": Customer,
     "dunning_policy": DunningPolicy,
     "dunning_reminder": DunningReminder,
+    "customer_credit_transaction": CustomerCreditTransaction,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
     "invoice": Invoice,
