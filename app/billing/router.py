@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.billing.payments import payment_service
+from app.billing.payments_router import router as payments_router
 from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.schemas import (
     Invoice,
@@ -286,4 +287,5 @@ async def get_payment(
 router = APIRouter()
 router.include_router(invoices)
 router.include_router(payments)
+router.include_router(payments_router)
 router.include_router(provider_webhooks_router)

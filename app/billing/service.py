@@ -427,12 +427,60 @@ class InvoiceService:
             payment_status=invoice.payment_status,
         )
 
+    async def remove_payment(
+        self,
+        session: AsyncSession,
+        invoice: Invoice,
+        amount: int,
+        *,
+        actor: str | None,
+    ) -> None:
+        """Take an allocated amount back from an invoice the caller holds locked.
+
+        A refund, a dispute or a removed allocation calls this. A paid invoice that
+        no longer covers its total goes back to open (``paid_at`` cleared), and the
+        change is an ``invoice.updated``.
+        """
+        invoice.amount_paid -= amount
+        invoice.payment_status = states.payment_status(
+            invoice.total, invoice.amount_paid
+        )
+        reopened = invoice.status == "paid" and invoice.amount_paid < invoice.total
+        if reopened:
+            invoice.status = "open"
+            invoice.paid_at = None
+        await session.flush()
+        await session.refresh(invoice)
+        lines = await InvoiceRepository.from_session(session).lines(invoice.id)
+
+        await emit(
+            session,
+            workspace_id=invoice.workspace_id,
+            type="invoice.updated",
+            object_type="invoice",
+            object_id=invoice.id,
+            data=invoice_data(invoice, lines),
+            actor=actor,
+        )
+        log.info(
+            "invoice.payment_removed",
+            invoice_id=str(invoice.id),
+            amount=amount,
+            amount_paid=invoice.amount_paid,
+            payment_status=invoice.payment_status,
+            reopened=reopened,
+        )
+
     @staticmethod
     def _check_transition(invoice: Invoice, target: str) -> None:
         allowed = states.TRANSITIONS.get(invoice.status, ())
-        if target not in allowed:
-            # "paid" is reached by payments, never requested, so it is not offered.
-            offered = [status for status in allowed if status != "paid"]
+        if target not in allowed or (invoice.status, target) in states.PAYMENT_DRIVEN:
+            # Payments move an invoice into and out of "paid"; no request does.
+            offered = [
+                status
+                for status in allowed
+                if (invoice.status, status) not in states.PAYMENT_DRIVEN
+            ]
             raise InvalidInvoiceTransition(
                 f"{with_article(invoice.status).capitalize()} invoice cannot move to {target}. Allowed next "
                 f"statuses: {', '.join(offered) or 'none'}.",

@@ -1,7 +1,8 @@
 """The invoice status machine, published at ``GET /v1/meta/state-machines``.
 
-``paid`` is reached only by allocating payments, never by a direct request, and an
-open invoice changes its amounts only through payments (and, later, credit notes).
+``paid`` is reached only by allocating payments, never by a direct request, and left
+only when a refund or dispute reverses part of them. An open invoice changes its
+amounts only through payments (and, later, credit notes).
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "draft": ("open",),
     "open": ("paid", "void", "uncollectible"),
     "uncollectible": ("paid",),
-    "paid": (),
+    "paid": ("open",),
     "void": (),
 }
 STATUSES = tuple(TRANSITIONS)
 INITIAL = "draft"
+
+# Transitions that only allocating or reversing payments makes: a paid invoice goes back
+# to open when a refund, a dispute or a removed allocation leaves part of it unpaid.
+PAYMENT_DRIVEN = frozenset(
+    {("open", "paid"), ("uncollectible", "paid"), ("paid", "open")}
+)
 
 # Statuses whose invoice may receive a payment allocation. A paid invoice may still take
 # one: the surplus shows as payment_status "overpaid" instead of being lost.

@@ -82,6 +82,7 @@ def invoice_view(
         finalized_at=invoice.finalized_at,
         paid_at=invoice.paid_at,
         voided_at=invoice.voided_at,
+        payment_link_url=invoice.payment_link_url,
         version=invoice.version,
         created_at=invoice.created_at,
         updated_at=invoice.updated_at,
@@ -113,7 +114,12 @@ def payment_view(
             for item in sorted(allocations, key=lambda item: item.created_at)
         ],
         amount_allocated=allocated,
-        amount_unallocated=payment.amount - allocated,
+        amount_refunded=payment.amount_refunded,
+        amount_disputed=payment.amount_disputed,
+        amount_unallocated=payment.amount
+        - payment.amount_refunded
+        - payment.amount_disputed
+        - allocated,
         created_at=payment.created_at,
         updated_at=payment.updated_at,
     )

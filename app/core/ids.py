@@ -41,6 +41,8 @@ PREFIXES: dict[str, str] = {
     "invoice_line": "il",
     "payment": "pay",
     "dispute": "dp",
+    "refund": "re",
+    "reconciliation_run": "rcn",
     "event": "evt",
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",

@@ -65,6 +65,9 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     finalized_at: Mapped[datetime | None]
     paid_at: Mapped[datetime | None]
     voided_at: Mapped[datetime | None]
+    # The customer's Stripe Checkout page for this invoice, and the session behind it.
+    payment_link_url: Mapped[str | None] = mapped_column(Text)
+    payment_link_session_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):
@@ -118,6 +121,10 @@ class Payment(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     # Creation time of the newest provider event applied to this payment; an older
     # event that arrives later is not applied, so a payment never moves backwards.
     provider_updated_at: Mapped[datetime | None]
+    # Sum of the payment's refunds, and of its open or lost disputes. What remains of
+    # amount after both is what allocations may use.
+    amount_refunded: Mapped[int] = money_column()
+    amount_disputed: Mapped[int] = money_column()
 
 
 class PaymentAllocation(IdMixin, WorkspaceMixin, Base):
@@ -178,6 +185,11 @@ class ProviderEvent(IdMixin, Base):
             "ix_provider_events_pending",
             "received_at",
             postgresql_where=text("status = 'received'"),
+        ),
+        Index(
+            "ix_provider_events_held",
+            "received_at",
+            postgresql_where=text("status = 'held'"),
         ),
     )
 

@@ -16,6 +16,8 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.payment_schemas import Dispute, ReconciliationRun
+from app.billing.schemas import Payment
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -47,6 +49,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "contact": Contact,
     "custom_field": CustomField,
     "customer": Customer,
+    "dispute": Dispute,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
     "lead": Lead,
@@ -56,9 +59,11 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "offer_code": OfferCode,
     "opportunity": Opportunity,
     "partner": Partner,
+    "payment": Payment,
     "pipeline": Pipeline,
     "product": Product,
     "proposal": Proposal,
+    "reconciliation_run": ReconciliationRun,
     "scoring_rule": ScoringRule,
     "stage": Stage,
     "user": User,

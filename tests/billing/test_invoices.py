@@ -1091,7 +1091,7 @@ class TestStateMachine:
                 "draft": ["open"],
                 "open": ["paid", "void", "uncollectible"],
                 "uncollectible": ["paid"],
-                "paid": [],
+                "paid": ["open"],
                 "void": [],
             },
         }
