@@ -2,8 +2,8 @@
 
 A customer's credit is the money it paid beyond what its invoices request: the overpaid part
 of each invoice (``amount_paid - total`` when positive) plus the part of each succeeded
-payment not allocated to any invoice. Only amounts in the customer's own currency
-count, because they cannot be added to amounts in another one.
+payment neither refunded, disputed nor allocated to any invoice. Only amounts in the
+customer's own currency count, because they cannot be added to amounts in another one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ async def credit_balances(
         .where(PaymentAllocation.payment_id == Payment.id)
         .scalar_subquery()
     )
-    unallocated_amount = Payment.amount - allocated
+    unallocated_amount = (
+        Payment.amount - Payment.amount_refunded - Payment.amount_disputed - allocated
+    )
     unallocated = (
         select(
             Payment.customer_id.label("customer_id"),
