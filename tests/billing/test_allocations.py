@@ -173,10 +173,22 @@ class TestAllocateAtCreation:
         invoice = await create_open_invoice(client, auth, customer)
         item = {"invoice_id": invoice["id"], "amount": 100}
         cases: list[tuple[dict[str, Any], str, str]] = [
-            ({"allocations": [item], "invoice_id": invoice["id"]}, "body", "allocation_conflict"),
+            (
+                {"allocations": [item], "invoice_id": invoice["id"]},
+                "body",
+                "allocation_conflict",
+            ),
             ({"allocations": []}, "allocations", "too_short"),
-            ({"allocations": [{**item, "amount": 0}]}, "allocations.0.amount", "greater_than"),
-            ({"allocations": [{**item, "amount": 1.5}]}, "allocations.0.amount", "int_type"),
+            (
+                {"allocations": [{**item, "amount": 0}]},
+                "allocations.0.amount",
+                "greater_than",
+            ),
+            (
+                {"allocations": [{**item, "amount": 1.5}]},
+                "allocations.0.amount",
+                "int_type",
+            ),
         ]
 
         for fields, field, code in cases:
@@ -232,7 +244,9 @@ class TestAllocateLater:
 
         assert response.status_code == 200, response.text
         updated = response.json()
-        assert updated["allocations"] == [{"invoice_id": invoice["id"], "amount": 10000}]
+        assert updated["allocations"] == [
+            {"invoice_id": invoice["id"], "amount": 10000}
+        ]
         assert updated["amount_unallocated"] == 5000
         paid = await get(client, auth, f"/v1/invoices/{invoice['id']}")
         assert paid["status"] == "paid"

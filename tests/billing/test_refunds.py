@@ -328,5 +328,7 @@ class TestRefundPayment:
 
         await refund(client, auth, payment["id"], amount=2000)
 
-        customer_view = await get(client, auth, f"/v1/customers/{payment['customer_id']}")
+        customer_view = await get(
+            client, auth, f"/v1/customers/{payment['customer_id']}"
+        )
         assert customer_view["credit_balance"] == 3000
