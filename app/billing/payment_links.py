@@ -67,38 +67,37 @@ class PaymentLinkService:
                 "Collect it another way.",
                 errors=[FieldError("amount_remaining", str(error), "not_chargeable")],
             ) from error
-        client = stripe_client(settings)
-
         metadata = {
             "invoice_id": encoded,
             "workspace_id": ids.encode("workspace", invoice.workspace_id),
         }
         try:
-            checkout = await client.v1.checkout.sessions.create_async(
-                {
-                    "mode": "payment",
-                    "client_reference_id": encoded,
-                    "line_items": [
-                        {
-                            "quantity": 1,
-                            "price_data": {
-                                "currency": invoice.currency.lower(),
-                                "unit_amount": stripe_amount,
-                                "product_data": {
-                                    "name": f"Invoice {invoice.number or encoded}"
+            async with stripe_client(settings) as client:
+                checkout = await client.v1.checkout.sessions.create_async(
+                    {
+                        "mode": "payment",
+                        "client_reference_id": encoded,
+                        "line_items": [
+                            {
+                                "quantity": 1,
+                                "price_data": {
+                                    "currency": invoice.currency.lower(),
+                                    "unit_amount": stripe_amount,
+                                    "product_data": {
+                                        "name": f"Invoice {invoice.number or encoded}"
+                                    },
                                 },
-                            },
-                        }
-                    ],
-                    "success_url": payload.success_url
-                    or settings.stripe_checkout_success_url,
-                    "cancel_url": payload.cancel_url
-                    or settings.stripe_checkout_cancel_url,
-                    "metadata": metadata,
-                    "payment_intent_data": {"metadata": metadata},
-                },
-                options={"idempotency_key": f"payment-link:{encoded}:{remaining}"},
-            )
+                            }
+                        ],
+                        "success_url": payload.success_url
+                        or settings.stripe_checkout_success_url,
+                        "cancel_url": payload.cancel_url
+                        or settings.stripe_checkout_cancel_url,
+                        "metadata": metadata,
+                        "payment_intent_data": {"metadata": metadata},
+                    },
+                    options={"idempotency_key": f"payment-link:{encoded}:{remaining}"},
+                )
         except stripe.StripeError as error:
             log.warning(
                 "payment_link.stripe_failed",

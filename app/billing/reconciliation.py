@@ -219,21 +219,8 @@ class ReconciliationService:
         disputes: dict[uuid.UUID, list[_LocalDispute]],
     ) -> list[Difference]:
         """Ask Stripe for every payment and dispute and list what differs."""
-        client = stripe_client(settings)
-        differences: list[Difference] = []
-        for payment in payments:
-            intent = await _retrieve(
-                client.v1.payment_intents.retrieve_async(
-                    payment.provider_payment_id, {"expand": ["latest_charge"]}
-                )
-            )
-            differences.extend(_payment_differences(payment, intent))
-            for dispute in disputes.get(payment.id, []):
-                remote = await _retrieve(
-                    client.v1.disputes.retrieve_async(dispute.provider_dispute_id)
-                )
-                differences.extend(_dispute_differences(dispute, remote))
-        return differences
+        async with stripe_client(settings) as client:
+            return await _compare_with(client, payments, disputes)
 
     async def finish(
         self,
@@ -288,6 +275,27 @@ def _lease(run: ReconciliationRun, now: datetime, lease: timedelta) -> None:
     run.claimed_until = now + lease
     run.attempts += 1
     run.started_at = run.started_at or now
+
+
+async def _compare_with(
+    client: stripe.StripeClient,
+    payments: list[_LocalPayment],
+    disputes: dict[uuid.UUID, list[_LocalDispute]],
+) -> list[Difference]:
+    differences: list[Difference] = []
+    for payment in payments:
+        intent = await _retrieve(
+            client.v1.payment_intents.retrieve_async(
+                payment.provider_payment_id, {"expand": ["latest_charge"]}
+            )
+        )
+        differences.extend(_payment_differences(payment, intent))
+        for dispute in disputes.get(payment.id, []):
+            remote = await _retrieve(
+                client.v1.disputes.retrieve_async(dispute.provider_dispute_id)
+            )
+            differences.extend(_dispute_differences(dispute, remote))
+    return differences
 
 
 async def _retrieve(call: Awaitable[Any]) -> dict[str, Any] | None:

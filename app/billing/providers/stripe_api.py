@@ -6,6 +6,9 @@ Errors of the library become ``ProviderApiFailed`` (503) for API callers.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import stripe
 
 from app.billing.payment_errors import ProviderApiNotConfigured
@@ -15,8 +18,12 @@ from app.settings import Settings
 MAX_NETWORK_RETRIES = 2
 
 
-def stripe_client(settings: Settings) -> stripe.StripeClient:
-    """Build a client for Stripe's API; raise ProviderApiNotConfigured without a key."""
+@asynccontextmanager
+async def stripe_client(settings: Settings) -> AsyncIterator[stripe.StripeClient]:
+    """Open a client for Stripe's API and close its connections after use.
+
+    Raise ProviderApiNotConfigured when no API key is set.
+    """
     key = settings.stripe_api_key
     if key is None or not key.get_secret_value().strip():
         raise ProviderApiNotConfigured(
@@ -24,9 +31,13 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
             "SALESCYCLE_STRIPE_API_KEY to a Stripe secret key.",
             headers={"Retry-After": "300"},
         )
-    return stripe.StripeClient(
-        key.get_secret_value(),
-        base_addresses={"api": settings.stripe_api_base},
-        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
-        max_network_retries=MAX_NETWORK_RETRIES,
-    )
+    http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds)
+    try:
+        yield stripe.StripeClient(
+            key.get_secret_value(),
+            base_addresses={"api": settings.stripe_api_base},
+            http_client=http_client,
+            max_network_retries=MAX_NETWORK_RETRIES,
+        )
+    finally:
+        await http_client.close_async()  # type: ignore[no-untyped-call]
