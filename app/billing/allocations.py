@@ -2,8 +2,8 @@
 
 Every function here expects the caller to hold the payment's row lock, taken before
 any invoice lock. So requests on one payment run one after the other and never
-allocate or refund more than it has. Invoices are then locked in id order, so two
-payments that touch the same invoices cannot deadlock each other.
+allocate or refund more than it has. Invoices are then locked in id order, so two API
+requests that touch the same invoices wait for each other instead of deadlocking.
 
 A payment's money splits into ``amount_refunded``, ``amount_disputed``, its
 allocations and the unallocated rest, which is customer credit that later invoices

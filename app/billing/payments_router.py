@@ -60,7 +60,7 @@ async def allocate_payment(
     payload: PaymentAllocationsCreate,
     principal: Principal = Depends(require("billing:write")),
 ) -> Payment:
-    """Apply parts of the unallocated amount to invoices; more than it holds is 409."""
+    """Apply parts of the unallocated amount to invoices; exceeding it is a 409."""
     payment, allocations = await payment_service.add_allocations(
         request.state.session,
         principal,

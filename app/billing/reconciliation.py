@@ -2,7 +2,7 @@
 
 ``POST /v1/reconciliation-runs`` stores a queued run and defers ``run_reconciliation``.
 The job leases the run, reads the workspace's newest provider payments (up to
-``reconciliation_max_payments``) with their disputes, asks Stripe for each
+``reconciliation_max_payments``) with their disputes, retrieves from Stripe each
 PaymentIntent (with its latest charge) and each dispute, and stores every
 difference as the run's report. Nothing local is changed. The report is rebuilt
 from scratch on each attempt, so a rerun after a crash stores it once.
