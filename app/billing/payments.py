@@ -19,6 +19,7 @@ from app.billing import allocations as allocation_rules
 from app.billing import states
 from app.billing.allocations import AllocationRequest
 from app.billing.errors import PaymentNotFound
+from app.billing.locks import lock_provider_payment
 from app.billing.repository import PaymentRepository
 from app.billing.schemas import AllocationInput, PaymentCreate
 from app.billing.service import invoice_service
@@ -196,12 +197,17 @@ class PaymentService:
         self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID
     ) -> Payment:
         """Load and lock a payment: every change of its money holds this lock."""
-        payment = await PaymentRepository.from_session(session).get(
-            workspace_id, payment_id, for_update=True
-        )
+        repository = PaymentRepository.from_session(session)
+        payment = await repository.get(workspace_id, payment_id)
         if payment is None:
             raise _not_found(payment_id)
-        return payment
+        if payment.provider is not None and payment.provider_payment_id is not None:
+            await lock_provider_payment(
+                session, payment.provider, payment.provider_payment_id
+            )
+        locked = await repository.get(workspace_id, payment_id, for_update=True)
+        assert locked is not None
+        return locked
 
     async def list(
         self,

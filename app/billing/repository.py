@@ -160,7 +160,10 @@ class PaymentRepository:
             Payment.workspace_id == workspace_id, Payment.id == payment_id
         )
         if for_update:
-            statement = statement.with_for_update()
+            # A copy loaded before the lock may be stale; the locked row replaces it.
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
         return await self.session.scalar(statement)
 
     async def get_by_provider(

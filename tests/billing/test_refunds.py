@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Payment, Refund, Workspace
+from tests.billing.conftest import Committed
 from tests.billing.factories import create_customer, create_open_invoice
 from tests.billing.test_allocations import allocate, event_types, get, pay
 
@@ -332,3 +334,31 @@ class TestRefundPayment:
             client, auth, f"/v1/customers/{payment['customer_id']}"
         )
         assert customer_view["credit_balance"] == 3000
+
+
+class TestConcurrentRefunds:
+    async def test_never_exceeds_payment(self, committed: Committed) -> None:
+        client, auth = committed.client, committed.auth
+        invoice = await create_open_invoice(client, auth, committed.customer)
+        payment = (
+            await pay(
+                client,
+                auth,
+                committed.customer,
+                10000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 10000}],
+            )
+        ).json()
+
+        responses = await asyncio.gather(
+            *(refund(client, auth, payment["id"], amount=3000) for _ in range(6))
+        )
+
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [201, 201, 201, 409, 409, 409]
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_refunded"] == 9000
+        assert stored["amount_allocated"] == 1000
+        reopened = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert reopened["amount_paid"] == 1000
+        assert reopened["payment_status"] == "partially_paid"

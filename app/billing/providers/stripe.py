@@ -17,7 +17,6 @@ from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.disputes import dispute_service
@@ -26,6 +25,7 @@ from app.billing.errors import (
     InvalidSignature,
     SignatureExpired,
 )
+from app.billing.locks import lock_provider_payment
 from app.billing.payments import payment_service
 from app.billing.providers.base import Outcome, VerifiedEvent
 from app.billing.providers.held import HELD, release_held
@@ -290,21 +290,6 @@ def currency_of(obj: dict[str, Any]) -> str:
     return raw_currency
 
 
-async def lock_provider_payment(
-    session: AsyncSession, provider_payment_id: str
-) -> None:
-    """Serialize every event about one PaymentIntent until the transaction ends.
-
-    Without it, a refund processed while its payment's first event commits would
-    find no payment and be held, and the payment's release of held events would not
-    see it yet, so the refund would wait forever.
-    """
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-        {"key": f"{PROVIDER}:{provider_payment_id}"},
-    )
-
-
 def _payment_update(event_type: str, obj: dict[str, Any]) -> _PaymentUpdate:
     if event_type in _PAYMENT_INTENT_EVENTS:
         status = _PAYMENT_INTENT_EVENTS[event_type]
@@ -396,7 +381,7 @@ async def _apply(
         raise Unusable(
             f"metadata.invoice_id {update.invoice_ref!r} is not an invoice id: {error}"
         ) from error
-    await lock_provider_payment(session, update.provider_payment_id)
+    await lock_provider_payment(session, PROVIDER, update.provider_payment_id)
     invoice = await InvoiceRepository.from_session(session).get_any_workspace(
         invoice_id, for_update=True
     )
@@ -470,7 +455,7 @@ async def _succeeded_payment(
             f"data.object.payment_intent is missing, so the {what} cannot be linked "
             "to a payment"
         )
-    await lock_provider_payment(session, intent)
+    await lock_provider_payment(session, PROVIDER, intent)
     payment = await PaymentRepository.from_session(session).get_by_provider(
         PROVIDER, intent, for_update=True
     )
