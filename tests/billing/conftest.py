@@ -38,6 +38,7 @@ from app.models import (
 from app.settings import Settings
 from tests.billing.factories import create_customer
 from tests.billing.stripe_standin import StripeStandIn
+from tests.conftest import TestDatabase
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,14 @@ def stripe_settings(settings: Settings, stripe_api: StripeStandIn) -> Settings:
             "stripe_timeout_seconds": 5.0,
         }
     )
+
+
+@pytest.fixture
+async def stripe_client(
+    stripe_settings: Settings, database: TestDatabase, queue: JobQueue
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client whose app calls the Stripe stand-in, in the test's transaction."""
+    app = create_app(stripe_settings, database=database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import encode
-from app.core.jobs import JobQueue
-from app.main import create_app
 from app.models import Event, Workspace
-from app.settings import Settings
 from tests.billing.factories import create_customer, create_invoice, create_open_invoice
 from tests.billing.stripe_standin import StripeStandIn
 from tests.billing.test_allocations import pay
-from tests.conftest import TestDatabase
-
-
-@pytest.fixture
-async def stripe_client(
-    stripe_settings: Settings, database: TestDatabase, queue: JobQueue
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(stripe_settings, database=database, queue=queue)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
 
 
 async def create_link(

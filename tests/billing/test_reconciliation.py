@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from app.core.clock import utcnow
 from app.core.db import Database
 from app.core.ids import decode
 from app.core.jobs import JobQueue
-from app.main import create_app
 from app.models import Event, ReconciliationRun, Workspace
 from app.settings import Settings
 from tests.billing.factories import (
@@ -29,20 +27,10 @@ from tests.billing.factories import (
 from tests.billing.stripe_standin import StripeStandIn
 from tests.billing.test_stripe import receive_and_process
 from tests.billing.test_stripe_charges import dispute
-from tests.conftest import TestDatabase, make_workspace_key
+from tests.conftest import make_workspace_key
 from workers import tasks
 
 RUNS = "/v1/reconciliation-runs"
-
-
-@pytest.fixture
-async def stripe_client(
-    stripe_settings: Settings, database: TestDatabase, queue: JobQueue
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(stripe_settings, database=database, queue=queue)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
 
 
 @pytest.fixture
