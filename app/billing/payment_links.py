@@ -71,6 +71,8 @@ class PaymentLinkService:
             "invoice_id": encoded,
             "workspace_id": ids.encode("workspace", invoice.workspace_id),
         }
+        # NOTE: the invoice row stays locked during this call, for at most
+        # stripe_timeout_seconds per attempt and the library's retries.
         try:
             async with stripe_client(settings) as client:
                 checkout = await client.v1.checkout.sessions.create_async(

@@ -17,6 +17,8 @@ from app.models import ProviderEvent
 
 log = structlog.get_logger(__name__)
 
+# NOTE: an event held for a payment that never succeeds stays held; no job or
+# reconciliation run reports it yet.
 HELD = "held"
 
 
