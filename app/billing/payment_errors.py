@@ -47,7 +47,7 @@ class RefundExceedsUnallocated(Conflict):
 
 
 class RefundThroughProvider(Conflict):
-    """A provider's payment is refunded at the provider; its webhook records it."""
+    """The payment's provider cannot refund through this API; its webhook records one."""
 
     code = "refund_through_provider"
     title = "Refund at the provider"

@@ -25,6 +25,8 @@ from app.billing.payment_views import (
     refund_view,
 )
 from app.billing.payments import payment_service
+from app.billing.providers import stripe as stripe_provider
+from app.billing.providers.stripe_refunds import StripeRefunder
 from app.billing.reconciliation import reconciliation_service
 from app.billing.refunds import refund_service
 from app.billing.schemas import Payment, PaymentAllocationsCreate
@@ -108,12 +110,15 @@ async def refund_payment(
     payload: RefundCreate,
     principal: Principal = Depends(require("billing:write")),
 ) -> Refund:
-    """Refund all or part of a manual payment, taking it off the invoices it paid."""
+    """Refund all or part of a payment (in Stripe too), taking it off its invoices."""
     refund, reversals = await refund_service.create(
         request.state.session,
         principal,
         parse_path_id("payment", payment_id, "payment"),
         payload,
+        provider_refunders={
+            stripe_provider.PROVIDER: StripeRefunder(request.app.state.settings)
+        },
     )
     response.headers["Location"] = (
         f"/v1/payments/{payment_id}/refunds/{ids.encode('refund', refund.id)}"

@@ -9,6 +9,7 @@ allocations, or else the unallocated amount first and then the newest allocation
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 import structlog
@@ -33,6 +34,8 @@ from app.models import AllocationReversal, Payment, Refund
 log = structlog.get_logger(__name__)
 
 RefundWithReversals = tuple[Refund, list[AllocationReversal]]
+# Creates a recorded refund at the payment's provider and returns the provider's id.
+ProviderRefunder = Callable[[Payment, Refund], Awaitable[str]]
 
 
 class RefundService:
@@ -42,18 +45,29 @@ class RefundService:
         principal: Principal,
         payment_id: uuid.UUID,
         payload: RefundCreate,
+        *,
+        provider_refunders: Mapping[str, ProviderRefunder] | None = None,
     ) -> RefundWithReversals:
-        """Refund all or part of a manual payment."""
+        """Refund all or part of a payment; a provider's payment through its API.
+
+        The refund and its reversals are written first, and the provider is called
+        last, so a rejected request or a failed call changes nothing. If the
+        commit fails after the provider refunded, the provider's webhook records it.
+        """
         payment = await payment_service.get_for_update(
             session, principal.workspace_id, payment_id
         )
         encoded = ids.encode("payment", payment.id)
+        refunder = None
         if payment.provider is not None:
-            raise RefundThroughProvider(
-                f"Payment {encoded} came through {payment.provider}. Refund it there; "
-                "the provider's webhook records the refund here.",
-                provider=payment.provider,
-            )
+            refunder = (provider_refunders or {}).get(payment.provider)
+            if refunder is None or payment.provider_payment_id is None:
+                raise RefundThroughProvider(
+                    f"Payment {encoded} came through {payment.provider}, which cannot "
+                    "refund through this API. Refund it there; the provider's "
+                    "webhook records the refund here.",
+                    provider=payment.provider,
+                )
         self._check_refundable(payment, payload.amount)
         amount = payload.amount or allocation_rules.refundable(payment)
         requested = (
@@ -73,6 +87,7 @@ class RefundService:
             currency=payment.currency,
             status="succeeded",
             reason=payload.reason,
+            provider=payment.provider,
             refunded_at=utcnow(),
         )
         session.add(refund)
@@ -80,6 +95,9 @@ class RefundService:
         reversals = await self._apply(
             session, payment, refund, requested=requested, actor=principal.actor
         )
+        if refunder is not None:
+            refund.provider_refund_id = await refunder(payment, refund)
+            await session.flush()
         await session.refresh(refund)
         return refund, reversals
 

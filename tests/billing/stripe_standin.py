@@ -1,7 +1,7 @@
 """A local stand-in for the parts of Stripe's API that billing calls, on 127.0.0.1.
 
-It serves Checkout Session creation (honouring ``Idempotency-Key`` as Stripe does),
-and PaymentIntent and Dispute retrieval from objects the test puts in
+It serves Checkout Session and Refund creation (honouring ``Idempotency-Key`` as
+Stripe does), and PaymentIntent and Dispute retrieval from objects the test puts in
 ``payment_intents`` and ``disputes``. Every request is recorded.
 """
 
@@ -31,6 +31,7 @@ class StripeStandIn:
         self.fail_with: int | None = None
         self.port = 0
         self._sessions_by_key: dict[str, dict[str, Any]] = {}
+        self._refunds_by_key: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
 
     @property
@@ -77,6 +78,24 @@ class StripeStandIn:
             self._sessions_by_key[key] = session
         return web.json_response(session)
 
+    async def _create_refund(self, request: web.Request) -> web.Response:
+        recorded = await self._record(request)
+        if self.fail_with is not None:
+            return self._error(self.fail_with, "stand-in failure")
+        key = recorded.headers.get("Idempotency-Key", "")
+        if key and key in self._refunds_by_key:
+            return web.json_response(self._refunds_by_key[key])
+        refund = {
+            "id": f"re_standin_{len(self._refunds_by_key) + 1}",
+            "object": "refund",
+            "amount": int(recorded.form["amount"]),
+            "payment_intent": recorded.form["payment_intent"],
+            "status": "succeeded",
+        }
+        if key:
+            self._refunds_by_key[key] = refund
+        return web.json_response(refund)
+
     async def _retrieve(self, request: web.Request) -> web.Response:
         await self._record(request)
         if self.fail_with is not None:
@@ -91,6 +110,7 @@ class StripeStandIn:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
+        app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_get(
             "/v1/{kind:payment_intents|disputes}/{object_id}", self._retrieve
         )

@@ -271,7 +271,7 @@ class TestRefundPayment:
     ) -> None:
         _, payment = await paid_invoice(client, auth, session, workspace)
         await session.execute(
-            update(Payment).values(provider="stripe", provider_payment_id="pi_1")
+            update(Payment).values(provider="paypal", provider_payment_id="PAY-1")
         )
         await session.commit()
 
