@@ -94,6 +94,33 @@ class Settings(BaseSettings):
 
     stripe_webhook_secret: SecretStr | None = None
     stripe_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret key (sk_…) for payment links and reconciliation; "
+        "unset turns both off.",
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com",
+        description="Base URL of Stripe's API; tests point it at a local stand-in.",
+    )
+    stripe_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="Timeout of one request to Stripe's API."
+    )
+    stripe_checkout_success_url: str = Field(
+        default="http://127.0.0.1:8000/paid",
+        description="Where Stripe Checkout sends the customer after paying, unless "
+        "the payment link request names another URL.",
+    )
+    stripe_checkout_cancel_url: str = Field(
+        default="http://127.0.0.1:8000/cancelled",
+        description="Where Stripe Checkout sends the customer who cancels.",
+    )
+    reconciliation_max_payments: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Newest provider payments one reconciliation run compares.",
+    )
 
     webhook_timeout_seconds: float = Field(default=15.0, gt=0)
     webhook_allow_private_hosts: list[str] = Field(

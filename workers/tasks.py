@@ -19,9 +19,11 @@ from arq import cron
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.service import activity_service
+from app.billing import reconciliation
 from app.billing.debt import debt_service
 from app.billing.dunning import dunning_runner
 from app.billing.providers.inbox import provider_event_service
+from app.billing.reconciliation import reconciliation_service
 from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
@@ -113,6 +115,30 @@ async def _run_provider_event(ctx: dict[str, Any], event_id: uuid.UUID) -> str |
             return await provider_event_service.record_failure(
                 session, event_id, repr(error)
             )
+
+
+async def run_reconciliation(
+    ctx: dict[str, Any], reconciliation_run_id: str
+) -> str | None:
+    """Compare one queued reconciliation run with the provider, unless it is leased."""
+    run_id = uuid.UUID(reconciliation_run_id)
+    async with unit_of_work(ctx) as session:
+        claimed = await reconciliation_service.claim(session, run_id, _lease(ctx))
+    if not claimed:
+        log.info("reconciliation_run.not_claimed", reconciliation_run_id=str(run_id))
+        return None
+    return await reconciliation.execute(
+        lambda: unit_of_work(ctx), ctx["settings"], run_id
+    )
+
+
+async def sweep_reconciliation_runs(ctx: dict[str, Any]) -> int:
+    """Run reconciliation runs whose job was lost or whose worker died."""
+    async with unit_of_work(ctx) as session:
+        claimed = await reconciliation_service.claim_due(session, _lease(ctx))
+    for run_id in claimed:
+        await reconciliation.execute(lambda: unit_of_work(ctx), ctx["settings"], run_id)
+    return len(claimed)
 
 
 WEBHOOK_SENDER = "webhook_sender"
@@ -383,6 +409,8 @@ FUNCTIONS: list[Any] = [
     prune_idempotency_keys,
     process_provider_event,
     sweep_provider_events,
+    run_reconciliation,
+    sweep_reconciliation_runs,
     dispatch_event,
     deliver_webhook,
     sweep_webhooks,
@@ -404,6 +432,7 @@ FUNCTIONS: list[Any] = [
 # settings.sweep_interval_seconds, and once at startup.
 SWEEPS: list[Any] = [
     sweep_provider_events,
+    sweep_reconciliation_runs,
     sweep_webhooks,
     sweep_due_enrollments,
     sweep_lead_scores,

@@ -4,7 +4,8 @@ A customer's credit in a currency is the sum of three parts, all in that currenc
 
 - the overpaid part of each invoice (``amount_paid - amount_due`` when positive, with
   ``amount_due`` as ``app.billing.amounts`` derives it);
-- the part of each succeeded payment not allocated to any invoice;
+- the part of each succeeded payment neither refunded, disputed nor allocated to any
+  invoice;
 - the signed rows of the ``customer_credit_transactions`` ledger: credit notes,
   adjustments, credit applied to invoices and refunds of credit.
 
@@ -60,7 +61,9 @@ def _parts(
         .where(PaymentAllocation.payment_id == Payment.id)
         .scalar_subquery()
     )
-    unallocated_amount = Payment.amount - allocated
+    unallocated_amount = (
+        Payment.amount - Payment.amount_refunded - Payment.amount_disputed - allocated
+    )
     unallocated = select(
         Payment.customer_id.label("customer_id"),
         Payment.currency.label("currency"),

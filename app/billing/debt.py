@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.amounts import invoice_amounts
 from app.billing.dunning_schemas import (
     MarkUncollectible,
     PauseReason,
@@ -208,7 +209,7 @@ class DebtService:
             invoice.uncollectible_at = now
             invoice.uncollectible_reason = payload.reason
         invoice.written_off_at = now
-        invoice.written_off_amount = max(invoice.total - invoice.amount_paid, 0)
+        invoice.written_off_amount = invoice_amounts(invoice).amount_remaining
         invoice.write_off_reason = payload.reason
         invoice.write_off_requested_by = principal.actor
         invoice.write_off_approved_by = approver.id
@@ -245,7 +246,7 @@ class DebtService:
                 "recorded only for an open or uncollectible invoice.",
                 current_status=invoice.status,
             )
-        remaining = invoice.total - invoice.amount_paid
+        remaining = invoice_amounts(invoice).amount_remaining
         if payload.amount > remaining:
             raise InvalidInput(
                 f"amount {payload.amount} exceeds the {remaining} {invoice.currency} "

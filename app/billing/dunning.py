@@ -49,6 +49,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.service import activity_service
+from app.billing.amounts import invoice_amounts
 from app.billing.debt import debt_service
 from app.billing.dunning_policies import dunning_policy_service
 from app.billing.dunning_schemas import DunningReminder as DunningReminderSchema
@@ -114,7 +115,7 @@ def reminder_values(
     invoice: Invoice, customer: Customer, now: datetime
 ) -> dict[str, str | None]:
     """Map each merge field of a reminder to its value for ``invoice``."""
-    remaining = max(invoice.total - invoice.amount_paid, 0)
+    remaining = invoice_amounts(invoice).amount_remaining
     return {
         "customer_name": customer.name,
         "invoice_number": invoice.number,
@@ -370,7 +371,7 @@ class DunningRunner:
                 owner_id=customer.owner_id,
                 subject=f"Dunning ended for invoice {invoice.number}"[:300],
                 body=(
-                    f"{display_amount(invoice.total - invoice.amount_paid, invoice.currency)}"
+                    f"{display_amount(invoice_amounts(invoice).amount_remaining, invoice.currency)}"
                     " is still unpaid after the last reminder. Decide whether to "
                     "write it off."
                 ),

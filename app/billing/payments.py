@@ -15,11 +15,14 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing import allocations as allocation_rules
 from app.billing import states
+from app.billing.allocations import AllocationRequest
 from app.billing.amounts import invoice_amounts
-from app.billing.errors import InvoiceNotPayable, PaymentMismatch, PaymentNotFound
+from app.billing.errors import PaymentNotFound
+from app.billing.locks import lock_provider_payment
 from app.billing.repository import PaymentRepository
-from app.billing.schemas import PaymentCreate
+from app.billing.schemas import AllocationInput, PaymentCreate
 from app.billing.service import invoice_service
 from app.billing.views import payment_data
 from app.core import ids
@@ -74,7 +77,7 @@ class PaymentService:
             invoice = await invoice_service.get(
                 session, principal.workspace_id, payload.invoice_id, for_update=True
             )
-            self._check_allocatable(invoice, customer.id, payload.currency)
+            allocation_rules.check_allocatable(invoice, customer.id, payload.currency)
 
         payment = Payment(
             id=ids.new_uuid(),
@@ -93,6 +96,13 @@ class PaymentService:
         if invoice is not None:
             allocations.append(
                 await self._allocate(session, payment, invoice, actor=principal.actor)
+            )
+        elif payload.allocations is not None:
+            allocations = await allocation_rules.allocate(
+                session,
+                payment,
+                _requests(payload.allocations),
+                actor=principal.actor,
             )
         await session.refresh(payment)
 
@@ -115,18 +125,90 @@ class PaymentService:
         )
         return payment, allocations
 
+    async def add_allocations(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payment_id: uuid.UUID,
+        items: Sequence[AllocationInput],
+    ) -> PaymentWithAllocations:
+        """Allocate parts of a payment's unallocated amount to invoices."""
+        payment = await self.get_for_update(session, principal.workspace_id, payment_id)
+
+        allocations = await allocation_rules.allocate(
+            session, payment, _requests(items), actor=principal.actor
+        )
+
+        await self.emit_updated(session, payment, allocations, actor=principal.actor)
+        return payment, allocations
+
+    async def remove_allocation(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payment_id: uuid.UUID,
+        invoice_id: uuid.UUID,
+    ) -> PaymentWithAllocations:
+        """Take a payment's allocation off an invoice; the amount becomes unallocated."""
+        payment = await self.get_for_update(session, principal.workspace_id, payment_id)
+
+        await allocation_rules.remove_allocation(
+            session, payment, invoice_id, actor=principal.actor
+        )
+        allocations = await allocation_rules.load_allocations(session, payment.id)
+
+        await self.emit_updated(session, payment, allocations, actor=principal.actor)
+        return payment, allocations
+
+    async def emit_updated(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        allocations: Sequence[PaymentAllocation],
+        *,
+        actor: str | None,
+        type: str = "payment.updated",
+    ) -> None:
+        """Emit a payment event with the payment's current state."""
+        # Touch the row, so updated_at and the event agree on when it changed.
+        payment.updated_at = utcnow()
+        await session.flush()
+        await session.refresh(payment)
+        await emit(
+            session,
+            workspace_id=payment.workspace_id,
+            type=type,
+            object_type="payment",
+            object_id=payment.id,
+            data=payment_data(payment, allocations),
+            actor=actor,
+        )
+
     async def get(
         self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID
     ) -> PaymentWithAllocations:
         repository = PaymentRepository.from_session(session)
         payment = await repository.get(workspace_id, payment_id)
         if payment is None:
-            raise PaymentNotFound(
-                f"No payment with id {ids.encode('payment', payment_id)} exists in "
-                "this workspace."
-            )
+            raise _not_found(payment_id)
         allocations = await repository.allocations_of([payment.id])
         return payment, allocations.get(payment.id, [])
+
+    async def get_for_update(
+        self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID
+    ) -> Payment:
+        """Load and lock a payment: every change of its money holds this lock."""
+        repository = PaymentRepository.from_session(session)
+        payment = await repository.get(workspace_id, payment_id)
+        if payment is None:
+            raise _not_found(payment_id)
+        if payment.provider is not None and payment.provider_payment_id is not None:
+            await lock_provider_payment(
+                session, payment.provider, payment.provider_payment_id
+            )
+        locked = await repository.get(workspace_id, payment_id, for_update=True)
+        assert locked is not None
+        return locked
 
     async def list(
         self,
@@ -290,57 +372,28 @@ class PaymentService:
         return []
 
     @staticmethod
-    def _check_allocatable(
-        invoice: Invoice, customer_id: uuid.UUID, currency: str
-    ) -> None:
-        encoded = ids.encode("invoice", invoice.id)
-        if invoice.status not in states.PAYABLE:
-            raise InvoiceNotPayable(
-                f"Invoice {encoded} is {invoice.status}; payments can be allocated "
-                "only to open, uncollectible or paid invoices.",
-                current_status=invoice.status,
-            )
-        if invoice.customer_id != customer_id:
-            raise PaymentMismatch(
-                f"Invoice {encoded} belongs to customer "
-                f"{ids.encode('customer', invoice.customer_id)}, not to "
-                f"{ids.encode('customer', customer_id)}. Record the payment for the "
-                "invoice's customer.",
-                errors=[
-                    FieldError("invoice_id", "belongs to another customer", "mismatch")
-                ],
-            )
-        if invoice.currency != currency:
-            raise PaymentMismatch(
-                f"Invoice {encoded} is in {invoice.currency}, the payment in "
-                f"{currency}. Record the payment in the invoice's currency.",
-                errors=[
-                    FieldError(
-                        "currency",
-                        f"must be {invoice.currency}, the invoice's currency",
-                        "mismatch",
-                    )
-                ],
-            )
-
-    @staticmethod
     async def _allocate(
         session: AsyncSession, payment: Payment, invoice: Invoice, *, actor: str | None
     ) -> PaymentAllocation:
-        allocation = PaymentAllocation(
-            id=ids.new_uuid(),
-            workspace_id=payment.workspace_id,
-            payment_id=payment.id,
-            invoice_id=invoice.id,
-            amount=payment.amount,
-            created_at=utcnow(),
+        """Allocate all of a new payment to one invoice, overpaying it if need be."""
+        allocation = await allocation_rules.add_to_allocation(
+            session, payment, invoice.id, payment.amount, existing={}
         )
-        session.add(allocation)
-        await session.flush()
         await invoice_service.apply_payment(
             session, invoice, payment.amount, actor=actor
         )
         return allocation
+
+
+def _requests(items: Sequence[AllocationInput]) -> list[AllocationRequest]:
+    return [AllocationRequest(item.invoice_id, item.amount) for item in items]
+
+
+def _not_found(payment_id: uuid.UUID) -> PaymentNotFound:
+    return PaymentNotFound(
+        f"No payment with id {ids.encode('payment', payment_id)} exists in this "
+        "workspace."
+    )
 
 
 payment_service = PaymentService()

@@ -161,13 +161,21 @@ class PaymentRepository:
         return cls(session)
 
     async def get(
-        self, workspace_id: uuid.UUID, payment_id: uuid.UUID
+        self,
+        workspace_id: uuid.UUID,
+        payment_id: uuid.UUID,
+        *,
+        for_update: bool = False,
     ) -> Payment | None:
-        return await self.session.scalar(
-            select(Payment).where(
-                Payment.workspace_id == workspace_id, Payment.id == payment_id
-            )
+        statement = select(Payment).where(
+            Payment.workspace_id == workspace_id, Payment.id == payment_id
         )
+        if for_update:
+            # A copy loaded before the lock may be stale; the locked row replaces it.
+            statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
+        return await self.session.scalar(statement)
 
     async def get_by_provider(
         self, provider: str, provider_payment_id: str, *, for_update: bool = False

@@ -628,9 +628,29 @@ class Invoice(OutputModel):
     finalized_at: datetime | None
     paid_at: datetime | None
     voided_at: datetime | None
+    payment_link_url: str | None = Field(
+        default=None,
+        description="The customer's payment page for this invoice, once created with "
+        "POST /v1/invoices/{id}/payment-link.",
+    )
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+MAX_ALLOCATIONS = 100
+
+
+class AllocationInput(InputModel):
+    invoice_id: InvoiceId
+    amount: PositiveMinorUnits = Field(
+        description="Integer of minor units; at most the invoice's amount_remaining."
+    )
+
+
+Allocations = Annotated[
+    list[AllocationInput], Field(min_length=1, max_length=MAX_ALLOCATIONS)
+]
 
 
 class PaymentCreate(InputModel):
@@ -639,7 +659,15 @@ class PaymentCreate(InputModel):
     currency: Currency
     method: PaymentMethod
     invoice_id: InvoiceId | None = Field(
-        default=None, description="The invoice to allocate the whole payment to."
+        default=None,
+        description="The invoice to allocate the whole payment to; an amount above "
+        "what it still owes shows on it as overpaid. Send allocations instead to "
+        "keep the rest on the payment as customer credit.",
+    )
+    allocations: Allocations | None = Field(
+        default=None,
+        description="Invoices to allocate parts of the payment to; what is left "
+        "stays unallocated, as customer credit. Not together with invoice_id.",
     )
     received_at: Timestamp | None = Field(
         default=None, description="When the money arrived; defaults to now."
@@ -647,6 +675,21 @@ class PaymentCreate(InputModel):
     reference: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="Bank reference, check number or receipt id."
     )
+
+    @model_validator(mode="after")
+    def _one_allocation_form(self) -> PaymentCreate:
+        if self.invoice_id is not None and self.allocations is not None:
+            raise PydanticCustomError(
+                "allocation_conflict",
+                "Send invoice_id or allocations, not both",
+            )
+        return self
+
+
+class PaymentAllocationsCreate(InputModel):
+    """Allocations to add to a payment from its unallocated amount."""
+
+    allocations: Allocations
 
 
 class PaymentAllocation(OutputModel):
@@ -668,7 +711,14 @@ class Payment(OutputModel):
     received_at: datetime
     allocations: list[PaymentAllocation]
     amount_allocated: int
-    amount_unallocated: int
+    amount_refunded: int = Field(description="Sum of the payment's refunds.")
+    amount_disputed: int = Field(
+        description="Sum of the payment's open and lost disputes."
+    )
+    amount_unallocated: int = Field(
+        description="amount - amount_refunded - amount_disputed - amount_allocated: "
+        "customer credit that allocations to later invoices can use."
+    )
     created_at: datetime
     updated_at: datetime
 

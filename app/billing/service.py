@@ -465,12 +465,60 @@ class InvoiceService:
             )
         return became_paid
 
+    async def remove_payment(
+        self,
+        session: AsyncSession,
+        invoice: Invoice,
+        amount: int,
+        *,
+        actor: str | None,
+    ) -> None:
+        """Take an allocated amount back from an invoice the caller holds locked.
+
+        A refund, a dispute or a removed allocation calls this. A paid invoice that
+        no longer covers its total goes back to open (``paid_at`` cleared), and the
+        change is an ``invoice.updated``.
+        """
+        invoice.amount_paid -= amount
+        refresh_payment_status(invoice)
+        reopened = (
+            invoice.status == "paid" and invoice_amounts(invoice).amount_remaining > 0
+        )
+        if reopened:
+            invoice.status = "open"
+            invoice.paid_at = None
+        await session.flush()
+        await session.refresh(invoice)
+        lines = await InvoiceRepository.from_session(session).lines(invoice.id)
+
+        await emit(
+            session,
+            workspace_id=invoice.workspace_id,
+            type="invoice.updated",
+            object_type="invoice",
+            object_id=invoice.id,
+            data=invoice_data(invoice, lines),
+            actor=actor,
+        )
+        log.info(
+            "invoice.payment_removed",
+            invoice_id=str(invoice.id),
+            amount=amount,
+            amount_paid=invoice.amount_paid,
+            payment_status=invoice.payment_status,
+            reopened=reopened,
+        )
+
     @staticmethod
     def check_transition(invoice: Invoice, target: str) -> None:
         allowed = states.TRANSITIONS.get(invoice.status, ())
-        if target not in allowed:
-            # "paid" is reached by payments, never requested, so it is not offered.
-            offered = [status for status in allowed if status != "paid"]
+        if target not in allowed or (invoice.status, target) in states.PAYMENT_DRIVEN:
+            # Payments move an invoice into and out of "paid"; no request does.
+            offered = [
+                status
+                for status in allowed
+                if (invoice.status, status) not in states.PAYMENT_DRIVEN
+            ]
             raise InvalidInvoiceTransition(
                 f"{with_article(invoice.status).capitalize()} invoice cannot move to {target}. Allowed next "
                 f"statuses: {', '.join(offered) or 'none'}.",

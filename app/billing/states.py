@@ -1,8 +1,8 @@
 """The invoice status machine, published at ``GET /v1/meta/state-machines``.
 
 ``paid`` is reached when payments, credit notes or applied customer credit settle the
-invoice, never by a direct request, and an open invoice changes its amounts only
-through those.
+invoice, never by a direct request, and left only when a refund or dispute reverses
+part of its payments. An open invoice changes its amounts only through those.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "draft": ("open",),
     "open": ("paid", "void", "uncollectible"),
     "uncollectible": ("paid",),
-    "paid": (),
+    "paid": ("open",),
     "void": (),
 }
 STATUSES = tuple(TRANSITIONS)
 INITIAL = "draft"
+
+# Transitions that only allocating or reversing payments makes: a paid invoice goes back
+# to open when a refund, a dispute or a removed allocation leaves part of it unpaid.
+PAYMENT_DRIVEN = frozenset(
+    {("open", "paid"), ("uncollectible", "paid"), ("paid", "open")}
+)
 
 # Statuses whose invoice may receive a payment allocation. A paid invoice may still take
 # one: the surplus shows as payment_status "overpaid" instead of being lost.

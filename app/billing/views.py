@@ -148,6 +148,7 @@ def invoice_view(
         finalized_at=invoice.finalized_at,
         paid_at=invoice.paid_at,
         voided_at=invoice.voided_at,
+        payment_link_url=invoice.payment_link_url,
         version=invoice.version,
         created_at=invoice.created_at,
         updated_at=invoice.updated_at,
@@ -159,7 +160,9 @@ def write_off_view(invoice: Invoice) -> WriteOffSchema | None:
         return None
     assert invoice.write_off_approved_by is not None
     # What was still owed at the write-off, less what arrived later.
-    collected_after = invoice.amount_paid - (invoice.total - invoice.written_off_amount)
+    collected_after = invoice.amount_paid - (
+        invoice_amounts(invoice).amount_due - invoice.written_off_amount
+    )
     return WriteOffSchema(
         amount=invoice.written_off_amount,
         amount_recovered=min(max(collected_after, 0), invoice.written_off_amount),
@@ -195,7 +198,12 @@ def payment_view(
             for item in sorted(allocations, key=lambda item: item.created_at)
         ],
         amount_allocated=allocated,
-        amount_unallocated=payment.amount - allocated,
+        amount_refunded=payment.amount_refunded,
+        amount_disputed=payment.amount_disputed,
+        amount_unallocated=payment.amount
+        - payment.amount_refunded
+        - payment.amount_disputed
+        - allocated,
         created_at=payment.created_at,
         updated_at=payment.updated_at,
     )

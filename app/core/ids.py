@@ -48,6 +48,8 @@ PREFIXES: dict[str, str] = {
     "credit_note": "cn",
     "credit_note_line": "cnl",
     "customer_credit_transaction": "cct",
+    "refund": "re",
+    "reconciliation_run": "rcn",
     "event": "evt",
     "webhook_endpoint": "we",
     "webhook_delivery": "wd",

@@ -60,6 +60,7 @@ from app.models.owner import (
     TeamMember,
     User,
 )
+from app.models.payments import AllocationReversal, ReconciliationRun, Refund
 from app.models.sales import (
     Contact,
     Customer,
@@ -81,6 +82,9 @@ from app.models.workspace import ApiKey, IdempotencyKey, Workspace
 
 __all__ = [
     "Activity",
+    "AllocationReversal",
+    "ReconciliationRun",
+    "Refund",
     "ApiKey",
     "AssignmentCursor",
     "AssignmentRule",

@@ -120,6 +120,9 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     pre_payment_credit_notes_amount: Mapped[int] = money_column()
     post_payment_credit_notes_amount: Mapped[int] = money_column()
     customer_credit_applied: Mapped[int] = money_column()
+    # The customer's Stripe Checkout page for this invoice, and the session behind it.
+    payment_link_url: Mapped[str | None] = mapped_column(Text)
+    payment_link_session_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):
@@ -207,6 +210,10 @@ class Payment(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     # Creation time of the newest provider event applied to this payment; an older
     # event that arrives later is not applied, so a payment never moves backwards.
     provider_updated_at: Mapped[datetime | None]
+    # Sum of the payment's refunds, and of its open or lost disputes. What remains of
+    # amount after both is what allocations may use.
+    amount_refunded: Mapped[int] = money_column()
+    amount_disputed: Mapped[int] = money_column()
 
 
 class PaymentAllocation(IdMixin, WorkspaceMixin, Base):
@@ -380,6 +387,11 @@ class ProviderEvent(IdMixin, Base):
             "ix_provider_events_pending",
             "received_at",
             postgresql_where=text("status = 'received'"),
+        ),
+        Index(
+            "ix_provider_events_held",
+            "received_at",
+            postgresql_where=text("status = 'held'"),
         ),
     )
 

@@ -407,6 +407,49 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("payment.succeeded", "payment", "A payment was received."),
     EventType("payment.refunded", "payment", "A payment was refunded."),
     EventType(
+        "payment.pending",
+        "payment",
+        "A provider reported a payment that is still processing.",
+    ),
+    EventType("payment.failed", "payment", "A provider reported a failed payment."),
+    EventType(
+        "payment.updated",
+        "payment",
+        "A payment's allocations changed, or one of its disputes closed.",
+    ),
+    EventType(
+        "payment.disputed",
+        "payment",
+        "A dispute on the payment opened; the disputed amount was taken back from "
+        "its invoices.",
+    ),
+    EventType(
+        "dispute.created",
+        "dispute",
+        "A customer disputed a payment through its provider (a chargeback).",
+    ),
+    EventType(
+        "dispute.closed",
+        "dispute",
+        "A dispute closed won (its amounts went back to the invoices) or lost.",
+    ),
+    EventType(
+        "reconciliation_run.created",
+        "reconciliation_run",
+        "A reconciliation run was queued.",
+    ),
+    EventType(
+        "reconciliation_run.completed",
+        "reconciliation_run",
+        "A reconciliation run compared the payments with the provider; differences "
+        "lists what differs.",
+    ),
+    EventType(
+        "reconciliation_run.failed",
+        "reconciliation_run",
+        "A reconciliation run could not reach the provider; error says why.",
+    ),
+    EventType(
         "webhook_endpoint.created",
         "webhook_endpoint",
         "A webhook endpoint was created.",

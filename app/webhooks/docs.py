@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, JsonValue, create_model
 from app.activities.schemas import Activity
 from app.billing.credit_schemas import CreditNote, CustomerCreditTransaction
 from app.billing.dunning_schemas import DunningPolicy, DunningReminder, PromiseToPay
-from app.billing.schemas import Invoice, TaxRateObject
+from app.billing.payment_schemas import Dispute, ReconciliationRun
+from app.billing.schemas import Invoice, Payment, TaxRateObject
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -54,6 +55,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "dunning_policy": DunningPolicy,
     "dunning_reminder": DunningReminder,
     "customer_credit_transaction": CustomerCreditTransaction,
+    "dispute": Dispute,
     "engagement": Engagement,
     "holiday_calendar": HolidayCalendar,
     "invoice": Invoice,
@@ -64,10 +66,12 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "offer_code": OfferCode,
     "opportunity": Opportunity,
     "partner": Partner,
+    "payment": Payment,
     "pipeline": Pipeline,
     "product": Product,
     "promise_to_pay": PromiseToPay,
     "proposal": Proposal,
+    "reconciliation_run": ReconciliationRun,
     "scoring_rule": ScoringRule,
     "stage": Stage,
     "tax_rate": TaxRateObject,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +37,8 @@ from app.models import (
 )
 from app.settings import Settings
 from tests.billing.factories import create_customer
+from tests.billing.stripe_standin import StripeStandIn
+from tests.conftest import TestDatabase
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,35 @@ async def committed(
     finally:
         await queue.close()
         await _delete_workspace(database, workspace_id)
+
+
+@pytest.fixture
+async def stripe_api() -> AsyncIterator[StripeStandIn]:
+    """A local stand-in for Stripe's API on a free port of 127.0.0.1."""
+    standin = StripeStandIn()
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+def stripe_settings(settings: Settings, stripe_api: StripeStandIn) -> Settings:
+    """Settings whose Stripe API calls go to the stand-in."""
+    return settings.model_copy(
+        update={
+            "stripe_api_key": SecretStr("sk_test_standin"),
+            "stripe_api_base": stripe_api.base_url,
+            "stripe_timeout_seconds": 5.0,
+        }
+    )
+
+
+@pytest.fixture
+async def stripe_client(
+    stripe_settings: Settings, database: TestDatabase, queue: JobQueue
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client whose app calls the Stripe stand-in, in the test's transaction."""
+    app = create_app(stripe_settings, database=database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http

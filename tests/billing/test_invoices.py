@@ -1092,7 +1092,7 @@ class TestStateMachine:
                 "draft": ["open"],
                 "open": ["paid", "void", "uncollectible"],
                 "uncollectible": ["paid"],
-                "paid": [],
+                "paid": ["open"],
                 "void": [],
             },
         }

@@ -10,6 +10,8 @@ lease (``claimed_until``) and ends it in one of these statuses:
 - ``ignored``: no change was needed (an unhandled type, a replay, a late older event);
 - ``failed``: it cannot be applied (no such invoice, malformed object); ``error`` says
   why, and it is not retried.
+- ``held``: it refers to a payment that has not succeeded yet (a refund or dispute
+  that overtook its payment); recording the payment queues it again, see ``held.py``.
 
 An unexpected exception leaves the row ``received`` for the sweep to retry after the
 lease, until ``MAX_ATTEMPTS`` attempts have failed.

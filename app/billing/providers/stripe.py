@@ -19,18 +19,22 @@ import stripe
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.disputes import dispute_service
 from app.billing.errors import (
     InvalidProviderPayload,
     InvalidSignature,
     SignatureExpired,
 )
+from app.billing.locks import lock_provider_payment
 from app.billing.payments import payment_service
 from app.billing.providers.amounts import from_stripe_amount
 from app.billing.providers.base import Outcome, VerifiedEvent
+from app.billing.providers.held import HELD, release_held
+from app.billing.refunds import refund_service
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.core import ids, money
 from app.core.schemas import check_storable_json
-from app.models import ProviderEvent
+from app.models import Dispute, Payment, ProviderEvent
 
 log = structlog.get_logger(__name__)
 
@@ -51,16 +55,35 @@ _CHECKOUT_EVENTS = {
 }
 # 9999-12-31T23:59:59Z, the last second a Python datetime can hold.
 _MAX_TIMESTAMP = 253_402_300_799
+REFUND_EVENT = "charge.refunded"
+DISPUTE_OPENED_EVENT = "charge.dispute.created"
+DISPUTE_CLOSED_EVENT = "charge.dispute.closed"
+# Stripe's closed dispute statuses and what they mean for the seller: warning_closed
+# is an inquiry that ended without a chargeback, charge_refunded one the seller
+# settled with a refund, per Stripe's dispute object reference.
+DISPUTE_OUTCOMES = {
+    "won": "won",
+    "warning_closed": "won",
+    "lost": "lost",
+    "charge_refunded": "lost",
+}
 HANDLED_TYPES = frozenset(
-    {*_PAYMENT_INTENT_EVENTS, *_CHECKOUT_EVENTS, "charge.succeeded"}
+    {
+        *_PAYMENT_INTENT_EVENTS,
+        *_CHECKOUT_EVENTS,
+        "charge.succeeded",
+        REFUND_EVENT,
+        DISPUTE_OPENED_EVENT,
+        DISPUTE_CLOSED_EVENT,
+    }
 )
 
 
-class _Unusable(Exception):
+class Unusable(Exception):
     """The event cannot be applied, and the message gives the reason for the inbox row."""
 
 
-class _Ignored(Exception):
+class Ignored(Exception):
     """The event needs no change, and the message gives the reason."""
 
 
@@ -72,6 +95,7 @@ class _PaymentUpdate:
     currency: str
     method: str
     invoice_ref: str | None
+    workspace_ref: str | None
 
 
 def verify(
@@ -184,13 +208,39 @@ async def handle(session: AsyncSession, event: ProviderEvent) -> Outcome:
     """Apply one stored Stripe event and return its outcome; bad data is an outcome too."""
     if event.type not in HANDLED_TYPES:
         return Outcome("ignored", f"event type {event.type} is not handled")
+    obj = event.payload["data"]["object"]
     try:
-        update = _payment_update(event.type, event.payload["data"]["object"])
+        if event.type == REFUND_EVENT:
+            return await _apply_refund(session, event, obj)
+        if event.type == DISPUTE_OPENED_EVENT:
+            return await _apply_dispute_opened(session, event, obj)
+        if event.type == DISPUTE_CLOSED_EVENT:
+            return await _apply_dispute_closed(session, event, obj)
+        update = _payment_update(event.type, obj)
         return await _apply(session, event, update)
-    except _Ignored as reason:
+    except Ignored as reason:
         return Outcome("ignored", str(reason))
-    except _Unusable as reason:
+    except Unusable as reason:
         return Outcome("failed", str(reason))
+
+
+def minor_amount(obj: dict[str, Any], name: str, currency: str) -> int:
+    """Read a Stripe amount field of ``obj`` as ISO 4217 minor units of ``currency``.
+
+    Every amount read from a Stripe object goes through here, so Stripe's amount rules
+    are applied in one place.
+    """
+    try:
+        return from_stripe_amount(_amount(obj, name), currency)
+    except ValueError as error:
+        raise Unusable(str(error)) from error
+
+
+def currency_of(obj: dict[str, Any]) -> str:
+    raw_currency = _string(obj, "currency").upper()
+    if not money.is_currency(raw_currency):
+        raise Unusable(f"currency {raw_currency!r} is not an ISO 4217 code")
+    return raw_currency
 
 
 def _payment_update(event_type: str, obj: dict[str, Any]) -> _PaymentUpdate:
@@ -201,12 +251,12 @@ def _payment_update(event_type: str, obj: dict[str, Any]) -> _PaymentUpdate:
             obj,
             provider_payment_id=_string(obj, "id"),
             status=status,
-            amount=_amount(obj, amount_field),
+            amount_field=amount_field,
             method=_first_method(obj.get("payment_method_types")),
         )
     if event_type == "charge.succeeded":
         if obj.get("captured") is False:
-            raise _Ignored("the charge is authorized but not captured yet")
+            raise Ignored("the charge is authorized but not captured yet")
         intent = obj.get("payment_intent")
         captured = obj.get("amount_captured")
         amount_field = "amount_captured" if isinstance(captured, int) else "amount"
@@ -218,25 +268,25 @@ def _payment_update(event_type: str, obj: dict[str, Any]) -> _PaymentUpdate:
             if isinstance(intent, str)
             else _string(obj, "id"),
             status="succeeded",
-            amount=_amount(obj, amount_field),
+            amount_field=amount_field,
             method=method if isinstance(method, str) else "card",
         )
     status = _CHECKOUT_EVENTS[event_type]
     if event_type == "checkout.session.completed" and obj.get("payment_status") != (
         "paid"
     ):
-        raise _Ignored(
+        raise Ignored(
             f"the checkout session's payment_status is {obj.get('payment_status')!r}; "
             "an async_payment event will follow"
         )
     intent = obj.get("payment_intent")
     if not isinstance(intent, str):
-        raise _Ignored("the checkout session has no payment_intent to record")
+        raise Ignored("the checkout session has no payment_intent to record")
     return _build_update(
         obj,
         provider_payment_id=intent,
         status=status,
-        amount=_amount(obj, "amount_total"),
+        amount_field="amount_total",
         method=_first_method(obj.get("payment_method_types")),
     )
 
@@ -246,25 +296,22 @@ def _build_update(
     *,
     provider_payment_id: str,
     status: str,
-    amount: int,
+    amount_field: str,
     method: str,
 ) -> _PaymentUpdate:
-    raw_currency = _string(obj, "currency").upper()
-    if not money.is_currency(raw_currency):
-        raise _Unusable(f"currency {raw_currency!r} is not an ISO 4217 code")
-    try:
-        minor = from_stripe_amount(amount, raw_currency)
-    except ValueError as error:
-        raise _Unusable(str(error)) from error
+    currency = currency_of(obj)
     metadata = obj.get("metadata")
-    invoice_ref = metadata.get("invoice_id") if isinstance(metadata, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    invoice_ref = metadata.get("invoice_id")
+    workspace_ref = metadata.get("workspace_id")
     return _PaymentUpdate(
         provider_payment_id=provider_payment_id,
         status=status,
-        amount=minor,
-        currency=raw_currency,
+        amount=minor_amount(obj, amount_field, currency),
+        currency=currency,
         method=method[:32],
         invoice_ref=invoice_ref if isinstance(invoice_ref, str) else None,
+        workspace_ref=workspace_ref if isinstance(workspace_ref, str) else None,
     )
 
 
@@ -276,22 +323,30 @@ async def _apply(
             PROVIDER, update.provider_payment_id
         )
         if existing is not None:
-            raise _Ignored(
+            raise Ignored(
                 f"payment {ids.encode('payment', existing.id)} already records "
                 f"{update.provider_payment_id}"
             )
-        raise _Unusable("metadata.invoice_id is missing, so no invoice can be paid")
+        raise Unusable("metadata.invoice_id is missing, so no invoice can be paid")
     try:
         invoice_id = ids.decode("invoice", update.invoice_ref)
     except ids.InvalidId as error:
-        raise _Unusable(
+        raise Unusable(
             f"metadata.invoice_id {update.invoice_ref!r} is not an invoice id: {error}"
         ) from error
+    await lock_provider_payment(session, PROVIDER, update.provider_payment_id)
     invoice = await InvoiceRepository.from_session(session).get_any_workspace(
         invoice_id, for_update=True
     )
     if invoice is None:
-        raise _Unusable(f"no invoice {update.invoice_ref} exists")
+        raise Unusable(f"no invoice {update.invoice_ref} exists")
+    if update.workspace_ref is not None and update.workspace_ref != ids.encode(
+        "workspace", invoice.workspace_id
+    ):
+        raise Unusable(
+            f"metadata.workspace_id {update.workspace_ref!r} is not the workspace of "
+            f"invoice {update.invoice_ref}"
+        )
 
     outcome = await payment_service.record_provider_payment(
         session,
@@ -302,9 +357,11 @@ async def _apply(
         amount=update.amount,
         currency=update.currency,
         method=update.method,
-        occurred_at=event.provider_created_at or event.received_at,
+        occurred_at=_event_time(event),
         actor=ACTOR,
     )
+    if outcome.payment.status == "succeeded":
+        await release_held(session, PROVIDER, update.provider_payment_id)
     if outcome.skipped is not None:
         return Outcome(
             "ignored",
@@ -324,14 +381,14 @@ async def _apply(
 def _string(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
-        raise _Unusable(f"data.object.{name} is missing or not a string")
+        raise Unusable(f"data.object.{name} is missing or not a string")
     return value
 
 
 def _amount(obj: dict[str, Any], name: str) -> int:
     value = obj.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Unusable(f"data.object.{name} is missing or not a non-negative integer")
+        raise Unusable(f"data.object.{name} is missing or not a non-negative integer")
     return value
 
 
@@ -339,3 +396,177 @@ def _first_method(value: Any) -> str:
     if isinstance(value, list) and value and isinstance(value[0], str):
         return value[0]
     return "card"
+
+
+async def _succeeded_payment(
+    session: AsyncSession, obj: dict[str, Any], what: str
+) -> Payment | Outcome:
+    """Lock the payment a charge or dispute names, or return the outcome ``held``."""
+    intent = obj.get("payment_intent")
+    if not isinstance(intent, str) or not intent:
+        raise Unusable(
+            f"data.object.payment_intent is missing, so the {what} cannot be linked "
+            "to a payment"
+        )
+    await lock_provider_payment(session, PROVIDER, intent)
+    payment = await PaymentRepository.from_session(session).get_by_provider(
+        PROVIDER, intent, for_update=True
+    )
+    if payment is None or payment.status != "succeeded":
+        state = "not recorded" if payment is None else payment.status
+        return Outcome(
+            HELD,
+            f"payment {intent} is {state}; the {what} applies once it succeeds",
+            workspace_id=payment.workspace_id if payment is not None else None,
+        )
+    currency = currency_of(obj)
+    if currency != payment.currency:
+        raise Unusable(
+            f"the {what} is in {currency} but payment "
+            f"{ids.encode('payment', payment.id)} is in {payment.currency}"
+        )
+    return payment
+
+
+async def _apply_refund(
+    session: AsyncSession, event: ProviderEvent, obj: dict[str, Any]
+) -> Outcome:
+    """Record what a ``charge.refunded`` adds to the refunds of its payment.
+
+    ``amount_refunded`` on the charge is the running total, so only its growth over
+    what the payment records is new. A late, older event then finds no growth and
+    changes nothing.
+    """
+    found = await _succeeded_payment(session, obj, "refund")
+    if isinstance(found, Outcome):
+        return found
+    payment = found
+    refunded_total = minor_amount(obj, "amount_refunded", payment.currency)
+    new_amount = refunded_total - payment.amount_refunded
+    encoded = ids.encode("payment", payment.id)
+    if new_amount <= 0:
+        raise Ignored(
+            f"duplicate: payment {encoded} already records {payment.amount_refunded} "
+            f"refunded of the charge's {refunded_total}"
+        )
+    refundable = payment.amount - payment.amount_refunded - payment.amount_disputed
+
+    recorded = await refund_service.record_provider_refund(
+        session,
+        payment,
+        provider_refund_id=_latest_refund_id(obj)
+        or f"{_string(obj, 'id')}:{refunded_total}",
+        amount=new_amount,
+        refunded_at=_event_time(event),
+        actor=ACTOR,
+    )
+    if recorded is None:
+        raise Ignored(f"duplicate: the refund of payment {encoded} is recorded")
+    if new_amount > refundable:
+        return Outcome(
+            "needs_review",
+            f"refund of {new_amount} exceeds the {refundable} payment {encoded} had "
+            f"left (the rest is disputed); {refundable} was recorded",
+            workspace_id=payment.workspace_id,
+        )
+    return Outcome("processed", workspace_id=payment.workspace_id)
+
+
+def _latest_refund_id(obj: dict[str, Any]) -> str | None:
+    # Stripe lists a charge's refunds newest first, when the list is included at all.
+    refunds = obj.get("refunds")
+    data = refunds.get("data") if isinstance(refunds, dict) else None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        refund_id = data[0].get("id")
+        if isinstance(refund_id, str) and 0 < len(refund_id) <= 255:
+            return refund_id
+    return None
+
+
+async def _apply_dispute_opened(
+    session: AsyncSession, event: ProviderEvent, obj: dict[str, Any]
+) -> Outcome:
+    found = await _succeeded_payment(session, obj, "dispute")
+    if isinstance(found, Outcome):
+        return found
+    payment = found
+    dispute_id = _string(obj, "id")
+    if await dispute_service.get_by_provider(session, PROVIDER, dispute_id) is not None:
+        raise Ignored(f"duplicate: dispute {dispute_id} is recorded")
+    amount = minor_amount(obj, "amount", payment.currency)
+
+    opened = await _open_dispute(session, event, payment, obj, amount)
+    if opened.amount < amount:
+        return Outcome(
+            "needs_review",
+            f"dispute {dispute_id} of {amount} exceeds what payment "
+            f"{ids.encode('payment', payment.id)} had left; {opened.amount} was held",
+            workspace_id=payment.workspace_id,
+        )
+    return Outcome("processed", workspace_id=payment.workspace_id)
+
+
+async def _apply_dispute_closed(
+    session: AsyncSession, event: ProviderEvent, obj: dict[str, Any]
+) -> Outcome:
+    status = obj.get("status")
+    outcome = DISPUTE_OUTCOMES.get(status) if isinstance(status, str) else None
+    if outcome is None:
+        raise Unusable(f"data.object.status {status!r} is not a closed dispute status")
+    found = await _succeeded_payment(session, obj, "dispute")
+    if isinstance(found, Outcome):
+        return found
+    payment = found
+    dispute_id = _string(obj, "id")
+    dispute = await dispute_service.get_by_provider(session, PROVIDER, dispute_id)
+    if dispute is None:
+        # The closing event overtook the opening one: open the dispute, then close it.
+        amount = minor_amount(obj, "amount", payment.currency)
+        dispute = await _open_dispute(session, event, payment, obj, amount)
+
+    closed = await dispute_service.close(
+        session,
+        dispute,
+        payment,
+        outcome=outcome,
+        closed_at=_event_time(event),
+        actor=ACTOR,
+    )
+    if closed is None:
+        raise Ignored(f"duplicate: dispute {dispute_id} is already {dispute.status}")
+    return Outcome("processed", workspace_id=payment.workspace_id)
+
+
+async def _open_dispute(
+    session: AsyncSession,
+    event: ProviderEvent,
+    payment: Payment,
+    obj: dict[str, Any],
+    amount: int,
+) -> Dispute:
+    reason = obj.get("reason")
+    created = obj.get("created")
+    opened_at = (
+        datetime.fromtimestamp(created, UTC)
+        if isinstance(created, int)
+        and not isinstance(created, bool)
+        and 0 <= created <= _MAX_TIMESTAMP
+        else _event_time(event)
+    )
+    opened = await dispute_service.open(
+        session,
+        payment,
+        amount=amount,
+        reason=reason if isinstance(reason, str) else None,
+        provider=PROVIDER,
+        provider_dispute_id=_string(obj, "id"),
+        opened_at=opened_at,
+        actor=ACTOR,
+    )
+    if opened is None:
+        raise Ignored(f"duplicate: dispute {obj['id']} is recorded")
+    return opened[0]
+
+
+def _event_time(event: ProviderEvent) -> datetime:
+    return event.provider_created_at or event.received_at

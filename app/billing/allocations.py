@@ -1,0 +1,473 @@
+"""Allocating payments to invoices, and reversing allocations for refunds and disputes.
+
+Every function here expects the caller to hold the payment's row lock, taken before
+any invoice lock. So requests on one payment run one after the other and never
+allocate or refund more than it has. Invoices are then locked in id order, so two API
+requests that touch the same invoices wait for each other instead of deadlocking.
+
+A payment's money splits into ``amount_refunded``, ``amount_disputed``, its
+allocations and the unallocated rest, which is customer credit that later invoices
+can take by allocation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.billing import states
+from app.billing.amounts import invoice_amounts
+from app.billing.errors import InvoiceNotPayable, PaymentMismatch
+from app.billing.payment_errors import (
+    AllocationExceedsInvoice,
+    AllocationExceedsUnallocated,
+    AllocationNotFound,
+    PaymentNotSucceeded,
+    RefundExceedsUnallocated,
+)
+from app.billing.service import invoice_service
+from app.core import ids
+from app.core.clock import utcnow
+from app.core.errors import FieldError, InvalidInput
+from app.models import AllocationReversal, Invoice, Payment, PaymentAllocation
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    """An amount of a payment that should be applied to, or taken from, an invoice."""
+
+    invoice_id: uuid.UUID
+    amount: int
+
+
+async def load_allocations(
+    session: AsyncSession, payment_id: uuid.UUID
+) -> list[PaymentAllocation]:
+    """Load a payment's allocations, oldest first."""
+    rows = await session.scalars(
+        select(PaymentAllocation)
+        .where(PaymentAllocation.payment_id == payment_id)
+        .order_by(PaymentAllocation.created_at, PaymentAllocation.id)
+    )
+    return list(rows)
+
+
+def unallocated(payment: Payment, allocations: Sequence[PaymentAllocation]) -> int:
+    """Return the part of a payment that is neither refunded, disputed nor allocated."""
+    allocated = sum(allocation.amount for allocation in allocations)
+    return (
+        payment.amount - payment.amount_refunded - payment.amount_disputed - allocated
+    )
+
+
+def refundable(payment: Payment) -> int:
+    """Return what a payment still has to give back by refund or dispute."""
+    return payment.amount - payment.amount_refunded - payment.amount_disputed
+
+
+async def lock_invoices(
+    session: AsyncSession, workspace_id: uuid.UUID, invoice_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Invoice]:
+    """Lock invoices of one workspace in id order; raise InvoiceNotFound for a missing one."""
+    locked = {}
+    for invoice_id in sorted(set(invoice_ids)):
+        locked[invoice_id] = await invoice_service.get(
+            session, workspace_id, invoice_id, for_update=True
+        )
+    return locked
+
+
+def check_allocatable(
+    invoice: Invoice,
+    customer_id: uuid.UUID,
+    currency: str,
+    *,
+    invoice_field: str = "invoice_id",
+) -> None:
+    """Raise unless a payment of this customer and currency may pay ``invoice``."""
+    encoded = ids.encode("invoice", invoice.id)
+    if invoice.status not in states.PAYABLE:
+        raise InvoiceNotPayable(
+            f"Invoice {encoded} is {invoice.status}; payments can be allocated "
+            "only to open, uncollectible or paid invoices.",
+            current_status=invoice.status,
+        )
+    if invoice.customer_id != customer_id:
+        raise PaymentMismatch(
+            f"Invoice {encoded} belongs to customer "
+            f"{ids.encode('customer', invoice.customer_id)}, not to "
+            f"{ids.encode('customer', customer_id)}. Record the payment for the "
+            "invoice's customer.",
+            errors=[
+                FieldError(invoice_field, "belongs to another customer", "mismatch")
+            ],
+        )
+    if invoice.currency != currency:
+        raise PaymentMismatch(
+            f"Invoice {encoded} is in {invoice.currency}, the payment in "
+            f"{currency}. Record the payment in the invoice's currency.",
+            errors=[
+                FieldError(
+                    "currency",
+                    f"must be {invoice.currency}, the invoice's currency",
+                    "mismatch",
+                )
+            ],
+        )
+
+
+def _check_unique(requests: Sequence[AllocationRequest]) -> None:
+    seen: set[uuid.UUID] = set()
+    for index, request in enumerate(requests):
+        if request.invoice_id in seen:
+            encoded = ids.encode("invoice", request.invoice_id)
+            raise InvalidInput(
+                f"Invoice {encoded} appears twice in allocations. Send one entry per "
+                "invoice with the sum of its amounts.",
+                errors=[
+                    FieldError(
+                        f"allocations.{index}.invoice_id", "is a duplicate", "duplicate"
+                    )
+                ],
+            )
+        seen.add(request.invoice_id)
+
+
+async def allocate(
+    session: AsyncSession,
+    payment: Payment,
+    requests: Sequence[AllocationRequest],
+    *,
+    actor: str | None,
+) -> list[PaymentAllocation]:
+    """Apply parts of a locked payment's unallocated amount to invoices.
+
+    Every request is checked before anything changes: the invoice must be payable,
+    of the payment's customer and currency, and owe at least the amount, and the
+    amounts together must fit in the unallocated amount. Returns all allocations.
+    """
+    _check_unique(requests)
+    encoded_payment = ids.encode("payment", payment.id)
+    if payment.status != "succeeded":
+        raise PaymentNotSucceeded(
+            f"Payment {encoded_payment} is {payment.status}; only a succeeded payment "
+            "can be allocated.",
+            current_status=payment.status,
+        )
+    allocations = await load_allocations(session, payment.id)
+    available = unallocated(payment, allocations)
+    requested = sum(request.amount for request in requests)
+    if requested > available:
+        raise AllocationExceedsUnallocated(
+            f"The allocations add up to {requested} {payment.currency} (minor units) "
+            f"but payment {encoded_payment} has {available} unallocated. Allocate at "
+            "most that much.",
+            amount_unallocated=available,
+            amount_requested=requested,
+        )
+    invoices = await lock_invoices(
+        session, payment.workspace_id, [request.invoice_id for request in requests]
+    )
+    for index, request in enumerate(requests):
+        invoice = invoices[request.invoice_id]
+        check_allocatable(
+            invoice,
+            payment.customer_id,
+            payment.currency,
+            invoice_field=f"allocations.{index}.invoice_id",
+        )
+        remaining = invoice_amounts(invoice).amount_remaining
+        if request.amount > remaining:
+            raise AllocationExceedsInvoice(
+                f"Invoice {ids.encode('invoice', invoice.id)} owes {max(remaining, 0)} "
+                f"{invoice.currency} (minor units), less than the {request.amount} "
+                "allocated to it. Allocate at most what it owes; the rest stays on "
+                "the payment as customer credit.",
+                errors=[
+                    FieldError(
+                        f"allocations.{index}.amount",
+                        f"must be at most {max(remaining, 0)}",
+                        "exceeds_remaining",
+                    )
+                ],
+                invoice_id=ids.encode("invoice", invoice.id),
+                amount_remaining=max(remaining, 0),
+            )
+
+    by_invoice = {allocation.invoice_id: allocation for allocation in allocations}
+    for request in requests:
+        invoice = invoices[request.invoice_id]
+        allocation = await add_to_allocation(
+            session, payment, invoice.id, request.amount, existing=by_invoice
+        )
+        await invoice_service.apply_payment(
+            session, invoice, request.amount, actor=actor
+        )
+        log.info(
+            "payment.allocated",
+            payment_id=str(payment.id),
+            invoice_id=str(invoice.id),
+            amount=request.amount,
+            allocation_amount=allocation.amount,
+        )
+    return await load_allocations(session, payment.id)
+
+
+async def add_to_allocation(
+    session: AsyncSession,
+    payment: Payment,
+    invoice_id: uuid.UUID,
+    amount: int,
+    *,
+    existing: dict[uuid.UUID, PaymentAllocation],
+) -> PaymentAllocation:
+    """Grow the payment's allocation to an invoice, creating it when there is none.
+
+    The unique key on ``(payment_id, invoice_id)`` keeps one allocation per invoice,
+    so a second allocation to the same invoice adds to the first.
+    """
+    allocation = existing.get(invoice_id)
+    if allocation is None:
+        allocation = PaymentAllocation(
+            id=ids.new_uuid(),
+            workspace_id=payment.workspace_id,
+            payment_id=payment.id,
+            invoice_id=invoice_id,
+            amount=amount,
+            created_at=utcnow(),
+        )
+        session.add(allocation)
+        existing[invoice_id] = allocation
+    else:
+        allocation.amount += amount
+    await session.flush()
+    return allocation
+
+
+async def remove_allocation(
+    session: AsyncSession,
+    payment: Payment,
+    invoice_id: uuid.UUID,
+    *,
+    actor: str | None,
+) -> PaymentAllocation:
+    """Delete a locked payment's allocation to an invoice and take it off the invoice."""
+    allocations = await load_allocations(session, payment.id)
+    allocation = next(
+        (item for item in allocations if item.invoice_id == invoice_id), None
+    )
+    if allocation is None:
+        raise AllocationNotFound(
+            f"Payment {ids.encode('payment', payment.id)} has no allocation to invoice "
+            f"{ids.encode('invoice', invoice_id)}."
+        )
+    invoice = (await lock_invoices(session, payment.workspace_id, [invoice_id]))[
+        invoice_id
+    ]
+
+    await session.delete(allocation)
+    await session.flush()
+    await invoice_service.remove_payment(
+        session, invoice, allocation.amount, actor=actor
+    )
+    log.info(
+        "payment.allocation_removed",
+        payment_id=str(payment.id),
+        invoice_id=str(invoice_id),
+        amount=allocation.amount,
+    )
+    return allocation
+
+
+async def reverse_allocations(
+    session: AsyncSession,
+    payment: Payment,
+    amount: int,
+    *,
+    requested: Sequence[AllocationRequest] | None,
+    refund_id: uuid.UUID | None = None,
+    dispute_id: uuid.UUID | None = None,
+    actor: str | None,
+) -> list[AllocationReversal]:
+    """Take ``amount`` out of a locked payment for a refund or a dispute.
+
+    With ``requested``, the named invoices lose the named amounts and the rest comes
+    from the unallocated amount. Without it, the unallocated amount goes first and
+    then the newest allocations (by when each was first made), so the invoices paid
+    last lose their payment first. Call it before raising ``amount_refunded`` or
+    ``amount_disputed``; ``amount`` must not exceed ``refundable(payment)``.
+    """
+    allocations = await load_allocations(session, payment.id)
+    free = unallocated(payment, allocations)
+    plan: list[tuple[PaymentAllocation, int]] = []
+    if requested is not None:
+        plan = _requested_plan(payment, allocations, requested, amount, free)
+    else:
+        rest = amount - min(free, amount)
+        for allocation in reversed(allocations):
+            if rest == 0:
+                break
+            take = min(allocation.amount, rest)
+            plan.append((allocation, take))
+            rest -= take
+    invoices = await lock_invoices(
+        session, payment.workspace_id, [allocation.invoice_id for allocation, _ in plan]
+    )
+
+    now = utcnow()
+    reversals = []
+    for allocation, take in plan:
+        allocation.amount -= take
+        if allocation.amount == 0:
+            await session.delete(allocation)
+        reversal = AllocationReversal(
+            id=ids.new_uuid(),
+            workspace_id=payment.workspace_id,
+            payment_id=payment.id,
+            invoice_id=allocation.invoice_id,
+            refund_id=refund_id,
+            dispute_id=dispute_id,
+            amount=take,
+            created_at=now,
+        )
+        session.add(reversal)
+        await session.flush()
+        await invoice_service.remove_payment(
+            session, invoices[allocation.invoice_id], take, actor=actor
+        )
+        reversals.append(reversal)
+    return reversals
+
+
+def _requested_plan(
+    payment: Payment,
+    allocations: Sequence[PaymentAllocation],
+    requested: Sequence[AllocationRequest],
+    amount: int,
+    free: int,
+) -> list[tuple[PaymentAllocation, int]]:
+    _check_unique(requested)
+    by_invoice = {allocation.invoice_id: allocation for allocation in allocations}
+    plan = []
+    for index, request in enumerate(requested):
+        allocation = by_invoice.get(request.invoice_id)
+        encoded = ids.encode("invoice", request.invoice_id)
+        if allocation is None:
+            raise InvalidInput(
+                f"Payment {ids.encode('payment', payment.id)} has no allocation to "
+                f"invoice {encoded}. Name only invoices the payment paid.",
+                errors=[
+                    FieldError(
+                        f"allocations.{index}.invoice_id",
+                        "is not allocated from this payment",
+                        "not_allocated",
+                    )
+                ],
+            )
+        if request.amount > allocation.amount:
+            raise InvalidInput(
+                f"Invoice {encoded} has {allocation.amount} of this payment, less "
+                f"than the {request.amount} to take back.",
+                errors=[
+                    FieldError(
+                        f"allocations.{index}.amount",
+                        f"must be at most {allocation.amount}",
+                        "exceeds_allocation",
+                    )
+                ],
+            )
+        plan.append((allocation, request.amount))
+    named = sum(take for _, take in plan)
+    if named > amount:
+        raise InvalidInput(
+            f"The allocations add up to {named}, more than the amount {amount}.",
+            errors=[
+                FieldError(
+                    "allocations", f"must add up to at most {amount}", "too_much"
+                )
+            ],
+        )
+    if amount - named > free:
+        raise RefundExceedsUnallocated(
+            f"The allocations cover {named} of {amount}; the other {amount - named} "
+            f"would come from the unallocated amount, which is {free}. Name more "
+            "allocations, or omit them to take the newest first.",
+            amount_unallocated=free,
+        )
+    return plan
+
+
+async def restore_reversals(
+    session: AsyncSession, payment: Payment, dispute_id: uuid.UUID, *, actor: str | None
+) -> list[AllocationReversal]:
+    """Give a won dispute's reversed amounts back to their invoices.
+
+    An invoice that can no longer take a payment (voided meanwhile) is skipped, so
+    its amount stays unallocated on the payment as customer credit.
+    """
+    reversals = list(
+        await session.scalars(
+            select(AllocationReversal)
+            .where(
+                AllocationReversal.dispute_id == dispute_id,
+                AllocationReversal.restored_at.is_(None),
+            )
+            .order_by(AllocationReversal.invoice_id)
+        )
+    )
+    invoices = await lock_invoices(
+        session, payment.workspace_id, [reversal.invoice_id for reversal in reversals]
+    )
+    existing = {
+        allocation.invoice_id: allocation
+        for allocation in await load_allocations(session, payment.id)
+    }
+
+    now = utcnow()
+    restored = []
+    for reversal in reversals:
+        invoice = invoices[reversal.invoice_id]
+        if invoice.status not in states.PAYABLE:
+            log.warning(
+                "payment.reversal_not_restored",
+                payment_id=str(payment.id),
+                invoice_id=str(invoice.id),
+                invoice_status=invoice.status,
+                amount=reversal.amount,
+            )
+            continue
+        await add_to_allocation(
+            session, payment, invoice.id, reversal.amount, existing=existing
+        )
+        reversal.restored_at = now
+        await invoice_service.apply_payment(
+            session, invoice, reversal.amount, actor=actor
+        )
+        restored.append(reversal)
+    return restored
+
+
+async def reversals_of(
+    session: AsyncSession,
+    *,
+    refund_ids: Sequence[uuid.UUID] = (),
+    dispute_ids: Sequence[uuid.UUID] = (),
+) -> list[AllocationReversal]:
+    """Load the reversals of some refunds or disputes, in creation order."""
+    if not refund_ids and not dispute_ids:
+        return []
+    statement = select(AllocationReversal).order_by(
+        AllocationReversal.created_at, AllocationReversal.id
+    )
+    if refund_ids:
+        statement = statement.where(AllocationReversal.refund_id.in_(refund_ids))
+    else:
+        statement = statement.where(AllocationReversal.dispute_id.in_(dispute_ids))
+    return list(await session.scalars(statement))
