@@ -79,14 +79,26 @@ def _lease(ctx: dict[str, Any]) -> timedelta:
 async def process_provider_event(
     ctx: dict[str, Any], provider_event_id: str
 ) -> str | None:
-    """Apply one stored payment provider event, unless it is done or leased elsewhere."""
+    """Apply a stored payment provider event and a batch of others received meanwhile.
+
+    Return the named event's outcome, or None when it is done or leased elsewhere.
+    """
     event_id = uuid.UUID(provider_event_id)
     async with unit_of_work(ctx) as session:
-        claimed = await provider_event_service.claim(session, event_id, _lease(ctx))
+        claimed = await provider_event_service.claim_batch(
+            session, event_id, _lease(ctx)
+        )
     if not claimed:
         log.info("provider_event.not_claimed", provider_event_id=provider_event_id)
         return None
-    return await _run_provider_event(ctx, event_id)
+    outcome = None
+    for claimed_id in claimed:
+        status = await _run_provider_event(ctx, claimed_id)
+        if claimed_id == event_id:
+            outcome = status
+    if len(claimed) > 1:
+        log.info("provider_event.batch_processed", count=len(claimed))
+    return outcome
 
 
 async def sweep_provider_events(ctx: dict[str, Any]) -> int:

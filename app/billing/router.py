@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.billing.payments import payment_service
-from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.schemas import (
     Invoice,
     InvoiceCreate,
@@ -286,4 +285,3 @@ async def get_payment(
 router = APIRouter()
 router.include_router(invoices)
 router.include_router(payments)
-router.include_router(provider_webhooks_router)
