@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing.providers.inbox import provider_event_service
 from app.core.clock import utcnow
 from app.core.db import Database
+from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
 from app.models import Payment, ProviderEvent, Workspace
 from app.settings import Settings
@@ -162,6 +163,43 @@ class TestBatchClaim:
         assert first[0] == rows["evt_batch_1"].id
         assert sorted(first) == sorted(row.id for row in rows.values())
         assert second == []
+
+    async def test_failing_event_leaves_batch_applied(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        workspace: Workspace,
+        invoice_ids: list[str],
+    ) -> None:
+        broken = ProviderEvent(
+            id=new_uuid(),
+            provider="stripe",
+            event_id="evt_broken",
+            type="payment_intent.succeeded",
+            payload={"data": "not an object"},
+            status="received",
+            attempts=0,
+            received_at=utcnow() - timedelta(seconds=1),
+        )
+        session.add(broken)
+        await session.commit()
+        await deliver(client, payment_body(invoice_ids[0], 0))
+        rows = await rows_by_event(session)
+
+        outcome = await tasks.process_provider_event(
+            worker_ctx, str(rows["evt_batch_0"].id)
+        )
+
+        assert outcome == "processed"
+        rows = await rows_by_event(session)
+        assert rows["evt_batch_0"].status == "processed"
+        assert rows["evt_batch_0"].attempts == 1
+        assert rows["evt_broken"].status == "received"
+        assert rows["evt_broken"].attempts == 1
+        assert rows["evt_broken"].error is not None
+        assert "TypeError" in rows["evt_broken"].error
+        assert await count_payments(session, workspace.id) == 1
 
     async def test_crash_after_claim_retried(
         self,
