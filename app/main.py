@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from app import ops
 from app.activities.router import router as activities_router
 from app.billing.credit_router import router as credit_router
+from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.router import router as billing_router
 from app.core.auth import KeyCache
 from app.core.db import Database
@@ -114,6 +115,9 @@ def create_app(
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount(ops.DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
     app.include_router(ops.router)
+    # FastAPI tries the routes in order. Provider webhooks come first, so that a
+    # provider's burst of events does not pay for matching every other route.
+    app.include_router(provider_webhooks_router, prefix="/v1")
     for router in (
         lead_identity_router,
         lead_imports_router,

@@ -16,8 +16,15 @@ from benchmarks.imports import ImportFailed
 from benchmarks.jobs import JobsFailed
 from benchmarks.nurture import NurtureFailed
 from benchmarks.report import render
-from benchmarks.runner import run, run_conversion, run_imports, run_nurture
+from benchmarks.runner import (
+    run,
+    run_conversion,
+    run_imports,
+    run_nurture,
+    run_stripe,
+)
 from benchmarks.servers import ServerFailed
+from benchmarks.stripe_ingest import StripeIngestFailed
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -64,6 +71,23 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="Leads of each run of the conversion workload, converted one by one.",
     )
     parser.add_argument(
+        "--stripe-events",
+        type=int,
+        help="Deliveries of each run of the Stripe workload, an even number: each "
+        "event is delivered twice.",
+    )
+    parser.add_argument(
+        "--stripe-timeout",
+        type=float,
+        help="Seconds each run of the Stripe workload may take, applying included, "
+        "before it fails.",
+    )
+    parser.add_argument(
+        "--only-stripe",
+        action="store_true",
+        help="Run only the Stripe webhook workload.",
+    )
+    parser.add_argument(
         "--only-conversion",
         action="store_true",
         help="Run only the lead conversion workload.",
@@ -101,6 +125,8 @@ def build_config(arguments: argparse.Namespace) -> BenchConfig:
         "nurture_enrollments": arguments.nurture_enrollments,
         "nurture_timeout_seconds": arguments.nurture_timeout,
         "conversion_leads": arguments.conversion_leads,
+        "stripe_events": arguments.stripe_events,
+        "stripe_timeout_seconds": arguments.stripe_timeout,
     }
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **chosen)
@@ -120,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             report = run_conversion(config, progress=progress)
         elif arguments.only_nurture:
             report = run_nurture(config, progress=progress)
+        elif arguments.only_stripe:
+            report = run_stripe(config, progress=progress)
         else:
             report = run(config, progress=progress)
     except BenchSetupError as error:
@@ -132,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         ImportFailed,
         NurtureFailed,
         ConversionFailed,
+        StripeIngestFailed,
     ) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

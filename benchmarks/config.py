@@ -16,6 +16,7 @@ class Targets:
     import_ratio: float = 0.25
     nurture_ratio: float = 0.5
     conversion_ratio: float = 0.4
+    stripe_ratio: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class BenchConfig:
     # Leads of the conversion workload, each converted and moved through to won, in
     # each of the bare run before, the full run and the bare run after.
     conversion_leads: int = 1_000
+    # Deliveries of the Stripe workload in each of its three runs: half as many
+    # distinct events, each delivered twice, and one open invoice per event.
+    stripe_events: int = 10_000
+    # Bound on each delivery run of the Stripe workload and, in the full run, on the
+    # time until the worker applied every event. A run that takes longer fails.
+    stripe_timeout_seconds: float = 300.0
     targets: Targets = Targets()
 
     def smoke(self) -> BenchConfig:
@@ -72,4 +79,6 @@ class BenchConfig:
             nurture_enrollments=50,
             nurture_timeout_seconds=120.0,
             conversion_leads=10,
+            stripe_events=40,
+            stripe_timeout_seconds=120.0,
         )

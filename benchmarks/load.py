@@ -6,6 +6,9 @@ loop. Requests completed during the warm-up are not counted; after it, the run l
 ``duration_seconds`` or ``max_requests`` completions, whichever comes first, and the
 whole process gives up after a hard timeout. It prints a ``LoadResult`` as JSON.
 
+With ``bodies`` set, the run sends each of those bodies exactly once, in order, with
+its own extra headers from ``body_headers``, and ends with the response to the last one.
+
 Requests are written from prebuilt bytes and responses parsed with httptools, so that
 the generator spends a small fraction of the CPU the servers spend per request and the
 two cores of a small machine go mostly to the server and PostgreSQL.
@@ -46,6 +49,9 @@ class LoadSpec:
     # A request body in which ``{n}`` is replaced by a number unique within the run.
     body_template: str | None = None
     host: str = "127.0.0.1"
+    # Bodies sent once each, in order, and the extra headers of each one.
+    bodies: list[str] | None = None
+    body_headers: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -62,6 +68,9 @@ class LoadResult:
     errors: int
     statuses: dict[str, int] = field(default_factory=dict)
     first_error: str | None = None
+    # time.monotonic() when the measured part began; CLOCK_MONOTONIC on Linux, which
+    # every process of the machine shares.
+    started_monotonic: float = 0.0
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -121,6 +130,7 @@ class _Run:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         started = time.perf_counter()
+        self.started_monotonic = time.monotonic() + spec.warmup_seconds
         self.measure_from = started + spec.warmup_seconds
         self.deadline = self.measure_from + spec.duration_seconds
         self.measure_until = self.deadline
@@ -134,21 +144,36 @@ class _Run:
         self.prefix = self._prefix()
         self.prebuilt = (
             None
-            if spec.body_template is not None
+            if spec.body_template is not None or spec.bodies is not None
             else [self._request(path, b"") for path in spec.paths]
         )
+        self.fixed = None if spec.bodies is None else self._fixed_requests(spec.bodies)
 
     def _prefix(self) -> bytes:
         lines = [f"Host: {self.spec.host}:{self.spec.port}"]
         lines += [f"{name}: {value}" for name, value in self.spec.headers.items()]
         return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
-    def _request(self, path: str, body: bytes) -> bytes:
+    def _request(self, path: str, body: bytes, extra: bytes = b"") -> bytes:
         start = f"{self.spec.method} {path} HTTP/1.1\r\n".encode("latin-1")
         length = f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
-        return start + self.prefix + length + body
+        return start + self.prefix + extra + length + body
 
-    def next_request(self) -> bytes:
+    def _fixed_requests(self, bodies: list[str]) -> list[bytes]:
+        headers = self.spec.body_headers or [{} for _ in bodies]
+        if len(headers) != len(bodies):
+            raise ValueError("body_headers must give one mapping per body")
+        requests = []
+        for number, (body, extra) in enumerate(zip(bodies, headers, strict=True)):
+            lines = "".join(f"{name}: {value}\r\n" for name, value in extra.items())
+            path = self.spec.paths[number % len(self.spec.paths)]
+            requests.append(self._request(path, body.encode(), lines.encode("latin-1")))
+        requests.reverse()
+        return requests
+
+    def next_request(self) -> bytes | None:
+        if self.fixed is not None:
+            return self.fixed.pop() if self.fixed else None
         if self.prebuilt is not None:
             return self.prebuilt[self.rng.randrange(len(self.prebuilt))]
         assert self.spec.body_template is not None
@@ -167,6 +192,8 @@ class _Run:
             if len(self.latencies) >= self.spec.max_requests:
                 self.measure_until = received
                 self.deadline = received
+            elif self.fixed is not None:
+                self.measure_until = received
         if status != self.spec.expected_status:
             self.errors += 1
             if self.first_error is None:
@@ -177,7 +204,7 @@ class _Run:
         while True:
             request = self.next_request()
             sent = time.perf_counter()
-            if sent >= self.deadline:
+            if request is None or sent >= self.deadline:
                 return
             try:
                 status = await connection.send(request)
@@ -203,6 +230,7 @@ class _Run:
             errors=self.errors,
             statuses=self.statuses,
             first_error=self.first_error,
+            started_monotonic=self.started_monotonic,
         )
 
 

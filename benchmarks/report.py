@@ -17,6 +17,8 @@ from benchmarks.imports import ImportSummary, render_import
 from benchmarks.jobs import JobLatency
 from benchmarks.nurture import TITLE as TITLE_NURTURE
 from benchmarks.nurture import NurtureSummary, render_nurture
+from benchmarks.stripe_ingest import TITLE as TITLE_STRIPE
+from benchmarks.stripe_ingest import StripeSummary, render_stripe
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Report:
     imports: ImportSummary | None = None
     nurture: NurtureSummary | None = None
     conversion: ConversionSummary | None = None
+    stripe: StripeSummary | None = None
 
 
 def summarize_server(measurements: list[Measurement]) -> ServerSummary:
@@ -159,6 +162,7 @@ def build_report(
     imports: ImportSummary | None = None,
     nurture: NurtureSummary | None = None,
     conversion: ConversionSummary | None = None,
+    stripe: StripeSummary | None = None,
 ) -> Report:
     report = Report(
         config=config,
@@ -167,6 +171,7 @@ def build_report(
         imports=imports,
         nurture=nurture,
         conversion=conversion,
+        stripe=stripe,
     )
     report.workloads = [summarize_workload(item, measurements) for item in workloads]
     for summary in report.workloads:
@@ -225,6 +230,15 @@ def build_report(
                 met=conversion.ratio >= conversion.ratio_target,
             )
         )
+    if stripe is not None:
+        report.checks.append(
+            Check(
+                name=f"{TITLE_STRIPE} full/bare deliveries/s",
+                measured=f"{stripe.ratio:.2f}x",
+                target=f">= {stripe.ratio_target:.2f}x",
+                met=stripe.ratio >= stripe.ratio_target,
+            )
+        )
     return report
 
 
@@ -278,6 +292,8 @@ def render(report: Report) -> str:
         lines += render_nurture(report.nurture)
     if report.conversion is not None:
         lines += render_conversion(report.conversion)
+    if report.stripe is not None:
+        lines += render_stripe(report.stripe)
     if report.checks:
         lines += ["", "targets (reported, not asserted):"]
         for check in report.checks:

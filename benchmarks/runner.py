@@ -27,6 +27,7 @@ from benchmarks.jobs import JobLatency, measure_job_latency
 from benchmarks.nurture import NurtureSummary, measure_nurture
 from benchmarks.report import Machine, Report, build_report
 from benchmarks.seed import prepare_schema, seed
+from benchmarks.stripe_ingest import StripeSummary, measure_stripe
 
 TUNED = "tuned (settings)"
 BASELINE = "arq default"
@@ -91,6 +92,7 @@ async def _measure(
     )
     nurture = await _measure_nurture(config, servers, log_dir, progress)
     conversion = await _measure_conversion(config, servers, progress)
+    stripe = await _measure_stripe(config, servers, log_dir, progress)
 
     machine = Machine.detect(await _postgres_version(servers))
     return build_report(
@@ -103,6 +105,24 @@ async def _measure(
         imports=imports,
         nurture=nurture,
         conversion=conversion,
+        stripe=stripe,
+    )
+
+
+async def _measure_stripe(
+    config: BenchConfig,
+    servers: BenchServers,
+    log_dir: Path,
+    progress: Callable[[str], None],
+) -> StripeSummary:
+    return await measure_stripe(
+        servers,
+        events=config.stripe_events,
+        concurrency=config.concurrency,
+        timeout_seconds=config.stripe_timeout_seconds,
+        ratio_target=config.targets.stripe_ratio,
+        log_dir=log_dir,
+        progress=progress,
     )
 
 
@@ -242,6 +262,38 @@ async def _measure_conversion_only(
     return build_report(
         config, machine, [], [], [], tuned_label=TUNED, conversion=conversion
     )
+
+
+def run_stripe(
+    config: BenchConfig,
+    *,
+    servers: BenchServers | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
+    """Run only the Stripe webhook workload of ``config``."""
+    if servers is None:
+        with bench_servers() as configured:
+            return run_stripe(config, servers=configured, progress=progress)
+
+    claim_and_prepare(servers, progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="salescycle-bench-") as log_dir:
+            return asyncio.run(
+                _measure_stripe_only(config, servers, Path(log_dir), progress)
+            )
+    finally:
+        release(servers)
+
+
+async def _measure_stripe_only(
+    config: BenchConfig,
+    servers: BenchServers,
+    log_dir: Path,
+    progress: Callable[[str], None],
+) -> Report:
+    stripe = await _measure_stripe(config, servers, log_dir, progress)
+    machine = Machine.detect(await _postgres_version(servers))
+    return build_report(config, machine, [], [], [], tuned_label=TUNED, stripe=stripe)
 
 
 def claim_and_prepare(

@@ -9,6 +9,7 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import driver_connection
 from app.core.pagination import paginate
 from app.models import (
     CreditNoteNumberSeries,
@@ -242,6 +243,31 @@ class PaymentRepository:
         )
 
 
+# The named event first, then, only if it was claimable, the oldest other claimable
+# events. A claimable event is received and not leased by a live claim.
+_CLAIM_BATCH = """
+WITH requested AS (
+    SELECT id FROM provider_events
+    WHERE id = $1 AND status = 'received'
+        AND (claimed_until IS NULL OR claimed_until < $2)
+    FOR UPDATE SKIP LOCKED
+),
+others AS (
+    SELECT id FROM provider_events
+    WHERE status = 'received' AND id <> $1
+        AND (claimed_until IS NULL OR claimed_until < $2)
+        AND EXISTS (SELECT FROM requested)
+    ORDER BY received_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE provider_events
+SET claimed_until = $3, attempts = attempts + 1
+WHERE id IN (SELECT id FROM requested UNION ALL SELECT id FROM others)
+RETURNING id, id = $1 AS requested
+"""
+
+
 class ProviderEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -249,25 +275,6 @@ class ProviderEventRepository:
     @classmethod
     def from_session(cls, session: AsyncSession) -> ProviderEventRepository:
         return cls(session)
-
-    async def insert(self, values: dict[str, object]) -> uuid.UUID | None:
-        """Store an event unless its (provider, event_id) is stored; return the new id."""
-        result = await self.session.execute(
-            insert(ProviderEvent)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-            .returning(ProviderEvent.id)
-        )
-        return result.scalar_one_or_none()
-
-    async def get_by_event_id(
-        self, provider: str, event_id: str
-    ) -> ProviderEvent | None:
-        return await self.session.scalar(
-            select(ProviderEvent).where(
-                ProviderEvent.provider == provider, ProviderEvent.event_id == event_id
-            )
-        )
 
     async def get(
         self, provider_event_id: uuid.UUID, *, for_update: bool = False
@@ -277,25 +284,27 @@ class ProviderEventRepository:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
 
-    async def claim(
-        self, provider_event_id: uuid.UUID, *, now: datetime, lease_until: datetime
-    ) -> ProviderEvent | None:
-        """Lease one received event unless another worker holds it or it is done."""
-        event = await self.session.scalar(
-            select(ProviderEvent)
-            .where(
-                ProviderEvent.id == provider_event_id,
-                ProviderEvent.status == "received",
-                (ProviderEvent.claimed_until.is_(None))
-                | (ProviderEvent.claimed_until < now),
-            )
-            .with_for_update(skip_locked=True)
+    async def claim_batch(
+        self,
+        provider_event_id: uuid.UUID,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """Lease one received event and up to ``limit - 1`` more, oldest first.
+
+        Return nothing when the named event is done or leased elsewhere. Rows that
+        another worker has locked are skipped, so concurrent claims never overlap.
+        """
+        # One statement on the driver connection: outside a transaction it commits on
+        # its own, so a claim that finds its event taken costs one round trip.
+        driver = await driver_connection(self.session)
+        rows = await driver.fetch(
+            _CLAIM_BATCH, provider_event_id, now, lease_until, limit - 1
         )
-        if event is not None:
-            event.claimed_until = lease_until
-            event.attempts += 1
-            await self.session.flush()
-        return event
+        claimed = sorted(rows, key=lambda row: not row["requested"])
+        return [row["id"] for row in claimed]
 
     async def claim_due(
         self,

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from app.billing.dunning_router import router as dunning_router
 from app.billing.payments import payment_service
 from app.billing.payments_router import router as payments_router
-from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.schemas import (
     Invoice,
     InvoiceCreate,
@@ -399,5 +398,4 @@ router.include_router(invoices)
 router.include_router(tax_rates)
 router.include_router(payments)
 router.include_router(payments_router)
-router.include_router(provider_webhooks_router)
 router.include_router(dunning_router)

@@ -43,7 +43,7 @@ def _is_json(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
-def _is_connection_error(error: BaseException) -> bool:
+def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError):
         return True
     if isinstance(error, DBAPIError):
@@ -78,7 +78,7 @@ def _query_params(dependant: Dependant) -> dict[str, bool]:
     return params
 
 
-def _check_query(request: Request, known: dict[str, bool]) -> None:
+def check_query(request: Request, known: dict[str, bool]) -> None:
     """Reject unknown query parameters, and repeats of single-valued ones."""
     unknown = sorted({name for name in request.query_params if name not in known})
     if unknown:
@@ -133,7 +133,7 @@ class UnitOfWorkRoute(APIRoute):
         known_query = _query_params(self.dependant)
 
         async def handler(request: Request) -> Response:
-            _check_query(request, known_query)
+            check_query(request, known_query)
             if expects_json and request.method in BODY_METHODS:
                 content_type = request.headers.get("content-type", "")
                 if content_type and not _is_json(content_type):
@@ -169,7 +169,7 @@ class UnitOfWorkRoute(APIRoute):
                 raise
             except Exception as error:
                 await self._abort(session)
-                if _is_connection_error(error):
+                if is_connection_error(error):
                     log.error("database.unavailable", error=repr(error))
                     raise ServiceUnavailable(
                         "The database is unreachable. Retry in a few seconds.",

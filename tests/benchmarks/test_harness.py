@@ -94,7 +94,10 @@ class TestSmokeRun:
             f"CSV import of {config.import_rows} rows full/bare rows/s",
             "nurture emails worker/bare emails/s",
             "lead conversion to won full/bare req/s",
+            "Stripe webhooks full/bare deliveries/s",
         ]
+        assert report.stripe is not None
+        assert report.stripe.full.applied_seconds is not None
         assert report.conversion is not None
         assert report.conversion.full.requests == 5 * config.conversion_leads
         imports = report.imports

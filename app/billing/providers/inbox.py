@@ -19,8 +19,10 @@ lease, until ``MAX_ATTEMPTS`` attempts have failed.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -30,7 +32,7 @@ from app.billing.providers import stripe as stripe_provider
 from app.billing.providers.base import Outcome, VerifiedEvent
 from app.billing.repository import ProviderEventRepository
 from app.core.clock import utcnow
-from app.core.db import defer_job
+from app.core.db import Database, PendingJob, driver_connection
 from app.core.ids import new_uuid
 from app.models import ProviderEvent
 
@@ -42,6 +44,10 @@ MAX_ERROR_LENGTH = 2000
 # The sweep leaves fresh rows to the job enqueued after their commit.
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 100
+# Events one job leases and applies in turn, each in a transaction of its own. Each
+# event gets its own job after it is stored, but while a batch is applied, the jobs of
+# the events in it find them leased and end at once.
+CLAIM_BATCH = 50
 
 Handler = Callable[[AsyncSession, ProviderEvent], Awaitable[Outcome]]
 HANDLERS: dict[str, Handler] = {stripe_provider.PROVIDER: stripe_provider.handle}
@@ -51,65 +57,102 @@ def job_id(provider_event_id: uuid.UUID) -> str:
     return f"{PROCESS_JOB}:{provider_event_id}"
 
 
+# One statement stores the event or finds the stored one, so a delivery costs one round
+# trip and commits on its own. A concurrent delivery of the same event may commit after
+# this statement took its snapshot. The INSERT then skips the row, but the SELECT
+# cannot see it, so no row comes back, and ``_FIND`` reads it with a new snapshot.
+_STORE = """
+WITH inserted AS (
+    INSERT INTO provider_events (
+        id, provider, event_id, type, payload, provider_created_at, status, attempts,
+        received_at
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, 'received', 0, $7)
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING id, status
+)
+SELECT id, status, true AS inserted FROM inserted
+UNION ALL
+SELECT id, status, false FROM provider_events
+WHERE provider = $2 AND event_id = $3 AND NOT EXISTS (SELECT FROM inserted)
+"""
+_FIND = "SELECT id, status FROM provider_events WHERE provider = $1 AND event_id = $2"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """The inbox row of a delivered event, and whether an earlier delivery stored it."""
+
+    id: uuid.UUID
+    status: str
+    duplicate: bool
+
+
+def process_job(provider_event_id: uuid.UUID) -> PendingJob:
+    """Build the job that processes a stored event, with its deterministic id."""
+    return PendingJob(
+        function=PROCESS_JOB,
+        args=(str(provider_event_id),),
+        job_id=job_id(provider_event_id),
+    )
+
+
 class ProviderEventService:
     async def receive(
-        self,
-        session: AsyncSession,
-        provider: str,
-        event: VerifiedEvent,
-    ) -> tuple[uuid.UUID, bool]:
-        """Store a verified event once; return its row id and whether it was stored before."""
-        repository = ProviderEventRepository.from_session(session)
-        now = utcnow()
-        inserted = await repository.insert(
-            {
-                "id": new_uuid(),
-                "provider": provider,
-                "event_id": event.event_id,
-                "type": event.type,
-                "payload": event.payload,
-                "provider_created_at": event.created,
-                "status": "received",
-                "attempts": 0,
-                "received_at": now,
-            }
-        )
-        if inserted is not None:
-            defer_job(session, PROCESS_JOB, str(inserted), job_id=job_id(inserted))
-            log.info(
-                "provider_event.received",
-                provider=provider,
-                provider_event_id=str(inserted),
-                event_id=event.event_id,
-                event_type=event.type,
-            )
-            return inserted, False
+        self, database: Database, provider: str, event: VerifiedEvent
+    ) -> StoredEvent:
+        """Store a verified event once, committed before this returns.
 
-        existing = await repository.get_by_event_id(provider, event.event_id)
-        assert existing is not None
-        if existing.status == "received":
-            # The first job may have been lost with Redis; the job id keeps this cheap.
-            defer_job(
-                session, PROCESS_JOB, str(existing.id), job_id=job_id(existing.id)
+        The statement goes to the driver connection of a fresh session, where it runs
+        in a transaction of its own: one round trip, with no BEGIN or COMMIT, and the
+        caller may acknowledge the delivery as soon as it returns.
+        """
+        async with database.sessionmaker() as session:
+            driver = await driver_connection(session)
+            # SQLAlchemy's asyncpg codec for jsonb takes JSON text.
+            row = await driver.fetchrow(
+                _STORE,
+                new_uuid(),
+                provider,
+                event.event_id,
+                event.type,
+                json.dumps(event.payload),
+                event.created,
+                utcnow(),
             )
+            if row is None:
+                row = await driver.fetchrow(_FIND, provider, event.event_id)
+            # No transaction was begun on the connection, so this sends nothing unless
+            # the session joined an outer transaction, as in the tests.
+            await session.commit()
+        assert row is not None
+        stored = StoredEvent(
+            id=row["id"], status=row["status"], duplicate=not row.get("inserted")
+        )
         log.info(
-            "provider_event.duplicate",
+            "provider_event.duplicate"
+            if stored.duplicate
+            else "provider_event.received",
             provider=provider,
-            provider_event_id=str(existing.id),
+            provider_event_id=str(stored.id),
             event_id=event.event_id,
-            status=existing.status,
+            event_type=event.type,
+            status=stored.status,
         )
-        return existing.id, True
+        return stored
 
-    async def claim(
+    async def claim_batch(
         self, session: AsyncSession, provider_event_id: uuid.UUID, lease: timedelta
-    ) -> bool:
-        """Lease a received event for one worker; False if done or leased elsewhere."""
+    ) -> list[uuid.UUID]:
+        """Lease a received event and up to ``CLAIM_BATCH - 1`` more for one worker.
+
+        The named event comes first. The list is empty when that event is done or
+        leased elsewhere: its batch is then in another worker's hands.
+        """
         now = utcnow()
-        event = await ProviderEventRepository.from_session(session).claim(
-            provider_event_id, now=now, lease_until=now + lease
+        return await ProviderEventRepository.from_session(session).claim_batch(
+            provider_event_id, now=now, lease_until=now + lease, limit=CLAIM_BATCH
         )
-        return event is not None
 
     async def claim_due(
         self, session: AsyncSession, lease: timedelta, *, now: datetime | None = None

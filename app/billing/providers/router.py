@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from app.billing.errors import ProviderNotConfigured
 from app.billing.providers import stripe as stripe_provider
-from app.billing.providers.inbox import provider_event_service
+from app.billing.providers.inbox import process_job, provider_event_service
 from app.billing.schemas import ProviderWebhookReceipt
+from app.core.errors import DomainError, ServiceUnavailable
 from app.core.openapi import problem_responses
-from app.core.routing import UnitOfWorkRoute
+from app.core.routing import check_query, is_connection_error
 from app.settings import Settings
 
+log = structlog.get_logger(__name__)
 
-class ProviderWebhookRoute(UnitOfWorkRoute):
-    """A unit-of-work route that never authenticates a caller.
 
-    Providers carry no API key because the signature on the body authenticates them.
-    The base route runs ``Idempotency-Key`` POSTs through API-key authentication, which
-    would turn such a request into a 401, so this route skips that step. The inbox's
-    unique ``(provider, event_id)`` makes a repeated delivery harmless instead.
+class ProviderWebhookRoute(APIRoute):
+    """A route whose endpoint takes the raw request and builds the response itself.
+
+    A provider's webhook carries no API key, because the signature on the body
+    authenticates it, and it writes one inbox row. It therefore skips FastAPI's
+    parameter solving and response validation, and the session and commit of
+    ``UnitOfWorkRoute``: the inbox insert is one statement that commits on its own.
+    FastAPI still documents the endpoint from its declaration. ``Idempotency-Key`` is
+    ignored, because the inbox's unique ``(provider, event_id)`` makes a repeated
+    delivery harmless.
     """
 
-    async def _run(
-        self, request: Request, call: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        return await call(request)
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Awaitable[Response]] = self.endpoint
 
+        async def handler(request: Request) -> Response:
+            check_query(request, {})
+            try:
+                return await endpoint(request)
+            except DomainError:
+                raise
+            except Exception as error:
+                if is_connection_error(error):
+                    log.error("database.unavailable", error=repr(error))
+                    raise ServiceUnavailable(
+                        "The database is unreachable. Retry in a few seconds.",
+                        headers={"Retry-After": "5"},
+                    ) from error
+                raise
+
+        return handler
+
+
+_RECEIPTS = {
+    duplicate: ProviderWebhookReceipt(duplicate=duplicate).model_dump_json().encode()
+    for duplicate in (False, True)
+}
 
 router = APIRouter(
     prefix="/provider-webhooks",
@@ -65,7 +94,7 @@ _STRIPE_BODY = {
     responses=problem_responses(413),
     openapi_extra=_STRIPE_BODY,
 )
-async def receive_stripe_event(request: Request) -> ProviderWebhookReceipt:
+async def receive_stripe_event(request: Request) -> Response:
     """Verify Stripe-Signature on the raw body, store the event once, process it later."""
     settings: Settings = request.app.state.settings
     secret = settings.stripe_webhook_secret
@@ -82,7 +111,12 @@ async def receive_stripe_event(request: Request) -> ProviderWebhookReceipt:
         secret.get_secret_value(),
         settings.stripe_tolerance_seconds,
     )
-    _, duplicate = await provider_event_service.receive(
-        request.state.session, stripe_provider.PROVIDER, event
+
+    stored = await provider_event_service.receive(
+        request.app.state.db, stripe_provider.PROVIDER, event
     )
-    return ProviderWebhookReceipt(duplicate=duplicate)
+    if stored.status == "received":
+        # A duplicate's first job may have been lost with Redis. The job id makes
+        # this enqueue a no-op while that job is queued or its result is kept.
+        await request.app.state.queue.enqueue(process_job(stored.id))
+    return Response(_RECEIPTS[stored.duplicate], media_type="application/json")
