@@ -93,3 +93,10 @@ class InvalidProviderPayload(InvalidInput):
     status = 400
     code = "invalid_payload"
     title = "Invalid payload"
+
+
+class InvoiceNotSendable(Conflict):
+    """Only an open, paid or uncollectible invoice can be emailed; a draft is finalized first."""
+
+    code = "invoice_not_sendable"
+    title = "Invoice cannot be sent"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from app.billing.document_router import router as documents_router
 from app.billing.payments import payment_service
 from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.schemas import (
@@ -287,3 +288,4 @@ router = APIRouter()
 router.include_router(invoices)
 router.include_router(payments)
 router.include_router(provider_webhooks_router)
+router.include_router(documents_router)

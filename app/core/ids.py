@@ -40,6 +40,8 @@ PREFIXES: dict[str, str] = {
     "invoice": "inv",
     "invoice_line": "il",
     "payment": "pay",
+    "invoice_send": "isend",
+    "billing_profile": "bprof",
     "dispute": "dp",
     "event": "evt",
     "webhook_endpoint": "we",

@@ -19,6 +19,7 @@ from app.models.billing import (
     PaymentAllocation,
     ProviderEvent,
 )
+from app.models.billing_documents import BillingProfile, InvoiceSend
 from app.models.catalog import (
     LineItem,
     Product,
@@ -75,6 +76,7 @@ __all__ = [
     "AssignmentCursor",
     "AssignmentRule",
     "Base",
+    "BillingProfile",
     "Campaign",
     "CaptureForm",
     "Contact",
@@ -93,6 +95,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceNumberSeries",
+    "InvoiceSend",
     "Lead",
     "LineItem",
     "LeadConsent",

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
+from app.billing.document_schemas import BillingProfile
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
@@ -43,6 +44,7 @@ from app.workspaces.schemas import Workspace
 # as a free-form object. Keep the keys sorted, one per line.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "activity": Activity,
+    "billing_profile": BillingProfile,
     "campaign": Campaign,
     "contact": Contact,
     "custom_field": CustomField,
