@@ -453,9 +453,9 @@ def _draw_header(pdf: FPDF, document: InvoiceDocument) -> None:
             align=Align.R,
         )
     facts = [
-        ("Number", document.number or "not numbered until finalized"),
+        ("Number", document.number or "not assigned"),
         ("Issue date", document.issue_date or "not issued"),
-        ("Due date", document.due_date or "set at finalization"),
+        ("Due date", document.due_date or "set when finalized"),
         ("Currency", document.currency),
         ("Status", STATUS_LABELS.get(document.status, document.status)),
     ]

@@ -342,7 +342,7 @@ class TestInvoicePdf:
         lines = pdf_lines(response.content)
         assert "DRAFT INVOICE" in text
         assert "DRAFT" in lines
-        assert "Number not numbered until finalized" in lines
+        assert "Number not assigned" in lines
 
     async def test_void_is_marked(
         self,
