@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
+from arq.constants import job_key_prefix
 from pypdf import PdfReader
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.sends import invoice_send_service
+from app.billing.sends import invoice_send_service, send_job_id
+from app.core.db import Database
 from app.core.ids import decode
 from app.core.jobs import JobQueue
 from app.models import Customer, Event, InvoiceSend, Workspace
 from app.settings import Settings
+from tests.billing.conftest import Committed
 from tests.billing.factories import create_customer, create_invoice, create_open_invoice
 from tests.conftest import TestDatabase, make_workspace_key
 from tests.nurture.conftest import (  # noqa: F401 - fixtures used by name
@@ -28,7 +34,7 @@ from workers import tasks
 
 
 def job_context_for(
-    database: TestDatabase, queue: JobQueue, settings: Settings
+    database: Database, queue: JobQueue, settings: Settings
 ) -> dict[str, Any]:
     return {"db": database, "queue": queue, "settings": settings}
 
@@ -127,6 +133,22 @@ class TestSendInvoice:
         assert row["sent_at"] is not None
         assert row["error"] is None
         assert await count_events(session, "invoice.sent") == 1
+
+    async def test_request_enqueues_job(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        redis_client: aioredis.Redis,
+    ) -> None:
+        customer = await billed_customer(session, workspace)
+        invoice = await create_open_invoice(client, auth, customer)
+
+        send = (await post_send(client, auth, invoice["id"])).json()
+
+        job_id = send_job_id(decode("invoice_send", send["id"]), 0)
+        assert await redis_client.exists(f"{job_key_prefix}{job_id}") == 1
 
     async def test_rerun_sends_once(
         self,
@@ -443,3 +465,37 @@ class TestSendInvoice:
 
         assert listed.status_code == 404
         assert sent.status_code == 404
+
+
+class TestSendRace:
+    async def test_second_worker_skips_send_in_flight(
+        self,
+        committed: Committed,
+        queue: JobQueue,
+        smtp_server: SmtpServer,  # noqa: F811
+        smtp_settings: Settings,  # noqa: F811
+    ) -> None:
+        client, auth = committed.client, committed.auth
+        invoice = await create_open_invoice(client, auth, committed.customer)
+        send = (
+            await post_send(client, auth, invoice["id"], {"to": ["ap@globex.example"]})
+        ).json()
+        send_id = str(decode("invoice_send", send["id"]))
+        context = job_context_for(committed.database, queue, smtp_settings)
+        release = threading.Event()
+        smtp_server.handler.hold = release
+
+        first = asyncio.create_task(tasks.send_invoice_email(context, send_id))
+        try:
+            started = await asyncio.to_thread(smtp_server.handler.data_started.wait, 30)
+            second = await tasks.send_invoice_email(context, send_id)
+        finally:
+            release.set()
+        first_outcome = await first
+        third = await tasks.send_invoice_email(context, send_id)
+
+        assert started
+        assert second == "leased"
+        assert first_outcome == "sent"
+        assert third == "done"
+        assert len(smtp_server.messages) == 1
