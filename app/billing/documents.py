@@ -203,7 +203,7 @@ async def load_invoice_document(
 
 
 async def render_document(document: pdf.InvoiceDocument) -> bytes:
-    """Render in a worker thread: a page takes a few hundred milliseconds of CPU."""
+    """Render in a worker thread, so the event loop keeps serving during a render."""
     return await asyncio.to_thread(pdf.render, document)
 
 

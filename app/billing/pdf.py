@@ -334,7 +334,8 @@ def _new_pdf(document: InvoiceDocument) -> _InvoicePdf:
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.add_font(SANS, "", FONT_FOLDER / f"{SANS}-Regular.ttf")
     pdf.add_font(SANS, "B", FONT_FOLDER / f"{SANS}-Bold.ttf")
-    # Loading the CJK font takes about 0.4 s, so only a document that needs it does.
+    # Loading the CJK font more than doubles the CPU time of a page (see
+    # benchmarks/RESULTS.md), so only a document that needs it does.
     if not _sans_covers(document):
         pdf.add_font(CJK, "", FONT_FOLDER / f"{CJK}.ttf")
         pdf.set_fallback_fonts([CJK], exact_match=False)
