@@ -12,13 +12,9 @@ from app.billing.document_schemas import (
     InvoiceSend,
     InvoiceSendCreate,
 )
-from app.billing.documents import (
-    billing_profile_service,
-    billing_profile_view,
-    load_invoice_document,
-    render_document,
-)
+from app.billing.documents import load_invoice_document, render_document
 from app.billing.pdf import document_etag
+from app.billing.profile import billing_profile_service, billing_profile_view
 from app.billing.sends import invoice_send_service, send_view
 from app.core.auth import Principal, require
 from app.core.concurrency import IfMatch, set_etag

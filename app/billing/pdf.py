@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
@@ -65,6 +65,43 @@ class Party:
     tax_id: str | None = None
     email: str | None = None
     phone: str | None = None
+
+
+@dataclass(frozen=True)
+class Parties:
+    """The seller and buyer of an invoice, with the seller's payment text."""
+
+    seller: Party
+    buyer: Party
+    payment_instructions: str | None = None
+    footer: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Parties:
+        def party(value: dict[str, Any]) -> Party:
+            return Party(**{**value, "address": tuple(value.get("address") or ())})
+
+        return cls(
+            seller=party(data["seller"]),
+            buyer=party(data["buyer"]),
+            payment_instructions=data.get("payment_instructions"),
+            footer=data.get("footer"),
+        )
+
+
+def parties_from(
+    profile: BillingProfile | None, customer: Customer, *, workspace_name: str
+) -> Parties:
+    """Build the parties from the billing profile and the customer as they are now."""
+    return Parties(
+        seller=_seller(profile, workspace_name),
+        buyer=_buyer(customer),
+        payment_instructions=profile.payment_instructions if profile else None,
+        footer=profile.invoice_footer if profile else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -121,13 +158,7 @@ class InvoiceDocument:
         return f"{safe.encode('ascii', 'ignore').decode() or 'invoice'}.pdf"
 
 
-def invoice_document(
-    view: InvoiceView,
-    seller: BillingProfile | None,
-    buyer: Customer,
-    *,
-    workspace_name: str,
-) -> InvoiceDocument:
+def invoice_document(view: InvoiceView, parties: Parties) -> InvoiceDocument:
     """Map the invoice view and its parties to what the PDF prints.
 
     Lines and taxes come from the lists the view carries, so a new line or tax field
@@ -168,15 +199,15 @@ def invoice_document(
         issue_date=_date_text(issued),
         due_date=_date_text(view.due_date),
         currency=currency,
-        seller=_seller(seller, workspace_name),
-        buyer=_buyer(buyer),
+        seller=parties.seller,
+        buyer=parties.buyer,
         lines=lines,
         taxes=_tax_rows(view, currency),
         totals=tuple(totals),
         memo=view.memo,
-        payment_instructions=seller.payment_instructions if seller else None,
+        payment_instructions=parties.payment_instructions,
         payment_url=_payment_url(view),
-        footer=seller.invoice_footer if seller else None,
+        footer=parties.footer,
         created=view.finalized_at or view.updated_at,
     )
 

@@ -33,12 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing import pdf
 from app.billing.document_schemas import InvoiceSend as InvoiceSendSchema
 from app.billing.document_schemas import InvoiceSendCreate
-from app.billing.documents import (
-    billing_profile_service,
-    load_invoice_document,
-    render_document,
-)
+from app.billing.documents import load_invoice_document, render_document
 from app.billing.errors import InvoiceNotSendable
+from app.billing.profile import billing_profile_service
 from app.billing.repository import InvoiceRepository
 from app.billing.service import invoice_service
 from app.billing.views import invoice_data

@@ -16,6 +16,7 @@ from app.billing.errors import (
     InvoiceNotFound,
     InvoiceTotalZero,
 )
+from app.billing.parties import record_invoice_parties
 from app.billing.repository import InvoiceRepository
 from app.billing.schemas import InvoiceCreate, InvoiceLineCreate, InvoiceUpdate
 from app.billing.totals import LineInput, invoice_totals
@@ -312,6 +313,7 @@ class InvoiceService:
         invoice.payment_status = states.payment_status(
             invoice.total, invoice.amount_paid
         )
+        await record_invoice_parties(session, invoice, customer)
         await session.flush()
         await session.refresh(invoice)
 

@@ -19,7 +19,7 @@ from app.models.billing import (
     PaymentAllocation,
     ProviderEvent,
 )
-from app.models.billing_documents import BillingProfile, InvoiceSend
+from app.models.billing_documents import BillingProfile, InvoiceParties, InvoiceSend
 from app.models.catalog import (
     LineItem,
     Product,
@@ -95,6 +95,7 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceNumberSeries",
+    "InvoiceParties",
     "InvoiceSend",
     "Lead",
     "LineItem",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -91,3 +92,20 @@ class InvoiceSend(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     sent_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
+
+
+class InvoiceParties(WorkspaceMixin, Base):
+    """The seller and buyer of an invoice as they were when it was finalized.
+
+    An issued invoice keeps the names and addresses it was issued with, so its PDF
+    does not change when the customer or the billing profile changes later.
+    ``parties`` is ``app.billing.pdf.Parties`` as JSON.
+    """
+
+    __tablename__ = "invoice_parties"
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True
+    )
+    parties: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]

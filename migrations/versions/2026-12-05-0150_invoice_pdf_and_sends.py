@@ -1,4 +1,4 @@
-"""billing profiles and invoice sends
+"""billing profiles, invoice parties and invoice sends
 
 Revision ID: e2c6acfc54dd
 Revises: 3b9e5d1c7a20
@@ -132,9 +132,38 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.create_table(
+        "invoice_parties",
+        sa.Column("invoice_id", sa.Uuid(), nullable=False),
+        sa.Column("parties", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"],
+            ["invoices.id"],
+            name=op.f("fk_invoice_parties_invoice_id_invoices"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_invoice_parties_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("invoice_id", name=op.f("pk_invoice_parties")),
+    )
+    op.create_index(
+        op.f("ix_invoice_parties_workspace_id"),
+        "invoice_parties",
+        ["workspace_id"],
+        unique=False,
+    )
+
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_index(op.f("ix_invoice_parties_workspace_id"), table_name="invoice_parties")
+    op.drop_table("invoice_parties")
     op.drop_index(op.f("ix_invoice_sends_workspace_id"), table_name="invoice_sends")
     op.drop_index("ix_invoice_sends_invoice_id", table_name="invoice_sends")
     op.drop_index(

@@ -322,6 +322,36 @@ class TestInvoicePdf:
         assert "Amount paid 40.00" in lines
         assert "Amount due (EUR) 60.00" in lines
 
+    async def test_finalized_keeps_its_parties(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        await set_profile(client, auth)
+        customer = await create_customer(
+            session, workspace.id, legal_name="Globex Corporation Ltd"
+        )
+        invoice = await create_open_invoice(client, auth, customer)
+        draft = await create_invoice(client, auth, customer)
+
+        await set_profile(client, auth, legal_name="Acme Renamed GmbH")
+        renamed = await client.patch(
+            f"/v1/customers/{encode('customer', customer.id)}",
+            json={"legal_name": "Globex Renamed Inc"},
+            headers=auth,
+        )
+        issued = pdf_lines((await get_pdf(client, auth, invoice["id"])).content)
+        current = pdf_lines((await get_pdf(client, auth, draft["id"])).content)
+
+        assert renamed.status_code == 200, renamed.text
+        assert issued[0].startswith("Acme Handels GmbH")
+        assert "Globex Corporation Ltd" in issued
+        assert "Globex Renamed Inc" not in issued
+        assert any(line.startswith("Acme Renamed GmbH") for line in current)
+        assert "Globex Renamed Inc" in current
+
     async def test_draft_is_marked(
         self,
         client: httpx.AsyncClient,
