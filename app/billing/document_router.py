@@ -98,16 +98,19 @@ async def send_invoice(
     request: Request,
     response: Response,
     invoice_id: str,
-    payload: InvoiceSendCreate,
+    payload: InvoiceSendCreate | None = None,
     principal: Principal = Depends(require("billing:write")),
 ) -> InvoiceSend:
-    """Queue an email of an open, paid or uncollectible invoice; a draft is 409."""
+    """Queue an email of an open, paid or uncollectible invoice; a draft is 409.
+
+    The body is optional: without one, the invoice goes to the customer's billing email.
+    """
     parsed = parse_path_id("invoice", invoice_id, "invoice")
     send = await invoice_send_service.create(
         request.state.session,
         principal,
         parsed,
-        payload,
+        payload or InvoiceSendCreate(),
         request.app.state.settings,
     )
     response.headers["Location"] = f"/v1/invoices/{invoice_id}/sends"

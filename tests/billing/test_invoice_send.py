@@ -150,6 +150,21 @@ class TestSendInvoice:
         job_id = send_job_id(decode("invoice_send", send["id"]), 0)
         assert await redis_client.exists(f"{job_key_prefix}{job_id}") == 1
 
+    async def test_body_is_optional(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await billed_customer(session, workspace)
+        invoice = await create_open_invoice(client, auth, customer)
+
+        response = await client.post(f"/v1/invoices/{invoice['id']}/send", headers=auth)
+
+        assert response.status_code == 202, response.text
+        assert response.json()["recipients"] == ["ap@globex.example"]
+
     async def test_rerun_sends_once(
         self,
         client: httpx.AsyncClient,
