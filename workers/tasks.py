@@ -24,6 +24,7 @@ from app.billing.debt import debt_service
 from app.billing.dunning import dunning_runner
 from app.billing.providers.inbox import provider_event_service
 from app.billing.reconciliation import reconciliation_service
+from app.billing.sends import invoice_send_service
 from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
@@ -304,6 +305,20 @@ async def sweep_due_enrollments(ctx: dict[str, Any]) -> int:
     return claimed
 
 
+async def send_invoice_email(ctx: dict[str, Any], invoice_send_id: str) -> str:
+    """Make one attempt to email an invoice with its PDF; a finished send is skipped."""
+    mailer: Mailer = ctx.get("mailer") or create_mailer(ctx["settings"])
+    return await invoice_send_service.run(
+        lambda: unit_of_work(ctx), mailer, ctx["settings"], uuid.UUID(invoice_send_id)
+    )
+
+
+async def sweep_invoice_sends(ctx: dict[str, Any]) -> int:
+    """Queue again the invoice emails whose job was lost or whose lease lapsed."""
+    async with unit_of_work(ctx) as session:
+        return await invoice_send_service.sweep(session)
+
+
 async def start_mailer(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["mailer"] = create_mailer(settings)
@@ -459,6 +474,8 @@ FUNCTIONS: list[Any] = [
     sweep_lead_imports,
     run_enrollment_job,
     sweep_enrollment_jobs,
+    send_invoice_email,
+    sweep_invoice_sends,
 ]
 # Sweeps find due work in PostgreSQL whose job was lost; the worker runs each one every
 # settings.sweep_interval_seconds, and once at startup.
@@ -474,6 +491,7 @@ SWEEPS: list[Any] = [
     sweep_dunning,
     sweep_lead_imports,
     sweep_enrollment_jobs,
+    sweep_invoice_sends,
 ]
 CRON_JOBS: list[Any] = [
     cron(prune_events, minute={17}, run_at_startup=False),

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.activities.service import activity_service
 from app.billing.amounts import invoice_amounts
 from app.billing.debt import debt_service
+from app.billing.documents import load_invoice_document, render_document
 from app.billing.dunning_policies import dunning_policy_service
 from app.billing.dunning_schemas import DunningReminder as DunningReminderSchema
 from app.billing.overdue import days_overdue, local_instant
@@ -106,9 +107,8 @@ def display_amount(amount: int, currency: str) -> str:
 
 
 def payment_link(invoice: Invoice) -> str | None:
-    # NOTE: invoices have no payment link yet, so {{ payment_link }} renders its
-    # fallback; return the invoice's stored payment URL here once it has one.
-    return None
+    """Return the invoice's payment page, once POST .../payment-link created one."""
+    return invoice.payment_link_url
 
 
 def reminder_values(
@@ -143,8 +143,11 @@ def compose_reminder(
     reply_to: str | None,
     message_id: str,
     now: datetime,
+    attachment: tuple[str, bytes] | None = None,
 ) -> EmailMessage:
     """Build the email of one reminder; every reminder is built here.
+
+    ``attachment`` is the invoice PDF as a file name and its bytes.
 
     Raises a permanent ``MailError`` when the address cannot be written in a header.
     """
@@ -167,8 +170,11 @@ def compose_reminder(
     message["Message-ID"] = message_id
     body = templates.render(str(step["body"]), values)
     message.set_content(body, cte=None if body.isascii() else "quoted-printable")
-    # NOTE: the invoice PDF is not attached yet; attach it to ``message`` here, the
-    # one place every reminder passes through.
+    if attachment is not None:
+        filename, content = attachment
+        message.add_attachment(
+            content, maintype="application", subtype="pdf", filename=filename
+        )
     return message
 
 
@@ -547,6 +553,9 @@ class DunningRunner:
                     "billing_email or email. Set one to receive reminders.",
                     permanent=True,
                 )
+            document = await load_invoice_document(
+                session, invoice.workspace_id, invoice.id
+            )
             message = compose_reminder(
                 invoice=invoice,
                 customer=customer,
@@ -556,6 +565,7 @@ class DunningRunner:
                 reply_to=owner.email if owner is not None else None,
                 message_id=row.message_id,
                 now=now,
+                attachment=(document.filename, await render_document(document)),
             )
         except MailError as error:
             await self._fail(session, row, error.message)

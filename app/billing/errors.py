@@ -127,3 +127,10 @@ class DunningPolicyNotFound(NotFound):
     """No dunning policy with that id in the caller's workspace."""
 
     code = "dunning_policy_not_found"
+
+
+class InvoiceNotSendable(Conflict):
+    """Only an open, paid or uncollectible invoice can be emailed; a draft is finalized first."""
+
+    code = "invoice_not_sendable"
+    title = "Invoice cannot be sent"

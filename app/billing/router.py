@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from app.billing.document_router import router as documents_router
 from app.billing.dunning_router import router as dunning_router
 from app.billing.payments import payment_service
 from app.billing.payments_router import router as payments_router
@@ -399,3 +400,4 @@ router.include_router(tax_rates)
 router.include_router(payments)
 router.include_router(payments_router)
 router.include_router(dunning_router)
+router.include_router(documents_router)

@@ -18,6 +18,7 @@ from app.billing.errors import (
     InvoiceTotalZero,
 )
 from app.billing.lines import build_lines, discount_entries, recompute_invoice
+from app.billing.parties import record_invoice_parties
 from app.billing.repository import InvoiceRepository
 from app.billing.schemas import InvoiceCreate, InvoiceLineCreate, InvoiceUpdate
 from app.billing.views import invoice_data
@@ -333,6 +334,7 @@ class InvoiceService:
         invoice.due_date = terms.due_date(invoice, now, customer_zone)
         invoice.overdue_at = terms.overdue_at(invoice.due_date, customer_zone)
         refresh_payment_status(invoice)
+        await record_invoice_parties(session, invoice, customer)
         await session.flush()
         await session.refresh(invoice)
 

@@ -41,6 +41,8 @@ PREFIXES: dict[str, str] = {
     "invoice_line": "il",
     "payment": "pay",
     "tax_rate": "txr",
+    "invoice_send": "isend",
+    "billing_profile": "bprof",
     "dispute": "dp",
     "dunning_policy": "dpol",
     "dunning_reminder": "drem",

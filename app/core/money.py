@@ -336,6 +336,14 @@ def from_minor(amount: int, currency: str) -> Decimal:
     return Decimal(amount).scaleb(-exponent(currency), context=exact())
 
 
+def format_minor(amount: int, currency: str) -> str:
+    """Write minor units in major units with the currency's places, grouped by thousands.
+
+    ``123456`` USD is "1,234.56", ``1234`` JPY is "1,234" and ``5`` KWD is "0.005".
+    """
+    return format(from_minor(amount, currency), f",.{exponent(currency)}f")
+
+
 def parse_decimal(
     text: str,
     *,

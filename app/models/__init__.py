@@ -23,6 +23,7 @@ from app.models.billing import (
     ProviderEvent,
     TaxRate,
 )
+from app.models.billing_documents import BillingProfile, InvoiceParties, InvoiceSend
 from app.models.catalog import (
     LineItem,
     Product,
@@ -89,6 +90,7 @@ __all__ = [
     "AssignmentCursor",
     "AssignmentRule",
     "Base",
+    "BillingProfile",
     "Campaign",
     "CaptureForm",
     "Contact",
@@ -114,6 +116,8 @@ __all__ = [
     "InvoiceLine",
     "InvoiceNumberSeries",
     "TaxRate",
+    "InvoiceParties",
+    "InvoiceSend",
     "Lead",
     "LineItem",
     "LeadConsent",

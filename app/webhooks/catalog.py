@@ -404,6 +404,22 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "A customer's credit balance changed: credit from a credit note, an "
         "adjustment, or credit applied to an invoice.",
     ),
+    EventType(
+        "invoice.sent",
+        "invoice",
+        "An invoice was emailed with its PDF; GET /v1/invoices/{id}/sends lists the "
+        "recipients and the Message-ID.",
+    ),
+    EventType(
+        "invoice.send_failed",
+        "invoice",
+        "Emailing an invoice failed for good; its send record holds the error.",
+    ),
+    EventType(
+        "billing_profile.updated",
+        "billing_profile",
+        "The seller details printed on invoices changed.",
+    ),
     EventType("payment.succeeded", "payment", "A payment was received."),
     EventType("payment.refunded", "payment", "A payment was refunded."),
     EventType(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, JsonValue, create_model
 
 from app.activities.schemas import Activity
 from app.billing.credit_schemas import CreditNote, CustomerCreditTransaction
+from app.billing.document_schemas import BillingProfile
 from app.billing.dunning_schemas import DunningPolicy, DunningReminder, PromiseToPay
 from app.billing.payment_schemas import Dispute, ReconciliationRun
 from app.billing.schemas import Invoice, Payment, TaxRateObject
@@ -47,6 +48,7 @@ from app.workspaces.schemas import Workspace
 # as a free-form object. Keep the keys sorted, one per line.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "activity": Activity,
+    "billing_profile": BillingProfile,
     "campaign": Campaign,
     "contact": Contact,
     "credit_note": CreditNote,

@@ -1,7 +1,7 @@
 """billing: overdue notices, dunning policies and reminders, promises, write-offs
 
 Revision ID: 5d1f0a9c3e71
-Revises: 5a1f3c9e2b40
+Revises: e2c6acfc54dd
 Create Date: 2026-12-05 01:55:00.000000+00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "5d1f0a9c3e71"
-down_revision: str | None = "5a1f3c9e2b40"
+down_revision: str | None = "e2c6acfc54dd"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
