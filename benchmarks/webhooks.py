@@ -184,17 +184,19 @@ async def run_worker(
     ctx = {"db": database, "queue": queue, "settings": settings}
     secret = generate_secret()
     workspace_id = new_uuid()
+    warmup_id = new_uuid()
     async with database.session() as session:
-        session.add(Workspace(id=workspace_id, name="Webhook benchmark"))
-        await session.flush()
-        session.add(
-            WebhookEndpoint(
-                workspace_id=workspace_id,
-                url=f"http://127.0.0.1:{receiver.port}/hooks",
-                event_types=["*"],
-                secret=secret,
+        for id_, name in ((workspace_id, "Webhook benchmark"), (warmup_id, "Warm-up")):
+            session.add(Workspace(id=id_, name=name))
+            await session.flush()
+            session.add(
+                WebhookEndpoint(
+                    workspace_id=id_,
+                    url=f"http://127.0.0.1:{receiver.port}/hooks",
+                    event_types=["*"],
+                    secret=secret,
+                )
             )
-        )
         await session.commit()
 
     env = {
@@ -206,11 +208,26 @@ async def run_worker(
     worker = await start_process(
         "worker", [sys.executable, "-m", "app.cli", "worker"], env, log_dir
     )
-    receiver.reset(events)
     committed_at: dict[str, float] = {}
     try:
-        # Let the worker start, so its start-up does not count.
-        await asyncio.sleep(5)
+        # Wait until the worker delivers a first event, so its start-up does not count.
+        receiver.reset(1)
+        async with tasks.unit_of_work(ctx) as session:
+            await emit(
+                session,
+                workspace_id=warmup_id,
+                type="lead.updated",
+                object_type="lead",
+                object_id=new_uuid(),
+                data={},
+            )
+        try:
+            await asyncio.wait_for(receiver.done.wait(), TIMEOUT_SECONDS)
+        except TimeoutError as error:
+            raise WebhookBenchFailed(
+                f"the worker did not start:\n{log_tail(worker.log_path)}"
+            ) from error
+        receiver.reset(events)
         first = time.time()
         for start in range(0, events, batch):
             event_ids = []
@@ -259,6 +276,7 @@ async def _deliveries(
         return {
             ids.encode("webhook_delivery", row.id): committed_at[str(row.event_id)]
             for row in rows
+            if str(row.event_id) in committed_at
         }
 
 
