@@ -119,12 +119,17 @@ WEBHOOK_LOOP = "webhook_loop"
 
 
 async def dispatch_event(ctx: dict[str, Any], event_id: str) -> int:
-    """Create the webhook deliveries of one event; return how many were created."""
+    """Create the webhook deliveries of one event; return how many were created.
+
+    In a worker whose delivery loop runs, the loop dispatches events in bulk, so
+    the job only wakes it and returns 0.
+    """
+    loop: DeliveryLoop | None = ctx.get(WEBHOOK_LOOP)
+    if loop is not None:
+        loop.wake()
+        return 0
     async with unit_of_work(ctx) as session:
         created = await webhook_dispatch.dispatch_event(session, uuid.UUID(event_id))
-    loop: DeliveryLoop | None = ctx.get(WEBHOOK_LOOP)
-    if created and loop is not None:
-        loop.wake()
     return len(created or [])
 
 
