@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.ids import new_uuid
 from app.settings import Settings
-from app.webhooks.delivery import DeliveryClaim, lease, record
+from app.webhooks.delivery import (
+    GONE_STATUS,
+    DeliveryClaim,
+    lease,
+    lease_seconds,
+    record,
+)
 from app.webhooks.dispatch import DISPATCH_BATCH, dispatch_pending
 from app.webhooks.sender import AttemptResult, WebhookSender
 
@@ -47,6 +53,8 @@ class DeliveryLoop:
         self._settings = settings
         self.owner = new_uuid()
         self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+        # Endpoints that answered 410, until when their leased deliveries stay unsent.
+        self._gone: dict[uuid.UUID, float] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
         self._wake = asyncio.Event()
@@ -157,6 +165,15 @@ class DeliveryLoop:
             await self._send_leased(claim)
 
     async def _send_leased(self, claim: DeliveryClaim) -> None:
+        if self._gone.get(claim.endpoint_id, 0.0) > time.monotonic():
+            # The endpoint is disabled: the lease lapses, and the next lease fails the
+            # delivery without an attempt.
+            log.info(
+                "webhook.delivery_skipped",
+                reason="endpoint_gone",
+                delivery_id=str(claim.delivery_id),
+            )
+            return
         timeout = timedelta(seconds=self._settings.webhook_timeout_seconds)
         if utcnow() + timeout >= claim.claimed_until:
             # The lease could lapse mid-request and another worker send it too; left
@@ -169,5 +186,9 @@ class DeliveryLoop:
             # Not recorded: the lease lapses and the delivery is sent again.
             log.exception("webhook.send_crashed", delivery_id=str(claim.delivery_id))
             return
+        if result.status_code == GONE_STATUS:
+            self._gone[claim.endpoint_id] = time.monotonic() + lease_seconds(
+                self._settings
+            )
         self._done.append((claim, result))
         self._wake.set()

@@ -218,3 +218,20 @@ class TestBatchLeases:
         ]
         assert refreshed is not None
         assert refreshed.enabled
+
+    async def test_gone_endpoint_gets_no_more_of_the_batch(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=1)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 4)
+        receiver.default = ScriptedResponse(status=410)
+
+        await drain(ctx)
+
+        assert len(receiver.requests) == 1
+        async with committed.database.session() as session:
+            refreshed = await session.get(WebhookEndpoint, endpoint.id)
+        assert refreshed is not None
+        assert refreshed.enabled is False
+        assert refreshed.disabled_reason == "gone"
