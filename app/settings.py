@@ -143,6 +143,18 @@ class Settings(BaseSettings):
         description="Requests the workers send to one endpoint at once, so a slow "
         "receiver holds at most this many worker slots.",
     )
+    webhook_batch_size: int = Field(
+        default=200,
+        ge=1,
+        description="Webhook requests one worker process sends at once, across "
+        "endpoints; its delivery loop leases due deliveries up to this many.",
+    )
+    webhook_poll_interval_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="Seconds an idle delivery loop waits before it looks for new "
+        "events and due deliveries again.",
+    )
     event_retention_days: int = Field(
         default=30,
         ge=1,

@@ -25,6 +25,12 @@ from benchmarks.runner import (
 )
 from benchmarks.servers import ServerFailed
 from benchmarks.stripe_ingest import StripeIngestFailed
+from benchmarks.webhooks import run_webhooks
+
+# Events of each run of the webhook workload, and events per commit.
+WEBHOOK_EVENTS = 20_000
+SMOKE_WEBHOOK_EVENTS = 500
+WEBHOOK_BATCH = 500
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -103,6 +109,22 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="Run only the CSV import workload.",
     )
     parser.add_argument(
+        "--only-webhooks",
+        action="store_true",
+        help="Run only the webhook delivery workload.",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        type=int,
+        help="Events of each run of the webhook workload (20,000; 500 with --smoke).",
+    )
+    parser.add_argument(
+        "--webhook-concurrency",
+        type=int,
+        default=10,
+        help="Requests in flight to the receiver, for the worker and the bare loop.",
+    )
+    parser.add_argument(
         "--json", type=Path, help="Also write the whole report as JSON to this file."
     )
     return parser.parse_args(argv)
@@ -139,6 +161,13 @@ def progress(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     config = build_config(arguments)
+    webhook_events = arguments.webhook_events or (
+        SMOKE_WEBHOOK_EVENTS if arguments.smoke else WEBHOOK_EVENTS
+    )
+    if arguments.only_webhooks:
+        return run_webhooks(
+            webhook_events, WEBHOOK_BATCH, arguments.webhook_concurrency
+        )
     try:
         if arguments.only_import:
             report = run_imports(config, progress=progress)
@@ -169,7 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         arguments.json.write_text(
             json.dumps(dataclasses.asdict(report), indent=2) + "\n"
         )
-    return 0
+    if (
+        arguments.only_import
+        or arguments.only_conversion
+        or arguments.only_nurture
+        or arguments.only_stripe
+    ):
+        return 0
+    print()
+    return run_webhooks(webhook_events, WEBHOOK_BATCH, arguments.webhook_concurrency)
 
 
 if __name__ == "__main__":

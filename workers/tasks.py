@@ -40,6 +40,7 @@ from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import dispatch as webhook_dispatch
 from app.webhooks import recovery as webhook_recovery
+from app.webhooks.loop import DeliveryLoop
 from app.webhooks.recovery import webhook_recovery_service
 from app.webhooks.sender import WebhookSender
 from app.webhooks.service import event_service
@@ -175,28 +176,53 @@ async def sweep_reconciliation_runs(ctx: dict[str, Any]) -> int:
 
 
 WEBHOOK_SENDER = "webhook_sender"
+WEBHOOK_LOOP = "webhook_loop"
 
 
 async def dispatch_event(ctx: dict[str, Any], event_id: str) -> int:
-    """Create the webhook deliveries of one event; return how many were created."""
+    """Create the webhook deliveries of one event; return how many were created.
+
+    In a worker whose delivery loop runs, the loop dispatches events in bulk, so
+    the job only wakes it and returns 0.
+    """
+    loop: DeliveryLoop | None = ctx.get(WEBHOOK_LOOP)
+    if loop is not None:
+        loop.wake()
+        return 0
     async with unit_of_work(ctx) as session:
         created = await webhook_dispatch.dispatch_event(session, uuid.UUID(event_id))
     return len(created or [])
 
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
-    """Make one attempt of a webhook delivery; return its outcome."""
+    """Make one attempt of a webhook delivery now, if it is due; return its outcome.
+
+    The delivery loop sends every due delivery; this job sends one at once, as
+    after a manual retry.
+    """
     settings: Settings = ctx["settings"]
     async with unit_of_work(ctx) as session:
-        claim = await webhook_delivery.claim_delivery(
-            session, uuid.UUID(delivery_id), settings
+        claims = await webhook_delivery.lease(
+            session,
+            settings,
+            limit=1,
+            owner=uuid.uuid4(),
+            only=[uuid.UUID(delivery_id)],
         )
-    if claim is None:
+    if not claims:
         return "skipped"
     sender: WebhookSender = ctx[WEBHOOK_SENDER]
-    result = await sender.send(claim.request)
+    result = await sender.send(claims[0].request)
     async with unit_of_work(ctx) as session:
-        return await webhook_delivery.record_attempt(session, claim, result, settings)
+        [outcome] = await webhook_delivery.record(
+            session, settings, [(claims[0], result)]
+        )
+    return outcome
+
+
+def delivery_loop(ctx: dict[str, Any]) -> DeliveryLoop:
+    """Build a delivery loop on the worker's sessions and webhook sender."""
+    return DeliveryLoop(lambda: unit_of_work(ctx), ctx[WEBHOOK_SENDER], ctx["settings"])
 
 
 # A recovery job runs at most this many batches, then queues its continuation, so it
@@ -258,11 +284,23 @@ async def sweep_webhooks(ctx: dict[str, Any]) -> int:
     """Enqueue again the events and deliveries whose jobs were lost."""
     async with unit_of_work(ctx) as session:
         result = await webhook_dispatch.sweep(session)
-    return result.events + result.deliveries
+    return result.events
 
 
 async def start_webhook_sender(ctx: dict[str, Any]) -> None:
     ctx[WEBHOOK_SENDER] = WebhookSender(ctx["settings"])
+
+
+async def start_delivery_loop(ctx: dict[str, Any]) -> None:
+    loop = delivery_loop(ctx)
+    loop.start()
+    ctx[WEBHOOK_LOOP] = loop
+
+
+async def stop_delivery_loop(ctx: dict[str, Any]) -> None:
+    loop: DeliveryLoop | None = ctx.pop(WEBHOOK_LOOP, None)
+    if loop is not None:
+        await loop.stop()
 
 
 async def close_webhook_sender(ctx: dict[str, Any]) -> None:
@@ -496,5 +534,6 @@ SWEEPS: list[Any] = [
 CRON_JOBS: list[Any] = [
     cron(prune_events, minute={17}, run_at_startup=False),
 ]
-STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_mailer]
-SHUTDOWN_HOOKS: list[Hook] = [close_webhook_sender]
+# The delivery loop starts after the sender it sends with, and stops before it.
+STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_delivery_loop, start_mailer]
+SHUTDOWN_HOOKS: list[Hook] = [stop_delivery_loop, close_webhook_sender]

@@ -47,8 +47,8 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
 
     ``attempt_limit`` caps ``attempts`` for this delivery; null means the
     ``webhook_max_attempts`` setting. A manual retry sets it to one more attempt.
-    ``throttled_at`` is set while the delivery is due but waits because its endpoint
-    has as many requests in flight as it may; the attempt that frees a slot queues it.
+    ``claimed_until`` is the lease of the worker sending it, and ``claimed_by`` the
+    delivery loop that holds it: one loop at a time sends to an endpoint.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -68,11 +68,13 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
             postgresql_where=text("claimed_until IS NOT NULL"),
         ),
         Index("ix_webhook_deliveries_event_id", "event_id"),
+        # Finds each endpoint's due deliveries, so one endpoint's backlog does not
+        # hide another's.
         Index(
-            "ix_webhook_deliveries_throttled",
+            "ix_webhook_deliveries_pending",
             "endpoint_id",
             "next_attempt_at",
-            postgresql_where=text("throttled_at IS NOT NULL"),
+            postgresql_where=text("status = 'pending'"),
         ),
     )
 
@@ -87,7 +89,7 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     attempt_limit: Mapped[int | None]
     next_attempt_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
-    throttled_at: Mapped[datetime | None]
+    claimed_by: Mapped[uuid.UUID | None]
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None]

@@ -1,50 +1,66 @@
-"""Claiming a webhook delivery and recording the outcome of each attempt.
+"""Leasing due webhook deliveries in batches and recording their outcomes.
 
-An attempt runs in three steps, so no transaction stays open during the request. First
-``claim_delivery`` locks the due row with SKIP LOCKED, counts the attempt and takes a
-lease (``claimed_until``) in a short transaction. Then the worker sends the request.
-Last, ``record_attempt`` stores the attempt and decides what comes next in a second
-transaction. If the worker dies in between, the lease lapses and the sweep hands the
-delivery to another worker. An attempt counts when it is claimed, so a receiver that
-crashes workers still runs out of attempts.
+An attempt runs in three steps, so no transaction stays open during a request. First
+``lease`` takes a batch of due deliveries with SKIP LOCKED, counts an attempt on each
+and leases it (``claimed_until``), in one short transaction. Then the worker sends the
+requests, concurrently. Last, ``record`` stores the attempts and decides what comes
+next for every delivery of the batch in one transaction. If the worker dies in between,
+the leases lapse and the next lease, by any worker, takes the deliveries again. An
+attempt counts when it is leased, so a receiver that crashes workers still runs out of
+attempts.
+
+One owner at a time (a delivery loop, or one ``deliver_webhook`` job) leases an
+endpoint's deliveries: none while another owner holds a live lease on one of them. An
+owner holds no more leases of an endpoint than it can send before they lapse, with
+``webhook_max_in_flight_per_endpoint`` requests at once each taking the whole timeout
+(``leases_per_endpoint``), and sends at most that many at once, so the next request starts as soon as one ends, without waiting for a
+transaction. Leasing for an endpoint happens under its slot lock, so checking the
+owner, counting the live leases and taking more is one step. Nothing is queued per
+delivery.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.core.db import defer_job
-from app.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models import Event, WebhookEndpoint
 from app.settings import Settings
 from app.webhooks.backoff import next_delay_seconds, parse_retry_after
 from app.webhooks.payload import build_payload
 from app.webhooks.repository import (
-    EventRepository,
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
 )
 from app.webhooks.sender import AttemptResult, OutgoingRequest
-from app.webhooks.service import (
-    DELIVER_JOB,
-    deliver_job_id,
-    webhook_endpoint_service,
-)
+from app.webhooks.service import webhook_endpoint_service
 
 log = structlog.get_logger(__name__)
 
 LEASE_MARGIN_SECONDS = 30
 GONE_STATUS = 410
+# Endpoints looked at in one lease; the next lease looks at others.
+ENDPOINTS_PER_LEASE = 100
 
 Outcome = Literal["succeeded", "retrying", "failed", "lost"]
+
+DISABLED_ERROR = (
+    "The endpoint is disabled, so nothing was sent. Enable it, then retry the delivery."
+)
+STOPPED_ERROR = (
+    "The last attempt did not finish because its worker stopped. Retry the delivery "
+    "to send it again."
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class DeliveryClaim:
     attempt_limit: int
     claimed_until: datetime
     request: OutgoingRequest
+    # Whether the endpoint was failing when the delivery was leased.
+    endpoint_failing: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -76,141 +94,127 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]
 
 
 def lease_seconds(settings: Settings) -> float:
-    """Return how long a claim lasts: longer than any request can take."""
+    """Return how long a lease lasts: longer than any request can take."""
     return max(
         float(settings.claim_lease_seconds),
         settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS,
     )
 
 
-def _finish(delivery: WebhookDelivery, status: str, now: datetime) -> None:
-    delivery.status = status
-    delivery.completed_at = now
-    delivery.next_attempt_at = None
-    delivery.claimed_until = None
+def leases_per_endpoint(settings: Settings) -> int:
+    """Return how many leases of one endpoint a delivery loop may hold at once.
+
+    Leases beyond the requests in flight wait in the loop's memory. Even if every
+    request takes the whole timeout, the last one still starts before its lease
+    leaves too little time for it.
+    """
+    timeout = settings.webhook_timeout_seconds
+    rounds = int((lease_seconds(settings) - timeout) // timeout)
+    return settings.webhook_max_in_flight_per_endpoint * max(1, rounds)
 
 
-async def claim_delivery(
-    session: AsyncSession, delivery_id: uuid.UUID, settings: Settings
-) -> DeliveryClaim | None:
-    """Lease a due delivery for one attempt; return None if there is nothing to send.
+async def lease(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    limit: int,
+    owner: uuid.UUID,
+    only: Sequence[uuid.UUID] | None = None,
+) -> list[DeliveryClaim]:
+    """Lease up to ``limit`` due deliveries for ``owner``, one attempt each.
 
-    Nothing is sent for a delivery that is finished, not yet due, leased to another
-    worker, or whose endpoint is disabled (that delivery fails without an attempt).
+    Endpoints whose slot lock another worker holds, or whose deliveries another
+    owner holds, are left for a later lease. A due delivery of a disabled endpoint,
+    or one whose last attempt's worker stopped, fails here without an attempt.
+    ``only`` restricts the lease to those deliveries, for an owner that sends them
+    at once: it takes no more than the endpoint's requests in flight.
     """
     now = utcnow()
-    delivery = await WebhookDeliveryRepository.from_session(session).claim_due(
-        delivery_id, now
-    )
-    if delivery is None:
-        log.debug("webhook.delivery_not_claimed", delivery_id=str(delivery_id))
-        return None
-    fields = {
-        "delivery_id": str(delivery.id),
-        "endpoint_id": str(delivery.endpoint_id),
-        "event_id": str(delivery.event_id),
-    }
-
-    attempt_limit = delivery.attempt_limit or settings.webhook_max_attempts
-    if delivery.attempts >= attempt_limit:
-        # The lease of the last attempt lapsed: its worker stopped mid-request.
-        _finish(delivery, "failed", now)
-        delivery.last_error = (
-            "The last attempt did not finish because its worker stopped. Retry the "
-            "delivery to send it again."
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    slots = settings.webhook_max_in_flight_per_endpoint
+    if only is not None:
+        locked = await deliveries.try_lock_endpoint_slots(
+            await deliveries.endpoints_of(only)
         )
-        log.warning("webhook.delivery_failed", attempts=delivery.attempts, **fields)
-        return None
-    endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
-        delivery.endpoint_id
-    )
-    if endpoint is None or not endpoint.enabled:
-        _finish(delivery, "failed", now)
-        delivery.last_error = (
-            "The endpoint is disabled, so nothing was sent. Enable it, then retry "
-            "the delivery."
+        max_leased = slots
+    else:
+        locked = await deliveries.lock_endpoints_with_due(
+            now, limit=ENDPOINTS_PER_LEASE
         )
-        log.info("webhook.delivery_skipped", reason="endpoint_disabled", **fields)
-        return None
-    event = await EventRepository.from_session(session).get_by_id(delivery.event_id)
-    if event is None:
-        _finish(delivery, "failed", now)
-        delivery.last_error = "The event no longer exists."
-        log.warning("webhook.delivery_skipped", reason="event_missing", **fields)
-        return None
-    if not await _take_slot(session, delivery, now, settings):
-        log.info("webhook.delivery_throttled", **fields)
-        return None
-
-    delivery.attempts += 1
-    delivery.claimed_until = now + timedelta(seconds=lease_seconds(settings))
-    await session.flush()
-    return DeliveryClaim(
-        delivery_id=delivery.id,
-        endpoint_id=endpoint.id,
-        event_id=event.id,
-        attempt=delivery.attempts,
-        attempt_limit=attempt_limit,
-        claimed_until=delivery.claimed_until,
-        request=OutgoingRequest(
-            url=endpoint.url,
-            message_id=ids.encode("webhook_delivery", delivery.id),
-            body=build_payload(event),
-            signing_secrets=signing_secrets(endpoint, now),
-            headers=dict(endpoint.headers),
-        ),
-    )
-
-
-async def _take_slot(
-    session: AsyncSession,
-    delivery: WebhookDelivery,
-    now: datetime,
-    settings: Settings,
-) -> bool:
-    """Return whether the endpoint has a free slot for ``delivery``, else mark it.
-
-    The advisory lock, held until the claim commits its lease, makes counting the
-    live leases and taking one atomic. A delivery left waiting gets ``throttled_at``,
-    so the attempt that frees a slot queues it (``_queue_throttled``).
-    """
-    repository = WebhookDeliveryRepository.from_session(session)
-    await repository.lock_endpoint_slots(delivery.endpoint_id)
-    in_flight = await repository.count_in_flight(
-        delivery.endpoint_id, now, excluding=delivery.id
-    )
-    if in_flight >= settings.webhook_max_in_flight_per_endpoint:
-        delivery.throttled_at = now
-        await session.flush()
-        return False
-    delivery.throttled_at = None
-    return True
-
-
-async def _queue_throttled(
-    session: AsyncSession, endpoint_id: uuid.UUID, now: datetime, settings: Settings
-) -> None:
-    """Queue the due deliveries that wait for the slots the endpoint now has free.
-
-    Two attempts ending at once may queue the same delivery; the job id names the
-    time it was throttled, so arq runs one job per wait.
-    """
-    # NOTE: when two attempts end at once, each may see one free slot and queue the
-    # same delivery, so one freed slot stays idle until the next attempt ends.
-    repository = WebhookDeliveryRepository.from_session(session)
-    in_flight = await repository.count_in_flight(endpoint_id, now)
-    free = settings.webhook_max_in_flight_per_endpoint - in_flight
-    if free <= 0:
-        return
-    for delivery_id, attempts, throttled_at in await repository.throttled(
-        endpoint_id, now, limit=free
+        max_leased = leases_per_endpoint(settings)
+    if not locked:
+        return []
+    endpoints = await WebhookEndpointRepository.from_session(session).get_many(locked)
+    max_attempts = settings.webhook_max_attempts
+    disabled = [
+        endpoint_id
+        for endpoint_id in locked
+        if endpoint_id not in endpoints or not endpoints[endpoint_id].enabled
+    ]
+    for delivery_id in await deliveries.fail_unsendable(
+        disabled, now, max_attempts=max_attempts, disabled=True, error=DISABLED_ERROR
     ):
-        defer_job(
-            session,
-            DELIVER_JOB,
-            str(delivery_id),
-            job_id=deliver_job_id(delivery_id, attempts + 1, throttled_at),
+        log.info(
+            "webhook.delivery_skipped",
+            reason="endpoint_disabled",
+            delivery_id=str(delivery_id),
         )
+    enabled = [endpoint_id for endpoint_id in locked if endpoint_id not in disabled]
+    for delivery_id in await deliveries.fail_unsendable(
+        enabled, now, max_attempts=max_attempts, disabled=False, error=STOPPED_ERROR
+    ):
+        log.warning("webhook.delivery_failed", delivery_id=str(delivery_id))
+
+    claimed_until = now + timedelta(seconds=lease_seconds(settings))
+    leased: list[tuple[WebhookEndpoint, Any]] = []
+    for endpoint_id in enabled:
+        if len(leased) >= limit:
+            break
+        rows = await deliveries.lease_due(
+            endpoint_id,
+            now,
+            claimed_until=claimed_until,
+            owner=owner,
+            max_leased=max_leased,
+            max_attempts=max_attempts,
+            limit=limit - len(leased),
+            only=only,
+        )
+        leased.extend((endpoints[endpoint_id], row) for row in rows)
+    if not leased:
+        return []
+
+    events = await _events(session, [row.event_id for _, row in leased])
+    claims = []
+    for endpoint, row in leased:
+        event = events[row.event_id]
+        claims.append(
+            DeliveryClaim(
+                delivery_id=row.id,
+                endpoint_id=endpoint.id,
+                event_id=row.event_id,
+                attempt=row.attempts,
+                attempt_limit=row.attempt_limit or max_attempts,
+                claimed_until=claimed_until,
+                request=OutgoingRequest(
+                    url=endpoint.url,
+                    message_id=ids.encode("webhook_delivery", row.id),
+                    body=build_payload(event),
+                    signing_secrets=signing_secrets(endpoint, now),
+                    headers=dict(endpoint.headers),
+                ),
+                endpoint_failing=endpoint.failing_since is not None,
+            )
+        )
+    return claims
+
+
+async def _events(
+    session: AsyncSession, event_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Event]:
+    """Load the events of leased deliveries; a delivery's foreign key keeps its event."""
+    rows = await session.scalars(select(Event).where(Event.id.in_(set(event_ids))))
+    return {event.id: event for event in rows}
 
 
 def _failure_message(result: AttemptResult) -> str:
@@ -228,105 +232,64 @@ def _failure_message(result: AttemptResult) -> str:
 
 async def _update_endpoint_health(
     session: AsyncSession,
-    result: AttemptResult,
     endpoint: WebhookEndpoint,
+    results: Sequence[AttemptResult],
     now: datetime,
     settings: Settings,
 ) -> None:
     """Track failing_since and disable an endpoint that is gone or failing for days.
 
-    An endpoint is disabled by the first failed attempt that comes
-    ``webhook_disable_after_failing_seconds`` or more after the first failure since
-    its last success. Runs before the delivery row is locked, so locks are taken
-    endpoint first, the same order as deleting an endpoint, which cascades to its
-    deliveries.
+    The results are taken in the order they were attempted. An endpoint is disabled
+    by the first failed attempt that comes ``webhook_disable_after_failing_seconds``
+    or more after the first failure since its last success.
     """
     repository = WebhookEndpointRepository.from_session(session)
-    if result.succeeded:
-        if endpoint.failing_since is not None:
-            await repository.mark_healthy(endpoint.id)
-        return
-    if result.status_code == GONE_STATUS:
-        await webhook_endpoint_service.disable(session, endpoint.id, "gone")
-        return
-    if endpoint.failing_since is None:
-        await repository.mark_failing(endpoint.id, now)
-        return
-    failing_for = now - endpoint.failing_since
-    if failing_for.total_seconds() >= settings.webhook_disable_after_failing_seconds:
-        await webhook_endpoint_service.disable(session, endpoint.id, "failing")
+    failing_since = endpoint.failing_since
+    for result in sorted(results, key=lambda result: result.attempted_at):
+        if result.succeeded:
+            failing_since = None
+            continue
+        if result.status_code == GONE_STATUS:
+            await webhook_endpoint_service.disable(session, endpoint.id, "gone")
+            return
+        if failing_since is None:
+            failing_since = now
+            continue
+        failing_for = now - failing_since
+        if (
+            failing_for.total_seconds()
+            >= settings.webhook_disable_after_failing_seconds
+        ):
+            await webhook_endpoint_service.disable(session, endpoint.id, "failing")
+            return
+    if failing_since != endpoint.failing_since:
+        await repository.set_failing_since(endpoint.id, failing_since)
 
 
-async def record_attempt(
-    session: AsyncSession,
+def _next_state(
     claim: DeliveryClaim,
     result: AttemptResult,
-    settings: Settings,
-    *,
-    rng: random.Random | None = None,
-) -> Outcome:
-    """Store the attempt, then finish the delivery or schedule its next attempt."""
-    now = utcnow()
-    fields = {
-        "delivery_id": str(claim.delivery_id),
-        "endpoint_id": str(claim.endpoint_id),
-        "event_id": str(claim.event_id),
-        "attempt": claim.attempt,
-        "status_code": result.status_code,
-        "duration_ms": result.duration_ms,
+    now: datetime,
+    rng: random.Random | None,
+) -> tuple[Outcome, dict[str, Any]]:
+    """Return the outcome of an attempt and the delivery's columns after it."""
+    values: dict[str, Any] = {
+        "id": claim.delivery_id,
+        "claimed_until": None,
+        "last_status_code": result.status_code,
+        "updated_at": now,
     }
-    endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
-        claim.endpoint_id
-    )
-    if endpoint is None:
-        log.info("webhook.attempt_discarded", reason="endpoint_deleted", **fields)
-        return "lost"
-    await _update_endpoint_health(session, result, endpoint, now, settings)
-
-    delivery = await WebhookDeliveryRepository.from_session(
-        session
-    ).get_by_id_for_update(claim.delivery_id)
-    if delivery is None:
-        log.info("webhook.attempt_discarded", reason="delivery_deleted", **fields)
-        return "lost"
-    session.add(
-        WebhookAttempt(
-            delivery_id=delivery.id,
-            attempted_at=result.attempted_at,
-            status_code=result.status_code,
-            error=result.error,
-            duration_ms=result.duration_ms,
-            response_excerpt=result.response_excerpt,
-        )
-    )
-    if delivery.claimed_until != claim.claimed_until:
-        # The lease lapsed and another worker claimed the delivery; its own attempt
-        # decides what happens next.
-        await session.flush()
-        log.warning("webhook.claim_lost", **fields)
-        return "lost"
-
-    delivery.claimed_until = None
-    delivery.last_status_code = result.status_code
+    finished = {"completed_at": now, "next_attempt_at": None}
     if result.succeeded:
-        _finish(delivery, "succeeded", now)
-        delivery.last_error = None
-        await session.flush()
-        await _queue_throttled(session, delivery.endpoint_id, now, settings)
-        log.info("webhook.attempt_succeeded", **fields)
-        return "succeeded"
-
-    delivery.last_error = _failure_message(result)
+        return "succeeded", {
+            **values,
+            **finished,
+            "status": "succeeded",
+            "last_error": None,
+        }
+    values["last_error"] = _failure_message(result)
     if result.status_code == GONE_STATUS or claim.is_final:
-        _finish(delivery, "failed", now)
-        await session.flush()
-        await _queue_throttled(session, delivery.endpoint_id, now, settings)
-        log.warning(
-            "webhook.attempt_failed", error=delivery.last_error, final=True, **fields
-        )
-        log.warning("webhook.delivery_failed", attempts=delivery.attempts, **fields)
-        return "failed"
-
+        return "failed", {**values, **finished, "status": "failed"}
     delay = next_delay_seconds(
         claim.attempt,
         claim.attempt_limit,
@@ -334,21 +297,103 @@ async def record_attempt(
         retry_after=parse_retry_after(result.retry_after, now),
         rng=rng,
     )
-    delivery.next_attempt_at = now + timedelta(seconds=delay)
-    await session.flush()
-    await _queue_throttled(session, delivery.endpoint_id, now, settings)
-    defer_job(
-        session,
-        DELIVER_JOB,
-        str(delivery.id),
-        job_id=deliver_job_id(delivery.id, claim.attempt + 1),
-        _defer_until=delivery.next_attempt_at,
+    values["next_attempt_at"] = now + timedelta(seconds=delay)
+    return "retrying", {**values, "status": "pending", "completed_at": None}
+
+
+async def record(
+    session: AsyncSession,
+    settings: Settings,
+    outcomes: Sequence[tuple[DeliveryClaim, AttemptResult]],
+    *,
+    rng: random.Random | None = None,
+) -> list[Outcome]:
+    """Store the attempts of a batch, then finish or reschedule each delivery.
+
+    Returns the outcome of each attempt, in order. Locks are taken endpoints first,
+    the same order as deleting an endpoint, which cascades to its deliveries. An
+    attempt whose lease lapsed and was taken by another worker is stored, but that
+    worker's attempt decides what happens next ("lost").
+    """
+    if not outcomes:
+        return []
+    now = utcnow()
+    by_endpoint: dict[uuid.UUID, list[AttemptResult]] = {}
+    for claim, result in outcomes:
+        by_endpoint.setdefault(claim.endpoint_id, []).append(result)
+    # Successes at an endpoint that was healthy when leased change nothing.
+    touched = {
+        claim.endpoint_id
+        for claim, result in outcomes
+        if claim.endpoint_failing or not result.succeeded
+    }
+    endpoints = await WebhookEndpointRepository.from_session(session).get_many(
+        sorted(touched)
     )
-    log.warning(
-        "webhook.attempt_failed",
-        error=delivery.last_error,
-        final=False,
-        next_attempt_at=delivery.next_attempt_at.isoformat(),
-        **fields,
-    )
-    return "retrying"
+    for endpoint_id in sorted(touched):
+        if endpoint_id in endpoints:
+            await _update_endpoint_health(
+                session, endpoints[endpoint_id], by_endpoint[endpoint_id], now, settings
+            )
+
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    leases = await deliveries.lock_leased([claim.delivery_id for claim, _ in outcomes])
+    attempts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    results: list[Outcome] = []
+    for claim, result in outcomes:
+        fields = {
+            "delivery_id": str(claim.delivery_id),
+            "endpoint_id": str(claim.endpoint_id),
+            "event_id": str(claim.event_id),
+            "attempt": claim.attempt,
+            "status_code": result.status_code,
+            "duration_ms": result.duration_ms,
+        }
+        if claim.delivery_id not in leases:
+            log.info("webhook.attempt_discarded", reason="delivery_deleted", **fields)
+            results.append("lost")
+            continue
+        attempts.append(
+            {
+                "delivery_id": claim.delivery_id,
+                "attempted_at": result.attempted_at,
+                "status_code": result.status_code,
+                "error": result.error,
+                "duration_ms": result.duration_ms,
+                "response_excerpt": result.response_excerpt,
+            }
+        )
+        if leases[claim.delivery_id] != claim.claimed_until:
+            # The lease lapsed and another worker leased the delivery; its own
+            # attempt decides what happens next.
+            log.warning("webhook.claim_lost", **fields)
+            results.append("lost")
+            continue
+        outcome, values = _next_state(claim, result, now, rng)
+        updates.append(values)
+        results.append(outcome)
+        _log_outcome(outcome, values, fields)
+    await deliveries.add_attempts(attempts)
+    await deliveries.update_many(updates)
+    return results
+
+
+def _log_outcome(
+    outcome: Outcome, values: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    if outcome == "succeeded":
+        log.info("webhook.attempt_succeeded", **fields)
+    elif outcome == "failed":
+        log.warning(
+            "webhook.attempt_failed", error=values["last_error"], final=True, **fields
+        )
+        log.warning("webhook.delivery_failed", **fields)
+    else:
+        log.warning(
+            "webhook.attempt_failed",
+            error=values["last_error"],
+            final=False,
+            next_attempt_at=values["next_attempt_at"].isoformat(),
+            **fields,
+        )

@@ -1,19 +1,22 @@
 """Fanning events out to webhook endpoints, and the sweep that finds lost work.
 
-``emit`` defers a ``dispatch_event`` job after the commit of each event that an enabled
-endpoint subscribes to. Dispatch creates one pending delivery per subscribed endpoint
-and defers a ``deliver_webhook`` job for each. Both jobs are hints: the sweep finds
-undispatched events and due deliveries in PostgreSQL and enqueues them again, so a
-Redis flush or a lost enqueue delays work but does not lose it. The sweep also marks
-dispatched, in bulk, the undispatched events that no endpoint subscribes to, and queues
-again the recoveries that stopped advancing.
+Each worker's delivery loop (``app.webhooks.loop``) dispatches undispatched events in
+bulk, ``DISPATCH_BATCH`` at a time, creating one pending delivery per subscribed
+endpoint; the loop then leases the due deliveries from PostgreSQL. ``emit`` also defers
+a ``dispatch_event`` job after the commit of each event that an enabled endpoint
+subscribes to, which dispatches that one event and wakes the loop. That job is a hint:
+the sweep enqueues again the undispatched events, so a Redis flush or a lost enqueue
+delays work but does not lose it. The sweep also marks dispatched, in bulk, the
+undispatched events that no endpoint subscribes to, and queues again the recoveries
+that stopped advancing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.events import DISPATCH_JOB
+from app.models import Event
 from app.webhooks.recovery import RECOVER_JOB, recover_job_id
 from app.webhooks.repository import (
     EventRepository,
@@ -28,13 +32,14 @@ from app.webhooks.repository import (
     WebhookEndpointRepository,
     WebhookRecoveryRepository,
 )
-from app.webhooks.service import DELIVER_JOB, deliver_job_id
 
 log = structlog.get_logger(__name__)
 
 # Work younger than this still has its own job in flight; the sweep leaves it alone.
 SWEEP_GRACE = timedelta(seconds=5)
 SWEEP_BATCH = 500
+# Events one dispatch by the delivery loop takes.
+DISPATCH_BATCH = 500
 # Bounds one sweep run; a larger backlog drains over the following runs.
 SWEEP_MAX_ROWS = 10_000
 # A pending recovery that no batch advanced for this long lost its job, or its worker.
@@ -46,7 +51,6 @@ class SweepResult:
     """Jobs the sweep queued again, and events it marked dispatched with no delivery."""
 
     events: int
-    deliveries: int
     settled: int = 0
     recoveries: int = 0
 
@@ -75,14 +79,6 @@ async def dispatch_event(
         )
     )
     await events.mark_dispatched(event.id, now)
-
-    for delivery_id in delivery_ids:
-        defer_job(
-            session,
-            DELIVER_JOB,
-            str(delivery_id),
-            job_id=deliver_job_id(delivery_id, 1),
-        )
     log.info(
         "webhook.event_dispatched",
         event_id=str(event.id),
@@ -92,20 +88,50 @@ async def dispatch_event(
     return delivery_ids
 
 
+async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
+    """Create the deliveries of up to ``limit`` undispatched events; return how many
+    events were taken.
+
+    Events another transaction holds are skipped. The subscribers are read once per
+    workspace and event type; an endpoint created after an event is left out, as in
+    ``dispatch_event``.
+    """
+    events = EventRepository.from_session(session)
+    batch = await events.lock_undispatched_batch(limit)
+    if not batch:
+        return 0
+    endpoints = WebhookEndpointRepository.from_session(session)
+    subscribers: dict[tuple[uuid.UUID, str], Sequence[tuple[uuid.UUID, datetime]]] = {}
+    pairs: list[tuple[Event, uuid.UUID]] = []
+    for event in batch:
+        key = (event.workspace_id, event.type)
+        if key not in subscribers:
+            subscribers[key] = await endpoints.subscribers(*key)
+        pairs.extend(
+            (event, endpoint_id)
+            for endpoint_id, created_at in subscribers[key]
+            if created_at <= event.created_at
+        )
+    now = utcnow()
+    created = await WebhookDeliveryRepository.from_session(session).create_many(
+        pairs, due_at=now
+    )
+    await events.mark_many_dispatched([event.id for event in batch], now)
+    log.info("webhook.events_dispatched", events=len(batch), deliveries=created)
+    return len(batch)
+
+
 async def sweep(session: AsyncSession) -> SweepResult:
-    """Enqueue again every undispatched event and every due delivery with a free lease.
+    """Enqueue again every undispatched event, and every stalled recovery.
 
     First it marks dispatched the undispatched events no endpoint subscribes to, for
     which ``emit`` queued no job. A dispatch job carries the id first enqueued, so arq
-    drops it while that job is still queued. A delivery job carries the attempt's id
-    with ``:sweep`` appended: arq keeps the result of a job whose data a Redis flush
-    removed for a minute under its id, and a job of the same id would wait that long.
-    A delivery thus has at most two queued jobs, and the second finds nothing to claim.
+    drops it while that job is still queued. Due deliveries need no job: the delivery
+    loop of every worker leases them from PostgreSQL.
     """
     now = utcnow()
     due_before = now - SWEEP_GRACE
     events = EventRepository.from_session(session)
-    deliveries = WebhookDeliveryRepository.from_session(session)
 
     settled = await events.settle_unsubscribed(
         created_before=due_before, at=now, limit=SWEEP_MAX_ROWS
@@ -126,24 +152,6 @@ async def sweep(session: AsyncSession) -> SweepResult:
             break
         after_event = event_ids[-1]
 
-    delivery_count = 0
-    after_delivery: uuid.UUID | None = None
-    while delivery_count < SWEEP_MAX_ROWS:
-        due = await deliveries.due_ids(
-            due_before=due_before, after_id=after_delivery, limit=SWEEP_BATCH
-        )
-        for delivery_id, attempts, throttled_at in due:
-            defer_job(
-                session,
-                DELIVER_JOB,
-                str(delivery_id),
-                job_id=f"{deliver_job_id(delivery_id, attempts + 1, throttled_at)}:sweep",
-            )
-        delivery_count += len(due)
-        if len(due) < SWEEP_BATCH:
-            break
-        after_delivery = due[-1][0]
-
     recoveries = await WebhookRecoveryRepository.from_session(
         session
     ).stale_pending_ids(updated_before=now - RECOVERY_STALE_AFTER, limit=SWEEP_BATCH)
@@ -152,17 +160,15 @@ async def sweep(session: AsyncSession) -> SweepResult:
             session, RECOVER_JOB, str(recovery_id), job_id=recover_job_id(recovery_id)
         )
 
-    if event_count or delivery_count or settled or recoveries:
+    if event_count or settled or recoveries:
         log.info(
             "webhook.sweep_enqueued",
             events=event_count,
-            deliveries=delivery_count,
             settled=settled,
             recoveries=len(recoveries),
         )
     return SweepResult(
         events=event_count,
-        deliveries=delivery_count,
         settled=settled,
         recoveries=len(recoveries),
     )

@@ -24,11 +24,17 @@ from app.billing.schemas import Invoice, Payment, TaxRateObject
 from app.core.schemas import EventId
 from app.customers.schemas import Contact, Customer
 from app.customfields.schemas import CustomField
+from app.leads.assignment_schemas import AssignmentRule
 from app.leads.attribution_schemas import Campaign, Partner
+from app.leads.capture_schemas import Form
 from app.leads.schemas import Lead
-from app.leads.scoring_schemas import Engagement, ScoringRule
+from app.leads.scoring_schemas import Engagement, ScoringRule, ScoringSettings
+from app.nurture.email_event_schemas import EmailEventReceipt, EmailEventSecret
+from app.nurture.enrolment_schemas import EnrollmentJob
 from app.nurture.offer_schemas import Offer, OfferCode
 from app.nurture.schedule_schemas import HolidayCalendar
+from app.nurture.schemas import Enrollment, Sequence
+from app.nurture.settings_service import NurtureSettingsView
 from app.opportunities.product_schemas import Product
 from app.opportunities.proposal_schemas import Proposal
 from app.opportunities.schemas import (
@@ -38,31 +44,54 @@ from app.opportunities.schemas import (
     Pipeline,
     Stage,
 )
-from app.users.schemas import User
+from app.users.schemas import Team, User
 from app.webhooks import catalog
 from app.webhooks.schemas import WebhookEndpoint
 from app.workspaces.schemas import Workspace
+
+
+def without(model: type[BaseModel], *names: str) -> type[BaseModel]:
+    """Build a copy of ``model`` without the fields that events leave out."""
+    fields: dict[str, Any] = {
+        name: (field.annotation, field)
+        for name, field in model.model_fields.items()
+        if name not in names
+    }
+    return create_model(
+        f"{model.__name__}EventData",
+        __config__=model.model_config,
+        __doc__=model.__doc__,
+        **fields,
+    )
+
 
 # The schema of ``data`` per object type: the API schema that the feature's service
 # serializes the object with when it emits. An object type missing here is documented
 # as a free-form object. Keep the keys sorted, one per line.
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "activity": Activity,
+    "assignment_rule": AssignmentRule,
     "billing_profile": BillingProfile,
     "campaign": Campaign,
     "contact": Contact,
     "credit_note": CreditNote,
     "custom_field": CustomField,
     "customer": Customer,
-    "dunning_policy": DunningPolicy,
-    "dunning_reminder": DunningReminder,
     "customer_credit_transaction": CustomerCreditTransaction,
     "dispute": Dispute,
+    "dunning_policy": DunningPolicy,
+    "dunning_reminder": DunningReminder,
+    "email_event": without(EmailEventReceipt, "duplicate"),
+    "email_event_secret": without(EmailEventSecret, "secret"),
     "engagement": Engagement,
+    "enrollment": Enrollment,
+    "enrollment_job": EnrollmentJob,
+    "form": Form,
     "holiday_calendar": HolidayCalendar,
     "invoice": Invoice,
     "lead": Lead,
     "lost_reason": LostReason,
+    "nurture_settings": NurtureSettingsView,
     "objection": Objection,
     "offer": Offer,
     "offer_code": OfferCode,
@@ -75,8 +104,11 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     "proposal": Proposal,
     "reconciliation_run": ReconciliationRun,
     "scoring_rule": ScoringRule,
+    "scoring_settings": ScoringSettings,
+    "sequence": Sequence,
     "stage": Stage,
     "tax_rate": TaxRateObject,
+    "team": Team,
     "user": User,
     "webhook_endpoint": WebhookEndpoint,
     "workspace": Workspace,

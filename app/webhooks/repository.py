@@ -10,7 +10,6 @@ from sqlalchemy import (
     Select,
     Text,
     bindparam,
-    func,
     or_,
     select,
     text,
@@ -134,6 +133,125 @@ _PRUNE_EVENTS = text(
 )
 
 
+# A due delivery: pending, its time come, and no live lease on it.
+_DUE = """
+    delivery.status = 'pending'
+    AND delivery.next_attempt_at <= :now
+    AND (delivery.claimed_until IS NULL OR delivery.claimed_until < :now)
+"""
+# The lock is tried on the chosen endpoints only: the subquery with LIMIT is not
+# merged into the outer query.
+_LOCK_ENDPOINTS_WITH_DUE = text(
+    f"""
+    SELECT candidate.id FROM (
+        SELECT endpoint.id FROM webhook_endpoints AS endpoint
+        WHERE EXISTS (
+            SELECT 1 FROM webhook_deliveries AS delivery
+            WHERE delivery.endpoint_id = endpoint.id AND {_DUE}
+        )
+        ORDER BY random()
+        LIMIT :limit
+    ) AS candidate
+    WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
+    """
+)
+_TRY_LOCK_SLOTS = text(
+    """
+    SELECT candidate.id
+    FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS candidate(id, position)
+    WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
+    ORDER BY candidate.position
+    """
+)
+_FAIL_UNSENDABLE = text(
+    f"""
+    UPDATE webhook_deliveries AS delivery
+    SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
+        claimed_until = NULL, last_error = :error, updated_at = :now
+    WHERE delivery.id IN (
+        SELECT delivery.id FROM webhook_deliveries AS delivery
+        WHERE delivery.endpoint_id = ANY(CAST(:ids AS uuid[]))
+          AND {_DUE}
+          AND (
+              :disabled
+              OR (
+                  delivery.claimed_until IS NOT NULL
+                  AND delivery.attempts
+                      >= coalesce(delivery.attempt_limit, :max_attempts)
+              )
+          )
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING delivery.id
+    """
+)
+# One worker at a time sends to an endpoint: a worker leases an endpoint's deliveries
+# only while no other worker holds a live lease on one, and it holds at most
+# ``:max_leased`` at once. Counting and leasing are one statement, under the
+# endpoint's slot lock.
+_LEASE_DUE = text(
+    f"""
+    WITH chosen AS (
+        SELECT delivery.id FROM webhook_deliveries AS delivery
+        WHERE delivery.endpoint_id = :endpoint_id
+          AND {_DUE}
+          AND delivery.attempts < coalesce(delivery.attempt_limit, :max_attempts)
+          AND (
+              CAST(:only AS uuid[]) IS NULL
+              OR delivery.id = ANY(CAST(:only AS uuid[]))
+          )
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_deliveries AS other
+              WHERE other.endpoint_id = :endpoint_id
+                AND other.claimed_until > :now
+                AND other.claimed_by IS DISTINCT FROM CAST(:owner AS uuid)
+          )
+        ORDER BY delivery.next_attempt_at, delivery.id
+        LIMIT least(
+            :limit,
+            greatest(
+                0,
+                :max_leased - (
+                    SELECT count(*) FROM webhook_deliveries AS leased
+                    WHERE leased.endpoint_id = :endpoint_id
+                      AND leased.claimed_until > :now
+                )
+            )
+        )
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE webhook_deliveries AS delivery
+    SET attempts = delivery.attempts + 1, claimed_until = :claimed_until,
+        claimed_by = CAST(:owner AS uuid), updated_at = :now
+    FROM chosen
+    WHERE delivery.id = chosen.id
+    RETURNING delivery.id, delivery.event_id, delivery.attempts,
+              delivery.attempt_limit
+    """
+)
+
+
+# One statement for any number of deliveries, so it is prepared once.
+_CREATE_DELIVERIES = text(
+    """
+    INSERT INTO webhook_deliveries (
+        id, workspace_id, endpoint_id, event_id, status, attempts, next_attempt_at,
+        created_at, updated_at
+    )
+    SELECT row.id, row.workspace_id, row.endpoint_id, row.event_id, 'pending', 0,
+           :due_at, :due_at, :due_at
+    FROM unnest(
+        CAST(:ids AS uuid[]),
+        CAST(:workspace_ids AS uuid[]),
+        CAST(:endpoint_ids AS uuid[]),
+        CAST(:event_ids AS uuid[])
+    ) AS row(id, workspace_id, endpoint_id, event_id)
+    ON CONFLICT (endpoint_id, event_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
 class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -224,6 +342,28 @@ class EventRepository:
             .where(Event.id == event_id, Event.dispatched_at.is_(None))
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
+        )
+
+    async def lock_undispatched_batch(self, limit: int) -> Sequence[Event]:
+        """Lock up to ``limit`` undispatched events, oldest first, skipping held ones."""
+        return (
+            await self.session.scalars(
+                select(Event)
+                .where(Event.dispatched_at.is_(None))
+                .order_by(Event.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+
+    async def mark_many_dispatched(
+        self, event_ids: Sequence[uuid.UUID], at: datetime
+    ) -> None:
+        await self.session.execute(
+            update(Event)
+            .where(Event.id.in_(set(event_ids)))
+            .values(dispatched_at=at)
+            .execution_options(synchronize_session=False)
         )
 
     async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
@@ -348,26 +488,51 @@ class WebhookEndpointRepository:
             )
         ).all()
 
-    async def mark_failing(self, endpoint_id: uuid.UUID, since: datetime) -> None:
-        """Record the first failure after a success; no version bump, no event."""
-        await self.session.execute(
-            update(WebhookEndpoint)
-            .where(
-                WebhookEndpoint.id == endpoint_id,
-                WebhookEndpoint.failing_since.is_(None),
-            )
-            .values(failing_since=since, updated_at=WebhookEndpoint.updated_at)
-            .execution_options(synchronize_session=False)
-        )
+    async def subscribers(
+        self, workspace_id: uuid.UUID, event_type: str
+    ) -> Sequence[tuple[uuid.UUID, datetime]]:
+        """Return the id and creation time of the enabled endpoints taking this type.
 
-    async def mark_healthy(self, endpoint_id: uuid.UUID) -> None:
+        Locked FOR KEY SHARE, as in ``subscribed_ids``.
+        """
+        rows = await self.session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.created_at)
+            .where(
+                WebhookEndpoint.workspace_id == workspace_id,
+                WebhookEndpoint.enabled.is_(True),
+                WebhookEndpoint.event_types.op("&&")(
+                    bindparam(
+                        "patterns",
+                        catalog.patterns_covering(event_type),
+                        type_=ARRAY(Text),
+                    )
+                ),
+            )
+            .order_by(WebhookEndpoint.id)
+            .with_for_update(key_share=True)
+        )
+        return [(row.id, row.created_at) for row in rows]
+
+    async def get_many(
+        self, endpoint_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, WebhookEndpoint]:
+        if not endpoint_ids:
+            return {}
+        rows = await self.session.scalars(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(set(endpoint_ids)))
+            .execution_options(populate_existing=True)
+        )
+        return {endpoint.id: endpoint for endpoint in rows}
+
+    async def set_failing_since(
+        self, endpoint_id: uuid.UUID, since: datetime | None
+    ) -> None:
+        """Set when the endpoint's current run of failures began; no version bump."""
         await self.session.execute(
             update(WebhookEndpoint)
-            .where(
-                WebhookEndpoint.id == endpoint_id,
-                WebhookEndpoint.failing_since.is_not(None),
-            )
-            .values(failing_since=None, updated_at=WebhookEndpoint.updated_at)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .values(failing_since=since, updated_at=WebhookEndpoint.updated_at)
             .execution_options(synchronize_session=False)
         )
 
@@ -411,6 +576,27 @@ class WebhookDeliveryRepository:
         )
         return (await self.session.scalars(statement)).all()
 
+    async def create_many(
+        self, pairs: Sequence[tuple[Event, uuid.UUID]], *, due_at: datetime
+    ) -> int:
+        """Insert one pending delivery per (event, endpoint) pair; return how many.
+
+        A pair that already has its delivery is skipped, as in ``create_for_event``.
+        """
+        if not pairs:
+            return 0
+        result = await self.session.execute(
+            _CREATE_DELIVERIES,
+            {
+                "ids": [new_uuid() for _ in pairs],
+                "workspace_ids": [event.workspace_id for event, _ in pairs],
+                "endpoint_ids": [endpoint_id for _, endpoint_id in pairs],
+                "event_ids": [event.id for event, _ in pairs],
+                "due_at": due_at,
+            },
+        )
+        return len(result.all())
+
     async def get(
         self,
         workspace_id: uuid.UUID,
@@ -428,82 +614,137 @@ class WebhookDeliveryRepository:
             )
         return await self.session.scalar(statement)
 
-    async def get_by_id_for_update(
-        self, delivery_id: uuid.UUID
-    ) -> WebhookDelivery | None:
-        return await self.session.scalar(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+    async def lock_endpoints_with_due(
+        self, now: datetime, *, limit: int
+    ) -> Sequence[uuid.UUID]:
+        """Take the slot locks of up to ``limit`` endpoints with an unleased due delivery.
 
-    async def claim_due(
-        self, delivery_id: uuid.UUID, now: datetime
-    ) -> WebhookDelivery | None:
-        """Lock the delivery if it is pending, due, and no live lease holds it."""
-        return await self.session.scalar(
-            select(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == delivery_id,
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.next_attempt_at <= now,
-                or_(
-                    WebhookDelivery.claimed_until.is_(None),
-                    WebhookDelivery.claimed_until < now,
-                ),
+        Endpoints come in random order, so a backlog at some does not keep the
+        others waiting; those whose lock another worker holds are left out.
+        """
+        rows = await self.session.execute(
+            _LOCK_ENDPOINTS_WITH_DUE,
+            {"now": now, "limit": limit, "namespace": SLOT_LOCK_NAMESPACE},
+        )
+        return [row.id for row in rows]
+
+    async def endpoints_of(
+        self, delivery_ids: Sequence[uuid.UUID]
+    ) -> Sequence[uuid.UUID]:
+        return (
+            await self.session.scalars(
+                select(WebhookDelivery.endpoint_id)
+                .where(WebhookDelivery.id.in_(set(delivery_ids)))
+                .distinct()
             )
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
+        ).all()
 
-    async def lock_endpoint_slots(self, endpoint_id: uuid.UUID) -> None:
-        """Serialize, until the transaction ends, the claims of one endpoint."""
-        await self.session.execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:endpoint))"),
-            {"namespace": SLOT_LOCK_NAMESPACE, "endpoint": str(endpoint_id)},
-        )
+    async def try_lock_endpoint_slots(
+        self, endpoint_ids: Sequence[uuid.UUID]
+    ) -> Sequence[uuid.UUID]:
+        """Take, until the transaction ends, the slot locks that no one else holds.
 
-    async def count_in_flight(
+        Returns the endpoints whose lock was taken; another worker is leasing for
+        the others right now.
+        """
+        if not endpoint_ids:
+            return []
+        rows = await self.session.execute(
+            _TRY_LOCK_SLOTS,
+            {"namespace": SLOT_LOCK_NAMESPACE, "ids": sorted(endpoint_ids)},
+        )
+        return [row.id for row in rows]
+
+    async def fail_unsendable(
+        self,
+        endpoint_ids: Sequence[uuid.UUID],
+        now: datetime,
+        *,
+        max_attempts: int,
+        disabled: bool,
+        error: str,
+    ) -> Sequence[uuid.UUID]:
+        """Fail the due, unleased deliveries of the endpoints that cannot be sent.
+
+        With ``disabled`` that is all of them; otherwise those that used their last
+        attempt, whose worker stopped before recording it.
+        """
+        if not endpoint_ids:
+            return []
+        rows = await self.session.execute(
+            _FAIL_UNSENDABLE,
+            {
+                "ids": list(endpoint_ids),
+                "now": now,
+                "max_attempts": max_attempts,
+                "disabled": disabled,
+                "error": error,
+            },
+        )
+        return [row.id for row in rows]
+
+    async def lease_due(
         self,
         endpoint_id: uuid.UUID,
         now: datetime,
         *,
-        excluding: uuid.UUID | None = None,
-    ) -> int:
-        """Count the endpoint's deliveries under a live lease, except ``excluding``."""
-        statement = (
-            select(func.count())
-            .select_from(WebhookDelivery)
-            .where(
-                WebhookDelivery.endpoint_id == endpoint_id,
-                WebhookDelivery.claimed_until > now,
-            )
-        )
-        if excluding is not None:
-            statement = statement.where(WebhookDelivery.id != excluding)
-        return await self.session.scalar(statement) or 0
+        claimed_until: datetime,
+        owner: uuid.UUID,
+        max_leased: int,
+        max_attempts: int,
+        limit: int,
+        only: Sequence[uuid.UUID] | None = None,
+    ) -> Sequence[Any]:
+        """Lease the endpoint's due deliveries for one attempt each, oldest first.
 
-    async def throttled(
-        self, endpoint_id: uuid.UUID, now: datetime, *, limit: int
-    ) -> Sequence[tuple[uuid.UUID, int, datetime]]:
-        """Return the due deliveries waiting for a slot of the endpoint, oldest first."""
+        Nothing is leased while another owner holds a live lease on the endpoint.
+        Takes at most ``max_leased`` less the live leases, and at most ``limit``.
+        The caller holds the endpoint's slot lock, so the count and the leases are
+        one step. ``only`` restricts the choice to those deliveries. Returns the id,
+        event id, attempt number and attempt limit of each.
+        """
         rows = await self.session.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.attempts,
-                WebhookDelivery.throttled_at,
-            )
-            .where(
-                WebhookDelivery.endpoint_id == endpoint_id,
-                WebhookDelivery.throttled_at.is_not(None),
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.next_attempt_at <= now,
-            )
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(limit)
+            _LEASE_DUE,
+            {
+                "endpoint_id": endpoint_id,
+                "now": now,
+                "claimed_until": claimed_until,
+                "owner": owner,
+                "max_leased": max_leased,
+                "max_attempts": max_attempts,
+                "limit": limit,
+                "only": list(only) if only is not None else None,
+            },
         )
-        return [(row.id, row.attempts, row.throttled_at) for row in rows]
+        return rows.all()
+
+    async def lock_leased(
+        self, delivery_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, datetime | None]:
+        """Lock the deliveries in id order; return the lease each holds now."""
+        rows = await self.session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.claimed_until)
+            .where(WebhookDelivery.id.in_(set(delivery_ids)))
+            .order_by(WebhookDelivery.id)
+            .with_for_update()
+        )
+        return {row.id: row.claimed_until for row in rows}
+
+    async def update_many(self, values: Sequence[dict[str, Any]]) -> None:
+        """Update deliveries by id, one executemany; each dict names the columns."""
+        if values:
+            await self.session.execute(
+                update(WebhookDelivery).execution_options(synchronize_session=False),
+                list(values),
+            )
+
+    async def add_attempts(self, values: Sequence[dict[str, Any]]) -> None:
+        """Insert attempts in one executemany."""
+        if values:
+            await self.session.execute(
+                insert(WebhookAttempt),
+                [{"id": new_uuid(), **value} for value in values],
+            )
 
     async def list_for_endpoint(
         self,
@@ -615,38 +856,12 @@ class WebhookDeliveryRepository:
                 attempt_limit=WebhookDelivery.attempts + 1,
                 next_attempt_at=now,
                 completed_at=None,
-                throttled_at=None,
                 updated_at=now,
             )
             .returning(WebhookDelivery.id, WebhookDelivery.attempts)
             .execution_options(synchronize_session=False)
         )
         return sorted((row.id, row.attempts) for row in rows)
-
-    async def due_ids(
-        self, *, due_before: datetime, after_id: uuid.UUID | None, limit: int
-    ) -> Sequence[tuple[uuid.UUID, int, datetime | None]]:
-        """Return pending deliveries due before ``due_before`` whose lease is free.
-
-        Each comes with its attempt count and the time it was throttled, if it waits
-        for a slot of its endpoint.
-        """
-        statement = select(
-            WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.throttled_at
-        ).where(
-            WebhookDelivery.status == "pending",
-            WebhookDelivery.next_attempt_at <= due_before,
-            or_(
-                WebhookDelivery.claimed_until.is_(None),
-                WebhookDelivery.claimed_until < due_before,
-            ),
-        )
-        if after_id is not None:
-            statement = statement.where(WebhookDelivery.id > after_id)
-        rows = await self.session.execute(
-            statement.order_by(WebhookDelivery.id).limit(limit)
-        )
-        return [(row.id, row.attempts, row.throttled_at) for row in rows]
 
 
 class WebhookRecoveryRepository:

@@ -68,18 +68,9 @@ def endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return data
 
 
-def deliver_job_id(
-    delivery_id: uuid.UUID, attempt: int, throttled_at: datetime | None = None
-) -> str:
-    """Name the job of one attempt, so a sweep and a scheduled job do not both run.
-
-    A delivery waiting for a free slot of its endpoint gets a name per wait, because
-    the job that was throttled has used the plain name.
-    """
-    name = f"deliver:{delivery_id}:{attempt}"
-    if throttled_at is not None:
-        name += f":throttled:{throttled_at.timestamp():.6f}"
-    return name
+def deliver_job_id(delivery_id: uuid.UUID, attempt: int) -> str:
+    """Name the job of one attempt, so two hints for it do not both run."""
+    return f"deliver:{delivery_id}:{attempt}"
 
 
 def parse_object_id(value: str) -> uuid.UUID:

@@ -57,6 +57,11 @@ async def dispatch(ctx: dict[str, Any], event: Event) -> int:
     return await tasks.dispatch_event(ctx, str(event.id))
 
 
+async def drain(ctx: dict[str, Any]) -> int:
+    """Run a delivery loop until nothing is due; return the attempts it recorded."""
+    return await tasks.delivery_loop(ctx).run(until_idle=True)
+
+
 async def deliveries_of(
     session: AsyncSession, event_id: uuid.UUID
 ) -> list[WebhookDelivery]:

@@ -289,7 +289,7 @@ class TestDeliverWebhook:
         endpoint = await fresh(session, WebhookEndpoint, row.endpoint_id)
         assert endpoint.failing_since is not None
 
-    async def test_schedules_retry_job(
+    async def test_retry_scheduled_in_the_row_without_a_job(
         self,
         client: httpx.AsyncClient,
         auth: dict[str, str],
@@ -305,15 +305,14 @@ class TestDeliverWebhook:
         receiver.respond_with(ScriptedResponse(status=500))
         await redis_client.flushdb()
 
-        await deliver(ctx, delivery)
+        outcome = await deliver(ctx, delivery)
 
-        [job] = await redis_client.queued_jobs(queue_name="salescycle:queue")
-        assert job.function == "deliver_webhook"
-        assert job.args == (str(delivery.id),)
-        assert job.job_id == f"deliver:{delivery.id}:2"
+        assert outcome == "retrying"
+        assert await redis_client.queued_jobs(queue_name="salescycle:queue") == []
         row = await fresh(session, WebhookDelivery, delivery.id)
-        scheduled = row.next_attempt_at.timestamp() * 1000
-        assert abs(job.score - scheduled) < 5
+        assert row.status == "pending"
+        assert row.claimed_until is None
+        assert row.next_attempt_at > utcnow()
 
     async def test_not_due_is_skipped(
         self,
@@ -758,11 +757,15 @@ class TestLeases:
             client, auth, session, workspace, ctx, receiver.url()
         )
         async with database.session() as worker_session:
-            claim = await webhook_delivery.claim_delivery(
-                worker_session, delivery.id, settings
+            claims = await webhook_delivery.lease(
+                worker_session,
+                settings,
+                limit=1,
+                owner=uuid.uuid4(),
+                only=[delivery.id],
             )
             await worker_session.commit()
-        assert claim is not None
+        assert len(claims) == 1
 
         blocked = await deliver(ctx, delivery)
         await session.execute(
@@ -795,11 +798,14 @@ class TestLeases:
             client, auth, session, workspace, ctx, receiver.url()
         )
         async with database.session() as worker_session:
-            stale = await webhook_delivery.claim_delivery(
-                worker_session, delivery.id, settings
+            [stale] = await webhook_delivery.lease(
+                worker_session,
+                settings,
+                limit=1,
+                owner=uuid.uuid4(),
+                only=[delivery.id],
             )
             await worker_session.commit()
-        assert stale is not None
         await session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery.id)
@@ -810,8 +816,8 @@ class TestLeases:
 
         late = await sender.send(stale.request)
         async with database.session() as worker_session:
-            outcome = await webhook_delivery.record_attempt(
-                worker_session, stale, late, settings
+            [outcome] = await webhook_delivery.record(
+                worker_session, settings, [(stale, late)]
             )
             await worker_session.commit()
 

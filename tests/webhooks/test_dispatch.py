@@ -24,6 +24,7 @@ from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
     dispatch,
+    drain,
     record_event,
 )
 from workers import tasks
@@ -118,14 +119,8 @@ class TestDispatchEvent:
         assert all(delivery.attempts == 0 for delivery in deliveries)
         row = await fresh(session, Event, event.id)
         assert row.dispatched_at is not None
-        assert await queued(redis_client) == sorted(
-            (
-                "deliver_webhook",
-                (str(delivery.id),),
-                f"deliver:{delivery.id}:1",
-            )
-            for delivery in deliveries
-        )
+        # The delivery loops lease the new deliveries from PostgreSQL.
+        assert await queued(redis_client) == []
 
     async def test_idempotent(
         self,
@@ -223,6 +218,7 @@ class TestSweep:
 
         found = await tasks.sweep_webhooks(ctx)
         await run_worker(settings, ctx)
+        await drain(ctx)
 
         assert found == 1
         [request] = receiver.requests
@@ -231,7 +227,7 @@ class TestSweep:
         [delivery] = await deliveries_of(session, event.id)
         assert delivery.status == "succeeded"
 
-    async def test_requeues_due_delivery(
+    async def test_due_delivery_sent_without_job(
         self,
         client: httpx.AsyncClient,
         auth: dict[str, str],
@@ -240,9 +236,8 @@ class TestSweep:
         ctx: dict[str, Any],
         receiver: Receiver,
         redis_client: ArqRedis,
-        settings: Settings,
     ) -> None:
-        await create_endpoint(client, auth, receiver.url())
+        await create_endpoint(client, auth, receiver.url(), event_types=["lead.*"])
         event = await record_event(session, workspace.id)
         await dispatch(ctx, event)
         [delivery] = await deliveries_of(session, event.id)
@@ -256,12 +251,10 @@ class TestSweep:
 
         found = await tasks.sweep_webhooks(ctx)
         jobs = await queued(redis_client)
-        await run_worker(settings, ctx)
+        await drain(ctx)
 
-        assert found == 1
-        assert jobs == [
-            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:1:sweep")
-        ]
+        assert found == 0
+        assert jobs == []
         assert len(receiver.requests) == 1
         assert (await fresh(session, WebhookDelivery, delivery.id)).status == (
             "succeeded"
@@ -314,16 +307,17 @@ class TestSweep:
             ("dispatch_event", (str(old.id),), f"dispatch:{old.id}")
         ]
 
-    async def test_lapsed_lease_requeued_with_next_attempt_id(
+    async def test_lapsed_lease_leased_again_as_next_attempt(
         self,
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
         workspace: Workspace,
         ctx: dict[str, Any],
+        receiver: Receiver,
         redis_client: ArqRedis,
     ) -> None:
-        await create_endpoint(client, auth, URL)
+        await create_endpoint(client, auth, receiver.url(), event_types=["lead.*"])
         event = await record_event(session, workspace.id)
         await dispatch(ctx, event)
         [delivery] = await deliveries_of(session, event.id)
@@ -336,19 +330,18 @@ class TestSweep:
                 claimed_until=utcnow() - timedelta(minutes=1),
             )
         )
-        await session.execute(
-            update(Event)
-            .where(Event.workspace_id == workspace.id)
-            .values(dispatched_at=utcnow())
-        )
         await session.commit()
         await redis_client.flushdb()
 
-        await tasks.sweep_webhooks(ctx)
+        await drain(ctx)
 
-        assert await queued(redis_client) == [
-            ("deliver_webhook", (str(delivery.id),), f"deliver:{delivery.id}:2:sweep")
-        ]
+        [request] = receiver.requests
+        assert request.headers["webhook-id"] == ids.encode(
+            "webhook_delivery", delivery.id
+        )
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.attempts == 2
+        assert row.status == "succeeded"
 
     async def test_settles_unsubscribed_events(
         self,
@@ -467,7 +460,7 @@ class TestAcrossConnections:
             assert row.attempts == 1
             assert row.status == "succeeded"
 
-    async def test_retry_then_sweep(
+    async def test_retry_sent_by_loop(
         self,
         committed: Committed,
         receiver: Receiver,
@@ -500,11 +493,9 @@ class TestAcrossConnections:
             )
             await session.commit()
         await redis_client.flushdb()
-        found = await tasks.sweep_webhooks(committed.ctx)
-        await run_worker(settings, committed.ctx)
+        await drain(committed.ctx)
 
         assert first == "retrying"
-        assert found == 1
         assert len(receiver.requests) == 2
         assert receiver.requests[0].body == receiver.requests[1].body
         async with database.session() as session:

@@ -8,9 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.ids import decode
 from app.core.jobs import JobQueue
 from app.main import create_app
-from app.models import Event, WebhookDelivery, WebhookEndpoint
+from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
 from app.settings import Settings
+from app.webhooks import catalog
 from app.webhooks.docs import DATA_SCHEMAS
+from tests.billing.factories import create_customer, create_open_invoice
+from tests.billing.test_payments import pay
 from tests.conftest import TestDatabase, make_workspace_key
 from tests.webhooks.factories import create_endpoint
 
@@ -643,3 +646,32 @@ class TestOpenApiWebhooks:
         payload = (await client.get("/openapi.json")).json()["components"]["schemas"]
         data = payload["CustomerWebhookPayload"]["properties"]["data"]
         assert data["$ref"] == "#/components/schemas/Customer"
+
+    def test_every_object_type_has_data_schema(self) -> None:
+        missing = [name for name in catalog.OBJECT_TYPES if name not in DATA_SCHEMAS]
+
+        assert missing == []
+
+    async def test_billing_event_data_matches_schemas(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        paid = await pay(client, auth, customer, 10000, invoice_id=invoice["id"])
+        assert paid.status_code == 201, paid.text
+
+        rows = (
+            await session.execute(
+                select(Event.object_type, Event.data).where(
+                    Event.workspace_id == workspace.id
+                )
+            )
+        ).all()
+
+        assert {"invoice", "payment"} <= {row.object_type for row in rows}
+        for row in rows:
+            DATA_SCHEMAS[row.object_type].model_validate(row.data)

@@ -1,0 +1,237 @@
+"""The delivery loop: bulk dispatch, batch leases, and the guarantees across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from standardwebhooks.webhooks import Webhook
+
+from app.core import ids
+from app.core.clock import utcnow
+from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks import delivery as webhook_delivery
+from app.webhooks.sender import WebhookSender
+from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
+from tests.webhooks.factories import drain, record_event
+
+SECRET = "whsec_" + "D" * 43 + "="
+
+
+async def add_endpoint(committed: Committed, url: str) -> WebhookEndpoint:
+    async with committed.database.session() as session:
+        endpoint = WebhookEndpoint(
+            workspace_id=committed.workspace.id,
+            url=url,
+            event_types=["lead.*"],
+            secret=SECRET,
+        )
+        session.add(endpoint)
+        await session.commit()
+        return endpoint
+
+
+async def emit_events(committed: Committed, count: int) -> list[Event]:
+    async with committed.database.session() as session:
+        return [
+            await record_event(session, committed.workspace.id) for _ in range(count)
+        ]
+
+
+async def deliveries(committed: Committed, endpoint_id: uuid.UUID) -> list[Any]:
+    async with committed.database.session() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+        )
+        return list(rows.all())
+
+
+def limited(committed: Committed, **settings: Any) -> dict[str, Any]:
+    updated = committed.ctx["settings"].model_copy(update=settings)
+    return {**committed.ctx, "settings": updated}
+
+
+class TestBulkDispatch:
+    async def test_loop_dispatches_events_without_their_jobs(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        endpoint = await add_endpoint(committed, receiver.url())
+        events = await emit_events(committed, 7)
+        async with committed.database.session() as session:
+            late = WebhookEndpoint(
+                workspace_id=committed.workspace.id,
+                url=receiver.url("/late"),
+                event_types=["*"],
+                secret=SECRET,
+            )
+            session.add(late)
+            await session.commit()
+
+        await drain(committed.ctx)
+
+        rows = await deliveries(committed, endpoint.id)
+        assert sorted(row.event_id for row in rows) == sorted(e.id for e in events)
+        assert {row.status for row in rows} == {"succeeded"}
+        # The endpoint created after the events gets none of them.
+        assert await deliveries(committed, late.id) == []
+        async with committed.database.session() as session:
+            undispatched = await session.scalars(
+                select(Event.id).where(
+                    Event.id.in_([event.id for event in events]),
+                    Event.dispatched_at.is_(None),
+                )
+            )
+            assert undispatched.all() == []
+        for request in receiver.requests:
+            Webhook(SECRET).verify(request.body, request.headers)
+
+
+class TestBatchLeases:
+    async def test_two_loops_never_send_one_delivery_at_once(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=4)
+        receiver.default = ScriptedResponse(delay_seconds=0.05)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 30)
+        second_sender = WebhookSender(ctx["settings"])
+        try:
+            await asyncio.gather(
+                drain(ctx), drain({**ctx, "webhook_sender": second_sender})
+            )
+        finally:
+            await second_sender.close()
+
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert len(counts) == 30
+        assert set(counts.values()) == {1}
+        assert receiver.peak_active <= 4
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
+    async def test_in_flight_limit_holds_across_a_batch(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed, webhook_max_in_flight_per_endpoint=3, webhook_batch_size=50
+        )
+        receiver.default = ScriptedResponse(delay_seconds=0.1)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 12)
+
+        await drain(ctx)
+
+        assert len(receiver.requests) == 12
+        assert receiver.peak_active == 3
+        rows = await deliveries(committed, endpoint.id)
+        assert {row.status for row in rows} == {"succeeded"}
+
+    async def test_batch_of_a_killed_worker_is_sent_again(
+        self, committed: Committed, receiver: Receiver, sender: WebhookSender
+    ) -> None:
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 6)
+        await drain(limited(committed, webhook_batch_size=1, webhook_max_attempts=1))
+        # Start over: the first drain sent one; make all six due and unsent again.
+        async with committed.database.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.endpoint_id == endpoint.id)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    attempt_limit=None,
+                    next_attempt_at=utcnow(),
+                    completed_at=None,
+                )
+            )
+            await session.commit()
+        receiver.requests.clear()
+        settings = committed.ctx["settings"]
+
+        # A worker leases a batch and sends it, then dies before recording.
+        async with committed.database.session() as session:
+            batch = await webhook_delivery.lease(
+                session, settings, limit=4, owner=uuid.uuid4()
+            )
+            await session.commit()
+        for claim in batch:
+            await sender.send(claim.request)
+        blocked = await drain(committed.ctx)
+        async with committed.database.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_([claim.delivery_id for claim in batch]))
+                .values(claimed_until=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        await drain(committed.ctx)
+
+        assert len(batch) == 4
+        # While the dead worker's leases lived, no other loop sent to its endpoint.
+        assert blocked == 0
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        batch_ids = {
+            ids.encode("webhook_delivery", claim.delivery_id) for claim in batch
+        }
+        assert {key for key, count in counts.items() if count == 2} == batch_ids
+        bodies: dict[str, bytes] = {}
+        for request in receiver.requests:
+            key = request.headers["webhook-id"]
+            assert bodies.setdefault(key, request.body) == request.body
+        rows = await deliveries(committed, endpoint.id)
+        assert {row.status for row in rows} == {"succeeded"}
+        assert {
+            row.attempts for row in rows if row.id in {c.delivery_id for c in batch}
+        } == {2}
+
+    async def test_batch_outcomes_recorded_together(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 3)
+        receiver.respond_with(
+            ScriptedResponse(status=500), ScriptedResponse(status=503)
+        )
+
+        await drain(limited(committed, webhook_max_attempts=1))
+
+        rows = await deliveries(committed, endpoint.id)
+        assert Counter(row.status for row in rows) == {"failed": 2, "succeeded": 1}
+        async with committed.database.session() as session:
+            attempts = (
+                await session.scalars(
+                    select(WebhookAttempt).where(
+                        WebhookAttempt.delivery_id.in_([row.id for row in rows])
+                    )
+                )
+            ).all()
+            refreshed = await session.get(WebhookEndpoint, endpoint.id)
+        assert sorted(attempt.status_code or 0 for attempt in attempts) == [
+            200,
+            500,
+            503,
+        ]
+        assert refreshed is not None
+        assert refreshed.enabled
+
+    async def test_gone_endpoint_gets_no_more_of_the_batch(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=1)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 4)
+        receiver.default = ScriptedResponse(status=410)
+
+        await drain(ctx)
+
+        assert len(receiver.requests) == 1
+        async with committed.database.session() as session:
+            refreshed = await session.get(WebhookEndpoint, endpoint.id)
+        assert refreshed is not None
+        assert refreshed.enabled is False
+        assert refreshed.disabled_reason == "gone"
