@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
+from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.dunning import dunning_runner
@@ -171,6 +174,13 @@ async def dunning(
     )
 
 
+def body_of(message: EmailMessage) -> str:
+    """Return the plain-text body of a reminder, beside its PDF attachment."""
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
 async def pay(dunning: Dunning, amount: int) -> None:
     await record_payment(dunning.client, dunning.auth, dunning.invoice, amount)
 
@@ -197,9 +207,17 @@ class TestSchedule:
         first = messages[0]
         assert first["To"].addresses[0].addr_spec == "ap@initech.example"
         assert str(first["Message-ID"]).startswith("<dunning-reminder.")
-        assert "100.00 EUR is due soon" in first.get_content()
-        assert "Pay at your usual bank account." in first.get_content()
-        assert "100.00 EUR of 100.00 EUR" in messages[1].get_content()
+        assert "100.00 EUR is due soon" in body_of(first)
+        assert "Pay at your usual bank account." in body_of(first)
+        assert "100.00 EUR of 100.00 EUR" in body_of(messages[1])
+        attachments = list(first.iter_attachments())
+        assert [part.get_content_type() for part in attachments] == ["application/pdf"]
+        assert attachments[0].get_filename() == f"{number}.pdf"
+        pdf_text = "\n".join(
+            page.extract_text()
+            for page in PdfReader(io.BytesIO(attachments[0].get_content())).pages
+        )
+        assert number in pdf_text
         statuses = await dunning.statuses()
         assert statuses == {
             "-3": ("sent", None),
@@ -342,7 +360,7 @@ class TestPauses:
         state = await dunning.state()
         assert state["promises_to_pay"][0]["status"] == "kept"
         assert await dunning.statuses() == {"-3": ("sent", None)}
-        assert "60.00 EUR is due soon" in dunning.smtp.messages[0].get_content()
+        assert "60.00 EUR is due soon" in body_of(dunning.smtp.messages[0])
 
     async def test_open_dispute(
         self, dunning: Dunning, session: AsyncSession, workspace: Workspace
