@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import ValidationError
 
-from app.billing.providers.router import ProviderWebhookRoute
 from app.core import ids
 from app.core.auth import Principal, require
 from app.core.errors import InvalidInput, validation_field_errors
 from app.core.openapi import problem_responses
-from app.core.routing import UnitOfWorkRoute
+from app.core.routing import SignedWebhookRoute, UnitOfWorkRoute
 from app.nurture.email_event_schemas import (
     EmailEventReceipt,
     EmailEventSecret,
@@ -27,7 +26,7 @@ from app.nurture.email_events import (
 )
 
 secrets_router = APIRouter(route_class=UnitOfWorkRoute, tags=["email events"])
-events_router = APIRouter(route_class=ProviderWebhookRoute, tags=["email events"])
+events_router = APIRouter(route_class=SignedWebhookRoute, tags=["email events"])
 
 _HEADER_DESCRIPTIONS = {
     "webhook-id": "The Standard Webhooks message id.",
