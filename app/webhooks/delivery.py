@@ -229,12 +229,33 @@ async def lease(
     return claims
 
 
+# The columns of an event that its payload reads.
+_PAYLOAD_COLUMNS = (
+    Event.id,
+    Event.type,
+    Event.created_at,
+    Event.object_type,
+    Event.object_id,
+    Event.sequence,
+    Event.request_id,
+    Event.actor,
+    Event.data,
+    Event.test,
+)
+
+
 async def _events(
     session: AsyncSession, event_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Event]:
-    """Load the events of leased deliveries; a delivery's foreign key keeps its event."""
-    rows = await session.scalars(select(Event).where(Event.id.in_(set(event_ids))))
-    return {event.id: event for event in rows}
+) -> dict[uuid.UUID, Any]:
+    """Load the events of leased deliveries; a delivery's foreign key keeps its event.
+
+    Each is a row with the attributes the payload reads rather than an ORM object,
+    to spare the loop the cost of building objects it only reads.
+    """
+    rows = await session.execute(
+        select(*_PAYLOAD_COLUMNS).where(Event.id.in_(set(event_ids)))
+    )
+    return {row.id: row for row in rows}
 
 
 def _failure_message(result: AttemptResult) -> str:
