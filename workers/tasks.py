@@ -179,8 +179,11 @@ WEBHOOK_SENDER = "webhook_sender"
 WEBHOOK_LOOP = "webhook_loop"
 
 
-async def dispatch_event(ctx: dict[str, Any], event_id: str) -> int:
-    """Create the webhook deliveries of one event; return how many were created.
+async def dispatch_event(
+    ctx: dict[str, Any], event_id: str, more_event_ids: list[str] | None = None
+) -> int:
+    """Create the webhook deliveries of the events of one transaction; return how
+    many were created.
 
     In a worker whose delivery loop runs, the loop dispatches events in bulk, so
     the job only wakes it and returns 0.
@@ -189,9 +192,12 @@ async def dispatch_event(ctx: dict[str, Any], event_id: str) -> int:
     if loop is not None:
         loop.wake()
         return 0
-    async with unit_of_work(ctx) as session:
-        created = await webhook_dispatch.dispatch_event(session, uuid.UUID(event_id))
-    return len(created or [])
+    created = 0
+    for one in (event_id, *(more_event_ids or [])):
+        async with unit_of_work(ctx) as session:
+            made = await webhook_dispatch.dispatch_event(session, uuid.UUID(one))
+        created += len(made or [])
+    return created
 
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:

@@ -121,20 +121,31 @@ def defer_job(
     job_id: str | None = None,
     unless_queued: str | None = None,
     **kwargs: Any,
-) -> None:
-    """Queue an arq job to be sent after ``session`` commits.
+) -> PendingJob:
+    """Queue an arq job to be sent after ``session`` commits; return it.
 
     Pass ``unless_queued`` to skip the job while a job with that id is queued or running.
+    Until the commit, the caller may add to the returned job's ``kwargs``.
     """
-    session.info.setdefault(_PENDING_JOBS, []).append(
-        PendingJob(
-            function=function,
-            args=args,
-            job_id=job_id,
-            kwargs=kwargs,
-            unless_queued=unless_queued,
-        )
+    job = PendingJob(
+        function=function,
+        args=args,
+        job_id=job_id,
+        kwargs=kwargs,
+        unless_queued=unless_queued,
     )
+    session.info.setdefault(_PENDING_JOBS, []).append(job)
+    return job
+
+
+def pending_jobs(session: AsyncSession) -> list[PendingJob] | None:
+    """Return the list of jobs deferred in the session's current transaction.
+
+    Sending or dropping the jobs replaces the list, so holding it tells whether a
+    later call is still in the same transaction.
+    """
+    jobs: list[PendingJob] | None = session.info.get(_PENDING_JOBS)
+    return jobs
 
 
 def take_pending_jobs(session: AsyncSession) -> list[PendingJob]:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.events import DISPATCH_JOB
-from app.models import Event
 from app.webhooks.recovery import RECOVER_JOB, recover_job_id
 from app.webhooks.repository import (
     EventRepository,
@@ -102,7 +102,7 @@ async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
         return 0
     endpoints = WebhookEndpointRepository.from_session(session)
     subscribers: dict[tuple[uuid.UUID, str], Sequence[tuple[uuid.UUID, datetime]]] = {}
-    pairs: list[tuple[Event, uuid.UUID]] = []
+    pairs: list[tuple[Any, uuid.UUID]] = []
     for event in batch:
         key = (event.workspace_id, event.type)
         if key not in subscribers:

@@ -4,7 +4,9 @@ The loop repeats one short transaction that dispatches new events in bulk, recor
 the outcomes of the requests that ended since the last one, and leases due deliveries
 up to ``webhook_batch_size``. Meanwhile it sends the leased requests concurrently over
 the worker's one aiohttp session, at most ``webhook_max_in_flight_per_endpoint`` at once
-to one endpoint. It finds its work in PostgreSQL, so a Redis flush
+to one endpoint. An endpoint whose recent requests were fast may have more leases
+waiting in the loop (``leases_per_endpoint``), so one round can move more than the
+in-flight limit times the rounds of the timeout. It finds its work in PostgreSQL, so a Redis flush
 costs it nothing, and a worker killed mid-batch leaves leases that lapse and are taken
 again by any worker.
 """
@@ -55,6 +57,9 @@ class DeliveryLoop:
         self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
         # Endpoints that answered 410, until when their leased deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
+        # By endpoint, the seconds its slowest recent request took; halved at each
+        # round that records its requests, unless a slower one comes.
+        self._slowest: dict[uuid.UUID, float] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
         self._wake = asyncio.Event()
@@ -117,6 +122,7 @@ class DeliveryLoop:
                 await asyncio.sleep(poll)
                 continue
             recorded += len(finished)
+            self._note_durations(finished)
             if dispatch_now:
                 self._last_dispatch = time.monotonic()
                 self._dispatch_backlog = dispatched >= DISPATCH_BATCH
@@ -152,9 +158,28 @@ class DeliveryLoop:
             claims = []
             if capacity > 0:
                 claims = await lease(
-                    session, self._settings, limit=capacity, owner=self.owner
+                    session,
+                    self._settings,
+                    limit=capacity,
+                    owner=self.owner,
+                    slowest=self._slowest,
                 )
         return claims, dispatched
+
+    def _note_durations(
+        self, finished: list[tuple[DeliveryClaim, AttemptResult]]
+    ) -> None:
+        slowest: dict[uuid.UUID, float] = {}
+        for claim, result in finished:
+            seconds = result.duration_ms / 1000
+            slowest[claim.endpoint_id] = max(
+                seconds, slowest.get(claim.endpoint_id, 0.0)
+            )
+        for endpoint_id, seconds in slowest.items():
+            before = self._slowest.get(endpoint_id)
+            self._slowest[endpoint_id] = (
+                seconds if before is None else max(seconds, before / 2)
+            )
 
     async def _send(self, claim: DeliveryClaim) -> None:
         slots = self._slots.get(claim.endpoint_id)

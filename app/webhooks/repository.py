@@ -344,11 +344,15 @@ class EventRepository:
             .execution_options(populate_existing=True)
         )
 
-    async def lock_undispatched_batch(self, limit: int) -> Sequence[Event]:
-        """Lock up to ``limit`` undispatched events, oldest first, skipping held ones."""
+    async def lock_undispatched_batch(self, limit: int) -> Sequence[Any]:
+        """Lock up to ``limit`` undispatched events, oldest first, skipping held ones.
+
+        Returns the id, workspace id, type and creation time of each, not the data,
+        which dispatching does not read.
+        """
         return (
-            await self.session.scalars(
-                select(Event)
+            await self.session.execute(
+                select(Event.id, Event.workspace_id, Event.type, Event.created_at)
                 .where(Event.dispatched_at.is_(None))
                 .order_by(Event.id)
                 .limit(limit)
@@ -577,9 +581,11 @@ class WebhookDeliveryRepository:
         return (await self.session.scalars(statement)).all()
 
     async def create_many(
-        self, pairs: Sequence[tuple[Event, uuid.UUID]], *, due_at: datetime
+        self, pairs: Sequence[tuple[Any, uuid.UUID]], *, due_at: datetime
     ) -> int:
         """Insert one pending delivery per (event, endpoint) pair; return how many.
+
+        Of each event only ``id`` and ``workspace_id`` are read.
 
         A pair that already has its delivery is skipped, as in ``create_for_event``.
         """

@@ -15,6 +15,7 @@ from app.core import ids
 from app.core.clock import utcnow
 from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks import delivery as webhook_delivery
+from app.webhooks.dispatch import dispatch_pending
 from app.webhooks.sender import WebhookSender
 from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
 from tests.webhooks.factories import drain, record_event
@@ -235,3 +236,51 @@ class TestBatchLeases:
         assert refreshed is not None
         assert refreshed.enabled is False
         assert refreshed.disabled_reason == "gone"
+
+
+class TestLeasesByPace:
+    def test_fast_endpoint_may_hold_more_leases(self, committed: Committed) -> None:
+        settings = committed.ctx["settings"].model_copy(
+            update={"webhook_max_in_flight_per_endpoint": 2}
+        )
+        unknown = webhook_delivery.leases_per_endpoint(settings)
+        timeout = settings.webhook_timeout_seconds
+
+        assert webhook_delivery.leases_per_endpoint(settings, 0.01) > unknown
+        assert webhook_delivery.leases_per_endpoint(settings, timeout) == unknown
+        assert webhook_delivery.leases_per_endpoint(settings, 10 * timeout) == unknown
+        # However fast, a request is counted as taking at least MIN_PACE_SECONDS.
+        assert webhook_delivery.leases_per_endpoint(
+            settings, 0.0
+        ) == webhook_delivery.leases_per_endpoint(settings, 0.01)
+
+    async def test_lease_takes_more_of_a_fast_endpoint(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        endpoint = await add_endpoint(committed, receiver.url())
+        settings = committed.ctx["settings"].model_copy(
+            update={"webhook_max_in_flight_per_endpoint": 1}
+        )
+        usual = webhook_delivery.leases_per_endpoint(settings)
+        await emit_events(committed, usual + 3)
+        async with committed.database.session() as session:
+            await dispatch_pending(session, limit=100)
+            await session.commit()
+
+        async with committed.database.session() as session:
+            unknown = await webhook_delivery.lease(
+                session, settings, limit=100, owner=uuid.uuid4()
+            )
+            await session.rollback()
+        async with committed.database.session() as session:
+            fast = await webhook_delivery.lease(
+                session,
+                settings,
+                limit=100,
+                owner=uuid.uuid4(),
+                slowest={endpoint.id: 0.005},
+            )
+            await session.commit()
+
+        assert len(unknown) == usual
+        assert len(fast) == usual + 3

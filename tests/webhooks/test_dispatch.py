@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
 from app.core.clock import utcnow
+from app.core.events import MORE_EVENTS, emit
 from app.core.jobs import QUEUE_NAME, redis_settings
 from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
 from app.settings import Settings
@@ -194,6 +195,57 @@ class TestDispatchEvent:
             )
         )
         assert jobs == [("dispatch_event", (str(event_id),), f"dispatch:{event_id}")]
+
+    async def test_one_job_names_every_event_of_a_transaction(
+        self, committed: Committed, redis_client: ArqRedis
+    ) -> None:
+        async with committed.database.session() as session:
+            session.add(
+                WebhookEndpoint(
+                    workspace_id=committed.workspace.id,
+                    url=URL,
+                    event_types=["lead.*"],
+                    secret="whsec_" + "C" * 43 + "=",
+                )
+            )
+            await session.commit()
+        await redis_client.flushdb()
+        queue = committed.ctx["queue"]
+        async with committed.database.session() as session:
+            events = [
+                await emit(
+                    session,
+                    workspace_id=committed.workspace.id,
+                    type="lead.created",
+                    object_type="lead",
+                    object_id=ids.new_uuid(),
+                    data={},
+                )
+                for _ in range(3)
+            ]
+            await session.commit()
+            await queue.send_pending(session)
+            # The next transaction of the same session has a job of its own.
+            later = await record_event(session, committed.workspace.id)
+            await queue.send_pending(session)
+
+        jobs = await redis_client.queued_jobs(queue_name=QUEUE_NAME)
+        by_id = {job.job_id or "": job for job in jobs}
+        assert sorted(by_id) == sorted(
+            [f"dispatch:{events[0].id}", f"dispatch:{later.id}"]
+        )
+        first = by_id[f"dispatch:{events[0].id}"]
+        assert first.args == (str(events[0].id),)
+        assert first.kwargs == {MORE_EVENTS: [str(event.id) for event in events[1:]]}
+        assert by_id[f"dispatch:{later.id}"].kwargs == {}
+
+        created = await tasks.dispatch_event(committed.ctx, *first.args, **first.kwargs)
+
+        assert created == 3
+        async with committed.database.session() as session:
+            for event in events:
+                assert len(await deliveries_of(session, event.id)) == 1
+            assert await deliveries_of(session, later.id) == []
 
 
 class TestSweep:
