@@ -175,7 +175,7 @@ def api(
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop, as uvicorn uses for the API, where it is installed."""
+    """Return uvloop's loop factory, as uvicorn uses for the API, or None without it."""
     try:
         import uvloop
     except ImportError:

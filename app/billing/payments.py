@@ -309,8 +309,8 @@ class PaymentService:
                 allocations.append(
                     await self._allocate(session, payment, invoice, actor=actor)
                 )
-        # The payment's row is loaded and locked; only an update above expired a
-        # column (its updated_at), and only then is it read again.
+        # The payment's row is loaded and locked. Only the update of a known payment
+        # above expires a column (updated_at), so only then is the row read again.
         await refresh_expired(session, payment)
 
         await emit(

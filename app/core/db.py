@@ -152,7 +152,7 @@ async def refresh_expired(session: AsyncSession, instance: object) -> None:
 
     A flush expires the columns the database computes, such as an ``updated_at``
     left to its ``onupdate``. An instance whose attributes are all loaded needs no
-    SELECT; one with expired attributes is refreshed as ``session.refresh`` would.
+    SELECT. One with expired attributes is refreshed by ``session.refresh``.
     """
     if inspect(instance).expired_attributes:
         await session.refresh(instance)
