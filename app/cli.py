@@ -174,6 +174,15 @@ def api(
     )
 
 
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's loop factory, as uvicorn uses for the API, or None without it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 async def _run_worker(settings: Settings, grace_seconds: int) -> None:
     from arq.worker import Worker
 
@@ -228,7 +237,8 @@ def worker(
     settings = _settings()
     if check_health:
         raise typer.Exit(asyncio.run(_check_worker(settings)))
-    asyncio.run(_run_worker(settings, grace_seconds))
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(_run_worker(settings, grace_seconds))
 
 
 @cli.command()

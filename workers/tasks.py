@@ -123,10 +123,9 @@ async def _run_provider_events(
     if len(event_ids) > 1:
         try:
             async with unit_of_work(ctx) as session:
-                outcomes = {
-                    event_id: await provider_event_service.process(session, event_id)
-                    for event_id in event_ids
-                }
+                outcomes = await provider_event_service.process_batch(
+                    session, event_ids
+                )
             log.info("provider_event.batch_processed", count=len(event_ids))
             return outcomes
         except Exception as error:

@@ -28,6 +28,7 @@ from app.billing.views import payment_data
 from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
+from app.core.db import refresh_expired
 from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.customers.service import customer_service
@@ -258,7 +259,7 @@ class PaymentService:
         if status not in _RANK:
             raise ValueError(f"unknown provider payment status {status!r}")
         repository = PaymentRepository.from_session(session)
-        inserted_id = await repository.insert_provider_payment(
+        inserted = await repository.insert_provider_payment(
             {
                 "id": ids.new_uuid(),
                 "workspace_id": invoice.workspace_id,
@@ -273,11 +274,14 @@ class PaymentService:
                 "provider_updated_at": occurred_at,
             }
         )
-        payment = await repository.get_by_provider(
-            provider, provider_payment_id, for_update=True
-        )
-        assert payment is not None
-        if inserted_id is None:
+        if inserted is not None:
+            payment = inserted
+        else:
+            found = await repository.get_by_provider(
+                provider, provider_payment_id, for_update=True
+            )
+            assert found is not None
+            payment = found
             skipped = self._skip_reason(payment, status, occurred_at)
             if skipped is not None:
                 log.info(
@@ -305,7 +309,9 @@ class PaymentService:
                 allocations.append(
                     await self._allocate(session, payment, invoice, actor=actor)
                 )
-        await session.refresh(payment)
+        # The payment's row is loaded and locked. Only the update of a known payment
+        # above expires a column (updated_at), so only then is the row read again.
+        await refresh_expired(session, payment)
 
         await emit(
             session,

@@ -191,15 +191,19 @@ class PaymentRepository:
 
     async def insert_provider_payment(
         self, values: dict[str, object]
-    ) -> uuid.UUID | None:
-        """Insert a provider payment unless one exists for its provider payment id."""
-        result = await self.session.execute(
+    ) -> Payment | None:
+        """Insert a provider payment unless one exists for its provider payment id.
+
+        Return the inserted payment, loaded from the INSERT's RETURNING and locked by
+        the insert itself, or None when the provider payment id is already recorded.
+        """
+        inserted: Payment | None = await self.session.scalar(
             insert(Payment)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["provider", "provider_payment_id"])
-            .returning(Payment.id)
+            .returning(Payment)
         )
-        return result.scalar_one_or_none()
+        return inserted
 
     async def allocations_of(
         self, payment_ids: Sequence[uuid.UUID]
@@ -283,6 +287,19 @@ class ProviderEventRepository:
         if for_update:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
+
+    async def lock_many(
+        self, provider_event_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, ProviderEvent]:
+        """Load and lock events in one statement, in id order, as they are now."""
+        rows = await self.session.scalars(
+            select(ProviderEvent)
+            .where(ProviderEvent.id.in_(provider_event_ids))
+            .order_by(ProviderEvent.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {event.id: event for event in rows}
 
     async def claim_batch(
         self,

@@ -26,6 +26,7 @@ from app.core import ids, money
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
+from app.core.db import refresh_expired
 from app.core.errors import Conflict, FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customers.service import customer_service
@@ -444,8 +445,12 @@ class InvoiceService:
         if became_paid:
             invoice.status = "paid"
             invoice.paid_at = utcnow()
+        if session.is_modified(invoice):
+            # Set here rather than by the column's onupdate, so the flush leaves
+            # nothing expired and the event needs no reload of the row.
+            invoice.updated_at = utcnow()
         await session.flush()
-        await session.refresh(invoice)
+        await refresh_expired(session, invoice)
         lines = await InvoiceRepository.from_session(session).lines(invoice.id)
 
         await emit(

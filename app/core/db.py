@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -156,3 +156,14 @@ def take_pending_jobs(session: AsyncSession) -> list[PendingJob]:
 
 def drop_pending_jobs(session: AsyncSession) -> None:
     session.info.pop(_PENDING_JOBS, None)
+
+
+async def refresh_expired(session: AsyncSession, instance: object) -> None:
+    """Reload ``instance`` only when a flush expired some of its attributes.
+
+    A flush expires the columns the database computes, such as an ``updated_at``
+    left to its ``onupdate``. An instance whose attributes are all loaded needs no
+    SELECT. One with expired attributes is refreshed by ``session.refresh``.
+    """
+    if inspect(instance).expired_attributes:
+        await session.refresh(instance)

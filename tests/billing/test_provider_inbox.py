@@ -15,11 +15,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.providers.inbox import provider_event_service
+from app.billing.repository import InvoiceRepository, PaymentRepository
+from app.billing.views import invoice_data, payment_data
 from app.core.clock import utcnow
 from app.core.db import Database
 from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
-from app.models import Payment, ProviderEvent, Workspace
+from app.models import Event, Invoice, Payment, ProviderEvent, Workspace
 from app.settings import Settings
 from tests.billing.conftest import Committed
 from tests.billing.factories import (
@@ -60,6 +62,15 @@ async def rows_by_event(session: AsyncSession) -> dict[str, ProviderEvent]:
     return {row.event_id: row for row in rows}
 
 
+async def deliver_payments(
+    client: httpx.AsyncClient, session: AsyncSession, invoice_ids: list[str]
+) -> dict[str, ProviderEvent]:
+    """Deliver one payment event per invoice and return the stored rows by event id."""
+    for number, invoice_id in enumerate(invoice_ids):
+        await deliver(client, payment_body(invoice_id, number))
+    return await rows_by_event(session)
+
+
 async def count_payments(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     count = await session.scalar(
         select(func.count())
@@ -96,9 +107,7 @@ class TestBatchClaim:
         workspace: Workspace,
         invoice_ids: list[str],
     ) -> None:
-        for number, invoice_id in enumerate(invoice_ids):
-            await deliver(client, payment_body(invoice_id, number))
-        rows = await rows_by_event(session)
+        rows = await deliver_payments(client, session, invoice_ids)
 
         first = await tasks.process_provider_event(
             worker_ctx, str(rows["evt_batch_0"].id)
@@ -148,9 +157,7 @@ class TestBatchClaim:
         worker_ctx: dict[str, Any],
         invoice_ids: list[str],
     ) -> None:
-        for number, invoice_id in enumerate(invoice_ids):
-            await deliver(client, payment_body(invoice_id, number))
-        rows = await rows_by_event(session)
+        rows = await deliver_payments(client, session, invoice_ids)
         lease = timedelta(minutes=2)
 
         first = await provider_event_service.claim_batch(
@@ -300,3 +307,72 @@ class TestConcurrentWorkers:
             ).json()
             assert state["status"] == "paid"
             assert state["amount_paid"] == 10000
+
+
+class TestBatchApply:
+    async def test_batch_skips_finished_event(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        workspace: Workspace,
+        invoice_ids: list[str],
+    ) -> None:
+        for number, invoice_id in enumerate(invoice_ids[:2]):
+            await deliver(client, payment_body(invoice_id, number))
+        rows = await rows_by_event(session)
+        done, pending = rows["evt_batch_0"].id, rows["evt_batch_1"].id
+        await session.execute(
+            update(ProviderEvent)
+            .where(ProviderEvent.id == done)
+            .values(status="ignored")
+        )
+        await session.commit()
+
+        outcomes = await provider_event_service.process_batch(session, [done, pending])
+        await session.commit()
+
+        assert outcomes == {done: None, pending: "processed"}
+        rows = await rows_by_event(session)
+        assert rows["evt_batch_0"].status == "ignored"
+        assert rows["evt_batch_1"].status == "processed"
+        assert await count_payments(session, workspace.id) == 1
+
+    async def test_emitted_data_matches_committed_rows(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        invoice_ids: list[str],
+    ) -> None:
+        rows = await deliver_payments(client, session, invoice_ids)
+
+        await tasks.process_provider_event(worker_ctx, str(rows["evt_batch_0"].id))
+
+        events = (
+            await session.scalars(
+                select(Event).where(
+                    Event.type.in_(("invoice.paid", "payment.succeeded"))
+                )
+            )
+        ).all()
+        assert sorted(event.type for event in events) == (
+            ["invoice.paid"] * 3 + ["payment.succeeded"] * 3
+        )
+        for event in events:
+            if event.type == "invoice.paid":
+                invoice = await session.get(
+                    Invoice, event.object_id, populate_existing=True
+                )
+                assert invoice is not None
+                lines = await InvoiceRepository.from_session(session).lines(invoice.id)
+                assert invoice.status == "paid"
+                assert event.data == invoice_data(invoice, lines)
+            else:
+                payment = await session.get(
+                    Payment, event.object_id, populate_existing=True
+                )
+                assert payment is not None
+                allocations = await PaymentRepository.from_session(
+                    session
+                ).allocations_of([payment.id])
+                assert event.data == payment_data(payment, allocations[payment.id])
