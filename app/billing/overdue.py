@@ -61,8 +61,8 @@ def end_of_day_sql(day: ColumnElement[Any]) -> ColumnElement[Any]:
 def overdue_at_sql() -> ColumnElement[Any]:
     """Build the SQL expression of an invoice's overdue moment over its columns.
 
-    Finalization stores ``overdue_at``; the computed end of the due date stands in for
-    a row written without it.
+    Finalization stores ``overdue_at``. A row written without it uses the computed end
+    of its due date.
     """
     return func.coalesce(Invoice.overdue_at, end_of_day_sql(Invoice.due_date))  # type: ignore[arg-type]
 

@@ -39,7 +39,7 @@ SANS = "InvoiceSans"
 CJK = "DroidSansFallback"
 # Part of every ETag: change it whenever a change of this module changes the output,
 # so that clients holding an older PDF fetch the new one.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 
 MARKS = {"draft": "DRAFT", "void": "VOID"}
 STATUS_LABELS = {

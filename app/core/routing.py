@@ -212,10 +212,9 @@ class UnitOfWorkRoute(APIRoute):
 class SignedWebhookRoute(UnitOfWorkRoute):
     """A unit-of-work route for webhooks that a signature on the body authenticates.
 
-    Their senders carry no API key. The base route runs ``Idempotency-Key`` POSTs
-    through API-key authentication, which would turn such a request into a 401, so
-    this route skips that step; the receiver deduplicates by the sender's event id
-    instead.
+    Their senders carry no API key. The base route authenticates ``Idempotency-Key``
+    POSTs by API key, which would turn such a request into a 401, so this route skips
+    that step. The receiver deduplicates by the sender's event id instead.
     """
 
     async def _run(
