@@ -9,6 +9,7 @@ number of notes credits exactly the invoice's tax.
 
 from __future__ import annotations
 
+import decimal
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -217,9 +218,13 @@ def credit_lines(
             if item.quantity == quantity_left:
                 amount = line_left
             else:
-                with localcontext(money.exact()):
-                    exact = item.quantity * line.unit_amount
-                amount = money.round_minor(exact, rounding)
+                # The line's share of its billed net amount, so discounts and taxes
+                # included in the price are credited as they were billed.
+                with localcontext(money.exact()) as context:
+                    context.traps[decimal.Inexact] = False
+                    context.traps[decimal.Rounded] = False
+                    share = item.quantity * Decimal(line.amount) / line.quantity
+                amount = money.round_minor(share, rounding)
         else:
             assert item.amount is not None
             amount = item.amount

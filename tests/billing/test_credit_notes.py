@@ -184,6 +184,42 @@ class TestCreditByLines:
         assert after["status"] == "paid"
         assert after["credited_amount"] == 1099
 
+    async def test_partial_quantity_as_billed(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        discounted = {
+            "description": "Item",
+            "quantity": "2",
+            "unit_amount": 11900,
+            "discount": {"percent_off": "10"},
+            "tax_rates": [{"name": "VAT", "percentage": "19", "inclusive": True}],
+        }
+        invoice = await create_open_invoice(client, auth, customer, lines=[discounted])
+        line_id = invoice["lines"][0]["id"]
+        # 2 x 119.00 less 10 % is 214.20, of which 34.20 is the VAT it includes.
+        assert (invoice["total"], invoice["tax_total"]) == (21420, 3420)
+
+        notes = [
+            await credited(
+                client,
+                auth,
+                invoice,
+                lines=[{"invoice_line_id": line_id, "quantity": "1"}],
+            )
+            for _ in range(2)
+        ]
+
+        assert [note["lines"][0]["amount"] for note in notes] == [9000, 9000]
+        assert [note["tax_total"] for note in notes] == [1710, 1710]
+        assert [note["total"] for note in notes] == [10710, 10710]
+        after = await fetch_invoice(client, auth, invoice)
+        assert after["credited_amount"] == invoice["total"]
+
     async def test_tax_half_rounds_by_invoice_kwd(
         self,
         client: httpx.AsyncClient,
