@@ -67,7 +67,7 @@ def creditable_lines(lines: Sequence[InvoiceLine]) -> list[CreditableLine]:
 
 @dataclass
 class Credited:
-    """What earlier credit notes took from one line or one tax rate."""
+    """The quantity, amount and tax that earlier credit notes took from one line or rate."""
 
     quantity: Decimal = Decimal(0)
     amount: int = 0

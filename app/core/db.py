@@ -141,8 +141,8 @@ def defer_job(
 def pending_jobs(session: AsyncSession) -> list[PendingJob] | None:
     """Return the list of jobs deferred in the session's current transaction.
 
-    Sending or dropping the jobs replaces the list, so holding it tells whether a
-    later call is still in the same transaction.
+    Sending or dropping the jobs replaces the list, so a caller that keeps a reference
+    can check whether a later call is still in the same transaction.
     """
     jobs: list[PendingJob] | None = session.info.get(_PENDING_JOBS)
     return jobs

@@ -48,7 +48,7 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     ``attempt_limit`` caps ``attempts`` for this delivery; null means the
     ``webhook_max_attempts`` setting. A manual retry sets it to one more attempt.
     ``claimed_until`` is the lease of the worker sending it, and ``claimed_by`` the
-    delivery loop that holds it: one loop at a time sends to an endpoint.
+    delivery loop that leased it. One loop at a time sends to an endpoint.
     """
 
     __tablename__ = "webhook_deliveries"

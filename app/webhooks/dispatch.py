@@ -92,7 +92,7 @@ async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
     """Create the deliveries of up to ``limit`` undispatched events; return how many
     events were taken.
 
-    Events another transaction holds are skipped. The subscribers are read once per
+    Events another transaction has locked are skipped. The subscribers are read once per
     workspace and event type; an endpoint created after an event is left out, as in
     ``dispatch_event``.
     """

@@ -55,7 +55,8 @@ class DeliveryLoop:
         self._settings = settings
         self.owner = new_uuid()
         self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
-        # Endpoints that answered 410, until when their leased deliveries stay unsent.
+        # Endpoints that returned 410, mapped to the time until which their leased
+        # deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
         # By endpoint, the seconds its slowest recent request took; halved at each
         # round that records its requests, unless a slower one comes.
