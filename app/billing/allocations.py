@@ -28,6 +28,7 @@ from app.billing.payment_errors import (
     AllocationExceedsUnallocated,
     AllocationNotFound,
     PaymentNotSucceeded,
+    RefundExceedsRefundable,
     RefundExceedsUnallocated,
 )
 from app.billing.service import invoice_service
@@ -70,6 +71,49 @@ def unallocated(payment: Payment, allocations: Sequence[PaymentAllocation]) -> i
 def refundable(payment: Payment) -> int:
     """Return what a payment still has to give back by refund or dispute."""
     return payment.amount - payment.amount_refunded - payment.amount_disputed
+
+
+@dataclass(frozen=True)
+class RefundLimits:
+    """The amounts a refund requested through the API may take from a locked payment.
+
+    An allocation can be refunded only as far as its invoice has received money that
+    credit notes have not given back already (``amount_returnable``), so a refund and
+    a credit note never return the same money twice. ``by_invoice`` maps each invoice
+    the payment pays to that limit, and ``overpaid`` to the invoice's overpaid part,
+    which is customer credit.
+    """
+
+    unallocated: int
+    by_invoice: dict[uuid.UUID, int]
+    overpaid: dict[uuid.UUID, int]
+
+    @property
+    def total(self) -> int:
+        return self.unallocated + sum(self.by_invoice.values())
+
+
+async def refund_limits(session: AsyncSession, payment: Payment) -> RefundLimits:
+    """Lock the invoices a locked payment pays and compute its refund limits."""
+    allocations = await load_allocations(session, payment.id)
+    invoices = await lock_invoices(
+        session,
+        payment.workspace_id,
+        [allocation.invoice_id for allocation in allocations],
+    )
+    by_invoice = {}
+    overpaid = {}
+    for allocation in allocations:
+        amounts = invoice_amounts(invoices[allocation.invoice_id])
+        by_invoice[allocation.invoice_id] = min(
+            allocation.amount, amounts.amount_returnable
+        )
+        overpaid[allocation.invoice_id] = amounts.amount_overpaid
+    return RefundLimits(
+        unallocated=unallocated(payment, allocations),
+        by_invoice=by_invoice,
+        overpaid=overpaid,
+    )
 
 
 async def lock_invoices(
@@ -294,6 +338,7 @@ async def reverse_allocations(
     requested: Sequence[AllocationRequest] | None,
     refund_id: uuid.UUID | None = None,
     dispute_id: uuid.UUID | None = None,
+    limits: RefundLimits | None = None,
     actor: str | None,
 ) -> list[AllocationReversal]:
     """Take ``amount`` out of a locked payment for a refund or a dispute.
@@ -301,20 +346,25 @@ async def reverse_allocations(
     With ``requested``, the named invoices lose the named amounts and the rest comes
     from the unallocated amount. Without it, the unallocated amount goes first and
     then the newest allocations (by when each was first made), so the invoices paid
-    last lose their payment first. Call it before raising ``amount_refunded`` or
-    ``amount_disputed``; ``amount`` must not exceed ``refundable(payment)``.
+    last lose their payment first. With ``limits``, no invoice loses more than its
+    limit. Call it before raising ``amount_refunded`` or ``amount_disputed``;
+    ``amount`` must not exceed ``refundable(payment)``, nor ``limits.total``.
     """
     allocations = await load_allocations(session, payment.id)
     free = unallocated(payment, allocations)
     plan: list[tuple[PaymentAllocation, int]] = []
     if requested is not None:
-        plan = _requested_plan(payment, allocations, requested, amount, free)
+        plan = _requested_plan(payment, allocations, requested, amount, free, limits)
     else:
         rest = amount - min(free, amount)
         for allocation in reversed(allocations):
             if rest == 0:
                 break
             take = min(allocation.amount, rest)
+            if limits is not None:
+                take = min(take, limits.by_invoice.get(allocation.invoice_id, 0))
+            if take == 0:
+                continue
             plan.append((allocation, take))
             rest -= take
     invoices = await lock_invoices(
@@ -352,6 +402,7 @@ def _requested_plan(
     requested: Sequence[AllocationRequest],
     amount: int,
     free: int,
+    limits: RefundLimits | None,
 ) -> list[tuple[PaymentAllocation, int]]:
     _check_unique(requested)
     by_invoice = {allocation.invoice_id: allocation for allocation in allocations}
@@ -382,6 +433,27 @@ def _requested_plan(
                         "exceeds_allocation",
                     )
                 ],
+            )
+        limit = (
+            limits.by_invoice.get(request.invoice_id, 0)
+            if limits is not None
+            else allocation.amount
+        )
+        if request.amount > limit:
+            raise RefundExceedsRefundable(
+                f"Invoice {encoded} has {allocation.amount} of this payment, but its "
+                f"credit notes already gave back part of what it received, so a "
+                f"refund can take at most {limit} from it. Take at most {limit}, or "
+                "void those credit notes first.",
+                errors=[
+                    FieldError(
+                        f"allocations.{index}.amount",
+                        f"must be at most {limit}",
+                        "exceeds_refundable",
+                    )
+                ],
+                invoice_id=encoded,
+                amount_refundable=limit,
             )
         plan.append((allocation, request.amount))
     named = sum(take for _, take in plan)

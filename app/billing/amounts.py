@@ -7,9 +7,15 @@ the payment status, the overdue check and the credit balance agree:
 - ``amount_remaining = max(amount_due - amount_paid, 0)``
 - ``amount_overpaid = max(amount_paid - amount_due, 0)``
 - ``creditable = total - credited_amount``: what later credit notes may still credit.
+- ``amount_returnable = max(amount_paid + customer_credit_applied
+  - post_payment_credit_notes_amount, 0)``: what the invoice received and has not
+  given back yet.
 
 Pre-payment credit notes lower what is owed; post-payment ones (customer credit or a
-refund) return money already received and leave ``amount_due`` unchanged.
+refund) return money already received and leave ``amount_due`` unchanged. Money goes
+back from an invoice in two ways, post-payment credit notes and refunds of the
+payments allocated to it, and together they never exceed what it received: both take
+at most ``amount_returnable``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class InvoiceAmounts:
     amount_remaining: int
     amount_overpaid: int
     creditable: int
+    amount_returnable: int
     payment_status: str
 
 
@@ -56,6 +63,7 @@ def invoice_amounts(invoice: Invoice) -> InvoiceAmounts:
         amount_remaining=max(due - paid, 0),
         amount_overpaid=max(paid - due, 0),
         creditable=total - pre - post,
+        amount_returnable=max(paid + applied - post, 0),
         payment_status=states.payment_status(due, paid, applied),
     )
 

@@ -363,12 +363,7 @@ def distribute(
             ],
             amount_remaining=amounts.amount_remaining,
         )
-    returnable = max(
-        amounts.amount_paid
-        + amounts.customer_credit_applied
-        - amounts.post_payment_credit_notes_amount,
-        0,
-    )
+    returnable = amounts.amount_returnable
     if credit + refund > returnable:
         raise CreditExceedsInvoice(
             f"Invoice {encoded} has {returnable} {invoice.currency} (minor units) paid "

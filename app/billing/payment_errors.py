@@ -33,10 +33,21 @@ class AllocationNotFound(NotFound):
 
 
 class RefundExceedsRefundable(Conflict):
-    """The refund is larger than what the payment still has to give back."""
+    """The refund is larger than what the payment still has to give back.
+
+    What is left excludes money that credit notes of the paid invoices already gave
+    back as customer credit or refund.
+    """
 
     code = "refund_exceeds_refundable"
     title = "Refund exceeds the refundable amount"
+
+
+class RefundExceedsCredit(Conflict):
+    """The refund takes more customer credit than the customer has left."""
+
+    code = "refund_exceeds_credit"
+    title = "Refund exceeds the customer's credit"
 
 
 class RefundExceedsUnallocated(Conflict):

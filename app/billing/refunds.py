@@ -4,6 +4,18 @@ A refund never exceeds what the payment still has (``amount - amount_refunded -
 amount_disputed``), because it is created under the payment's row lock. Which
 invoices lose paid amount is set by ``allocations.reverse_allocations``: the named
 allocations, or else the unallocated amount first and then the newest allocation.
+
+A refund through the API also never gives back money the customer already got back
+another way, so the customer never receives more than they paid:
+
+- from an invoice it takes at most what the invoice received and its credit notes
+  have not given back as customer credit or refund (``amount_returnable``);
+- the parts it takes from customer credit (the unallocated amount, and the overpaid
+  part of an invoice) must still be in the customer's credit balance.
+
+NOTE: refunds and disputes that a provider reports have left already, so they are
+recorded without these limits, and the invoice's credit notes can then exceed what
+it kept. Nothing flags that invoice yet.
 """
 
 from __future__ import annotations
@@ -19,8 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import allocations as allocation_rules
 from app.billing.allocations import AllocationRequest
+from app.billing.balances import credit_balance, lock_customer_credit
 from app.billing.payment_errors import (
     PaymentNotSucceeded,
+    RefundExceedsCredit,
     RefundExceedsRefundable,
     RefundThroughProvider,
 )
@@ -29,6 +43,7 @@ from app.billing.payments import payment_service
 from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
+from app.core.errors import FieldError
 from app.models import AllocationReversal, Payment, Refund
 
 log = structlog.get_logger(__name__)
@@ -68,8 +83,9 @@ class RefundService:
                     "webhook records the refund here.",
                     provider=payment.provider,
                 )
-        self._check_refundable(payment, payload.amount)
-        amount = payload.amount or allocation_rules.refundable(payment)
+        limits = await allocation_rules.refund_limits(session, payment)
+        self._check_refundable(payment, limits, payload.amount)
+        amount = payload.amount or limits.total
         requested = (
             [
                 AllocationRequest(item.invoice_id, item.amount)
@@ -93,8 +109,14 @@ class RefundService:
         session.add(refund)
         await session.flush()
         reversals = await self._apply(
-            session, payment, refund, requested=requested, actor=principal.actor
+            session,
+            payment,
+            refund,
+            requested=requested,
+            limits=limits,
+            actor=principal.actor,
         )
+        await self._check_credit_kept(session, payment, limits, amount, reversals)
         if refunder is not None:
             refund.provider_refund_id = await refunder(payment, refund)
             await session.flush()
@@ -170,6 +192,7 @@ class RefundService:
         refund: Refund,
         *,
         requested: list[AllocationRequest] | None,
+        limits: allocation_rules.RefundLimits | None = None,
         actor: str | None,
     ) -> list[AllocationReversal]:
         reversals = await allocation_rules.reverse_allocations(
@@ -178,6 +201,7 @@ class RefundService:
             refund.amount,
             requested=requested,
             refund_id=refund.id,
+            limits=limits,
             actor=actor,
         )
         payment.amount_refunded += refund.amount
@@ -197,7 +221,47 @@ class RefundService:
         return reversals
 
     @staticmethod
-    def _check_refundable(payment: Payment, amount: int | None) -> None:
+    async def _check_credit_kept(
+        session: AsyncSession,
+        payment: Payment,
+        limits: allocation_rules.RefundLimits,
+        amount: int,
+        reversals: list[AllocationReversal],
+    ) -> None:
+        """Raise when the refund took customer credit the customer has already used.
+
+        Runs after the refund is written, so the balance read under the customer's
+        credit lock already counts it. A rejection rolls the whole request back.
+        """
+        from_credit = amount - sum(reversal.amount for reversal in reversals)
+        for reversal in reversals:
+            from_credit += min(reversal.amount, limits.overpaid[reversal.invoice_id])
+        if from_credit == 0:
+            return
+        await lock_customer_credit(session, payment.workspace_id, payment.customer_id)
+        balance = await credit_balance(
+            session, payment.workspace_id, payment.customer_id, payment.currency
+        )
+        if balance >= 0:
+            return
+        available = max(balance + from_credit, 0)
+        raise RefundExceedsCredit(
+            f"Refunding {amount} {payment.currency} (minor units) of payment "
+            f"{ids.encode('payment', payment.id)} takes {from_credit} from the "
+            f"customer's credit, which has only {available} left: the rest was "
+            "applied to invoices or adjusted away. Refund less, or name in "
+            "allocations the invoices the refund takes the money from.",
+            errors=[FieldError("amount", "exceeds the customer's credit", "too_large")],
+            credit_available=available,
+            amount_from_credit=from_credit,
+        )
+
+    @staticmethod
+    def _check_refundable(
+        payment: Payment,
+        limits: allocation_rules.RefundLimits,
+        amount: int | None,
+    ) -> None:
         encoded = ids.encode("payment", payment.id)
         if payment.status != "succeeded":
             raise PaymentNotSucceeded(
@@ -205,20 +269,48 @@ class RefundService:
                 "be refunded.",
                 current_status=payment.status,
             )
-        available = allocation_rules.refundable(payment)
-        if available == 0:
+        left = allocation_rules.refundable(payment)
+        if left == 0:
             raise RefundExceedsRefundable(
                 f"Payment {encoded} has nothing left to refund: it is refunded or "
                 "disputed in full.",
+                errors=[FieldError("amount", "nothing left to refund", "too_large")],
                 amount_refundable=0,
             )
-        if amount is not None and amount > available:
-            raise RefundExceedsRefundable(
-                f"Payment {encoded} has {available} {payment.currency} (minor units) "
-                f"left to refund, less than the {amount} requested. Refund at most "
-                f"{available}.",
-                amount_refundable=available,
+        available = limits.total
+        credited_back = left - available
+        requested = amount if amount is not None else left
+        if requested <= available:
+            return
+        detail = (
+            f"Payment {encoded} has {available} {payment.currency} (minor units) "
+            f"left to refund, less than the {requested} requested."
+        )
+        if credited_back:
+            detail += (
+                f" Credit notes of the invoices it pays already gave {credited_back} "
+                "back as customer credit or refund, and a refund never returns that "
+                "money a second time."
             )
+            if available == 0:
+                detail += " Void those credit notes first to refund the payment."
+            elif amount is None:
+                detail += (
+                    f" Send amount {available} to refund the rest, or void those "
+                    "credit notes first."
+                )
+            else:
+                detail += (
+                    f" Refund at most {available}, or void those credit notes first."
+                )
+        else:
+            detail += f" Refund at most {available}."
+        raise RefundExceedsRefundable(
+            detail,
+            errors=[FieldError("amount", f"must be at most {available}", "too_large")],
+            amount_refundable=available,
+            amount_credited_back=credited_back,
+        )
 
 
 refund_service = RefundService()

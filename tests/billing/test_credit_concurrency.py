@@ -127,3 +127,42 @@ class TestConcurrentApplyCredit:
             await client.get(f"/v1/customers/{customer_id}", headers=auth)
         ).json()
         assert customer["credit_balance"] == 1000
+
+
+class TestRefundRacesCreditNote:
+    async def test_money_returned_once(self, credit_committed: Committed) -> None:
+        client, auth = credit_committed.client, credit_committed.auth
+        invoice = await create_open_invoice(client, auth, credit_committed.customer)
+        paid = await client.post(
+            "/v1/payments",
+            json={
+                "customer_id": invoice["customer_id"],
+                "amount": 10000,
+                "currency": "EUR",
+                "method": "bank_transfer",
+                "allocations": [{"invoice_id": invoice["id"], "amount": 10000}],
+            },
+            headers=auth,
+        )
+        assert paid.status_code == 201, paid.text
+        payment = paid.json()
+
+        refund, note = await asyncio.gather(
+            client.post(f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth),
+            client.post(
+                f"/v1/invoices/{invoice['id']}/credit-notes",
+                json={"reason": "other", "amount": 3000, "amount_to_credit": 3000},
+                headers=auth,
+            ),
+        )
+
+        statuses = sorted([refund.status_code, note.status_code])
+        assert statuses == [201, 409]
+        stored = (
+            await client.get(f"/v1/payments/{payment['id']}", headers=auth)
+        ).json()
+        customer = (
+            await client.get(f"/v1/customers/{invoice['customer_id']}", headers=auth)
+        ).json()
+        # Refunded money plus credit never exceeds the 10000 the customer paid.
+        assert stored["amount_refunded"] + customer["credit_balance"] <= 10000

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Payment, Refund, Workspace
 from tests.billing.conftest import Committed
-from tests.billing.factories import create_customer, create_open_invoice
+from tests.billing.factories import LINE, create_customer, create_open_invoice
 from tests.billing.test_allocations import allocate, event_types, get, pay
 
 
@@ -334,6 +334,167 @@ class TestRefundPayment:
             client, auth, f"/v1/customers/{payment['customer_id']}"
         )
         assert customer_view["credit_balance"] == 3000
+
+
+async def credit_note(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    invoice_id: str,
+    **body: Any,
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/invoices/{invoice_id}/credit-notes",
+        json={"reason": "other", **body},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+class TestRefundAfterCredit:
+    async def test_full_refund_after_credit_note(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+        await credit_note(
+            client, auth, invoice["id"], amount=3000, amount_to_credit=3000
+        )
+        events_before = await session.scalar(select(func.count()).select_from(Event))
+
+        response = await refund(client, auth, payment["id"])
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "refund_exceeds_refundable"
+        assert problem["amount_refundable"] == 7000
+        assert problem["amount_credited_back"] == 3000
+        assert problem["errors"][0]["field"] == "amount"
+        assert "void those credit notes" in problem["detail"]
+        assert await session.scalar(select(func.count()).select_from(Refund)) == 0
+        events_after = await session.scalar(select(func.count()).select_from(Event))
+        assert events_after == events_before
+
+    async def test_refund_up_to_what_is_left(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+        await credit_note(
+            client, auth, invoice["id"], amount=3000, amount_to_credit=3000
+        )
+
+        refunded = await refund(client, auth, payment["id"], amount=7000)
+        again = await refund(client, auth, payment["id"], amount=1)
+
+        assert refunded.status_code == 201, refunded.text
+        assert again.status_code == 409
+        assert again.json()["amount_refundable"] == 0
+        after = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert after["amount_paid"] == 3000
+        assert after["post_payment_credit_notes_amount"] == 3000
+        # 10000 paid, 7000 refunded and 3000 of credit: never more than was paid.
+        assert await customer_credit(client, auth, payment["customer_id"]) == 3000
+
+    async def test_credit_note_refund_counts(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+        await credit_note(
+            client, auth, invoice["id"], amount=2500, amount_to_refund=2500
+        )
+
+        response = await refund(client, auth, payment["id"], amount=8000)
+
+        assert response.status_code == 409, response.text
+        assert response.json()["amount_refundable"] == 7500
+
+    async def test_named_allocation_after_credit_note(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(
+            client, auth, customer, lines=[{**LINE, "quantity": "1"}]
+        )
+        payment = (
+            await pay(
+                client,
+                auth,
+                customer,
+                10000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 5000}],
+            )
+        ).json()
+        await credit_note(
+            client, auth, invoice["id"], amount=3000, amount_to_credit=3000
+        )
+
+        response = await refund(
+            client,
+            auth,
+            payment["id"],
+            amount=4000,
+            allocations=[{"invoice_id": invoice["id"], "amount": 4000}],
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "refund_exceeds_refundable"
+        assert problem["amount_refundable"] == 2000
+        assert problem["errors"][0]["field"] == "allocations.0.amount"
+
+    async def test_used_credit_not_refunded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        payment = (await pay(client, auth, customer, 10000)).json()
+        invoice = await create_open_invoice(client, auth, customer)
+        applied = await client.post(
+            f"/v1/invoices/{invoice['id']}/apply-credit",
+            json={"amount": 6000},
+            headers=auth,
+        )
+        assert applied.status_code == 200, applied.text
+
+        response = await refund(client, auth, payment["id"])
+        allowed = await refund(client, auth, payment["id"], amount=4000)
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "refund_exceeds_credit"
+        assert problem["credit_available"] == 4000
+        assert problem["errors"][0]["field"] == "amount"
+        assert allowed.status_code == 201, allowed.text
+        assert await customer_credit(client, auth, payment["customer_id"]) == 0
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_refunded"] == 4000
+
+
+async def customer_credit(
+    client: httpx.AsyncClient, auth: dict[str, str], customer_id: str
+) -> int:
+    customer = await get(client, auth, f"/v1/customers/{customer_id}")
+    value: int = customer["credit_balance"]
+    return value
 
 
 class TestConcurrentRefunds:
