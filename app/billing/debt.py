@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy import and_, exists, or_, select, update
@@ -24,7 +23,6 @@ from app.billing.dunning_schemas import (
     PromiseToPayCreate,
     WriteOffCreate,
 )
-from app.billing.dunning_schemas import PromiseToPay as PromiseToPaySchema
 from app.billing.errors import (
     InvalidInvoiceTransition,
     InvoiceAlreadyWrittenOff,
@@ -32,6 +30,11 @@ from app.billing.errors import (
     WriteOffNotApproved,
 )
 from app.billing.overdue import COLLECTING, end_of_day_sql, local_date, overdue_at_sql
+from app.billing.promises import (
+    close_pending_promise,
+    promise_data,
+    resolve_promise,
+)
 from app.billing.repository import InvoiceRepository
 from app.billing.service import InvoiceWithLines, invoice_service
 from app.billing.views import invoice_data
@@ -55,11 +58,6 @@ log = structlog.get_logger(__name__)
 
 # The furthest ahead a promise may be dated.
 MAX_PROMISE_DAYS = 365
-
-
-def promise_data(promise: PromiseToPay) -> dict[str, Any]:
-    """Serialize a promise to pay as the API shows it, for events."""
-    return PromiseToPaySchema.model_validate(promise).model_dump(mode="json")
 
 
 class DebtService:
@@ -219,6 +217,9 @@ class DebtService:
         await self.emit_invoice(
             session, invoice, "invoice.written_off", principal.actor
         )
+        await close_pending_promise(
+            session, invoice, "canceled", reason="written_off", actor=principal.actor
+        )
         log.info(
             "invoice.written_off",
             invoice_id=str(invoice.id),
@@ -355,23 +356,8 @@ class DebtService:
                 invoice.amount_paid - promise.amount_paid_at_promise >= promise.amount
                 or invoice.status == "paid"
             )
-            promise.status = "kept" if kept else "broken"
-            promise.resolved_at = now
-            await session.flush()
-            await session.refresh(promise)
-            await emit(
-                session,
-                workspace_id=promise.workspace_id,
-                type=f"promise_to_pay.{promise.status}",
-                object_type="promise_to_pay",
-                object_id=promise.id,
-                data=promise_data(promise),
-            )
-            log.info(
-                "promise_to_pay.resolved",
-                status=promise.status,
-                promise_to_pay_id=str(promise.id),
-                invoice_id=str(invoice.id),
+            await resolve_promise(
+                session, promise, "kept" if kept else "broken", reason="sweep", now=now
             )
         return len(rows)
 

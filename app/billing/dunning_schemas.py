@@ -222,7 +222,10 @@ class PromiseToPay(OutputModel):
     promised_date: date
     amount: int
     currency: str
-    status: Literal["pending", "kept", "broken"]
+    status: Literal["pending", "kept", "broken", "canceled"] = Field(
+        description="pending until kept or broken; kept at once when the invoice is "
+        "paid, canceled when it is voided or written off."
+    )
     recorded_by: str | None = Field(
         description="The actor of the request that recorded it."
     )

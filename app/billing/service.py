@@ -19,6 +19,7 @@ from app.billing.errors import (
 )
 from app.billing.lines import build_lines, discount_entries, recompute_invoice
 from app.billing.parties import record_invoice_parties
+from app.billing.promises import close_pending_promise
 from app.billing.repository import InvoiceRepository
 from app.billing.schemas import InvoiceCreate, InvoiceLineCreate, InvoiceUpdate
 from app.billing.views import invoice_data
@@ -404,6 +405,9 @@ class InvoiceService:
             data=invoice_data(invoice, lines),
             actor=principal.actor,
         )
+        await close_pending_promise(
+            session, invoice, "canceled", reason="voided", actor=principal.actor
+        )
         log.info("invoice.voided", invoice_id=str(invoice.id), number=invoice.number)
         return invoice, lines
 
@@ -463,6 +467,9 @@ class InvoiceService:
             actor=actor,
         )
         if became_paid:
+            await close_pending_promise(
+                session, invoice, "kept", reason="paid", actor=actor
+            )
             await exit_for_customer(
                 session,
                 invoice.workspace_id,

@@ -370,7 +370,7 @@ class PromiseToPay(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     amount_paid_at_promise: Mapped[int] = mapped_column(BigInteger)
-    # pending, kept or broken.
+    # pending, kept or broken; canceled when the invoice is voided or written off.
     status: Mapped[str] = mapped_column(String(16), default="pending")
     recorded_by: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)

@@ -374,13 +374,19 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "promise_to_pay.kept",
         "promise_to_pay",
-        "Payments reached the promised amount by the promised date.",
+        "Payments reached the promised amount by the promised date, or the invoice "
+        "was paid.",
     ),
     EventType(
         "promise_to_pay.broken",
         "promise_to_pay",
         "The promised date ended before payments reached the promised amount; "
         "reminders resume.",
+    ),
+    EventType(
+        "promise_to_pay.canceled",
+        "promise_to_pay",
+        "The invoice was voided or written off while the promise was pending.",
     ),
     EventType(
         "credit_note.created",
