@@ -37,6 +37,13 @@ class CreditNoteNotVoidable(Conflict):
     title = "Credit note cannot be voided"
 
 
+class CreditNoteRefundNotPending(Conflict):
+    """The credit note has no refund waiting to be paid out."""
+
+    code = "credit_note_refund_not_pending"
+    title = "Credit note refund not pending"
+
+
 class InsufficientCredit(Conflict):
     """The customer's credit in that currency is smaller than the amount."""
 

@@ -38,6 +38,7 @@ from app.billing.credit_errors import (
     CreditExceedsInvoice,
     CreditNoteNotFound,
     CreditNoteNotVoidable,
+    CreditNoteRefundNotPending,
 )
 from app.billing.credit_schemas import CreditNote as CreditNoteSchema
 from app.billing.credit_schemas import (
@@ -60,6 +61,7 @@ from app.models import (
     CreditNoteLine,
     CreditNoteNumberSeries,
     Invoice,
+    PaymentAllocation,
 )
 
 log = structlog.get_logger(__name__)
@@ -451,22 +453,42 @@ class CreditNoteService:
         credit_note_id: uuid.UUID,
         *,
         actor: str | None,
-    ) -> CreditNote:
+        if_match: str | None = None,
+    ) -> CreditNoteWithLines:
         """Record that a credit note's refund was paid out; a rerun changes nothing.
 
-        From then on the note can no longer be voided.
+        Only an issued note with a pending refund can be marked, and from then on it
+        can no longer be voided. A void note, whose refund is canceled, or a note
+        without a refund raises ``CreditNoteRefundNotPending``.
         """
         note = await self.get(session, workspace_id, credit_note_id, for_update=True)
+        await session.refresh(note)
+        check_if_match(if_match, note.version)
+        lines = (await lines_of_credit_notes(session, [note.id])).get(note.id, [])
+        if note.refund_status == "succeeded":
+            return note, lines
         if note.refund_status != "pending":
-            return note
+            encoded = ids.encode("credit_note", note.id)
+            detail = (
+                f"Credit note {encoded} is void, so its refund is canceled and must "
+                "not be paid out."
+                if note.status == "void"
+                else f"Credit note {encoded} refunds nothing (refund_amount 0), so "
+                "there is no refund to mark paid."
+            )
+            raise CreditNoteRefundNotPending(
+                detail,
+                current_status=note.status,
+                refund_status=note.refund_status,
+            )
+
         note.refund_status = "succeeded"
         await session.flush()
         await session.refresh(note)
-        lines = (await lines_of_credit_notes(session, [note.id])).get(note.id, [])
 
         await emit_credit_note(session, note, lines, "credit_note.updated", actor=actor)
         log.info("credit_note.refund_paid", credit_note_id=str(note.id))
-        return note
+        return note, lines
 
     async def _draft(
         self, session: AsyncSession, invoice: Invoice, payload: CreditNoteCreate
@@ -511,19 +533,46 @@ class CreditNoteService:
                 "not a succeeded payment in the invoice's currency",
                 "mismatch",
             )
+        # The refund goes back through the payment that paid this invoice, so it can
+        # be at most what the payment still pays of it, less the refunds of earlier
+        # notes of this invoice through the same payment.
+        allocated = await session.scalar(
+            select(PaymentAllocation.amount).where(
+                PaymentAllocation.payment_id == payment.id,
+                PaymentAllocation.invoice_id == invoice.id,
+            )
+        )
+        if allocated is None:
+            raise invalid_credit_note(
+                f"Payment {encoded} pays no part of invoice "
+                f"{ids.encode('invoice', invoice.id)}, so the refund cannot go back "
+                "through it. Name a payment allocated to this invoice, or drop "
+                "refund_payment_id.",
+                "refund_payment_id",
+                "not allocated to this invoice",
+                "not_allocated",
+            )
         owed = await session.scalar(
             select(func.coalesce(func.sum(CreditNote.refund_amount), 0)).where(
                 CreditNote.refund_payment_id == payment.id,
+                CreditNote.invoice_id == invoice.id,
                 CreditNote.status == "issued",
             )
         )
-        left = payment.amount - int(owed or 0)
+        left = max(allocated - int(owed or 0), 0)
         if draft.refund_amount > left:
             raise CreditExceedsInvoice(
-                f"Payment {encoded} has {left} {payment.currency} (minor units) left "
-                f"to refund, less than the {draft.refund_amount} requested.",
+                f"Payment {encoded} pays {allocated} {payment.currency} (minor units) "
+                f"of invoice {ids.encode('invoice', invoice.id)}, and credit notes "
+                f"already refund {int(owed or 0)} through it, so {left} is left to "
+                f"refund, less than the {draft.refund_amount} requested. Refund at "
+                "most that through this payment, or credit the rest to the customer.",
                 errors=[
-                    FieldError("amount_to_refund", "exceeds the payment", "too_large")
+                    FieldError(
+                        "amount_to_refund",
+                        f"must be at most {left} through this payment",
+                        "too_large",
+                    )
                 ],
                 payment_refundable=left,
             )

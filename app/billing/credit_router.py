@@ -210,6 +210,32 @@ async def void_credit_note(
     return credit_note_view(note, lines)
 
 
+@credit_notes.post(
+    "/{credit_note_id}/mark-refund-paid",
+    operation_id="credit_notes_mark_refund_paid",
+    summary="Mark a credit note's refund paid",
+    response_model=CreditNote,
+    responses=problem_responses(403, 404, 409, 412),
+)
+async def mark_credit_note_refund_paid(
+    request: Request,
+    response: Response,
+    credit_note_id: str,
+    if_match: IfMatch = None,
+    principal: Principal = Depends(require("billing:write")),
+) -> CreditNote:
+    """Record that a pending refund was paid out; a void note or no refund is 409."""
+    note, lines = await credit_note_service.mark_refund_paid(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("credit_note", credit_note_id, "credit note"),
+        actor=principal.actor,
+        if_match=if_match,
+    )
+    set_etag(response, note.version)
+    return credit_note_view(note, lines)
+
+
 @customer_credit.get(
     "/{customer_id}/credit-transactions",
     operation_id="customer_credit_transactions_list",

@@ -100,7 +100,9 @@ class CreditNoteCreate(InputModel):
     )
     refund_payment_id: PaymentId | None = Field(
         default=None,
-        description="The payment the refund should go back through, if known.",
+        description="The payment the refund goes back through, if known: a "
+        "succeeded payment allocated to this invoice, which must still pay at least "
+        "the refund after the refunds of earlier notes through it.",
     )
     series: Series = Field(
         default="CN", description="Numbering series, e.g. CN-2026-000001."

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.credit_notes import credit_note_service
-from app.core.ids import decode, encode
+from app.core.ids import decode, encode, new_uuid
 from app.models import (
     CreditNote,
     CustomerCreditTransaction,
@@ -833,6 +833,205 @@ class TestVoidCreditNote:
             .where(Event.type == "credit_note.updated")
         )
         assert updates == 1
+
+
+class TestRefundPayment:
+    async def test_payment_of_other_invoice_refused(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        other_invoice = await create_open_invoice(client, auth, customer)
+        payment = await pay(client, auth, other_invoice, 10000)
+
+        response = await credit(
+            client,
+            auth,
+            invoice,
+            amount=1000,
+            amount_to_refund=1000,
+            refund_payment_id=payment["id"],
+        )
+
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["code"] == "invalid_credit_note"
+        assert problem["errors"][0]["field"] == "refund_payment_id"
+        assert problem["errors"][0]["code"] == "not_allocated"
+        assert await count_credit_notes(session) == 0
+
+    async def test_earlier_refunds_count(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        first = await pay(client, auth, invoice, 4000)
+        await pay(client, auth, invoice, 6000)
+        await credited(
+            client,
+            auth,
+            invoice,
+            amount=3000,
+            amount_to_refund=3000,
+            refund_payment_id=first["id"],
+        )
+
+        response = await credit(
+            client,
+            auth,
+            invoice,
+            amount=1500,
+            amount_to_refund=1500,
+            refund_payment_id=first["id"],
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["payment_refundable"] == 1000
+        assert problem["errors"][0]["field"] == "amount_to_refund"
+        assert await count_credit_notes(session) == 1
+
+
+class TestMarkRefundPaid:
+    async def test_pending_refund_paid(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        url = f"/v1/credit-notes/{note['id']}/mark-refund-paid"
+
+        response = await client.post(url, headers={**auth, "If-Match": '"1"'})
+        again = await client.post(url, headers=auth)
+        void = await client.post(f"/v1/credit-notes/{note['id']}/void", headers=auth)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["refund_status"] == "succeeded"
+        assert response.headers["etag"] == '"2"'
+        assert again.status_code == 200, again.text
+        assert again.json()["version"] == 2
+        assert void.status_code == 409, void.text
+        assert void.json()["refund_status"] == "succeeded"
+        events = list(
+            await session.scalars(
+                select(Event.type)
+                .where(Event.object_id == decode("credit_note", note["id"]))
+                .order_by(Event.sequence)
+            )
+        )
+        assert events == ["credit_note.created", "credit_note.updated"]
+
+    async def test_idempotency_key_replays(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        url = f"/v1/credit-notes/{note['id']}/mark-refund-paid"
+        headers = {**auth, "Idempotency-Key": "refund-paid-once"}
+
+        first = await client.post(url, headers=headers)
+        second = await client.post(url, headers=headers)
+
+        assert first.status_code == 200, first.text
+        assert second.status_code == 200, second.text
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.json() == first.json()
+
+    async def test_void_note_refused(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        voided = await client.post(f"/v1/credit-notes/{note['id']}/void", headers=auth)
+        assert voided.status_code == 200, voided.text
+
+        response = await client.post(
+            f"/v1/credit-notes/{note['id']}/mark-refund-paid", headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "credit_note_refund_not_pending"
+        assert problem["refund_status"] == "canceled"
+        stored = await session.get(CreditNote, decode("credit_note", note["id"]))
+        assert stored is not None
+        assert stored.refund_status == "canceled"
+
+    async def test_note_without_refund_refused(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        note = await credited(client, auth, invoice, amount=1000)
+
+        response = await client.post(
+            f"/v1/credit-notes/{note['id']}/mark-refund-paid", headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        assert response.json()["refund_status"] is None
+
+    async def test_stale_if_match_refused(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+
+        response = await client.post(
+            f"/v1/credit-notes/{note['id']}/mark-refund-paid",
+            headers={**auth, "If-Match": '"7"'},
+        )
+
+        assert response.status_code == 412, response.text
+        fetched = await client.get(f"/v1/credit-notes/{note['id']}", headers=auth)
+        assert fetched.json()["refund_status"] == "pending"
+
+    async def test_unknown_note_not_found(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        unknown = encode("credit_note", new_uuid())
+
+        response = await client.post(
+            f"/v1/credit-notes/{unknown}/mark-refund-paid", headers=auth
+        )
+
+        assert response.status_code == 404, response.text
 
 
 class TestIdempotency:
