@@ -38,9 +38,10 @@ PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid", "overpaid")
 def payment_status(amount_due: int, amount_paid: int, credit_applied: int = 0) -> str:
     """Derive the payment status of an invoice from its amount due and amount paid.
 
-    ``amount_due`` is net of credit notes and applied customer credit, as
-    ``app.billing.amounts`` derives it. Applied credit alone makes an invoice
-    partially paid, and an invoice whose amount due fell to zero is paid.
+    ``amount_due`` is net of pre-payment credit notes and applied customer credit,
+    as ``app.billing.amounts`` derives it. So an invoice is paid once nothing
+    remains, whether payments, credit or both settled it. Credit applied to part of
+    the amount due makes it partially paid even without a payment.
     """
     if amount_paid > amount_due:
         return "overpaid"

@@ -113,6 +113,65 @@ class TestApplyCredit:
         events = list(await session.scalars(select(Event.type).order_by(Event.id)))
         assert events[-2:] == ["customer_credit_transaction.created", "invoice.paid"]
 
+    async def test_credit_alone_in_parts_paid(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        assert (await adjust(client, auth, customer, 10000)).status_code == 201
+        invoice = await create_open_invoice(client, auth, customer)
+
+        partial = await apply_credit(client, auth, invoice, amount=4000)
+        rest = await apply_credit(client, auth, invoice, amount=6000)
+
+        assert partial.json()["payment_status"] == "partially_paid"
+        assert rest.status_code == 200, rest.text
+        settled = await fetch_invoice(client, auth, invoice)
+        assert settled["amount_paid"] == 0
+        assert settled["amount_remaining"] == 0
+        assert settled["payment_status"] == "paid"
+        assert settled["status"] == "paid"
+
+    async def test_credit_and_credit_note_paid(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        assert (await adjust(client, auth, customer, 6000)).status_code == 201
+        invoice = await create_open_invoice(client, auth, customer)
+        await apply_credit(client, auth, invoice, amount=6000)
+
+        await credited(client, auth, invoice, amount=4000)
+
+        settled = await fetch_invoice(client, auth, invoice)
+        assert settled["amount_remaining"] == 0
+        assert settled["payment_status"] == "paid"
+        assert settled["status"] == "paid"
+
+    async def test_payment_and_credit_paid(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        assert (await adjust(client, auth, customer, 6000)).status_code == 201
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 4000)
+
+        response = await apply_credit(client, auth, invoice)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["amount_remaining"] == 0
+        assert response.json()["payment_status"] == "paid"
+
     async def test_payment_after_credit_keeps_balance_exact(
         self,
         client: httpx.AsyncClient,
