@@ -223,8 +223,8 @@ class PromiseToPay(OutputModel):
     amount: int
     currency: str
     status: Literal["pending", "kept", "broken", "canceled"] = Field(
-        description="pending until kept or broken; kept at once when the invoice is "
-        "paid, canceled when it is voided or written off."
+        description="pending until kept or broken. A pending promise is kept at "
+        "once when the invoice is paid, and canceled when it is voided or written off."
     )
     recorded_by: str | None = Field(
         description="The actor of the request that recorded it."

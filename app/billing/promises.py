@@ -2,9 +2,9 @@
 
 A promise pauses dunning until the sweep in ``app.billing.debt`` finds it kept or
 broken. An invoice that is paid, voided or written off has nothing left to
-collect, so its pending promise is closed at once, in the same transaction, with
-its own status and event: ``kept`` when the invoice is paid, ``canceled`` when it
-is voided or written off.
+collect, so its pending promise is resolved at once, in the same transaction. It
+is ``kept`` when the invoice is paid and ``canceled`` when it is voided or written
+off, each with its own event.
 """
 
 from __future__ import annotations
