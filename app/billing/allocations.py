@@ -27,6 +27,7 @@ from app.billing.payment_errors import (
     AllocationExceedsInvoice,
     AllocationExceedsUnallocated,
     AllocationNotFound,
+    AllocationNotRemovable,
     PaymentNotSucceeded,
     RefundExceedsRefundable,
     RefundExceedsUnallocated,
@@ -302,7 +303,11 @@ async def remove_allocation(
     *,
     actor: str | None,
 ) -> PaymentAllocation:
-    """Delete a locked payment's allocation to an invoice and take it off the invoice."""
+    """Delete a locked payment's allocation to an invoice and take it off the invoice.
+
+    The removed amount becomes customer credit, so it may be at most what the
+    invoice received and its credit notes have not given back (``amount_returnable``).
+    """
     allocations = await load_allocations(session, payment.id)
     allocation = next(
         (item for item in allocations if item.invoice_id == invoice_id), None
@@ -315,6 +320,17 @@ async def remove_allocation(
     invoice = (await lock_invoices(session, payment.workspace_id, [invoice_id]))[
         invoice_id
     ]
+    returnable = invoice_amounts(invoice).amount_returnable
+    if allocation.amount > returnable:
+        raise AllocationNotRemovable(
+            f"Invoice {ids.encode('invoice', invoice_id)} has {allocation.amount} "
+            f"{payment.currency} (minor units) of payment "
+            f"{ids.encode('payment', payment.id)}, but its credit notes already gave "
+            f"part of what it received back, so only {returnable} can return to the "
+            "customer. Void those credit notes first, or refund at most that.",
+            amount_allocated=allocation.amount,
+            amount_returnable=returnable,
+        )
 
     await session.delete(allocation)
     await session.flush()

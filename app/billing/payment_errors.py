@@ -32,6 +32,13 @@ class AllocationNotFound(NotFound):
     code = "allocation_not_found"
 
 
+class AllocationNotRemovable(Conflict):
+    """Removing the allocation would return money that credit notes gave back."""
+
+    code = "allocation_not_removable"
+    title = "Allocation cannot be removed"
+
+
 class RefundExceedsRefundable(Conflict):
     """The refund is larger than what the payment still has to give back.
 

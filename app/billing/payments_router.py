@@ -77,7 +77,7 @@ async def allocate_payment(
     operation_id="payments_remove_allocation",
     summary="Remove a payment's allocation to an invoice",
     response_model=Payment,
-    responses=problem_responses(403, 404),
+    responses=problem_responses(403, 404, 409),
 )
 async def remove_payment_allocation(
     request: Request,

@@ -383,6 +383,46 @@ class TestRemoveAllocation:
             == 0
         )
 
+    async def test_credited_invoice_keeps_allocation(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        payment = (
+            await pay(
+                client,
+                auth,
+                customer,
+                10000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 10000}],
+            )
+        ).json()
+        noted = await client.post(
+            f"/v1/invoices/{invoice['id']}/credit-notes",
+            json={"reason": "other", "amount": 3000, "amount_to_credit": 3000},
+            headers=auth,
+        )
+        assert noted.status_code == 201, noted.text
+
+        response = await client.delete(
+            f"/v1/payments/{payment['id']}/allocations/{invoice['id']}", headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "allocation_not_removable"
+        assert problem["amount_returnable"] == 7000
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_allocated"] == 10000
+        customer_view = await get(
+            client, auth, f"/v1/customers/{encode('customer', customer.id)}"
+        )
+        assert customer_view["credit_balance"] == 3000
+
     async def test_missing_allocation(
         self,
         client: httpx.AsyncClient,
