@@ -234,6 +234,6 @@ class MarkUncollectible(InputModel):
 class WriteOffCreate(InputModel):
     reason: Reason = Field(description="Why the debt is written off.")
     approver_id: UserId = Field(
-        description="The active user approving the write-off; another user than the "
-        "one named by On-Behalf-Of."
+        description="The active manager or admin approving the write-off; another "
+        "user than the requester, whom On-Behalf-Of names and who is required."
     )

@@ -116,6 +116,20 @@ class WriteOffNotApproved(InvalidInput):
     title = "Write-off needs another approver"
 
 
+class WriteOffRequesterMissing(InvalidInput):
+    """A write-off names no requesting user in On-Behalf-Of, so no one can approve it."""
+
+    code = "requester_required"
+    title = "Write-off needs a requesting user"
+
+
+class WriteOffApproverNotPermitted(InvalidInput):
+    """The approver of a write-off is a user whose role cannot approve write-offs."""
+
+    code = "approver_not_permitted"
+    title = "Approver cannot approve write-offs"
+
+
 class PromiseAlreadyPending(Conflict):
     """The invoice has a promise to pay that is neither kept nor broken yet."""
 
