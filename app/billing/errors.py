@@ -29,6 +29,20 @@ class InvalidInvoiceTransition(Conflict):
     title = "Invalid status transition"
 
 
+class InvoiceHasPayments(Conflict):
+    """The invoice cannot be voided while payments are allocated to it."""
+
+    code = "invoice_has_payments"
+    title = "Invoice has payments"
+
+
+class InvoiceHasCredit(Conflict):
+    """The invoice cannot be voided while credit notes or applied credit reduce it."""
+
+    code = "invoice_has_credit"
+    title = "Invoice has credit"
+
+
 class InvoiceNotPayable(Conflict):
     """A payment cannot be allocated to a draft or void invoice."""
 

@@ -471,6 +471,7 @@ class TestCreditableInvoices:
 
         assert response.status_code == 409, response.text
         assert response.json()["code"] == "invoice_has_credit"
+        assert response.json()["title"] == "Invoice has credit"
         assert (await fetch_invoice(client, auth, invoice))["status"] == "open"
 
 
