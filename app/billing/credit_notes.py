@@ -523,7 +523,7 @@ class CreditNoteService:
                 f"Payment {encoded} has {left} {payment.currency} (minor units) left "
                 f"to refund, less than the {draft.refund_amount} requested.",
                 errors=[
-                    FieldError("amount_to_refund", "exceeds the payment", "too_large")
+                    FieldError("refund_amount", "exceeds the payment", "too_large")
                 ],
                 payment_refundable=left,
             )
