@@ -41,8 +41,9 @@ class _JsonNumber(str):
 
 
 def _is_json(request: Request) -> bool:
+    # A body without a Content-Type is parsed as JSON, as the routes do.
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
+    return media_type in ("", "application/json") or media_type.endswith("+json")
 
 
 def _encode_canonical(value: Any) -> str:

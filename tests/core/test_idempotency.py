@@ -186,3 +186,22 @@ class TestIdempotencyCanonicalJson:
         assert first.status_code == 201, first.text
         assert second.status_code == 422
         assert second.json()["code"] == "idempotency_key_reused"
+
+    async def test_body_without_content_type_replays(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "bare"}
+        first = await client.post(
+            "/v1/leads",
+            json={"email": "b@example.com", "first_name": "B"},
+            headers=headers,
+        )
+        second = await client.post(
+            "/v1/leads",
+            content=b'{"first_name": "B", "email": "b@example.com"}',
+            headers=headers,
+        )
+
+        assert first.status_code == 201, first.text
+        assert second.status_code == 201, second.text
+        assert second.headers["idempotent-replayed"] == "true"
