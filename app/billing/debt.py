@@ -94,7 +94,7 @@ def _check_write_off_approval(requester: uuid.UUID | None, approver: User) -> No
         raise WriteOffApproverNotPermitted(
             f"User {encoded} has the role {approver.role}, and only a manager or an "
             "admin can approve a write-off. Send such a user as approver_id, or give "
-            "this user one of those roles with PATCH /v1/users/{id}.",
+            f"this user one of those roles with PATCH /v1/users/{encoded}.",
             errors=[
                 FieldError(
                     "approver_id",
