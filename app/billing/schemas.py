@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -211,25 +212,41 @@ PositiveMinorUnits = Annotated[StrictInt, Field(gt=0, le=money.MAX_AMOUNT)]
 TermsDays = Annotated[StrictInt, Field(ge=0, le=365)]
 
 
-def _check_net_days(value: str) -> str:
-    if value.startswith("net_") and int(value.removeprefix("net_")) > 365:
+_PAYMENT_TERMS_PATTERN = r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$"
+
+
+def _check_payment_terms(value: str) -> str:
+    # The pattern is checked here rather than by Field(pattern=...), so that a value
+    # such as net_1000 gets this message instead of the regular expression.
+    if (
+        value != "due_on_receipt"
+        and re.fullmatch(r"net_(0|[1-9][0-9]*)", value) is None
+    ):
+        raise PydanticCustomError(
+            "payment_terms_invalid",
+            "{value} is not a payment term. Send due_on_receipt, or net_N with N from 0 "
+            "to 365 days (such as net_30)",
+            {"value": repr(value)[:40]},
+        )
+    days = value.removeprefix("net_")
+    if value.startswith("net_") and (len(days) > 3 or int(days) > 365):
         raise PydanticCustomError(
             "payment_terms_range",
             "{value} is out of range, because net_N takes N from 0 to 365 days. Send "
             "net_0 to net_365 (such as net_30), due_on_receipt, or an explicit due_date",
-            {"value": repr(value)},
+            {"value": repr(value)[:40]},
         )
     return value
 
 
 PaymentTerms = Annotated[
     str,
-    AfterValidator(_check_net_days),
+    AfterValidator(_check_payment_terms),
     Field(
-        pattern=r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$",
         description="due_on_receipt, or net_N for N days after finalization "
         "(0 to 365), counted in the customer's time zone.",
         examples=["net_30"],
+        json_schema_extra={"pattern": _PAYMENT_TERMS_PATTERN},
     ),
 ]
 Series = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,15}$")]

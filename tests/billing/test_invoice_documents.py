@@ -529,6 +529,32 @@ class TestPaymentTerms:
         assert "0 to 365" in error["message"]
         assert "net_30" in error["message"]
 
+    @pytest.mark.parametrize(
+        ("terms", "code"),
+        [("net_1000", "payment_terms_range"), ("net_07", "payment_terms_invalid")],
+    )
+    async def test_net_days_malformed(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        terms: str,
+        code: str,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+
+        response = await post_invoice(
+            client, auth, customer, [line(1000)], payment_terms=terms
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "payment_terms"
+        assert error["code"] == code
+        assert "pattern" not in error["message"]
+        assert "net_30" in error["message"]
+
 
 class TestNumbering:
     async def test_void_number_not_reused(
