@@ -331,10 +331,10 @@ def distribute(
     if payload.distribution_sent:
         reduce = payload.amount_to_reduce or 0
         credit = payload.amount_to_credit or 0
-        refund = payload.amount_to_refund or 0
+        refund = payload.refund_amount or 0
         if reduce + credit + refund != total:
             raise InvalidCreditNote(
-                f"amount_to_reduce, amount_to_credit and amount_to_refund sum to "
+                f"amount_to_reduce, amount_to_credit and refund_amount sum to "
                 f"{reduce + credit + refund}, but the credit note totals {total} "
                 f"{invoice.currency} (minor units). Send parts that sum to {total}; "
                 "the preview shows the total.",
@@ -343,7 +343,7 @@ def distribute(
                     for name in (
                         "amount_to_reduce",
                         "amount_to_credit",
-                        "amount_to_refund",
+                        "refund_amount",
                     )
                 ],
                 total=total,
@@ -368,10 +368,10 @@ def distribute(
         raise CreditExceedsInvoice(
             f"Invoice {encoded} has {returnable} {invoice.currency} (minor units) paid "
             "that is not yet credited or refunded, so amount_to_credit plus "
-            "amount_to_refund can be at most that. Reduce the amount due instead.",
+            "refund_amount can be at most that. Reduce the amount due instead.",
             errors=[
                 FieldError("amount_to_credit", "exceeds what was paid", "too_large"),
-                FieldError("amount_to_refund", "exceeds what was paid", "too_large"),
+                FieldError("refund_amount", "exceeds what was paid", "too_large"),
             ],
             amount_returnable=returnable,
         )
@@ -408,7 +408,7 @@ def build_draft(
     reduce, credit, refund = distribute(invoice, amounts, payload, total)
     if payload.refund_payment_id is not None and refund == 0:
         raise invalid_credit_note(
-            "refund_payment_id is sent but nothing is refunded. Send amount_to_refund, "
+            "refund_payment_id is sent but nothing is refunded. Send refund_amount, "
             "or drop refund_payment_id.",
             "refund_payment_id",
             "no refund to link",

@@ -569,7 +569,7 @@ class CreditNoteService:
                 "most that through this payment, or credit the rest to the customer.",
                 errors=[
                     FieldError(
-                        "amount_to_refund",
+                        "refund_amount",
                         f"must be at most {left} through this payment",
                         "too_large",
                     )

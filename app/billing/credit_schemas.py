@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.billing.schemas import (
@@ -71,7 +71,7 @@ class CreditNoteLineCreate(InputModel):
 class CreditNoteCreate(InputModel):
     """A credit note by lines or by a lump amount, and where its total goes.
 
-    When none of amount_to_reduce, amount_to_credit and amount_to_refund is sent, the
+    When none of amount_to_reduce, amount_to_credit and refund_amount is sent, the
     total reduces the amount still owed and any rest becomes customer credit.
     """
 
@@ -94,9 +94,16 @@ class CreditNoteCreate(InputModel):
     amount_to_credit: MinorUnits | None = Field(
         default=None, description="Part added to the customer's credit balance."
     )
+    refund_amount: MinorUnits | None = Field(
+        default=None,
+        description="Part owed back to the customer as a refund to be paid out; the "
+        "credit note shows it under the same name.",
+    )
     amount_to_refund: MinorUnits | None = Field(
         default=None,
-        description="Part owed back to the customer as a refund to be paid out.",
+        description="Deprecated: the earlier name of refund_amount, still accepted. "
+        "Send refund_amount instead.",
+        json_schema_extra={"deprecated": True},
     )
     refund_payment_id: PaymentId | None = Field(
         default=None,
@@ -108,8 +115,22 @@ class CreditNoteCreate(InputModel):
         default="CN", description="Numbering series, e.g. CN-2026-000001."
     )
 
+    @field_validator("amount_to_refund")
+    @classmethod
+    def _one_refund_name(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("refund_amount") is not None:
+            raise PydanticCustomError(
+                "refund_amount_twice",
+                "amount_to_refund is the deprecated name of refund_amount. Send only "
+                "refund_amount",
+            )
+        return value
+
     @model_validator(mode="after")
     def _lines_or_amount(self) -> CreditNoteCreate:
+        if self.amount_to_refund is not None:
+            self.refund_amount = self.amount_to_refund
+            self.amount_to_refund = None
         if (self.lines is None) == (self.amount is None):
             raise PydanticCustomError(
                 "lines_or_amount", "Send lines or a lump amount, exactly one of them"
@@ -127,7 +148,7 @@ class CreditNoteCreate(InputModel):
             for value in (
                 self.amount_to_reduce,
                 self.amount_to_credit,
-                self.amount_to_refund,
+                self.refund_amount,
             )
         )
 

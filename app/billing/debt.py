@@ -3,8 +3,9 @@
 ``sweep_overdue`` marks each open invoice overdue once, at the end of its due date in
 its time zone, and emits ``invoice.overdue``. A promise to pay is kept once payments
 recorded after it add up to its amount by the end of its date, and broken otherwise.
-``resolve_promises`` settles both outcomes. Writing off needs an approver who is an active user
-and, when the request names its user with On-Behalf-Of, another user than that one.
+``resolve_promises`` settles both outcomes. A write-off is requested by the active user
+that On-Behalf-Of names and approved by another active user whose role is manager or
+admin.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from app.billing.errors import (
     InvalidInvoiceTransition,
     InvoiceAlreadyWrittenOff,
     PromiseAlreadyPending,
+    WriteOffApproverNotPermitted,
     WriteOffNotApproved,
+    WriteOffRequesterMissing,
 )
 from app.billing.overdue import COLLECTING, end_of_day_sql, local_date, overdue_at_sql
 from app.billing.promises import (
@@ -51,6 +54,7 @@ from app.models import (
     Opportunity,
     PaymentAllocation,
     PromiseToPay,
+    User,
 )
 from app.users.service import user_service
 
@@ -58,6 +62,52 @@ log = structlog.get_logger(__name__)
 
 # The furthest ahead a promise may be dated.
 MAX_PROMISE_DAYS = 365
+# The user roles that may approve a write-off.
+WRITE_OFF_APPROVER_ROLES = ("manager", "admin")
+
+
+def _check_write_off_approval(requester: uuid.UUID | None, approver: User) -> None:
+    """Enforce the four-eyes rule: a known requester and another user who may approve."""
+    if requester is None:
+        raise WriteOffRequesterMissing(
+            "A write-off needs the user who requests it. Send their usr_ id in the "
+            "On-Behalf-Of header, so that another user can approve it.",
+            errors=[
+                FieldError(
+                    "header.On-Behalf-Of",
+                    "missing, or not a usr_ id",
+                    "requester_required",
+                )
+            ],
+        )
+    encoded = ids.encode("user", approver.id)
+    if requester == approver.id:
+        raise WriteOffNotApproved(
+            f"User {encoded} requested this write-off and cannot also approve it. "
+            "Send another active manager or admin as approver_id.",
+            errors=[
+                FieldError(
+                    "approver_id",
+                    "is the user who requested the write-off",
+                    "approver_is_requester",
+                )
+            ],
+        )
+    if approver.role not in WRITE_OFF_APPROVER_ROLES:
+        raise WriteOffApproverNotPermitted(
+            f"User {encoded} has the role {approver.role}, and only a manager or an "
+            "admin can approve a write-off. Send such a user as approver_id, or give "
+            f"this user one of those roles with PATCH /v1/users/{encoded}.",
+            errors=[
+                FieldError(
+                    "approver_id",
+                    f"role {approver.role} cannot approve; manager or admin can",
+                    "approver_not_permitted",
+                )
+            ],
+            approver_role=approver.role,
+            allowed_roles=list(WRITE_OFF_APPROVER_ROLES),
+        )
 
 
 class DebtService:
@@ -188,18 +238,7 @@ class DebtService:
             session, principal.workspace_id, payload.approver_id, "approver_id"
         )
         requester = await user_service.acting_user(session, principal)
-        if requester == approver.id:
-            raise WriteOffNotApproved(
-                f"User {ids.encode('user', approver.id)} requested this write-off "
-                "and cannot also approve it. Send another active user as approver_id.",
-                errors=[
-                    FieldError(
-                        "approver_id",
-                        "is the user who requested the write-off",
-                        "approver_is_requester",
-                    )
-                ],
-            )
+        _check_write_off_approval(requester, approver)
 
         now = utcnow()
         if invoice.status == "open":

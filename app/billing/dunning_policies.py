@@ -44,6 +44,30 @@ def policy_data(policy: DunningPolicy) -> dict[str, Any]:
     return DunningPolicySchema.model_validate(policy).model_dump(mode="json")
 
 
+def _check_offsets(steps: Sequence[DunningStepIn]) -> None:
+    # A reminder is unique per invoice and step offset, so a second step at the same
+    # offset would never be sent.
+    first_index: dict[int, int] = {}
+    errors = []
+    for index, step in enumerate(steps):
+        earlier = first_index.setdefault(step.offset_days, index)
+        if earlier != index:
+            errors.append(
+                FieldError(
+                    f"steps.{index}.offset_days",
+                    f"{step.offset_days} is already the offset_days of "
+                    f"steps.{earlier}. Give each step its own offset_days",
+                    "duplicate_offset",
+                )
+            )
+    if errors:
+        raise InvalidInput(
+            f"{errors[0]['field']} repeats an offset_days of an earlier step. Each step "
+            "needs its own offset_days, so change it or merge the two steps into one.",
+            errors=errors,
+        )
+
+
 def _check_templates(steps: Sequence[DunningStepIn]) -> None:
     errors = []
     for index, step in enumerate(steps):
@@ -114,6 +138,7 @@ class DunningPolicyService:
     async def create(
         self, session: AsyncSession, principal: Principal, payload: DunningPolicyCreate
     ) -> DunningPolicy:
+        _check_offsets(payload.steps)
         _check_templates(payload.steps)
         if payload.renewal_pipeline_id is not None:
             await _check_pipeline(
@@ -170,6 +195,7 @@ class DunningPolicyService:
                 ],
             )
         if payload.steps is not None:
+            _check_offsets(payload.steps)
             _check_templates(payload.steps)
             changes["steps"] = _stored_steps(payload.steps)
         if payload.renewal_pipeline_id is not None:

@@ -322,7 +322,11 @@ async def write_off(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("billing:write")),
 ) -> Invoice:
-    """Write off what an invoice still owes, with a reason and another user's approval."""
+    """Write off what an invoice still owes, with a reason and a manager's approval.
+
+    On-Behalf-Of must name the requesting user, and approver_id another active user
+    with the role manager or admin.
+    """
     invoice, lines = await debt_service.write_off(
         request.state.session,
         principal,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictInt
 
 from app.billing.schemas import PositiveMinorUnits
 from app.core.schemas import (
@@ -62,16 +62,6 @@ class DunningStepIn(InputModel):
 Steps = Annotated[list[DunningStepIn], Field(min_length=1, max_length=MAX_STEPS)]
 
 
-def _check_offsets(steps: list[DunningStepIn] | None) -> None:
-    if steps is None:
-        return
-    offsets = [step.offset_days for step in steps]
-    if len(set(offsets)) != len(offsets):
-        raise ValueError(
-            "each step needs its own offset_days: a step is identified by its offset"
-        )
-
-
 class DunningPolicyCreate(InputModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     is_default: StrictBool = Field(
@@ -101,11 +91,6 @@ class DunningPolicyCreate(InputModel):
         description="Days after the last step's send time when the final action runs.",
     )
 
-    @model_validator(mode="after")
-    def _unique_offsets(self) -> DunningPolicyCreate:
-        _check_offsets(self.steps)
-        return self
-
 
 class DunningPolicyUpdate(InputModel):
     """Fields to change; ``steps``, when sent, replace all steps."""
@@ -130,11 +115,6 @@ class DunningPolicyUpdate(InputModel):
     final_action_delay_days: Annotated[StrictInt, Field(ge=0, le=365)] | None = Field(
         default=None, json_schema_extra=drop_null_from_schema
     )
-
-    @model_validator(mode="after")
-    def _unique_offsets(self) -> DunningPolicyUpdate:
-        _check_offsets(self.steps)
-        return self
 
 
 class DunningStep(OutputModel):
@@ -257,6 +237,6 @@ class MarkUncollectible(InputModel):
 class WriteOffCreate(InputModel):
     reason: Reason = Field(description="Why the debt is written off.")
     approver_id: UserId = Field(
-        description="The active user approving the write-off; another user than the "
-        "one named by On-Behalf-Of."
+        description="The active manager or admin approving the write-off; another "
+        "user than the requester, whom On-Behalf-Of names and who is required."
     )

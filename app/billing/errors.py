@@ -29,6 +29,20 @@ class InvalidInvoiceTransition(Conflict):
     title = "Invalid status transition"
 
 
+class InvoiceHasPayments(Conflict):
+    """The invoice cannot be voided while payments are allocated to it."""
+
+    code = "invoice_has_payments"
+    title = "Invoice has payments"
+
+
+class InvoiceHasCredit(Conflict):
+    """The invoice cannot be voided while credit notes or applied credit reduce it."""
+
+    code = "invoice_has_credit"
+    title = "Invoice has credit"
+
+
 class InvoiceNotPayable(Conflict):
     """A payment cannot be allocated to a draft or void invoice."""
 
@@ -114,6 +128,20 @@ class WriteOffNotApproved(InvalidInput):
 
     code = "approver_is_requester"
     title = "Write-off needs another approver"
+
+
+class WriteOffRequesterMissing(InvalidInput):
+    """A write-off names no requesting user in On-Behalf-Of, so no one can approve it."""
+
+    code = "requester_required"
+    title = "Write-off needs a requesting user"
+
+
+class WriteOffApproverNotPermitted(InvalidInput):
+    """The approver of a write-off is a user whose role cannot approve write-offs."""
+
+    code = "approver_not_permitted"
+    title = "Approver cannot approve write-offs"
 
 
 class PromiseAlreadyPending(Conflict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from app.billing.disputes import dispute_service
 from app.billing.payment_links import payment_link_service
@@ -107,15 +107,18 @@ async def refund_payment(
     request: Request,
     response: Response,
     payment_id: str,
-    payload: RefundCreate,
+    payload: Annotated[RefundCreate | None, Body()] = None,
     principal: Principal = Depends(require("billing:write")),
 ) -> Refund:
-    """Refund all or part of a payment (in Stripe too), taking it off its invoices."""
+    """Refund all or part of a payment (in Stripe too), taking it off its invoices.
+
+    Without a body, it refunds everything still refundable.
+    """
     refund, reversals = await refund_service.create(
         request.state.session,
         principal,
         parse_path_id("payment", payment_id, "payment"),
-        payload,
+        payload or RefundCreate(),
         provider_refunders={
             stripe_provider.PROVIDER: StripeRefunder(request.app.state.settings)
         },

@@ -39,7 +39,7 @@ SANS = "InvoiceSans"
 CJK = "DroidSansFallback"
 # Part of every ETag: change it whenever a change of this module changes the output,
 # so that clients holding an older PDF fetch the new one.
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 
 MARKS = {"draft": "DRAFT", "void": "VOID"}
 STATUS_LABELS = {
@@ -497,31 +497,61 @@ def _draw_parties(pdf: FPDF, document: InvoiceDocument) -> None:
     pdf.ln(5)
 
 
+# Widths in mm of the line table's columns after Description and Qty, which share the
+# rest of the page width.
+_PRICE_COLUMNS = (25.0, 21.0, 15.0, 30.0)
+_QUANTITY_WIDTHS = (16.0, 32.0)
+_LINE_PADDING = 1.2
+_LINE_FONT_SIZE = 9.0
+_MIN_QUANTITY_FONT_SIZE = 6.0
+
+
+def _quantity_column(pdf: FPDF, quantities: list[str]) -> tuple[float, list[float]]:
+    """Size the Qty column and each quantity's font so that quantities stay on one line.
+
+    The column widens from 16 to 32 mm for the widest quantity at 9 pt. A quantity
+    still wider than that is set smaller, down to 6 pt, which fits the longest quantity
+    the API accepts (14 integer digits and 6 decimal places).
+    """
+    pdf.set_font(SANS, "", _LINE_FONT_SIZE)
+    text_widths = [pdf.get_string_width(quantity) for quantity in quantities]
+    # Cell padding on both sides, and 1 mm of margin for fpdf2's rounding of widths.
+    spare = 2 * _LINE_PADDING + 1
+    narrowest, widest = _QUANTITY_WIDTHS
+    column = min(max([narrowest, *(width + spare for width in text_widths)]), widest)
+    room = column - spare
+    sizes = []
+    for width in text_widths:
+        size = _LINE_FONT_SIZE if width <= room else _LINE_FONT_SIZE * room / width
+        sizes.append(max(size, _MIN_QUANTITY_FONT_SIZE))
+    return column, sizes
+
+
 def _draw_lines(pdf: FPDF, document: InvoiceDocument) -> None:
-    pdf.set_font(SANS, "", 9)
+    quantity_width, quantity_sizes = _quantity_column(
+        pdf, [line.quantity for line in document.lines]
+    )
+    description_width = pdf.epw - quantity_width - sum(_PRICE_COLUMNS)
+    pdf.set_font(SANS, "", _LINE_FONT_SIZE)
     pdf.set_text_color(0, 0, 0)
     pdf.set_draw_color(*_RULE)
     headings = ("Description", "Qty", "Unit price", "Discount", "Tax", "Amount")
     with pdf.table(
-        col_widths=(64, 14, 24, 20, 14, 28),
+        width=pdf.epw,
+        col_widths=(description_width, quantity_width, *_PRICE_COLUMNS),
         text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
         borders_layout=TableBordersLayout.HORIZONTAL_LINES,
         headings_style=FontFace(emphasis="BOLD"),
         line_height=5,
-        padding=1.2,
+        padding=_LINE_PADDING,
     ) as table:
         table.row(headings)
-        for line in document.lines:
-            table.row(
-                (
-                    line.description,
-                    line.quantity,
-                    line.unit_price,
-                    line.discount,
-                    line.tax,
-                    line.amount,
-                )
-            )
+        for line, quantity_size in zip(document.lines, quantity_sizes, strict=True):
+            row = table.row()
+            row.cell(line.description)
+            row.cell(line.quantity, style=FontFace(size_pt=quantity_size))
+            for text in (line.unit_price, line.discount, line.tax, line.amount):
+                row.cell(text)
     pdf.ln(4)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -11,9 +12,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictInt,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.core import money
@@ -159,6 +163,11 @@ UnitAmountDecimal = Annotated[
         "finer than the minor unit.",
     ),
 ]
+_TAX_RATE_SCHEMA = _decimal_schema(
+    r"^\d{1,3}(\.\d{1,4})?$",
+    "19",
+    "Tax rate in percent as a decimal string, 0 to 100, up to 4 places.",
+)
 TaxRate = Annotated[
     Decimal,
     BeforeValidator(
@@ -167,11 +176,18 @@ TaxRate = Annotated[
         )
     ),
     _DECIMAL_OUT,
-    _decimal_schema(
-        r"^\d{1,3}(\.\d{1,4})?$",
-        "19",
-        "Tax rate in percent as a decimal string, 0 to 100, up to 4 places.",
+    _TAX_RATE_SCHEMA,
+]
+# The same value under the field name "percentage", so that its errors name that field.
+TaxPercentage = Annotated[
+    Decimal,
+    BeforeValidator(
+        _decimal_parser(
+            "percentage", max_integer_digits=3, max_places=4, maximum=Decimal(100)
+        )
     ),
+    _DECIMAL_OUT,
+    _TAX_RATE_SCHEMA,
 ]
 Percentage = Annotated[
     Decimal,
@@ -196,24 +212,41 @@ PositiveMinorUnits = Annotated[StrictInt, Field(gt=0, le=money.MAX_AMOUNT)]
 TermsDays = Annotated[StrictInt, Field(ge=0, le=365)]
 
 
-def _check_net_days(value: str) -> str:
-    if value.startswith("net_") and int(value.removeprefix("net_")) > 365:
+_PAYMENT_TERMS_PATTERN = r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$"
+
+
+def _check_payment_terms(value: str) -> str:
+    # The pattern is checked here rather than by Field(pattern=...), so that a value
+    # such as net_1000 gets this message instead of the regular expression.
+    if (
+        value != "due_on_receipt"
+        and re.fullmatch(r"net_(0|[1-9][0-9]*)", value) is None
+    ):
+        raise PydanticCustomError(
+            "payment_terms_invalid",
+            "{value} is not a payment term. Send due_on_receipt, or net_N with N from 0 "
+            "to 365 days (such as net_30)",
+            {"value": repr(value)[:40]},
+        )
+    days = value.removeprefix("net_")
+    if value.startswith("net_") and (len(days) > 3 or int(days) > 365):
         raise PydanticCustomError(
             "payment_terms_range",
-            "net_N takes 0 to 365 days; got {value}",
-            {"value": value},
+            "{value} is out of range, because net_N takes N from 0 to 365 days. Send "
+            "net_0 to net_365 (such as net_30), due_on_receipt, or an explicit due_date",
+            {"value": repr(value)[:40]},
         )
     return value
 
 
 PaymentTerms = Annotated[
     str,
-    AfterValidator(_check_net_days),
+    AfterValidator(_check_payment_terms),
     Field(
-        pattern=r"^(due_on_receipt|net_(0|[1-9][0-9]{0,2}))$",
         description="due_on_receipt, or net_N for N days after finalization "
         "(0 to 365), counted in the customer's time zone.",
         examples=["net_30"],
+        json_schema_extra={"pattern": _PAYMENT_TERMS_PATTERN},
     ),
 ]
 Series = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,15}$")]
@@ -224,7 +257,7 @@ class TaxRateInput(InputModel):
     """A tax rate applied to a line."""
 
     name: Annotated[str, Field(min_length=1, max_length=100, examples=["VAT"])]
-    percentage: TaxRate
+    percentage: TaxPercentage
     inclusive: bool = Field(
         default=False,
         description="True when the unit price already contains this tax: the tax is "
@@ -238,7 +271,7 @@ Jurisdiction = Annotated[str, Field(min_length=1, max_length=100, examples=["DE"
 
 class TaxRateCreate(InputModel):
     name: TaxRateName
-    percentage: TaxRate
+    percentage: TaxPercentage
     inclusive: bool = False
     jurisdiction: Jurisdiction | None = Field(
         default=None, description="Where the rate applies, such as a country code."
@@ -253,6 +286,22 @@ class TaxRateUpdate(InputModel):
     active: bool | None = Field(
         default=None, description="An inactive rate cannot be put on new lines."
     )
+    # Lines copy a rate's percentage and inclusiveness when written, so these never
+    # change. They are fields only so that sending them gets a message saying what to
+    # do, and they are left out of the OpenAPI schema.
+    percentage: SkipJsonSchema[Any] = None
+    inclusive: SkipJsonSchema[Any] = None
+
+    @field_validator("percentage", "inclusive")
+    @classmethod
+    def _reject_fixed(cls, value: Any, info: ValidationInfo) -> Any:
+        raise PydanticCustomError(
+            "immutable",
+            "{field} cannot change once a tax rate exists, so {value} is rejected. "
+            "Create a new tax rate with POST /v1/tax-rates for new lines, and set "
+            "active to false on this one",
+            {"field": info.field_name, "value": repr(value)[:40]},
+        )
 
 
 class TaxRateObject(OutputModel):

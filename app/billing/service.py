@@ -12,7 +12,9 @@ from app.billing import states, terms
 from app.billing.amounts import invoice_amounts, refresh_payment_status
 from app.billing.errors import (
     InvalidInvoiceTransition,
+    InvoiceHasCredit,
     InvoiceHasNoLines,
+    InvoiceHasPayments,
     InvoiceNotEditable,
     InvoiceNotFound,
     InvoiceTotalZero,
@@ -28,7 +30,7 @@ from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
 from app.core.db import refresh_expired
-from app.core.errors import Conflict, FieldError, InvalidInput, with_article
+from app.core.errors import FieldError, InvalidInput, with_article
 from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
@@ -372,19 +374,17 @@ class InvoiceService:
         check_if_match(if_match, invoice.version)
         self.check_transition(invoice, "void")
         if invoice.amount_paid > 0:
-            raise Conflict(
+            raise InvoiceHasPayments(
                 f"Invoice {ids.encode('invoice', invoice.id)} has {invoice.amount_paid} "
                 f"{invoice.currency} (minor units) paid against it. Refund or "
                 "reallocate those payments before voiding it.",
-                code="invoice_has_payments",
                 amount_paid=invoice.amount_paid,
             )
         amounts = invoice_amounts(invoice)
         if amounts.credited_amount or amounts.customer_credit_applied:
-            raise Conflict(
+            raise InvoiceHasCredit(
                 f"Invoice {ids.encode('invoice', invoice.id)} has credit notes or "
                 "applied customer credit. Void its credit notes before voiding it.",
-                code="invoice_has_credit",
                 credited_amount=amounts.credited_amount,
                 customer_credit_applied=amounts.customer_credit_applied,
             )

@@ -3,6 +3,9 @@
 The key is scoped to the API key. A transaction-scoped advisory lock on the pair gives a
 second request with the same key a 409 while the first is still running. Once the first
 has committed, its stored response is replayed with ``Idempotent-Replayed: true``.
+A JSON body is compared in a canonical form. The same document with its keys in another
+order or with other whitespace is the same request. Any other body is compared byte for
+byte.
 Only 2xx responses are stored: they commit with the change they describe, while a failed
 request changed nothing and may simply run again.
 """
@@ -10,8 +13,10 @@ request changed nothing and may simply run again.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import Request
@@ -29,6 +34,51 @@ log = structlog.get_logger(__name__)
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
 REPLAYED_HEADERS = ("content-type", "location", "etag")
+
+
+class _JsonNumber(str):
+    """A JSON number's literal text, kept so that 1, 1.0 and 1e0 stay distinct."""
+
+
+def _is_json(request: Request) -> bool:
+    # A body without a Content-Type is parsed as JSON, as the routes do.
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type in ("", "application/json") or media_type.endswith("+json")
+
+
+def _encode_canonical(value: Any) -> str:
+    if isinstance(value, dict):
+        members = (
+            f"{json.dumps(name)}:{_encode_canonical(value[name])}"
+            for name in sorted(value)
+        )
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_encode_canonical(item) for item in value) + "]"
+    if isinstance(value, _JsonNumber):
+        return str(value)
+    return json.dumps(value)
+
+
+def canonical_body(request: Request, body: bytes) -> bytes:
+    """Return a JSON body re-encoded with sorted keys and no whitespace.
+
+    Strings are re-escaped the same way, numbers keep their literal text, and a
+    duplicated key keeps its last value as the request parser does. A body that is not
+    JSON by its ``Content-Type``, or does not parse, is returned unchanged.
+    """
+    if not body or not _is_json(request):
+        return body
+    try:
+        document = json.loads(
+            body,
+            parse_int=_JsonNumber,
+            parse_float=_JsonNumber,
+            parse_constant=_JsonNumber,
+        )
+        return _encode_canonical(document).encode()
+    except (ValueError, RecursionError):
+        return body
 
 
 def _fingerprint(request: Request, body: bytes) -> str:
@@ -73,15 +123,17 @@ async def run_idempotent(
     """Replay the stored response for ``key``, or run ``call`` and store its response."""
     key = validate_key(key)
     body = await request.body()
-    fingerprint = _fingerprint(request, body)
+    fingerprint = _fingerprint(request, canonical_body(request, body))
+    # A key stored before JSON bodies were compared canonically contains the
+    # fingerprint of the raw bytes, and the same bytes are the same request.
+    accepted = {fingerprint, _fingerprint(request, body)}
 
     locked = await session.scalar(
         select(func.pg_try_advisory_xact_lock(_lock_key(principal, key)))
     )
     if not locked:
-        raise Conflict(
-            "A request with this Idempotency-Key is still running. Retry after it ends.",
-            code="idempotency_key_in_use",
+        raise _KeyInUse(
+            "A request with this Idempotency-Key is still running. Retry after it ends."
         )
     now = utcnow()
     stored = await session.scalar(
@@ -96,7 +148,7 @@ async def run_idempotent(
         )
         stored = None
     if stored is not None:
-        if stored.fingerprint != fingerprint:
+        if stored.fingerprint not in accepted:
             raise _KeyReused()
         log.info("idempotency.replayed", idempotency_key=key)
         headers = dict(stored.response_headers)
@@ -129,6 +181,11 @@ async def run_idempotent(
         )
         await session.flush()
     return response
+
+
+class _KeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+    title = "Idempotency key in use"
 
 
 class _KeyReused(InvalidInput):

@@ -160,7 +160,7 @@ class UnitOfWorkRoute(APIRoute):
             except IntegrityError as error:
                 await self._abort(session)
                 log.warning("request.integrity_error", error=str(error.orig))
-                raise Conflict(
+                raise ConflictingWrite(
                     "The request conflicts with data written meanwhile. Fetch the "
                     "object again and retry."
                 ) from error
@@ -207,6 +207,12 @@ class UnitOfWorkRoute(APIRoute):
             await session.rollback()
         except Exception as error:
             log.warning("session.rollback_failed", error=repr(error))
+
+
+class ConflictingWrite(Conflict):
+    """A constraint rejected the write because another request changed the same data."""
+
+    title = "Conflicting write"
 
 
 class SignedWebhookRoute(UnitOfWorkRoute):

@@ -97,7 +97,7 @@ class LineItemService:
         )
         apply_terms(line, resolved.terms)
         lines.append(line)
-        self._reprice(opportunity, lines)
+        self._reprice(opportunity, lines, changed=line)
         session.add(line)
         await self._save(session, principal, opportunity)
         await session.refresh(line)
@@ -196,7 +196,7 @@ class LineItemService:
             return opportunity, line
 
         line.updated_at = utcnow()
-        self._reprice(opportunity, lines)
+        self._reprice(opportunity, lines, changed=line)
         await self._save(session, principal, opportunity)
         await session.refresh(line)
         log.info(
@@ -257,8 +257,18 @@ class LineItemService:
         return opportunity
 
     @staticmethod
-    def _reprice(opportunity: Opportunity, lines: Sequence[LineItem]) -> None:
-        totals = price_lines([terms_of(line) for line in lines], field="line_items")
+    def _reprice(
+        opportunity: Opportunity,
+        lines: Sequence[LineItem],
+        changed: LineItem | None = None,
+    ) -> None:
+        # The changed line is the request body itself, so its errors name the body's
+        # fields. Stored lines are named by their place in the opportunity's line_items.
+        prefixes = [
+            "" if line is changed else f"line_items.{index}."
+            for index, line in enumerate(lines)
+        ]
+        totals = price_lines([terms_of(line) for line in lines], prefixes=prefixes)
         for line, amounts in zip(lines, totals.lines, strict=True):
             apply_amounts(line, amounts)
         if lines:

@@ -59,22 +59,28 @@ class DocumentTotals:
     total: int
 
 
-def price_lines(lines: Sequence[LineTerms], *, field: str = "lines") -> DocumentTotals:
-    """Price every line and sum them; raise a 422 naming the line that is invalid.
+def price_lines(
+    lines: Sequence[LineTerms], *, prefixes: Sequence[str] | None = None
+) -> DocumentTotals:
+    """Price every line and sum them; raise a 422 naming the invalid field of a line.
 
+    ``prefixes`` gives each line's path in the request, such as ``"lines.1."``, or
+    ``""`` for a request body that is the line itself; by default ``lines.<index>.``.
     ``subtotal`` sums the net amounts (after discounts), so it is what tax is charged
     on, as on an invoice.
     """
+    if prefixes is None:
+        prefixes = [f"lines.{index}." for index in range(len(lines))]
     gross: list[int] = []
     discounts: list[int] = []
-    for index, line in enumerate(lines):
+    for line, prefix in zip(lines, prefixes, strict=True):
         amount = line_totals(
             LineInput(line.quantity, line.unit_amount, Decimal(0)), ROUNDING
         ).amount
         if amount > money.MAX_AMOUNT:
-            raise _too_large(f"{field}.{index}", amount)
+            raise _too_large(f"{prefix}quantity", amount)
         gross.append(amount)
-        discounts.append(_discount(line, amount, f"{field}.{index}"))
+        discounts.append(_discount(line, amount, f"{prefix}discount_amount"))
     # invoice_totals taxes each net amount as billing does and enforces the cap.
     taxed = invoice_totals(
         [
@@ -114,7 +120,7 @@ def _discount(line: LineTerms, amount: int, field: str) -> int:
             f"amount of {amount}. Lower discount_amount to at most {amount}.",
             errors=[
                 FieldError(
-                    f"{field}.discount_amount",
+                    field,
                     f"exceeds the line amount of {amount}",
                     "discount_exceeds_amount",
                 )
@@ -125,9 +131,13 @@ def _discount(line: LineTerms, amount: int, field: str) -> int:
 
 def _too_large(field: str, amount: int) -> AmountTooLarge:
     return AmountTooLarge(
-        f"The amount {amount} (minor units) exceeds the maximum of {money.MAX_AMOUNT}. "
-        "Lower the quantity or unit amount.",
+        f"The line amount {amount} (minor units), quantity x unit price, exceeds the "
+        f"maximum of {money.MAX_AMOUNT}. Lower the quantity or the unit price.",
         errors=[
-            FieldError(field, f"exceeds {money.MAX_AMOUNT} minor units", "too_large")
+            FieldError(
+                field,
+                f"makes the line amount {amount}, above {money.MAX_AMOUNT} minor units",
+                "too_large",
+            )
         ],
     )

@@ -471,6 +471,7 @@ class TestCreditableInvoices:
 
         assert response.status_code == 409, response.text
         assert response.json()["code"] == "invoice_has_credit"
+        assert response.json()["title"] == "Invoice has credit"
         assert (await fetch_invoice(client, auth, invoice))["status"] == "open"
 
 
@@ -516,10 +517,11 @@ class TestDistribution:
             amount=6000,
             amount_to_reduce=1000,
             amount_to_credit=2000,
-            amount_to_refund=3000,
+            refund_amount=3000,
             refund_payment_id=payment["id"],
         )
 
+        assert note["refund_amount"] == 3000
         assert note["refund_status"] == "pending"
         assert note["refund_payment_id"] == payment["id"]
         after = await fetch_invoice(client, auth, invoice)
@@ -531,6 +533,50 @@ class TestDistribution:
         rows = list(await session.scalars(select(CustomerCreditTransaction)))
         assert [(row.source, row.amount) for row in rows] == [("credit_note", 2000)]
         assert rows[0].credit_note_id == decode("credit_note", note["id"])
+
+    async def test_deprecated_refund_name_accepted(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+
+        note = await credited(client, auth, invoice, amount=1500, amount_to_refund=1500)
+
+        assert note["refund_amount"] == 1500
+        assert note["amount_credited"] == 0
+        assert note["refund_status"] == "pending"
+        assert "amount_to_refund" not in note
+
+    async def test_both_refund_names_refused(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 10000)
+
+        response = await credit(
+            client,
+            auth,
+            invoice,
+            amount=1500,
+            refund_amount=1500,
+            amount_to_refund=1500,
+        )
+
+        assert response.status_code == 422, response.text
+        error = response.json()["errors"][0]
+        assert error["field"] == "amount_to_refund"
+        assert error["code"] == "refund_amount_twice"
+        assert await count_credit_notes(session) == 0
 
     async def test_parts_must_sum_to_total(
         self,
@@ -548,6 +594,8 @@ class TestDistribution:
 
         assert response.status_code == 422, response.text
         assert response.json()["total"] == 5000
+        fields = [error["field"] for error in response.json()["errors"]]
+        assert fields == ["amount_to_reduce", "amount_to_credit", "refund_amount"]
         assert await count_credit_notes(session) == 0
 
     async def test_reduce_paid_invoice_refused(
@@ -626,7 +674,7 @@ class TestDistribution:
             auth,
             invoice,
             amount=1000,
-            amount_to_refund=1000,
+            refund_amount=1000,
             refund_payment_id=payment["id"],
         )
 
@@ -811,7 +859,7 @@ class TestVoidCreditNote:
         customer = await create_customer(session, workspace.id)
         invoice = await create_open_invoice(client, auth, customer)
         await pay(client, auth, invoice, 10000)
-        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        note = await credited(client, auth, invoice, amount=2500, refund_amount=2500)
         note_id = decode("credit_note", note["id"])
         await credit_note_service.mark_refund_paid(
             session, workspace.id, note_id, actor="system"
@@ -854,7 +902,7 @@ class TestRefundPayment:
             auth,
             invoice,
             amount=1000,
-            amount_to_refund=1000,
+            refund_amount=1000,
             refund_payment_id=payment["id"],
         )
 
@@ -881,7 +929,7 @@ class TestRefundPayment:
             auth,
             invoice,
             amount=3000,
-            amount_to_refund=3000,
+            refund_amount=3000,
             refund_payment_id=first["id"],
         )
 
@@ -890,14 +938,14 @@ class TestRefundPayment:
             auth,
             invoice,
             amount=1500,
-            amount_to_refund=1500,
+            refund_amount=1500,
             refund_payment_id=first["id"],
         )
 
         assert response.status_code == 409, response.text
         problem = response.json()
         assert problem["payment_refundable"] == 1000
-        assert problem["errors"][0]["field"] == "amount_to_refund"
+        assert problem["errors"][0]["field"] == "refund_amount"
         assert await count_credit_notes(session) == 1
 
 
@@ -912,7 +960,7 @@ class TestMarkRefundPaid:
         customer = await create_customer(session, workspace.id)
         invoice = await create_open_invoice(client, auth, customer)
         await pay(client, auth, invoice, 10000)
-        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        note = await credited(client, auth, invoice, amount=2500, refund_amount=2500)
         url = f"/v1/credit-notes/{note['id']}/mark-refund-paid"
 
         response = await client.post(url, headers={**auth, "If-Match": '"1"'})
@@ -945,7 +993,7 @@ class TestMarkRefundPaid:
         customer = await create_customer(session, workspace.id)
         invoice = await create_open_invoice(client, auth, customer)
         await pay(client, auth, invoice, 10000)
-        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        note = await credited(client, auth, invoice, amount=2500, refund_amount=2500)
         url = f"/v1/credit-notes/{note['id']}/mark-refund-paid"
         headers = {**auth, "Idempotency-Key": "refund-paid-once"}
 
@@ -967,7 +1015,7 @@ class TestMarkRefundPaid:
         customer = await create_customer(session, workspace.id)
         invoice = await create_open_invoice(client, auth, customer)
         await pay(client, auth, invoice, 10000)
-        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        note = await credited(client, auth, invoice, amount=2500, refund_amount=2500)
         voided = await client.post(f"/v1/credit-notes/{note['id']}/void", headers=auth)
         assert voided.status_code == 200, voided.text
 
@@ -1011,7 +1059,7 @@ class TestMarkRefundPaid:
         customer = await create_customer(session, workspace.id)
         invoice = await create_open_invoice(client, auth, customer)
         await pay(client, auth, invoice, 10000)
-        note = await credited(client, auth, invoice, amount=2500, amount_to_refund=2500)
+        note = await credited(client, auth, invoice, amount=2500, refund_amount=2500)
 
         response = await client.post(
             f"/v1/credit-notes/{note['id']}/mark-refund-paid",

@@ -63,7 +63,11 @@ class TestCreatePolicy:
         )
 
         assert response.status_code == 422
-        assert "offset_days" in response.text
+        problem = response.json()
+        assert problem["errors"][0]["field"] == "steps.1.offset_days"
+        assert problem["errors"][0]["code"] == "duplicate_offset"
+        assert "steps.0" in problem["errors"][0]["message"]
+        assert "own offset_days" in problem["detail"]
 
     async def test_unknown_merge_field(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -163,6 +167,25 @@ class TestUpdatePolicy:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "name"
+
+    async def test_duplicate_offsets(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        policy = await create_policy(client, auth)
+        steps = [{**STEP, "offset_days": -3}, STEP, {**STEP, "offset_days": -3}]
+
+        response = await client.patch(
+            f"/v1/dunning-policies/{policy['id']}", json={"steps": steps}, headers=auth
+        )
+
+        assert response.status_code == 422
+        errors = response.json()["errors"]
+        assert [error["field"] for error in errors] == ["steps.2.offset_days"]
+        assert "steps.0" in errors[0]["message"]
+        unchanged = await client.get(
+            f"/v1/dunning-policies/{policy['id']}", headers=auth
+        )
+        assert [step["offset_days"] for step in unchanged.json()["steps"]] == [7]
 
 
 class TestEffectivePolicy:

@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -521,7 +522,38 @@ class TestPaymentTerms:
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["field"] == "payment_terms"
+        error = response.json()["errors"][0]
+        assert error["field"] == "payment_terms"
+        assert error["code"] == "payment_terms_range"
+        assert error["message"].count("net_366") == 1
+        assert "0 to 365" in error["message"]
+        assert "net_30" in error["message"]
+
+    @pytest.mark.parametrize(
+        ("terms", "code"),
+        [("net_1000", "payment_terms_range"), ("net_07", "payment_terms_invalid")],
+    )
+    async def test_net_days_malformed(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        terms: str,
+        code: str,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+
+        response = await post_invoice(
+            client, auth, customer, [line(1000)], payment_terms=terms
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "payment_terms"
+        assert error["code"] == code
+        assert "pattern" not in error["message"]
+        assert "net_30" in error["message"]
 
 
 class TestNumbering:
@@ -659,9 +691,56 @@ class TestTaxRates:
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["code"] == "extra_forbidden"
+        error = response.json()["errors"][0]
+        assert error["field"] == "percentage"
+        assert error["code"] == "immutable"
+        assert "cannot change" in error["message"]
+        assert "POST /v1/tax-rates" in error["message"]
         unchanged = await client.get(f"/v1/tax-rates/{rate['id']}", headers=auth)
         assert unchanged.json()["percentage"] == "19"
+
+    async def test_inclusive_fixed(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        rate = await self.create_rate(client, auth)
+
+        response = await client.patch(
+            f"/v1/tax-rates/{rate['id']}",
+            json={"name": "MwSt", "inclusive": True},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "inclusive"
+        assert error["code"] == "immutable"
+        unchanged = await client.get(f"/v1/tax-rates/{rate['id']}", headers=auth)
+        assert unchanged.json()["inclusive"] is False
+        assert unchanged.json()["name"] == "VAT"
+
+    @pytest.mark.parametrize(
+        ("percentage", "code"),
+        [("101", "too_large"), (19, "decimal_string_required")],
+    )
+    async def test_invalid_percentage_named(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        percentage: object,
+        code: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/tax-rates",
+            json={"name": "VAT", "percentage": percentage},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "percentage"
+        assert error["code"] == code
+        assert error["message"].startswith(("percentage ", "Send percentage "))
+        assert "tax_rate" not in error["message"]
 
     async def test_list_filters_active(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -496,6 +497,25 @@ class TestRender:
         assert "uniFEB7" in glyphs
         assert "uni0634" not in glyphs
         assert "uniFEF7" in glyphs
+
+    @pytest.mark.parametrize(
+        "quantity",
+        ["1,234.5", "12,345.25", "999,999.999999", "99,999,999,999,999.999999"],
+    )
+    def test_quantity_on_one_line(self, quantity: str) -> None:
+        line = pdf.DocumentLine(
+            description="Consulting hours",
+            quantity=quantity,
+            unit_price="1,250.00",
+            discount="",
+            tax="19 %",
+            amount="1,543,125.00",
+        )
+        document = replace(arabic_document("Acme"), lines=(line,))
+
+        lines = pdf_lines(pdf.render(document))
+
+        assert f"Consulting hours {quantity} 1,250.00 19 % 1,543,125.00" in lines
 
     def test_payment_link_is_printed(self) -> None:
         content = pdf.render(arabic_document("Acme"))

@@ -1078,6 +1078,7 @@ class TestVoidInvoice:
 
         assert response.status_code == 409
         assert response.json()["code"] == "invoice_has_payments"
+        assert response.json()["title"] == "Invoice has payments"
 
 
 class TestStateMachine:

@@ -79,6 +79,44 @@ class TestRefundPayment:
         types = await event_types(session)
         assert types[-2:] == ["invoice.updated", "payment.refunded"]
 
+    async def test_no_body_refunds_all(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+
+        response = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", headers=auth
+        )
+
+        assert response.status_code == 201, response.text
+        assert response.json()["amount"] == 10000
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_refunded"] == 10000
+        reopened = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert reopened["payment_status"] == "unpaid"
+
+    async def test_empty_body_refunds_all(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        _, payment = await paid_invoice(client, auth, session, workspace)
+
+        response = await client.post(
+            f"/v1/payments/{payment['id']}/refunds",
+            content=b"",
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 201, response.text
+        assert response.json()["amount"] == 10000
+
     async def test_partial_refund_partially_paid(
         self,
         client: httpx.AsyncClient,
@@ -412,7 +450,7 @@ class TestRefundAfterCredit:
     ) -> None:
         invoice, payment = await paid_invoice(client, auth, session, workspace)
         await credit_note(
-            client, auth, invoice["id"], amount=2500, amount_to_refund=2500
+            client, auth, invoice["id"], amount=2500, refund_amount=2500
         )
 
         response = await refund(client, auth, payment["id"], amount=8000)

@@ -25,6 +25,18 @@ async def invoice(
     return await create_open_invoice(client, auth, customer)
 
 
+@pytest.fixture
+async def requester(client: httpx.AsyncClient, auth: dict[str, str]) -> str:
+    user = await create_user(client, auth)
+    user_id: str = user["id"]
+    return user_id
+
+
+@pytest.fixture
+async def approver(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, Any]:
+    return await create_user(client, auth, role="manager")
+
+
 async def write_off(
     client: httpx.AsyncClient,
     auth: dict[str, str],
@@ -35,6 +47,10 @@ async def write_off(
     return await client.post(
         f"/v1/invoices/{invoice_id}/write-off", json=body, headers={**auth, **headers}
     )
+
+
+def on_behalf_of(user_id: str) -> dict[str, str]:
+    return {"On-Behalf-Of": user_id}
 
 
 class TestMarkUncollectible:
@@ -107,9 +123,9 @@ class TestWriteOff:
         auth: dict[str, str],
         session: AsyncSession,
         invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
     ) -> None:
-        requester = await create_user(client, auth)
-        approver = await create_user(client, auth)
         await record_payment(client, auth, invoice, 2500, "cash")
 
         response = await write_off(
@@ -117,7 +133,7 @@ class TestWriteOff:
             auth,
             invoice["id"],
             {"reason": "Uneconomic to pursue", "approver_id": approver["id"]},
-            **{"On-Behalf-Of": requester["id"]},
+            **on_behalf_of(requester),
         )
 
         assert response.status_code == 200, response.text
@@ -127,19 +143,24 @@ class TestWriteOff:
         assert body["write_off"]["amount_recovered"] == 0
         assert body["write_off"]["reason"] == "Uneconomic to pursue"
         assert body["write_off"]["approved_by"] == approver["id"]
-        assert body["write_off"]["requested_by"] == requester["id"]
+        assert body["write_off"]["requested_by"] == requester
         types = await event_types(session, invoice["id"], "invoice")
         assert types[-1] == "invoice.written_off"
 
     async def test_payment_after_pays(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
     ) -> None:
-        approver = await create_user(client, auth)
         await write_off(
             client,
             auth,
             invoice["id"],
             {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
         )
 
         paid = await client.post(
@@ -168,14 +189,14 @@ class TestWriteOff:
         session: AsyncSession,
         invoice: dict[str, Any],
     ) -> None:
-        user = await create_user(client, auth)
+        user = await create_user(client, auth, role="manager")
 
         response = await write_off(
             client,
             auth,
             invoice["id"],
             {"reason": "Gone quiet", "approver_id": user["id"]},
-            **{"On-Behalf-Of": user["id"]},
+            **on_behalf_of(user["id"]),
         )
 
         assert response.status_code == 422
@@ -188,10 +209,92 @@ class TestWriteOff:
             session, invoice["id"], "invoice"
         )
 
-    async def test_inactive_approver(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    @pytest.mark.parametrize(
+        "headers", [{}, {"On-Behalf-Of": "Jane from accounts"}], ids=["none", "text"]
+    )
+    async def test_requester_required(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        invoice: dict[str, Any],
+        approver: dict[str, Any],
+        headers: dict[str, str],
     ) -> None:
-        approver = await create_user(client, auth)
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **headers,
+        )
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "requester_required"
+        assert problem["errors"][0]["field"] == "header.On-Behalf-Of"
+        assert "On-Behalf-Of" in problem["detail"]
+        current = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        assert current.json()["status"] == "open"
+        assert current.json()["write_off"] is None
+        assert "invoice.written_off" not in await event_types(
+            session, invoice["id"], "invoice"
+        )
+
+    async def test_rep_cannot_approve(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+    ) -> None:
+        rep = await create_user(client, auth, role="rep")
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": rep["id"]},
+            **on_behalf_of(requester),
+        )
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "approver_not_permitted"
+        assert problem["errors"][0]["field"] == "approver_id"
+        assert problem["approver_role"] == "rep"
+        assert problem["allowed_roles"] == ["manager", "admin"]
+        current = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        assert current.json()["write_off"] is None
+
+    async def test_admin_approves(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+    ) -> None:
+        admin = await create_user(client, auth, role="admin")
+
+        response = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": admin["id"]},
+            **on_behalf_of(requester),
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["write_off"]["approved_by"] == admin["id"]
+
+    async def test_inactive_approver(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
         deactivated = await client.patch(
             f"/v1/users/{approver['id']}", json={"active": False}, headers=auth
         )
@@ -202,53 +305,75 @@ class TestWriteOff:
             auth,
             invoice["id"],
             {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
         )
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "approver_id"
 
     async def test_unknown_approver(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
     ) -> None:
         response = await write_off(
             client,
             auth,
             invoice["id"],
             {"reason": "Gone quiet", "approver_id": "usr_" + "0" * 26},
+            **on_behalf_of(requester),
         )
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["code"] == "user_not_found"
 
     async def test_reason_required(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
     ) -> None:
-        approver = await create_user(client, auth)
-
         response = await write_off(
-            client, auth, invoice["id"], {"approver_id": approver["id"]}
+            client,
+            auth,
+            invoice["id"],
+            {"approver_id": approver["id"]},
+            **on_behalf_of(requester),
         )
 
         assert response.status_code == 422
         assert "reason" in response.text
 
     async def test_twice_conflicts(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
     ) -> None:
-        approver = await create_user(client, auth)
         body = {"reason": "Gone quiet", "approver_id": approver["id"]}
-        first = await write_off(client, auth, invoice["id"], body)
+        headers = on_behalf_of(requester)
+        first = await write_off(client, auth, invoice["id"], body, **headers)
         assert first.status_code == 200, first.text
 
-        second = await write_off(client, auth, invoice["id"], body)
+        second = await write_off(client, auth, invoice["id"], body, **headers)
 
         assert second.status_code == 409
         assert second.json()["code"] == "invoice_already_written_off"
 
     async def test_paid_invoice_conflicts(
-        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
     ) -> None:
-        approver = await create_user(client, auth)
         await record_payment(client, auth, invoice, invoice["total"], "cash")
 
         response = await write_off(
@@ -256,6 +381,7 @@ class TestWriteOff:
             auth,
             invoice["id"],
             {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
         )
 
         assert response.status_code == 409

@@ -494,6 +494,7 @@ class TestConvertAtomicity:
 
         assert response.status_code == 409
         assert response.json()["code"] == "conflict"
+        assert response.json()["title"] == "Conflicting write"
         assert "opportunity insert failed" not in response.text
         assert await count(session, Customer) == 0
         assert await count(session, Contact) == 0

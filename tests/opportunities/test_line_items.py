@@ -207,7 +207,32 @@ class TestCustomLine:
         )
 
         assert response.status_code == 422
-        assert response.json()["errors"][0]["code"] == "discount_exceeds_amount"
+        error = response.json()["errors"][0]
+        assert error["code"] == "discount_exceeds_amount"
+        assert error["field"] == "discount_amount"
+
+    async def test_discount_error_names_body_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        opportunity = await create_opportunity(client, auth, currency="USD")
+        await add_line_item(client, auth, opportunity["id"])
+        await add_line_item(client, auth, opportunity["id"])
+
+        response = await client.post(
+            lines_url(opportunity),
+            json={
+                "description": "x",
+                "quantity": "2",
+                "unit_amount": 100,
+                "discount_amount": 201,
+            },
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "discount_amount"
+        assert "200" in error["message"]
 
     async def test_invalid_input_is_422(
         self,
@@ -264,7 +289,9 @@ class TestCustomLine:
         )
 
         assert response.status_code == 422
-        assert response.json()["code"] == "amount_too_large"
+        problem = response.json()
+        assert problem["code"] == "amount_too_large"
+        assert problem["errors"][0]["field"] == "quantity"
 
 
 class TestAmountControl:
@@ -389,6 +416,26 @@ class TestUpdateLineItem:
         assert updated["total"] == 1700
         assert response.headers["ETag"] == '"3"'
         assert (await fetch(client, auth, opportunity["id"]))["amount"] == 1700
+
+    async def test_discount_error_names_body_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        opportunity = await create_opportunity(client, auth, currency="USD")
+        await add_line_item(client, auth, opportunity["id"])
+        line = await add_line_item(client, auth, opportunity["id"], unit_amount=1000)
+
+        response = await client.patch(
+            f"{lines_url(opportunity)}/{line['id']}",
+            json={"discount_amount": 1001},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["code"] == "discount_exceeds_amount"
+        assert error["field"] == "discount_amount"
+        unchanged = await fetch(client, auth, opportunity["id"])
+        assert unchanged["amount"] == 2000
 
     async def test_unit_price_of_product_line_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]

@@ -142,6 +142,26 @@ class TestCreateProposal:
         assert response.status_code == 409
         assert response.json()["currency"] == "GBP"
 
+    async def test_line_discount_error_names_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        opportunity = await create_opportunity(client, auth, currency="USD")
+        custom = {"description": "Setup", "quantity": "1", "unit_amount": 500}
+
+        response = await client.post(
+            f"/v1/opportunities/{opportunity['id']}/proposals",
+            json={
+                "valid_until": TOMORROW,
+                "lines": [custom, {**custom, "discount_amount": 501}],
+            },
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["code"] == "discount_exceeds_amount"
+        assert error["field"] == "lines.1.discount_amount"
+
     async def test_past_validity_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
