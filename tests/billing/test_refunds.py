@@ -449,9 +449,7 @@ class TestRefundAfterCredit:
         workspace: Workspace,
     ) -> None:
         invoice, payment = await paid_invoice(client, auth, session, workspace)
-        await credit_note(
-            client, auth, invoice["id"], amount=2500, refund_amount=2500
-        )
+        await credit_note(client, auth, invoice["id"], amount=2500, refund_amount=2500)
 
         response = await refund(client, auth, payment["id"], amount=8000)
 
