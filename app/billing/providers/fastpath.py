@@ -49,15 +49,16 @@ class ProviderWebhookFastPath:
             return
         state = scope["app"].state
         secret = stripe_secret(state.settings)
+        declared_too_large = False
         signature: str | None = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and (
-                not value.isdigit() or int(value) > self.max_bytes
-            ):
-                secret = None
-            elif name == _SIGNATURE_HEADER:
+            if name == b"content-length":
+                # A malformed length goes on to the stack, as anything unusual does.
+                declared_too_large = not value.isdigit() or int(value) > self.max_bytes
+            elif name == _SIGNATURE_HEADER and signature is None:
+                # The first one, as Starlette's ``Request.headers.get`` returns.
                 signature = value.decode("latin-1")
-        if secret is None:
+        if secret is None or declared_too_large:
             await self.app(scope, receive, send)
             return
 
