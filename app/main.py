@@ -16,6 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from app import ops
 from app.activities.router import router as activities_router
 from app.billing.credit_router import router as credit_router
+from app.billing.providers.fastpath import ProviderWebhookFastPath
+from app.billing.providers.inbox import DrainSignal
 from app.billing.providers.router import router as provider_webhooks_router
 from app.billing.router import router as billing_router
 from app.core.auth import KeyCache
@@ -102,6 +104,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = database or Database(settings)
     app.state.queue = queue or JobQueue(settings.redis_url)
+    app.state.drain_signal = DrainSignal(app.state.queue)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
 
     install_error_handlers(app)
@@ -111,6 +114,8 @@ def create_app(
         route_limits={IMPORT_UPLOAD_ROUTE: settings.import_max_bytes},
     )
     app.add_middleware(RequestContextMiddleware)
+    # Added last, so it is the outermost: it serves Stripe deliveries on its own.
+    app.add_middleware(ProviderWebhookFastPath, max_bytes=settings.max_body_bytes)
 
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount(ops.DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")

@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
+    database_autocommit_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="Connections of a second, plain asyncpg pool for single "
+        "statements that commit on their own (the provider webhook inbox). It opens "
+        "them on first use, in addition to database_pool_size.",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="URL of the Redis server that carries the arq queue.",

@@ -12,6 +12,7 @@ import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,15 @@ class TestDatabase(Database):
             autoflush=False,
             join_transaction_mode="create_savepoint",
         )
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Any]:
+        """Lend the test's connection, where the statements run in a savepoint."""
+        async with self.sessionmaker() as session:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            yield raw.driver_connection
+            await session.commit()
 
     async def dispose(self) -> None:
         return None

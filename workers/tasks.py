@@ -8,6 +8,7 @@ does nothing when the work is already done.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,13 +17,14 @@ from typing import Any
 
 import structlog
 from arq import cron
+from arq.utils import timestamp_ms
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.service import activity_service
 from app.billing import reconciliation
 from app.billing.debt import debt_service
 from app.billing.dunning import dunning_runner
-from app.billing.providers.inbox import provider_event_service
+from app.billing.providers.inbox import drain_job, provider_event_service
 from app.billing.reconciliation import reconciliation_service
 from app.billing.sends import invoice_send_service
 from app.core.db import Database, defer_job, drop_pending_jobs
@@ -99,6 +101,67 @@ async def process_provider_event(
         return None
     outcomes = await _run_provider_events(ctx, claimed)
     return outcomes[event_id]
+
+
+PROVIDER_DRAIN = "provider_drain"
+# Drains one worker process runs at once. Two keep a batch's statements going while
+# the other waits for PostgreSQL.
+DRAIN_LANES = 2
+
+
+class ProviderDrain:
+    """The drains of one worker process: at most ``DRAIN_LANES`` at once.
+
+    A drain leases and applies batches until a claim finds nothing. A drain job that
+    arrives while every lane is busy only makes them claim once more before they
+    stop, so an event stored while the last claim ran is still taken.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._again = False
+
+    async def run(self, ctx: dict[str, Any]) -> int:
+        """Drain the inbox; return how many events this call leased."""
+        if self.running >= DRAIN_LANES:
+            self._again = True
+            return 0
+        self.running += 1
+        try:
+            return await self._drain(ctx)
+        finally:
+            self.running -= 1
+
+    async def _drain(self, ctx: dict[str, Any]) -> int:
+        # Half the job timeout, then the next job continues.
+        deadline = time.monotonic() + ctx["settings"].worker_job_timeout_seconds / 2
+        total = 0
+        while True:
+            self._again = False
+            async with unit_of_work(ctx) as session:
+                claimed = await provider_event_service.claim_next(session, _lease(ctx))
+            if not claimed:
+                if self._again:
+                    continue
+                return total
+            await _run_provider_events(ctx, claimed)
+            total += len(claimed)
+            if time.monotonic() > deadline:
+                await ctx["queue"].enqueue(drain_job(timestamp_ms()))
+                log.info("provider_event.drain_continued", count=total)
+                return total
+
+
+async def drain_provider_events(ctx: dict[str, Any]) -> int:
+    """Apply every received provider event, in batches; return how many were leased."""
+    # arq gives each job a copy of the worker's context, so the drain shared by the
+    # jobs of a process is made at startup.
+    drain: ProviderDrain = ctx.setdefault(PROVIDER_DRAIN, ProviderDrain())
+    return await drain.run(ctx)
+
+
+async def start_provider_drain(ctx: dict[str, Any]) -> None:
+    ctx[PROVIDER_DRAIN] = ProviderDrain()
 
 
 async def sweep_provider_events(ctx: dict[str, Any]) -> int:
@@ -498,6 +561,7 @@ Hook = Callable[[dict[str, Any]], Awaitable[None]]
 FUNCTIONS: list[Any] = [
     prune_idempotency_keys,
     process_provider_event,
+    drain_provider_events,
     sweep_provider_events,
     run_reconciliation,
     sweep_reconciliation_runs,
@@ -540,5 +604,10 @@ CRON_JOBS: list[Any] = [
     cron(prune_events, minute={17}, run_at_startup=False),
 ]
 # The delivery loop starts after the sender it sends with, and stops before it.
-STARTUP_HOOKS: list[Hook] = [start_webhook_sender, start_delivery_loop, start_mailer]
+STARTUP_HOOKS: list[Hook] = [
+    start_webhook_sender,
+    start_delivery_loop,
+    start_mailer,
+    start_provider_drain,
+]
 SHUTDOWN_HOOKS: list[Hook] = [stop_delivery_loop, close_webhook_sender]

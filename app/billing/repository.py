@@ -271,6 +271,21 @@ WHERE id IN (SELECT id FROM requested UNION ALL SELECT id FROM others)
 RETURNING id, id = $1 AS requested
 """
 
+# The drain's claim: received events with no live lease, oldest first, skipping rows
+# another worker is claiming.
+_CLAIM_NEXT = """
+UPDATE provider_events
+SET claimed_until = $2, attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM provider_events
+    WHERE status = 'received' AND (claimed_until IS NULL OR claimed_until < $1)
+    ORDER BY received_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, received_at
+"""
+
 
 class ProviderEventRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -322,6 +337,15 @@ class ProviderEventRepository:
         )
         claimed = sorted(rows, key=lambda row: not row["requested"])
         return [row["id"] for row in claimed]
+
+    async def claim_next(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[uuid.UUID]:
+        """Lease up to ``limit`` received events that no one holds, oldest first."""
+        # One statement on the driver connection, as in ``claim_batch``.
+        driver = await driver_connection(self.session)
+        rows = await driver.fetch(_CLAIM_NEXT, now, lease_until, limit)
+        return [row["id"] for row in sorted(rows, key=lambda row: row["received_at"])]
 
     async def claim_due(
         self,

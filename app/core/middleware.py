@@ -32,6 +32,31 @@ LATENCY = Histogram(
 )
 
 
+def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Return the client's ``X-Request-Id`` if it is well formed, else None."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            candidate = value.decode("latin-1")
+            return candidate if _REQUEST_ID.match(candidate) else None
+    return None
+
+
+def record_request(
+    method: str, path: str, route: str, status: int, elapsed: float
+) -> None:
+    """Count and time a finished request, and write its access log line."""
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(elapsed)
+    log.info(
+        "request.completed",
+        method=method,
+        path=path,
+        route=route,
+        status=status,
+        duration_ms=round(elapsed * 1000, 2),
+    )
+
+
 class RequestContextMiddleware:
     """Accept or create ``X-Request-Id``, echo it, bind it to logs, time the request."""
 
@@ -42,15 +67,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
-        if request_id is None:
-            request_id = uuid.uuid4().hex
+        request_id = client_request_id(scope["headers"]) or uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -70,19 +87,13 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(elapsed)
-            log.info(
-                "request.completed",
-                method=method,
-                path=scope["path"],
-                route=template,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
+            record_request(
+                scope["method"],
+                scope["path"],
+                getattr(route, "path", "unmatched"),
+                status,
+                time.perf_counter() - started,
             )
             structlog.contextvars.clear_contextvars()
 

@@ -43,7 +43,24 @@ def _is_json(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+# asyncpg's errors for a connection that is lost, refused or closed.
+_ASYNCPG_CONNECTION_ERRORS = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "InterfaceError",
+        "ConnectionFailureError",
+        "AdminShutdownError",
+    }
+)
+
+
 def is_connection_error(error: BaseException) -> bool:
+    """Tell whether ``error`` means PostgreSQL cannot be reached.
+
+    Errors raised through SQLAlchemy wrap asyncpg's; a plain asyncpg connection, as
+    in ``Database.autocommit``, raises them as they are.
+    """
     if isinstance(error, OSError | TimeoutError):
         return True
     if isinstance(error, DBAPIError):
@@ -51,14 +68,11 @@ def is_connection_error(error: BaseException) -> bool:
             return True
         original = error.orig
         name = type(original).__name__ if original is not None else ""
-        return isinstance(original, OSError) or name in {
-            "ConnectionDoesNotExistError",
-            "CannotConnectNowError",
-            "InterfaceError",
-            "ConnectionFailureError",
-            "AdminShutdownError",
-        }
-    return False
+        return isinstance(original, OSError) or name in _ASYNCPG_CONNECTION_ERRORS
+    return (
+        type(error).__module__.startswith("asyncpg")
+        and type(error).__name__ in _ASYNCPG_CONNECTION_ERRORS
+    )
 
 
 def _takes_several(annotation: Any) -> bool:

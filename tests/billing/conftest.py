@@ -103,6 +103,7 @@ async def committed(
             )
     finally:
         await queue.close()
+        await database.close_autocommit_pool()
         await _delete_workspace(database, workspace_id)
 
 

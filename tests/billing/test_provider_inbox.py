@@ -11,16 +11,23 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from arq.utils import timestamp_ms
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.providers.inbox import provider_event_service
+from app.billing.providers.inbox import (
+    DRAIN_JOB,
+    DRAIN_WINDOW_MS,
+    DrainSignal,
+    provider_event_service,
+)
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.billing.views import invoice_data, payment_data
 from app.core.clock import utcnow
 from app.core.db import Database
 from app.core.ids import new_uuid
-from app.core.jobs import JobQueue
+from app.core.jobs import QUEUE_NAME, JobQueue
 from app.models import Event, Invoice, Payment, ProviderEvent, Workspace
 from app.settings import Settings
 from tests.billing.conftest import Committed
@@ -245,22 +252,34 @@ class TestBatchClaim:
         assert await count_payments(session, workspace.id) == 1
 
 
+async def deliver_committed_payments(
+    committed: Committed, *, first_number: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Open 8 invoices and deliver one payment event for each.
+
+    Return the invoices and the event ids.
+    """
+    client, auth = committed.client, committed.auth
+    invoices = [
+        await create_open_invoice(client, auth, committed.customer) for _ in range(8)
+    ]
+    bodies = [
+        payment_body(invoice["id"], first_number + number)
+        for number, invoice in enumerate(invoices)
+    ]
+    for body in bodies:
+        await deliver(client, body)
+    return invoices, [json.loads(body)["id"] for body in bodies]
+
+
 class TestConcurrentWorkers:
     async def test_each_event_applied_once(
         self, committed: Committed, settings: Settings
     ) -> None:
         client, auth = committed.client, committed.auth
-        invoices = [
-            await create_open_invoice(client, auth, committed.customer)
-            for _ in range(8)
-        ]
-        bodies = [
-            payment_body(invoice["id"], number)
-            for number, invoice in enumerate(invoices)
-        ]
-        for body in bodies:
-            await deliver(client, body)
-        event_ids = [json.loads(body)["id"] for body in bodies]
+        invoices, event_ids = await deliver_committed_payments(
+            committed, first_number=0
+        )
         async with committed.database.session() as session:
             row_ids = list(
                 await session.scalars(
@@ -376,3 +395,143 @@ class TestBatchApply:
                     session
                 ).allocations_of([payment.id])
                 assert event.data == payment_data(payment, allocations[payment.id])
+
+
+async def drain_keys(redis_client: aioredis.Redis) -> list[bytes]:
+    return list(await redis_client.keys(f"arq:job:{DRAIN_JOB}:*"))
+
+
+class TestDrain:
+    async def test_one_drain_job_per_window(
+        self, queue: JobQueue, redis_client: aioredis.Redis
+    ) -> None:
+        signal = DrainSignal(queue)
+        start = (timestamp_ms() // DRAIN_WINDOW_MS + 10) * DRAIN_WINDOW_MS
+
+        await signal.stored(start)
+        await signal.stored(start + DRAIN_WINDOW_MS - 1)
+        first_window = await drain_keys(redis_client)
+        await signal.stored(start + DRAIN_WINDOW_MS)
+        queued = await redis_client.zrange(QUEUE_NAME, 0, -1, withscores=True)
+
+        assert first_window == [
+            f"arq:job:{DRAIN_JOB}:{start + DRAIN_WINDOW_MS}".encode()
+        ]
+        assert len(await drain_keys(redis_client)) == 2
+        # Each job is due when its window ends, after every event stored in it.
+        assert sorted(score for _, score in queued) == [
+            start + DRAIN_WINDOW_MS,
+            start + 2 * DRAIN_WINDOW_MS,
+        ]
+
+    async def test_drain_applies_every_received_event(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        workspace: Workspace,
+        invoice_ids: list[str],
+    ) -> None:
+        await deliver_payments(client, session, invoice_ids)
+
+        drained = await tasks.drain_provider_events(worker_ctx)
+        again = await tasks.drain_provider_events(worker_ctx)
+
+        assert drained == 3
+        assert again == 0
+        rows = await rows_by_event(session)
+        assert {row.status for row in rows.values()} == {"processed"}
+        assert {row.attempts for row in rows.values()} == {1}
+        assert await count_payments(session, workspace.id) == 3
+
+    async def test_drain_leaves_leased_event(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        invoice_ids: list[str],
+    ) -> None:
+        rows = await deliver_payments(client, session, invoice_ids)
+        leased = rows["evt_batch_1"].id
+        await session.execute(
+            update(ProviderEvent)
+            .where(ProviderEvent.id == leased)
+            .values(claimed_until=utcnow() + timedelta(minutes=1))
+        )
+        await session.commit()
+
+        drained = await tasks.drain_provider_events(worker_ctx)
+
+        assert drained == 2
+        rows = await rows_by_event(session)
+        assert rows["evt_batch_1"].status == "received"
+        assert rows["evt_batch_1"].attempts == 0
+        assert {rows["evt_batch_0"].status, rows["evt_batch_2"].status} == {"processed"}
+
+    async def test_sweep_applies_events_of_lost_drain_job(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        redis_client: aioredis.Redis,
+        workspace: Workspace,
+        invoice_ids: list[str],
+    ) -> None:
+        await deliver_payments(client, session, invoice_ids)
+        queued = await drain_keys(redis_client)
+        # Redis loses the drain job before the worker takes it.
+        await redis_client.flushdb()
+        fresh = await tasks.sweep_provider_events(worker_ctx)
+        await session.execute(
+            update(ProviderEvent).values(received_at=utcnow() - timedelta(minutes=1))
+        )
+        await session.commit()
+
+        swept = await tasks.sweep_provider_events(worker_ctx)
+
+        assert queued != []
+        assert fresh == 0
+        assert swept == 3
+        rows = await rows_by_event(session)
+        assert {row.status for row in rows.values()} == {"processed"}
+        assert {row.attempts for row in rows.values()} == {1}
+        assert await count_payments(session, workspace.id) == 3
+
+
+class TestConcurrentDrains:
+    async def test_each_event_applied_once(
+        self, committed: Committed, settings: Settings
+    ) -> None:
+        _, event_ids = await deliver_committed_payments(committed, first_number=100)
+        queue = JobQueue(settings.redis_url)
+        ctx: dict[str, Any] = {
+            "db": committed.database,
+            "queue": queue,
+            "settings": settings,
+        }
+        await tasks.start_provider_drain(ctx)
+
+        try:
+            # arq gives each job a copy of the worker's context.
+            leased = await asyncio.gather(
+                *(
+                    tasks.drain_provider_events({**ctx, "job_id": f"drain-{number}"})
+                    for number in range(4)
+                )
+            )
+        finally:
+            await queue.close()
+
+        # Two lanes drain; the jobs that find both busy return at once.
+        assert sum(leased) == 8
+        assert leased.count(0) >= 2
+        async with committed.database.session() as session:
+            rows = list(
+                await session.scalars(
+                    select(ProviderEvent).where(ProviderEvent.event_id.in_(event_ids))
+                )
+            )
+            payments = await count_payments(session, committed.workspace_id)
+        assert {row.status for row in rows} == {"processed"}
+        assert {row.attempts for row in rows} == {1}
+        assert payments == 8

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.providers.amounts import from_stripe_amount
-from app.billing.providers.inbox import MAX_ATTEMPTS, job_id
+from app.billing.providers.inbox import DRAIN_JOB, MAX_ATTEMPTS
 from app.core.clock import utcnow
 from app.core.db import Database
 from app.core.ids import encode, new_uuid
@@ -88,7 +88,7 @@ async def invoice_state(
 
 
 class TestReceiveStripeEvent:
-    async def test_stored_and_job_enqueued(
+    async def test_stored_and_drain_enqueued(
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
@@ -107,7 +107,7 @@ class TestReceiveStripeEvent:
         assert row.status == "received"
         assert row.payload == json.loads(body)
         assert row.provider_created_at is not None
-        assert await redis_client.exists(f"arq:job:{job_id(row.id)}") == 1
+        assert len(await redis_client.keys(f"arq:job:{DRAIN_JOB}:*")) == 1
 
     async def test_duplicate_stored_once(
         self, client: httpx.AsyncClient, session: AsyncSession

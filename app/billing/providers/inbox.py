@@ -15,6 +15,12 @@ lease (``claimed_until``) and ends it in one of these statuses:
 
 An unexpected exception leaves the row ``received`` for the sweep to retry after the
 lease, until ``MAX_ATTEMPTS`` attempts have failed.
+
+Deliveries do not get a job each. A process that stores events enqueues one drain job
+per window of ``DRAIN_WINDOW_MS``, which starts when its window ends, so after every
+event stored in the window has committed. The worker's drain then leases and applies
+batches until no received event is left (``workers.tasks.drain_provider_events``).
+Redis carries only that hint: the sweep applies what a lost job left behind.
 """
 
 from __future__ import annotations
@@ -23,30 +29,34 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
+from arq.utils import timestamp_ms
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.providers import stripe as stripe_provider
 from app.billing.providers.base import Outcome, VerifiedEvent
+from app.billing.providers.held import HELD
 from app.billing.repository import ProviderEventRepository
 from app.core.clock import utcnow
-from app.core.db import Database, PendingJob, driver_connection
+from app.core.db import Database, PendingJob
 from app.core.ids import new_uuid
+from app.core.jobs import JobQueue
 from app.models import ProviderEvent
 
 log = structlog.get_logger(__name__)
 
 PROCESS_JOB = "process_provider_event"
+DRAIN_JOB = "drain_provider_events"
+# The events a process stores within one window share one drain job.
+DRAIN_WINDOW_MS = 50
 MAX_ATTEMPTS = 5
 MAX_ERROR_LENGTH = 2000
 # The sweep leaves fresh rows to the job enqueued after their commit.
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 100
-# Events one job leases and applies in turn, each in a transaction of its own. Each
-# event gets its own job after it is stored, but while a batch is applied, the jobs of
-# the events in it find them leased and end at once.
+# Events one claim leases, applied in one transaction (or one by one after an error).
 CLAIM_BATCH = 50
 
 Handler = Callable[[AsyncSession, ProviderEvent], Awaitable[Outcome]]
@@ -57,24 +67,29 @@ def job_id(provider_event_id: uuid.UUID) -> str:
     return f"{PROCESS_JOB}:{provider_event_id}"
 
 
-# One statement stores the event or finds the stored one, so a delivery costs one round
-# trip and commits on its own. A concurrent delivery of the same event may commit after
-# this statement took its snapshot. The INSERT then skips the row, but the SELECT
-# cannot see it, so no row comes back, and ``_FIND`` reads it with a new snapshot.
+# One statement finds the stored event or stores it, so a delivery costs one round
+# trip and commits on its own. A duplicate is found by a plain read first: an INSERT
+# … ON CONFLICT that meets the row would wait for any transaction that updated it,
+# such as the batch applying the event. Two deliveries of a new event may both miss
+# it; the later INSERT then skips the row but cannot see it in its snapshot, so no
+# row comes back, and ``_FIND`` reads it with a new snapshot.
 _STORE = """
-WITH inserted AS (
+WITH existing AS (
+    SELECT id, status FROM provider_events WHERE provider = $2 AND event_id = $3
+),
+inserted AS (
     INSERT INTO provider_events (
         id, provider, event_id, type, payload, provider_created_at, status, attempts,
         received_at
     )
-    VALUES ($1, $2, $3, $4, $5, $6, 'received', 0, $7)
+    SELECT $1, $2, $3, $4, $5::jsonb, $6, 'received', 0, $7
+    WHERE NOT EXISTS (SELECT FROM existing)
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING id, status
 )
 SELECT id, status, true AS inserted FROM inserted
 UNION ALL
-SELECT id, status, false FROM provider_events
-WHERE provider = $2 AND event_id = $3 AND NOT EXISTS (SELECT FROM inserted)
+SELECT id, status, false FROM existing
 """
 _FIND = "SELECT id, status FROM provider_events WHERE provider = $1 AND event_id = $2"
 
@@ -97,20 +112,54 @@ def process_job(provider_event_id: uuid.UUID) -> PendingJob:
     )
 
 
+def drain_job(now_ms: int) -> PendingJob:
+    """Build the drain job of the window that holds ``now_ms``, due when it ends.
+
+    Its id names the window, so every enqueue within the window, from any process,
+    adds the same job once.
+    """
+    window_end = (now_ms // DRAIN_WINDOW_MS + 1) * DRAIN_WINDOW_MS
+    return PendingJob(
+        function=DRAIN_JOB,
+        args=(),
+        job_id=f"{DRAIN_JOB}:{window_end}",
+        kwargs={"_defer_until": datetime.fromtimestamp(window_end / 1000, UTC)},
+    )
+
+
+class DrainSignal:
+    """Enqueue the drain job of the current window once per process.
+
+    Call ``stored`` after an event has committed: the job starts after the window
+    ends, so after the commit, and later calls in the same window send nothing to
+    Redis. A failed enqueue is logged by the queue and left to the sweep.
+    """
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self._last_job_id: str | None = None
+
+    async def stored(self, now_ms: int | None = None) -> None:
+        job = drain_job(timestamp_ms() if now_ms is None else now_ms)
+        if job.job_id == self._last_job_id:
+            return
+        self._last_job_id = job.job_id
+        await self.queue.enqueue(job)
+
+
 class ProviderEventService:
     async def receive(
         self, database: Database, provider: str, event: VerifiedEvent
     ) -> StoredEvent:
         """Store a verified event once, committed before this returns.
 
-        The statement goes to the driver connection of a fresh session, where it runs
-        in a transaction of its own: one round trip, with no BEGIN or COMMIT, and the
-        caller may acknowledge the delivery as soon as it returns.
+        The statement runs on a connection of the autocommit pool, in a transaction
+        of its own: one round trip, with no BEGIN or COMMIT, and the caller may
+        acknowledge the delivery as soon as it returns.
         """
-        async with database.sessionmaker() as session:
-            driver = await driver_connection(session)
-            # SQLAlchemy's asyncpg codec for jsonb takes JSON text.
-            row = await driver.fetchrow(
+        async with database.autocommit() as connection:
+            # Both drivers' codecs for jsonb take JSON text.
+            row = await connection.fetchrow(
                 _STORE,
                 new_uuid(),
                 provider,
@@ -121,10 +170,7 @@ class ProviderEventService:
                 utcnow(),
             )
             if row is None:
-                row = await driver.fetchrow(_FIND, provider, event.event_id)
-            # No transaction was begun on the connection, so this sends nothing unless
-            # the session joined an outer transaction, as in the tests.
-            await session.commit()
+                row = await connection.fetchrow(_FIND, provider, event.event_id)
         assert row is not None
         stored = StoredEvent(
             id=row["id"], status=row["status"], duplicate=not row.get("inserted")
@@ -154,6 +200,19 @@ class ProviderEventService:
             provider_event_id, now=now, lease_until=now + lease, limit=CLAIM_BATCH
         )
 
+    async def claim_next(
+        self, session: AsyncSession, lease: timedelta
+    ) -> list[uuid.UUID]:
+        """Lease up to ``CLAIM_BATCH`` received events that no one holds, oldest first.
+
+        Unlike the sweep, it takes fresh events too: the drain runs after they are
+        stored. Rows another worker has locked or leased are skipped.
+        """
+        now = utcnow()
+        return await ProviderEventRepository.from_session(session).claim_next(
+            now=now, lease_until=now + lease, limit=CLAIM_BATCH
+        )
+
     async def claim_due(
         self, session: AsyncSession, lease: timedelta, *, now: datetime | None = None
     ) -> list[uuid.UUID]:
@@ -180,33 +239,61 @@ class ProviderEventService:
         """Apply claimed events in turn, in one transaction, as ``process`` does.
 
         One statement locks them all first, in id order, instead of one per event.
+        The outcomes are written to the inbox rows together at the end, in one
+        flush, except ``held``: a later payment in the batch must find that row held
+        to release it.
         """
         locked = await ProviderEventRepository.from_session(session).lock_many(
             provider_event_ids
         )
-        return {
-            event_id: await self._apply(session, locked.get(event_id))
-            for event_id in provider_event_ids
-        }
+        outcomes: dict[uuid.UUID, str | None] = {}
+        finished: list[tuple[ProviderEvent, Outcome]] = []
+        for event_id in provider_event_ids:
+            event = locked.get(event_id)
+            outcome = await self._outcome(session, event)
+            outcomes[event_id] = outcome.status if outcome is not None else None
+            if event is None or outcome is None:
+                continue
+            if outcome.status == HELD:
+                self._record(event, outcome)
+                await session.flush()
+            else:
+                finished.append((event, outcome))
+        for event, outcome in finished:
+            self._record(event, outcome)
+        await session.flush()
+        return outcomes
 
     async def _apply(
         self, session: AsyncSession, event: ProviderEvent | None
     ) -> str | None:
+        outcome = await self._outcome(session, event)
+        if event is None or outcome is None:
+            return None
+        self._record(event, outcome)
+        await session.flush()
+        return outcome.status
+
+    async def _outcome(
+        self, session: AsyncSession, event: ProviderEvent | None
+    ) -> Outcome | None:
+        """Run the provider's handler on a received event; None if it is done."""
         if event is None or event.status != "received":
             return None
         handler = HANDLERS.get(event.provider)
         if handler is None:
-            outcome = Outcome("failed", f"no handler for provider {event.provider}")
-        else:
-            outcome = await handler(session, event)
+            return Outcome("failed", f"no handler for provider {event.provider}")
+        return await handler(session, event)
 
+    @staticmethod
+    def _record(event: ProviderEvent, outcome: Outcome) -> None:
+        """Write an outcome to the event's row in the session, and log it."""
         event.status = outcome.status
         event.error = _truncate(outcome.error)
         event.processed_at = utcnow()
         event.claimed_until = None
         if outcome.workspace_id is not None:
             event.workspace_id = outcome.workspace_id
-        await session.flush()
         log_method = (
             log.warning if outcome.status in ("failed", "needs_review") else log.info
         )
@@ -220,7 +307,6 @@ class ProviderEventService:
             error=outcome.error,
             attempt=event.attempts,
         )
-        return outcome.status
 
     async def record_failure(
         self, session: AsyncSession, provider_event_id: uuid.UUID, error: str
