@@ -152,10 +152,11 @@ class Settings(BaseSettings):
         "receiver holds at most this many worker slots.",
     )
     webhook_batch_size: int = Field(
-        default=200,
+        default=500,
         ge=1,
-        description="Webhook requests one worker process sends at once, across "
-        "endpoints; its delivery loop leases due deliveries up to this many.",
+        description="Webhook deliveries one worker process holds leased and unsent or "
+        "in flight, across endpoints; its delivery loop leases more once half of "
+        "them ended.",
     )
     webhook_poll_interval_seconds: float = Field(
         default=0.05,

@@ -145,6 +145,7 @@ class TestDatabase(Database):
     """A ``Database`` whose sessions join the test's outer transaction."""
 
     __test__ = False
+    shares_one_connection = True
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.engine = connection.engine

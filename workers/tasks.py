@@ -290,7 +290,12 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> str:
 
 def delivery_loop(ctx: dict[str, Any]) -> DeliveryLoop:
     """Build a delivery loop on the worker's sessions and webhook sender."""
-    return DeliveryLoop(lambda: unit_of_work(ctx), ctx[WEBHOOK_SENDER], ctx["settings"])
+    return DeliveryLoop(
+        lambda: unit_of_work(ctx),
+        ctx[WEBHOOK_SENDER],
+        ctx["settings"],
+        serial_transactions=ctx["db"].shares_one_connection,
+    )
 
 
 # A recovery job runs at most this many batches, then queues its continuation, so it
@@ -349,9 +354,17 @@ async def prune_events(ctx: dict[str, Any]) -> int:
 
 
 async def sweep_webhooks(ctx: dict[str, Any]) -> int:
-    """Enqueue again the events and deliveries whose jobs were lost."""
+    """Enqueue again the events and recoveries whose jobs were lost.
+
+    In a worker whose delivery loop runs, the loop dispatches every undispatched event
+    from PostgreSQL, so no dispatch job is queued. A backlog of events would otherwise
+    queue a job for each of them, and each job would only wake the loop.
+    """
+    loop: DeliveryLoop | None = ctx.get(WEBHOOK_LOOP)
     async with unit_of_work(ctx) as session:
-        result = await webhook_dispatch.sweep(session)
+        result = await webhook_dispatch.sweep(session, requeue_events=loop is None)
+    if loop is not None:
+        loop.wake()
     return result.events
 
 

@@ -97,6 +97,10 @@ async def _keep_state(connection: asyncpg.Connection) -> None:
 class Database:
     """The engine and session factory of one process."""
 
+    # Whether every session runs on one shared connection, so two transactions
+    # cannot be open at once; the test database's sessions do.
+    shares_one_connection = False
+
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.engine = engine or create_engine(settings)
         self.sessionmaker = create_sessionmaker(self.engine)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Uuid, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
@@ -253,7 +253,10 @@ async def _events(
     to spare the loop the cost of building objects it only reads.
     """
     rows = await session.execute(
-        select(*_PAYLOAD_COLUMNS).where(Event.id.in_(set(event_ids)))
+        select(*_PAYLOAD_COLUMNS).where(
+            Event.id == any_(bindparam("ids", type_=ARRAY(Uuid)))
+        ),
+        {"ids": list(set(event_ids))},
     )
     return {row.id: row for row in rows}
 

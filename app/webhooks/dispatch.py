@@ -4,9 +4,10 @@ Each worker's delivery loop (``app.webhooks.loop``) dispatches undispatched even
 bulk, ``DISPATCH_BATCH`` at a time, creating one pending delivery per subscribed
 endpoint; the loop then leases the due deliveries from PostgreSQL. ``emit`` also defers
 a ``dispatch_event`` job after the commit of each event that an enabled endpoint
-subscribes to, which dispatches that one event and wakes the loop. That job is a hint:
-the sweep enqueues again the undispatched events, so a Redis flush or a lost enqueue
-delays work but does not lose it. The sweep also marks dispatched, in bulk, the
+subscribes to, which wakes the loop, or in a worker without one dispatches the events.
+That job is a hint: every loop finds undispatched events in PostgreSQL on its own, and
+in a worker without a loop the sweep enqueues them again, so a Redis flush or a lost
+enqueue delays work but does not lose it. The sweep also marks dispatched, in bulk, the
 undispatched events that no endpoint subscribes to, and queues again the recoveries
 that stopped advancing.
 """
@@ -121,13 +122,15 @@ async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
     return len(batch)
 
 
-async def sweep(session: AsyncSession) -> SweepResult:
+async def sweep(session: AsyncSession, *, requeue_events: bool = True) -> SweepResult:
     """Enqueue again every undispatched event, and every stalled recovery.
 
     First it marks dispatched the undispatched events no endpoint subscribes to, for
     which ``emit`` queued no job. A dispatch job carries the id first enqueued, so arq
     drops it while that job is still queued. Due deliveries need no job: the delivery
-    loop of every worker leases them from PostgreSQL.
+    loop of every worker leases them from PostgreSQL. Without ``requeue_events`` no
+    dispatch job is queued, for a caller whose delivery loop dispatches the events
+    itself.
     """
     now = utcnow()
     due_before = now - SWEEP_GRACE
@@ -139,7 +142,7 @@ async def sweep(session: AsyncSession) -> SweepResult:
 
     event_count = 0
     after_event: uuid.UUID | None = None
-    while event_count < SWEEP_MAX_ROWS:
+    while requeue_events and event_count < SWEEP_MAX_ROWS:
         event_ids = await events.undispatched_ids(
             created_before=due_before, after_id=after_event, limit=SWEEP_BATCH
         )

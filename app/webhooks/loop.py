@@ -1,14 +1,15 @@
 """The delivery loop: each worker process sends webhooks in batches beside its jobs.
 
-The loop repeats one short transaction that dispatches new events in bulk, records
-the outcomes of the requests that ended since the last one, and leases due deliveries
-up to ``webhook_batch_size``. Meanwhile it sends the leased requests concurrently over
-the worker's one aiohttp session, at most ``webhook_max_in_flight_per_endpoint`` at once
-to one endpoint. An endpoint whose recent requests were fast may have more leases
-waiting in the loop (``leases_per_endpoint``), so one round can move more than the
-in-flight limit times the rounds of the timeout. It finds its work in PostgreSQL, so a Redis flush
-costs it nothing, and a worker killed mid-batch leaves leases that lapse and are taken
-again by any worker.
+Two transactions run side by side, each on its own connection. One dispatches new
+events in bulk and leases due deliveries, up to ``webhook_batch_size`` held by the
+loop, and leases again once half of them ended. The other records the outcomes of the
+requests that ended since it last ran. Meanwhile the loop sends the leased requests
+concurrently over the worker's one aiohttp session, at most
+``webhook_max_in_flight_per_endpoint`` at once to one endpoint, so neither
+transaction holds up a request. An endpoint whose recent requests were fast may have
+more leases waiting in the loop (``leases_per_endpoint``). The loop finds its work in
+PostgreSQL, so a Redis flush costs it nothing, and a worker killed mid-batch leaves
+leases that lapse and are taken again by any worker.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 import structlog
@@ -48,9 +49,17 @@ class DeliveryLoop:
     """Leases, sends and records webhook deliveries until stopped."""
 
     def __init__(
-        self, unit_of_work: UnitOfWork, sender: WebhookSender, settings: Settings
+        self,
+        unit_of_work: UnitOfWork,
+        sender: WebhookSender,
+        settings: Settings,
+        *,
+        serial_transactions: bool = False,
     ) -> None:
         self._unit_of_work = unit_of_work
+        # Taken around each transaction when the sessions share one connection,
+        # which cannot run the lease and the record at once.
+        self._serial = asyncio.Lock() if serial_transactions else None
         self._sender = sender
         self._settings = settings
         self.owner = new_uuid()
@@ -64,6 +73,19 @@ class DeliveryLoop:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
         self._wake = asyncio.Event()
+        # Set when an outcome is added to ``_done``, or leasing ends.
+        self._outcomes = asyncio.Event()
+        self._leasing = False
+        self._recording = False
+        # The loop leases again once this many requests of a batch ended, so each
+        # lease takes a sizeable batch rather than one delivery per ended request.
+        self._lease_threshold = max(1, settings.webhook_batch_size // 2)
+        # Why the next lease should not wait for the poll: half the batch ended
+        # (``_room``), the last lease was full (``_more_due``), or a job reported
+        # new events (``_dispatch_requested``).
+        self._room = False
+        self._more_due = False
+        self._dispatch_requested = False
         self._stopping = False
         self._task: asyncio.Task[int] | None = None
         self._last_dispatch = -float("inf")
@@ -77,7 +99,8 @@ class DeliveryLoop:
         self._task = asyncio.create_task(self.run(), name="webhook-delivery-loop")
 
     def wake(self) -> None:
-        """Look for work now rather than at the next poll."""
+        """Dispatch new events and look for work now rather than at the next poll."""
+        self._dispatch_requested = True
         self._wake.set()
 
     async def stop(self) -> None:
@@ -95,67 +118,80 @@ class DeliveryLoop:
     async def run(self, *, until_idle: bool = False) -> int:
         """Run until stopped, or with ``until_idle`` until no work is due.
 
-        Returns how many attempts it recorded.
+        Leasing and recording run side by side, each in its own transaction, and the
+        requests run in tasks of their own, which await neither. Returns how many
+        attempts it recorded.
         """
+        self._leasing = True
+        recorder = asyncio.create_task(self._record_until_done(), name="webhook-record")
+        try:
+            await self._lease_until_done(until_idle=until_idle)
+        finally:
+            self._leasing = False
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight))
+            self._outcomes.set()
+        return await recorder
+
+    async def _lease_until_done(self, *, until_idle: bool) -> None:
         poll = self._settings.webhook_poll_interval_seconds
-        recorded = 0
-        while True:
+        batch_size = self._settings.webhook_batch_size
+        while not self._stopping:
             self._wake.clear()
-            finished, self._done = self._done, []
-            capacity = (
-                0
-                if self._stopping
-                else self._settings.webhook_batch_size - len(self._in_flight)
-            )
-            dispatch_now = not self._stopping and (
+            capacity = batch_size - len(self._in_flight)
+            since_dispatch = time.monotonic() - self._last_dispatch
+            dispatch_now = (
                 until_idle
                 or self._dispatch_backlog
-                or time.monotonic() - self._last_dispatch >= poll
+                or self._dispatch_requested
+                or since_dispatch >= poll
             )
+            # Between dispatches, lease only when half the batch ended or the last
+            # lease was full, so each lease takes many deliveries.
+            lease_now = (self._room or self._more_due) and (
+                capacity >= self._lease_threshold
+            )
+            if not (dispatch_now or lease_now):
+                await self._wait(poll - since_dispatch)
+                continue
+            self._dispatch_requested = False
+            self._room = False
+            # With nothing in flight and nothing left to record, every earlier
+            # outcome is committed, so an empty lease means no work is due.
+            settled = not (self._in_flight or self._done or self._recording)
             try:
-                claims, dispatched = await self._cycle(finished, capacity, dispatch_now)
+                claims, dispatched = await self._lease_cycle(capacity, dispatch_now)
             except Exception:
-                # Recorded nothing: the leases of the finished attempts lapse, and
-                # the deliveries are sent again.
-                log.exception("webhook.loop_failed", lost_outcomes=len(finished))
-                if self._stopping:
-                    return recorded
+                log.exception("webhook.lease_failed")
                 await asyncio.sleep(poll)
                 continue
-            recorded += len(finished)
-            self._note_durations(finished)
             if dispatch_now:
                 self._last_dispatch = time.monotonic()
                 self._dispatch_backlog = dispatched >= DISPATCH_BATCH
             for claim in claims:
                 task = asyncio.create_task(self._send(claim))
                 self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                task.add_done_callback(self._sent)
+            self._more_due = capacity > 0 and len(claims) >= capacity
 
-            idle = not (self._in_flight or self._done or claims or finished)
-            if self._stopping and not self._in_flight and not self._done:
-                return recorded
-            if until_idle and idle and not dispatched:
-                return recorded
-            full = capacity > 0 and len(claims) >= capacity
-            if self._done or full or self._dispatch_backlog or dispatched:
-                continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), poll)
-            except TimeoutError:
-                pass
+            if until_idle and settled and not claims and not dispatched:
+                return
+            if not (claims or dispatched):
+                await self._wait(poll)
 
-    async def _cycle(
-        self,
-        finished: list[tuple[DeliveryClaim, AttemptResult]],
-        capacity: int,
-        dispatch_now: bool,
+    async def _wait(self, poll: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), poll)
+        except TimeoutError:
+            pass
+
+    async def _lease_cycle(
+        self, capacity: int, dispatch_now: bool
     ) -> tuple[list[DeliveryClaim], int]:
-        async with self._unit_of_work() as session:
+        async with self._transaction() as session:
             dispatched = 0
             if dispatch_now:
                 dispatched = await dispatch_pending(session, limit=DISPATCH_BATCH)
-            await record(session, self._settings, finished)
             claims = []
             if capacity > 0:
                 claims = await lease(
@@ -166,6 +202,49 @@ class DeliveryLoop:
                     slowest=self._slowest,
                 )
         return claims, dispatched
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        if self._serial is None:
+            async with self._unit_of_work() as session:
+                yield session
+            return
+        async with self._serial, self._unit_of_work() as session:
+            yield session
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if len(self._in_flight) == self._settings.webhook_batch_size - (
+            self._lease_threshold
+        ):
+            self._room = True
+            self._wake.set()
+
+    async def _record_until_done(self) -> int:
+        """Record the outcomes as they come, until leasing ended and none is left."""
+        recorded = 0
+        while True:
+            self._outcomes.clear()
+            if not self._done:
+                if not self._leasing and not self._in_flight:
+                    return recorded
+                await self._outcomes.wait()
+                continue
+            finished, self._done = self._done, []
+            self._recording = True
+            try:
+                async with self._transaction() as session:
+                    await record(session, self._settings, finished)
+            except Exception:
+                # Recorded nothing: the leases of the finished attempts lapse, and
+                # the deliveries are sent again.
+                log.exception("webhook.record_failed", lost_outcomes=len(finished))
+                await asyncio.sleep(self._settings.webhook_poll_interval_seconds)
+                continue
+            finally:
+                self._recording = False
+            recorded += len(finished)
+            self._note_durations(finished)
 
     def _note_durations(
         self, finished: list[tuple[DeliveryClaim, AttemptResult]]
@@ -217,4 +296,4 @@ class DeliveryLoop:
                 self._settings
             )
         self._done.append((claim, result))
-        self._wake.set()
+        self._outcomes.set()

@@ -9,6 +9,8 @@ from sqlalchemy import (
     ARRAY,
     Select,
     Text,
+    Uuid,
+    any_,
     bindparam,
     or_,
     select,
@@ -252,6 +254,58 @@ _CREATE_DELIVERIES = text(
 )
 
 
+# The statements that record a batch of attempts take one array per column, so each
+# is prepared once whatever the batch size, and skips the ORM's per-row work.
+_ADD_ATTEMPTS = text(
+    """
+    INSERT INTO webhook_attempts (
+        id, delivery_id, attempted_at, status_code, error, duration_ms,
+        response_excerpt
+    )
+    SELECT * FROM unnest(
+        CAST(:id AS uuid[]),
+        CAST(:delivery_id AS uuid[]),
+        CAST(:attempted_at AS timestamptz[]),
+        CAST(:status_code AS integer[]),
+        CAST(:error AS text[]),
+        CAST(:duration_ms AS integer[]),
+        CAST(:response_excerpt AS text[])
+    )
+    """
+)
+_LOCK_LEASED = text(
+    """
+    SELECT id, claimed_until FROM webhook_deliveries
+    WHERE id = ANY(CAST(:ids AS uuid[]))
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+# A recorded delivery loses its lease; ``claimed_by`` stays, naming the last owner.
+_RECORD_STATE = text(
+    """
+    UPDATE webhook_deliveries AS delivery
+    SET status = row.status, claimed_until = NULL,
+        last_status_code = row.last_status_code, last_error = row.last_error,
+        next_attempt_at = row.next_attempt_at, completed_at = row.completed_at,
+        updated_at = row.updated_at
+    FROM unnest(
+        CAST(:id AS uuid[]),
+        CAST(:status AS text[]),
+        CAST(:last_status_code AS integer[]),
+        CAST(:last_error AS text[]),
+        CAST(:next_attempt_at AS timestamptz[]),
+        CAST(:completed_at AS timestamptz[]),
+        CAST(:updated_at AS timestamptz[])
+    ) AS row(
+        id, status, last_status_code, last_error, next_attempt_at, completed_at,
+        updated_at
+    )
+    WHERE delivery.id = row.id
+    """
+)
+
+
 class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -365,9 +419,10 @@ class EventRepository:
     ) -> None:
         await self.session.execute(
             update(Event)
-            .where(Event.id.in_(set(event_ids)))
+            .where(Event.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
             .values(dispatched_at=at)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            {"ids": list(set(event_ids))},
         )
 
     async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
@@ -729,28 +784,54 @@ class WebhookDeliveryRepository:
     ) -> dict[uuid.UUID, datetime | None]:
         """Lock the deliveries in id order; return the lease each holds now."""
         rows = await self.session.execute(
-            select(WebhookDelivery.id, WebhookDelivery.claimed_until)
-            .where(WebhookDelivery.id.in_(set(delivery_ids)))
-            .order_by(WebhookDelivery.id)
-            .with_for_update()
+            _LOCK_LEASED, {"ids": sorted(set(delivery_ids))}
         )
         return {row.id: row.claimed_until for row in rows}
 
     async def update_many(self, values: Sequence[dict[str, Any]]) -> None:
-        """Update deliveries by id, one executemany; each dict names the columns."""
-        if values:
-            await self.session.execute(
-                update(WebhookDelivery).execution_options(synchronize_session=False),
-                list(values),
-            )
+        """Store each delivery's state after an attempt, in one statement.
+
+        Each dict holds the ``id`` and the columns ``_RECORD_STATE`` sets.
+        """
+        if not values:
+            return
+        await self.session.execute(
+            _RECORD_STATE,
+            {
+                column: [value[column] for value in values]
+                for column in (
+                    "id",
+                    "status",
+                    "last_status_code",
+                    "last_error",
+                    "next_attempt_at",
+                    "completed_at",
+                    "updated_at",
+                )
+            },
+        )
 
     async def add_attempts(self, values: Sequence[dict[str, Any]]) -> None:
-        """Insert attempts in one executemany."""
-        if values:
-            await self.session.execute(
-                insert(WebhookAttempt),
-                [{"id": new_uuid(), **value} for value in values],
-            )
+        """Insert attempts in one statement; each dict names the columns."""
+        if not values:
+            return
+        await self.session.execute(
+            _ADD_ATTEMPTS,
+            {
+                "id": [new_uuid() for _ in values],
+                **{
+                    column: [value[column] for value in values]
+                    for column in (
+                        "delivery_id",
+                        "attempted_at",
+                        "status_code",
+                        "error",
+                        "duration_ms",
+                        "response_excerpt",
+                    )
+                },
+            },
+        )
 
     async def list_for_endpoint(
         self,

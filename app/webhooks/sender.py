@@ -9,6 +9,7 @@ environment are ignored and no cookies are kept.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from app.webhooks.url_safety import (
     GuardedSocketFactory,
     SafeResolver,
     UnsafeAddress,
+    WebhookUrl,
     dialling,
     parse_webhook_url,
 )
@@ -64,6 +66,16 @@ class AttemptResult:
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_url(text: str) -> WebhookUrl:
+    """Parse a webhook URL once per distinct text; raises ``InvalidWebhookUrl``.
+
+    The parse reads only the text, so the cache cannot go stale. The address checks
+    happen later, on every connection, in ``SafeResolver`` and ``GuardedSocketFactory``.
+    """
+    return parse_webhook_url(text)
 
 
 def _find_unsafe(error: BaseException) -> UnsafeAddress | None:
@@ -161,7 +173,7 @@ class WebhookSender:
             ),
         }
         try:
-            url = parse_webhook_url(request.url)
+            url = _parse_url(request.url)
             self.policy.check_scheme(url)
         except (InvalidWebhookUrl, WebhookUrlNotAllowed) as error:
             return AttemptResult(

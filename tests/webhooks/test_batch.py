@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
@@ -19,6 +19,7 @@ from app.webhooks.dispatch import dispatch_pending
 from app.webhooks.sender import WebhookSender
 from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
 from tests.webhooks.factories import drain, record_event
+from workers import tasks
 
 SECRET = "whsec_" + "D" * 43 + "="
 
@@ -189,6 +190,40 @@ class TestBatchLeases:
         assert {
             row.attempts for row in rows if row.id in {c.delivery_id for c in batch}
         } == {2}
+
+    async def test_sends_next_batch_while_recording_waits(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed, webhook_max_in_flight_per_endpoint=2, webhook_batch_size=2
+        )
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 6)
+        loop = tasks.delivery_loop(ctx)
+
+        # Another transaction holds a lock that blocks every insert of attempts, so
+        # no outcome can be recorded until it ends.
+        async with committed.database.session() as blocker:
+            await blocker.execute(text("LOCK TABLE webhook_attempts IN SHARE MODE"))
+            loop.start()
+            for _ in range(200):
+                if len(receiver.requests) >= 6:
+                    break
+                await asyncio.sleep(0.05)
+            sent_while_blocked = len(receiver.requests)
+            await blocker.rollback()
+        for _ in range(200):
+            rows = await deliveries(committed, endpoint.id)
+            if {row.status for row in rows} == {"succeeded"}:
+                break
+            await asyncio.sleep(0.05)
+        await loop.stop()
+
+        # A batch holds two deliveries, so the loop leased three batches while the
+        # first batch's outcomes waited to be recorded.
+        assert sent_while_blocked == 6
+        assert len(receiver.requests) == 6
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
 
     async def test_batch_outcomes_recorded_together(
         self, committed: Committed, receiver: Receiver

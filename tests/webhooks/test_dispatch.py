@@ -312,6 +312,34 @@ class TestSweep:
             "succeeded"
         )
 
+    async def test_worker_with_loop_queues_no_dispatch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        redis_client: ArqRedis,
+    ) -> None:
+        await create_endpoint(client, auth, receiver.url(), event_types=["lead.*"])
+        await age_endpoints(session)
+        event = await record_event(session, workspace.id)
+        await age(session, event)
+        await redis_client.flushdb()
+        loop_ctx = {**ctx, tasks.WEBHOOK_LOOP: tasks.delivery_loop(ctx)}
+
+        found = await tasks.sweep_webhooks(loop_ctx)
+        jobs = await queued(redis_client)
+        await drain(ctx)
+
+        assert found == 0
+        assert jobs == []
+        # The loop dispatched the event from PostgreSQL, with no job.
+        assert len(receiver.requests) == 1
+        [delivery] = await deliveries_of(session, event.id)
+        assert delivery.status == "succeeded"
+
     async def test_leaves_fresh_and_leased_work(
         self,
         client: httpx.AsyncClient,
