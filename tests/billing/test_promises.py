@@ -101,12 +101,13 @@ class TestClosePromise:
         promised: tuple[dict[str, Any], dict[str, Any]],
     ) -> None:
         invoice, promise = promised
-        approver = await create_user(client, auth)
+        requester = await create_user(client, auth)
+        approver = await create_user(client, auth, role="manager")
 
         response = await client.post(
             f"/v1/invoices/{invoice['id']}/write-off",
             json={"reason": "Customer insolvent", "approver_id": approver["id"]},
-            headers=auth,
+            headers={**auth, "On-Behalf-Of": requester["id"]},
         )
 
         assert response.status_code == 200, response.text
