@@ -11,12 +11,17 @@ receiver; the rate is the deliveries divided by the time from the first commit t
 last arrival. The table also shows how fast the events were committed, which bounds
 the latency run when this process cannot emit at the rate it aims for.
 
-The baseline is a bare aiohttp loop in this process: it signs payloads of the same
-shape with the endpoint's secret and posts them from as many tasks as the worker may
-send to one endpoint (``--concurrency``, passed to the worker as
+The baseline is a bare aiohttp loop in a process of its own (``benchmarks.bare_webhooks``,
+on uvloop as the worker is), so that, as with the worker, every request goes from one
+process to the receiver in another. It signs payloads of the same shape with the
+endpoint's secret and posts them from as many tasks as the worker may send to one
+endpoint (``--concurrency``, passed to the worker as
 ``SALESCYCLE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT``). It runs before and after the
 worker, and a last worker run commits its events at half the bare loop's mean rate,
-for the latency target. Every run must deliver each event exactly once, or the
+for the latency target. The same loop run once inside this process, on the receiver's
+event loop, is shown for reference and not used in the ratio: with no second process
+to wake, its requests are faster than any sender's in another process. Every run must
+deliver each event exactly once, or the
 benchmark fails. ``python -m benchmarks --only-webhooks`` runs the same workload.
 """
 
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import orjson
 from aiohttp import web
 from sqlalchemy import insert, select
 
@@ -47,7 +52,8 @@ from app.core.jobs import JobQueue
 from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
 from app.settings import Settings
 from app.webhooks.payload import build_payload
-from app.webhooks.signing import generate_secret, webhook_headers
+from app.webhooks.signing import generate_secret
+from benchmarks.bare_webhooks import send_all
 from benchmarks.environment import BenchServers, app_env, bench_servers
 from benchmarks.runner import claim_and_prepare, release
 from benchmarks.servers import free_port, log_tail, start_process
@@ -125,31 +131,74 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def run_bare(
+async def run_bare_in_process(
     receiver: Receiver, bodies: list[tuple[str, bytes]], secret: str, concurrency: int
 ) -> RunResult:
-    """Sign and post ``bodies`` from ``concurrency`` tasks; time it the same way."""
+    """Sign and post ``bodies`` from ``concurrency`` tasks of this process.
+
+    The sender shares the receiver's event loop, so no request crosses to another
+    process; the table shows it beside the baseline, which does.
+    """
     receiver.reset(len(bodies))
-    pending = list(reversed(bodies))
-    started: dict[str, float] = {}
     url = f"http://127.0.0.1:{receiver.port}/hooks"
-
-    async def sender(session: aiohttp.ClientSession) -> None:
-        while pending:
-            message_id, body = pending.pop()
-            started[message_id] = time.time()
-            headers = {
-                "Content-Type": "application/json",
-                **webhook_headers([secret], message_id, int(started[message_id]), body),
-            }
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-
     first = time.time()
-    connector = aiohttp.TCPConnector(limit_per_host=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(sender(session) for _ in range(concurrency)))
-    return summarize("bare aiohttp loop", receiver, started, first, len(bodies))
+    started = await send_all(url, secret, concurrency, bodies)
+    return summarize(
+        "bare aiohttp loop in the receiver's process",
+        receiver,
+        started,
+        first,
+        len(bodies),
+    )
+
+
+async def run_bare(
+    receiver: Receiver,
+    bodies: list[tuple[str, bytes]],
+    secret: str,
+    concurrency: int,
+    log_dir: Path,
+) -> RunResult:
+    """Sign and post ``bodies`` from a process of their own, as the worker does.
+
+    The rate runs from the first request's start, so the process's start-up does not
+    count.
+    """
+    receiver.reset(len(bodies))
+    source = log_dir / "bare-bodies.json"
+    target = log_dir / "bare-started.json"
+    source.write_bytes(
+        orjson.dumps(
+            {
+                "url": f"http://127.0.0.1:{receiver.port}/hooks",
+                "secret": secret,
+                "concurrency": concurrency,
+                "bodies": [[message_id, body.decode()] for message_id, body in bodies],
+            }
+        )
+    )
+    sender = await start_process(
+        "bare-sender",
+        [sys.executable, "-m", "benchmarks.bare_webhooks", str(source), str(target)],
+        {},
+        log_dir,
+    )
+    try:
+        status = await asyncio.wait_for(sender.process.wait(), TIMEOUT_SECONDS)
+    except TimeoutError as error:
+        raise WebhookBenchFailed(
+            f"the bare sender did not finish in {TIMEOUT_SECONDS:g} s"
+        ) from error
+    finally:
+        await sender.stop()
+    if status != 0:
+        raise WebhookBenchFailed(
+            f"the bare sender exited with {status}:\n{log_tail(sender.log_path)}"
+        )
+    started: dict[str, float] = orjson.loads(target.read_bytes())
+    return summarize(
+        "bare aiohttp loop", receiver, started, min(started.values()), len(bodies)
+    )
 
 
 def summarize(
@@ -389,12 +438,16 @@ async def measure(
     servers: BenchServers, events: int, batch: int, concurrency: int, log_dir: Path
 ) -> list[RunResult]:
     """Run the bare loop, the worker, the bare loop again, then the worker at half
-    the bare loop's rate."""
+    the bare loop's rate; the bare loop in the receiver's process runs once, for
+    reference."""
     receiver = Receiver()
     await receiver.start()
     secret = generate_secret()
     try:
         bare_before = await run_bare(
+            receiver, sample_bodies(events), secret, concurrency, log_dir
+        )
+        in_process = await run_bare_in_process(
             receiver, sample_bodies(events), secret, concurrency
         )
         # One commit: the worker faces the whole backlog at once, as the bare loop does.
@@ -402,7 +455,7 @@ async def measure(
             servers, receiver, events, events, concurrency, log_dir
         )
         bare_after = await run_bare(
-            receiver, sample_bodies(events), secret, concurrency
+            receiver, sample_bodies(events), secret, concurrency, log_dir
         )
         half_rate = (bare_before.rate + bare_after.rate) / 4
         paced = await run_worker(
@@ -419,6 +472,7 @@ async def measure(
         await receiver.stop()
     return [
         dataclasses.replace(bare_before, name="bare aiohttp loop, before"),
+        in_process,
         worker,
         dataclasses.replace(bare_after, name="bare aiohttp loop, after"),
         paced,
@@ -426,7 +480,7 @@ async def measure(
 
 
 def render(results: list[RunResult], events: int, concurrency: int) -> str:
-    bare_before, worker, bare_after, paced = results
+    bare_before, _, worker, bare_after, paced = results
     bare_rate = (bare_before.rate + bare_after.rate) / 2
     lines = [
         f"webhook deliveries: {events} events, concurrency {concurrency}",
