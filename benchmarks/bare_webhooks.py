@@ -6,7 +6,7 @@
 aiohttp tasks, one request at a time on each. Then it writes to ``TIMES`` the Unix
 time at which each request started. It runs on uvloop when it is installed, as the worker does, so
 that the sender and the receiver are two processes in both runs and the baseline pays
-the same hop between them. A non-2xx answer ends it with status 1.
+the same hop between them. A non-2xx response ends it with status 1.
 """
 
 from __future__ import annotations

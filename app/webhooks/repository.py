@@ -791,7 +791,7 @@ class WebhookDeliveryRepository:
     async def update_many(self, values: Sequence[dict[str, Any]]) -> None:
         """Store each delivery's state after an attempt, in one statement.
 
-        Each dict holds the ``id`` and the columns ``_RECORD_STATE`` sets.
+        Each dict contains the ``id`` and the columns ``_RECORD_STATE`` sets.
         """
         if not values:
             return

@@ -113,7 +113,7 @@ def process_job(provider_event_id: uuid.UUID) -> PendingJob:
 
 
 def drain_job(now_ms: int) -> PendingJob:
-    """Build the drain job of the window that holds ``now_ms``, due when it ends.
+    """Build the drain job of the window that contains ``now_ms``, due when it ends.
 
     Its id names the window, so every enqueue within the window, from any process,
     adds the same job once.
