@@ -9,14 +9,16 @@ to arq only after the commit; a rollback drops them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import event, inspect
+from sqlalchemy import TextClause, event, inspect
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -161,6 +163,52 @@ async def driver_connection(session: AsyncSession) -> Any:
     connection = await session.connection()
     pooled = await connection.get_raw_connection()
     return pooled.driver_connection
+
+
+def record_class(columns: tuple[str, ...]) -> type[asyncpg.Record]:
+    """Return an asyncpg row class whose columns also read as attributes.
+
+    Each column is a property over the row's item, so reading one runs no Python
+    code, as reading an attribute of a SQLAlchemy row does not either.
+    """
+    namespace = {column: property(itemgetter(column)) for column in columns}
+    return type("DriverRow", (asyncpg.Record,), namespace)
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A ``text()`` statement compiled once for asyncpg, for the hottest loops.
+
+    ``fetch`` sends it on the session's asyncpg connection (see ``driver_connection``),
+    inside the session's transaction, and skips SQLAlchemy's per-statement work: the
+    cache key, the execution context and the result rows. Named parameters are passed
+    in the order the compiled SQL numbers them. The rows read ``columns`` as
+    attributes.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    row: type[asyncpg.Record]
+
+    @classmethod
+    def compile(
+        cls, statement: TextClause, columns: tuple[str, ...] = ()
+    ) -> DriverStatement:
+        compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+        return cls(
+            compiled.string, tuple(compiled.positiontup or ()), record_class(columns)
+        )
+
+    async def fetch(
+        self, session: AsyncSession, parameters: Mapping[str, Any]
+    ) -> list[Any]:
+        connection = await driver_connection(session)
+        rows: list[Any] = await connection.fetch(
+            self.sql,
+            *(parameters[name] for name in self.names),
+            record_class=self.row,
+        )
+        return rows
 
 
 def defer_job(

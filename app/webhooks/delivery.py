@@ -22,6 +22,7 @@ delivery.
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,12 +31,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import ARRAY, Uuid, any_, bindparam, select
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.models import Event, WebhookEndpoint
+from app.core.db import DriverStatement
+from app.models import WebhookEndpoint
 from app.settings import Settings
 from app.webhooks.backoff import next_delay_seconds, parse_retry_after
 from app.webhooks.payload import build_payload
@@ -205,9 +207,19 @@ async def lease(
         return []
 
     events = await _events(session, [row.event_id for _, row in leased])
+    # What every request to one endpoint shares, read once per endpoint.
+    shared = {
+        endpoint.id: (
+            endpoint.url,
+            signing_secrets(endpoint, now),
+            dict(endpoint.headers),
+            endpoint.failing_since is not None,
+        )
+        for endpoint in {endpoint.id: endpoint for endpoint, _ in leased}.values()
+    }
     claims = []
     for endpoint, row in leased:
-        event = events[row.event_id]
+        url, secrets, headers, failing = shared[endpoint.id]
         claims.append(
             DeliveryClaim(
                 delivery_id=row.id,
@@ -217,30 +229,40 @@ async def lease(
                 attempt_limit=row.attempt_limit or max_attempts,
                 claimed_until=claimed_until,
                 request=OutgoingRequest(
-                    url=endpoint.url,
+                    url=url,
                     message_id=ids.encode("webhook_delivery", row.id),
-                    body=build_payload(event),
-                    signing_secrets=signing_secrets(endpoint, now),
-                    headers=dict(endpoint.headers),
+                    body=build_payload(events[row.event_id]),
+                    signing_secrets=secrets,
+                    headers=headers,
                 ),
-                endpoint_failing=endpoint.failing_since is not None,
+                endpoint_failing=failing,
             )
         )
     return claims
 
 
 # The columns of an event that its payload reads.
-_PAYLOAD_COLUMNS = (
-    Event.id,
-    Event.type,
-    Event.created_at,
-    Event.object_type,
-    Event.object_id,
-    Event.sequence,
-    Event.request_id,
-    Event.actor,
-    Event.data,
-    Event.test,
+_PAYLOAD_EVENTS = DriverStatement.compile(
+    text(
+        """
+        SELECT id, type, created_at, object_type, object_id, sequence, request_id,
+               actor, data, test
+        FROM events
+        WHERE id = ANY(CAST(:ids AS uuid[]))
+        """
+    ),
+    (
+        "id",
+        "type",
+        "created_at",
+        "object_type",
+        "object_id",
+        "sequence",
+        "request_id",
+        "actor",
+        "data",
+        "test",
+    ),
 )
 
 
@@ -252,12 +274,7 @@ async def _events(
     Each is a row with the attributes the payload reads rather than an ORM object,
     to spare the loop the cost of building objects it only reads.
     """
-    rows = await session.execute(
-        select(*_PAYLOAD_COLUMNS).where(
-            Event.id == any_(bindparam("ids", type_=ARRAY(Uuid)))
-        ),
-        {"ids": list(set(event_ids))},
-    )
+    rows = await _PAYLOAD_EVENTS.fetch(session, {"ids": list(set(event_ids))})
     return {row.id: row for row in rows}
 
 
@@ -385,17 +402,16 @@ async def record(
     attempts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     results: list[Outcome] = []
+    # Most attempts succeed, and their log line is at info level: at a higher level
+    # their fields are not even built.
+    log_successes = log.is_enabled_for(logging.INFO)
     for claim, result in outcomes:
-        fields = {
-            "delivery_id": str(claim.delivery_id),
-            "endpoint_id": str(claim.endpoint_id),
-            "event_id": str(claim.event_id),
-            "attempt": claim.attempt,
-            "status_code": result.status_code,
-            "duration_ms": result.duration_ms,
-        }
         if claim.delivery_id not in leases:
-            log.info("webhook.attempt_discarded", reason="delivery_deleted", **fields)
+            log.info(
+                "webhook.attempt_discarded",
+                reason="delivery_deleted",
+                **_log_fields(claim, result),
+            )
             results.append("lost")
             continue
         attempts.append(
@@ -411,16 +427,28 @@ async def record(
         if leases[claim.delivery_id] != claim.claimed_until:
             # The lease lapsed and another worker leased the delivery; its own
             # attempt decides what happens next.
-            log.warning("webhook.claim_lost", **fields)
+            log.warning("webhook.claim_lost", **_log_fields(claim, result))
             results.append("lost")
             continue
         outcome, values = _next_state(claim, result, now, rng)
         updates.append(values)
         results.append(outcome)
-        _log_outcome(outcome, values, fields)
+        if outcome != "succeeded" or log_successes:
+            _log_outcome(outcome, values, _log_fields(claim, result))
     await deliveries.add_attempts(attempts)
     await deliveries.update_many(updates)
     return results
+
+
+def _log_fields(claim: DeliveryClaim, result: AttemptResult) -> dict[str, Any]:
+    return {
+        "delivery_id": str(claim.delivery_id),
+        "endpoint_id": str(claim.endpoint_id),
+        "event_id": str(claim.event_id),
+        "attempt": claim.attempt,
+        "status_code": result.status_code,
+        "duration_ms": result.duration_ms,
+    }
 
 
 def _log_outcome(

@@ -4,9 +4,10 @@ Two transactions run side by side, each on its own connection. One dispatches ne
 events in bulk and leases due deliveries, up to ``webhook_batch_size`` held by the
 loop, and leases again once half of them ended. The other records the outcomes of the
 requests that ended since it last ran. Meanwhile the loop sends the leased requests
-concurrently over the worker's one aiohttp session, at most
-``webhook_max_in_flight_per_endpoint`` at once to one endpoint, so neither
-transaction holds up a request. An endpoint whose recent requests were fast may have
+concurrently over the worker's one aiohttp session, so neither transaction holds up a
+request. Each endpoint has a queue of its leased requests and at most
+``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
+ended; a task ends when the queue is empty, so no task waits for a lease. An endpoint whose recent requests were fast may have
 more leases waiting in the loop (``leases_per_endpoint``). The loop finds its work in
 PostgreSQL, so a Redis flush costs it nothing, and a worker killed mid-batch leaves
 leases that lapse and are taken again by any worker.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
@@ -63,14 +65,19 @@ class DeliveryLoop:
         self._sender = sender
         self._settings = settings
         self.owner = new_uuid()
-        self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+        # By endpoint, the leased requests not yet taken by a sending task, and how
+        # many tasks send them. A task counts until it found its queue empty.
+        self._queues: dict[uuid.UUID, deque[DeliveryClaim]] = {}
+        self._sending: dict[uuid.UUID, int] = {}
+        self._senders: set[asyncio.Task[None]] = set()
+        # Leased requests not yet ended: queued, or being sent.
+        self._held = 0
         # Endpoints that returned 410, mapped to the time until which their leased
         # deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
         # By endpoint, the seconds its slowest recent request took; halved at each
         # round that records its requests, unless a slower one comes.
         self._slowest: dict[uuid.UUID, float] = {}
-        self._in_flight: set[asyncio.Task[None]] = set()
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
         self._wake = asyncio.Event()
         # Set when an outcome is added to ``_done``, or leasing ends.
@@ -93,7 +100,8 @@ class DeliveryLoop:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """How many leased requests the loop holds: queued, or being sent."""
+        return self._held
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="webhook-delivery-loop")
@@ -113,7 +121,7 @@ class DeliveryLoop:
         try:
             await asyncio.wait_for(self._task, timeout)
         except TimeoutError:
-            log.warning("webhook.loop_stop_timed_out", in_flight=len(self._in_flight))
+            log.warning("webhook.loop_stop_timed_out", in_flight=self._held)
 
     async def run(self, *, until_idle: bool = False) -> int:
         """Run until stopped, or with ``until_idle`` until no work is due.
@@ -128,8 +136,8 @@ class DeliveryLoop:
             await self._lease_until_done(until_idle=until_idle)
         finally:
             self._leasing = False
-            if self._in_flight:
-                await asyncio.wait(set(self._in_flight))
+            while self._senders:
+                await asyncio.wait(set(self._senders))
             self._outcomes.set()
         return await recorder
 
@@ -138,7 +146,7 @@ class DeliveryLoop:
         batch_size = self._settings.webhook_batch_size
         while not self._stopping:
             self._wake.clear()
-            capacity = batch_size - len(self._in_flight)
+            capacity = batch_size - self._held
             since_dispatch = time.monotonic() - self._last_dispatch
             dispatch_now = (
                 until_idle
@@ -158,7 +166,7 @@ class DeliveryLoop:
             self._room = False
             # With nothing in flight and nothing left to record, every earlier
             # outcome is committed, so an empty lease means no work is due.
-            settled = not (self._in_flight or self._done or self._recording)
+            settled = not (self._held or self._done or self._recording)
             try:
                 claims, dispatched = await self._lease_cycle(capacity, dispatch_now)
             except Exception:
@@ -168,10 +176,7 @@ class DeliveryLoop:
             if dispatch_now:
                 self._last_dispatch = time.monotonic()
                 self._dispatch_backlog = dispatched >= DISPATCH_BATCH
-            for claim in claims:
-                task = asyncio.create_task(self._send(claim))
-                self._in_flight.add(task)
-                task.add_done_callback(self._sent)
+            self._queue(claims)
             self._more_due = capacity > 0 and len(claims) >= capacity
 
             if until_idle and settled and not claims and not dispatched:
@@ -212,13 +217,44 @@ class DeliveryLoop:
         async with self._serial, self._unit_of_work() as session:
             yield session
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        if len(self._in_flight) == self._settings.webhook_batch_size - (
-            self._lease_threshold
-        ):
-            self._room = True
-            self._wake.set()
+    def _queue(self, claims: list[DeliveryClaim]) -> None:
+        """Queue the claims by endpoint, and start the senders each queue may have."""
+        self._held += len(claims)
+        touched = set()
+        for claim in claims:
+            queue = self._queues.get(claim.endpoint_id)
+            if queue is None:
+                queue = self._queues[claim.endpoint_id] = deque()
+            queue.append(claim)
+            touched.add(claim.endpoint_id)
+        limit = self._settings.webhook_max_in_flight_per_endpoint
+        for endpoint_id in touched:
+            sending = self._sending.get(endpoint_id, 0)
+            start = min(len(self._queues[endpoint_id]), limit - sending)
+            self._sending[endpoint_id] = sending + max(0, start)
+            for _ in range(start):
+                task = asyncio.create_task(self._send_queued(endpoint_id))
+                self._senders.add(task)
+                task.add_done_callback(self._senders.discard)
+
+    async def _send_queued(self, endpoint_id: uuid.UUID) -> None:
+        """Send the endpoint's queued requests one after another, until none is left."""
+        queue = self._queues[endpoint_id]
+        room_at = self._settings.webhook_batch_size - self._lease_threshold
+        try:
+            while queue:
+                claim = queue.popleft()
+                try:
+                    await self._send_leased(claim)
+                finally:
+                    self._held -= 1
+                    if self._held == room_at:
+                        self._room = True
+                        self._wake.set()
+        finally:
+            # In the same step as the empty check, so a claim queued later finds
+            # this task no longer counted and starts another.
+            self._sending[endpoint_id] -= 1
 
     async def _record_until_done(self) -> int:
         """Record the outcomes as they come, until leasing ended and none is left."""
@@ -226,7 +262,7 @@ class DeliveryLoop:
         while True:
             self._outcomes.clear()
             if not self._done:
-                if not self._leasing and not self._in_flight:
+                if not self._leasing and not self._held:
                     return recorded
                 await self._outcomes.wait()
                 continue
@@ -260,14 +296,6 @@ class DeliveryLoop:
             self._slowest[endpoint_id] = (
                 seconds if before is None else max(seconds, before / 2)
             )
-
-    async def _send(self, claim: DeliveryClaim) -> None:
-        slots = self._slots.get(claim.endpoint_id)
-        if slots is None:
-            slots = asyncio.Semaphore(self._settings.webhook_max_in_flight_per_endpoint)
-            self._slots[claim.endpoint_id] = slots
-        async with slots:
-            await self._send_leased(claim)
 
     async def _send_leased(self, claim: DeliveryClaim) -> None:
         if self._gone.get(claim.endpoint_id, 0.0) > time.monotonic():

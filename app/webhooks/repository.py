@@ -9,8 +9,6 @@ from sqlalchemy import (
     ARRAY,
     Select,
     Text,
-    Uuid,
-    any_,
     bindparam,
     or_,
     select,
@@ -21,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.core.db import DriverStatement
 from app.core.ids import new_uuid
 from app.core.pagination import decode_cursor, encode_cursor, paginate
 from app.models import (
@@ -135,6 +134,23 @@ _PRUNE_EVENTS = text(
 )
 
 
+_LOCK_UNDISPATCHED_BATCH = DriverStatement.compile(
+    text(
+        """
+        SELECT id, workspace_id, type, created_at FROM events
+        WHERE dispatched_at IS NULL
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+        """
+    ),
+    ("id", "workspace_id", "type", "created_at"),
+)
+_MARK_DISPATCHED = DriverStatement.compile(
+    text("UPDATE events SET dispatched_at = :at WHERE id = ANY(CAST(:ids AS uuid[]))")
+)
+
+
 # A due delivery: pending, its time come, and no live lease on it.
 _DUE = """
     delivery.status = 'pending'
@@ -143,8 +159,9 @@ _DUE = """
 """
 # The lock is tried on the chosen endpoints only: the subquery with LIMIT is not
 # merged into the outer query.
-_LOCK_ENDPOINTS_WITH_DUE = text(
-    f"""
+_LOCK_ENDPOINTS_WITH_DUE = DriverStatement.compile(
+    text(
+        f"""
     SELECT candidate.id FROM (
         SELECT endpoint.id FROM webhook_endpoints AS endpoint
         WHERE EXISTS (
@@ -156,17 +173,23 @@ _LOCK_ENDPOINTS_WITH_DUE = text(
     ) AS candidate
     WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
     """
+    ),
+    ("id",),
 )
-_TRY_LOCK_SLOTS = text(
-    """
+_TRY_LOCK_SLOTS = DriverStatement.compile(
+    text(
+        """
     SELECT candidate.id
     FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS candidate(id, position)
     WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
     ORDER BY candidate.position
     """
+    ),
+    ("id",),
 )
-_FAIL_UNSENDABLE = text(
-    f"""
+_FAIL_UNSENDABLE = DriverStatement.compile(
+    text(
+        f"""
     UPDATE webhook_deliveries AS delivery
     SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
         claimed_until = NULL, last_error = :error, updated_at = :now
@@ -186,13 +209,16 @@ _FAIL_UNSENDABLE = text(
     )
     RETURNING delivery.id
     """
+    ),
+    ("id",),
 )
 # One worker at a time sends to an endpoint: a worker leases an endpoint's deliveries
 # only while no other worker holds a live lease on one, and it holds at most
 # ``:max_leased`` at once. Counting and leasing are one statement, under the
 # endpoint's slot lock.
-_LEASE_DUE = text(
-    f"""
+_LEASE_DUE = DriverStatement.compile(
+    text(
+        f"""
     WITH chosen AS (
         SELECT delivery.id FROM webhook_deliveries AS delivery
         WHERE delivery.endpoint_id = :endpoint_id
@@ -230,12 +256,15 @@ _LEASE_DUE = text(
     RETURNING delivery.id, delivery.event_id, delivery.attempts,
               delivery.attempt_limit
     """
+    ),
+    ("id", "event_id", "attempts", "attempt_limit"),
 )
 
 
 # One statement for any number of deliveries, so it is prepared once.
-_CREATE_DELIVERIES = text(
-    """
+_CREATE_DELIVERIES = DriverStatement.compile(
+    text(
+        """
     INSERT INTO webhook_deliveries (
         id, workspace_id, endpoint_id, event_id, status, attempts, next_attempt_at,
         created_at, updated_at
@@ -251,13 +280,15 @@ _CREATE_DELIVERIES = text(
     ON CONFLICT (endpoint_id, event_id) DO NOTHING
     RETURNING id
     """
+    )
 )
 
 
 # The statements that record a batch of attempts take one array per column, so each
 # is prepared once whatever the batch size, and skips the ORM's per-row work.
-_ADD_ATTEMPTS = text(
-    """
+_ADD_ATTEMPTS = DriverStatement.compile(
+    text(
+        """
     INSERT INTO webhook_attempts (
         id, delivery_id, attempted_at, status_code, error, duration_ms,
         response_excerpt
@@ -272,18 +303,23 @@ _ADD_ATTEMPTS = text(
         CAST(:response_excerpt AS text[])
     )
     """
+    )
 )
-_LOCK_LEASED = text(
-    """
+_LOCK_LEASED = DriverStatement.compile(
+    text(
+        """
     SELECT id, claimed_until FROM webhook_deliveries
     WHERE id = ANY(CAST(:ids AS uuid[]))
     ORDER BY id
     FOR UPDATE
     """
+    ),
+    ("id", "claimed_until"),
 )
 # A recorded delivery loses its lease; ``claimed_by`` stays, naming the last owner.
-_RECORD_STATE = text(
-    """
+_RECORD_STATE = DriverStatement.compile(
+    text(
+        """
     UPDATE webhook_deliveries AS delivery
     SET status = row.status, claimed_until = NULL,
         last_status_code = row.last_status_code, last_error = row.last_error,
@@ -303,6 +339,7 @@ _RECORD_STATE = text(
     )
     WHERE delivery.id = row.id
     """
+    )
 )
 
 
@@ -404,25 +441,13 @@ class EventRepository:
         Returns the id, workspace id, type and creation time of each, not the data,
         which dispatching does not read.
         """
-        return (
-            await self.session.execute(
-                select(Event.id, Event.workspace_id, Event.type, Event.created_at)
-                .where(Event.dispatched_at.is_(None))
-                .order_by(Event.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+        return await _LOCK_UNDISPATCHED_BATCH.fetch(self.session, {"limit": limit})
 
     async def mark_many_dispatched(
         self, event_ids: Sequence[uuid.UUID], at: datetime
     ) -> None:
-        await self.session.execute(
-            update(Event)
-            .where(Event.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
-            .values(dispatched_at=at)
-            .execution_options(synchronize_session=False),
-            {"ids": list(set(event_ids))},
+        await _MARK_DISPATCHED.fetch(
+            self.session, {"ids": list(set(event_ids)), "at": at}
         )
 
     async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
@@ -646,8 +671,8 @@ class WebhookDeliveryRepository:
         """
         if not pairs:
             return 0
-        result = await self.session.execute(
-            _CREATE_DELIVERIES,
+        rows = await _CREATE_DELIVERIES.fetch(
+            self.session,
             {
                 "ids": [new_uuid() for _ in pairs],
                 "workspace_ids": [event.workspace_id for event, _ in pairs],
@@ -656,7 +681,7 @@ class WebhookDeliveryRepository:
                 "due_at": due_at,
             },
         )
-        return len(result.all())
+        return len(rows)
 
     async def get(
         self,
@@ -683,8 +708,8 @@ class WebhookDeliveryRepository:
         Endpoints come in random order, so a backlog at some does not keep the
         others waiting; those whose lock another worker holds are left out.
         """
-        rows = await self.session.execute(
-            _LOCK_ENDPOINTS_WITH_DUE,
+        rows = await _LOCK_ENDPOINTS_WITH_DUE.fetch(
+            self.session,
             {"now": now, "limit": limit, "namespace": SLOT_LOCK_NAMESPACE},
         )
         return [row.id for row in rows]
@@ -710,8 +735,8 @@ class WebhookDeliveryRepository:
         """
         if not endpoint_ids:
             return []
-        rows = await self.session.execute(
-            _TRY_LOCK_SLOTS,
+        rows = await _TRY_LOCK_SLOTS.fetch(
+            self.session,
             {"namespace": SLOT_LOCK_NAMESPACE, "ids": sorted(endpoint_ids)},
         )
         return [row.id for row in rows]
@@ -732,8 +757,8 @@ class WebhookDeliveryRepository:
         """
         if not endpoint_ids:
             return []
-        rows = await self.session.execute(
-            _FAIL_UNSENDABLE,
+        rows = await _FAIL_UNSENDABLE.fetch(
+            self.session,
             {
                 "ids": list(endpoint_ids),
                 "now": now,
@@ -764,8 +789,8 @@ class WebhookDeliveryRepository:
         one step. ``only`` restricts the choice to those deliveries. Returns the id,
         event id, attempt number and attempt limit of each.
         """
-        rows = await self.session.execute(
-            _LEASE_DUE,
+        return await _LEASE_DUE.fetch(
+            self.session,
             {
                 "endpoint_id": endpoint_id,
                 "now": now,
@@ -777,14 +802,13 @@ class WebhookDeliveryRepository:
                 "only": list(only) if only is not None else None,
             },
         )
-        return rows.all()
 
     async def lock_leased(
         self, delivery_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, datetime | None]:
         """Lock the deliveries in id order; return the lease each holds now."""
-        rows = await self.session.execute(
-            _LOCK_LEASED, {"ids": sorted(set(delivery_ids))}
+        rows = await _LOCK_LEASED.fetch(
+            self.session, {"ids": sorted(set(delivery_ids))}
         )
         return {row.id: row.claimed_until for row in rows}
 
@@ -795,8 +819,8 @@ class WebhookDeliveryRepository:
         """
         if not values:
             return
-        await self.session.execute(
-            _RECORD_STATE,
+        await _RECORD_STATE.fetch(
+            self.session,
             {
                 column: [value[column] for value in values]
                 for column in (
@@ -815,8 +839,8 @@ class WebhookDeliveryRepository:
         """Insert attempts in one statement; each dict names the columns."""
         if not values:
             return
-        await self.session.execute(
-            _ADD_ATTEMPTS,
+        await _ADD_ATTEMPTS.fetch(
+            self.session,
             {
                 "id": [new_uuid() for _ in values],
                 **{
