@@ -168,8 +168,8 @@ async def driver_connection(session: AsyncSession) -> Any:
 def record_class(columns: tuple[str, ...]) -> type[asyncpg.Record]:
     """Return an asyncpg row class whose columns also read as attributes.
 
-    Each column is a property over the row's item, so reading one runs no Python
-    code, as reading an attribute of a SQLAlchemy row does not either.
+    Each column is a property over ``itemgetter``, so reading one calls no Python
+    function.
     """
     namespace = {column: property(itemgetter(column)) for column in columns}
     return type("DriverRow", (asyncpg.Record,), namespace)

@@ -402,8 +402,7 @@ async def record(
     attempts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     results: list[Outcome] = []
-    # Most attempts succeed, and their log line is at info level: at a higher level
-    # their fields are not even built.
+    # A success is logged at info level. At a higher level, its fields are not built.
     log_successes = log.is_enabled_for(logging.INFO)
     for claim, result in outcomes:
         if claim.delivery_id not in leases:

@@ -1,16 +1,19 @@
 """The delivery loop: each worker process sends webhooks in batches beside its jobs.
 
-Two transactions run side by side, each on its own connection. One dispatches new
-events in bulk and leases due deliveries, up to ``webhook_batch_size`` held by the
-loop, and leases again once half of them ended. The other records the outcomes of the
+Three transactions run side by side, each on its own connection. One dispatches new
+events in bulk, creating their deliveries, as they come. One leases due deliveries,
+up to ``webhook_batch_size`` held by the loop, and leases again once half of them
+ended or new deliveries were dispatched. The last records the outcomes of the
 requests that ended since it last ran. Meanwhile the loop sends the leased requests
-concurrently over the worker's one aiohttp session, so neither transaction holds up a
+concurrently over the worker's one aiohttp session, so no transaction delays a
 request. Each endpoint has a queue of its leased requests and at most
 ``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
-ended; a task ends when the queue is empty, so no task waits for a lease. An endpoint whose recent requests were fast may have
-more leases waiting in the loop (``leases_per_endpoint``). The loop finds its work in
-PostgreSQL, so a Redis flush costs it nothing, and a worker killed mid-batch leaves
-leases that lapse and are taken again by any worker.
+ended; a task ends when the queue is empty, so no task waits for a lease. An endpoint
+whose recent requests were fast may have more leases waiting in the loop
+(``leases_per_endpoint``). The loop finds its work in PostgreSQL, so a Redis flush
+costs it nothing, and a worker killed mid-batch leaves leases that lapse and are
+taken again by any worker. ``run(until_idle=True)`` dispatches in the lease
+transaction instead, so that it can tell when no work is left.
 """
 
 from __future__ import annotations
@@ -66,12 +69,12 @@ class DeliveryLoop:
         self._settings = settings
         self.owner = new_uuid()
         # By endpoint, the leased requests not yet taken by a sending task, and how
-        # many tasks send them. A task counts until it found its queue empty.
+        # many tasks send them. A task counts until it finds its queue empty.
         self._queues: dict[uuid.UUID, deque[DeliveryClaim]] = {}
         self._sending: dict[uuid.UUID, int] = {}
         self._senders: set[asyncio.Task[None]] = set()
         # Leased requests not yet ended: queued, or being sent.
-        self._held = 0
+        self._unfinished = 0
         # Endpoints that returned 410, mapped to the time until which their leased
         # deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
@@ -97,19 +100,28 @@ class DeliveryLoop:
         self._task: asyncio.Task[int] | None = None
         self._last_dispatch = -float("inf")
         self._dispatch_backlog = False
+        # Whether the lease transaction dispatches too (``run(until_idle=True)``),
+        # rather than a dispatch task of its own.
+        self._inline_dispatch = True
+        self._dispatch_wake = asyncio.Event()
+        # Set when the dispatch task committed new deliveries, until a lease begins.
+        self._new_due = False
+        self._last_lease = -float("inf")
 
     @property
     def in_flight(self) -> int:
-        """How many leased requests the loop holds: queued, or being sent."""
-        return self._held
+        """Return how many leased requests have not ended: queued, or being sent."""
+        return self._unfinished
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="webhook-delivery-loop")
 
     def wake(self) -> None:
         """Dispatch new events and look for work now rather than at the next poll."""
-        self._dispatch_requested = True
-        self._wake.set()
+        self._dispatch_wake.set()
+        if self._inline_dispatch:
+            self._dispatch_requested = True
+            self._wake.set()
 
     async def stop(self) -> None:
         """Stop leasing, let the requests in flight end, and record them."""
@@ -121,21 +133,33 @@ class DeliveryLoop:
         try:
             await asyncio.wait_for(self._task, timeout)
         except TimeoutError:
-            log.warning("webhook.loop_stop_timed_out", in_flight=self._held)
+            log.warning("webhook.loop_stop_timed_out", in_flight=self._unfinished)
 
     async def run(self, *, until_idle: bool = False) -> int:
         """Run until stopped, or with ``until_idle`` until no work is due.
 
-        Leasing and recording run side by side, each in its own transaction, and the
-        requests run in tasks of their own, which await neither. Returns how many
-        attempts it recorded.
+        Dispatching, leasing and recording run side by side, each in its own
+        transaction, and the requests run in tasks of their own, which await none of
+        them. With ``until_idle`` the lease transaction dispatches too, so that an
+        empty lease after a dispatch that found nothing means no work is left.
+        Returns how many attempts it recorded.
         """
         self._leasing = True
+        self._inline_dispatch = until_idle
         recorder = asyncio.create_task(self._record_until_done(), name="webhook-record")
+        dispatcher = None
+        if not until_idle:
+            dispatcher = asyncio.create_task(
+                self._dispatch_until_done(), name="webhook-dispatch"
+            )
         try:
             await self._lease_until_done(until_idle=until_idle)
         finally:
             self._leasing = False
+            if dispatcher is not None:
+                # It ends after the dispatch it is running, if any.
+                self._dispatch_wake.set()
+                await asyncio.gather(dispatcher, return_exceptions=True)
             while self._senders:
                 await asyncio.wait(set(self._senders))
             self._outcomes.set()
@@ -146,27 +170,44 @@ class DeliveryLoop:
         batch_size = self._settings.webhook_batch_size
         while not self._stopping:
             self._wake.clear()
-            capacity = batch_size - self._held
-            since_dispatch = time.monotonic() - self._last_dispatch
-            dispatch_now = (
-                until_idle
-                or self._dispatch_backlog
-                or self._dispatch_requested
-                or since_dispatch >= poll
-            )
-            # Between dispatches, lease only when half the batch ended or the last
-            # lease was full, so each lease takes many deliveries.
-            lease_now = (self._room or self._more_due) and (
-                capacity >= self._lease_threshold
-            )
+            capacity = batch_size - self._unfinished
+            if self._inline_dispatch:
+                since = time.monotonic() - self._last_dispatch
+                dispatch_now = (
+                    until_idle
+                    or self._dispatch_backlog
+                    or self._dispatch_requested
+                    or since >= poll
+                )
+                # Between dispatches, lease only when half the batch ended or the
+                # last lease was full, so each lease takes many deliveries.
+                lease_now = (self._room or self._more_due) and (
+                    capacity >= self._lease_threshold
+                )
+            else:
+                # Retries come due without a signal, so the loop leases once every
+                # poll interval. Between polls it waits for half the batch to end,
+                # a full last lease or newly dispatched deliveries.
+                since = time.monotonic() - self._last_lease
+                dispatch_now = False
+                lease_now = capacity > 0 and (
+                    since >= poll
+                    or (
+                        (self._room or self._more_due or self._new_due)
+                        and capacity >= self._lease_threshold
+                    )
+                )
             if not (dispatch_now or lease_now):
-                await self._wait(poll - since_dispatch)
+                await self._wait(poll - since)
                 continue
             self._dispatch_requested = False
             self._room = False
+            # Cleared before the lease reads, so that deliveries committed while it
+            # runs call for another lease.
+            self._new_due = False
             # With nothing in flight and nothing left to record, every earlier
             # outcome is committed, so an empty lease means no work is due.
-            settled = not (self._held or self._done or self._recording)
+            settled = not (self._unfinished or self._done or self._recording)
             try:
                 claims, dispatched = await self._lease_cycle(capacity, dispatch_now)
             except Exception:
@@ -176,6 +217,7 @@ class DeliveryLoop:
             if dispatch_now:
                 self._last_dispatch = time.monotonic()
                 self._dispatch_backlog = dispatched >= DISPATCH_BATCH
+            self._last_lease = time.monotonic()
             self._queue(claims)
             self._more_due = capacity > 0 and len(claims) >= capacity
 
@@ -183,6 +225,30 @@ class DeliveryLoop:
                 return
             if not (claims or dispatched):
                 await self._wait(poll)
+
+    async def _dispatch_until_done(self) -> None:
+        """Create the deliveries of new events, as they come, until leasing ends.
+
+        It dispatches again at once while a backlog remains, and otherwise when a
+        job reports new events (``wake``) or a poll interval passed.
+        """
+        poll = self._settings.webhook_poll_interval_seconds
+        while self._leasing and not self._stopping:
+            self._dispatch_wake.clear()
+            try:
+                async with self._transaction() as session:
+                    dispatched = await dispatch_pending(session, limit=DISPATCH_BATCH)
+            except Exception:
+                log.exception("webhook.dispatch_failed")
+                dispatched = 0
+            if dispatched:
+                self._new_due = True
+                self._wake.set()
+            if dispatched < DISPATCH_BATCH:
+                try:
+                    await asyncio.wait_for(self._dispatch_wake.wait(), poll)
+                except TimeoutError:
+                    pass
 
     async def _wait(self, poll: float) -> None:
         try:
@@ -219,7 +285,7 @@ class DeliveryLoop:
 
     def _queue(self, claims: list[DeliveryClaim]) -> None:
         """Queue the claims by endpoint, and start the senders each queue may have."""
-        self._held += len(claims)
+        self._unfinished += len(claims)
         touched = set()
         for claim in claims:
             queue = self._queues.get(claim.endpoint_id)
@@ -247,8 +313,8 @@ class DeliveryLoop:
                 try:
                     await self._send_leased(claim)
                 finally:
-                    self._held -= 1
-                    if self._held == room_at:
+                    self._unfinished -= 1
+                    if self._unfinished == room_at:
                         self._room = True
                         self._wake.set()
         finally:
@@ -262,7 +328,7 @@ class DeliveryLoop:
         while True:
             self._outcomes.clear()
             if not self._done:
-                if not self._leasing and not self._held:
+                if not self._leasing and not self._unfinished:
                     return recorded
                 await self._outcomes.wait()
                 continue
