@@ -55,11 +55,6 @@ class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
-        Index(
-            "ix_webhook_deliveries_due",
-            "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-        ),
         # Finds an endpoint's leased deliveries, to cap its requests in flight.
         Index(
             "ix_webhook_deliveries_leased",
