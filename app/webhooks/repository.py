@@ -187,7 +187,8 @@ _TRY_LOCK_SLOTS = DriverStatement.compile(
     ),
     ("id",),
 )
-_FAIL_UNSENDABLE = DriverStatement.compile(
+# Fails the due deliveries of disabled endpoints, all of them.
+_FAIL_DISABLED = DriverStatement.compile(
     text(
         f"""
     UPDATE webhook_deliveries AS delivery
@@ -197,14 +198,28 @@ _FAIL_UNSENDABLE = DriverStatement.compile(
         SELECT delivery.id FROM webhook_deliveries AS delivery
         WHERE delivery.endpoint_id = ANY(CAST(:ids AS uuid[]))
           AND {_DUE}
-          AND (
-              :disabled
-              OR (
-                  delivery.claimed_until IS NOT NULL
-                  AND delivery.attempts
-                      >= coalesce(delivery.attempt_limit, :max_attempts)
-              )
-          )
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING delivery.id
+    """
+    ),
+    ("id",),
+)
+# Fails the deliveries whose last lease lapsed with no attempt left. The lapsed lease
+# is spelled out, so the plan reads the few leased rows of ix_webhook_deliveries_leased
+# rather than an endpoint's whole backlog.
+_FAIL_EXHAUSTED = DriverStatement.compile(
+    text(
+        f"""
+    UPDATE webhook_deliveries AS delivery
+    SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
+        claimed_until = NULL, last_error = :error, updated_at = :now
+    WHERE delivery.id IN (
+        SELECT delivery.id FROM webhook_deliveries AS delivery
+        WHERE delivery.endpoint_id = ANY(CAST(:ids AS uuid[]))
+          AND delivery.claimed_until < :now
+          AND {_DUE}
+          AND delivery.attempts >= coalesce(delivery.attempt_limit, :max_attempts)
         FOR UPDATE SKIP LOCKED
     )
     RETURNING delivery.id
@@ -757,16 +772,14 @@ class WebhookDeliveryRepository:
         """
         if not endpoint_ids:
             return []
-        rows = await _FAIL_UNSENDABLE.fetch(
-            self.session,
-            {
-                "ids": list(endpoint_ids),
-                "now": now,
-                "max_attempts": max_attempts,
-                "disabled": disabled,
-                "error": error,
-            },
-        )
+        parameters = {
+            "ids": list(endpoint_ids),
+            "now": now,
+            "max_attempts": max_attempts,
+            "error": error,
+        }
+        statement = _FAIL_DISABLED if disabled else _FAIL_EXHAUSTED
+        rows = await statement.fetch(self.session, parameters)
         return [row.id for row in rows]
 
     async def lease_due(
