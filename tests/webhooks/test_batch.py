@@ -225,6 +225,40 @@ class TestBatchLeases:
         assert len(receiver.requests) == 6
         assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
 
+    async def test_running_loop_sends_events_as_they_come(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed, webhook_max_in_flight_per_endpoint=3, webhook_batch_size=8
+        )
+        receiver.default = ScriptedResponse(delay_seconds=0.02)
+        endpoint = await add_endpoint(committed, receiver.url())
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        try:
+            # Four commits, each sent before the next, so the endpoint's queue runs
+            # empty in between. Two wake the loop as a dispatch job would, and two
+            # wait for its poll.
+            for commit in range(4):
+                await emit_events(committed, 10)
+                if commit % 2 == 0:
+                    loop.wake()
+                for _ in range(200):
+                    if len(receiver.requests) >= 10 * (commit + 1):
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await loop.stop()
+
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert len(counts) == 40
+        assert set(counts.values()) == {1}
+        assert receiver.peak_active <= 3
+        assert loop.in_flight == 0
+        rows = await deliveries(committed, endpoint.id)
+        assert len(rows) == 40
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
     async def test_batch_outcomes_recorded_together(
         self, committed: Committed, receiver: Receiver
     ) -> None:
