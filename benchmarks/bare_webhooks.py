@@ -4,7 +4,8 @@
 ``BODIES``: the receiver's URL, the signing secret, the concurrency and the
 ``[webhook_id, body]`` pairs. It signs and posts every body from ``concurrency``
 aiohttp tasks, one request at a time on each. Then it writes to ``TIMES`` the Unix
-time at which each request started. It runs on uvloop when it is installed, as the worker does, so
+time at which each request started (``started``) and the CPU seconds the sending took
+(``cpu_seconds``). It runs on uvloop when it is installed, as the worker does, so
 that the sender and the receiver are two processes in both runs and the baseline pays
 the same hop between them. A non-2xx response ends it with status 1.
 """
@@ -67,10 +68,12 @@ def main(argv: list[str]) -> int:
     job = orjson.loads(source.read_bytes())
     bodies = [(message_id, body.encode()) for message_id, body in job["bodies"]]
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        cpu_before = time.process_time()
         started = runner.run(
             send_all(job["url"], job["secret"], job["concurrency"], bodies)
         )
-    target.write_bytes(orjson.dumps(started))
+        cpu_seconds = time.process_time() - cpu_before
+    target.write_bytes(orjson.dumps({"started": started, "cpu_seconds": cpu_seconds}))
     return 0
 
 

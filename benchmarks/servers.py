@@ -160,6 +160,22 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def postgres_cpu_seconds() -> float:
+    """Return the CPU time used by every PostgreSQL process of this machine.
+
+    Only a server that runs here, under a user whose processes this one can read,
+    counts; a remote server's time is not seen.
+    """
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] != "postgres":
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def tree_rss(pid: int) -> int:
     """Return the resident memory of a process and all its children, in bytes."""
     try:

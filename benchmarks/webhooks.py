@@ -56,7 +56,13 @@ from app.webhooks.signing import generate_secret
 from benchmarks.bare_webhooks import send_all
 from benchmarks.environment import BenchServers, app_env, bench_servers
 from benchmarks.runner import claim_and_prepare, release
-from benchmarks.servers import free_port, log_tail, start_process
+from benchmarks.servers import (
+    free_port,
+    log_tail,
+    postgres_cpu_seconds,
+    start_process,
+    tree_cpu_seconds,
+)
 from workers import tasks
 
 TIMEOUT_SECONDS = 600.0
@@ -80,6 +86,11 @@ class RunResult:
     p99_ms: float
     # Events the benchmark committed a second, for the worker's runs.
     commits_per_second: float | None = None
+    # CPU milliseconds per delivery of the sending process, and of every PostgreSQL
+    # process of this machine, from the first commit (or request) to the last
+    # arrival. None where not measured.
+    sender_cpu_ms: float | None = None
+    postgres_cpu_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -195,9 +206,13 @@ async def run_bare(
         raise WebhookBenchFailed(
             f"the bare sender exited with {status}:\n{log_tail(sender.log_path)}"
         )
-    started: dict[str, float] = orjson.loads(target.read_bytes())
-    return summarize(
+    report = orjson.loads(target.read_bytes())
+    started: dict[str, float] = report["started"]
+    result = summarize(
         "bare aiohttp loop", receiver, started, min(started.values()), len(bodies)
+    )
+    return dataclasses.replace(
+        result, sender_cpu_ms=report["cpu_seconds"] * 1000 / len(bodies)
     )
 
 
@@ -298,6 +313,7 @@ async def run_worker(
             ) from error
         receiver.reset(events)
         began = first = time.time()
+        cpu_at_first = (0.0, 0.0)
         if rate is None:
             for start in range(0, events, batch):
                 count = min(batch, events - start)
@@ -305,6 +321,7 @@ async def run_worker(
                 now = time.time()
                 if not committed_at:
                     first = now
+                    cpu_at_first = _cpu_seconds(worker.pid)
                 committed_at.update((str(event_id), now) for event_id in event_ids)
         else:
             emitted = 0
@@ -317,6 +334,7 @@ async def run_worker(
                 now = time.time()
                 if not committed_at:
                     first = now
+                    cpu_at_first = _cpu_seconds(worker.pid)
                 committed_at.update((str(event_id), now) for event_id in event_ids)
                 emitted = due
                 wait = max(PACE_TICK_SECONDS, began + emitted / rate - time.time())
@@ -324,6 +342,7 @@ async def run_worker(
         last_commit = time.time()
         try:
             await asyncio.wait_for(receiver.done.wait(), TIMEOUT_SECONDS)
+            cpu_at_last = _cpu_seconds(worker.pid)
         except TimeoutError as error:
             raise WebhookBenchFailed(
                 f"the worker delivered {len(receiver.arrivals)} of {events} in "
@@ -339,8 +358,16 @@ async def run_worker(
     await database.dispose()
     result = summarize(name, receiver, by_delivery, first, events)
     return dataclasses.replace(
-        result, commits_per_second=events / (last_commit - began)
+        result,
+        commits_per_second=events / (last_commit - began),
+        sender_cpu_ms=(cpu_at_last[0] - cpu_at_first[0]) * 1000 / events,
+        postgres_cpu_ms=(cpu_at_last[1] - cpu_at_first[1]) * 1000 / events,
     )
+
+
+def _cpu_seconds(worker_pid: int) -> tuple[float, float]:
+    """Return the CPU seconds used so far by the worker and by PostgreSQL."""
+    return tree_cpu_seconds(worker_pid), postgres_cpu_seconds()
 
 
 async def _emit_each(
@@ -485,18 +512,17 @@ def render(results: list[RunResult], events: int, concurrency: int) -> str:
     lines = [
         f"webhook deliveries: {events} events, concurrency {concurrency}",
         "",
-        "| run | deliveries/s | p50 ms | p99 ms | events committed/s |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| run | deliveries/s | p50 ms | p99 ms | events committed/s "
+        "| sender CPU ms/delivery | PostgreSQL CPU ms/delivery |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
-        committed = (
-            f"{result.commits_per_second:,.0f}"
-            if result.commits_per_second is not None
-            else "-"
-        )
+        committed = _figure(result.commits_per_second, "{:,.0f}")
+        sender_cpu = _figure(result.sender_cpu_ms, "{:.3f}")
+        postgres_cpu = _figure(result.postgres_cpu_ms, "{:.3f}")
         lines.append(
             f"| {result.name} | {result.rate:,.0f} | {result.p50_ms:,.0f} "
-            f"| {result.p99_ms:,.0f} | {committed} |"
+            f"| {result.p99_ms:,.0f} | {committed} | {sender_cpu} | {postgres_cpu} |"
         )
     lines.append("")
     lines.append(
@@ -504,6 +530,10 @@ def render(results: list[RunResult], events: int, concurrency: int) -> str:
         f"p99 at half the bare rate: {paced.p99_ms:,.0f} ms (target < 1,000 ms)"
     )
     return "\n".join(lines)
+
+
+def _figure(value: float | None, layout: str) -> str:
+    return "-" if value is None else layout.format(value)
 
 
 def run_webhooks(events: int, batch: int, concurrency: int) -> int:

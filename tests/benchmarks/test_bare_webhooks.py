@@ -57,6 +57,9 @@ async def test_run_bare_times_a_separate_process(tmp_path: Path) -> None:
     assert result.deliveries == 40
     assert result.seconds > 0
     assert result.p99_ms >= result.p50_ms
+    assert result.sender_cpu_ms is not None
+    assert result.sender_cpu_ms > 0
+    assert result.postgres_cpu_ms is None
     assert (tmp_path / "bare-sender.log").exists()
 
 
