@@ -149,14 +149,14 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         description="Requests the workers send to one endpoint at once, so a slow "
-        "receiver holds at most this many worker slots.",
+        "receiver occupies at most this many worker slots.",
     )
     webhook_batch_size: int = Field(
         default=500,
         ge=1,
-        description="Webhook deliveries one worker process holds leased and unsent or "
-        "in flight, across endpoints; its delivery loop leases more once half of "
-        "them ended.",
+        description="Webhook deliveries one worker process keeps leased and not yet "
+        "ended, across endpoints. Its delivery loop leases more once half of them "
+        "ended.",
     )
     webhook_poll_interval_seconds: float = Field(
         default=0.05,

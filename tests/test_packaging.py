@@ -170,13 +170,14 @@ class TestReadme:
     def test_documents_every_setting(self) -> None:
         readme = (ROOT / "README.md").read_text()
 
+        # Each setting has a row of the settings table, not only a mention in prose.
         missing = [
             f"SALESCYCLE_{name.upper()}"
             for name in Settings.model_fields
-            if f"`SALESCYCLE_{name.upper()}`" not in readme
+            if f"\n| `SALESCYCLE_{name.upper()}` |" not in readme
         ]
 
-        assert missing == [], f"README.md does not document {missing}"
+        assert missing == [], f"README.md has no settings row for {missing}"
 
     def test_documents_every_command(self) -> None:
         readme = (ROOT / "README.md").read_text()

@@ -187,10 +187,14 @@ _TRY_LOCK_SLOTS = DriverStatement.compile(
     ),
     ("id",),
 )
-# Fails the due deliveries of disabled endpoints, all of them.
-_FAIL_DISABLED = DriverStatement.compile(
-    text(
-        f"""
+
+
+def _fail_due(condition: str) -> DriverStatement:
+    """Build the statement that fails the due deliveries of the endpoints ``:ids``
+    that also meet ``condition``, an SQL fragment starting with AND, or none."""
+    return DriverStatement.compile(
+        text(
+            f"""
     UPDATE webhook_deliveries AS delivery
     SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
         claimed_until = NULL, last_error = :error, updated_at = :now
@@ -198,34 +202,26 @@ _FAIL_DISABLED = DriverStatement.compile(
         SELECT delivery.id FROM webhook_deliveries AS delivery
         WHERE delivery.endpoint_id = ANY(CAST(:ids AS uuid[]))
           AND {_DUE}
+          {condition}
         FOR UPDATE SKIP LOCKED
     )
     RETURNING delivery.id
     """
-    ),
-    ("id",),
-)
+        ),
+        ("id",),
+    )
+
+
+# Fails every due delivery of disabled endpoints.
+_FAIL_DISABLED = _fail_due("")
 # Fails the deliveries whose last lease lapsed with no attempt left. The lapsed lease
 # is spelled out, so the plan reads the few leased rows of ix_webhook_deliveries_leased
 # rather than an endpoint's whole backlog.
-_FAIL_EXHAUSTED = DriverStatement.compile(
-    text(
-        f"""
-    UPDATE webhook_deliveries AS delivery
-    SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
-        claimed_until = NULL, last_error = :error, updated_at = :now
-    WHERE delivery.id IN (
-        SELECT delivery.id FROM webhook_deliveries AS delivery
-        WHERE delivery.endpoint_id = ANY(CAST(:ids AS uuid[]))
-          AND delivery.claimed_until < :now
-          AND {_DUE}
-          AND delivery.attempts >= coalesce(delivery.attempt_limit, :max_attempts)
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING delivery.id
+_FAIL_EXHAUSTED = _fail_due(
     """
-    ),
-    ("id",),
+          AND delivery.claimed_until < :now
+          AND delivery.attempts >= coalesce(delivery.attempt_limit, :max_attempts)
+    """
 )
 # One worker at a time sends to an endpoint: a worker leases an endpoint's deliveries
 # only while no other worker holds a live lease on one, and it holds at most

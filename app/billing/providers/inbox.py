@@ -68,11 +68,11 @@ def job_id(provider_event_id: uuid.UUID) -> str:
 
 
 # One statement finds the stored event or stores it, so a delivery costs one round
-# trip and commits on its own. A duplicate is found by a plain read first: an INSERT
-# … ON CONFLICT that meets the row would wait for any transaction that updated it,
-# such as the batch applying the event. Two deliveries of a new event may both miss
-# it; the later INSERT then skips the row but cannot see it in its snapshot, so no
-# row comes back, and ``_FIND`` reads it with a new snapshot.
+# trip and commits on its own. A duplicate is found by a plain read first, because an
+# INSERT … ON CONFLICT that meets the row would wait for any transaction that updated
+# it, such as the batch applying the event. Two deliveries of a new event may both
+# miss it. The later INSERT then skips the row but cannot see it in its snapshot, so
+# no row comes back, and ``_FIND`` reads it with a new snapshot.
 _STORE = """
 WITH existing AS (
     SELECT id, status FROM provider_events WHERE provider = $2 AND event_id = $3
