@@ -37,6 +37,7 @@ from app.nurture.backlog import sweep_limit
 from app.nurture.enrolment_jobs import enrollment_job_service
 from app.nurture.mailer import Mailer, create_mailer
 from app.nurture.runner import SWEEP_BATCH, step_runner
+from app.opportunities.proposals import proposal_service
 from app.opportunities.service import opportunity_service
 from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
@@ -519,6 +520,18 @@ async def sweep_rotting_opportunities(ctx: dict[str, Any]) -> int:
         return await opportunity_service.sweep_rotting(session, batch=ROTTING_BATCH)
 
 
+# Proposals announced as expired per sweep; the next sweep takes the rest.
+EXPIRED_PROPOSAL_BATCH = 500
+
+
+async def sweep_expired_proposals(ctx: dict[str, Any]) -> int:
+    """Emit proposal.expired once for each sent proposal past its validity."""
+    async with unit_of_work(ctx) as session:
+        return await proposal_service.sweep_expired(
+            session, batch=EXPIRED_PROPOSAL_BATCH
+        )
+
+
 async def run_lead_import(ctx: dict[str, Any], lead_import_id: str) -> str:
     """Run a CSV import from its next row, for at most settings.import_run_seconds."""
     settings: Settings = ctx["settings"]
@@ -588,6 +601,7 @@ FUNCTIONS: list[Any] = [
     sweep_lead_scores,
     sweep_overdue_activities,
     sweep_rotting_opportunities,
+    sweep_expired_proposals,
     sweep_overdue_invoices,
     sweep_dunning,
     run_lead_import,
@@ -607,6 +621,7 @@ SWEEPS: list[Any] = [
     sweep_lead_scores,
     sweep_overdue_activities,
     sweep_rotting_opportunities,
+    sweep_expired_proposals,
     sweep_overdue_invoices,
     sweep_dunning,
     sweep_lead_imports,

@@ -173,14 +173,16 @@ class ActivityRepository:
                 Activity.due_at.is_not(None),
                 Activity.due_at < func.now(),
             )
-            .order_by(Activity.due_at)
+            .order_by(Activity.due_at, Activity.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
+            .cte("due")
+            .prefix_with("MATERIALIZED")
         )
         claimed = (
             await self.session.scalars(
                 update(Activity)
-                .where(Activity.id.in_(due))
+                .where(Activity.id == due.c.id)
                 .values(overdue_notified_at=func.now())
                 .returning(Activity)
                 .execution_options(synchronize_session=False, populate_existing=True)

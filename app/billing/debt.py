@@ -145,15 +145,19 @@ class DebtService:
                 Invoice.due_date <= latest_due,
                 overdue_at_sql() <= now,
             )
-            .order_by(Invoice.due_date)
+            .order_by(Invoice.due_date, Invoice.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
+            .cte("due")
+            .prefix_with("MATERIALIZED")
         )
         claimed = list(
             (
                 await session.scalars(
                     update(Invoice)
-                    .where(Invoice.id.in_(due), Invoice.overdue_notified_at.is_(None))
+                    .where(
+                        Invoice.id == due.c.id, Invoice.overdue_notified_at.is_(None)
+                    )
                     .values(overdue_notified_at=now)
                     .returning(Invoice.id)
                     .execution_options(synchronize_session=False)

@@ -119,6 +119,12 @@ class Proposal(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
             unique=True,
             postgresql_where=text("status = 'accepted'"),
         ),
+        # The sent proposals whose expiry has not been announced, for the sweep.
+        Index(
+            "ix_proposals_expiring",
+            "valid_until",
+            postgresql_where=text("status = 'sent' AND expiry_notified_at IS NULL"),
+        ),
     )
 
     opportunity_id: Mapped[uuid.UUID] = mapped_column(
@@ -142,6 +148,9 @@ class Proposal(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     invoice_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("invoices.id", ondelete="SET NULL")
     )
+    # When the sweep emitted proposal.expired. The status reads expired from the end
+    # of ``valid_until`` whether or not the sweep has run.
+    expiry_notified_at: Mapped[datetime | None]
 
 
 class ProposalLine(PricedLineMixin, IdMixin, WorkspaceMixin, Base):

@@ -299,9 +299,11 @@ class EnrollmentRepository:
                 Enrollment.next_run_at <= now,
                 (Enrollment.claimed_until.is_(None)) | (Enrollment.claimed_until < now),
             )
-            .order_by(Enrollment.next_run_at)
+            .order_by(Enrollment.next_run_at, Enrollment.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("due")
+            .prefix_with("MATERIALIZED")
         )
         attempts = (
             select(func.coalesce(func.max(StepRun.attempts), 0))
@@ -315,7 +317,7 @@ class EnrollmentRepository:
         )
         rows = await self.session.execute(
             update(Enrollment)
-            .where(Enrollment.id.in_(due.scalar_subquery()))
+            .where(Enrollment.id == due.c.id)
             .values(claimed_until=until)
             .returning(
                 Enrollment.id,

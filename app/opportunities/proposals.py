@@ -3,6 +3,8 @@
 A proposal copies the opportunity's line items when it is created and can be edited
 while it is a draft. Sending it freezes it. A sent proposal whose ``valid_until`` has
 passed in its time zone reads as ``expired`` and can be neither accepted nor rejected.
+The status is derived on read, so it changes at that moment; a worker sweep then
+emits ``proposal.expired`` once (``sweep_expired``).
 Accepting it can win the opportunity and create a draft invoice with the same lines,
 in the request's one transaction.
 """
@@ -69,7 +71,6 @@ def today_in(proposal: Proposal, now: datetime | None = None) -> date:
 
 def status_of(proposal: Proposal, now: datetime | None = None) -> str:
     """Return the status the API shows: a sent proposal past validity is expired."""
-    # NOTE: expiry is derived on read, so no proposal.expired event is ever emitted.
     if proposal.status == "sent" and today_in(proposal, now) > proposal.valid_until:
         return "expired"
     return proposal.status
@@ -302,6 +303,36 @@ class ProposalService:
         await self._emit(session, principal, proposal, lines, "proposal.sent")
         log.info("proposal.sent", proposal_id=str(proposal.id))
         return proposal, lines
+
+    async def sweep_expired(
+        self, session: AsyncSession, *, batch: int, now: datetime | None = None
+    ) -> int:
+        """Emit proposal.expired once for each sent proposal past its validity.
+
+        Returns how many it took; the next sweep takes the rest of a larger backlog.
+        """
+        now = now or utcnow()
+        repository = ProposalRepository.from_session(session)
+        claimed = await repository.claim_expired(now=now, batch=batch)
+        lines = await repository.lines_of(claimed)
+        for proposal in await repository.get_many(claimed):
+            await emit(
+                session,
+                workspace_id=proposal.workspace_id,
+                type="proposal.expired",
+                object_type="proposal",
+                object_id=proposal.id,
+                data=proposal_view(
+                    proposal, lines.get(proposal.id, []), now
+                ).model_dump(mode="json"),
+            )
+            log.info(
+                "proposal.expired",
+                proposal_id=str(proposal.id),
+                valid_until=proposal.valid_until.isoformat(),
+                timezone=proposal.timezone,
+            )
+        return len(claimed)
 
     async def reject(
         self,

@@ -429,9 +429,11 @@ class OpportunityRepository:
                 Opportunity.last_activity_at
                 < func.now() - func.make_interval(0, 0, 0, Stage.rotting_days),
             )
-            .order_by(Opportunity.last_activity_at)
+            .order_by(Opportunity.last_activity_at, Opportunity.id)
             .limit(batch)
             .with_for_update(of=Opportunity, skip_locked=True)
+            .cte("due")
+            .prefix_with("MATERIALIZED")
         )
         rotting_days = (
             select(Stage.rotting_days)
@@ -440,7 +442,7 @@ class OpportunityRepository:
         )
         claimed = await self.session.scalars(
             update(Opportunity)
-            .where(Opportunity.id.in_(due))
+            .where(Opportunity.id == due.c.id)
             .values(
                 rotting=True,
                 rotting_since=Opportunity.last_activity_at

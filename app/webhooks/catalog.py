@@ -299,6 +299,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "created for it, if any.",
     ),
     EventType("proposal.rejected", "proposal", "The customer rejected a proposal."),
+    EventType(
+        "proposal.expired",
+        "proposal",
+        "A sent proposal's valid_until date passed in its time zone without an "
+        "answer; sent once, by a sweep, shortly after the status reads expired.",
+    ),
     EventType("tax_rate.created", "tax_rate", "A tax rate was created."),
     EventType(
         "tax_rate.updated",
