@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
 from sqlalchemy import func, select
 
 from app.core.clock import utcnow
@@ -11,8 +15,9 @@ from app.webhooks import delivery as webhook_delivery
 from app.webhooks.dispatch import dispatch_pending
 from app.webhooks.repository import EventRepository
 from app.webhooks.sender import AttemptResult
-from tests.webhooks.conftest import Committed, Receiver
+from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
 from tests.webhooks.test_batch import add_endpoint, deliveries, emit_events, limited
+from workers import tasks
 
 
 async def dispatch_all(committed: Committed) -> None:
@@ -20,6 +25,18 @@ async def dispatch_all(committed: Committed) -> None:
     async with committed.database.session() as session:
         await dispatch_pending(session, limit=500)
         await session.commit()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], seconds: float
+) -> None:
+    """Poll ``check`` every 20 ms until it is true, and fail after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        outcome = check()
+        if outcome if isinstance(outcome, bool) else await outcome:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not true within {seconds} s")
 
 
 class TestDriverTransactions:
@@ -99,3 +116,43 @@ class TestDriverTransactions:
                 .where(WebhookAttempt.delivery_id.in_([c.delivery_id for c in claims]))
             )
         assert stored == 0
+
+
+class TestRunningLoop:
+    async def test_full_batch_waits_without_spinning(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_batch_size=2,
+            webhook_max_in_flight_per_endpoint=2,
+            webhook_poll_interval_seconds=0.1,
+        )
+        receiver.default = ScriptedResponse(delay_seconds=1.5)
+        await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 2)
+        loop = tasks.delivery_loop(ctx)
+        waits = 0
+        wait = loop._wait
+
+        async def counted_wait(seconds: float) -> None:
+            nonlocal waits
+            waits += 1
+            await wait(seconds)
+
+        monkeypatch.setattr(loop, "_wait", counted_wait)
+        loop.start()
+        try:
+            await eventually(lambda: receiver.active == 2, 5)
+            waits = 0
+            await asyncio.sleep(0.8)
+            saturated_waits = waits
+        finally:
+            await loop.stop()
+
+        # With the whole batch in flight, the loop waits a poll interval at a time.
+        assert saturated_waits <= 12
+        assert len(receiver.requests) == 2
