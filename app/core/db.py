@@ -180,10 +180,10 @@ class DriverStatement:
     """A ``text()`` statement compiled once for asyncpg, for the hottest loops.
 
     ``fetch`` sends it on the session's asyncpg connection (see ``driver_connection``),
-    inside the session's transaction, and skips SQLAlchemy's per-statement work: the
-    cache key, the execution context and the result rows. Named parameters are passed
-    in the order the compiled SQL numbers them. The rows read ``columns`` as
-    attributes.
+    inside the session's transaction, which it begins if no statement has. It skips
+    SQLAlchemy's per-statement work: the cache key, the execution context and the
+    result rows. Named parameters are passed in the order the compiled SQL numbers
+    them. The rows read ``columns`` as attributes.
     """
 
     sql: str
@@ -202,8 +202,17 @@ class DriverStatement:
     async def fetch(
         self, session: AsyncSession, parameters: Mapping[str, Any]
     ) -> list[Any]:
-        connection = await driver_connection(session)
-        rows: list[Any] = await connection.fetch(
+        connection = await session.connection()
+        pooled = await connection.get_raw_connection()
+        adapted: Any = pooled.dbapi_connection
+        # SQLAlchemy's asyncpg adapter (2.1) sends BEGIN only before a statement of its
+        # own. A statement sent first on the driver would commit on its own and drop
+        # its locks at once, so the transaction begins here.
+        # NOTE: this calls the adapter's private ``_start_transaction``.
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+        driver: Any = pooled.driver_connection
+        rows: list[Any] = await driver.fetch(
             self.sql,
             *(parameters[name] for name in self.names),
             record_class=self.row,

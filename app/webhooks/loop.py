@@ -198,7 +198,9 @@ class DeliveryLoop:
                     )
                 )
             if not (dispatch_now or lease_now):
-                await self._wait(poll - since)
+                # A poll interval may have passed with the batch full: the loop then
+                # waits for a request to end, up to another interval, rather than spin.
+                await self._wait(poll - since if since < poll else poll)
                 continue
             self._dispatch_requested = False
             self._room = False

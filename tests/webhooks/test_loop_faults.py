@@ -1,0 +1,386 @@
+"""The delivery loop's transactions and sending tasks, under faults and bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import utcnow
+from app.core.ids import new_uuid
+from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks import delivery as webhook_delivery
+from app.webhooks import loop as webhook_loop
+from app.webhooks.dispatch import dispatch_pending
+from app.webhooks.repository import EventRepository
+from app.webhooks.sender import AttemptResult, OutgoingRequest, WebhookSender
+from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
+from tests.webhooks.test_batch import add_endpoint, deliveries, emit_events, limited
+from workers import tasks
+
+
+async def dispatch_all(committed: Committed) -> None:
+    """Create the deliveries of every undispatched event, and send none."""
+    async with committed.database.session() as session:
+        await dispatch_pending(session, limit=500)
+        await session.commit()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], seconds: float
+) -> None:
+    """Poll ``check`` every 20 ms until it is true, and fail after ``seconds``."""
+    for _ in range(int(seconds / 0.02)):
+        outcome = check()
+        if outcome if isinstance(outcome, bool) else await outcome:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not true within {seconds} s")
+
+
+class PathReceiver(Receiver):
+    """Notes, by request path, the max requests it handled at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active_by_path: Counter[str] = Counter()
+        self.peak_by_path: Counter[str] = Counter()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = request.path
+        self.active_by_path[path] += 1
+        self.peak_by_path[path] = max(
+            self.peak_by_path[path], self.active_by_path[path]
+        )
+        try:
+            return await super()._handle(request)
+        finally:
+            self.active_by_path[path] -= 1
+
+
+class CrashingSender(WebhookSender):
+    """Raises instead of sending the first ``crashes`` requests."""
+
+    def __init__(self, settings: Any, crashes: int) -> None:
+        super().__init__(settings)
+        self.crashes = crashes
+
+    async def send(
+        self,
+        request: OutgoingRequest,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> AttemptResult:
+        if self.crashes > 0:
+            self.crashes -= 1
+            raise RuntimeError("the sender crashed")
+        return await super().send(request, extra_headers=extra_headers)
+
+
+async def unsent_events(committed: Committed, events: list[Event]) -> list[Any]:
+    """Return the events that are marked dispatched but have no delivery."""
+    async with committed.database.session() as session:
+        rows = await session.execute(
+            select(Event.id)
+            .where(Event.id.in_([event.id for event in events]))
+            .where(Event.dispatched_at.is_not(None))
+            .where(
+                ~select(WebhookDelivery.id)
+                .where(WebhookDelivery.event_id == Event.id)
+                .exists()
+            )
+        )
+        return list(rows.all())
+
+
+class TestDriverTransactions:
+    async def test_held_slot_lock_blocks_lease(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        settings = limited(committed, webhook_max_in_flight_per_endpoint=1)["settings"]
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 2)
+        await dispatch_all(committed)
+
+        async with committed.database.session() as first:
+            first_claims = await webhook_delivery.lease(
+                first, settings, limit=1, owner=new_uuid()
+            )
+            async with committed.database.session() as second:
+                second_claims = await webhook_delivery.lease(
+                    second, settings, limit=1, owner=new_uuid()
+                )
+                await second.rollback()
+            await first.rollback()
+
+        assert [claim.endpoint_id for claim in first_claims] == [endpoint.id]
+        # The first transaction holds the endpoint's slot lock until it ends.
+        assert [claim.endpoint_id for claim in second_claims] == []
+
+    async def test_locked_events_skipped_by_second(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        await add_endpoint(committed, receiver.url())
+        events = await emit_events(committed, 3)
+
+        async with committed.database.session() as first:
+            first_rows = await EventRepository.from_session(
+                first
+            ).lock_undispatched_batch(500)
+            async with committed.database.session() as second:
+                second_rows = await EventRepository.from_session(
+                    second
+                ).lock_undispatched_batch(500)
+                await second.rollback()
+            await first.rollback()
+
+        ours = {event.id for event in events}
+        assert ours <= {row.id for row in first_rows}
+        assert ours.isdisjoint(row.id for row in second_rows)
+
+    async def test_rolled_back_record_stores_nothing(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        settings = committed.ctx["settings"]
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 2)
+        await dispatch_all(committed)
+        async with committed.database.session() as session:
+            claims = await webhook_delivery.lease(
+                session, settings, limit=2, owner=new_uuid()
+            )
+            await session.commit()
+        assert len(claims) == 2
+        success = AttemptResult(attempted_at=utcnow(), duration_ms=5, status_code=200)
+
+        # Successes at a healthy endpoint, so the record reads no endpoint first.
+        async with committed.database.session() as session:
+            outcomes = await webhook_delivery.record(
+                session, settings, [(claim, success) for claim in claims]
+            )
+            await session.rollback()
+
+        assert outcomes == ["succeeded", "succeeded"]
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("pending", 1)}
+        async with committed.database.session() as session:
+            stored = await session.scalar(
+                select(func.count())
+                .select_from(WebhookAttempt)
+                .where(WebhookAttempt.delivery_id.in_([c.delivery_id for c in claims]))
+            )
+        assert stored == 0
+
+
+class TestRunningLoop:
+    async def test_full_batch_waits_without_spinning(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_batch_size=2,
+            webhook_max_in_flight_per_endpoint=2,
+            webhook_poll_interval_seconds=0.1,
+        )
+        receiver.default = ScriptedResponse(delay_seconds=1.5)
+        await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 2)
+        loop = tasks.delivery_loop(ctx)
+        waits = 0
+        wait = loop._wait
+
+        async def counted_wait(seconds: float) -> None:
+            nonlocal waits
+            waits += 1
+            await wait(seconds)
+
+        monkeypatch.setattr(loop, "_wait", counted_wait)
+        loop.start()
+        try:
+            await eventually(lambda: receiver.active == 2, 5)
+            waits = 0
+            await asyncio.sleep(0.8)
+            saturated_waits = waits
+        finally:
+            await loop.stop()
+
+        # With the whole batch in flight, the loop waits a poll interval at a time.
+        assert saturated_waits <= 12
+        assert len(receiver.requests) == 2
+
+    async def test_failed_dispatch_recovers_without_spinning(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ctx = limited(committed, webhook_poll_interval_seconds=0.1)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 3)
+        await dispatch_all(committed)
+        late = await emit_events(committed, 4)
+        failing = True
+        calls = 0
+
+        async def flaky_dispatch(session: AsyncSession, *, limit: int) -> int:
+            nonlocal calls
+            calls += 1
+            if failing:
+                raise RuntimeError("the dispatch failed")
+            return await dispatch_pending(session, limit=limit)
+
+        monkeypatch.setattr(webhook_loop, "dispatch_pending", flaky_dispatch)
+        loop = tasks.delivery_loop(ctx)
+        started = time.monotonic()
+        loop.start()
+        try:
+            # Due deliveries go out while every dispatch fails.
+            await eventually(lambda: len(receiver.requests) == 3, 5)
+            await asyncio.sleep(0.3)
+            failing_calls = calls
+            failing_seconds = time.monotonic() - started
+            failing = False
+            await eventually(lambda: len(receiver.requests) >= 7, 5)
+            await eventually(lambda: loop.in_flight == 0, 5)
+        finally:
+            await loop.stop()
+
+        # A failed dispatch waits a poll interval before the next.
+        assert failing_calls <= failing_seconds / 0.1 + 2
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert len(counts) == 7
+        assert set(counts.values()) == {1}
+        rows = await deliveries(committed, endpoint.id)
+        assert {row.event_id for row in rows} >= {event.id for event in late}
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
+    async def test_stop_during_blocked_dispatch(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_poll_interval_seconds=0.05)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 3)
+        await dispatch_all(committed)
+        late = await emit_events(committed, 3)
+        loop = tasks.delivery_loop(ctx)
+
+        async with committed.database.session() as blocker:
+            # The dispatch's FOR UPDATE waits for this lock, but plain reads do not.
+            await blocker.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            loop.start()
+            await eventually(lambda: len(receiver.requests) == 3, 5)
+            stopping = asyncio.create_task(loop.stop())
+            await asyncio.sleep(0.2)
+            await blocker.rollback()
+        await asyncio.wait_for(stopping, 5)
+
+        assert loop.in_flight == 0
+        rows = await deliveries(committed, endpoint.id)
+        sent = [row for row in rows if row.event_id not in {e.id for e in late}]
+        assert len(sent) == 3
+        assert {(row.status, row.attempts) for row in sent} == {("succeeded", 1)}
+        assert await unsent_events(committed, late) == []
+
+    async def test_crashed_send_leaves_queue_moving(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=1)
+        crashing = CrashingSender(ctx["settings"], crashes=1)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 3)
+        loop = tasks.delivery_loop({**ctx, "webhook_sender": crashing})
+        try:
+            recorded = await asyncio.wait_for(loop.run(until_idle=True), 10)
+        finally:
+            await crashing.close()
+
+        assert recorded == 2
+        assert loop.in_flight == 0
+        assert len(receiver.requests) == 2
+        rows = await deliveries(committed, endpoint.id)
+        statuses = Counter((row.status, row.attempts) for row in rows)
+        # The crashed attempt is not recorded, so its lease lapses and it is sent again.
+        assert statuses == Counter({("succeeded", 1): 2, ("pending", 1): 1})
+
+    async def test_gone_endpoint_spares_the_others(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_max_in_flight_per_endpoint=1,
+            webhook_poll_interval_seconds=0.05,
+        )
+        healthy = Receiver()
+        await healthy.start()
+        healthy.default = ScriptedResponse(delay_seconds=0.02)
+        receiver.default = ScriptedResponse(status=410, delay_seconds=0.02)
+        gone_endpoint = await add_endpoint(committed, receiver.url())
+        await add_endpoint(committed, healthy.url())
+        await emit_events(committed, 5)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        try:
+            await eventually(lambda: len(healthy.requests) == 5, 5)
+            await eventually(lambda: loop.in_flight == 0, 5)
+        finally:
+            await loop.stop()
+            await healthy.stop()
+
+        # Its other four leased deliveries are skipped after the 410, so they stay unsent.
+        assert len(receiver.requests) == 1
+        assert len(healthy.requests) == 5
+        async with committed.database.session() as session:
+            refreshed = await session.get(WebhookEndpoint, gone_endpoint.id)
+        assert refreshed is not None
+        assert refreshed.enabled is False
+
+    async def test_bursts_across_endpoints_keep_limits(
+        self, committed: Committed
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_max_in_flight_per_endpoint=2,
+            webhook_batch_size=6,
+            webhook_poll_interval_seconds=0.05,
+        )
+        receiver = PathReceiver()
+        await receiver.start()
+        receiver.default = ScriptedResponse(delay_seconds=0.03)
+        paths = [f"/endpoint-{number}" for number in range(4)]
+        for path in paths:
+            await add_endpoint(committed, receiver.url(path))
+        loop = tasks.delivery_loop(ctx)
+
+        def received(count: int) -> Callable[[], bool]:
+            return lambda: len(receiver.requests) >= count
+
+        loop.start()
+        try:
+            # Each burst drains before the next, so every queue empties and refills.
+            for burst in range(5):
+                await emit_events(committed, 1 + burst % 3)
+                if burst % 2 == 0:
+                    loop.wake()
+                expected = 4 * sum(1 + number % 3 for number in range(burst + 1))
+                await eventually(received(expected), 10)
+            await eventually(lambda: loop.in_flight == 0, 5)
+        finally:
+            await loop.stop()
+            await receiver.stop()
+
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert len(counts) == 4 * (1 + 2 + 3 + 1 + 2)
+        assert set(counts.values()) == {1}
+        for path in paths:
+            assert receiver.peak_by_path[path] <= 2, path
+        assert loop.in_flight == 0
