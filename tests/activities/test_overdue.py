@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activities.service import activity_service
 from app.core.jobs import JobQueue
 from app.models import Event
 from tests.activities.factories import create_activity
@@ -84,6 +85,33 @@ class TestOverdueSweep:
 
         assert rerun == 1
         assert await overdue_events(session) == [task["id"], task["id"]]
+
+    async def test_batch_bounds_tied_due_times(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        database: TestDatabase,
+    ) -> None:
+        lead = await create_lead(client, auth)
+        due_at = at(-1)
+        for number in range(5):
+            await create_activity(
+                client,
+                auth,
+                kind="task",
+                subject=f"Late {number}",
+                due_at=due_at,
+                lead_id=lead["id"],
+            )
+
+        counts = []
+        for _ in range(4):
+            async with database.session() as session:
+                counts.append(await activity_service.sweep_overdue(session, batch=2))
+                await session.commit()
+
+        # Every task shares the due time, and each sweep still takes two at most.
+        assert counts == [2, 2, 1, 0]
 
     def test_registered(self) -> None:
         assert tasks.sweep_overdue_activities in tasks.SWEEPS

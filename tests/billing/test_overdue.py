@@ -143,6 +143,28 @@ class TestOverdueSweep:
                 types = await event_types(session, invoice["id"], "invoice")
                 assert types.count("invoice.overdue") == 1, invoice["id"]
 
+    async def test_batch_bounds_tied_due_dates(self, committed: Committed) -> None:
+        client, auth = committed.client, committed.auth
+        invoices = [
+            await create_open_invoice(client, auth, committed.customer)
+            for _ in range(5)
+        ]
+        async with committed.database.session() as session:
+            for invoice in invoices:
+                await set_due_date(session, invoice["id"], DUE, "Europe/Berlin")
+        uow = unit_of_work(committed.database.sessionmaker)
+        now = datetime(2026, 4, 1, tzinfo=UTC)
+
+        counts = []
+        for _ in range(4):
+            async with uow() as session:
+                counts.append(
+                    await debt_service.sweep_overdue(session, batch=2, now=now)
+                )
+
+        # Every invoice shares the due date, and each sweep still takes two at most.
+        assert counts == [2, 2, 1, 0]
+
     async def test_paid_invoice_not_overdue(self, committed: Committed) -> None:
         client, auth = committed.client, committed.auth
         invoice = await create_open_invoice(client, auth, committed.customer)
