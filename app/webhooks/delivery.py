@@ -362,6 +362,25 @@ def _next_state(
     return "retrying", {**values, "status": "pending", "completed_at": None}
 
 
+async def release(session: AsyncSession, claims: Sequence[DeliveryClaim]) -> int:
+    """Give back the leases of claims that were never sent; return how many.
+
+    Each delivery is due again at once, and the attempt its lease counted no longer
+    counts. A lease that lapsed and was taken by another owner is left alone.
+    """
+    if not claims:
+        return 0
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    leases = await deliveries.lock_leased([claim.delivery_id for claim in claims])
+    held = [
+        claim.delivery_id
+        for claim in claims
+        if leases.get(claim.delivery_id) == claim.claimed_until
+    ]
+    await deliveries.release_leases(held, utcnow())
+    return len(held)
+
+
 async def record(
     session: AsyncSession,
     settings: Settings,

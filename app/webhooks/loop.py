@@ -8,7 +8,8 @@ requests that ended since it last ran. Meanwhile the loop sends the leased reque
 concurrently over the worker's one aiohttp session, so no transaction delays a
 request. Each endpoint has a queue of its leased requests and at most
 ``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
-ended; a task ends when the queue is empty, so no task waits for a lease. An endpoint
+ended; a task ends when the queue is empty or the loop stops, so no task waits for a
+lease. An endpoint
 whose recent requests were fast may have more leases waiting in the loop
 (``leases_per_endpoint``). The loop finds its work in PostgreSQL, so a Redis flush
 costs it nothing, and a worker killed mid-batch leaves leases that lapse and are
@@ -38,6 +39,7 @@ from app.webhooks.delivery import (
     lease,
     lease_seconds,
     record,
+    release,
 )
 from app.webhooks.dispatch import DISPATCH_BATCH, dispatch_pending
 from app.webhooks.sender import AttemptResult, WebhookSender
@@ -124,7 +126,11 @@ class DeliveryLoop:
             self._wake.set()
 
     async def stop(self) -> None:
-        """Stop leasing, let the requests in flight end, and record them."""
+        """Stop leasing, let the requests in flight end, and record them.
+
+        Leased requests that have not started are not sent: their leases are
+        released, with their attempts, so that any worker sends them at once.
+        """
         self._stopping = True
         self._wake.set()
         if self._task is None:
@@ -134,6 +140,9 @@ class DeliveryLoop:
             await asyncio.wait_for(self._task, timeout)
         except TimeoutError:
             log.warning("webhook.loop_stop_timed_out", in_flight=self._unfinished)
+            # Their leases lapse, and the deliveries are sent again.
+            for task in set(self._senders):
+                task.cancel()
 
     async def run(self, *, until_idle: bool = False) -> int:
         """Run until stopped, or with ``until_idle`` until no work is due.
@@ -162,8 +171,26 @@ class DeliveryLoop:
                 await asyncio.gather(dispatcher, return_exceptions=True)
             while self._senders:
                 await asyncio.wait(set(self._senders))
+            await self._release_unsent()
             self._outcomes.set()
         return await recorder
+
+    async def _release_unsent(self) -> None:
+        """Release the leases of the requests that stopping left unsent."""
+        unsent = [claim for queue in self._queues.values() for claim in queue]
+        if not unsent:
+            return
+        for queue in self._queues.values():
+            queue.clear()
+        self._unfinished -= len(unsent)
+        try:
+            async with self._transaction() as session:
+                released = await release(session, unsent)
+        except Exception:
+            # The leases lapse instead, and the deliveries are sent again later.
+            log.exception("webhook.release_failed", unsent=len(unsent))
+            return
+        log.info("webhook.leases_released", unsent=len(unsent), released=released)
 
     async def _lease_until_done(self, *, until_idle: bool) -> None:
         poll = self._settings.webhook_poll_interval_seconds
@@ -306,11 +333,12 @@ class DeliveryLoop:
                 task.add_done_callback(self._senders.discard)
 
     async def _send_queued(self, endpoint_id: uuid.UUID) -> None:
-        """Send the endpoint's queued requests one after another, until none is left."""
+        """Send the endpoint's queued requests one after another, until none is left
+        or the loop stops."""
         queue = self._queues[endpoint_id]
         room_at = self._settings.webhook_batch_size - self._lease_threshold
         try:
-            while queue:
+            while queue and not self._stopping:
                 claim = queue.popleft()
                 try:
                     await self._send_leased(claim)
@@ -323,6 +351,11 @@ class DeliveryLoop:
             # In the same step as the empty check, so a claim queued later finds
             # this task no longer counted and starts another.
             self._sending[endpoint_id] -= 1
+            if not self._sending[endpoint_id] and not queue:
+                # Forget the endpoint until its next lease, so a long-running
+                # worker keeps no entry per endpoint it ever sent to.
+                del self._sending[endpoint_id]
+                del self._queues[endpoint_id]
 
     async def _record_until_done(self) -> int:
         """Record the outcomes as they come, until leasing ended and none is left."""

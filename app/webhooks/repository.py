@@ -327,6 +327,16 @@ _LOCK_LEASED = DriverStatement.compile(
     ),
     ("id", "claimed_until"),
 )
+# Unsent leases given back at a worker's stop: the delivery is due at once again.
+_RELEASE_LEASES = DriverStatement.compile(
+    text(
+        """
+    UPDATE webhook_deliveries
+    SET claimed_until = NULL, attempts = attempts - 1, updated_at = :now
+    WHERE id = ANY(CAST(:ids AS uuid[]))
+    """
+    )
+)
 # A recorded delivery loses its lease; ``claimed_by`` stays, naming the last owner.
 _RECORD_STATE = DriverStatement.compile(
     text(
@@ -820,6 +830,16 @@ class WebhookDeliveryRepository:
             self.session, {"ids": sorted(set(delivery_ids))}
         )
         return {row.id: row.claimed_until for row in rows}
+
+    async def release_leases(
+        self, delivery_ids: Sequence[uuid.UUID], now: datetime
+    ) -> None:
+        """Clear the leases of locked deliveries and take back their attempts."""
+        if not delivery_ids:
+            return
+        await _RELEASE_LEASES.fetch(
+            self.session, {"ids": list(delivery_ids), "now": now}
+        )
 
     async def update_many(self, values: Sequence[dict[str, Any]]) -> None:
         """Store each delivery's state after an attempt, in one statement.

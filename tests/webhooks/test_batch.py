@@ -259,6 +259,47 @@ class TestBatchLeases:
         assert len(rows) == 40
         assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
 
+    async def test_stop_releases_unsent_leases(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_max_in_flight_per_endpoint=1,
+            webhook_batch_size=20,
+            claim_lease_seconds=600,
+        )
+        receiver.default = ScriptedResponse(delay_seconds=0.3)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 8)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        for _ in range(200):
+            if receiver.requests:
+                break
+            await asyncio.sleep(0.02)
+
+        await loop.stop()
+
+        # The request in flight ends and is recorded. The others were leased but
+        # not started, so their leases and attempts are given back.
+        rows = await deliveries(committed, endpoint.id)
+        sent = [row for row in rows if row.status == "succeeded"]
+        waiting = [row for row in rows if row.status == "pending"]
+        assert len(receiver.requests) == 1
+        assert len(sent) == 1
+        assert sent[0].attempts == 1
+        assert len(waiting) == 7
+        assert {(row.attempts, row.claimed_until) for row in waiting} == {(0, None)}
+        assert loop.in_flight == 0
+
+        await drain(ctx)
+
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert len(counts) == 8
+        assert set(counts.values()) == {1}
+
     async def test_batch_outcomes_recorded_together(
         self, committed: Committed, receiver: Receiver
     ) -> None:
