@@ -9,11 +9,10 @@ concurrently over the worker's one aiohttp session, so no transaction delays a
 request. Each endpoint has a queue of its leased requests and at most
 ``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
 ended; a task ends when the queue is empty or the loop stops, so no task waits for a
-lease. An endpoint
-whose recent requests were fast may have more leases waiting in the loop
-(``leases_per_endpoint``). The loop finds its work in PostgreSQL, so a Redis flush
-costs it nothing, and a worker killed mid-batch leaves leases that lapse and are
-taken again by any worker. ``run(until_idle=True)`` dispatches in the lease
+lease. An endpoint whose recent requests were fast may have more leases waiting in
+the loop (``leases_per_endpoint``). The loop finds its work in PostgreSQL, so a Redis
+flush costs it nothing, and a worker killed mid-batch leaves leases that lapse and
+are taken again by any worker. ``run(until_idle=True)`` dispatches in the lease
 transaction instead, so that it can tell when no work is left.
 """
 
