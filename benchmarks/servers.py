@@ -164,7 +164,7 @@ def postgres_cpu_seconds() -> float:
     """Return the CPU time used by every PostgreSQL process of this machine.
 
     Only a server that runs here, under a user whose processes this one can read,
-    counts; a remote server's time is not seen.
+    counts. A remote server's time is not seen.
     """
     total = 0.0
     for process in psutil.process_iter(["name"]):

@@ -322,9 +322,7 @@ class ProposalService:
                 type="proposal.expired",
                 object_type="proposal",
                 object_id=proposal.id,
-                data=proposal_view(
-                    proposal, lines.get(proposal.id, []), now
-                ).model_dump(mode="json"),
+                data=proposal_data(proposal, lines.get(proposal.id, [])),
             )
             log.info(
                 "proposal.expired",

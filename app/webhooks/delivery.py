@@ -372,13 +372,13 @@ async def release(session: AsyncSession, claims: Sequence[DeliveryClaim]) -> int
         return 0
     deliveries = WebhookDeliveryRepository.from_session(session)
     leases = await deliveries.lock_leased([claim.delivery_id for claim in claims])
-    held = [
+    still_leased = [
         claim.delivery_id
         for claim in claims
         if leases.get(claim.delivery_id) == claim.claimed_until
     ]
-    await deliveries.release_leases(held, utcnow())
-    return len(held)
+    await deliveries.release_leases(still_leased, utcnow())
+    return len(still_leased)
 
 
 async def record(
