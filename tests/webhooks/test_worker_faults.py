@@ -44,7 +44,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "SALESCYCLE_WEBHOOK_ALLOW_HTTP": "true",
         "SALESCYCLE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": "8",
         "SALESCYCLE_SWEEP_INTERVAL_SECONDS": "1",
-        "SALESCYCLE_WEBHOOK_TIMEOUT_SECONDS": "2",
+        # Far above the receiver's delays, so that a loaded machine does not time
+        # out a first attempt and push its retry past the test's wait.
+        "SALESCYCLE_WEBHOOK_TIMEOUT_SECONDS": "6",
         "SALESCYCLE_CLAIM_LEASE_SECONDS": "10",
     }
 
@@ -152,7 +154,7 @@ class TestWorkerFaults:
                     )
                 ).all()
             )
-            # The leases would lapse after 32 s (the 2 s timeout, plus 30 s);
+            # The leases would lapse after 36 s (the 6 s timeout, plus 30 s);
             # moving them back stands in for the wait.
             await session.execute(
                 update(WebhookDelivery)
