@@ -1,13 +1,15 @@
 """Leasing due webhook deliveries in batches and recording their outcomes.
 
 An attempt runs in three steps, so no transaction stays open during a request. First
-``lease`` takes a batch of due deliveries with SKIP LOCKED, counts an attempt on each
-and leases it (``claimed_until``), in one short transaction. Then the worker sends the
-requests, concurrently. Last, ``record`` stores the attempts and decides what comes
-next for every delivery of the batch in one transaction. If the worker dies in between,
-the leases lapse and the next lease, by any worker, takes the deliveries again. An
-attempt counts when it is leased, so a receiver that crashes workers still runs out of
-attempts.
+the delivery is leased: ``lease`` takes a batch of due deliveries with SKIP LOCKED,
+counts an attempt on each and leases it (``claimed_until``), in one short
+transaction, and a running delivery loop's dispatch creates most new deliveries
+leased already (``choose_new_leases``). Then the worker sends the requests,
+concurrently. Last, ``record`` stores the attempts and decides what comes next for
+every delivery of the batch in one transaction. If the worker dies in between, the
+leases lapse and the next lease, by any worker, takes the deliveries again. An
+attempt counts when it is leased, so a receiver that crashes workers still runs out
+of attempts.
 
 One owner at a time (a delivery loop, or one ``deliver_webhook`` job) leases an
 endpoint's deliveries: none while another owner holds a live lease on one of them. An
@@ -15,9 +17,9 @@ owner holds no more leases of an endpoint than it can send before they lapse, wi
 ``webhook_max_in_flight_per_endpoint`` requests at once each taking the whole timeout,
 or, for an endpoint whose recent requests were fast, each taking a few times the
 slowest of them (``leases_per_endpoint``). It sends at most that many at once, so the
-next request starts as soon as one ends, without waiting for a transaction. Leasing for an endpoint happens under its slot lock, so checking the
-owner, counting the live leases and taking more is one step. Nothing is queued per
-delivery.
+next request starts as soon as one ends, without waiting for a transaction. Leasing
+for an endpoint happens under its slot lock, so checking the owner, counting the live
+leases and taking more is one step. Nothing is queued per delivery.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -42,6 +44,7 @@ from app.settings import Settings
 from app.webhooks.backoff import next_delay_seconds, parse_retry_after
 from app.webhooks.payload import build_payload
 from app.webhooks.repository import (
+    PAYLOAD_COLUMNS,
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
 )
@@ -118,7 +121,7 @@ def leases_per_endpoint(settings: Settings, slowest: float | None = None) -> int
     duration in seconds of the endpoint's slowest recent request: each request is
     then assumed to take ``PACE_FACTOR`` times that, at least ``MIN_PACE_SECONDS``
     and at most the timeout. A lease that still runs short is not sent (the loop
-    checks before each request); it lapses and is leased again.
+    checks before each request); it is released, with its attempt, and leased again.
     """
     timeout = settings.webhook_timeout_seconds
     per_request = timeout
@@ -207,62 +210,145 @@ async def lease(
         return []
 
     events = await _events(session, [row.event_id for _, row in leased])
-    # What every request to one endpoint shares, read once per endpoint.
-    shared = {
-        endpoint.id: (
-            endpoint.url,
-            signing_secrets(endpoint, now),
-            dict(endpoint.headers),
-            endpoint.failing_since is not None,
-        )
-        for endpoint in {endpoint.id: endpoint for endpoint, _ in leased}.values()
-    }
-    claims = []
-    for endpoint, row in leased:
-        url, secrets, headers, failing = shared[endpoint.id]
-        claims.append(
-            DeliveryClaim(
-                delivery_id=row.id,
-                endpoint_id=endpoint.id,
-                event_id=row.event_id,
-                attempt=row.attempts,
-                attempt_limit=row.attempt_limit or max_attempts,
-                claimed_until=claimed_until,
-                request=OutgoingRequest(
-                    url=url,
-                    message_id=ids.encode("webhook_delivery", row.id),
-                    body=build_payload(events[row.event_id]),
-                    signing_secrets=secrets,
-                    headers=headers,
-                ),
-                endpoint_failing=failing,
+    build = _ClaimBuilder(now, claimed_until, max_attempts)
+    return [
+        build(endpoint, row.id, events[row.event_id], row.attempts, row.attempt_limit)
+        for endpoint, row in leased
+    ]
+
+
+class _ClaimBuilder:
+    """Builds the claims of one lease, reading what the requests to one endpoint
+    share once per endpoint."""
+
+    def __init__(
+        self, now: datetime, claimed_until: datetime, max_attempts: int
+    ) -> None:
+        self._now = now
+        self._claimed_until = claimed_until
+        self._max_attempts = max_attempts
+        self._shared: dict[
+            uuid.UUID, tuple[str, tuple[str, ...], dict[str, str], bool]
+        ] = {}
+
+    def __call__(
+        self,
+        endpoint: WebhookEndpoint,
+        delivery_id: uuid.UUID,
+        event: Any,
+        attempt: int,
+        attempt_limit: int | None,
+    ) -> DeliveryClaim:
+        shared = self._shared.get(endpoint.id)
+        if shared is None:
+            shared = self._shared[endpoint.id] = (
+                endpoint.url,
+                signing_secrets(endpoint, self._now),
+                dict(endpoint.headers),
+                endpoint.failing_since is not None,
             )
+        url, secrets, headers, failing = shared
+        return DeliveryClaim(
+            delivery_id=delivery_id,
+            endpoint_id=endpoint.id,
+            event_id=event.id,
+            attempt=attempt,
+            attempt_limit=attempt_limit or self._max_attempts,
+            claimed_until=self._claimed_until,
+            request=OutgoingRequest(
+                url=url,
+                message_id=ids.encode("webhook_delivery", delivery_id),
+                body=build_payload(event),
+                signing_secrets=secrets,
+                headers=headers,
+            ),
+            endpoint_failing=failing,
         )
-    return claims
 
 
-# The columns of an event that its payload reads.
+@dataclass(frozen=True)
+class NewLeases:
+    """Asks a dispatch to lease the deliveries it creates to ``owner``, up to
+    ``limit`` of them, so that they need no lease of their own.
+
+    ``slowest`` is as in ``lease``.
+    """
+
+    settings: Settings
+    owner: uuid.UUID
+    limit: int
+    slowest: Mapping[uuid.UUID, float] = field(default_factory=dict)
+
+
+async def choose_new_leases(
+    session: AsyncSession,
+    wanted: NewLeases,
+    pairs: Sequence[tuple[Any, uuid.UUID]],
+    now: datetime,
+) -> tuple[list[bool], dict[uuid.UUID, WebhookEndpoint]]:
+    """Choose which new deliveries, one per (event, endpoint) pair, start leased.
+
+    An endpoint's new deliveries are leased only under its slot lock, while no other
+    owner holds a live lease on one of its deliveries and none of them is due and
+    unleased, so that they do not pass an older one. The owner then holds no more
+    than ``leases_per_endpoint`` of the endpoint's deliveries. Returns a flag per
+    pair, and the endpoints with a delivery to lease.
+    """
+    if wanted.limit <= 0 or not pairs:
+        return [False] * len(pairs), {}
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    slots = await deliveries.lock_slots_for_new(
+        list({endpoint_id for _, endpoint_id in pairs}), now, wanted.owner
+    )
+    room = {
+        slot.id: leases_per_endpoint(wanted.settings, wanted.slowest.get(slot.id))
+        - slot.leased
+        for slot in slots
+        if not (slot.held_elsewhere or slot.backlog)
+    }
+    endpoints = await WebhookEndpointRepository.from_session(session).get_many(
+        [endpoint_id for endpoint_id, free in room.items() if free > 0]
+    )
+    flags = []
+    left = wanted.limit
+    for _, endpoint_id in pairs:
+        take = left > 0 and room.get(endpoint_id, 0) > 0 and endpoint_id in endpoints
+        if take:
+            room[endpoint_id] -= 1
+            left -= 1
+        flags.append(take)
+    return flags, endpoints
+
+
+def new_claims(
+    settings: Settings,
+    pairs: Sequence[tuple[Any, uuid.UUID]],
+    delivery_ids: Sequence[uuid.UUID | None],
+    flags: Sequence[bool],
+    endpoints: Mapping[uuid.UUID, WebhookEndpoint],
+    now: datetime,
+    claimed_until: datetime,
+) -> list[DeliveryClaim]:
+    """Build the claims of the deliveries a dispatch created leased; each event of
+    ``pairs`` has the columns its payload reads."""
+    build = _ClaimBuilder(now, claimed_until, settings.webhook_max_attempts)
+    return [
+        build(endpoints[endpoint_id], delivery_id, event, 1, None)
+        for (event, endpoint_id), delivery_id, leased in zip(
+            pairs, delivery_ids, flags, strict=True
+        )
+        if leased and delivery_id is not None
+    ]
+
+
 _PAYLOAD_EVENTS = DriverStatement.compile(
     text(
-        """
-        SELECT id, type, created_at, object_type, object_id, sequence, request_id,
-               actor, data, test
-        FROM events
+        f"""
+        SELECT {", ".join(PAYLOAD_COLUMNS)} FROM events
         WHERE id = ANY(CAST(:ids AS uuid[]))
         """
     ),
-    (
-        "id",
-        "type",
-        "created_at",
-        "object_type",
-        "object_id",
-        "sequence",
-        "request_id",
-        "actor",
-        "data",
-        "test",
-    ),
+    PAYLOAD_COLUMNS,
 )
 
 
@@ -336,7 +422,7 @@ def _next_state(
     """Return the outcome of an attempt and the delivery's columns after it."""
     values: dict[str, Any] = {
         "id": claim.delivery_id,
-        "claimed_until": None,
+        "leased_until": claim.claimed_until,
         "last_status_code": result.status_code,
         "updated_at": now,
     }
@@ -416,15 +502,31 @@ async def record(
                 session, endpoints[endpoint_id], by_endpoint[endpoint_id], now, settings
             )
 
+    planned = [
+        (claim, result, *_next_state(claim, result, now, rng))
+        for claim, result in outcomes
+    ]
     deliveries = WebhookDeliveryRepository.from_session(session)
-    leases = await deliveries.lock_leased([claim.delivery_id for claim, _ in outcomes])
+    stored = await deliveries.record_states([values for *_, values in planned])
+    # The rest lost their lease, or were deleted; their current leases tell which.
+    leases = await deliveries.lock_leased(
+        [claim.delivery_id for claim, *_ in planned if claim.delivery_id not in stored]
+    )
     attempts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
     results: list[Outcome] = []
     # A success is logged at info level. At a higher level, its fields are not built.
     log_successes = log.is_enabled_for(logging.INFO)
-    for claim, result in outcomes:
-        if claim.delivery_id not in leases:
+    for claim, result, outcome, values in planned:
+        if claim.delivery_id in stored:
+            results.append(outcome)
+            if outcome != "succeeded" or log_successes:
+                _log_outcome(outcome, values, _log_fields(claim, result))
+        elif claim.delivery_id in leases:
+            # The lease lapsed and another worker leased the delivery; its own
+            # attempt decides what happens next.
+            log.warning("webhook.claim_lost", **_log_fields(claim, result))
+            results.append("lost")
+        else:
             log.info(
                 "webhook.attempt_discarded",
                 reason="delivery_deleted",
@@ -442,19 +544,7 @@ async def record(
                 "response_excerpt": result.response_excerpt,
             }
         )
-        if leases[claim.delivery_id] != claim.claimed_until:
-            # The lease lapsed and another worker leased the delivery; its own
-            # attempt decides what happens next.
-            log.warning("webhook.claim_lost", **_log_fields(claim, result))
-            results.append("lost")
-            continue
-        outcome, values = _next_state(claim, result, now, rng)
-        updates.append(values)
-        results.append(outcome)
-        if outcome != "succeeded" or log_successes:
-            _log_outcome(outcome, values, _log_fields(claim, result))
     await deliveries.add_attempts(attempts)
-    await deliveries.update_many(updates)
     return results
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.events import DISPATCH_JOB
+from app.webhooks.delivery import (
+    DeliveryClaim,
+    NewLeases,
+    choose_new_leases,
+    lease_seconds,
+    new_claims,
+)
 from app.webhooks.recovery import RECOVER_JOB, recover_job_id
 from app.webhooks.repository import (
     EventRepository,
@@ -89,18 +96,34 @@ async def dispatch_event(
     return delivery_ids
 
 
-async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
-    """Create the deliveries of up to ``limit`` undispatched events; return how many
-    events were taken.
+@dataclass(frozen=True)
+class Dispatch:
+    """The result of one dispatch: the events it took, the deliveries it created
+    leased, ready to send, and how many it created unleased, for a lease to take."""
+
+    events: int
+    claims: list[DeliveryClaim] = field(default_factory=list)
+    unleased: int = 0
+
+
+async def dispatch_pending(
+    session: AsyncSession, *, limit: int, lease_new: NewLeases | None = None
+) -> Dispatch:
+    """Create the deliveries of up to ``limit`` undispatched events.
 
     Events another transaction has locked are skipped. The subscribers are read once per
     workspace and event type; an endpoint created after an event is left out, as in
-    ``dispatch_event``.
+    ``dispatch_event``. With ``lease_new``, the new deliveries that
+    ``choose_new_leases`` allows are created leased, and returned as claims to send
+    once the transaction commits.
     """
+    now = utcnow()
     events = EventRepository.from_session(session)
-    batch = await events.lock_undispatched_batch(limit)
+    batch = await events.claim_undispatched_batch(
+        limit, now, with_payload=lease_new is not None
+    )
     if not batch:
-        return 0
+        return Dispatch(events=0)
     endpoints = WebhookEndpointRepository.from_session(session)
     subscribers: dict[tuple[uuid.UUID, str], Sequence[tuple[uuid.UUID, datetime]]] = {}
     pairs: list[tuple[Any, uuid.UUID]] = []
@@ -113,13 +136,39 @@ async def dispatch_pending(session: AsyncSession, *, limit: int) -> int:
             for endpoint_id, created_at in subscribers[key]
             if created_at <= event.created_at
         )
-    now = utcnow()
-    created = await WebhookDeliveryRepository.from_session(session).create_many(
-        pairs, due_at=now
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    claims: list[DeliveryClaim] = []
+    if lease_new is None:
+        delivery_ids = await deliveries.create_many(pairs, due_at=now)
+    else:
+        flags, leased_endpoints = await choose_new_leases(
+            session, lease_new, pairs, now
+        )
+        claimed_until = now + timedelta(seconds=lease_seconds(lease_new.settings))
+        delivery_ids = await deliveries.create_many(
+            pairs,
+            due_at=now,
+            leased=flags,
+            owner=lease_new.owner,
+            claimed_until=claimed_until,
+        )
+        claims = new_claims(
+            lease_new.settings,
+            pairs,
+            delivery_ids,
+            flags,
+            leased_endpoints,
+            now,
+            claimed_until,
+        )
+    created = sum(1 for delivery_id in delivery_ids if delivery_id is not None)
+    log.info(
+        "webhook.events_dispatched",
+        events=len(batch),
+        deliveries=created,
+        leased=len(claims),
     )
-    await events.mark_many_dispatched([event.id for event in batch], now)
-    log.info("webhook.events_dispatched", events=len(batch), deliveries=created)
-    return len(batch)
+    return Dispatch(events=len(batch), claims=claims, unleased=created - len(claims))
 
 
 async def sweep(session: AsyncSession, *, requeue_events: bool = True) -> SweepResult:

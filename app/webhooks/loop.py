@@ -1,10 +1,11 @@
 """The delivery loop: each worker process sends webhooks in batches beside its jobs.
 
 Three transactions run side by side, each on its own connection. One dispatches new
-events in bulk, creating their deliveries, as they come. One leases due deliveries,
-up to ``webhook_batch_size`` held by the loop, and leases again once half of them
-ended or new deliveries were dispatched. The last records the outcomes of the
-requests that ended since it last ran. Meanwhile the loop sends the leased requests
+events in bulk as room in the batch comes, creating their deliveries, most of them
+already leased to the loop. One leases the other due deliveries, up to
+``webhook_batch_size`` held by the loop, and leases again once half of them ended or
+a dispatch left deliveries unleased. The last records the outcomes of the requests
+that ended since it last ran. Meanwhile the loop sends the leased requests
 concurrently over the worker's one aiohttp session, so no transaction delays a
 request. Each endpoint has a queue of its leased requests and at most
 ``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
@@ -13,7 +14,8 @@ lease. An endpoint whose recent requests were fast may have more leases waiting 
 the loop (``leases_per_endpoint``). The loop finds its work in PostgreSQL, so a Redis
 flush costs it nothing, and a worker killed mid-batch leaves leases that lapse and
 are taken again by any worker. ``run(until_idle=True)`` dispatches in the lease
-transaction instead, so that it can tell when no work is left.
+transaction instead, leasing nothing at dispatch, so that it can tell when no work
+is left.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from app.settings import Settings
 from app.webhooks.delivery import (
     GONE_STATUS,
     DeliveryClaim,
+    NewLeases,
     lease,
     lease_seconds,
     record,
     release,
 )
-from app.webhooks.dispatch import DISPATCH_BATCH, dispatch_pending
+from app.webhooks.dispatch import DISPATCH_BATCH, Dispatch, dispatch_pending
 from app.webhooks.sender import AttemptResult, WebhookSender
 
 log = structlog.get_logger(__name__)
@@ -76,6 +79,8 @@ class DeliveryLoop:
         self._senders: set[asyncio.Task[None]] = set()
         # Leased requests not yet ended: queued, or being sent.
         self._unfinished = 0
+        # Places in the batch held for the dispatch running, which may lease them.
+        self._reserved = 0
         # Endpoints that returned 410, mapped to the time until which their leased
         # deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
@@ -83,6 +88,8 @@ class DeliveryLoop:
         # round that records its requests, unless a slower one comes.
         self._slowest: dict[uuid.UUID, float] = {}
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
+        # Leased requests not sent because their lease ran short, to release.
+        self._short: list[DeliveryClaim] = []
         self._wake = asyncio.Event()
         # Set when an outcome is added to ``_done``, or leasing ends.
         self._outcomes = asyncio.Event()
@@ -104,10 +111,19 @@ class DeliveryLoop:
         # Whether the lease transaction dispatches too (``run(until_idle=True)``),
         # rather than a dispatch task of its own.
         self._inline_dispatch = True
+        # Set when a job reports new events, or half the batch ended.
         self._dispatch_wake = asyncio.Event()
+        # Whether a job reported new events since the last dispatch.
+        self._dispatch_asked = False
         # Set when the dispatch task committed new deliveries, until a lease begins.
         self._new_due = False
         self._last_lease = -float("inf")
+
+    @property
+    def _occupied(self) -> int:
+        """Return the batch's places taken: by requests not ended, and held for the
+        deliveries a dispatch may lease."""
+        return self._unfinished + self._reserved
 
     @property
     def in_flight(self) -> int:
@@ -119,6 +135,7 @@ class DeliveryLoop:
 
     def wake(self) -> None:
         """Dispatch new events and look for work now rather than at the next poll."""
+        self._dispatch_asked = True
         self._dispatch_wake.set()
         if self._inline_dispatch:
             self._dispatch_requested = True
@@ -196,7 +213,7 @@ class DeliveryLoop:
         batch_size = self._settings.webhook_batch_size
         while not self._stopping:
             self._wake.clear()
-            capacity = batch_size - self._unfinished
+            capacity = batch_size - self._occupied
             if self._inline_dispatch:
                 since = time.monotonic() - self._last_dispatch
                 dispatch_now = (
@@ -235,7 +252,9 @@ class DeliveryLoop:
             self._new_due = False
             # With nothing in flight and nothing left to record, every earlier
             # outcome is committed, so an empty lease means no work is due.
-            settled = not (self._unfinished or self._done or self._recording)
+            settled = not (
+                self._unfinished or self._done or self._short or self._recording
+            )
             try:
                 claims, dispatched = await self._lease_cycle(capacity, dispatch_now)
             except Exception:
@@ -248,6 +267,9 @@ class DeliveryLoop:
             self._last_lease = time.monotonic()
             self._queue(claims)
             self._more_due = capacity > 0 and len(claims) >= capacity
+            if not self._more_due:
+                # Fewer were due than it could take: the dispatch may go on.
+                self._dispatch_wake.set()
 
             if until_idle and settled and not claims and not dispatched:
                 return
@@ -255,28 +277,71 @@ class DeliveryLoop:
                 await self._wait(poll)
 
     async def _dispatch_until_done(self) -> None:
-        """Create the deliveries of new events, as they come, until leasing ends.
+        """Create the deliveries of new events, as room comes, until leasing ends.
 
-        It dispatches again at once while a backlog remains, and otherwise when a
-        job reports new events (``wake``) or a poll interval passed.
+        Each dispatch takes no more events than the batch has room for, and leases
+        the deliveries it creates to this loop where it may (``choose_new_leases``),
+        so they need no lease of their own. It runs once half the batch is free and
+        new events may be waiting: at once while a backlog remains, and otherwise
+        when a job reports new events (``wake``) or a poll interval passed. With less
+        room it waits for room, or a poll interval, so that a backlog of events stays
+        undispatched, for any worker with room, rather than become deliveries that
+        wait for a lease. While due deliveries wait for the lease (a dispatch left
+        some unleased, or the last lease was full), it waits for the lease to take
+        them, so that new deliveries do not pile up behind them.
         """
         poll = self._settings.webhook_poll_interval_seconds
+        batch_size = self._settings.webhook_batch_size
+        last = -float("inf")
+        backlog = False
         while self._leasing and not self._stopping:
             self._dispatch_wake.clear()
+            room = batch_size - self._occupied
+            since = time.monotonic() - last
+            ready = backlog or since >= poll or self._dispatch_asked
+            # Deliveries a dispatch left unleased, or that a full lease left, are
+            # due: the lease takes them before more events come.
+            leasing_first = self._new_due or self._more_due
+            if (
+                room <= 0
+                or not ready
+                or leasing_first
+                or (room < self._lease_threshold and since < poll)
+            ):
+                await self._wait_for_dispatch(poll - since if since < poll else poll)
+                continue
+            self._dispatch_asked = False
+            limit = min(DISPATCH_BATCH, room)
+            # The room is held for this dispatch, so that a lease meanwhile takes
+            # no more.
+            self._reserved += room
             try:
                 async with self._transaction() as session:
-                    dispatched = await dispatch_pending(session, limit=DISPATCH_BATCH)
+                    dispatch = await dispatch_pending(
+                        session,
+                        limit=limit,
+                        lease_new=NewLeases(
+                            self._settings, self.owner, room, self._slowest
+                        ),
+                    )
             except Exception:
                 log.exception("webhook.dispatch_failed")
-                dispatched = 0
-            if dispatched:
+                dispatch = Dispatch(events=0)
+            finally:
+                self._reserved -= room
+            last = time.monotonic()
+            backlog = dispatch.events >= limit
+            # Committed: the claims are this loop's to send.
+            self._queue(dispatch.claims)
+            if dispatch.unleased:
                 self._new_due = True
                 self._wake.set()
-            if dispatched < DISPATCH_BATCH:
-                try:
-                    await asyncio.wait_for(self._dispatch_wake.wait(), poll)
-                except TimeoutError:
-                    pass
+
+    async def _wait_for_dispatch(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._dispatch_wake.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def _wait(self, poll: float) -> None:
         try:
@@ -290,7 +355,9 @@ class DeliveryLoop:
         async with self._transaction() as session:
             dispatched = 0
             if dispatch_now:
-                dispatched = await dispatch_pending(session, limit=DISPATCH_BATCH)
+                dispatched = (
+                    await dispatch_pending(session, limit=DISPATCH_BATCH)
+                ).events
             claims = []
             if capacity > 0:
                 claims = await lease(
@@ -346,6 +413,7 @@ class DeliveryLoop:
                     if self._unfinished == room_at:
                         self._room = True
                         self._wake.set()
+                        self._dispatch_wake.set()
         finally:
             # In the same step as the empty check, so a claim queued later finds
             # this task no longer counted and starts another.
@@ -357,19 +425,23 @@ class DeliveryLoop:
                 del self._queues[endpoint_id]
 
     async def _record_until_done(self) -> int:
-        """Record the outcomes as they come, until leasing ended and none is left."""
+        """Record the outcomes as they come, and release the leases that ran short,
+        until leasing ended and none is left."""
         recorded = 0
         while True:
             self._outcomes.clear()
-            if not self._done:
+            if not (self._done or self._short):
                 if not self._leasing and not self._unfinished:
                     return recorded
                 await self._outcomes.wait()
                 continue
             finished, self._done = self._done, []
+            short, self._short = self._short, []
             self._recording = True
             try:
                 async with self._transaction() as session:
+                    if short:
+                        await release(session, short)
                     await record(session, self._settings, finished)
             except Exception:
                 # Recorded nothing: the leases of the finished attempts lapse, and
@@ -381,6 +453,11 @@ class DeliveryLoop:
                 self._recording = False
             recorded += len(finished)
             self._note_durations(finished)
+            if short:
+                log.info("webhook.leases_released", unsent=len(short))
+                # The released deliveries are due at once.
+                self._new_due = True
+                self._wake.set()
 
     def _note_durations(
         self, finished: list[tuple[DeliveryClaim, AttemptResult]]
@@ -409,9 +486,11 @@ class DeliveryLoop:
             return
         timeout = timedelta(seconds=self._settings.webhook_timeout_seconds)
         if utcnow() + timeout >= claim.claimed_until:
-            # The lease could lapse mid-request and another worker send it too; left
-            # unsent, it lapses and is leased again.
+            # The lease could lapse mid-request and another worker send it too. Left
+            # unsent, it is released with its attempt, and leased again at once.
             log.warning("webhook.lease_too_short", delivery_id=str(claim.delivery_id))
+            self._short.append(claim)
+            self._outcomes.set()
             return
         try:
             result = await self._sender.send(claim.request)

@@ -134,20 +134,51 @@ _PRUNE_EVENTS = text(
 )
 
 
-_LOCK_UNDISPATCHED_BATCH = DriverStatement.compile(
-    text(
+def _claim_undispatched(columns: tuple[str, ...]) -> DriverStatement:
+    """Build the statement that marks dispatched up to ``:limit`` undispatched events,
+    oldest first, skipping those another transaction holds, and returns ``columns``
+    of each.
+
+    The batch is materialized, so the locking subquery runs once and its LIMIT holds.
+    """
+    returned = ", ".join(f"events.{column}" for column in columns)
+    return DriverStatement.compile(
+        text(
+            f"""
+        WITH batch AS MATERIALIZED (
+            SELECT id FROM events
+            WHERE dispatched_at IS NULL
+            ORDER BY id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE events SET dispatched_at = :at
+        FROM batch
+        WHERE events.id = batch.id
+        RETURNING {returned}
         """
-        SELECT id, workspace_id, type, created_at FROM events
-        WHERE dispatched_at IS NULL
-        ORDER BY id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-        """
-    ),
-    ("id", "workspace_id", "type", "created_at"),
+        ),
+        columns,
+    )
+
+
+# The columns of an event that dispatching reads, and those its payload reads too.
+_DISPATCH_COLUMNS = ("id", "workspace_id", "type", "created_at")
+PAYLOAD_COLUMNS = (
+    "id",
+    "type",
+    "created_at",
+    "object_type",
+    "object_id",
+    "sequence",
+    "request_id",
+    "actor",
+    "data",
+    "test",
 )
-_MARK_DISPATCHED = DriverStatement.compile(
-    text("UPDATE events SET dispatched_at = :at WHERE id = ANY(CAST(:ids AS uuid[]))")
+_CLAIM_UNDISPATCHED = _claim_undispatched(_DISPATCH_COLUMNS)
+_CLAIM_UNDISPATCHED_WITH_PAYLOAD = _claim_undispatched(
+    ("workspace_id", *PAYLOAD_COLUMNS)
 )
 
 
@@ -272,26 +303,62 @@ _LEASE_DUE = DriverStatement.compile(
 )
 
 
-# One statement for any number of deliveries, so it is prepared once.
+# One statement for any number of deliveries, so it is prepared once. A delivery
+# created leased has its first attempt counted, as ``_LEASE_DUE`` counts it; the others
+# have null in ``:claimed_by``.
 _CREATE_DELIVERIES = DriverStatement.compile(
     text(
         """
     INSERT INTO webhook_deliveries (
         id, workspace_id, endpoint_id, event_id, status, attempts, next_attempt_at,
-        created_at, updated_at
+        claimed_until, claimed_by, created_at, updated_at
     )
-    SELECT row.id, row.workspace_id, row.endpoint_id, row.event_id, 'pending', 0,
-           :due_at, :due_at, :due_at
+    SELECT row.id, row.workspace_id, row.endpoint_id, row.event_id, 'pending',
+           CASE WHEN row.claimed_by IS NULL THEN 0 ELSE 1 END, :due_at,
+           CASE
+               WHEN row.claimed_by IS NOT NULL
+               THEN CAST(:claimed_until AS timestamptz)
+           END,
+           row.claimed_by, :due_at, :due_at
     FROM unnest(
         CAST(:ids AS uuid[]),
         CAST(:workspace_ids AS uuid[]),
         CAST(:endpoint_ids AS uuid[]),
-        CAST(:event_ids AS uuid[])
-    ) AS row(id, workspace_id, endpoint_id, event_id)
+        CAST(:event_ids AS uuid[]),
+        CAST(:claimed_by AS uuid[])
+    ) AS row(id, workspace_id, endpoint_id, event_id, claimed_by)
     ON CONFLICT (endpoint_id, event_id) DO NOTHING
     RETURNING id
     """
     )
+)
+# The endpoints whose slot lock this transaction took, with what leasing new
+# deliveries at once needs to know: whether another owner holds a live lease on one
+# of their deliveries, whether one is due and unleased, and how many are leased.
+_LOCK_SLOTS_FOR_NEW = DriverStatement.compile(
+    text(
+        f"""
+    SELECT candidate.id,
+        EXISTS (
+            SELECT 1 FROM webhook_deliveries AS other
+            WHERE other.endpoint_id = candidate.id
+              AND other.claimed_until > :now
+              AND other.claimed_by IS DISTINCT FROM CAST(:owner AS uuid)
+        ) AS held_elsewhere,
+        EXISTS (
+            SELECT 1 FROM webhook_deliveries AS delivery
+            WHERE delivery.endpoint_id = candidate.id AND {_DUE}
+        ) AS backlog,
+        (
+            SELECT count(*) FROM webhook_deliveries AS leased
+            WHERE leased.endpoint_id = candidate.id AND leased.claimed_until > :now
+        ) AS leased
+    FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS candidate(id, position)
+    WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
+    ORDER BY candidate.position
+    """
+    ),
+    ("id", "held_elsewhere", "backlog", "leased"),
 )
 
 
@@ -338,6 +405,9 @@ _RELEASE_LEASES = DriverStatement.compile(
     )
 )
 # A recorded delivery loses its lease; ``claimed_by`` stays, naming the last owner.
+# A delivery whose lease is no longer the one the attempt was sent under (it lapsed
+# and another owner took it) is left alone, and its id is not returned. Rows come in
+# id order, the order other transactions lock deliveries in.
 _RECORD_STATE = DriverStatement.compile(
     text(
         """
@@ -348,6 +418,7 @@ _RECORD_STATE = DriverStatement.compile(
         updated_at = row.updated_at
     FROM unnest(
         CAST(:id AS uuid[]),
+        CAST(:leased_until AS timestamptz[]),
         CAST(:status AS text[]),
         CAST(:last_status_code AS integer[]),
         CAST(:last_error AS text[]),
@@ -355,12 +426,14 @@ _RECORD_STATE = DriverStatement.compile(
         CAST(:completed_at AS timestamptz[]),
         CAST(:updated_at AS timestamptz[])
     ) AS row(
-        id, status, last_status_code, last_error, next_attempt_at, completed_at,
-        updated_at
+        id, leased_until, status, last_status_code, last_error, next_attempt_at,
+        completed_at, updated_at
     )
-    WHERE delivery.id = row.id
+    WHERE delivery.id = row.id AND delivery.claimed_until = row.leased_until
+    RETURNING delivery.id
     """
-    )
+    ),
+    ("id",),
 )
 
 
@@ -456,20 +529,20 @@ class EventRepository:
             .execution_options(populate_existing=True)
         )
 
-    async def lock_undispatched_batch(self, limit: int) -> Sequence[Any]:
-        """Lock up to ``limit`` undispatched events, oldest first, skipping held ones.
+    async def claim_undispatched_batch(
+        self, limit: int, at: datetime, *, with_payload: bool = False
+    ) -> Sequence[Any]:
+        """Mark dispatched at ``at`` up to ``limit`` undispatched events, oldest first,
+        skipping those another transaction holds; return them.
 
-        Returns the id, workspace id, type and creation time of each, not the data,
-        which dispatching does not read.
+        Each row has the id, workspace id, type and creation time of its event, and
+        with ``with_payload`` every column its payload reads (``PAYLOAD_COLUMNS``).
+        The caller creates their deliveries in the same transaction.
         """
-        return await _LOCK_UNDISPATCHED_BATCH.fetch(self.session, {"limit": limit})
-
-    async def mark_many_dispatched(
-        self, event_ids: Sequence[uuid.UUID], at: datetime
-    ) -> None:
-        await _MARK_DISPATCHED.fetch(
-            self.session, {"ids": list(set(event_ids)), "at": at}
+        statement = (
+            _CLAIM_UNDISPATCHED_WITH_PAYLOAD if with_payload else _CLAIM_UNDISPATCHED
         )
+        return await statement.fetch(self.session, {"limit": limit, "at": at})
 
     async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
         await self.session.execute(
@@ -682,27 +755,62 @@ class WebhookDeliveryRepository:
         return (await self.session.scalars(statement)).all()
 
     async def create_many(
-        self, pairs: Sequence[tuple[Any, uuid.UUID]], *, due_at: datetime
-    ) -> int:
-        """Insert one pending delivery per (event, endpoint) pair; return how many.
+        self,
+        pairs: Sequence[tuple[Any, uuid.UUID]],
+        *,
+        due_at: datetime,
+        leased: Sequence[bool] = (),
+        owner: uuid.UUID | None = None,
+        claimed_until: datetime | None = None,
+    ) -> list[uuid.UUID | None]:
+        """Insert one pending delivery per (event, endpoint) pair; return their ids.
 
-        Of each event only ``id`` and ``workspace_id`` are read.
-
-        A pair that already has its delivery is skipped, as in ``create_for_event``.
+        Of each event only ``id`` and ``workspace_id`` are read. A pair whose flag in
+        ``leased`` is true gets a delivery leased to ``owner`` until
+        ``claimed_until``, its first attempt counted; the caller holds the endpoint's
+        slot lock. A pair that already has its delivery is skipped, as in
+        ``create_for_event``: its place in the result holds None.
         """
         if not pairs:
-            return 0
+            return []
+        flags = list(leased) or [False] * len(pairs)
+        new_ids = [new_uuid() for _ in pairs]
         rows = await _CREATE_DELIVERIES.fetch(
             self.session,
             {
-                "ids": [new_uuid() for _ in pairs],
+                "ids": new_ids,
                 "workspace_ids": [event.workspace_id for event, _ in pairs],
                 "endpoint_ids": [endpoint_id for _, endpoint_id in pairs],
                 "event_ids": [event.id for event, _ in pairs],
+                "claimed_by": [owner if flag else None for flag in flags],
+                "claimed_until": claimed_until,
                 "due_at": due_at,
             },
         )
-        return len(rows)
+        created = {row[0] for row in rows}
+        return [id_ if id_ in created else None for id_ in new_ids]
+
+    async def lock_slots_for_new(
+        self, endpoint_ids: Sequence[uuid.UUID], now: datetime, owner: uuid.UUID
+    ) -> Sequence[Any]:
+        """Take the slot locks no one else holds, as ``try_lock_endpoint_slots``.
+
+        Returns a row per endpoint locked, with its ``id`` and three facts.
+        ``held_elsewhere`` says whether another owner holds a live lease on one of
+        its deliveries, ``backlog`` whether one is due and unleased, and ``leased``
+        how many live leases it has.
+        """
+        if not endpoint_ids:
+            return []
+        return await _LOCK_SLOTS_FOR_NEW.fetch(
+            self.session,
+            {
+                "ids": sorted(endpoint_ids),
+                "now": now,
+                "owner": owner,
+                "namespace": SLOT_LOCK_NAMESPACE,
+            },
+        )
 
     async def get(
         self,
@@ -826,6 +934,8 @@ class WebhookDeliveryRepository:
         self, delivery_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, datetime | None]:
         """Lock the deliveries in id order; return the lease each holds now."""
+        if not delivery_ids:
+            return {}
         rows = await _LOCK_LEASED.fetch(
             self.session, {"ids": sorted(set(delivery_ids))}
         )
@@ -841,19 +951,24 @@ class WebhookDeliveryRepository:
             self.session, {"ids": list(delivery_ids), "now": now}
         )
 
-    async def update_many(self, values: Sequence[dict[str, Any]]) -> None:
-        """Store each delivery's state after an attempt, in one statement.
+    async def record_states(self, values: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+        """Store each delivery's state after an attempt, in one statement; return the
+        ids of those stored.
 
-        Each dict contains the ``id`` and the columns ``_RECORD_STATE`` sets.
+        A delivery is stored only while it holds the lease the attempt was sent
+        under. Each dict contains the ``id``, that lease in ``leased_until``, and the
+        columns ``_RECORD_STATE`` sets.
         """
         if not values:
-            return
-        await _RECORD_STATE.fetch(
+            return set()
+        ordered = sorted(values, key=lambda value: value["id"])
+        rows = await _RECORD_STATE.fetch(
             self.session,
             {
-                column: [value[column] for value in values]
+                column: [value[column] for value in ordered]
                 for column in (
                     "id",
+                    "leased_until",
                     "status",
                     "last_status_code",
                     "last_error",
@@ -863,6 +978,7 @@ class WebhookDeliveryRepository:
                 )
             },
         )
+        return {row.id for row in rows}
 
     async def add_attempts(self, values: Sequence[dict[str, Any]]) -> None:
         """Insert attempts in one statement; each dict names the columns."""

@@ -18,7 +18,7 @@ from app.core.ids import new_uuid
 from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import loop as webhook_loop
-from app.webhooks.dispatch import dispatch_pending
+from app.webhooks.dispatch import Dispatch, dispatch_pending
 from app.webhooks.repository import EventRepository
 from app.webhooks.sender import AttemptResult, OutgoingRequest, WebhookSender
 from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
@@ -133,11 +133,11 @@ class TestDriverTransactions:
         async with committed.database.session() as first:
             first_rows = await EventRepository.from_session(
                 first
-            ).lock_undispatched_batch(500)
+            ).claim_undispatched_batch(500, utcnow())
             async with committed.database.session() as second:
                 second_rows = await EventRepository.from_session(
                     second
-                ).lock_undispatched_batch(500)
+                ).claim_undispatched_batch(500, utcnow())
                 await second.rollback()
             await first.rollback()
 
@@ -218,6 +218,48 @@ class TestRunningLoop:
         assert saturated_waits <= 12
         assert len(receiver.requests) == 2
 
+    async def test_lease_too_short_is_released_with_its_attempt(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ctx = limited(
+            committed,
+            webhook_timeout_seconds=20,
+            claim_lease_seconds=10,
+            webhook_poll_interval_seconds=0.05,
+        )
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 3)
+        # The first leases end before a request could time out.
+        monkeypatch.setattr(webhook_delivery, "LEASE_MARGIN_SECONDS", -15)
+        released: list[int] = []
+
+        async def counted_release(
+            session: AsyncSession, claims: list[webhook_delivery.DeliveryClaim]
+        ) -> int:
+            released.append(await webhook_delivery.release(session, claims))
+            monkeypatch.setattr(webhook_delivery, "LEASE_MARGIN_SECONDS", 30)
+            return released[-1]
+
+        monkeypatch.setattr(webhook_loop, "release", counted_release)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        try:
+            await eventually(lambda: len(receiver.requests) == 3, 5)
+            await eventually(lambda: loop.in_flight == 0, 5)
+        finally:
+            await loop.stop()
+
+        # The short leases were given back unsent, so each delivery went out once,
+        # on its first counted attempt.
+        assert sum(released) == 3
+        counts = Counter(request.headers["webhook-id"] for request in receiver.requests)
+        assert set(counts.values()) == {1}
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
     async def test_failed_dispatch_recovers_without_spinning(
         self,
         committed: Committed,
@@ -232,12 +274,14 @@ class TestRunningLoop:
         failing = True
         calls = 0
 
-        async def flaky_dispatch(session: AsyncSession, *, limit: int) -> int:
+        async def flaky_dispatch(
+            session: AsyncSession, *, limit: int, lease_new: Any = None
+        ) -> Dispatch:
             nonlocal calls
             calls += 1
             if failing:
                 raise RuntimeError("the dispatch failed")
-            return await dispatch_pending(session, limit=limit)
+            return await dispatch_pending(session, limit=limit, lease_new=lease_new)
 
         monkeypatch.setattr(webhook_loop, "dispatch_pending", flaky_dispatch)
         loop = tasks.delivery_loop(ctx)
