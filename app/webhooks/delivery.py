@@ -93,8 +93,11 @@ class DeliveryClaim:
         return self.attempt >= self.attempt_limit
 
 
-def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
-    """Return the secrets to sign with: the current one, and the previous in grace."""
+def signing_secrets(endpoint: Any, now: datetime) -> tuple[str, ...]:
+    """Return the secrets to sign with: the current one, and the previous in grace.
+
+    ``endpoint`` is a WebhookEndpoint, or a row with its secret columns.
+    """
     if (
         endpoint.previous_secret is not None
         and endpoint.previous_secret_expires_at is not None
@@ -233,7 +236,8 @@ class _ClaimBuilder:
 
     def __call__(
         self,
-        endpoint: WebhookEndpoint,
+        # A WebhookEndpoint, or a row with the columns its requests read.
+        endpoint: Any,
         delivery_id: uuid.UUID,
         event: Any,
         attempt: int,
@@ -285,14 +289,15 @@ async def choose_new_leases(
     wanted: NewLeases,
     pairs: Sequence[tuple[Any, uuid.UUID]],
     now: datetime,
-) -> tuple[list[bool], dict[uuid.UUID, WebhookEndpoint]]:
+) -> tuple[list[bool], dict[uuid.UUID, Any]]:
     """Choose which new deliveries, one per (event, endpoint) pair, start leased.
 
     An endpoint's new deliveries are leased only under its slot lock, while no other
     owner holds a live lease on one of its deliveries and none of them is due and
     unleased, so that they do not pass an older one. The owner then holds no more
     than ``leases_per_endpoint`` of the endpoint's deliveries. Returns a flag per
-    pair, and the endpoints with a delivery to lease.
+    pair, and the endpoints with a delivery to lease, each a row with the columns
+    its requests read.
     """
     if wanted.limit <= 0 or not pairs:
         return [False] * len(pairs), {}
@@ -306,9 +311,7 @@ async def choose_new_leases(
         for slot in slots
         if not (slot.held_elsewhere or slot.backlog)
     }
-    endpoints = await WebhookEndpointRepository.from_session(session).get_many(
-        [endpoint_id for endpoint_id, free in room.items() if free > 0]
-    )
+    endpoints = {slot.id: slot for slot in slots if room.get(slot.id, 0) > 0}
     flags = []
     left = wanted.limit
     for _, endpoint_id in pairs:
@@ -325,7 +328,7 @@ def new_claims(
     pairs: Sequence[tuple[Any, uuid.UUID]],
     delivery_ids: Sequence[uuid.UUID | None],
     flags: Sequence[bool],
-    endpoints: Mapping[uuid.UUID, WebhookEndpoint],
+    endpoints: Mapping[uuid.UUID, Any],
     now: datetime,
     claimed_until: datetime,
 ) -> list[DeliveryClaim]:

@@ -334,11 +334,13 @@ _CREATE_DELIVERIES = DriverStatement.compile(
 )
 # The endpoints whose slot lock this transaction took, with what leasing new
 # deliveries at once needs to know: whether another owner holds a live lease on one
-# of their deliveries, whether one is due and unleased, and how many are leased.
+# of their deliveries, whether one is due and unleased, and how many are leased. The
+# endpoint's columns that its requests read come along.
 _LOCK_SLOTS_FOR_NEW = DriverStatement.compile(
     text(
         f"""
-    SELECT candidate.id,
+    SELECT candidate.id, endpoint.url, endpoint.secret, endpoint.previous_secret,
+        endpoint.previous_secret_expires_at, endpoint.headers, endpoint.failing_since,
         EXISTS (
             SELECT 1 FROM webhook_deliveries AS other
             WHERE other.endpoint_id = candidate.id
@@ -354,11 +356,39 @@ _LOCK_SLOTS_FOR_NEW = DriverStatement.compile(
             WHERE leased.endpoint_id = candidate.id AND leased.claimed_until > :now
         ) AS leased
     FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS candidate(id, position)
+    JOIN webhook_endpoints AS endpoint
+        ON endpoint.id = candidate.id AND endpoint.enabled
     WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
     ORDER BY candidate.position
     """
     ),
-    ("id", "held_elsewhere", "backlog", "leased"),
+    (
+        "id",
+        "url",
+        "secret",
+        "previous_secret",
+        "previous_secret_expires_at",
+        "headers",
+        "failing_since",
+        "held_elsewhere",
+        "backlog",
+        "leased",
+    ),
+)
+# The enabled endpoints of a workspace that take any of ``:patterns``, locked FOR KEY
+# SHARE, so that none is deleted before the deliveries that name it are inserted.
+_SUBSCRIBERS = DriverStatement.compile(
+    text(
+        """
+    SELECT id, created_at FROM webhook_endpoints
+    WHERE workspace_id = :workspace_id
+      AND enabled
+      AND event_types && CAST(:patterns AS text[])
+    ORDER BY id
+    FOR KEY SHARE
+    """
+    ),
+    ("id", "created_at"),
 )
 
 
@@ -673,21 +703,12 @@ class WebhookEndpointRepository:
 
         Locked FOR KEY SHARE, as in ``subscribed_ids``.
         """
-        rows = await self.session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.created_at)
-            .where(
-                WebhookEndpoint.workspace_id == workspace_id,
-                WebhookEndpoint.enabled.is_(True),
-                WebhookEndpoint.event_types.op("&&")(
-                    bindparam(
-                        "patterns",
-                        catalog.patterns_covering(event_type),
-                        type_=ARRAY(Text),
-                    )
-                ),
-            )
-            .order_by(WebhookEndpoint.id)
-            .with_for_update(key_share=True)
+        rows = await _SUBSCRIBERS.fetch(
+            self.session,
+            {
+                "workspace_id": workspace_id,
+                "patterns": catalog.patterns_covering(event_type),
+            },
         )
         return [(row.id, row.created_at) for row in rows]
 
@@ -795,7 +816,9 @@ class WebhookDeliveryRepository:
     ) -> Sequence[Any]:
         """Take the slot locks no one else holds, as ``try_lock_endpoint_slots``.
 
-        Returns a row per endpoint locked, with its ``id`` and three facts.
+        Returns a row per endpoint locked, with its ``id``, the columns its
+        requests read (``url``, the secrets, ``headers`` and ``failing_since``), and
+        three facts.
         ``held_elsewhere`` says whether another owner holds a live lease on one of
         its deliveries, ``backlog`` whether one is due and unleased, and ``leased``
         how many live leases it has.
