@@ -286,7 +286,7 @@ class NewLeases:
 
 async def choose_new_leases(
     session: AsyncSession,
-    wanted: NewLeases,
+    new_leases: NewLeases,
     pairs: Sequence[tuple[Any, uuid.UUID]],
     now: datetime,
 ) -> tuple[list[bool], dict[uuid.UUID, Any]]:
@@ -299,21 +299,23 @@ async def choose_new_leases(
     pair, and the endpoints with a delivery to lease, each a row with the columns
     its requests read.
     """
-    if wanted.limit <= 0 or not pairs:
+    if new_leases.limit <= 0 or not pairs:
         return [False] * len(pairs), {}
     deliveries = WebhookDeliveryRepository.from_session(session)
     slots = await deliveries.lock_slots_for_new(
-        list({endpoint_id for _, endpoint_id in pairs}), now, wanted.owner
+        list({endpoint_id for _, endpoint_id in pairs}), now, new_leases.owner
     )
     room = {
-        slot.id: leases_per_endpoint(wanted.settings, wanted.slowest.get(slot.id))
+        slot.id: leases_per_endpoint(
+            new_leases.settings, new_leases.slowest.get(slot.id)
+        )
         - slot.leased
         for slot in slots
         if not (slot.held_elsewhere or slot.backlog)
     }
     endpoints = {slot.id: slot for slot in slots if room.get(slot.id, 0) > 0}
     flags = []
-    left = wanted.limit
+    left = new_leases.limit
     for _, endpoint_id in pairs:
         take = left > 0 and room.get(endpoint_id, 0) > 0 and endpoint_id in endpoints
         if take:

@@ -114,7 +114,7 @@ class DeliveryLoop:
         # Set when a job reports new events, or half the batch ended.
         self._dispatch_wake = asyncio.Event()
         # Whether a job reported new events since the last dispatch.
-        self._dispatch_asked = False
+        self._events_reported = False
         # Set when the dispatch task committed new deliveries, until a lease begins.
         self._new_due = False
         self._last_lease = -float("inf")
@@ -135,7 +135,7 @@ class DeliveryLoop:
 
     def wake(self) -> None:
         """Dispatch new events and look for work now rather than at the next poll."""
-        self._dispatch_asked = True
+        self._events_reported = True
         self._dispatch_wake.set()
         if self._inline_dispatch:
             self._dispatch_requested = True
@@ -298,7 +298,7 @@ class DeliveryLoop:
             self._dispatch_wake.clear()
             room = batch_size - self._occupied
             since = time.monotonic() - last
-            ready = backlog or since >= poll or self._dispatch_asked
+            ready = backlog or since >= poll or self._events_reported
             # Deliveries a dispatch left unleased, or that a full lease left, are
             # due: the lease takes them before more events come.
             leasing_first = self._new_due or self._more_due
@@ -310,7 +310,7 @@ class DeliveryLoop:
             ):
                 await self._wait_for_dispatch(poll - since if since < poll else poll)
                 continue
-            self._dispatch_asked = False
+            self._events_reported = False
             limit = min(DISPATCH_BATCH, room)
             # The room is held for this dispatch, so that a lease meanwhile takes
             # no more.

@@ -26,11 +26,11 @@ async def dispatch_leasing(
     committed: Committed, owner: uuid.UUID, limit: int = 500, **settings: Any
 ) -> Dispatch:
     """Dispatch every undispatched event, leasing to ``owner``, and commit."""
-    wanted = NewLeases(
+    new_leases = NewLeases(
         committed.ctx["settings"].model_copy(update=settings), owner, limit
     )
     async with committed.database.session() as session:
-        dispatch = await dispatch_pending(session, limit=500, lease_new=wanted)
+        dispatch = await dispatch_pending(session, limit=500, lease_new=new_leases)
         await session.commit()
     return dispatch
 
@@ -82,7 +82,7 @@ class TestLeasedAtDispatch:
             (row.status, row.attempts, row.claimed_until) for row in rows.values()
         } == {("succeeded", 1, None)}
 
-    async def test_leases_no_more_than_the_room_asked_for(
+    async def test_leases_no_more_than_the_requested_room(
         self, committed: Committed, receiver: Receiver
     ) -> None:
         endpoint = await add_endpoint(committed, receiver.url())
@@ -186,9 +186,9 @@ class TestLeasedAtDispatch:
     ) -> None:
         endpoint = await add_endpoint(committed, receiver.url())
         await emit_events(committed, 2)
-        wanted = NewLeases(committed.ctx["settings"], new_uuid(), 10)
+        new_leases = NewLeases(committed.ctx["settings"], new_uuid(), 10)
         async with committed.database.session() as session:
-            dispatch = await dispatch_pending(session, limit=500, lease_new=wanted)
+            dispatch = await dispatch_pending(session, limit=500, lease_new=new_leases)
             await session.rollback()
 
         assert len(dispatch.claims) == 2
