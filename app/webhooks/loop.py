@@ -91,7 +91,8 @@ class DeliveryLoop:
         # Leased requests not sent because their lease ran short, to release.
         self._short: list[DeliveryClaim] = []
         self._wake = asyncio.Event()
-        # Set when an outcome is added to ``_done``, or leasing ends.
+        # Set when an outcome is added to ``_done``, a short lease to ``_short``, or
+        # leasing ends.
         self._outcomes = asyncio.Event()
         self._leasing = False
         self._recording = False
@@ -111,11 +112,13 @@ class DeliveryLoop:
         # Whether the lease transaction dispatches too (``run(until_idle=True)``),
         # rather than a dispatch task of its own.
         self._inline_dispatch = True
-        # Set when a job reports new events, or half the batch ended.
+        # Set when a job reports new events, half the batch ended, a lease took
+        # fewer than it could, or the loop stops.
         self._dispatch_wake = asyncio.Event()
         # Whether a job reported new events since the last dispatch.
         self._events_reported = False
-        # Set when the dispatch task committed new deliveries, until a lease begins.
+        # Set when deliveries came due that no lease has looked for: a dispatch left
+        # some unleased, or short leases were released. Cleared when a lease begins.
         self._new_due = False
         self._last_lease = -float("inf")
 
@@ -255,12 +258,17 @@ class DeliveryLoop:
             settled = not (
                 self._unfinished or self._done or self._short or self._recording
             )
+            # The capacity is held for this lease, so that a dispatch meanwhile
+            # leases no more than the rest.
+            self._reserved += capacity
             try:
                 claims, dispatched = await self._lease_cycle(capacity, dispatch_now)
             except Exception:
                 log.exception("webhook.lease_failed")
+                self._reserved -= capacity
                 await asyncio.sleep(poll)
                 continue
+            self._reserved -= capacity
             if dispatch_now:
                 self._last_dispatch = time.monotonic()
                 self._dispatch_backlog = dispatched >= DISPATCH_BATCH
@@ -300,8 +308,13 @@ class DeliveryLoop:
             since = time.monotonic() - last
             ready = backlog or since >= poll or self._events_reported
             # Deliveries a dispatch left unleased, or that a full lease left, are
-            # due: the lease takes them before more events come.
-            leasing_first = self._new_due or self._more_due
+            # due: the lease takes them before more events come. So are retries and
+            # lapsed leases, which come due without a signal: a lease a poll
+            # interval old goes first.
+            lease_overdue = time.monotonic() - self._last_lease >= poll
+            leasing_first = self._new_due or self._more_due or lease_overdue
+            if lease_overdue:
+                self._wake.set()
             if (
                 room <= 0
                 or not ready
@@ -445,8 +458,10 @@ class DeliveryLoop:
                     await record(session, self._settings, finished)
             except Exception:
                 # Recorded nothing: the leases of the finished attempts lapse, and
-                # the deliveries are sent again.
+                # the deliveries are sent again. The short leases are released at
+                # the next round.
                 log.exception("webhook.record_failed", lost_outcomes=len(finished))
+                self._short[:0] = short
                 await asyncio.sleep(self._settings.webhook_poll_interval_seconds)
                 continue
             finally:

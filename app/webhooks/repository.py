@@ -140,6 +140,7 @@ def _claim_undispatched(columns: tuple[str, ...]) -> DriverStatement:
     of each.
 
     The batch is materialized, so the locking subquery runs once and its LIMIT holds.
+    The rows come in id order, which an ``UPDATE … RETURNING`` does not promise.
     """
     returned = ", ".join(f"events.{column}" for column in columns)
     return DriverStatement.compile(
@@ -151,11 +152,14 @@ def _claim_undispatched(columns: tuple[str, ...]) -> DriverStatement:
             ORDER BY id
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
+        ),
+        claimed AS (
+            UPDATE events SET dispatched_at = :at
+            FROM batch
+            WHERE events.id = batch.id
+            RETURNING {returned}
         )
-        UPDATE events SET dispatched_at = :at
-        FROM batch
-        WHERE events.id = batch.id
-        RETURNING {returned}
+        SELECT * FROM claimed ORDER BY id
         """
         ),
         columns,
@@ -332,11 +336,12 @@ _CREATE_DELIVERIES = DriverStatement.compile(
     """
     )
 )
-# The endpoints whose slot lock this transaction took, with what leasing new
-# deliveries at once needs to know: whether another owner holds a live lease on one
-# of their deliveries, whether one is due and unleased, and how many are leased. The
-# endpoint's columns that its requests read come along.
-_LOCK_SLOTS_FOR_NEW = DriverStatement.compile(
+# What leasing new deliveries at once needs to know of the enabled endpoints ``:ids``:
+# whether another owner holds a live lease on one of their deliveries, whether one is
+# due and unleased, and how many are leased. The endpoint's columns that its requests
+# read come along. It runs after the slot locks are taken, in a statement of its own,
+# so that its snapshot includes every lease committed before the locks were.
+_SLOT_FACTS = DriverStatement.compile(
     text(
         f"""
     SELECT candidate.id, endpoint.url, endpoint.secret, endpoint.previous_secret,
@@ -358,7 +363,6 @@ _LOCK_SLOTS_FOR_NEW = DriverStatement.compile(
     FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS candidate(id, position)
     JOIN webhook_endpoints AS endpoint
         ON endpoint.id = candidate.id AND endpoint.enabled
-    WHERE pg_try_advisory_xact_lock(:namespace, hashtext(candidate.id::text))
     ORDER BY candidate.position
     """
     ),
@@ -424,7 +428,8 @@ _LOCK_LEASED = DriverStatement.compile(
     ),
     ("id", "claimed_until"),
 )
-# Unsent leases given back at a worker's stop: the delivery is due at once again.
+# Unsent leases given back, at a worker's stop or when one ran too short to send: the
+# delivery is due at once again.
 _RELEASE_LEASES = DriverStatement.compile(
     text(
         """
@@ -788,8 +793,8 @@ class WebhookDeliveryRepository:
 
         Of each event only ``id`` and ``workspace_id`` are read. A pair whose flag in
         ``leased`` is true gets a delivery leased to ``owner`` until
-        ``claimed_until``, its first attempt counted; the caller holds the endpoint's
-        slot lock. A pair that already has its delivery is skipped, as in
+        ``claimed_until``, with its first attempt counted. The caller holds the
+        endpoint's slot lock. A pair that already has its delivery is skipped, as in
         ``create_for_event``: its place in the result holds None.
         """
         if not pairs:
@@ -816,23 +821,17 @@ class WebhookDeliveryRepository:
     ) -> Sequence[Any]:
         """Take the slot locks no one else holds, as ``try_lock_endpoint_slots``.
 
-        Returns a row per endpoint locked, with its ``id``, the columns its
+        Returns a row per enabled endpoint locked, with its ``id``, the columns its
         requests read (``url``, the secrets, ``headers`` and ``failing_since``), and
-        three facts.
-        ``held_elsewhere`` says whether another owner holds a live lease on one of
-        its deliveries, ``backlog`` whether one is due and unleased, and ``leased``
-        how many live leases it has.
+        three facts, read once the locks are held: ``held_elsewhere``, whether
+        another owner holds a live lease on one of its deliveries; ``backlog``,
+        whether one is due and unleased; ``leased``, how many live leases it has.
         """
-        if not endpoint_ids:
+        locked = await self.try_lock_endpoint_slots(endpoint_ids)
+        if not locked:
             return []
-        return await _LOCK_SLOTS_FOR_NEW.fetch(
-            self.session,
-            {
-                "ids": sorted(endpoint_ids),
-                "now": now,
-                "owner": owner,
-                "namespace": SLOT_LOCK_NAMESPACE,
-            },
+        return await _SLOT_FACTS.fetch(
+            self.session, {"ids": list(locked), "now": now, "owner": owner}
         )
 
     async def get(

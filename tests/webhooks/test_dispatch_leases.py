@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import update
+from sqlalchemy import text, update
 from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
@@ -16,7 +19,7 @@ from app.models import WebhookDelivery
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks.delivery import NewLeases, leases_per_endpoint
 from app.webhooks.dispatch import Dispatch, dispatch_pending
-from app.webhooks.repository import WebhookDeliveryRepository
+from app.webhooks.repository import SLOT_LOCK_NAMESPACE, WebhookDeliveryRepository
 from app.webhooks.sender import WebhookSender
 from tests.webhooks.conftest import Committed, Receiver
 from tests.webhooks.test_batch import SECRET, add_endpoint, deliveries, emit_events
@@ -98,7 +101,7 @@ class TestLeasedAtDispatch:
         assert {(row.status, row.attempts) for row in waiting} == {("pending", 0)}
         assert len(waiting) == 3
 
-    async def test_owner_holds_no_more_than_its_share_of_an_endpoint(
+    async def test_owner_share_caps_new_leases(
         self, committed: Committed, receiver: Receiver
     ) -> None:
         settings = {"webhook_max_in_flight_per_endpoint": 1}
@@ -132,7 +135,7 @@ class TestLeasedAtDispatch:
         rows = await deliveries(committed, endpoint.id)
         assert {(row.attempts, row.claimed_until) for row in rows} == {(0, None)}
 
-    async def test_endpoint_leased_by_another_owner_keeps_new_ones_unleased(
+    async def test_other_owner_lease_keeps_new_ones_unleased(
         self, committed: Committed, receiver: Receiver
     ) -> None:
         await add_endpoint(committed, receiver.url())
@@ -195,3 +198,78 @@ class TestLeasedAtDispatch:
         assert await deliveries(committed, endpoint.id) == []
         again = await dispatch_leasing(committed, new_uuid())
         assert (again.events, len(again.claims)) == (2, 2)
+
+
+class TestSlotFacts:
+    async def test_lease_committed_before_the_slot_lock_is_seen(
+        self, committed: Committed
+    ) -> None:
+        endpoint = await add_endpoint(committed, "http://127.0.0.1:9/hooks")
+        await emit_events(committed, 1)
+        await dispatch_unleased(committed)
+        other_owner = new_uuid()
+        # Not due, so only its lease counts in the facts.
+        async with committed.database.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.endpoint_id == endpoint.id)
+                .values(
+                    status="succeeded", next_attempt_at=None, claimed_by=other_owner
+                )
+            )
+            await session.commit()
+        lock_key = {"namespace": SLOT_LOCK_NAMESPACE, "id": str(endpoint.id)}
+        stop = asyncio.Event()
+
+        async def toggle_other_lease() -> int:
+            """Take and drop the other owner's lease, under the slot lock."""
+            toggles = 0
+            async with committed.database.session() as session:
+                while not stop.is_set() and toggles < 200_000:
+                    await session.execute(
+                        text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:id))"),
+                        lock_key,
+                    )
+                    until = utcnow() + timedelta(hours=1) if toggles % 2 else None
+                    await session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.endpoint_id == endpoint.id)
+                        .values(claimed_until=until)
+                    )
+                    await session.commit()
+                    toggles += 1
+                    await asyncio.sleep(0)
+            return toggles
+
+        owner = new_uuid()
+        stale = 0
+        locked = 0
+        toggler = asyncio.create_task(toggle_other_lease())
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not stale:
+                async with committed.database.session() as session:
+                    slots = await WebhookDeliveryRepository.from_session(
+                        session
+                    ).lock_slots_for_new([endpoint.id], utcnow(), owner)
+                    if slots:
+                        locked += 1
+                        # With the slot lock held, no other lease can change now.
+                        held = await session.scalar(
+                            text(
+                                "SELECT EXISTS (SELECT 1 FROM webhook_deliveries "
+                                "WHERE endpoint_id = :id AND claimed_until > now() "
+                                "AND claimed_by IS DISTINCT FROM :owner)"
+                            ),
+                            {"id": endpoint.id, "owner": owner},
+                        )
+                        if held != slots[0].held_elsewhere:
+                            stale += 1
+                    await session.rollback()
+        finally:
+            stop.set()
+            toggles = await toggler
+
+        assert toggles > 0
+        assert locked > 0
+        assert stale == 0

@@ -6,11 +6,12 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
@@ -31,6 +32,35 @@ async def dispatch_all(committed: Committed) -> None:
     async with committed.database.session() as session:
         await dispatch_pending(session, limit=500)
         await session.commit()
+
+
+async def add_unsubscribed_events(committed: Committed, count: int) -> None:
+    """Insert undispatched events of a type no endpoint takes."""
+    async with committed.database.session() as session:
+        await session.execute(
+            text(
+                "INSERT INTO events (id, workspace_id, type, object_type, object_id, "
+                "sequence, data, created_at) "
+                "SELECT gen_random_uuid(), :workspace_id, 'deal.created', 'deal', "
+                "gen_random_uuid(), 1, '{}'::jsonb, now() "
+                "FROM generate_series(1, :count)"
+            ),
+            {"workspace_id": committed.workspace.id, "count": count},
+        )
+        await session.commit()
+
+
+async def undispatched(committed: Committed) -> int:
+    """Count the workspace's events not dispatched yet."""
+    async with committed.database.session() as session:
+        count = await session.scalar(
+            text(
+                "SELECT count(*) FROM events "
+                "WHERE workspace_id = :workspace_id AND dispatched_at IS NULL"
+            ),
+            {"workspace_id": committed.workspace.id},
+        )
+        return int(count or 0)
 
 
 async def eventually(
@@ -259,6 +289,70 @@ class TestRunningLoop:
         assert set(counts.values()) == {1}
         rows = await deliveries(committed, endpoint.id)
         assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
+    async def test_lease_and_dispatch_share_the_batch(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        batch_size = 4
+        ctx = limited(
+            committed,
+            webhook_batch_size=batch_size,
+            webhook_max_in_flight_per_endpoint=batch_size,
+            webhook_poll_interval_seconds=0.1,
+        )
+        receiver.default = ScriptedResponse(delay_seconds=1.0)
+        # One endpoint has due deliveries for the lease to take.
+        await add_endpoint(committed, receiver.url("/old"))
+        await emit_events(committed, batch_size)
+        await dispatch_all(committed)
+        # New events also go to another, whose deliveries the dispatch leases.
+        await add_endpoint(committed, receiver.url("/new"))
+        await emit_events(committed, batch_size)
+        loop = tasks.delivery_loop(ctx)
+        peak = 0
+        loop.start()
+        try:
+            deadline = time.monotonic() + 0.8
+            while time.monotonic() < deadline:
+                peak = max(peak, loop.in_flight)
+                await asyncio.sleep(0.01)
+        finally:
+            await loop.stop()
+
+        assert receiver.peak_active <= batch_size
+        assert peak <= batch_size
+
+    async def test_retry_is_leased_while_events_back_up(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(
+            committed, webhook_batch_size=4, webhook_poll_interval_seconds=0.05
+        )
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 1)
+        await dispatch_all(committed)
+        # The delivery is a retry that comes due once the loop is running.
+        async with committed.database.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.endpoint_id == endpoint.id)
+                .values(next_attempt_at=utcnow() + timedelta(seconds=0.3))
+            )
+            await session.commit()
+        # A backlog of events no endpoint takes keeps the dispatch busy.
+        await add_unsubscribed_events(committed, 6000)
+        loop = tasks.delivery_loop(ctx)
+        started = time.monotonic()
+        loop.start()
+        try:
+            await eventually(lambda: len(receiver.requests) == 1, 60)
+            sent_after = time.monotonic() - started
+            backlog_left = await undispatched(committed)
+        finally:
+            await loop.stop()
+
+        # The retry went out before the backlog was dispatched.
+        assert backlog_left > 0, f"sent after {sent_after:.1f} s"
 
     async def test_failed_dispatch_recovers_without_spinning(
         self,
