@@ -1,15 +1,16 @@
 """Fanning events out to webhook endpoints, and the sweep that finds lost work.
 
 Each worker's delivery loop (``app.webhooks.loop``) dispatches undispatched events in
-bulk, ``DISPATCH_BATCH`` at a time, creating one pending delivery per subscribed
-endpoint; the loop then leases the due deliveries from PostgreSQL. ``emit`` also defers
-a ``dispatch_event`` job after the commit of each event that an enabled endpoint
+bulk, at most ``DISPATCH_BATCH`` at a time, creating one pending delivery per subscribed
+endpoint. A running loop creates most of them already leased to itself (``NewLeases``);
+the loop leases the other due deliveries from PostgreSQL. ``emit`` also defers a
+``dispatch_event`` job after the commit of each event that an enabled endpoint
 subscribes to, which wakes the loop, or in a worker without one dispatches the events.
 That job is a hint: every loop finds undispatched events in PostgreSQL on its own, and
 in a worker without a loop the sweep enqueues them again, so a Redis flush or a lost
 enqueue delays work but does not lose it. The sweep also marks dispatched, in bulk, the
-undispatched events that no endpoint subscribes to, and queues again the recoveries
-that stopped advancing.
+undispatched events that no endpoint subscribes to, and queues again the recoveries that
+stopped advancing.
 """
 
 from __future__ import annotations
