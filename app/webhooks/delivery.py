@@ -292,9 +292,9 @@ async def choose_new_leases(
 ) -> tuple[list[bool], dict[uuid.UUID, Any]]:
     """Choose which new deliveries, one per (event, endpoint) pair, start leased.
 
-    An endpoint's new deliveries are leased only under its slot lock, while no other
-    owner holds a live lease on one of its deliveries and none of them is due and
-    unleased, so that they do not pass an older one. The owner then holds no more
+    An endpoint's new deliveries are leased only under its slot lock and while no
+    other owner holds a live lease on one of its deliveries. None of its deliveries
+    may be due and unleased either, so that new ones do not pass an older one. The owner then holds no more
     than ``leases_per_endpoint`` of the endpoint's deliveries. Returns a flag per
     pair, and the endpoints with a delivery to lease, each a row with the columns
     its requests read.

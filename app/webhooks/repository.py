@@ -336,9 +336,9 @@ _CREATE_DELIVERIES = DriverStatement.compile(
     """
     )
 )
-# What leasing new deliveries at once needs to know of the enabled endpoints ``:ids``:
-# whether another owner holds a live lease on one of their deliveries, whether one is
-# due and unleased, and how many are leased. The endpoint's columns that its requests
+# The facts that leasing new deliveries at once reads for the enabled endpoints
+# ``:ids``: whether another owner holds a live lease on one of their deliveries,
+# whether one is due and unleased, and how many are leased. The endpoint's columns that its requests
 # read come along. It runs after the slot locks are taken, in a statement of its own,
 # so that its snapshot includes every lease committed before the locks were.
 _SLOT_FACTS = DriverStatement.compile(
@@ -795,7 +795,7 @@ class WebhookDeliveryRepository:
         ``leased`` is true gets a delivery leased to ``owner`` until
         ``claimed_until``, with its first attempt counted. The caller holds the
         endpoint's slot lock. A pair that already has its delivery is skipped, as in
-        ``create_for_event``: its place in the result holds None.
+        ``create_for_event``, and its place in the result is None.
         """
         if not pairs:
             return []
@@ -821,9 +821,9 @@ class WebhookDeliveryRepository:
     ) -> Sequence[Any]:
         """Take the slot locks no one else holds, as ``try_lock_endpoint_slots``.
 
-        Returns a row per enabled endpoint locked, with its ``id``, the columns its
-        requests read (``url``, the secrets, ``headers`` and ``failing_since``), and
-        three facts, read once the locks are held: ``held_elsewhere``, whether
+        Returns a row per enabled endpoint locked. Each row has the ``id``, the
+        columns the requests read (``url``, the secrets, ``headers`` and
+        ``failing_since``), and three facts read once the locks are held: ``held_elsewhere``, whether
         another owner holds a live lease on one of its deliveries; ``backlog``,
         whether one is due and unleased; ``leased``, how many live leases it has.
         """

@@ -255,7 +255,7 @@ class TestSlotFacts:
                     if slots:
                         locked += 1
                         # With the slot lock held, no other lease can change now.
-                        held = await session.scalar(
+                        leased_elsewhere = await session.scalar(
                             text(
                                 "SELECT EXISTS (SELECT 1 FROM webhook_deliveries "
                                 "WHERE endpoint_id = :id AND claimed_until > now() "
@@ -263,7 +263,7 @@ class TestSlotFacts:
                             ),
                             {"id": endpoint.id, "owner": owner},
                         )
-                        if held != slots[0].held_elsewhere:
+                        if leased_elsewhere != slots[0].held_elsewhere:
                             stale += 1
                     await session.rollback()
         finally:
