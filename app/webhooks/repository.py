@@ -823,9 +823,10 @@ class WebhookDeliveryRepository:
 
         Returns a row per enabled endpoint locked. Each row has the ``id``, the
         columns the requests read (``url``, the secrets, ``headers`` and
-        ``failing_since``), and three facts read once the locks are held: ``held_elsewhere``, whether
-        another owner holds a live lease on one of its deliveries; ``backlog``,
-        whether one is due and unleased; ``leased``, how many live leases it has.
+        ``failing_since``), and three facts read once the locks are held:
+        ``held_elsewhere``, whether another owner holds a live lease on one of its
+        deliveries; ``backlog``, whether one is due and unleased; ``leased``, how
+        many live leases it has.
         """
         locked = await self.try_lock_endpoint_slots(endpoint_ids)
         if not locked:
