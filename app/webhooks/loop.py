@@ -5,7 +5,8 @@ events in bulk as room in the batch comes, creating their deliveries, most of th
 already leased to the loop. One leases the other due deliveries, up to
 ``webhook_batch_size`` held by the loop, and leases again once half of them ended or
 a dispatch left deliveries unleased. The last records the outcomes of the requests
-that ended since it last ran. Meanwhile the loop sends the leased requests
+that ended since it last ran, letting them gather for a moment first, so that one
+transaction records many. Meanwhile the loop sends the leased requests
 concurrently over the worker's one aiohttp session, so no transaction delays a
 request. Each endpoint has a queue of its leased requests and at most
 ``webhook_max_in_flight_per_endpoint`` tasks that take the next one as soon as theirs
@@ -52,6 +53,10 @@ UnitOfWork = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 # Seconds the loop waits for the requests in flight when the worker stops, beyond
 # the request timeout.
 STOP_MARGIN_SECONDS = 5.0
+# Seconds a running loop lets outcomes gather before it records them, unless a
+# record batch of them ended sooner. Each record is a transaction, whose fixed cost
+# then spreads over many outcomes. No request waits for a record.
+RECORD_WAIT_SECONDS = 0.02
 
 
 class DeliveryLoop:
@@ -88,6 +93,14 @@ class DeliveryLoop:
         # round that records its requests, unless a slower one comes.
         self._slowest: dict[uuid.UUID, float] = {}
         self._done: list[tuple[DeliveryClaim, AttemptResult]] = []
+        # When the oldest outcome in ``_done`` was added.
+        self._first_outcome_at = 0.0
+        # A running loop records once this many outcomes ended, or the oldest is
+        # ``RECORD_WAIT_SECONDS`` old.
+        self._record_batch = max(1, settings.webhook_batch_size // 4)
+        # Set when a record batch of outcomes ended, a lease ran short, or the loop
+        # stops: the recorder waits no longer.
+        self._record_now = asyncio.Event()
         # Leased requests not sent because their lease ran short, to release.
         self._short: list[DeliveryClaim] = []
         self._wake = asyncio.Event()
@@ -152,6 +165,7 @@ class DeliveryLoop:
         """
         self._stopping = True
         self._wake.set()
+        self._record_now.set()
         if self._task is None:
             return
         timeout = self._settings.webhook_timeout_seconds + STOP_MARGIN_SECONDS
@@ -192,6 +206,7 @@ class DeliveryLoop:
                 await asyncio.wait(set(self._senders))
             await self._release_unsent()
             self._outcomes.set()
+            self._record_now.set()
         return await recorder
 
     async def _release_unsent(self) -> None:
@@ -448,6 +463,7 @@ class DeliveryLoop:
                     return recorded
                 await self._outcomes.wait()
                 continue
+            await self._let_outcomes_gather()
             finished, self._done = self._done, []
             short, self._short = self._short, []
             self._recording = True
@@ -473,6 +489,24 @@ class DeliveryLoop:
                 # The released deliveries are due at once.
                 self._new_due = True
                 self._wake.set()
+
+    async def _let_outcomes_gather(self) -> None:
+        """Wait until a record batch of outcomes ended, or the oldest is
+        ``RECORD_WAIT_SECONDS`` old, so that one transaction records them all.
+
+        It does not wait with a short lease to release, once the loop stops, or in
+        ``run(until_idle=True)``, which records each outcome as it comes.
+        """
+        if self._inline_dispatch or not self._leasing or self._stopping or self._short:
+            return
+        wait = self._first_outcome_at + RECORD_WAIT_SECONDS - time.monotonic()
+        if wait <= 0 or len(self._done) >= self._record_batch:
+            return
+        self._record_now.clear()
+        try:
+            await asyncio.wait_for(self._record_now.wait(), wait)
+        except TimeoutError:
+            pass
 
     def _note_durations(
         self, finished: list[tuple[DeliveryClaim, AttemptResult]]
@@ -506,6 +540,7 @@ class DeliveryLoop:
             log.warning("webhook.lease_too_short", delivery_id=str(claim.delivery_id))
             self._short.append(claim)
             self._outcomes.set()
+            self._record_now.set()
             return
         try:
             result = await self._sender.send(claim.request)
@@ -517,5 +552,9 @@ class DeliveryLoop:
             self._gone[claim.endpoint_id] = time.monotonic() + lease_seconds(
                 self._settings
             )
+        if not self._done:
+            self._first_outcome_at = time.monotonic()
         self._done.append((claim, result))
         self._outcomes.set()
+        if len(self._done) >= self._record_batch:
+            self._record_now.set()

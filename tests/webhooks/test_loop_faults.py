@@ -522,3 +522,118 @@ class TestRunningLoop:
         for path in paths:
             assert receiver.peak_by_path[path] <= 2, path
         assert loop.in_flight == 0
+
+
+class TestGatheredRecords:
+    """A running loop lets outcomes gather, and records many in one transaction."""
+
+    @staticmethod
+    async def start_loop(
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+        *,
+        wait_seconds: float,
+        events: int,
+        **settings: Any,
+    ) -> tuple[webhook_loop.DeliveryLoop, list[int], WebhookEndpoint]:
+        """Start a loop with ``events`` to send, noting how many outcomes each of its
+        record transactions stores."""
+        ctx = limited(committed, webhook_poll_interval_seconds=0.05, **settings)
+        monkeypatch.setattr(webhook_loop, "RECORD_WAIT_SECONDS", wait_seconds)
+        batches: list[int] = []
+
+        async def counted_record(
+            session: AsyncSession, settings: Any, outcomes: list[Any]
+        ) -> list[webhook_delivery.Outcome]:
+            batches.append(len(outcomes))
+            return await webhook_delivery.record(session, settings, outcomes)
+
+        monkeypatch.setattr(webhook_loop, "record", counted_record)
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, events)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        return loop, batches, endpoint
+
+    async def test_outcomes_gather_before_one_record(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        receiver.default = ScriptedResponse(status=204, delay_seconds=0.01)
+        loop, batches, endpoint = await self.start_loop(
+            committed,
+            receiver,
+            monkeypatch,
+            wait_seconds=0.5,
+            events=8,
+            webhook_max_in_flight_per_endpoint=1,
+            webhook_batch_size=400,
+        )
+        try:
+            await eventually(lambda: sum(batches) == 8, 10)
+        finally:
+            await loop.stop()
+
+        # One request at a time, each ending 10 ms after the last: recorded as
+        # they came, most transactions would store one.
+        assert max(batches) >= 4, batches
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
+    async def test_full_batch_recorded_at_once(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # A record batch is a quarter of the loop's batch: 2 outcomes.
+        loop, batches, endpoint = await self.start_loop(
+            committed,
+            receiver,
+            monkeypatch,
+            wait_seconds=60,
+            events=4,
+            webhook_max_in_flight_per_endpoint=4,
+            webhook_batch_size=8,
+        )
+        try:
+            await eventually(lambda: sum(batches) == 4, 10)
+        finally:
+            await loop.stop()
+
+        assert min(batches) >= 2, batches
+        rows = await deliveries(committed, endpoint.id)
+        assert {row.status for row in rows} == {"succeeded"}
+
+    async def test_stop_records_gathered_outcomes_at_once(
+        self,
+        committed: Committed,
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        loop, batches, endpoint = await self.start_loop(
+            committed,
+            receiver,
+            monkeypatch,
+            wait_seconds=60,
+            events=3,
+            webhook_timeout_seconds=2,
+            webhook_batch_size=400,
+        )
+        try:
+            await eventually(lambda: len(receiver.requests) == 3, 10)
+            await eventually(lambda: loop.in_flight == 0, 5)
+            assert batches == []
+        finally:
+            started = time.monotonic()
+            await loop.stop()
+            stopped_after = time.monotonic() - started
+
+        # The stop waited neither for the gathering nor for its own timeout.
+        assert stopped_after < 2, stopped_after
+        assert batches == [3]
+        rows = await deliveries(committed, endpoint.id)
+        assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
