@@ -16,6 +16,7 @@ from datetime import datetime
 
 import aiohttp
 import structlog
+import yarl
 from aiohttp.abc import AbstractResolver
 
 from app.core.clock import utcnow
@@ -69,13 +70,15 @@ class AttemptResult:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_url(text: str) -> WebhookUrl:
+def _parse_url(text: str) -> tuple[WebhookUrl, yarl.URL]:
     """Parse a webhook URL once per distinct text; raises ``InvalidWebhookUrl``.
 
-    The parse reads only the text, so the cache cannot go stale. The address checks
-    happen later, on every connection, in ``SafeResolver`` and ``GuardedSocketFactory``.
+    Returns it checked, and as the ``yarl.URL`` that aiohttp would otherwise parse
+    from the text on every request. The parse reads only the text, so the cache
+    cannot go stale. The address checks happen later, on every connection, in
+    ``SafeResolver`` and ``GuardedSocketFactory``.
     """
-    return parse_webhook_url(text)
+    return parse_webhook_url(text), yarl.URL(text)
 
 
 def _find_unsafe(error: BaseException) -> UnsafeAddress | None:
@@ -173,7 +176,7 @@ class WebhookSender:
             ),
         }
         try:
-            url = _parse_url(request.url)
+            url, target = _parse_url(request.url)
             self.policy.check_scheme(url)
         except (InvalidWebhookUrl, WebhookUrlNotAllowed) as error:
             return AttemptResult(
@@ -182,7 +185,7 @@ class WebhookSender:
         try:
             with dialling(url.host):
                 async with self.session.post(
-                    request.url,
+                    target,
                     data=request.body,
                     headers=headers,
                     allow_redirects=False,
