@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, UniqueConstraint, func, text
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, WorkspaceMixin
@@ -22,6 +22,8 @@ class Event(IdMixin, WorkspaceMixin, Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("object_id", "sequence"),
+        # The event log lists a workspace's events in id order, a page at a time.
+        Index("ix_events_workspace_id_id", "workspace_id", "id"),
         Index("ix_events_workspace_type", "workspace_id", "type", "id"),
         Index("ix_events_workspace_object", "workspace_id", "object_id", "id"),
         Index(
@@ -31,6 +33,10 @@ class Event(IdMixin, WorkspaceMixin, Base):
         ),
     )
 
+    # Indexed by ix_events_workspace_id_id, not on its own.
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
     type: Mapped[str] = mapped_column(String(100))
     object_type: Mapped[str] = mapped_column(String(50))
     object_id: Mapped[uuid.UUID]

@@ -1,0 +1,62 @@
+"""events: index each workspace's events by id
+
+GET /v1/events lists a workspace's events newest first, a page at a time. With an
+index on workspace_id alone, PostgreSQL read every event of the workspace and
+sorted them for each page. An index on (workspace_id, id) reads one page in order,
+and serves the foreign key too, so the index on workspace_id alone is dropped.
+
+Both steps run CONCURRENTLY, outside a transaction, so events are written as
+usual meanwhile. A build that failed leaves an invalid index, which the next run
+drops and builds again.
+
+Revision ID: 8c4d6e0f2a35
+Revises: 7b3c5d9e1f24
+Create Date: 2026-12-05 16:20:00.000000+00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "8c4d6e0f2a35"
+down_revision: str | None = "7b3c5d9e1f24"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("SET lock_timeout = '5s'")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_events_workspace_id_id")
+        op.create_index(
+            "ix_events_workspace_id_id",
+            "events",
+            ["workspace_id", "id"],
+            postgresql_concurrently=True,
+        )
+        op.drop_index(
+            "ix_events_workspace_id",
+            table_name="events",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+        op.execute("RESET lock_timeout")
+
+
+def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("SET lock_timeout = '5s'")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_events_workspace_id")
+        op.create_index(
+            "ix_events_workspace_id",
+            "events",
+            ["workspace_id"],
+            postgresql_concurrently=True,
+        )
+        op.drop_index(
+            "ix_events_workspace_id_id",
+            table_name="events",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
+        op.execute("RESET lock_timeout")
