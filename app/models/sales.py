@@ -52,7 +52,7 @@ class Customer(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     legal_name: Mapped[str | None] = mapped_column(String(300))
     email: Mapped[str | None] = mapped_column(String(320))
     billing_email: Mapped[str | None] = mapped_column(String(320))
-    domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    domain: Mapped[str | None] = mapped_column(String(253))
     billing_address_line1: Mapped[str | None] = mapped_column(String(200))
     billing_address_line2: Mapped[str | None] = mapped_column(String(200))
     billing_address_city: Mapped[str | None] = mapped_column(String(200))
