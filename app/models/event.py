@@ -33,7 +33,8 @@ class Event(IdMixin, WorkspaceMixin, Base):
         ),
     )
 
-    # Indexed by ix_events_workspace_id_id, not on its own.
+    # Declared here, not by WorkspaceMixin, to leave out the mixin's index on
+    # workspace_id alone: ix_events_workspace_id_id serves the foreign key.
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE")
     )

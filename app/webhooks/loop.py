@@ -99,7 +99,7 @@ class DeliveryLoop:
         # ``RECORD_WAIT_SECONDS`` old.
         self._record_batch = max(1, settings.webhook_batch_size // 4)
         # Set when a record batch of outcomes ended, a lease ran short, or the loop
-        # stops: the recorder waits no longer.
+        # stops, so that the recorder stops waiting.
         self._record_now = asyncio.Event()
         # Leased requests not sent because their lease ran short, to release.
         self._short: list[DeliveryClaim] = []
@@ -499,12 +499,12 @@ class DeliveryLoop:
         """
         if self._inline_dispatch or not self._leasing or self._stopping or self._short:
             return
-        wait = self._first_outcome_at + RECORD_WAIT_SECONDS - time.monotonic()
-        if wait <= 0 or len(self._done) >= self._record_batch:
+        remaining = self._first_outcome_at + RECORD_WAIT_SECONDS - time.monotonic()
+        if remaining <= 0 or len(self._done) >= self._record_batch:
             return
         self._record_now.clear()
         try:
-            await asyncio.wait_for(self._record_now.wait(), wait)
+            await asyncio.wait_for(self._record_now.wait(), remaining)
         except TimeoutError:
             pass
 

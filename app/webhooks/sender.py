@@ -73,7 +73,7 @@ class AttemptResult:
 def _parse_url(text: str) -> tuple[WebhookUrl, yarl.URL]:
     """Parse a webhook URL once per distinct text; raises ``InvalidWebhookUrl``.
 
-    Returns it checked, and as the ``yarl.URL`` that aiohttp would otherwise parse
+    Returns the checked URL, and the ``yarl.URL`` that aiohttp would otherwise parse
     from the text on every request. The parse reads only the text, so the cache
     cannot go stale. The address checks happen later, on every connection, in
     ``SafeResolver`` and ``GuardedSocketFactory``.

@@ -24,39 +24,25 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
+def _replace_index(build: str, columns: list[str], drop: str) -> None:
+    """Build the index ``build`` on ``columns`` of events, then drop ``drop``."""
     with op.get_context().autocommit_block():
         op.execute("SET lock_timeout = '5s'")
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_events_workspace_id_id")
-        op.create_index(
-            "ix_events_workspace_id_id",
-            "events",
-            ["workspace_id", "id"],
-            postgresql_concurrently=True,
-        )
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {build}")
+        op.create_index(build, "events", columns, postgresql_concurrently=True)
         op.drop_index(
-            "ix_events_workspace_id",
-            table_name="events",
-            postgresql_concurrently=True,
-            if_exists=True,
+            drop, table_name="events", postgresql_concurrently=True, if_exists=True
         )
         op.execute("RESET lock_timeout")
+
+
+def upgrade() -> None:
+    _replace_index(
+        "ix_events_workspace_id_id", ["workspace_id", "id"], "ix_events_workspace_id"
+    )
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.execute("SET lock_timeout = '5s'")
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_events_workspace_id")
-        op.create_index(
-            "ix_events_workspace_id",
-            "events",
-            ["workspace_id"],
-            postgresql_concurrently=True,
-        )
-        op.drop_index(
-            "ix_events_workspace_id_id",
-            table_name="events",
-            postgresql_concurrently=True,
-            if_exists=True,
-        )
-        op.execute("RESET lock_timeout")
+    _replace_index(
+        "ix_events_workspace_id", ["workspace_id"], "ix_events_workspace_id_id"
+    )
