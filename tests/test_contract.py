@@ -83,7 +83,7 @@ def test_operation_conforms(
 
 
 # Headers that frame the HTTP message itself. A generated value such as
-# "transfer-encoding: j>f" is rejected by uvicorn before the app sees the request,
+# "transfer-encoding: j>f" is rejected by uvicorn before the request reaches the app,
 # with uvicorn's own plain-text 400, which no API contract documents.
 _FRAMING_HEADERS = frozenset(
     {
