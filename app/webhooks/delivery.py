@@ -83,6 +83,8 @@ class DeliveryClaim:
     event_id: uuid.UUID
     attempt: int
     attempt_limit: int
+    # When the lease was taken, before the transaction that took it read anything.
+    leased_at: datetime
     claimed_until: datetime
     request: OutgoingRequest
     # Whether the endpoint was failing when the delivery was leased.
@@ -258,6 +260,7 @@ class _ClaimBuilder:
             event_id=event.id,
             attempt=attempt,
             attempt_limit=attempt_limit or self._max_attempts,
+            leased_at=self._now,
             claimed_until=self._claimed_until,
             request=OutgoingRequest(
                 url=url,
@@ -393,7 +396,8 @@ async def _update_endpoint_health(
 
     The results are taken in the order they were attempted. An endpoint is disabled
     by the first failed attempt that comes ``webhook_disable_after_failing_seconds``
-    or more after the first failure since its last success.
+    or more after the first failure since its last success. A 410 disables it at
+    once, and counts as a failure in ``failing_since``.
     """
     repository = WebhookEndpointRepository.from_session(session)
     failing_since = endpoint.failing_since
@@ -402,6 +406,10 @@ async def _update_endpoint_health(
             failing_since = None
             continue
         if result.status_code == GONE_STATUS:
+            if failing_since is None:
+                failing_since = now
+            if failing_since != endpoint.failing_since:
+                await repository.set_failing_since(endpoint.id, failing_since)
             await webhook_endpoint_service.disable(session, endpoint.id, "gone")
             return
         if failing_since is None:

@@ -27,7 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,6 +89,10 @@ class DeliveryLoop:
         # Endpoints that returned 410, mapped to the time until which their leased
         # deliveries stay unsent.
         self._gone: dict[uuid.UUID, float] = {}
+        # By endpoint, when the record that stored its 410 committed. A lease taken
+        # later saw the endpoint disabled, so it was enabled again and its
+        # deliveries are sent.
+        self._gone_recorded: dict[uuid.UUID, datetime] = {}
         # By endpoint, the seconds its slowest recent request took; halved at each
         # round that records its requests, unless a slower one comes.
         self._slowest: dict[uuid.UUID, float] = {}
@@ -101,10 +105,11 @@ class DeliveryLoop:
         # Set when a record batch of outcomes ended, a lease ran short, or the loop
         # stops, so that the recorder stops waiting.
         self._record_now = asyncio.Event()
-        # Leased requests not sent because their lease ran short, to release.
-        self._short: list[DeliveryClaim] = []
+        # Leased requests not sent, because their lease ran short or their endpoint
+        # returned 410, to release.
+        self._to_release: list[DeliveryClaim] = []
         self._wake = asyncio.Event()
-        # Set when an outcome is added to ``_done``, a short lease to ``_short``, or
+        # Set when an outcome is added to ``_done``, a claim to ``_to_release``, or
         # leasing ends.
         self._outcomes = asyncio.Event()
         self._leasing = False
@@ -271,7 +276,7 @@ class DeliveryLoop:
             # With nothing in flight and nothing left to record, every earlier
             # outcome is committed, so an empty lease means no work is due.
             settled = not (
-                self._unfinished or self._done or self._short or self._recording
+                self._unfinished or self._done or self._to_release or self._recording
             )
             # The capacity is held for this lease, so that a dispatch meanwhile
             # leases no more than the rest.
@@ -453,39 +458,45 @@ class DeliveryLoop:
                 del self._queues[endpoint_id]
 
     async def _record_until_done(self) -> int:
-        """Record the outcomes as they come, and release the leases that ran short,
-        until leasing ended and none is left."""
+        """Record the outcomes as they come, and release the leases left unsent,
+        until leasing ended and none is left.
+
+        A claim skipped because its endpoint returned 410 is released in the same
+        transaction as that 410 or a later one, never before the endpoint is
+        disabled, so the next lease fails it without an attempt.
+        """
         recorded = 0
         while True:
             self._outcomes.clear()
-            if not (self._done or self._short):
+            if not (self._done or self._to_release):
                 if not self._leasing and not self._unfinished:
                     return recorded
                 await self._outcomes.wait()
                 continue
             await self._let_outcomes_gather()
             finished, self._done = self._done, []
-            short, self._short = self._short, []
+            unsent, self._to_release = self._to_release, []
             self._recording = True
             try:
                 async with self._transaction() as session:
-                    if short:
-                        await release(session, short)
+                    if unsent:
+                        await release(session, unsent)
                     await record(session, self._settings, finished)
             except Exception:
                 # Recorded nothing: the leases of the finished attempts lapse, and
-                # the deliveries are sent again. The short leases are released at
+                # the deliveries are sent again. The unsent claims are released at
                 # the next round.
                 log.exception("webhook.record_failed", lost_outcomes=len(finished))
-                self._short[:0] = short
+                self._to_release[:0] = unsent
                 await asyncio.sleep(self._settings.webhook_poll_interval_seconds)
                 continue
             finally:
                 self._recording = False
             recorded += len(finished)
             self._note_durations(finished)
-            if short:
-                log.info("webhook.leases_released", unsent=len(short))
+            self._note_gone_recorded(finished)
+            if unsent:
+                log.info("webhook.leases_released", unsent=len(unsent))
                 # The released deliveries are due at once.
                 self._new_due = True
                 self._wake.set()
@@ -494,10 +505,15 @@ class DeliveryLoop:
         """Wait until a record batch of outcomes ended, or the oldest is
         ``RECORD_WAIT_SECONDS`` old, so that one transaction records them all.
 
-        It does not wait with a short lease to release, once the loop stops, or in
+        It does not wait with a lease to release, once the loop stops, or in
         ``run(until_idle=True)``, which records each outcome as it comes.
         """
-        if self._inline_dispatch or not self._leasing or self._stopping or self._short:
+        if (
+            self._inline_dispatch
+            or not self._leasing
+            or self._stopping
+            or self._to_release
+        ):
             return
         remaining = self._first_outcome_at + RECORD_WAIT_SECONDS - time.monotonic()
         if remaining <= 0 or len(self._done) >= self._record_batch:
@@ -523,22 +539,52 @@ class DeliveryLoop:
                 seconds if before is None else max(seconds, before / 2)
             )
 
+    def _note_gone_recorded(
+        self, finished: list[tuple[DeliveryClaim, AttemptResult]]
+    ) -> None:
+        """Note when the 410s among the committed outcomes were recorded."""
+        committed_at = utcnow()
+        for claim, result in finished:
+            if result.status_code == GONE_STATUS and claim.endpoint_id in self._gone:
+                self._gone_recorded[claim.endpoint_id] = committed_at
+
+    def _is_gone(self, claim: DeliveryClaim) -> bool:
+        """Return whether the claim was leased before its endpoint's last 410 was
+        recorded, within a lease's length of that 410.
+
+        A claim leased after the 410 was recorded saw the endpoint disabled, so the
+        endpoint was enabled again since, and the claim is sent.
+        """
+        until = self._gone.get(claim.endpoint_id)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._gone[claim.endpoint_id]
+            self._gone_recorded.pop(claim.endpoint_id, None)
+            return False
+        recorded_at = self._gone_recorded.get(claim.endpoint_id)
+        return recorded_at is None or claim.leased_at < recorded_at
+
     async def _send_leased(self, claim: DeliveryClaim) -> None:
-        if self._gone.get(claim.endpoint_id, 0.0) > time.monotonic():
-            # The endpoint is disabled: the lease lapses, and the next lease fails the
-            # delivery without an attempt.
+        if self._is_gone(claim):
+            # The endpoint is being disabled. Released with its attempt, the
+            # delivery is failed by the next lease without an attempt, or sent if
+            # the endpoint was enabled again.
             log.info(
                 "webhook.delivery_skipped",
                 reason="endpoint_gone",
                 delivery_id=str(claim.delivery_id),
             )
+            self._to_release.append(claim)
+            self._outcomes.set()
+            self._record_now.set()
             return
         timeout = timedelta(seconds=self._settings.webhook_timeout_seconds)
         if utcnow() + timeout >= claim.claimed_until:
             # The lease could lapse mid-request and another worker send it too. Left
             # unsent, it is released with its attempt, and leased again at once.
             log.warning("webhook.lease_too_short", delivery_id=str(claim.delivery_id))
-            self._short.append(claim)
+            self._to_release.append(claim)
             self._outcomes.set()
             self._record_now.set()
             return
@@ -552,6 +598,8 @@ class DeliveryLoop:
             self._gone[claim.endpoint_id] = time.monotonic() + lease_seconds(
                 self._settings
             )
+            # Until this 410 is recorded, no leased request to the endpoint is sent.
+            self._gone_recorded.pop(claim.endpoint_id, None)
         if not self._done:
             self._first_outcome_at = time.monotonic()
         self._done.append((claim, result))

@@ -411,6 +411,7 @@ class TestDeliverWebhook:
         row = await endpoint_row(session, endpoint)
         assert row.enabled is False
         assert row.disabled_reason == "gone"
+        assert row.failing_since is not None
         assert row.version == 2
         disabled = await session.scalar(
             select(Event).where(
@@ -421,6 +422,7 @@ class TestDeliverWebhook:
         assert disabled is not None
         assert disabled.data["enabled"] is False
         assert disabled.data["disabled_reason"] == "gone"
+        assert disabled.data["failing_since"] is not None
         assert disabled.actor == "system"
         first_row = await fresh(session, WebhookDelivery, delivery.id)
         assert first_row.status == "failed"

@@ -474,13 +474,55 @@ class TestRunningLoop:
             await loop.stop()
             await healthy.stop()
 
-        # Its other four leased deliveries are skipped after the 410, so they stay unsent.
+        # Its other four leased deliveries are skipped after the 410, released, and
+        # failed by the next lease without an attempt.
         assert len(receiver.requests) == 1
         assert len(healthy.requests) == 5
         async with committed.database.session() as session:
             refreshed = await session.get(WebhookEndpoint, gone_endpoint.id)
         assert refreshed is not None
         assert refreshed.enabled is False
+        rows = await deliveries(committed, gone_endpoint.id)
+        outcomes = Counter((row.status, row.attempts) for row in rows)
+        assert outcomes == Counter({("failed", 1): 1, ("failed", 0): 4})
+        skipped = [row for row in rows if row.attempts == 0]
+        assert {row.last_error for row in skipped} == {webhook_delivery.DISABLED_ERROR}
+
+    async def test_reenabled_endpoint_gets_deliveries(
+        self, committed: Committed, receiver: Receiver
+    ) -> None:
+        ctx = limited(committed, webhook_poll_interval_seconds=0.05)
+        receiver.respond_with(ScriptedResponse(status=410))
+        endpoint = await add_endpoint(committed, receiver.url())
+        await emit_events(committed, 1)
+        loop = tasks.delivery_loop(ctx)
+
+        async def disabled() -> bool:
+            async with committed.database.session() as session:
+                row = await session.get(WebhookEndpoint, endpoint.id)
+                return row is not None and not row.enabled
+
+        loop.start()
+        try:
+            await eventually(disabled, 5)
+            async with committed.database.session() as session:
+                await session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint.id)
+                    .values(enabled=True, disabled_reason=None, failing_since=None)
+                )
+                await session.commit()
+            await emit_events(committed, 2)
+            loop.wake()
+            # The 410 is remembered for a lease's length, which is far longer.
+            await eventually(lambda: len(receiver.requests) == 3, 5)
+            await eventually(lambda: loop.in_flight == 0, 5)
+        finally:
+            await loop.stop()
+
+        rows = await deliveries(committed, endpoint.id)
+        statuses = Counter(row.status for row in rows)
+        assert statuses == Counter({"failed": 1, "succeeded": 2})
 
     async def test_bursts_across_endpoints_keep_limits(
         self, committed: Committed
