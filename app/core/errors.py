@@ -240,6 +240,29 @@ async def _handle_domain_error(request: Request, error: Exception) -> Response:
     return render_domain_error(error, request.url.path)
 
 
+# FastAPI's detail when reading the JSON body failed other than by a syntax error.
+_BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
+def _unparsable_body(request: Request, error: StarletteHTTPException) -> Response:
+    """Return the malformed JSON problem for a body FastAPI could not parse."""
+    if isinstance(error.__cause__, RecursionError):
+        fault = "nested too deeply"
+        advice = "Send a JSON document with fewer levels of arrays and objects."
+    else:
+        fault = "unreadable"
+        advice = "Send a JSON document in UTF-8."
+    body = problem_body(
+        status=400,
+        code="malformed_json",
+        title="Malformed JSON",
+        detail=f"The request body is not valid JSON: it is {fault}. {advice}",
+        instance=request.url.path,
+        errors=[FieldError("body", f"invalid JSON, {fault}", "json_invalid")],
+    )
+    return problem_response(body)
+
+
 async def _handle_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     raw = list(error.errors())
@@ -285,6 +308,8 @@ _HTTP_CODES = {
 
 async def _handle_http_exception(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and error.detail == _BODY_PARSE_FAILED:
+        return _unparsable_body(request, error)
     code, title = _HTTP_CODES.get(error.status_code, ("http_error", "HTTP error"))
     headers = dict(error.headers or {})
     detail = str(error.detail)

@@ -115,14 +115,14 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
         self.route_limits = dict(route_limits or {})
 
-    def _too_large(self, max_bytes: int) -> ASGIApp:
+    def _too_large(self, max_bytes: int, path: str) -> ASGIApp:
         body = problem_body(
             status=413,
             code="payload_too_large",
             title="Payload too large",
             detail=f"The request body exceeds {max_bytes} bytes. Send a smaller "
             "body, or split the request.",
-            instance=None,
+            instance=path,
         )
         return problem_response(body)
 
@@ -136,7 +136,9 @@ class BodySizeLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > max_bytes:
-                    await self._too_large(max_bytes)(scope, receive, send)
+                    await self._too_large(max_bytes, scope["path"])(
+                        scope, receive, send
+                    )
                     return
                 break
         received = 0
@@ -161,7 +163,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._too_large(max_bytes)(scope, receive, send)
+                await self._too_large(max_bytes, scope["path"])(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):

@@ -139,7 +139,15 @@ def check_query(request: Request, known: dict[str, bool]) -> None:
 
 
 class UnitOfWorkRoute(APIRoute):
-    """An ``APIRoute`` whose handler commits once, then sends deferred jobs."""
+    """An ``APIRoute`` whose handler commits once, then sends deferred jobs.
+
+    A body sent without ``Content-Type`` is parsed as JSON, as the idempotency check
+    reads it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["strict_content_type"] = False
+        super().__init__(*args, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()

@@ -37,6 +37,44 @@ class TestProblemResponses:
         assert response.status_code == 400
         assert response.json()["code"] == "malformed_json"
 
+    async def test_deeply_nested_json(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            content=b"[" * 50_000 + b"]" * 50_000,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 400
+        problem = response.json()
+        assert problem["code"] == "malformed_json"
+        assert "nested too deeply" in problem["detail"]
+        assert problem["errors"][0]["field"] == "body"
+        assert problem["instance"] == "/v1/leads"
+
+    async def test_json_without_content_type(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            content=b'{"email": "a@example.com"}',
+            headers={**auth, "Content-Type": ""},
+        )
+
+        assert response.status_code == 201, response.text
+        assert response.json()["email"] == "a@example.com"
+
+    async def test_malformed_json_without_content_type(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads", content=b'{"email": ', headers={**auth, "Content-Type": ""}
+        )
+
+        assert response.status_code == 400
+        assert response.json()["code"] == "malformed_json"
+
     async def test_wrong_content_type(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -80,6 +118,7 @@ class TestProblemResponses:
 
         assert response.status_code == 413
         assert response.json()["code"] == "payload_too_large"
+        assert response.json()["instance"] == "/v1/leads"
 
     async def test_streamed_body_over_limit(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -95,6 +134,7 @@ class TestProblemResponses:
         )
 
         assert response.status_code == 413
+        assert response.json()["instance"] == "/v1/leads"
 
     async def test_no_stack_trace_on_500(self) -> None:
         from fastapi import APIRouter
