@@ -61,6 +61,9 @@ METADATA_ADDRESSES: frozenset[Address] = frozenset(
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # Hosts such as 2130706433, 0x7f.1 or 127.1 are IPv4 addresses to the socket library
 # but not to most URL parsers.
+# A "%" not followed by two hexadecimal digits. yarl, and so aiohttp, would send it
+# as "%25", a path other than the one given.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2}).{0,2}")
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 
 # The host of the request being sent. The socket factory gets only an address, and
@@ -300,6 +303,13 @@ async def check_webhook_url(
     nothing is ever dialled.
     """
     url = parse_webhook_url(text)
+    bad_escape = _BAD_ESCAPE.search(url.url)
+    if bad_escape is not None:
+        # Checked here, not in parse_webhook_url, so that a URL stored before this
+        # check still sends as it did.
+        raise _invalid(
+            f"{bad_escape.group()!r} is not a percent-escape (write a literal % as %25)"
+        )
     policy.check_scheme(url)
     if url.address is not None:
         addresses: list[Address] = [url.address]

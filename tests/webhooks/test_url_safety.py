@@ -204,6 +204,26 @@ class TestCheckWebhookUrl:
 
         assert caught.value.extra["address"] == "127.0.0.1"
 
+    @pytest.mark.parametrize("path", ["/%zz", "/a%2", "/a%"])
+    async def test_bad_percent_escape_rejected(self, path: str) -> None:
+        resolve = static_resolve({"hooks.example": ["8.8.8.8"]})
+
+        with pytest.raises(InvalidWebhookUrl) as caught:
+            await check_webhook_url(
+                f"https://hooks.example{path}", NO_ALLOW_LIST, resolve=resolve
+            )
+
+        assert "not a percent-escape" in caught.value.detail
+
+    async def test_percent_escapes_accepted(self) -> None:
+        resolve = static_resolve({"hooks.example": ["8.8.8.8"]})
+
+        url = await check_webhook_url(
+            "https://hooks.example/a%20b?q=%C3%A9", NO_ALLOW_LIST, resolve=resolve
+        )
+
+        assert url.url == "https://hooks.example/a%20b?q=%C3%A9"
+
     async def test_name_resolving_public_accepted(self) -> None:
         resolve = static_resolve({"hooks.example": ["8.8.8.8", "2606:4700::1111"]})
 
