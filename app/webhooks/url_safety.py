@@ -61,10 +61,10 @@ METADATA_ADDRESSES: frozenset[Address] = frozenset(
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # Hosts such as 2130706433, 0x7f.1 or 127.1 are IPv4 addresses to the socket library
 # but not to most URL parsers.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 # A "%" not followed by two hexadecimal digits. yarl, and so aiohttp, would send it
 # as "%25", a path other than the one given.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2}).{0,2}")
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 
 # The host of the request being sent. The socket factory gets only an address, and
 # reads the host from here to apply an allow-listed host name.
