@@ -7,7 +7,9 @@ requests that touch the same invoices wait for each other instead of deadlocking
 
 A payment's money splits into ``amount_refunded``, ``amount_disputed``, its
 allocations and the unallocated rest, which is customer credit that later invoices
-can take by allocation.
+can take by allocation. Applying credit to an invoice spends that credit without
+touching the payment, so an allocation also takes no more than the customer's credit
+has left.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import states
 from app.billing.amounts import invoice_amounts
+from app.billing.balances import credit_balance, lock_customer_credit
 from app.billing.errors import InvoiceNotPayable, PaymentMismatch
 from app.billing.payment_errors import (
+    AllocationExceedsCredit,
     AllocationExceedsInvoice,
     AllocationExceedsUnallocated,
     AllocationNotFound,
@@ -196,7 +200,8 @@ async def allocate(
 
     Every request is checked before anything changes: the invoice must be payable,
     of the payment's customer and currency, and owe at least the amount, and the
-    amounts together must fit in the unallocated amount. Returns all allocations.
+    amounts together must fit in the unallocated amount and in the customer's credit.
+    Returns all allocations.
     """
     _check_unique(requests)
     encoded_payment = ids.encode("payment", payment.id)
@@ -245,6 +250,7 @@ async def allocate(
                 invoice_id=ids.encode("invoice", invoice.id),
                 amount_remaining=max(remaining, 0),
             )
+    await _check_credit_left(session, payment, requested)
 
     by_invoice = {allocation.invoice_id: allocation for allocation in allocations}
     for request in requests:
@@ -263,6 +269,38 @@ async def allocate(
             allocation_amount=allocation.amount,
         )
     return await load_allocations(session, payment.id)
+
+
+async def _check_credit_left(
+    session: AsyncSession, payment: Payment, requested: int
+) -> None:
+    """Raise unless the customer's credit covers ``requested``.
+
+    The unallocated amount counts in the credit, so allocating it lowers the credit by
+    as much (no allocation exceeds what its invoice owes). Credit applied to invoices
+    may have spent it already. The customer lock comes after the invoice locks, as in
+    every change of credit.
+    """
+    await lock_customer_credit(session, payment.workspace_id, payment.customer_id)
+    balance = await credit_balance(
+        session, payment.workspace_id, payment.customer_id, payment.currency
+    )
+    if requested <= balance:
+        return
+    available = max(balance, 0)
+    raise AllocationExceedsCredit(
+        f"The allocations add up to {requested} {payment.currency} (minor units), but "
+        f"the customer's credit, which includes the unallocated amount of payment "
+        f"{ids.encode('payment', payment.id)}, has only {available} left: the rest was "
+        f"applied to invoices or adjusted away. Allocate at most {available}.",
+        errors=[
+            FieldError(
+                "allocations", f"must add up to at most {available}", "too_large"
+            )
+        ],
+        credit_available=available,
+        amount_requested=requested,
+    )
 
 
 async def add_to_allocation(

@@ -19,6 +19,14 @@ class AllocationExceedsUnallocated(Conflict):
     title = "Allocation exceeds the unallocated amount"
 
 
+class AllocationExceedsCredit(Conflict):
+    """The allocations take more than the customer's credit has left, because part
+    of the payment's unallocated amount was applied to invoices as credit."""
+
+    code = "allocation_exceeds_credit"
+    title = "Allocation exceeds the customer's credit"
+
+
 class AllocationExceedsInvoice(Conflict):
     """An allocation is larger than what its invoice still owes."""
 

@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.ids import encode, new_uuid
 from app.models import Customer, Event, PaymentAllocation, Workspace
 from tests.billing.conftest import Committed
-from tests.billing.factories import create_customer, create_invoice, create_open_invoice
+from tests.billing.factories import (
+    LINE,
+    create_customer,
+    create_invoice,
+    create_open_invoice,
+)
 
 
 async def pay(
@@ -296,6 +301,40 @@ class TestAllocateLater:
         assert invoice_after["amount_paid"] == 0
         events_after = await session.scalar(select(func.count()).select_from(Event))
         assert events_after == events_before
+
+    async def test_credit_applied_elsewhere_is_spent(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        payment = (await pay(client, auth, customer, 10000)).json()
+        first = await create_open_invoice(
+            client, auth, customer, lines=[{**LINE, "quantity": "1.6"}]
+        )
+        second = await create_open_invoice(client, auth, customer)
+        applied = await client.post(
+            f"/v1/invoices/{first['id']}/apply-credit", json={}, headers=auth
+        )
+        assert applied.status_code == 200, applied.text
+        assert applied.json()["customer_credit_applied"] == 8000
+
+        response = await allocate(client, auth, payment["id"], (second["id"], 10000))
+        allowed = await allocate(client, auth, payment["id"], (second["id"], 2000))
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "allocation_exceeds_credit"
+        assert problem["credit_available"] == 2000
+        assert problem["amount_requested"] == 10000
+        assert problem["errors"][0]["field"] == "allocations"
+        assert allowed.status_code == 200, allowed.text
+        stored = await get(client, auth, f"/v1/invoices/{second['id']}")
+        assert stored["amount_paid"] == 2000
+        owner = await get(client, auth, f"/v1/customers/{payment['customer_id']}")
+        assert owner["credit_balance"] == 0
 
     async def test_other_customers_invoice(
         self,
