@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from app.core import money
 from app.core.schemas import (
+    CalendarDate,
     CustomerId,
     DunningPolicyId,
     InputModel,
@@ -469,7 +470,7 @@ class InvoiceCreate(InputModel):
         default=None,
         description="Defaults to net_N with the customer's payment terms days.",
     )
-    due_date: date | None = Field(
+    due_date: CalendarDate | None = Field(
         default=None,
         description="An explicit due date in the customer's time zone, instead of "
         "payment_terms; it must not be before the finalization day.",
@@ -515,7 +516,7 @@ class InvoiceUpdate(InputModel):
         Annotated[list[DiscountInput], Field(max_length=MAX_DISCOUNTS)] | None
     ) = Field(default=None, description="Replace the invoice-level discounts.")
     payment_terms: PaymentTerms | None = None
-    due_date: date | None = None
+    due_date: CalendarDate | None = None
 
     @model_validator(mode="after")
     def _one_term(self) -> InvoiceUpdate:

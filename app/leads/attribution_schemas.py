@@ -9,6 +9,7 @@ from pydantic import EmailStr, Field, model_validator
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
+    CalendarDate,
     CampaignId,
     FormId,
     InputModel,
@@ -58,8 +59,8 @@ class CampaignCreate(InputModel):
         description="The utm_campaign value of the campaign's links, unique in the "
         "workspace; a touch with this utm_campaign links the campaign.",
     )
-    starts_on: date | None = None
-    ends_on: date | None = None
+    starts_on: CalendarDate | None = None
+    ends_on: CalendarDate | None = None
     status: CampaignStatus = "active"
     budget_amount: BudgetAmount | None = None
     budget_currency: CurrencyCode | None = Field(
@@ -71,8 +72,8 @@ class CampaignUpdate(InputModel):
     name: Name | None = Field(default=None, json_schema_extra=drop_null_from_schema)
     medium: Medium | None = None
     utm_campaign: UtmValue | None = None
-    starts_on: date | None = None
-    ends_on: date | None = None
+    starts_on: CalendarDate | None = None
+    ends_on: CalendarDate | None = None
     status: CampaignStatus | None = Field(
         default=None, json_schema_extra=drop_null_from_schema
     )

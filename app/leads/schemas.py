@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, EmailStr, Field
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
+    CalendarDate,
     ContactId,
     CustomerId,
     EnrollmentId,
@@ -277,7 +278,7 @@ class ConversionOpportunity(InputModel):
         description="An open stage of any pipeline, the first stage of the default "
         "pipeline when omitted.",
     )
-    expected_close_date: date | None = None
+    expected_close_date: CalendarDate | None = None
     owner_id: OwnerId | None = Field(
         default=None,
         description="The lead's owner, else the On-Behalf-Of user, when omitted.",

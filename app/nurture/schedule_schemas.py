@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.core.schemas import (
+    CalendarDate,
     EnrollmentId,
     HolidayCalendarId,
     InputModel,
@@ -123,7 +124,7 @@ def _parse_date(value: Any) -> Any:
     return date.fromisoformat(value)
 
 
-HolidayDate = Annotated[date, BeforeValidator(_parse_date)]
+HolidayDate = Annotated[CalendarDate, BeforeValidator(_parse_date)]
 HolidayDates = Annotated[list[HolidayDate], Field(max_length=MAX_HOLIDAYS)]
 CalendarName = Annotated[str, Field(min_length=1, max_length=200)]
 CalendarDescription = Annotated[str, Field(max_length=2_000)]

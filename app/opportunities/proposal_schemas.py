@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from app.core.schemas import (
+    CalendarDate,
     InputModel,
     InvoiceId,
     OpportunityId,
@@ -22,7 +23,7 @@ Reason = Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class ProposalCreate(InputModel):
-    valid_until: date = Field(
+    valid_until: CalendarDate = Field(
         description="The last day the customer can accept, in the customer's time "
         "zone; today or later."
     )
@@ -37,7 +38,7 @@ class ProposalCreate(InputModel):
 class ProposalUpdate(InputModel):
     """Changes to a draft proposal; ``lines``, when sent, replace every line."""
 
-    valid_until: date | None = Field(
+    valid_until: CalendarDate | None = Field(
         default=None, json_schema_extra=drop_null_from_schema
     )
     terms: Terms | None = Field(default=None, description="Send null to clear it.")

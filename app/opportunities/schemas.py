@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from app.core.money import MAX_AMOUNT, CurrencyCode, round_minor
 from app.core.schemas import (
+    CalendarDate,
     ContactId,
     CustomerId,
     InputModel,
@@ -252,7 +253,7 @@ class OpportunityCreate(InputModel):
         description="An open stage of any active pipeline. When omitted, the first "
         "open stage of pipeline_id, else of the default pipeline.",
     )
-    expected_close_date: date | None = None
+    expected_close_date: CalendarDate | None = None
     owner_id: OwnerId | None = Field(
         default=None,
         description="An active user. When omitted, the On-Behalf-Of user when it is a "
@@ -281,7 +282,7 @@ class OpportunityUpdate(InputModel):
         default=None,
         description="A contact of the same customer. Send null to clear it.",
     )
-    expected_close_date: date | None = Field(
+    expected_close_date: CalendarDate | None = Field(
         default=None, description="Send null to clear it."
     )
     owner_id: OwnerId | None = Field(

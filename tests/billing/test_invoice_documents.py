@@ -461,6 +461,24 @@ class TestPaymentTerms:
         assert opened["payment_terms_days"] is None
         assert opened["due_date"] == due.isoformat()
 
+    async def test_due_date_beyond_range_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+
+        response = await post_invoice(
+            client, auth, customer, [line(1000)], due_date="9999-12-31"
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "due_date"
+        assert "9998-12-31" in error["message"]
+
     async def test_past_due_date_rejected_without_number(
         self,
         client: httpx.AsyncClient,
