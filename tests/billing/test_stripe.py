@@ -603,6 +603,45 @@ class TestProcessStripeEvent:
             assert row.error is not None
             assert message in row.error
 
+    async def test_unstorable_payment_left_unrecorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
+    ) -> None:
+        invoice_id = open_invoice["id"]
+        cases = [
+            (
+                {**payment_intent(invoice_id, 10000), "amount_received": 9 * 10**18},
+                "failed",
+                "more than the largest amount billing stores",
+            ),
+            (
+                payment_intent(invoice_id, 10000, intent_id="pi_" + "x" * 300),
+                "failed",
+                "longer than 200 characters",
+            ),
+            (
+                {**payment_intent(invoice_id, 10000), "amount_received": 0},
+                "ignored",
+                "received no money",
+            ),
+        ]
+
+        for obj, status, message in cases:
+            body = stripe_body("payment_intent.succeeded", obj)
+
+            row = await receive_and_process(client, session, worker_ctx, body)
+
+            assert row.status == status
+            assert row.error is not None
+            assert message in row.error
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 0
+        invoice = await invoice_state(client, auth, invoice_id)
+        assert invoice["amount_paid"] == 0
+
     async def test_unknown_type_ignored(
         self,
         client: httpx.AsyncClient,

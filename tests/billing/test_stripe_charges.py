@@ -245,6 +245,40 @@ class TestStripeDispute:
         types = list(await session.scalars(select(Event.type).order_by(Event.id)))
         assert types[-3:] == ["invoice.updated", "dispute.created", "payment.disputed"]
 
+    async def test_refund_after_full_dispute_flagged(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],  # noqa: F811
+        open_invoice: dict[str, Any],  # noqa: F811
+    ) -> None:
+        await pay_by_stripe(client, session, worker_ctx, open_invoice)
+        await receive_and_process(
+            client, session, worker_ctx, stripe_body("charge.refunded", charge(3000))
+        )
+        await receive_and_process(
+            client,
+            session,
+            worker_ctx,
+            stripe_body("charge.dispute.created", dispute(amount=7000)),
+        )
+
+        row = await receive_and_process(
+            client,
+            session,
+            worker_ctx,
+            stripe_body("charge.refunded", charge(5000, "re_2")),
+        )
+
+        assert row.status == "needs_review"
+        assert row.error is not None
+        assert "nothing left to refund" in row.error
+        assert "duplicate" not in row.error
+        payment = await the_payment(client, auth)
+        assert payment["amount_refunded"] == 3000
+        assert payment["amount_disputed"] == 7000
+
     async def test_won_restores_invoice(
         self,
         client: httpx.AsyncClient,

@@ -41,6 +41,9 @@ log = structlog.get_logger(__name__)
 PROVIDER = "stripe"
 SIGNATURE_HEADER = "stripe-signature"
 ACTOR = "provider:stripe"
+# Stripe ids are far shorter. A longer one is not from Stripe, and with a refund id's
+# suffix it would not fit the 255-character columns.
+MAX_ID_LENGTH = 200
 
 # Event type -> the payment status it reports.
 _PAYMENT_INTENT_EVENTS = {
@@ -228,12 +231,18 @@ def minor_amount(obj: dict[str, Any], name: str, currency: str) -> int:
     """Read a Stripe amount field of ``obj`` as ISO 4217 minor units of ``currency``.
 
     Every amount read from a Stripe object goes through here, so Stripe's amount rules
-    are applied in one place.
+    and the largest amount billing stores are applied in one place.
     """
     try:
-        return from_stripe_amount(_amount(obj, name), currency)
+        amount = from_stripe_amount(_amount(obj, name), currency)
     except ValueError as error:
         raise Unusable(str(error)) from error
+    if amount > money.MAX_AMOUNT:
+        raise Unusable(
+            f"data.object.{name} is {amount} {currency} minor units, more than the "
+            f"largest amount billing stores ({money.MAX_AMOUNT})"
+        )
+    return amount
 
 
 def currency_of(obj: dict[str, Any]) -> str:
@@ -300,6 +309,14 @@ def _build_update(
     method: str,
 ) -> _PaymentUpdate:
     currency = currency_of(obj)
+    if len(provider_payment_id) > MAX_ID_LENGTH:
+        raise Unusable(
+            f"the payment id is longer than {MAX_ID_LENGTH} characters, so it is not "
+            "a Stripe id"
+        )
+    amount = minor_amount(obj, amount_field, currency)
+    if status == "succeeded" and amount == 0:
+        raise Ignored("the payment received no money, so there is nothing to record")
     metadata = obj.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     invoice_ref = metadata.get("invoice_id")
@@ -307,7 +324,7 @@ def _build_update(
     return _PaymentUpdate(
         provider_payment_id=provider_payment_id,
         status=status,
-        amount=minor_amount(obj, amount_field, currency),
+        amount=amount,
         currency=currency,
         method=method[:32],
         invoice_ref=invoice_ref if isinstance(invoice_ref, str) else None,
@@ -382,6 +399,11 @@ def _string(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
         raise Unusable(f"data.object.{name} is missing or not a string")
+    if len(value) > MAX_ID_LENGTH:
+        raise Unusable(
+            f"data.object.{name} is longer than {MAX_ID_LENGTH} characters, more than "
+            "any Stripe id or code"
+        )
     return value
 
 
@@ -450,6 +472,13 @@ async def _apply_refund(
             f"refunded of the charge's {refunded_total}"
         )
     refundable = payment.amount - payment.amount_refunded - payment.amount_disputed
+    if refundable <= 0:
+        return Outcome(
+            "needs_review",
+            f"refund of {new_amount} reported, but payment {encoded} has nothing left "
+            "to refund (the rest is disputed); nothing was recorded",
+            workspace_id=payment.workspace_id,
+        )
 
     recorded = await refund_service.record_provider_refund(
         session,
