@@ -767,7 +767,8 @@ class Payment(OutputModel):
     )
     amount_unallocated: int = Field(
         description="amount - amount_refunded - amount_disputed - amount_allocated: "
-        "customer credit that allocations to later invoices can use."
+        "customer credit that allocations to later invoices can use. 0 while the "
+        "payment has not succeeded."
     )
     created_at: datetime
     updated_at: datetime

@@ -182,6 +182,15 @@ def payment_view(
     payment: Payment, allocations: Sequence[PaymentAllocation]
 ) -> PaymentSchema:
     allocated = sum(allocation.amount for allocation in allocations)
+    # A payment that has not succeeded holds no money to allocate.
+    unallocated = 0
+    if payment.status == "succeeded":
+        unallocated = (
+            payment.amount
+            - payment.amount_refunded
+            - payment.amount_disputed
+            - allocated
+        )
     return PaymentSchema(
         id=payment.id,
         customer_id=payment.customer_id,
@@ -200,10 +209,7 @@ def payment_view(
         amount_allocated=allocated,
         amount_refunded=payment.amount_refunded,
         amount_disputed=payment.amount_disputed,
-        amount_unallocated=payment.amount
-        - payment.amount_refunded
-        - payment.amount_disputed
-        - allocated,
+        amount_unallocated=unallocated,
         created_at=payment.created_at,
         updated_at=payment.updated_at,
     )

@@ -488,6 +488,7 @@ class TestProcessStripeEvent:
         assert pending_row.status == "processed"
         assert pending["status"] == "pending"
         assert pending["allocations"] == []
+        assert pending["amount_unallocated"] == 0
         assert unpaid["amount_paid"] == 0
         assert done_row.status == "processed"
         assert done["id"] == pending["id"]
