@@ -182,7 +182,7 @@ def payment_view(
     payment: Payment, allocations: Sequence[PaymentAllocation]
 ) -> PaymentSchema:
     allocated = sum(allocation.amount for allocation in allocations)
-    # A payment that has not succeeded holds no money to allocate.
+    # A payment that has not succeeded has no money to allocate yet.
     unallocated = 0
     if payment.status == "succeeded":
         unallocated = (
