@@ -244,23 +244,28 @@ async def _handle_domain_error(request: Request, error: Exception) -> Response:
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
-def _unparsable_body(request: Request, error: StarletteHTTPException) -> Response:
-    """Return the malformed JSON problem for a body FastAPI could not parse."""
-    if isinstance(error.__cause__, RecursionError):
-        fault = "nested too deeply"
-        advice = "Send a JSON document with fewer levels of arrays and objects."
-    else:
-        fault = "unreadable"
-        advice = "Send a JSON document in UTF-8."
+def _malformed_json(request: Request, fault: str, advice: str) -> Response:
+    """Return the malformed JSON problem, with ``fault`` written after "invalid JSON"."""
     body = problem_body(
         status=400,
         code="malformed_json",
         title="Malformed JSON",
-        detail=f"The request body is not valid JSON: it is {fault}. {advice}",
+        detail=f"The request body is not valid JSON{fault}. {advice}",
         instance=request.url.path,
-        errors=[FieldError("body", f"invalid JSON, {fault}", "json_invalid")],
+        errors=[FieldError("body", f"invalid JSON{fault}", "json_invalid")],
     )
     return problem_response(body)
+
+
+def _unparsable_body(request: Request, error: StarletteHTTPException) -> Response:
+    """Return the malformed JSON problem for a body FastAPI could not parse."""
+    if isinstance(error.__cause__, RecursionError):
+        return _malformed_json(
+            request,
+            ", nested too deeply",
+            "Send a JSON document with fewer levels of arrays and objects.",
+        )
+    return _malformed_json(request, ", unreadable", "Send a JSON document in UTF-8.")
 
 
 async def _handle_validation_error(request: Request, error: Exception) -> Response:
@@ -272,17 +277,7 @@ async def _handle_validation_error(request: Request, error: Exception) -> Respon
         location = list(invalid[0].get("loc", ()))
         offset = location[-1] if len(location) > 1 else None
         where = f" at character {offset}" if isinstance(offset, int) else ""
-        body = problem_body(
-            status=400,
-            code="malformed_json",
-            title="Malformed JSON",
-            detail=f"The request body is not valid JSON{where}. Send a JSON document.",
-            instance=request.url.path,
-            errors=[
-                FieldError("body", f"invalid JSON{where}", "json_invalid"),
-            ],
-        )
-        return problem_response(body)
+        return _malformed_json(request, where, "Send a JSON document.")
     body = problem_body(
         status=422,
         code="validation_failed",

@@ -247,6 +247,11 @@ _RFC3339 = re.compile(
 )
 
 
+# The years a timestamp or date in a request may have.
+MIN_YEAR = 1900
+MAX_YEAR = 9998
+
+
 def _require_rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
@@ -260,16 +265,16 @@ def _require_rfc3339(value: Any) -> Any:
 def _check_range(value: datetime) -> datetime:
     # Years 1 and 9999 can leave datetime's range when moved to UTC, so an offset there
     # would fail later. No sales record predates 1900, so the range loses nothing.
-    if not 1900 <= value.year <= 9998:
-        raise ValueError("expected a year from 1900 to 9998")
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"expected a year from {MIN_YEAR} to {MAX_YEAR}")
     return value
 
 
 def _check_date_range(value: date) -> date:
     # A day next to date's limits leaves its range once a day is added or a time zone
     # applied. No sales record predates 1900, so the range loses nothing.
-    if not 1900 <= value.year <= 9998:
-        raise ValueError("expected a date from 1900-01-01 to 9998-12-31")
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"expected a date from {MIN_YEAR}-01-01 to {MAX_YEAR}-12-31")
     return value
 
 

@@ -565,6 +565,12 @@ class DeliveryLoop:
         recorded_at = self._gone_recorded.get(claim.endpoint_id)
         return recorded_at is None or claim.leased_at < recorded_at
 
+    def _release_soon(self, claim: DeliveryClaim) -> None:
+        """Leave a leased request unsent, for the recorder to release at once."""
+        self._to_release.append(claim)
+        self._outcomes.set()
+        self._record_now.set()
+
     async def _send_leased(self, claim: DeliveryClaim) -> None:
         if self._is_gone(claim):
             # The endpoint is being disabled. Released with its attempt, the
@@ -575,18 +581,14 @@ class DeliveryLoop:
                 reason="endpoint_gone",
                 delivery_id=str(claim.delivery_id),
             )
-            self._to_release.append(claim)
-            self._outcomes.set()
-            self._record_now.set()
+            self._release_soon(claim)
             return
         timeout = timedelta(seconds=self._settings.webhook_timeout_seconds)
         if utcnow() + timeout >= claim.claimed_until:
             # The lease could lapse mid-request and another worker send it too. Left
             # unsent, it is released with its attempt, and leased again at once.
             log.warning("webhook.lease_too_short", delivery_id=str(claim.delivery_id))
-            self._to_release.append(claim)
-            self._outcomes.set()
-            self._record_now.set()
+            self._release_soon(claim)
             return
         try:
             result = await self._sender.send(claim.request)
