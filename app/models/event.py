@@ -4,10 +4,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, WorkspaceMixin
+
+# The id of the writing transaction, as a bigint: xid8 has no cast to it but text.
+TRANSACTION_ID = "(pg_current_xact_id()::text)::bigint"
 
 
 class Event(IdMixin, WorkspaceMixin, Base):
@@ -22,10 +33,17 @@ class Event(IdMixin, WorkspaceMixin, Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("object_id", "sequence"),
-        # The event log lists a workspace's events in id order, a page at a time.
-        Index("ix_events_workspace_id_id", "workspace_id", "id"),
-        Index("ix_events_workspace_type", "workspace_id", "type", "id"),
-        Index("ix_events_workspace_object", "workspace_id", "object_id", "id"),
+        # The event log lists a workspace's events in (tx_id, id) order, a page at
+        # a time, filtered by type or object or not at all.
+        Index("ix_events_workspace_log", "workspace_id", "tx_id", "id"),
+        Index("ix_events_workspace_type_log", "workspace_id", "type", "tx_id", "id"),
+        Index(
+            "ix_events_workspace_object_log",
+            "workspace_id",
+            "object_id",
+            "tx_id",
+            "id",
+        ),
         Index(
             "ix_events_undispatched",
             "id",
@@ -34,7 +52,7 @@ class Event(IdMixin, WorkspaceMixin, Base):
     )
 
     # Declared here, not by WorkspaceMixin, to leave out the mixin's index on
-    # workspace_id alone: ix_events_workspace_id_id serves the foreign key.
+    # workspace_id alone: ix_events_workspace_log serves the foreign key.
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE")
     )
@@ -48,3 +66,8 @@ class Event(IdMixin, WorkspaceMixin, Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     dispatched_at: Mapped[datetime | None]
     test: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # The 64-bit id of the transaction that wrote the event. Transactions take their
+    # ids in order, so once no transaction older than some id is running, no event
+    # can appear below it: the log replays in (tx_id, id) order without missing one
+    # that committed late. Events written before the column existed have 0.
+    tx_id: Mapped[int] = mapped_column(BigInteger, server_default=text(TRANSACTION_ID))

@@ -7,21 +7,29 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Select,
     Text,
+    Uuid,
     bindparam,
+    literal,
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.db import DriverStatement
 from app.core.ids import new_uuid
-from app.core.pagination import decode_cursor, encode_cursor, paginate
+from app.core.pagination import (
+    decode_sort_cursor,
+    encode_sort_cursor,
+    invalid_sort_cursor,
+    paginate,
+)
 from app.models import (
     Event,
     WebhookAttempt,
@@ -43,25 +51,57 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def _paginate_ascending(
+# The sort name in the event log's cursors, which carry the event's (tx_id, id).
+LOG_SORT = "log"
+# The id of the oldest transaction still running, as a bigint. Every transaction with
+# a lower id has ended, so no event below it can appear any more.
+_SETTLED_BELOW = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+# The id of the reading transaction, null unless it has written: it sees its own
+# events, which no other transaction's replay shows before it ends.
+_OWN_TRANSACTION = text("(pg_current_xact_id_if_assigned()::text)::bigint")
+
+
+def _decode_log_cursor(cursor: str) -> tuple[int, uuid.UUID]:
+    tx_id, event_id = decode_sort_cursor(LOG_SORT, cursor)
+    if not isinstance(tx_id, int) or isinstance(tx_id, bool) or tx_id < 0:
+        raise invalid_sort_cursor("not a cursor of the event log")
+    return tx_id, event_id
+
+
+async def _page_log(
     session: AsyncSession,
     statement: Select[Any],
-    id_column: InstrumentedAttribute[uuid.UUID],
     *,
+    order: Order,
     limit: int,
     cursor: str | None,
-) -> tuple[Sequence[Any], str | None, bool]:
-    """Page oldest first; the keyset mirror of ``app.core.pagination.paginate``."""
+) -> tuple[Sequence[Event], str | None, bool]:
+    """Page events in the log's order, (tx_id, id), newest or oldest first.
+
+    Oldest first, only the events of transactions older than every transaction still
+    running are listed, and the reading transaction's own, so a consumer that replays
+    the log never passes an event that commits later. Its ``next_cursor`` is set on every page, the last one too, and an
+    empty page returns the cursor it was given, so a consumer polls with it for newer
+    events.
+    """
+    key = tuple_(Event.tx_id, Event.id)
     if cursor:
-        statement = statement.where(id_column > decode_cursor(cursor))
-    rows = (
-        (await session.execute(statement.order_by(id_column.asc()).limit(limit + 1)))
-        .scalars()
-        .all()
-    )
+        tx_id, event_id = _decode_log_cursor(cursor)
+        after = tuple_(literal(tx_id, BigInteger), literal(event_id, Uuid))
+        statement = statement.where(key > after if order == "asc" else key < after)
+    if order == "asc":
+        settled = or_(Event.tx_id < _SETTLED_BELOW, Event.tx_id == _OWN_TRANSACTION)
+        statement = statement.where(settled).order_by(Event.tx_id.asc(), Event.id.asc())
+    else:
+        statement = statement.order_by(Event.tx_id.desc(), Event.id.desc())
+    rows = (await session.execute(statement.limit(limit + 1))).scalars().all()
     has_more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
+    next_cursor = None
+    if rows and (has_more or order == "asc"):
+        next_cursor = encode_sort_cursor(LOG_SORT, rows[-1].tx_id, rows[-1].id)
+    elif order == "asc":
+        next_cursor = cursor
     return rows, next_cursor, has_more
 
 
@@ -521,12 +561,8 @@ class EventRepository:
             statement = statement.where(Event.created_at > created_after)
         if created_before is not None:
             statement = statement.where(Event.created_at < created_before)
-        if order == "asc":
-            return await _paginate_ascending(
-                self.session, statement, Event.id, limit=limit, cursor=cursor
-            )
-        return await paginate(
-            self.session, statement, Event.id, limit=limit, cursor=cursor
+        return await _page_log(
+            self.session, statement, order=order, limit=limit, cursor=cursor
         )
 
     async def prune(self, *, cutoff: datetime, limit: int) -> int:

@@ -27,6 +27,7 @@ from app.webhooks.sample_events import sample_event_service
 from app.webhooks.schemas import (
     DeliveryStatus,
     Event,
+    EventPage,
     EventTypeInfo,
     EventTypeList,
     TestEventCreate,
@@ -105,6 +106,16 @@ def _endpoint_location(endpoint: WebhookEndpointRow) -> str:
     return f"/v1/webhook-endpoints/{ids.encode('webhook_endpoint', endpoint.id)}"
 
 
+# The event log's cursor carries a transaction id beside the event id.
+LogCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="The next_cursor of the previous page, passed unchanged.",
+    ),
+]
+
+
 def _query_event_id(value: str) -> uuid.UUID:
     try:
         return ids.decode("event", value)
@@ -124,17 +135,21 @@ def _query_event_id(value: str) -> uuid.UUID:
     tags=["events"],
     operation_id="events_list",
     summary="List events",
-    response_model=Page[Event],
+    response_model=EventPage,
     responses=problem_responses(403),
 )
 async def list_events(
     request: Request,
     principal: Principal = Depends(require("events:read")),
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    cursor: LogCursor = None,
     order: Annotated[
         Literal["desc", "asc"],
-        Query(description="desc: newest first; asc: oldest first, to replay the log."),
+        Query(
+            description="desc: newest first; asc: oldest first, to replay the log, "
+            "showing an event once every transaction that began writing before it "
+            "has ended."
+        ),
     ] = "desc",
     types: Annotated[
         list[str] | None,
@@ -150,7 +165,7 @@ async def list_events(
     ] = None,
     created_after: Annotated[Timestamp | None, Query()] = None,
     created_before: Annotated[Timestamp | None, Query()] = None,
-) -> Page[Event]:
+) -> EventPage:
     """List the event log; filter by type, object and time, and page by cursor."""
     rows, next_cursor, has_more = await event_service.list(
         request.state.session,
@@ -163,7 +178,7 @@ async def list_events(
         created_after=created_after,
         created_before=created_before,
     )
-    return Page[Event](
+    return EventPage(
         data=[_event(row) for row in rows], next_cursor=next_cursor, has_more=has_more
     )
 

@@ -151,6 +151,18 @@ class Event(OutputModel):
     created_at: datetime
 
 
+class EventPage(BaseModel):
+    """One page of the event log, and the cursor of the next."""
+
+    data: list[Event]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to fetch the next page. Newest first, null on "
+        "the last page. Oldest first (order=asc), set on every page, the last one "
+        "too, so that a consumer polls with it for newer events."
+    )
+    has_more: bool
+
+
 class WebhookEndpointCreate(InputModel):
     url: WebhookUrl
     description: Description | None = None

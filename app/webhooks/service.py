@@ -73,18 +73,40 @@ def deliver_job_id(delivery_id: uuid.UUID, attempt: int) -> str:
     return f"deliver:{delivery_id}:{attempt}"
 
 
+# Object types whose events show the object's id as a bare UUID.
+_UNPREFIXED_OBJECT_TYPES = tuple(
+    object_type
+    for object_type in catalog.OBJECT_TYPES
+    if object_type not in ids.PREFIXES
+)
+
+
 def parse_object_id(value: str) -> uuid.UUID:
-    """Decode any prefixed id by its prefix, raising ``InvalidInput``."""
+    """Decode the id of an object with events, as an event shows it, raising
+    ``InvalidInput``.
+
+    That is an id with the prefix of an object type of the catalogue, or a bare UUID
+    for the object types without a prefix of their own.
+    """
     prefix, _, _ = value.rpartition("_")
-    kinds = [kind for kind, known in ids.PREFIXES.items() if known == prefix]
+    kinds = [
+        kind
+        for kind, known in ids.PREFIXES.items()
+        if known == prefix and kind in catalog.OBJECT_TYPES
+    ]
     if kinds:
         try:
             return ids.decode(kinds[0], value)
         except ids.InvalidId:
             pass
+    elif not prefix and _UNPREFIXED_OBJECT_TYPES:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
     raise InvalidInput(
-        f"object_id {value!r} is not an object id. Pass an id such as lead_… or "
-        "inv_… as the API returns it.",
+        f"object_id {value!r} is not the id of an object with events. Pass an id "
+        "such as lead_… or inv_…, as an event's object_id shows it.",
         errors=[FieldError("query.object_id", "invalid object id", "invalid_id")],
     )
 
@@ -158,6 +180,23 @@ class EventService:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> tuple[Sequence[Event], str | None, bool]:
+        if (
+            created_after is not None
+            and created_before is not None
+            and created_after >= created_before
+        ):
+            raise InvalidInput(
+                f"created_after ({created_after.isoformat()}) is not before "
+                f"created_before ({created_before.isoformat()}), so no event can "
+                "match. Swap them, or widen the range.",
+                errors=[
+                    FieldError(
+                        "query.created_after",
+                        "not before created_before",
+                        "invalid_range",
+                    )
+                ],
+            )
         return await EventRepository.from_session(session).list(
             workspace_id,
             limit=limit,

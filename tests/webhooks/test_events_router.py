@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
+from app.core.events import emit
+from app.core.jobs import JobQueue
+from app.core.pagination import encode_cursor
+from app.main import create_app
 from app.models import Event, Workspace
+from app.settings import Settings
 from tests.conftest import make_workspace_key
+from tests.webhooks.conftest import Committed
 from tests.webhooks.factories import record_event
 
 
@@ -146,7 +155,59 @@ class TestListEvents:
 
         assert event_ids(first) + event_ids(second) == [api_id(e) for e in events]
         assert second["has_more"] is False
-        assert second["next_cursor"] is None
+        assert isinstance(second["next_cursor"], str)
+
+    async def test_ascending_polls_from_last_cursor(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        await record_event(session, workspace.id)
+        page = await list_events(client, auth, order="asc")
+        cursor = page["next_cursor"]
+        assert isinstance(cursor, str)
+
+        empty = await list_events(client, auth, order="asc", cursor=cursor)
+        newer = await record_event(session, workspace.id)
+        polled = await list_events(client, auth, order="asc", cursor=cursor)
+
+        assert event_ids(empty) == []
+        assert empty["next_cursor"] == cursor
+        assert event_ids(polled) == [api_id(newer)]
+
+    async def test_newest_first_ends_without_cursor(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        await record_event(session, workspace.id)
+
+        page = await list_events(client, auth)
+
+        assert page["has_more"] is False
+        assert page["next_cursor"] is None
+
+    async def test_cursor_of_another_list_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        event = await record_event(session, workspace.id)
+        # A bare id cursor, as the other lists page by.
+        cursor = encode_cursor(event.id)
+
+        response = await client.get(
+            "/v1/events", params={"order": "asc", "cursor": cursor}, headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "query.cursor"
 
     async def test_filter_exact_type(
         self,
@@ -272,7 +333,15 @@ class TestListEvents:
     async def test_invalid_object_id(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
-        for value in ("inv_123", "nope_01jf3v8a5ktq2m7x9c4b6d8e0g", "plain"):
+        event_body = "01jf3v8a5ktq2m7x9c4b6d8e0g"
+        for value in (
+            "inv_123",
+            "nope_" + event_body,
+            "plain",
+            # Ids of kinds that no event is about.
+            "evt_" + event_body,
+            ids.encode("webhook_recovery", ids.new_uuid()),
+        ):
             response = await client.get(
                 "/v1/events", params={"object_id": value}, headers=auth
             )
@@ -306,6 +375,41 @@ class TestListEvents:
 
         assert event_ids(page) == [api_id(events[1])]
 
+    async def test_filter_bare_object_id(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        # Settings objects have no id prefix; their events show a bare UUID.
+        event = await record_event(
+            session, workspace.id, "nurture_settings.updated", object_id=workspace.id
+        )
+        await record_event(session, workspace.id)
+
+        page = await list_events(client, auth, object_id=str(workspace.id))
+
+        assert event_ids(page) == [api_id(event)]
+
+    async def test_reversed_created_window_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        for after, before in (
+            ("2027-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+        ):
+            response = await client.get(
+                "/v1/events",
+                params={"created_after": after, "created_before": before},
+                headers=auth,
+            )
+
+            assert response.status_code == 422
+            error = response.json()["errors"][0]
+            assert error["field"] == "query.created_after"
+            assert error["code"] == "invalid_range"
+
     async def test_naive_datetime_rejected(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -330,3 +434,106 @@ class TestListEvents:
         page = await list_events(client, auth)
 
         assert event_ids(page) == [api_id(mine)]
+
+
+async def replay(
+    client: httpx.AsyncClient, auth: dict[str, str], count: int
+) -> list[str]:
+    """Replay the log oldest first until ``count`` events showed, for up to 10 s.
+
+    Another transaction of the cluster, running when a page is read, holds back the
+    events written after it began, so the replay polls as a consumer would.
+    """
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(100):
+        params: dict[str, str | int] = {"order": "asc"}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = await list_events(client, auth, **params)
+        seen.extend(event_ids(page))
+        if len(seen) >= count:
+            break
+        next_cursor = page["next_cursor"]
+        cursor = next_cursor if isinstance(next_cursor, str) else None
+        await asyncio.sleep(0.1)
+    return seen
+
+
+@pytest.fixture
+async def committed_api(
+    settings: Settings, queue: JobQueue, committed: Committed
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client whose requests commit, each on its own connection."""
+    app = create_app(settings, database=committed.database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+        yield api
+
+
+async def emit_lead_event(session: AsyncSession, committed: Committed) -> Event:
+    """Emit an event about a new lead, without committing it."""
+    return await emit(
+        session,
+        workspace_id=committed.workspace.id,
+        type="lead.created",
+        object_type="lead",
+        object_id=ids.new_uuid(),
+        data={},
+        actor="test",
+    )
+
+
+class TestReplayAcrossTransactions:
+    async def test_event_behind_a_running_transaction_waits(
+        self, committed_api: httpx.AsyncClient, committed: Committed
+    ) -> None:
+        database = committed.database
+        async with database.session() as slow:
+            # The slow transaction writes its event first and commits last.
+            early = await emit_lead_event(slow, committed)
+            async with database.session() as fast:
+                late = await emit_lead_event(fast, committed)
+                await fast.commit()
+            held = await list_events(committed_api, committed.auth, order="asc")
+            await slow.commit()
+        replayed = await replay(committed_api, committed.auth, 2)
+
+        assert event_ids(held) == []
+        assert replayed == [api_id(early), api_id(late)]
+
+    async def test_replay_after_a_page_misses_nothing(
+        self, committed_api: httpx.AsyncClient, committed: Committed
+    ) -> None:
+        database = committed.database
+        async with database.session() as first:
+            before = await emit_lead_event(first, committed)
+            await first.commit()
+        shown = await replay(committed_api, committed.auth, 1)
+        page = await list_events(committed_api, committed.auth, order="asc")
+        cursor = page["next_cursor"]
+        assert isinstance(cursor, str)
+
+        async with database.session() as slow:
+            early = await emit_lead_event(slow, committed)
+            async with database.session() as fast:
+                late = await emit_lead_event(fast, committed)
+                await fast.commit()
+            held = await list_events(
+                committed_api, committed.auth, order="asc", cursor=cursor
+            )
+            await slow.commit()
+        rest: list[str] = []
+        for _ in range(100):
+            polled = await list_events(
+                committed_api, committed.auth, order="asc", cursor=cursor
+            )
+            rest = event_ids(polled)
+            if len(rest) >= 2:
+                break
+            await asyncio.sleep(0.1)
+
+        assert shown == [api_id(before)]
+        assert event_ids(held) == []
+        assert held["next_cursor"] == cursor
+        assert rest == [api_id(early), api_id(late)]
