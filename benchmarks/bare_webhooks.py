@@ -52,7 +52,7 @@ async def send_all(
     return started
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     source, target = Path(argv[0]), Path(argv[1])
     job = orjson.loads(source.read_bytes())
     bodies = [(message_id, body.encode()) for message_id, body in job["bodies"]]
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         cpu_before = time.process_time()
         started = runner.run(
             send_all(job["url"], job["secret"], job["concurrency"], bodies)

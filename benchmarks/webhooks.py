@@ -3,13 +3,16 @@
 ``python -m benchmarks.webhooks`` migrates the benchmark database, creates one endpoint
 for every event type pointing at a receiver on 127.0.0.1 (an aiohttp server in this
 process that answers 204 and notes when each ``webhook-id`` arrived), and starts
-``python -m app.cli worker``. It then emits ``--events`` events: with ``emit``, in one
-commit, for the throughput run, so the worker faces the whole backlog at once as the
-bare loop does; and at half the bare loop's rate for the latency run, committing every
-10 ms, in one multi-row insert, the events whose time has come. A delivery's latency runs from the commit of its event to its arrival at the
-receiver; the rate is the deliveries divided by the time from the first commit to the
-last arrival. The table also shows how fast the events were committed, which bounds
-the latency run when this process cannot emit at the rate it aims for.
+``python -m app.cli worker``. A producer process (``benchmarks.webhook_producer``)
+then commits ``--events`` events: with ``emit``, in one commit, for the throughput
+run, so the worker faces the whole backlog at once as the bare loop does; and at half
+the bare loop's rate for the latency run, committing every 10 ms, in one multi-row
+insert, the events whose time has come. The producer runs apart from the receiver,
+so committing events never delays the receiver's answers. A delivery's latency runs
+from the commit of its event to its arrival at the receiver; the rate is the
+deliveries divided by the time from the first commit to the last arrival. The table
+also shows how fast the events were committed, which bounds the latency run when the
+producer cannot commit at the rate it aims for.
 
 The baseline is a bare aiohttp loop in a process of its own (``benchmarks.bare_webhooks``,
 on uvloop as the worker is), so that, as with the worker, every request goes from one
@@ -21,8 +24,8 @@ worker, and a last worker run commits its events at half the bare loop's mean ra
 for the latency target. The same loop run once inside this process, on the receiver's
 event loop, is shown for reference and not used in the ratio: with no second process
 to wake, its requests are faster than any sender's in another process. Every run must
-deliver each event exactly once, or the
-benchmark fails. ``python -m benchmarks --only-webhooks`` runs the same workload.
+deliver each event exactly once, or the benchmark fails. ``python -m benchmarks
+--only-webhooks`` runs the same workload.
 """
 
 from __future__ import annotations
@@ -34,19 +37,18 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.core.db import Database, defer_job
-from app.core.events import DISPATCH_JOB, emit
+from app.core.db import Database
+from app.core.events import emit
 from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
 from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
@@ -57,6 +59,7 @@ from benchmarks.bare_webhooks import send_all
 from benchmarks.environment import BenchServers, app_env, bench_servers
 from benchmarks.runner import claim_and_prepare, release
 from benchmarks.servers import (
+    ROOT,
     free_port,
     log_tail,
     postgres_cpu_seconds,
@@ -66,9 +69,6 @@ from benchmarks.servers import (
 from workers import tasks
 
 TIMEOUT_SECONDS = 600.0
-# How often the paced run commits the events whose time has come.
-PACE_TICK_SECONDS = 0.01
-EVENT_DATA = {"email": "ada@example.com", "status": "working"}
 
 
 class WebhookBenchFailed(RuntimeError):
@@ -252,7 +252,8 @@ async def run_worker(
     rate: float | None = None,
     name: str = "salescycle worker",
 ) -> RunResult:
-    """Emit ``events`` events and time their delivery by a worker process.
+    """Have the producer process commit ``events`` events, and time their delivery by
+    a worker process.
 
     Without ``rate``, events are emitted ``batch`` to a commit as fast as possible.
     With it, the events whose time has come at that rate are inserted and committed
@@ -292,7 +293,6 @@ async def run_worker(
     worker = await start_process(
         "worker", [sys.executable, "-m", "app.cli", "worker"], env, log_dir
     )
-    committed_at: dict[str, float] = {}
     try:
         # Wait until the worker delivers a first event, so its start-up does not count.
         receiver.reset(1)
@@ -312,34 +312,15 @@ async def run_worker(
                 f"the worker did not start:\n{log_tail(worker.log_path)}"
             ) from error
         receiver.reset(events)
-        began = first = time.time()
-        cpu_at_first = (0.0, 0.0)
-        if rate is None:
-            for start in range(0, events, batch):
-                count = min(batch, events - start)
-                event_ids = await _emit_each(ctx, workspace_id, count)
-                now = time.time()
-                if not committed_at:
-                    first = now
-                    cpu_at_first = _cpu_seconds(worker.pid)
-                committed_at.update((str(event_id), now) for event_id in event_ids)
-        else:
-            emitted = 0
-            while emitted < events:
-                # Commit every event whose time has come, however many that is, so
-                # a slow commit is caught up by the next one instead of lowering
-                # the rate.
-                due = min(events, int((time.time() - began) * rate) + 1)
-                event_ids = await _emit_bulk(ctx, workspace_id, due - emitted)
-                now = time.time()
-                if not committed_at:
-                    first = now
-                    cpu_at_first = _cpu_seconds(worker.pid)
-                committed_at.update((str(event_id), now) for event_id in event_ids)
-                emitted = due
-                wait = max(PACE_TICK_SECONDS, began + emitted / rate - time.time())
-                await asyncio.sleep(min(wait, PACE_TICK_SECONDS * 5))
-        last_commit = time.time()
+        job = {
+            "database_url": servers.database_url,
+            "redis_url": servers.redis_url,
+            "workspace_id": str(workspace_id),
+            "events": events,
+            "batch": batch,
+            "rate": rate,
+        }
+        commits, cpu_at_first = await _produce(job, worker.pid, log_dir)
         try:
             await asyncio.wait_for(receiver.done.wait(), TIMEOUT_SECONDS)
             cpu_at_last = _cpu_seconds(worker.pid)
@@ -353,73 +334,66 @@ async def run_worker(
     finally:
         await worker.stop()
 
-    by_delivery = await _deliveries(database, committed_at)
+    by_delivery = await _deliveries(database, commits["committed_at"])
     await queue.close()
     await database.dispose()
-    result = summarize(name, receiver, by_delivery, first, events)
+    result = summarize(name, receiver, by_delivery, commits["first"], events)
     return dataclasses.replace(
         result,
-        commits_per_second=events / (last_commit - began),
+        commits_per_second=events / (commits["last"] - commits["began"]),
         sender_cpu_ms=(cpu_at_last[0] - cpu_at_first[0]) * 1000 / events,
         postgres_cpu_ms=(cpu_at_last[1] - cpu_at_first[1]) * 1000 / events,
     )
 
 
+async def _produce(
+    job: dict[str, Any], worker_pid: int, log_dir: Path
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Run the producer process on ``job``; return its report, and the CPU seconds
+    of the worker and of PostgreSQL when the first commit ended."""
+    source = log_dir / "producer-job.json"
+    target = log_dir / "producer-times.json"
+    source.write_bytes(orjson.dumps(job))
+    log_path = log_dir / "producer.log"
+    with log_path.open("wb") as log_file:
+        producer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.webhook_producer",
+            str(source),
+            str(target),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+        )
+        try:
+            assert producer.stdout is not None
+            line = await asyncio.wait_for(producer.stdout.readline(), TIMEOUT_SECONDS)
+            cpu_at_first = _cpu_seconds(worker_pid)
+            # Whatever else it prints is read, so a full pipe never stops it.
+            rest = asyncio.create_task(producer.stdout.read())
+            status = await asyncio.wait_for(producer.wait(), TIMEOUT_SECONDS)
+            await rest
+        except TimeoutError as error:
+            raise WebhookBenchFailed(
+                f"the producer did not finish in {TIMEOUT_SECONDS:g} s"
+            ) from error
+        finally:
+            if producer.returncode is None:
+                producer.kill()
+                await producer.wait()
+    if status != 0 or line.strip() != b"committed":
+        raise WebhookBenchFailed(
+            f"the producer exited with {status}:\n{log_tail(log_path)}"
+        )
+    report: dict[str, Any] = orjson.loads(target.read_bytes())
+    return report, cpu_at_first
+
+
 def _cpu_seconds(worker_pid: int) -> tuple[float, float]:
     """Return the CPU seconds used so far by the worker and by PostgreSQL."""
     return tree_cpu_seconds(worker_pid), postgres_cpu_seconds()
-
-
-async def _emit_each(
-    ctx: dict[str, Any], workspace_id: uuid.UUID, count: int
-) -> list[uuid.UUID]:
-    """Emit ``count`` events one by one with ``emit``, in one commit."""
-    event_ids = []
-    async with tasks.unit_of_work(ctx) as session:
-        for _ in range(count):
-            event = await emit(
-                session,
-                workspace_id=workspace_id,
-                type="lead.updated",
-                object_type="lead",
-                object_id=new_uuid(),
-                data=EVENT_DATA,
-            )
-            event_ids.append(event.id)
-    return event_ids
-
-
-async def _emit_bulk(
-    ctx: dict[str, Any], workspace_id: uuid.UUID, count: int
-) -> list[uuid.UUID]:
-    """Insert ``count`` events in one statement and commit them, with one dispatch job.
-
-    The rows are those ``emit`` writes for a new object (sequence 1). ``emit`` costs
-    this process about 2.5 ms of CPU an event, which caps it near 400 events a second;
-    one multi-row insert lets it commit at the bare loop's rate. The one
-    ``dispatch_event`` job wakes the worker's loop, which dispatches the whole batch.
-    """
-    event_ids = [new_uuid() for _ in range(count)]
-    async with tasks.unit_of_work(ctx) as session:
-        await session.execute(
-            insert(Event),
-            [
-                {
-                    "id": event_id,
-                    "workspace_id": workspace_id,
-                    "type": "lead.updated",
-                    "object_type": "lead",
-                    "object_id": new_uuid(),
-                    "sequence": 1,
-                    "data": EVENT_DATA,
-                }
-                for event_id in event_ids
-            ],
-        )
-        defer_job(
-            session, DISPATCH_JOB, str(event_ids[0]), job_id=f"dispatch:{event_ids[0]}"
-        )
-    return event_ids
 
 
 async def _deliveries(
