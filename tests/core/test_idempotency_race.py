@@ -2,20 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import delete
 
-from app.core.auth import ALL_SCOPES, Principal, create_api_key, require
+from app.core.auth import Principal, require
 from app.core.db import Database
-from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
 from app.core.routing import UnitOfWorkRoute
 from app.main import create_app
-from app.models import Workspace
 from app.settings import Settings
 
 
@@ -40,24 +35,6 @@ class SlowHandler:
             return {"call": self.calls}
 
         return router
-
-
-@pytest.fixture
-async def committed_key(settings: Settings) -> AsyncIterator[tuple[Database, str]]:
-    database = Database(settings)
-    workspace_id = new_uuid()
-    async with database.session() as session:
-        session.add(Workspace(id=workspace_id, name="race"))
-        await session.flush()
-        created = await create_api_key(
-            session, workspace_id=workspace_id, name="race", scopes=ALL_SCOPES
-        )
-        await session.commit()
-    yield database, created.secret
-    async with database.session() as session:
-        await session.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        await session.commit()
-    await database.dispose()
 
 
 class TestConcurrentIdempotency:
