@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 from fastapi import APIRouter, Depends, Request
 
 from app.core.auth import Principal, require
@@ -72,3 +73,44 @@ class TestConcurrentIdempotency:
         assert third.headers["idempotent-replayed"] == "true"
         assert third.json() == {"call": 1}
         assert handler.calls == 1
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/v1/leads", {"email": "replay@example.com"}),
+            (
+                "/v1/webhook-endpoints",
+                {"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]},
+            ),
+        ],
+    )
+    async def test_parallel_replays_all_replay(
+        self,
+        settings: Settings,
+        committed_key: tuple[Database, str],
+        path: str,
+        body: dict[str, object],
+    ) -> None:
+        database, secret = committed_key
+        app = create_app(
+            settings, database=database, queue=JobQueue(settings.redis_url)
+        )
+        headers = {
+            "Authorization": f"Bearer {secret}",
+            "Idempotency-Key": str(uuid.uuid4()),
+        }
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            first = await http.post(path, json=body, headers=headers)
+            replays = await asyncio.gather(
+                *(http.post(path, json=body, headers=headers) for _ in range(5))
+            )
+
+        assert first.status_code == 201, first.text
+        assert [replay.status_code for replay in replays] == [201] * 5
+        for replay in replays:
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.json() == first.json()
