@@ -237,8 +237,13 @@ class ActivityService:
             )
             implied["contact_id"] = contact.customer_id
         if links["opportunity_id"] is not None:
+            # The insert's foreign key check takes FOR KEY SHARE on the opportunity,
+            # and record_activity then updates that row. Locking it first makes
+            # concurrent activities queue here instead of deadlocking there.
             opportunity = await self._exists(
-                opportunity_service.get(session, workspace_id, links["opportunity_id"]),
+                opportunity_service.get(
+                    session, workspace_id, links["opportunity_id"], for_update=True
+                ),
                 "opportunity_id",
             )
             implied["opportunity_id"] = opportunity.customer_id

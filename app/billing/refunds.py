@@ -166,6 +166,18 @@ class RefundService:
         )
         return refund, reversals
 
+    async def recorded_provider_refund_ids(
+        self, session: AsyncSession, provider: str, provider_refund_ids: list[str]
+    ) -> set[str]:
+        """Return which of the provider's refund ids are recorded already."""
+        recorded = await session.scalars(
+            select(Refund.provider_refund_id).where(
+                Refund.provider == provider,
+                Refund.provider_refund_id.in_(provider_refund_ids),
+            )
+        )
+        return {refund_id for refund_id in recorded if refund_id is not None}
+
     async def list_for_payment(
         self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID
     ) -> list[RefundWithReversals]:

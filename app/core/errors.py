@@ -134,6 +134,17 @@ class ServiceUnavailable(DomainError):
     title = "Service unavailable"
 
 
+class TransactionConflict(ServiceUnavailable):
+    """PostgreSQL aborted the transaction to resolve a deadlock or a serialization failure.
+
+    The transaction was rolled back, so the request changed nothing and the client can
+    send it again unchanged.
+    """
+
+    code = "concurrent_conflict"
+    title = "Concurrent conflict"
+
+
 def problem_body(
     *,
     status: int,

@@ -2,7 +2,8 @@
 
 The key is scoped to the API key. A transaction-scoped advisory lock on the pair gives a
 second request with the same key a 409 while the first is still running. Once the first
-has committed, its stored response is replayed with ``Idempotent-Replayed: true``.
+has committed, its stored response is replayed with ``Idempotent-Replayed: true``, to
+any number of concurrent requests, because a replay does not take the lock.
 A JSON body is compared in a canonical form. The same document with its keys in another
 order or with other whitespace is the same request. Any other body is compared byte for
 byte.
@@ -128,20 +129,22 @@ async def run_idempotent(
     # fingerprint of the raw bytes, and the same bytes are the same request.
     accepted = {fingerprint, _fingerprint(request, body)}
 
-    locked = await session.scalar(
-        select(func.pg_try_advisory_xact_lock(_lock_key(principal, key)))
-    )
-    if not locked:
-        raise _KeyInUse(
-            "A request with this Idempotency-Key is still running. Retry after it ends."
-        )
+    # A stored response is replayed without the lock, so concurrent replays of a
+    # finished request do not block each other. Only a key without a live stored
+    # response takes the lock, which the running request holds until it commits.
     now = utcnow()
-    stored = await session.scalar(
-        select(IdempotencyKey).where(
-            IdempotencyKey.api_key_id == principal.api_key_id,
-            IdempotencyKey.key == key,
+    stored = await _find_stored(session, principal, key)
+    if stored is None or stored.expires_at <= now:
+        locked = await session.scalar(
+            select(func.pg_try_advisory_xact_lock(_lock_key(principal, key)))
         )
-    )
+        if not locked:
+            raise _KeyInUse(
+                "A request with this Idempotency-Key is still running. Retry after "
+                "it ends."
+            )
+        # The request that held the lock may have committed since the first read.
+        stored = await _find_stored(session, principal, key)
     if stored is not None and stored.expires_at <= now:
         await session.execute(
             delete(IdempotencyKey).where(IdempotencyKey.id == stored.id)
@@ -181,6 +184,19 @@ async def run_idempotent(
         )
         await session.flush()
     return response
+
+
+async def _find_stored(
+    session: AsyncSession, principal: Principal, key: str
+) -> IdempotencyKey | None:
+    return await session.scalar(
+        select(IdempotencyKey)
+        .where(
+            IdempotencyKey.api_key_id == principal.api_key_id,
+            IdempotencyKey.key == key,
+        )
+        .execution_options(populate_existing=True)
+    )
 
 
 class _KeyInUse(Conflict):

@@ -18,7 +18,8 @@ _DESCRIPTIONS = {
     415: "The request body is not JSON.",
     422: "Invalid input; `errors` lists each field.",
     429: "Rate limited; retry after the Retry-After seconds.",
-    503: "A dependency is unavailable; retry later.",
+    503: "A dependency is unavailable, or the request was rolled back by a "
+    "concurrent one (`concurrent_conflict`); retry after the Retry-After seconds.",
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, get_args, get_origin
 
 import structlog
+from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -29,6 +30,7 @@ from app.core.errors import (
     InvalidInput,
     PreconditionFailed,
     ServiceUnavailable,
+    TransactionConflict,
     UnsupportedMediaType,
 )
 from app.core.idempotency import HEADER, run_idempotent
@@ -73,6 +75,18 @@ def is_connection_error(error: BaseException) -> bool:
         type(error).__module__.startswith("asyncpg")
         and type(error).__name__ in _ASYNCPG_CONNECTION_ERRORS
     )
+
+
+def is_transaction_conflict(error: BaseException) -> bool:
+    """Tell whether PostgreSQL aborted the transaction for a deadlock (SQLSTATE 40P01)
+    or a serialization failure (40001).
+
+    SQLAlchemy wraps asyncpg's error in ``DBAPIError.orig``, whose cause is the asyncpg
+    exception itself.
+    """
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig.__cause__ or error.orig
+    return isinstance(error, DeadlockDetectedError | SerializationError)
 
 
 def _takes_several(annotation: Any) -> bool:
@@ -191,6 +205,19 @@ class UnitOfWorkRoute(APIRoute):
                 raise
             except Exception as error:
                 await self._abort(session)
+                if is_transaction_conflict(error):
+                    log.warning(
+                        "request.transaction_conflict",
+                        method=request.method,
+                        path=request.url.path,
+                        error=repr(error),
+                    )
+                    raise TransactionConflict(
+                        "The request ran into a concurrent request and the database "
+                        "rolled it back, so it changed nothing. Retry it as it is, "
+                        "with the same Idempotency-Key if it had one.",
+                        headers={"Retry-After": "1"},
+                    ) from error
                 if is_connection_error(error):
                     log.error("database.unavailable", error=repr(error))
                     raise ServiceUnavailable(

@@ -395,11 +395,15 @@ class OpportunityRepository:
         The UPDATE goes around the ORM, so the version does not move and a client's
         If-Match stays valid after logging a call. Returns whether it was rotting, or
         None when the row is gone.
+
+        The lock is FOR NO KEY UPDATE, which the UPDATE takes anyway. It does not
+        conflict with the FOR KEY SHARE of a child row's foreign key check, so two
+        callers that each inserted such a row first cannot deadlock here.
         """
         was_rotting = await self.session.scalar(
             select(Opportunity.rotting)
             .where(Opportunity.id == opportunity_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         if was_rotting is None:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Database
 from app.core.jobs import JobQueue
-from app.models import Refund, Workspace
+from app.models import ProviderEvent, Refund, Workspace
 from app.settings import Settings
 from tests.billing.factories import create_customer, create_open_invoice, stripe_body
 from tests.billing.stripe_standin import StripeStandIn
@@ -112,3 +113,169 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert unchanged["status"] == "paid"
+
+
+def charge_with_amounts(refunded: int, *refunds: tuple[str, int]) -> dict[str, Any]:
+    listed = charge(refunded)
+    listed["refunds"]["data"] = [
+        {"id": refund_id, "object": "refund", "amount": amount}
+        for refund_id, amount in refunds
+    ]
+    return listed
+
+
+@dataclass
+class ApiRefunded:
+    """A Stripe payment of 10000 with a refund of 500 made through the API."""
+
+    client: httpx.AsyncClient
+    auth: dict[str, str]
+    session: AsyncSession
+    ctx: dict[str, Any]
+    payment: dict[str, Any]
+    refund_id: str
+
+    async def receive_refunded(self, charge_object: dict[str, Any]) -> ProviderEvent:
+        body = stripe_body("charge.refunded", charge_object)
+        return await receive_and_process(self.client, self.session, self.ctx, body)
+
+    async def amount_refunded(self) -> int:
+        path = f"/v1/payments/{self.payment['id']}"
+        response = await self.client.get(path, headers=self.auth)
+        assert response.status_code == 200, response.text
+        amount: int = response.json()["amount_refunded"]
+        return amount
+
+    async def refunds(self) -> dict[str, int]:
+        path = f"/v1/payments/{self.payment['id']}/refunds"
+        response = await self.client.get(path, headers=self.auth)
+        assert response.status_code == 200, response.text
+        return {
+            refund["provider_refund_id"]: refund["amount"]
+            for refund in response.json()["data"]
+        }
+
+
+@pytest.fixture
+async def api_refunded(
+    stripe_client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    workspace: Workspace,
+    stripe_ctx: dict[str, Any],
+    stripe_api: StripeStandIn,
+) -> ApiRefunded:
+    _, payment = await stripe_payment(
+        stripe_client, auth, session, workspace, stripe_ctx
+    )
+    response = await stripe_client.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 500}, headers=auth
+    )
+    assert response.status_code == 201, response.text
+    return ApiRefunded(
+        client=stripe_client,
+        auth=auth,
+        session=session,
+        ctx=stripe_ctx,
+        payment=payment,
+        refund_id=response.json()["provider_refund_id"],
+    )
+
+
+class TestRefundOutsideSalescycle:
+    async def test_dashboard_refund_recorded(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+
+        before_api_refund = await refunded.receive_refunded(charge(300, "re_dashboard"))
+        both = await refunded.receive_refunded(
+            charge(800, refunded.refund_id, "re_dashboard")
+        )
+
+        assert refunded.refund_id == "re_standin_1"
+        assert before_api_refund.status == "ignored"
+        assert both.status == "processed", both.error
+        assert await refunded.amount_refunded() == 800
+        assert await refunded.refunds() == {"re_standin_1": 500, "re_dashboard": 300}
+
+    async def test_listed_refunds_all_recorded(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+
+        row = await refunded.receive_refunded(charge(800, refunded.refund_id))
+
+        assert row.status == "needs_review"
+        assert row.error is not None
+        assert "nothing was recorded" in row.error
+        assert await refunded.amount_refunded() == 500
+
+    async def test_two_refunds_split_by_amount(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+        body = charge_with_amounts(
+            1000, ("re_second", 200), (refunded.refund_id, 500), ("re_first", 300)
+        )
+
+        row = await refunded.receive_refunded(body)
+
+        assert row.status == "processed", row.error
+        assert await refunded.refunds() == {
+            "re_standin_1": 500,
+            "re_first": 300,
+            "re_second": 200,
+        }
+        assert await refunded.amount_refunded() == 1000
+
+    async def test_two_refunds_without_amounts(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+
+        row = await refunded.receive_refunded(
+            charge(1000, "re_second", refunded.refund_id, "re_first")
+        )
+
+        assert row.status == "needs_review"
+        assert row.error is not None
+        assert "re_first, re_second" in row.error
+        assert await refunded.refunds() == {"re_standin_1": 500}
+
+    async def test_refund_amount_differs(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+        body = charge_with_amounts(
+            800, ("re_dashboard", 200), (refunded.refund_id, 500)
+        )
+
+        row = await refunded.receive_refunded(body)
+
+        assert row.status == "needs_review"
+        assert await refunded.refunds() == {"re_standin_1": 500}
+
+    async def test_one_set_of_refunds_matches(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+        # Without a refund list, the first growth is stored under the charge's total.
+        unlisted = await refunded.receive_refunded(charge(800))
+        body = charge_with_amounts(
+            1000, ("re_second", 200), (refunded.refund_id, 500), ("re_first", 300)
+        )
+
+        row = await refunded.receive_refunded(body)
+
+        assert unlisted.status == "processed", unlisted.error
+        assert row.status == "processed", row.error
+        assert await refunded.refunds() == {
+            "re_standin_1": 500,
+            "ch_3Test0001:800": 300,
+            "re_second": 200,
+        }
+        assert await refunded.amount_refunded() == 1000
+
+    async def test_two_sets_of_refunds_match(self, api_refunded: ApiRefunded) -> None:
+        refunded = api_refunded
+        body = charge_with_amounts(
+            800,
+            ("re_third", 300),
+            ("re_second", 150),
+            ("re_first", 150),
+            (refunded.refund_id, 500),
+        )
+
+        row = await refunded.receive_refunded(body)
+
+        assert row.status == "needs_review"
+        assert await refunded.refunds() == {"re_standin_1": 500}

@@ -2,20 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import delete
 
-from app.core.auth import ALL_SCOPES, Principal, create_api_key, require
+from app.core.auth import Principal, require
 from app.core.db import Database
-from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
 from app.core.routing import UnitOfWorkRoute
 from app.main import create_app
-from app.models import Workspace
 from app.settings import Settings
 
 
@@ -40,24 +36,6 @@ class SlowHandler:
             return {"call": self.calls}
 
         return router
-
-
-@pytest.fixture
-async def committed_key(settings: Settings) -> AsyncIterator[tuple[Database, str]]:
-    database = Database(settings)
-    workspace_id = new_uuid()
-    async with database.session() as session:
-        session.add(Workspace(id=workspace_id, name="race"))
-        await session.flush()
-        created = await create_api_key(
-            session, workspace_id=workspace_id, name="race", scopes=ALL_SCOPES
-        )
-        await session.commit()
-    yield database, created.secret
-    async with database.session() as session:
-        await session.execute(delete(Workspace).where(Workspace.id == workspace_id))
-        await session.commit()
-    await database.dispose()
 
 
 class TestConcurrentIdempotency:
@@ -95,3 +73,44 @@ class TestConcurrentIdempotency:
         assert third.headers["idempotent-replayed"] == "true"
         assert third.json() == {"call": 1}
         assert handler.calls == 1
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/v1/leads", {"email": "replay@example.com"}),
+            (
+                "/v1/webhook-endpoints",
+                {"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]},
+            ),
+        ],
+    )
+    async def test_parallel_replays_all_replay(
+        self,
+        settings: Settings,
+        committed_key: tuple[Database, str],
+        path: str,
+        body: dict[str, object],
+    ) -> None:
+        database, secret = committed_key
+        app = create_app(
+            settings, database=database, queue=JobQueue(settings.redis_url)
+        )
+        headers = {
+            "Authorization": f"Bearer {secret}",
+            "Idempotency-Key": str(uuid.uuid4()),
+        }
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            first = await http.post(path, json=body, headers=headers)
+            replays = await asyncio.gather(
+                *(http.post(path, json=body, headers=headers) for _ in range(5))
+            )
+
+        assert first.status_code == 201, first.text
+        assert [replay.status_code for replay in replays] == [201] * 5
+        for replay in replays:
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.json() == first.json()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import ids
 from app.models import StageTransition
+from tests.customers.factories import create_contact
 from tests.opportunities.factories import (
     create_lost_reason,
     create_opportunity,
@@ -186,3 +187,74 @@ class TestConcurrentStageMoves:
                 f"/v1/opportunities/{created['id']}", headers=auth
             )
             assert current.json()["status"] == "won"
+
+
+class TestConcurrentActivities:
+    async def test_notes_on_one_opportunity(
+        self, committed_client: httpx.AsyncClient, committed_auth: dict[str, str]
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        created = await create_opportunity(client, auth)
+        note = {
+            "kind": "note",
+            "subject": "n",
+            "body": "b",
+            "opportunity_id": created["id"],
+        }
+
+        responses = await asyncio.gather(
+            *(client.post("/v1/activities", json=note, headers=auth) for _ in range(10))
+        )
+
+        assert [response.status_code for response in responses] == [201] * 10
+        listed = await client.get(
+            "/v1/activities",
+            params={"opportunity_id": created["id"], "limit": 50},
+            headers=auth,
+        )
+        assert len(listed.json()["data"]) == 10
+
+    async def test_notes_on_customer_and_contact(
+        self, committed_client: httpx.AsyncClient, committed_auth: dict[str, str]
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        created = await create_opportunity(client, auth)
+        contact = await create_contact(client, auth, created["customer_id"])
+        notes = [
+            {"kind": "note", "body": "b", "customer_id": created["customer_id"]},
+            {"kind": "note", "body": "b", "contact_id": contact["id"]},
+            {
+                "kind": "call",
+                "subject": "c",
+                "contact_id": contact["id"],
+                "opportunity_id": created["id"],
+            },
+        ]
+
+        responses = await asyncio.gather(
+            *(
+                client.post("/v1/activities", json=note, headers=auth)
+                for note in notes * 4
+            )
+        )
+
+        assert [response.status_code for response in responses] == [201] * 12
+
+    async def test_objections_on_one_opportunity(
+        self, committed_client: httpx.AsyncClient, committed_auth: dict[str, str]
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        created = await create_opportunity(client, auth)
+
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"/v1/opportunities/{created['id']}/objections",
+                    json={"category": "price", "text": "Too dear"},
+                    headers=auth,
+                )
+                for _ in range(8)
+            )
+        )
+
+        assert [response.status_code for response in responses] == [201] * 8

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import combinations
 from typing import Any
 
 import stripe
@@ -39,6 +40,8 @@ from app.models import Dispute, Payment, ProviderEvent
 log = structlog.get_logger(__name__)
 
 PROVIDER = "stripe"
+# The maximum number of unrecorded listed refunds a refund event is matched against.
+_MAX_LISTED_REFUNDS = 10
 SIGNATURE_HEADER = "stripe-signature"
 ACTOR = "provider:stripe"
 # Stripe ids are far shorter. A longer one is not from Stripe, and with a refund id's
@@ -457,7 +460,9 @@ async def _apply_refund(
 
     ``amount_refunded`` on the charge is the running total, so only its growth over
     what the payment records is new. A late, older event then finds no growth and
-    changes nothing.
+    changes nothing. The growth is recorded under the charge's listed refunds that
+    are not recorded yet, and the event needs review when it cannot be matched to
+    them.
     """
     found = await _succeeded_payment(session, obj, "refund")
     if isinstance(found, Outcome):
@@ -480,16 +485,40 @@ async def _apply_refund(
             workspace_id=payment.workspace_id,
         )
 
-    recorded = await refund_service.record_provider_refund(
-        session,
-        payment,
-        provider_refund_id=_latest_refund_id(obj)
-        or f"{_string(obj, 'id')}:{refunded_total}",
-        amount=new_amount,
-        refunded_at=_event_time(event),
-        actor=ACTOR,
-    )
-    if recorded is None:
+    listed = _listed_refunds(obj, payment.currency)
+    if not listed:
+        # Without the charge's refund list, the running total names the refund.
+        increase = [(f"{_string(obj, 'id')}:{refunded_total}", new_amount)]
+    else:
+        recorded_ids = await refund_service.recorded_provider_refund_ids(
+            session, PROVIDER, [refund_id for refund_id, _ in listed]
+        )
+        unrecorded = [item for item in listed if item[0] not in recorded_ids]
+        matched = _match_increase(unrecorded, new_amount)
+        if matched is None:
+            names = ", ".join(refund_id for refund_id, _ in unrecorded) or "none"
+            return Outcome(
+                "needs_review",
+                f"refund of {new_amount} reported for payment {encoded}, but it "
+                "matches none of the charge's listed refunds that are not recorded "
+                f"({names}); nothing was recorded",
+                workspace_id=payment.workspace_id,
+            )
+        increase = matched
+
+    recorded = 0
+    for refund_id, amount in increase:
+        result = await refund_service.record_provider_refund(
+            session,
+            payment,
+            provider_refund_id=refund_id,
+            amount=amount,
+            refunded_at=_event_time(event),
+            actor=ACTOR,
+        )
+        if result is not None:
+            recorded += result[0].amount
+    if recorded == 0:
         raise Ignored(f"duplicate: the refund of payment {encoded} is recorded")
     if new_amount > refundable:
         return Outcome(
@@ -501,15 +530,48 @@ async def _apply_refund(
     return Outcome("processed", workspace_id=payment.workspace_id)
 
 
-def _latest_refund_id(obj: dict[str, Any]) -> str | None:
-    # Stripe lists a charge's refunds newest first, when the list is included at all.
+def _listed_refunds(obj: dict[str, Any], currency: str) -> list[tuple[str, int | None]]:
+    """List the charge's refunds as (id, amount), oldest first.
+
+    Stripe lists them newest first, when the list is included at all. The amount is
+    None where a listed refund does not carry one.
+    """
     refunds = obj.get("refunds")
     data = refunds.get("data") if isinstance(refunds, dict) else None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        refund_id = data[0].get("id")
-        if isinstance(refund_id, str) and 0 < len(refund_id) <= 255:
-            return refund_id
-    return None
+    listed: list[tuple[str, int | None]] = []
+    for item in data if isinstance(data, list) else []:
+        refund_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(refund_id, str) or not 0 < len(refund_id) <= 255:
+            continue
+        amount = minor_amount(item, "amount", currency) if "amount" in item else None
+        listed.append((refund_id, amount))
+    return listed[::-1]
+
+
+def _match_increase(
+    unrecorded: list[tuple[str, int | None]], increase: int
+) -> list[tuple[str, int]] | None:
+    """Pick the listed refunds not recorded yet that make up a growth of the total.
+
+    A single such refund without an amount takes the whole growth. Otherwise the
+    refunds must all carry amounts, and exactly one set of them must add up to the
+    growth. Anything else cannot be decided, and None is returned.
+    """
+    if len(unrecorded) == 1 and unrecorded[0][1] is None:
+        return [(unrecorded[0][0], increase)]
+    known = [
+        (refund_id, amount) for refund_id, amount in unrecorded if amount is not None
+    ]
+    # Every set is tried, 2**n of them, so more than _MAX_LISTED_REFUNDS go to review.
+    if not known or len(known) < len(unrecorded) or len(known) > _MAX_LISTED_REFUNDS:
+        return None
+    matches = [
+        list(chosen)
+        for size in range(1, len(known) + 1)
+        for chosen in combinations(known, size)
+        if sum(amount for _, amount in chosen) == increase
+    ]
+    return matches[0] if len(matches) == 1 else None
 
 
 async def _apply_dispute_opened(
