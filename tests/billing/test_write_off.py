@@ -386,3 +386,97 @@ class TestWriteOff:
 
         assert response.status_code == 409
         assert response.json()["code"] == "invalid_transition"
+
+
+async def pay_in_full(
+    client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+) -> dict[str, Any]:
+    """Record a payment of the invoice's total, allocated to it; return the payment."""
+    response = await client.post(
+        "/v1/payments",
+        json={
+            "customer_id": invoice["customer_id"],
+            "amount": invoice["total"],
+            "currency": invoice["currency"],
+            "method": "bank_transfer",
+            "invoice_id": invoice["id"],
+        },
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    payment: dict[str, Any] = response.json()
+    return payment
+
+
+class TestUnpaidAgain:
+    async def test_refund_after_write_off(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
+        written_off = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
+        )
+        assert written_off.status_code == 200, written_off.text
+        payment = await pay_in_full(client, auth, invoice)
+
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+
+        assert refunded.status_code == 201, refunded.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "uncollectible"
+        assert body["payment_status"] == "unpaid"
+        assert body["paid_at"] is None
+        assert body["uncollectible_at"] is not None
+        assert body["write_off"]["amount"] == invoice["total"]
+        assert body["write_off"]["amount_recovered"] == 0
+
+    async def test_allocation_removed_after_mark(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+    ) -> None:
+        marked = await client.post(
+            f"/v1/invoices/{invoice['id']}/mark-uncollectible", json={}, headers=auth
+        )
+        assert marked.status_code == 200, marked.text
+        payment = await pay_in_full(client, auth, invoice)
+        paid = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert paid["status"] == "paid"
+
+        removed = await client.delete(
+            f"/v1/payments/{payment['id']}/allocations/{invoice['id']}", headers=auth
+        )
+
+        assert removed.status_code == 200, removed.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "uncollectible"
+        assert body["payment_status"] == "unpaid"
+        assert body["write_off"] is None
+
+    async def test_refund_of_open_invoice(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+    ) -> None:
+        payment = await pay_in_full(client, auth, invoice)
+
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+
+        assert refunded.status_code == 201, refunded.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "open"
+        assert body["uncollectible_at"] is None
