@@ -29,7 +29,6 @@ from tests.billing.debt_helpers import (
     unit_of_work,
 )
 from tests.billing.factories import create_customer, create_open_invoice
-from tests.billing.test_write_off import pay_in_full
 from tests.conftest import TestDatabase
 from tests.nurture.conftest import SmtpServer, smtp_server
 from tests.opportunities.test_pipeline_admin import create_pipeline
@@ -290,7 +289,7 @@ class TestSchedule:
             headers={**auth, "On-Behalf-Of": requester["id"]},
         )
         assert written_off.status_code == 200, written_off.text
-        payment = await pay_in_full(client, auth, invoice)
+        payment = await record_payment(client, auth, invoice, invoice["total"])
         refunded = await client.post(
             f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
         )
