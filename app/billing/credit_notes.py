@@ -47,6 +47,7 @@ from app.billing.credit_schemas import (
     CreditNoteVoid,
 )
 from app.billing.credit_schemas import CreditNoteLine as CreditNoteLineSchema
+from app.billing.locks import lock_payment
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.billing.service import format_number, invoice_service, zone_of
 from app.core import ids, money
@@ -198,6 +199,12 @@ class CreditNoteService:
     ) -> CreditNoteWithLines:
         """Issue a credit note for an invoice and move its total where it goes."""
         repository = InvoiceRepository.from_session(session)
+        if payload.refund_payment_id is not None:
+            # The payment before the invoice, as a refund locks them. The checks
+            # below report a missing payment.
+            await lock_payment(
+                session, principal.workspace_id, payload.refund_payment_id
+            )
         invoice = await invoice_service.get(
             session, principal.workspace_id, invoice_id, for_update=True
         )
@@ -365,7 +372,7 @@ class CreditNoteService:
         customer's balance in its currency has fallen below the credited amount.
         """
         found = await self.get(session, principal.workspace_id, credit_note_id)
-        # The invoice first, as every credit path locks it before anything else.
+        # The invoice before the note, in the order app.billing.locks sets.
         invoice = await invoice_service.get(
             session, principal.workspace_id, found.invoice_id, for_update=True
         )

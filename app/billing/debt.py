@@ -251,6 +251,7 @@ class DebtService:
             invoice.uncollectible_reason = payload.reason
         invoice.written_off_at = now
         invoice.written_off_amount = invoice_amounts(invoice).amount_remaining
+        invoice.amount_paid_at_write_off = invoice.amount_paid
         invoice.write_off_reason = payload.reason
         invoice.write_off_requested_by = principal.actor
         invoice.write_off_approved_by = approver.id

@@ -20,7 +20,7 @@ from app.billing import states
 from app.billing.allocations import AllocationRequest
 from app.billing.amounts import invoice_amounts
 from app.billing.errors import PaymentNotFound
-from app.billing.locks import lock_provider_payment
+from app.billing.locks import lock_payment
 from app.billing.repository import PaymentRepository
 from app.billing.schemas import AllocationInput, PaymentCreate
 from app.billing.service import invoice_service
@@ -199,16 +199,9 @@ class PaymentService:
         self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID
     ) -> Payment:
         """Load and lock a payment: every change of its money holds this lock."""
-        repository = PaymentRepository.from_session(session)
-        payment = await repository.get(workspace_id, payment_id)
-        if payment is None:
+        locked = await lock_payment(session, workspace_id, payment_id)
+        if locked is None:
             raise _not_found(payment_id)
-        if payment.provider is not None and payment.provider_payment_id is not None:
-            await lock_provider_payment(
-                session, payment.provider, payment.provider_payment_id
-            )
-        locked = await repository.get(workspace_id, payment_id, for_update=True)
-        assert locked is not None
         return locked
 
     async def list(

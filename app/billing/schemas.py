@@ -587,7 +587,10 @@ class WriteOff(OutputModel):
         description="The amount remaining when it was written off, in minor units."
     )
     amount_recovered: int = Field(
-        description="The part of amount paid after the write-off, in minor units."
+        description=(
+            "What payments added to amount_paid after the write-off, at most amount, "
+            "in minor units. Credit notes and applied customer credit do not count."
+        )
     )
     reason: str
     requested_by: str | None = Field(

@@ -490,8 +490,8 @@ class InvoiceService:
         """Take an allocated amount back from an invoice the caller holds locked.
 
         A refund, a dispute or a removed allocation calls this. A paid invoice that
-        no longer covers its total goes back to open (``paid_at`` cleared), and the
-        change is an ``invoice.updated``.
+        no longer covers its total goes back to the status it was paid from, open or
+        uncollectible (``paid_at`` cleared), and the change is an ``invoice.updated``.
         """
         invoice.amount_paid -= amount
         refresh_payment_status(invoice)
@@ -499,7 +499,7 @@ class InvoiceService:
             invoice.status == "paid" and invoice_amounts(invoice).amount_remaining > 0
         )
         if reopened:
-            invoice.status = "open"
+            invoice.status = states.unpaid_status(invoice.uncollectible_at)
             invoice.paid_at = None
         await session.flush()
         await session.refresh(invoice)

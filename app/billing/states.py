@@ -1,36 +1,52 @@
 """The invoice status machine, published at ``GET /v1/meta/state-machines``.
 
 ``paid`` is reached when payments, credit notes or applied customer credit settle the
-invoice, never by a direct request, and left only when a refund or dispute reverses
-part of its payments. An open invoice changes its amounts only through those.
+invoice, never by a direct request, and left only when a refund, a dispute or a
+removed allocation reverses part of its payments. The invoice then goes back to the
+status it was paid from: ``uncollectible`` when it was marked uncollectible or written
+off before, else ``open``. An open invoice changes its amounts only through those.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
+from datetime import datetime
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "draft": ("open",),
     "open": ("paid", "void", "uncollectible"),
     "uncollectible": ("paid",),
-    "paid": ("open",),
+    "paid": ("open", "uncollectible"),
     "void": (),
 }
 STATUSES = tuple(TRANSITIONS)
 INITIAL = "draft"
 
 # Transitions that only allocating or reversing payments makes: a paid invoice goes back
-# to open when a refund, a dispute or a removed allocation leaves part of it unpaid.
+# to open or uncollectible when a refund, a dispute or a removed allocation leaves part
+# of it unpaid.
 PAYMENT_DRIVEN = frozenset(
-    {("open", "paid"), ("uncollectible", "paid"), ("paid", "open")}
+    {
+        ("open", "paid"),
+        ("uncollectible", "paid"),
+        ("paid", "open"),
+        ("paid", "uncollectible"),
+    }
 )
 
 # Statuses whose invoice may receive a payment allocation. A paid invoice may still take
 # one: the surplus shows as payment_status "overpaid" instead of being lost.
 PAYABLE = frozenset({"open", "uncollectible", "paid"})
+
+
+def unpaid_status(uncollectible_at: datetime | None) -> str:
+    """Return the status a paid invoice goes back to when part of it is unpaid again.
+
+    ``uncollectible_at`` is set only when an open invoice turns uncollectible, and
+    an uncollectible invoice never turns open, so it records which status the invoice
+    was paid from. Going back to ``uncollectible`` keeps dunning off the invoice.
+    """
+    return "uncollectible" if uncollectible_at is not None else "open"
+
 
 PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid", "overpaid")
 

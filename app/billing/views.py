@@ -159,13 +159,14 @@ def write_off_view(invoice: Invoice) -> WriteOffSchema | None:
     if invoice.written_off_at is None or invoice.written_off_amount is None:
         return None
     assert invoice.write_off_approved_by is not None
-    # What was still owed at the write-off, less what arrived later.
-    collected_after = invoice.amount_paid - (
-        invoice_amounts(invoice).amount_due - invoice.written_off_amount
-    )
+    assert invoice.amount_paid_at_write_off is not None
+    # Only payments recover money. Credit notes and applied customer credit lower
+    # what is owed but bring nothing in, and a refund of a payment made before the
+    # write-off counts against the payments after it.
+    paid_since = invoice.amount_paid - invoice.amount_paid_at_write_off
     return WriteOffSchema(
         amount=invoice.written_off_amount,
-        amount_recovered=min(max(collected_after, 0), invoice.written_off_amount),
+        amount_recovered=min(max(paid_since, 0), invoice.written_off_amount),
         reason=invoice.write_off_reason or "",
         requested_by=invoice.write_off_requested_by,
         approved_by=invoice.write_off_approved_by,

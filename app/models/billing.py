@@ -110,6 +110,10 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     # it (the request's actor) and which user approved it.
     written_off_at: Mapped[datetime | None]
     written_off_amount: Mapped[int | None] = mapped_column(BigInteger)
+    # The amount_paid when the invoice was written off. write_off.amount_recovered
+    # counts only payments beyond it, so credit notes and applied credit recover
+    # nothing.
+    amount_paid_at_write_off: Mapped[int | None] = mapped_column(BigInteger)
     write_off_reason: Mapped[str | None] = mapped_column(String(500))
     write_off_requested_by: Mapped[str | None] = mapped_column(String(200))
     write_off_approved_by: Mapped[uuid.UUID | None] = mapped_column(

@@ -74,8 +74,8 @@ async def record_payment(
     invoice: dict[str, Any],
     amount: int,
     method: str = "bank_transfer",
-) -> None:
-    """Record a manual payment allocated to ``invoice``."""
+) -> dict[str, Any]:
+    """Record a manual payment allocated to ``invoice`` and return it."""
     response = await client.post(
         "/v1/payments",
         json={
@@ -88,3 +88,5 @@ async def record_payment(
         headers=auth,
     )
     assert response.status_code == 201, response.text
+    payment: dict[str, Any] = response.json()
+    return payment

@@ -279,6 +279,30 @@ class TestSchedule:
         assert dunning.smtp.messages == []
         assert await dunning.statuses() == {}
 
+    async def test_refunded_write_off_gets_none(self, dunning: Dunning) -> None:
+        client, auth, invoice = dunning.client, dunning.auth, dunning.invoice
+        requester = await create_user(client, auth)
+        approver = await create_user(client, auth, role="manager")
+        written_off = await client.post(
+            f"/v1/invoices/{invoice['id']}/write-off",
+            json={"reason": "Gone quiet", "approver_id": approver["id"]},
+            headers={**auth, "On-Behalf-Of": requester["id"]},
+        )
+        assert written_off.status_code == 200, written_off.text
+        payment = await record_payment(client, auth, invoice, invoice["total"])
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+        assert refunded.status_code == 201, refunded.text
+
+        sent = await dunning.run(dunning.at(7))
+
+        assert sent == 0
+        assert dunning.smtp.messages == []
+        assert await dunning.statuses() == {}
+        after = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        assert after.json()["status"] == "uncollectible"
+
     async def test_no_address_fails(
         self,
         client: httpx.AsyncClient,

@@ -1093,7 +1093,7 @@ class TestStateMachine:
                 "draft": ["open"],
                 "open": ["paid", "void", "uncollectible"],
                 "uncollectible": ["paid"],
-                "paid": ["open"],
+                "paid": ["open", "uncollectible"],
                 "void": [],
             },
         }

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Workspace
+from app.core import ids
+from app.models import CreditNote, Invoice, Workspace
 from tests.billing.debt_helpers import event_types, record_payment
 from tests.billing.factories import create_customer, create_invoice, create_open_invoice
 from tests.users.factories import create_user
+
+BACKFILL_MIGRATION = (
+    Path(__file__).parents[2]
+    / "migrations/versions/2026-12-05-2341_backfill_amount_paid_at_write_off.py"
+)
 
 
 @pytest.fixture
@@ -386,3 +396,234 @@ class TestWriteOff:
 
         assert response.status_code == 409
         assert response.json()["code"] == "invalid_transition"
+
+
+class TestUnpaidAgain:
+    async def test_refund_after_write_off(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
+        written_off = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
+        )
+        assert written_off.status_code == 200, written_off.text
+        payment = await record_payment(client, auth, invoice, invoice["total"])
+
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+
+        assert refunded.status_code == 201, refunded.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "uncollectible"
+        assert body["payment_status"] == "unpaid"
+        assert body["paid_at"] is None
+        assert body["uncollectible_at"] is not None
+        assert body["write_off"]["amount"] == invoice["total"]
+        assert body["write_off"]["amount_recovered"] == 0
+
+    async def test_allocation_removed_after_mark(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+    ) -> None:
+        marked = await client.post(
+            f"/v1/invoices/{invoice['id']}/mark-uncollectible", json={}, headers=auth
+        )
+        assert marked.status_code == 200, marked.text
+        payment = await record_payment(client, auth, invoice, invoice["total"])
+        paid = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert paid["status"] == "paid"
+
+        removed = await client.delete(
+            f"/v1/payments/{payment['id']}/allocations/{invoice['id']}", headers=auth
+        )
+
+        assert removed.status_code == 200, removed.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "uncollectible"
+        assert body["payment_status"] == "unpaid"
+        assert body["write_off"] is None
+
+    async def test_refund_of_open_invoice(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+    ) -> None:
+        payment = await record_payment(client, auth, invoice, invoice["total"])
+
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+
+        assert refunded.status_code == 201, refunded.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["status"] == "open"
+        assert body["uncollectible_at"] is None
+
+
+async def reduce_by_credit_note(
+    client: httpx.AsyncClient, auth: dict[str, str], invoice_id: str, amount: int
+) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/invoices/{invoice_id}/credit-notes",
+        json={"reason": "other", "amount": amount, "amount_to_reduce": amount},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    note: dict[str, Any] = response.json()
+    return note
+
+
+async def apply_credit(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    invoice: dict[str, Any],
+    amount: int,
+) -> dict[str, Any]:
+    """Give the customer ``amount`` of credit and apply it to the invoice."""
+    adjusted = await client.post(
+        f"/v1/customers/{invoice['customer_id']}/credit-transactions",
+        json={"amount": amount, "description": "Goodwill"},
+        headers=auth,
+    )
+    assert adjusted.status_code == 201, adjusted.text
+    applied = await client.post(
+        f"/v1/invoices/{invoice['id']}/apply-credit",
+        json={"amount": amount},
+        headers=auth,
+    )
+    assert applied.status_code == 200, applied.text
+    body: dict[str, Any] = applied.json()
+    return body
+
+
+class TestAmountRecovered:
+    async def test_credit_recovers_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
+        await record_payment(client, auth, invoice, 2000)
+        written_off = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
+        )
+        assert written_off.status_code == 200, written_off.text
+        assert written_off.json()["write_off"]["amount"] == invoice["total"] - 2000
+
+        await reduce_by_credit_note(client, auth, invoice["id"], 5000)
+        after_note = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        await record_payment(client, auth, invoice, 1000)
+        after_payment = await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        after_credit = await apply_credit(client, auth, invoice, 2000)
+
+        assert after_note.json()["write_off"]["amount_recovered"] == 0
+        assert after_payment.json()["write_off"]["amount_recovered"] == 1000
+        assert after_credit["status"] == "paid"
+        assert after_credit["write_off"]["amount_recovered"] == 1000
+
+    async def test_refund_of_earlier_payment(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
+        payment = await record_payment(client, auth, invoice, 2000)
+        await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
+        )
+
+        refunded = await client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+        await record_payment(client, auth, invoice, 3000)
+
+        assert refunded.status_code == 201, refunded.text
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["amount_paid"] == 3000
+        assert body["write_off"]["amount_recovered"] == 1000
+
+    async def test_backfill_of_existing_rows(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        invoice: dict[str, Any],
+        requester: str,
+        approver: dict[str, Any],
+    ) -> None:
+        await record_payment(client, auth, invoice, 2000)
+        await reduce_by_credit_note(client, auth, invoice["id"], 1000)
+        await apply_credit(client, auth, invoice, 500)
+        written_off = await write_off(
+            client,
+            auth,
+            invoice["id"],
+            {"reason": "Gone quiet", "approver_id": approver["id"]},
+            **on_behalf_of(requester),
+        )
+        assert written_off.json()["write_off"]["amount"] == 6500
+        later_note = await reduce_by_credit_note(client, auth, invoice["id"], 3000)
+        await apply_credit(client, auth, invoice, 500)
+        await record_payment(client, auth, invoice, 1000)
+        invoice_id = ids.decode("invoice", invoice["id"])
+        written_off_at = await session.scalar(
+            text("SELECT written_off_at FROM invoices WHERE id = :id"),
+            {"id": invoice_id},
+        )
+        # The test's rows share one transaction, and a credit note's created_at is
+        # that transaction's start, so the later note is moved past the write-off.
+        await session.execute(
+            update(CreditNote)
+            .where(CreditNote.id == ids.decode("credit_note", later_note["id"]))
+            .values(created_at=written_off_at + timedelta(seconds=1))
+        )
+        await session.execute(
+            update(Invoice)
+            .where(Invoice.id == invoice_id)
+            .values(amount_paid_at_write_off=None)
+        )
+
+        await session.execute(text(backfill_statement()))
+        await session.commit()
+
+        stored = await session.scalar(
+            text("SELECT amount_paid_at_write_off FROM invoices WHERE id = :id"),
+            {"id": invoice_id},
+        )
+        assert stored == 2000
+        body = (await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)).json()
+        assert body["write_off"]["amount_recovered"] == 1000
+
+
+def backfill_statement() -> str:
+    """Load the UPDATE that the backfill migration runs."""
+    spec = importlib.util.spec_from_file_location("backfill", BACKFILL_MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    statement: str = module.BACKFILL
+    return statement
