@@ -6,7 +6,7 @@ credit as money received. The next revision fills the column for existing
 write-offs.
 
 Revision ID: bea4108057ff
-Revises: 0e6f8a2b4c57
+Revises: 1f7a9c3e5b68
 Create Date: 2026-12-05 23:40:00.000000+00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "bea4108057ff"
-down_revision: str | None = "0e6f8a2b4c57"
+down_revision: str | None = "1f7a9c3e5b68"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
