@@ -106,6 +106,13 @@ class ProviderApiFailed(ServiceUnavailable):
     title = "Payment provider API failed"
 
 
+class ProviderRejected(Conflict):
+    """The provider rejected the request as invalid; sending it again fails again."""
+
+    code = "provider_rejected"
+    title = "Payment provider rejected the request"
+
+
 class ReconciliationRunNotFound(NotFound):
     """No reconciliation run with that id in the caller's workspace."""
 

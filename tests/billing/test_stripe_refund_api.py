@@ -96,7 +96,7 @@ class TestRefundStripePayment:
         invoice, payment = await stripe_payment(
             stripe_client, auth, session, workspace, stripe_ctx
         )
-        stripe_api.fail_with = 400
+        stripe_api.fail_with = 500
 
         response = await stripe_client.post(
             f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
@@ -104,6 +104,7 @@ class TestRefundStripePayment:
 
         assert response.status_code == 503
         assert response.json()["code"] == "provider_api_failed"
+        assert response.headers["Retry-After"] == "30"
         assert await session.scalar(select(func.count()).select_from(Refund)) == 0
         stored = (
             await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
@@ -113,6 +114,31 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert unchanged["status"] == "paid"
+
+    async def test_stripe_rejection_is_409(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        _, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        stripe_api.fail_with = 400
+
+        response = await stripe_client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={}, headers=auth
+        )
+
+        assert response.status_code == 409
+        body = response.json()
+        assert body["code"] == "provider_rejected"
+        assert "stand-in failure" in body["detail"]
+        assert "Retry-After" not in response.headers
+        assert await session.scalar(select(func.count()).select_from(Refund)) == 0
 
 
 def charge_with_amounts(refunded: int, *refunds: tuple[str, int]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stripe
 import structlog
 
-from app.billing.payment_errors import ProviderApiFailed
+from app.billing.payment_errors import ProviderApiFailed, ProviderRejected
 from app.billing.providers.amounts import to_stripe_amount
 from app.billing.providers.stripe_api import stripe_client
 from app.core import ids
@@ -22,7 +22,10 @@ class StripeRefunder:
         self.settings = settings
 
     async def __call__(self, payment: Payment, refund: Refund) -> str:
-        """Create the Stripe refund and return its id; raise ProviderApiFailed if not.
+        """Create the Stripe refund and return its id.
+
+        Raise ProviderRejected when Stripe rejects the request as invalid, and
+        ProviderApiFailed when it fails otherwise or cannot be reached.
 
         The idempotency key names the payment and what it had refunded before, so a
         retry of the same request creates one Stripe refund, and a second refund of
@@ -46,6 +49,19 @@ class StripeRefunder:
                         f"{refund.amount}"
                     },
                 )
+        except stripe.InvalidRequestError as error:
+            log.warning(
+                "refund.stripe_rejected",
+                payment_id=str(payment.id),
+                refund_id=str(refund.id),
+                stripe_code=error.code,
+            )
+            raise ProviderRejected(
+                f"Stripe rejected the refund: {error.user_message or error}. Nothing "
+                "was refunded. Check the payment in Stripe, where it may be refunded "
+                "or disputed already, before trying again.",
+                stripe_code=error.code,
+            ) from error
         except (stripe.StripeError, ValueError) as error:
             log.warning(
                 "refund.stripe_failed",
