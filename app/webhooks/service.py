@@ -112,35 +112,25 @@ def parse_object_id(value: str) -> uuid.UUID:
 
 
 def check_type_filters(types: Sequence[str]) -> list[str]:
-    """Validate ``type`` filters: exact types or ``<object_type>.*``, at most 20."""
+    """Validate ``type`` filters: types of the catalogue, ``<object_type>.*`` for an
+    object type of the catalogue, or ``*``; at most 20."""
     if len(types) > MAX_TYPE_FILTERS:
         raise InvalidInput(
             f"At most {MAX_TYPE_FILTERS} type filters are accepted; got {len(types)}.",
             errors=[FieldError("query.type", "too many values", "too_many")],
         )
-    unknown = [
-        value
-        for value in types
-        if not (value == catalog.WILDCARD or _looks_like_type(value))
-    ]
+    unknown = [value for value in types if not catalog.is_valid_pattern(value)]
     if unknown:
         raise UnknownEventType(
-            f"{unknown[0]!r} is not an event type filter. Use a type such as "
-            "'invoice.paid', a prefix such as 'invoice.*', or '*'.",
+            f"{unknown[0]!r} is not an event type filter. Use a type of GET "
+            "/v1/meta/event-types such as 'invoice.paid', a prefix such as "
+            "'invoice.*', or '*'.",
             errors=[
                 FieldError("query.type", f"{value!r} is not a type", "invalid")
                 for value in unknown
             ],
         )
     return list(dict.fromkeys(types))
-
-
-def _looks_like_type(value: str) -> bool:
-    parts = value.split(".")
-    if len(parts) < 2 or len(value) > 100:
-        return False
-    names = parts[:-1] if parts[-1] == catalog.WILDCARD else parts
-    return all(name and name.replace("_", "").isalnum() for name in names)
 
 
 class EventService:
