@@ -6,6 +6,7 @@ import io
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -235,7 +236,10 @@ class TestInvoicePdf:
         ):
             assert expected in lines
         assert f"Number {number}" in lines
-        assert f"Issue date {invoice['finalized_at'][:10]}" in text
+        # The issue date is the finalization's date in the invoice's time zone.
+        finalized_at = datetime.fromisoformat(invoice["finalized_at"])
+        issued = finalized_at.astimezone(ZoneInfo(invoice["timezone"] or "UTC"))
+        assert f"Issue date {issued.date().isoformat()}" in text
         assert f"Due date {invoice['due_date']}" in lines
         assert "Currency EUR" in lines
         # 3 x 1,234.56 = 3,703.68 at 19 %; 1.25 x 33.335 = 41.66875 -> 41.67 at 7 %.
