@@ -5,9 +5,12 @@ the database and Redis URLs, the workspace, the number of events, and either
 ``batch`` (events per commit, emitted one by one with ``emit`` as fast as possible)
 or ``rate`` (events a second, inserted together every ``PACE_TICK_SECONDS``). It
 prints ``committed`` on standard output as soon as the first commit ends, so that the
-caller can start its CPU counters there, and at the end writes to ``TIMES`` the Unix
-time at which each event was committed (``committed_at``), when it began
-(``began``), when the first and the last commit ended (``first``, ``last``).
+caller can start its CPU counters there. Once every event is committed it writes to
+``TIMES`` the Unix time at which each event was committed (``committed_at``), when it
+began (``began``), when the first and the last commit ended (``first``, ``last``),
+and then keeps its database connections until its standard input is closed: the
+caller reads PostgreSQL's CPU time first, while the server processes of those
+connections still count.
 
 It runs apart from the receiver's process so that committing events never delays the
 receiver's answers: the bare loop's requests meet a receiver with nothing else to do,
@@ -111,8 +114,9 @@ class Commits:
         self.committed_at.update((str(event_id), now) for event_id in event_ids)
 
 
-async def produce(job: dict[str, Any]) -> dict[str, Any]:
-    """Commit the job's events as it asks, and return when each was committed."""
+async def produce(job: dict[str, Any], target: Path) -> None:
+    """Commit the job's events as it asks, write when each was committed to
+    ``target``, and wait until standard input is closed."""
     settings = Settings(
         database_url=job["database_url"],
         redis_url=job["redis_url"],
@@ -143,15 +147,17 @@ async def produce(job: dict[str, Any]) -> dict[str, Any]:
                 emitted = due
                 wait = max(PACE_TICK_SECONDS, began + emitted / rate - time.time())
                 await asyncio.sleep(min(wait, PACE_TICK_SECONDS * 5))
+        report = {
+            "committed_at": commits.committed_at,
+            "began": began,
+            "first": commits.first,
+            "last": commits.last,
+        }
+        await asyncio.to_thread(target.write_bytes, orjson.dumps(report))
+        await asyncio.to_thread(sys.stdin.buffer.read)
     finally:
         await queue.close()
         await database.dispose()
-    return {
-        "committed_at": commits.committed_at,
-        "began": began,
-        "first": commits.first,
-        "last": commits.last,
-    }
 
 
 def main(argv: list[str]) -> int:
@@ -162,8 +168,7 @@ def main(argv: list[str]) -> int:
     job = orjson.loads(source.read_bytes())
     configure_logging("console", "WARNING")
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        report = runner.run(produce(job))
-    target.write_bytes(orjson.dumps(report))
+        runner.run(produce(job, target))
     return 0
 
 

@@ -320,15 +320,21 @@ async def run_worker(
             "batch": batch,
             "rate": rate,
         }
-        commits, cpu_at_first = await _produce(job, worker.pid, log_dir)
+        producer = Producer(job, log_dir)
         try:
-            await asyncio.wait_for(receiver.done.wait(), TIMEOUT_SECONDS)
+            await producer.start()
+            cpu_at_first = _cpu_seconds(worker.pid)
+            try:
+                await producer.wait_for(receiver.done)
+            except TimeoutError as error:
+                raise WebhookBenchFailed(
+                    f"the worker delivered {len(receiver.arrivals)} of {events} in "
+                    f"{TIMEOUT_SECONDS:g} s:\n{log_tail(worker.log_path)}"
+                ) from error
             cpu_at_last = _cpu_seconds(worker.pid)
-        except TimeoutError as error:
-            raise WebhookBenchFailed(
-                f"the worker delivered {len(receiver.arrivals)} of {events} in "
-                f"{TIMEOUT_SECONDS:g} s:\n{log_tail(worker.log_path)}"
-            ) from error
+            commits = await producer.finish()
+        finally:
+            await producer.stop()
         # Let a duplicate arrive, if any would.
         await asyncio.sleep(2)
     finally:
@@ -346,49 +352,99 @@ async def run_worker(
     )
 
 
-async def _produce(
-    job: dict[str, Any], worker_pid: int, log_dir: Path
-) -> tuple[dict[str, Any], tuple[float, float]]:
-    """Run the producer process on ``job``; return its report, and the CPU seconds
-    of the worker and of PostgreSQL when the first commit ended."""
-    source = log_dir / "producer-job.json"
-    target = log_dir / "producer-times.json"
-    source.write_bytes(orjson.dumps(job))
-    log_path = log_dir / "producer.log"
-    with log_path.open("wb") as log_file:
-        producer = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.webhook_producer",
-            str(source),
-            str(target),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-        )
+class Producer:
+    """The producer process of one run (``benchmarks.webhook_producer``).
+
+    It keeps its database connections until ``finish``, so that PostgreSQL's CPU time
+    read before then still counts the server processes of those connections.
+    """
+
+    def __init__(self, job: dict[str, Any], log_dir: Path) -> None:
+        self.job = job
+        self.source = log_dir / "producer-job.json"
+        self.target = log_dir / "producer-times.json"
+        self.log_path = log_dir / "producer.log"
+        self.process: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[bytes] | None = None
+
+    async def start(self) -> None:
+        """Start the process and wait until its first commit ended."""
+        self.source.write_bytes(orjson.dumps(self.job))
+        with self.log_path.open("wb") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "benchmarks.webhook_producer",
+                str(self.source),
+                str(self.target),
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+            )
+        assert self.process.stdout is not None
         try:
-            assert producer.stdout is not None
-            line = await asyncio.wait_for(producer.stdout.readline(), TIMEOUT_SECONDS)
-            cpu_at_first = _cpu_seconds(worker_pid)
-            # Whatever else it prints is read, so a full pipe never stops it.
-            rest = asyncio.create_task(producer.stdout.read())
-            status = await asyncio.wait_for(producer.wait(), TIMEOUT_SECONDS)
-            await rest
+            line = await asyncio.wait_for(
+                self.process.stdout.readline(), TIMEOUT_SECONDS
+            )
         except TimeoutError as error:
             raise WebhookBenchFailed(
-                f"the producer did not finish in {TIMEOUT_SECONDS:g} s"
+                f"the producer committed nothing in {TIMEOUT_SECONDS:g} s"
             ) from error
+        if line.strip() != b"committed":
+            status = await self.process.wait()
+            raise WebhookBenchFailed(
+                f"the producer exited with {status}:\n{log_tail(self.log_path)}"
+            )
+        # Whatever else it prints is read, so a full pipe never stops it.
+        self._drain = asyncio.create_task(self.process.stdout.read())
+
+    async def wait_for(self, done: asyncio.Event) -> None:
+        """Wait until ``done`` is set, failing at once if the producer fails first."""
+        assert self.process is not None
+        arrived = asyncio.create_task(done.wait())
+        exited = asyncio.create_task(self.process.wait())
+        try:
+            await asyncio.wait(
+                {arrived, exited},
+                timeout=TIMEOUT_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
-            if producer.returncode is None:
-                producer.kill()
-                await producer.wait()
-    if status != 0 or line.strip() != b"committed":
-        raise WebhookBenchFailed(
-            f"the producer exited with {status}:\n{log_tail(log_path)}"
-        )
-    report: dict[str, Any] = orjson.loads(target.read_bytes())
-    return report, cpu_at_first
+            arrived.cancel()
+            exited.cancel()
+        if self.process.returncode:
+            raise WebhookBenchFailed(
+                f"the producer exited with {self.process.returncode}:\n"
+                f"{log_tail(self.log_path)}"
+            )
+        if not done.is_set():
+            raise TimeoutError
+
+    async def finish(self) -> dict[str, Any]:
+        """Let the process close its connections and end; return its report."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            status = await asyncio.wait_for(self.process.wait(), TIMEOUT_SECONDS)
+        except TimeoutError as error:
+            raise WebhookBenchFailed(
+                f"the producer did not end in {TIMEOUT_SECONDS:g} s"
+            ) from error
+        if self._drain is not None:
+            await self._drain
+        if status != 0:
+            raise WebhookBenchFailed(
+                f"the producer exited with {status}:\n{log_tail(self.log_path)}"
+            )
+        report: dict[str, Any] = orjson.loads(self.target.read_bytes())
+        return report
+
+    async def stop(self) -> None:
+        """Kill the process if it is still running."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
 
 
 def _cpu_seconds(worker_pid: int) -> tuple[float, float]:
