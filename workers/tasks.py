@@ -28,6 +28,7 @@ from app.billing.providers.inbox import drain_job, provider_event_service
 from app.billing.reconciliation import reconciliation_service
 from app.billing.sends import invoice_send_service
 from app.core.db import Database, defer_job, drop_pending_jobs
+from app.core.events import acting_as_system
 from app.core.idempotency import prune_expired
 from app.core.jobs import JobQueue
 from app.leads import imports as lead_imports
@@ -53,7 +54,10 @@ log = structlog.get_logger(__name__)
 
 @asynccontextmanager
 async def unit_of_work(ctx: dict[str, Any]) -> AsyncIterator[AsyncSession]:
-    """Open a session for a job; commit on success, then enqueue deferred jobs."""
+    """Open a session for a job; commit on success, then enqueue deferred jobs.
+
+    The events emitted in it without an actor name ``system``.
+    """
     database: Database = ctx["db"]
     queue: JobQueue = ctx["queue"]
     structlog.contextvars.clear_contextvars()
@@ -64,7 +68,8 @@ async def unit_of_work(ctx: dict[str, Any]) -> AsyncIterator[AsyncSession]:
     )
     async with database.sessionmaker() as session:
         try:
-            yield session
+            with acting_as_system():
+                yield session
             await session.commit()
         except BaseException:
             drop_pending_jobs(session)

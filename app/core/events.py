@@ -11,6 +11,9 @@ endpoint subscribes to as dispatched.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 import structlog
@@ -26,6 +29,9 @@ from app.webhooks.subscriptions import has_subscriber
 log = structlog.get_logger(__name__)
 
 DISPATCH_JOB = "dispatch_event"
+# The actor of events emitted in a worker job without one.
+SYSTEM_ACTOR = "system"
+_DEFAULT_ACTOR: ContextVar[str | None] = ContextVar("default_actor", default=None)
 # The dispatch job deferred in the session's current transaction, with the list of
 # jobs it belongs to.
 _DISPATCH_HINT = "dispatch_hint"
@@ -46,6 +52,16 @@ _INSERT_EVENT = (
     )
     .returning(*_EVENTS.c)
 )
+
+
+@contextmanager
+def acting_as_system() -> Iterator[None]:
+    """Make ``system`` the actor of events emitted meanwhile without one."""
+    token = _DEFAULT_ACTOR.set(SYSTEM_ACTOR)
+    try:
+        yield
+    finally:
+        _DEFAULT_ACTOR.reset(token)
 
 
 async def emit(
@@ -78,7 +94,7 @@ async def emit(
             "numbered_object_id": object_id,
             "data": data,
             "request_id": context.get("request_id"),
-            "actor": actor,
+            "actor": actor if actor is not None else _DEFAULT_ACTOR.get(),
         },
     )
     # The returned row becomes a persistent Event in the session without a SELECT.

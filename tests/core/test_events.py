@@ -7,7 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import take_pending_jobs
 from app.core.events import DISPATCH_JOB, emit
 from app.core.ids import new_uuid
+from app.core.jobs import JobQueue
 from app.models import Event, WebhookEndpoint, Workspace
+from tests.conftest import TestDatabase
+from workers import tasks
 
 
 async def add_endpoint(
@@ -139,6 +142,40 @@ class TestEmit:
             .where(Workspace.id == pending.id)
         )
         assert count == 1
+
+
+class TestSystemActor:
+    async def test_job_event_names_system(
+        self, database: TestDatabase, queue: JobQueue, workspace: Workspace
+    ) -> None:
+        ctx = {"db": database, "queue": queue}
+
+        async with tasks.unit_of_work(ctx) as session:
+            unnamed = await emit_lead_created(session, workspace)
+            named = await emit(
+                session,
+                workspace_id=workspace.id,
+                type="lead.created",
+                object_type="lead",
+                object_id=new_uuid(),
+                data={},
+                actor="key_test",
+            )
+
+        assert unnamed.actor == "system"
+        assert named.actor == "key_test"
+
+    async def test_outside_a_job_none(
+        self, database: TestDatabase, queue: JobQueue, workspace: Workspace
+    ) -> None:
+        ctx = {"db": database, "queue": queue}
+        async with tasks.unit_of_work(ctx):
+            pass
+
+        async with database.sessionmaker() as session:
+            event = await emit_lead_created(session, workspace)
+
+        assert event.actor is None
 
 
 class TestDispatchOnlyWhenSubscribed:

@@ -70,7 +70,7 @@ class TestExpirySweep:
         assert event.data["status"] == "expired"
         assert event.data["total"] == proposal["total"]
         assert len(event.data["lines"]) == 2
-        assert event.actor is None
+        assert event.actor == "system"
         assert await expired_events(session, fresh["id"]) == []
         fetched = await client.get(f"/v1/proposals/{proposal['id']}", headers=auth)
         assert fetched.json()["status"] == "expired"
