@@ -1,10 +1,10 @@
 """The events of the webhook workload, committed by a process of their own.
 
-``python -m benchmarks.webhook_producer JOB TIMES`` reads a JSON document from ``JOB``:
-the database and Redis URLs, the workspace, the number of events, and either
-``batch`` (events per commit, emitted one by one with ``emit`` as fast as possible)
-or ``rate`` (events a second, inserted together every ``PACE_TICK_SECONDS``). It
-prints ``committed`` on standard output as soon as the first commit ends, so that the
+``python -m benchmarks.webhook_producer JOB TIMES`` reads a JSON document from ``JOB``.
+It names the database and Redis URLs, the workspace and the number of events. It also
+has ``batch``, the events per commit, emitted one by one with ``emit`` as fast as
+possible, or ``rate``, the events a second, inserted together every
+``PACE_TICK_SECONDS``. The producer prints ``committed`` on standard output as soon as the first commit ends, so that the
 caller can start its CPU counters there. Once every event is committed it writes to
 ``TIMES`` the Unix time at which each event was committed (``committed_at``), when it
 began (``began``), when the first and the last commit ended (``first``, ``last``),
@@ -69,8 +69,9 @@ async def emit_bulk(
     """Insert ``count`` events in one statement and commit them, with one dispatch job.
 
     The rows are those ``emit`` writes for a new object (sequence 1). ``emit`` costs
-    this process about 2.5 ms of CPU an event, which caps it near 400 events a second;
-    one multi-row insert lets it commit at the bare loop's rate. The one
+    this process about 2.5 ms of CPU an event (an estimate from earlier runs), which
+    caps it near 400 events a second. One multi-row insert lets it commit at the bare
+    loop's rate. The one
     ``dispatch_event`` job wakes the worker's loop, which dispatches the whole batch.
     """
     event_ids = [new_uuid() for _ in range(count)]
@@ -115,8 +116,8 @@ class Commits:
 
 
 async def produce(job: dict[str, Any], target: Path) -> None:
-    """Commit the job's events as it asks, write when each was committed to
-    ``target``, and wait until standard input is closed."""
+    """Commit the job's events as the job requests, and write when each was
+    committed to ``target``. Then wait until standard input is closed."""
     settings = Settings(
         database_url=job["database_url"],
         redis_url=job["redis_url"],

@@ -56,8 +56,8 @@ LOG_SORT = "log"
 # The id of the oldest transaction still running, as a bigint. Every transaction with
 # a lower id has ended, so no event below it can appear any more.
 _SETTLED_BELOW = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
-# The id of the reading transaction, null unless it has written: it sees its own
-# events, which no other transaction's replay shows before it ends.
+# The id of the reading transaction, null unless it has written. Its own events are
+# visible to it, although no other transaction's replay lists them before it ends.
 _OWN_TRANSACTION = text("(pg_current_xact_id_if_assigned()::text)::bigint")
 
 

@@ -498,11 +498,11 @@ class TestReplayAcrossTransactions:
             async with database.session() as fast:
                 late = await emit_lead_event(fast, committed)
                 await fast.commit()
-            held = await list_events(committed_api, committed.auth, order="asc")
+            during_slow = await list_events(committed_api, committed.auth, order="asc")
             await slow.commit()
         replayed = await replay(committed_api, committed.auth, 2)
 
-        assert event_ids(held) == []
+        assert event_ids(during_slow) == []
         assert replayed == [api_id(early), api_id(late)]
 
     async def test_replay_after_a_page_misses_nothing(
@@ -512,7 +512,7 @@ class TestReplayAcrossTransactions:
         async with database.session() as first:
             before = await emit_lead_event(first, committed)
             await first.commit()
-        shown = await replay(committed_api, committed.auth, 1)
+        first_replay = await replay(committed_api, committed.auth, 1)
         page = await list_events(committed_api, committed.auth, order="asc")
         cursor = page["next_cursor"]
         assert isinstance(cursor, str)
@@ -522,7 +522,7 @@ class TestReplayAcrossTransactions:
             async with database.session() as fast:
                 late = await emit_lead_event(fast, committed)
                 await fast.commit()
-            held = await list_events(
+            during_slow = await list_events(
                 committed_api, committed.auth, order="asc", cursor=cursor
             )
             await slow.commit()
@@ -536,7 +536,7 @@ class TestReplayAcrossTransactions:
                 break
             await asyncio.sleep(0.1)
 
-        assert shown == [api_id(before)]
-        assert event_ids(held) == []
-        assert held["next_cursor"] == cursor
+        assert first_replay == [api_id(before)]
+        assert event_ids(during_slow) == []
+        assert during_slow["next_cursor"] == cursor
         assert rest == [api_id(early), api_id(late)]
