@@ -14,7 +14,7 @@ import structlog
 from arq import cron
 
 from app.core.db import Database
-from app.core.jobs import QUEUE_NAME, JobQueue, redis_settings
+from app.core.jobs import QUEUE_NAME, JobQueue, redis_settings, with_request_id
 from app.core.logging import configure_logging
 from app.settings import Settings, get_settings
 from workers import tasks
@@ -44,13 +44,18 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker.stopped")
 
 
+def worker_functions() -> list[Any]:
+    """Return the worker's job functions, each run with its request id."""
+    return [with_request_id(function) for function in tasks.FUNCTIONS]
+
+
 def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
     """Build the keyword arguments of ``arq.Worker`` from our settings."""
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
     sweep_seconds = set(range(0, 60, settings.sweep_interval_seconds))
     return {
-        "functions": tasks.FUNCTIONS,
+        "functions": worker_functions(),
         "cron_jobs": [
             cron(
                 tasks.prune_idempotency_keys,

@@ -39,7 +39,8 @@ class PendingJob:
     """An arq job to enqueue once the surrounding transaction has committed.
 
     The job is skipped when a job with ``job_id`` is queued or has a result, or when a
-    job with ``unless_queued`` as its id is queued or running.
+    job with ``unless_queued`` as its id is queued or running. ``request_id`` is the id
+    of the request that deferred the job; the job's events and log lines carry it.
     """
 
     function: str
@@ -47,6 +48,7 @@ class PendingJob:
     job_id: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     unless_queued: str | None = None
+    request_id: str | None = None
 
 
 def async_url(url: str) -> str:
@@ -231,7 +233,9 @@ def defer_job(
     """Queue an arq job to be sent after ``session`` commits; return it.
 
     Pass ``unless_queued`` to skip the job while a job with that id is queued or running.
-    Until the commit, the caller may add to the returned job's ``kwargs``.
+    Until the commit, the caller may add to the returned job's ``kwargs``. The job
+    carries the request id bound to the log context, if any: that of the API request,
+    or of the job that defers it.
     """
     job = PendingJob(
         function=function,
@@ -239,6 +243,7 @@ def defer_job(
         job_id=job_id,
         kwargs=kwargs,
         unless_queued=unless_queued,
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
     )
     session.info.setdefault(_PENDING_JOBS, []).append(job)
     return job

@@ -8,9 +8,11 @@ dropped, never raised, so a Redis outage cannot fail a committed write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
 from arq.connections import ArqRedis, RedisSettings
@@ -30,6 +32,9 @@ QUEUE_NAME = "salescycle:queue"
 # free connection up to the connect timeout, and is then logged and dropped.
 MAX_CONNECTIONS = 100
 CONNECT_TIMEOUT_SECONDS = 2.0
+# The keyword argument that carries a job's request id to the worker, which takes it
+# out before calling the job (``with_request_id``).
+REQUEST_ID_KWARG = "_request_id"
 
 # Adds a job as arq's enqueue_job does (arq 0.28), in one round trip where arq takes
 # three: a job id that already has a job or a result key is skipped, and otherwise the
@@ -70,6 +75,8 @@ def _script_arguments(
     job_id = job.job_id or uuid.uuid4().hex
     kwargs = dict(job.kwargs)
     start_ms = _start_ms(kwargs, enqueued_ms)
+    if job.request_id is not None:
+        kwargs[REQUEST_ID_KWARG] = job.request_id
     payload = serialize_job(
         job.function,
         job.args,
@@ -84,6 +91,26 @@ def _script_arguments(
     if job.unless_queued is not None:
         keys.append(job_key_prefix + job.unless_queued)
     return keys, [expires_ms, payload, start_ms, job_id]
+
+
+JobFunction = TypeVar("JobFunction", bound=Callable[..., Awaitable[Any]])
+
+
+def with_request_id(function: JobFunction) -> JobFunction:
+    """Wrap a job so that it runs with the request id it was queued with.
+
+    The id goes into the job's ``ctx`` as ``request_id``, where the worker's unit of
+    work binds it to the log context, so the job's events and log lines carry it.
+    """
+
+    @functools.wraps(function)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+        if request_id is not None:
+            ctx["request_id"] = request_id
+        return await function(ctx, *args, **kwargs)
+
+    return cast(JobFunction, run)
 
 
 def redis_settings(url: str) -> RedisSettings:

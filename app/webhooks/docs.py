@@ -46,7 +46,11 @@ from app.opportunities.schemas import (
 )
 from app.users.schemas import Team, User
 from app.webhooks import catalog
-from app.webhooks.schemas import WebhookEndpoint
+from app.webhooks.schemas import (
+    ACTOR_DESCRIPTION,
+    REQUEST_ID_DESCRIPTION,
+    WebhookEndpoint,
+)
 from app.workspaces.schemas import Workspace
 
 
@@ -139,14 +143,8 @@ class WebhookPayload(BaseModel):
         description="Counts the events of one object from 1; drop an event whose "
         "sequence is lower than one already applied."
     )
-    request_id: str | None = Field(
-        description="X-Request-Id of the API request that caused the event; null for "
-        "changes made by the worker."
-    )
-    actor: str | None = Field(
-        description="API key, user or 'system' that caused the event; null when the "
-        "worker made the change on its own schedule."
-    )
+    request_id: str | None = Field(description=REQUEST_ID_DESCRIPTION)
+    actor: str | None = Field(description=ACTOR_DESCRIPTION)
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     test: bool = Field(
         default=False,

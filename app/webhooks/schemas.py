@@ -127,6 +127,16 @@ CustomHeaders = Annotated[
 ]
 
 
+# Shared by the event log's schema and the webhook payload's.
+REQUEST_ID_DESCRIPTION = (
+    "X-Request-Id of the API request that caused the event, also when a job it queued "
+    "made the change; null for work the worker started on its own."
+)
+ACTOR_DESCRIPTION = (
+    "API key or user that caused the event, or 'system' for the worker's own changes."
+)
+
+
 class Event(OutputModel):
     object: Literal["event"] = "event"
     id: EventId
@@ -141,8 +151,8 @@ class Event(OutputModel):
         "sequence is lower than one already applied."
     )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
-    request_id: str | None = Field(description="X-Request-Id of the causing request.")
-    actor: str | None = Field(description="API key or user that caused the event.")
+    request_id: str | None = Field(description=REQUEST_ID_DESCRIPTION)
+    actor: str | None = Field(description=ACTOR_DESCRIPTION)
     test: bool = Field(
         default=False,
         description="True for a test event sent to one endpoint; GET /v1/events "

@@ -4,10 +4,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from arq.worker import Worker, func
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import PendingJob
-from app.core.jobs import QUEUE_NAME, JobQueue
+from app.core.db import PendingJob, defer_job
+from app.core.jobs import QUEUE_NAME, JobQueue, with_request_id
 
 
 async def _run_burst(queue: JobQueue, functions: list[Any]) -> None:
@@ -188,3 +190,39 @@ class TestEnqueueMany:
 
         assert await queue.ready_count() is None
         await queue.close()
+
+
+class TestRequestId:
+    async def test_deferred_job_runs_with_the_request_id(
+        self, queue: JobQueue, session: AsyncSession
+    ) -> None:
+        calls: list[tuple[Any, ...]] = []
+
+        async def record(ctx: dict[str, Any], name: str, **kwargs: Any) -> None:
+            calls.append((name, kwargs, ctx.get("request_id")))
+
+        structlog.contextvars.bind_contextvars(request_id="req-9")
+        try:
+            job = defer_job(session, "record", "lead", job_id="record:req")
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+        await queue.enqueue(job)
+        await _run_burst(queue, [func(with_request_id(record), name="record")])
+
+        assert job.request_id == "req-9"
+        assert calls == [("lead", {}, "req-9")]
+
+    async def test_job_outside_a_request_has_none(
+        self, queue: JobQueue, session: AsyncSession
+    ) -> None:
+        calls: list[tuple[Any, ...]] = []
+
+        async def record(ctx: dict[str, Any], name: str, **kwargs: Any) -> None:
+            calls.append((name, kwargs, ctx.get("request_id")))
+
+        job = defer_job(session, "record", "lead", job_id="record:plain", count=2)
+        await queue.enqueue(job)
+        await _run_burst(queue, [func(with_request_id(record), name="record")])
+
+        assert job.request_id is None
+        assert calls == [("lead", {"count": 2}, None)]

@@ -9,15 +9,18 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from arq.worker import Worker
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
+from app.core.jobs import QUEUE_NAME, redis_settings
 from app.models import Enrollment, EnrollmentJob, Event, Lead
 from app.nurture import enrolment_jobs
 from app.nurture.enrolment_jobs import MAX_ATTEMPTS, enrollment_job_service, run_job_id
 from tests.nurture.conftest import JsonObject, create_lead, create_sequence, enroll
 from workers import tasks
+from workers.settings import worker_functions
 from workers.tasks import run_enrollment_job, sweep_enrollment_jobs, unit_of_work
 
 
@@ -370,6 +373,70 @@ class TestRunJob:
         assert done["counts"]["matched"] == 2
         assert done["counts"]["skipped"] == 0
         assert sum((await enrollments_per_lead(session)).values()) == 2
+
+
+class TestRequestId:
+    async def test_job_events_carry_the_request_id(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        redis_client: aioredis.Redis,
+        small_chunks: dict[str, Any],
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await tagged_leads(client, auth, 3)
+        await redis_client.flushdb()
+
+        response = await client.post(
+            f"/v1/sequences/{sequence['id']}/enrollment-jobs",
+            json={"filter": {"tag": ["vip"]}},
+            headers={**auth, "X-Request-Id": "req-enrol-7"},
+        )
+        assert response.status_code == 202, response.text
+        worker = Worker(
+            functions=worker_functions(),
+            redis_settings=redis_settings(small_chunks["settings"].redis_url),
+            queue_name=QUEUE_NAME,
+            burst=True,
+            ctx=dict(small_chunks),
+            handle_signals=False,
+            poll_delay=0.01,
+            max_jobs=1,
+        )
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+
+        assert worker.jobs_complete >= 1
+        assert worker.jobs_failed == 0
+        request_ids = (
+            await session.scalars(
+                select(Event.request_id).where(Event.type == "enrollment.created")
+            )
+        ).all()
+        assert request_ids == ["req-enrol-7"] * 3
+
+    async def test_job_run_directly_has_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        small_chunks: dict[str, Any],
+    ) -> None:
+        sequence = await create_sequence(client, auth)
+        await tagged_leads(client, auth, 2)
+        job = await start_job(client, auth, sequence, {"tag": ["vip"]})
+
+        await run_enrollment_job(small_chunks, str(job_uuid(job)))
+
+        request_ids = (
+            await session.scalars(
+                select(Event.request_id).where(Event.type == "enrollment.created")
+            )
+        ).all()
+        assert request_ids == [None, None]
 
 
 class TestJobCrash:

@@ -29,6 +29,7 @@ from tests.webhooks.factories import (
     record_event,
 )
 from workers import tasks
+from workers.settings import worker_functions
 
 URL = "http://127.0.0.1:9/hooks"
 
@@ -66,7 +67,7 @@ async def dispatch_sweep(ctx: dict[str, Any]) -> webhook_dispatch.SweepResult:
 async def run_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
     """Run a real arq worker until the queue is empty."""
     worker = Worker(
-        functions=tasks.FUNCTIONS,
+        functions=worker_functions(),
         queue_name=QUEUE_NAME,
         redis_settings=redis_settings(settings.redis_url),
         burst=True,
