@@ -46,7 +46,7 @@ from app.opportunities.schemas import (
 )
 from app.users.schemas import Team, User
 from app.webhooks import catalog
-from app.webhooks.schemas import WebhookEndpoint
+from app.webhooks.schemas import ACTOR_DESCRIPTION, WebhookEndpoint
 from app.workspaces.schemas import Workspace
 
 
@@ -143,10 +143,7 @@ class WebhookPayload(BaseModel):
         description="X-Request-Id of the API request that caused the event; null for "
         "changes made by the worker."
     )
-    actor: str | None = Field(
-        description="API key, user or 'system' that caused the event; null when the "
-        "worker made the change on its own schedule."
-    )
+    actor: str | None = Field(description=ACTOR_DESCRIPTION)
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     test: bool = Field(
         default=False,

@@ -127,6 +127,13 @@ CustomHeaders = Annotated[
 ]
 
 
+ACTOR_DESCRIPTION = (
+    "API key (key_…) or user that caused the event, or 'system' for work "
+    "the worker started without one. Some work names its source instead, "
+    "such as provider:stripe or enrollment:enr_…. Null when none is known."
+)
+
+
 class Event(OutputModel):
     object: Literal["event"] = "event"
     id: EventId
@@ -142,7 +149,7 @@ class Event(OutputModel):
     )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     request_id: str | None = Field(description="X-Request-Id of the causing request.")
-    actor: str | None = Field(description="API key or user that caused the event.")
+    actor: str | None = Field(description=ACTOR_DESCRIPTION)
     test: bool = Field(
         default=False,
         description="True for a test event sent to one endpoint; GET /v1/events "
