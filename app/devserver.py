@@ -13,6 +13,7 @@ import contextlib
 import shlex
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,25 @@ class _Supervisor:
             self.on_signal(signal.SIGTERM)
 
 
+def cli_command(executable: str | None = None, cwd: Path | None = None) -> str:
+    """Return how to call the ``salescycle`` script beside the running interpreter.
+
+    ``make run`` starts ``.venv/bin/salescycle`` without putting ``.venv/bin`` on
+    ``PATH``, so a bare ``salescycle`` in the banner would be "command not found". The
+    path is relative when the script is under ``cwd``, and plain ``salescycle`` when
+    no script sits beside the interpreter (as under ``python -m``).
+    """
+    script = Path(executable or sys.executable).parent / "salescycle"
+    if not script.is_file():
+        return "salescycle"
+    folder = cwd or Path.cwd()
+    if script.is_relative_to(folder):
+        return shlex.quote(str(script.relative_to(folder)))
+    return shlex.quote(str(script))
+
+
 def _key_lines(
-    settings: Settings, access: DevAccess, embedded_database: bool
+    settings: Settings, access: DevAccess, embedded_database: bool, cli: str
 ) -> tuple[list[str], str]:
     """Describe the API key; return the lines and the Authorization header to show."""
     if access.created is not None:
@@ -141,7 +159,7 @@ def _key_lines(
     assert access.existing is not None
     existing = access.existing
     key_id = ids.encode("api_key", existing.id)
-    create = "salescycle api-keys create --name mine --all-scopes"
+    create = f"{cli} api-keys create --name mine --all-scopes"
     if embedded_database:
         # The embedded server's URL carries no password, so it is safe to print.
         url = shlex.quote(settings.database_url)
@@ -164,15 +182,22 @@ def banner(
     access: DevAccess,
     url: str,
     servers: embedded.EmbeddedServers,
+    cli: str | None = None,
 ) -> str:
-    """Describe where the api listens, the API key (only when new) and a request."""
+    """Describe where the api listens, the API key (only when new) and a request.
+
+    ``cli`` is how the banner calls the command line, by default ``cli_command()``.
+    """
     workspace_id = ids.encode("workspace", access.workspace.id)
     if servers.postgres is not None:
         storage = f"{settings.data_dir} (embedded PostgreSQL and Redis, kept)"
     else:
         storage = f"PostgreSQL at {masked_url(settings.database_url)}"
     key_lines, authorization = _key_lines(
-        settings, access, embedded_database=servers.postgres is not None
+        settings,
+        access,
+        embedded_database=servers.postgres is not None,
+        cli=cli or cli_command(),
     )
 
     lines = [

@@ -25,7 +25,7 @@ from app.admin import DevAccess
 from app.core import ids
 from app.core.auth import NewApiKey
 from app.core.ids import new_uuid
-from app.devserver import DevServerError, banner, base_url, bind_socket
+from app.devserver import DevServerError, banner, base_url, bind_socket, cli_command
 from app.embedded import EmbeddedPostgres, EmbeddedServers
 from app.models import ApiKey, Workspace
 from app.settings import Settings
@@ -322,4 +322,53 @@ class TestBanner:
         assert "hunter2" not in text
         assert "PostgreSQL at postgresql://app:***@db.internal:5432/sales" in text
         assert "SALESCYCLE_DATABASE_URL=" not in text
-        assert "    salescycle api-keys create --name mine --all-scopes" in text
+        assert f"    {cli_command()} api-keys create --name mine --all-scopes" in text
+
+    def test_key_command_uses_cli(self) -> None:
+        access = dev_access(created=False)
+
+        text = banner(
+            self.settings(),
+            access,
+            self.URL,
+            self.embedded(),
+            cli=".venv/bin/salescycle",
+        )
+
+        assert (
+            "      .venv/bin/salescycle api-keys create --name mine --all-scopes"
+            in text
+        )
+        assert "      salescycle api-keys create" not in text
+
+
+class TestCliCommand:
+    def script_folder(self, root: Path) -> Path:
+        folder = root / "my venv" / "bin"
+        folder.mkdir(parents=True)
+        (folder / "python").touch()
+        (folder / "salescycle").touch()
+        return folder
+
+    def test_relative_under_cwd(self, tmp_path: Path) -> None:
+        folder = self.script_folder(tmp_path)
+
+        command = cli_command(str(folder / "python"), cwd=tmp_path)
+
+        assert command == "'my venv/bin/salescycle'"
+
+    def test_absolute_outside_cwd(self, tmp_path: Path) -> None:
+        folder = self.script_folder(tmp_path / "repo")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+
+        command = cli_command(str(folder / "python"), cwd=elsewhere)
+
+        assert command == f"'{folder / 'salescycle'}'"
+
+    def test_bare_name_without_script(self, tmp_path: Path) -> None:
+        (tmp_path / "python").touch()
+
+        command = cli_command(str(tmp_path / "python"), cwd=tmp_path)
+
+        assert command == "salescycle"

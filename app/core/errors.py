@@ -216,9 +216,20 @@ def with_article(word: str) -> str:
 _VALUE_ERROR_PREFIX = "Value error, "
 
 
+# Without this, a malformed If-Match header gets pydantic's message, which only
+# prints the header's regular expression.
+_IF_MATCH_MESSAGE = (
+    'If-Match must be an ETag in double quotes, such as "3", as the ETag response '
+    "header sends it, or *"
+)
+
+
 def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "Invalid value"))
     kind = error.get("type", "")
+    location = tuple(str(part).lower() for part in error.get("loc", ()))
+    if kind == "string_pattern_mismatch" and location == ("header", "if-match"):
+        message = _IF_MATCH_MESSAGE
     if kind == "value_error":
         message = message.removeprefix(_VALUE_ERROR_PREFIX)
     if kind == "missing":

@@ -133,7 +133,9 @@ REQUEST_ID_DESCRIPTION = (
     "made the change; null for work the worker started on its own."
 )
 ACTOR_DESCRIPTION = (
-    "API key or user that caused the event, or 'system' for the worker's own changes."
+    "API key (key_…) or user that caused the event, or 'system' for work "
+    "the worker started without one. Some work names its source instead, "
+    "such as provider:stripe or enrollment:enr_…. Null when none is known."
 )
 
 

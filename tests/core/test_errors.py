@@ -302,6 +302,26 @@ class TestFieldMessages:
         assert quoted["message"] == "'x' is wrong."
         assert plain["message"] == "bad; got 'y'."
 
+    def test_if_match_without_quotes(self) -> None:
+        [error] = validation_field_errors(
+            [
+                {
+                    "type": "string_pattern_mismatch",
+                    "loc": ("header", "if-match"),
+                    "msg": "String should match pattern '^...$'",
+                    "input": "3",
+                }
+            ]
+        )
+
+        assert error["field"] == "header.if-match"
+        assert error["code"] == "string_pattern_mismatch"
+        assert error["message"] == (
+            'If-Match must be an ETag in double quotes, such as "3", as the ETag '
+            "response header sends it, or *; got '3'."
+        )
+        assert "pattern" not in error["message"]
+
     def test_article(self) -> None:
         assert with_article("active") == "an active"
         assert with_article("paused") == "a paused"

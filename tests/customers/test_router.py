@@ -385,6 +385,7 @@ class TestUpdateCustomer:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "header.if-match"
+        assert "double quotes" in response.json()["errors"][0]["message"]
 
     async def test_if_match_mismatch(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
