@@ -188,7 +188,8 @@ async def authenticate(request: Request, session: AsyncSession) -> Principal:
             log.info("auth.rejected", key_prefix=token[:11])
             raise Unauthenticated(
                 "The API key is invalid or revoked. Create a new key with "
-                "'salescycle api-keys create'.",
+                "'salescycle api-keys create --name NAME --scope SCOPE', repeating "
+                "--scope for each scope it needs.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         principal = Principal(

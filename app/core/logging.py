@@ -39,3 +39,9 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     # Libraries that log through the standard library (uvicorn, arq, alembic) keep their
     # own handlers; this only sets the shared threshold.
     logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(message)s")
+    # arq logs a line as each job starts and ends, several a second from the sweeps
+    # alone, so they show only at DEBUG. Its warnings and errors show at any level.
+    arq_level = numeric_level
+    if numeric_level > logging.DEBUG:
+        arq_level = max(numeric_level, logging.WARNING)
+    logging.getLogger("arq").setLevel(arq_level)

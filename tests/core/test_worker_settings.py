@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 from pydantic import ValidationError
 
+from app.core.logging import configure_logging
 from app.settings import Settings
 from workers import tasks
 from workers.settings import worker_settings
@@ -25,3 +29,27 @@ class TestWorkerSettings:
 
     def test_poll_delay_tuned(self, settings: Settings) -> None:
         assert worker_settings(settings)["poll_delay"] < 0.5
+
+
+@pytest.fixture
+def restore_logging(settings: Settings) -> Iterator[None]:
+    yield
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+class TestJobQueueLogLevel:
+    def test_job_lines_hidden_at_info(self) -> None:
+        configure_logging("json", "INFO")
+
+        assert logging.getLogger("arq.worker").getEffectiveLevel() == logging.WARNING
+
+    def test_job_lines_shown_at_debug(self) -> None:
+        configure_logging("json", "DEBUG")
+
+        assert logging.getLogger("arq.worker").getEffectiveLevel() == logging.DEBUG
+
+    def test_errors_only_at_error(self) -> None:
+        configure_logging("json", "ERROR")
+
+        assert logging.getLogger("arq.worker").getEffectiveLevel() == logging.ERROR
