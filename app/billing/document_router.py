@@ -16,6 +16,7 @@ from app.billing.documents import load_invoice_document, render_document
 from app.billing.pdf import document_etag
 from app.billing.profile import billing_profile_service, billing_profile_view
 from app.billing.sends import invoice_send_service, send_view
+from app.core import ids
 from app.core.auth import Principal, require
 from app.core.concurrency import IfMatch, set_etag
 from app.core.openapi import problem_responses
@@ -113,7 +114,31 @@ async def send_invoice(
         payload or InvoiceSendCreate(),
         request.app.state.settings,
     )
-    response.headers["Location"] = f"/v1/invoices/{invoice_id}/sends"
+    send_path_id = ids.encode("invoice_send", send.id)
+    response.headers["Location"] = f"/v1/invoices/{invoice_id}/sends/{send_path_id}"
+    return send_view(send)
+
+
+@invoice_documents.get(
+    "/{invoice_id}/sends/{send_id}",
+    operation_id="invoices_sends_get",
+    summary="Get one email of an invoice",
+    response_model=InvoiceSend,
+    responses=problem_responses(403, 404),
+)
+async def get_invoice_send(
+    request: Request,
+    invoice_id: str,
+    send_id: str,
+    principal: Principal = Depends(require("billing:read")),
+) -> InvoiceSend:
+    """Show one request to email the invoice, with its status and attempts so far."""
+    send = await invoice_send_service.get(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("invoice", invoice_id, "invoice"),
+        parse_path_id("invoice_send", send_id, "invoice email"),
+    )
     return send_view(send)
 
 

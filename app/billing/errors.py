@@ -9,6 +9,12 @@ class InvoiceNotFound(NotFound):
     code = "invoice_not_found"
 
 
+class InvoiceSendNotFound(NotFound):
+    """No email of that invoice with that id in the caller's workspace."""
+
+    code = "invoice_send_not_found"
+
+
 class PaymentNotFound(NotFound):
     """No payment with that id in the caller's workspace."""
 

@@ -34,7 +34,7 @@ from app.billing import pdf
 from app.billing.document_schemas import InvoiceSend as InvoiceSendSchema
 from app.billing.document_schemas import InvoiceSendCreate
 from app.billing.documents import load_invoice_document, render_document
-from app.billing.errors import InvoiceNotSendable
+from app.billing.errors import InvoiceNotSendable, InvoiceSendNotFound
 from app.billing.profile import billing_profile_service
 from app.billing.repository import InvoiceRepository
 from app.billing.service import invoice_service
@@ -233,6 +233,31 @@ class InvoiceSendService:
             invoice_send_id=str(send.id),
             recipient_count=len(send.recipients),
         )
+        return send
+
+    async def get(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        invoice_id: uuid.UUID,
+        send_id: uuid.UUID,
+    ) -> InvoiceSend:
+        """Return one email of the invoice, or raise NotFound when the invoice or the
+        email is missing."""
+        await invoice_service.get(session, workspace_id, invoice_id)
+        send = await session.scalar(
+            select(InvoiceSend).where(
+                InvoiceSend.workspace_id == workspace_id,
+                InvoiceSend.invoice_id == invoice_id,
+                InvoiceSend.id == send_id,
+            )
+        )
+        if send is None:
+            raise InvoiceSendNotFound(
+                f"Invoice {ids.encode('invoice', invoice_id)} has no email "
+                f"{ids.encode('invoice_send', send_id)}. List its emails with GET "
+                f"/v1/invoices/{ids.encode('invoice', invoice_id)}/sends."
+            )
         return send
 
     async def list(

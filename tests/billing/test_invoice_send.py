@@ -102,7 +102,9 @@ class TestSendInvoice:
         )
 
         assert response.status_code == 202, response.text
-        assert response.headers["location"] == f"/v1/invoices/{invoice['id']}/sends"
+        assert response.headers["location"] == (
+            f"/v1/invoices/{invoice['id']}/sends/{send['id']}"
+        )
         assert send["status"] == "queued"
         assert send["recipients"] == ["ap@globex.example"]
         assert send["subject"] == f"Invoice {invoice['number']} from Acme Test"
@@ -132,6 +134,9 @@ class TestSendInvoice:
         assert row["attempts"] == 1
         assert row["sent_at"] is not None
         assert row["error"] is None
+        fetched = await client.get(response.headers["location"], headers=auth)
+        assert fetched.status_code == 200
+        assert fetched.json() == row
         assert await count_events(session, "invoice.sent") == 1
 
     async def test_request_enqueues_job(
@@ -480,6 +485,39 @@ class TestSendInvoice:
 
         assert listed.status_code == 404
         assert sent.status_code == 404
+
+    async def test_send_of_other_invoice_is_404(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await billed_customer(session, workspace)
+        invoice = await create_open_invoice(client, auth, customer)
+        other_invoice = await create_open_invoice(client, auth, customer)
+        send = (await post_send(client, auth, invoice["id"])).json()
+        _, other_key = await make_workspace_key(session)
+
+        wrong_invoice = await client.get(
+            f"/v1/invoices/{other_invoice['id']}/sends/{send['id']}", headers=auth
+        )
+        other_workspace = await client.get(
+            f"/v1/invoices/{invoice['id']}/sends/{send['id']}", headers=other_key
+        )
+        malformed = await client.get(
+            f"/v1/invoices/{invoice['id']}/sends/isend_nope", headers=auth
+        )
+
+        assert wrong_invoice.status_code == 404
+        assert wrong_invoice.json()["code"] == "invoice_send_not_found"
+        assert (
+            f"/v1/invoices/{other_invoice['id']}/sends"
+            in (wrong_invoice.json()["detail"])
+        )
+        assert other_workspace.status_code == 404
+        assert other_workspace.json()["code"] == "invoice_not_found"
+        assert malformed.status_code == 404
 
 
 class TestSendRace:
