@@ -61,9 +61,17 @@ _SETTLED_BELOW = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 _OWN_TRANSACTION = text("(pg_current_xact_id_if_assigned()::text)::bigint")
 
 
+# Transaction ids are stored in a bigint column, so a larger one was never issued.
+_MAX_TX_ID = 2**63 - 1
+
+
 def _decode_log_cursor(cursor: str) -> tuple[int, uuid.UUID]:
     tx_id, event_id = decode_sort_cursor(LOG_SORT, cursor)
-    if not isinstance(tx_id, int) or isinstance(tx_id, bool) or tx_id < 0:
+    if (
+        not isinstance(tx_id, int)
+        or isinstance(tx_id, bool)
+        or not 0 <= tx_id <= _MAX_TX_ID
+    ):
         raise invalid_sort_cursor("not a cursor of the event log")
     return tx_id, event_id
 

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import ids
 from app.core.events import emit
 from app.core.jobs import JobQueue
-from app.core.pagination import encode_cursor
+from app.core.pagination import encode_cursor, encode_sort_cursor
 from app.main import create_app
 from app.models import Event, Workspace
 from app.settings import Settings
+from app.webhooks.repository import LOG_SORT
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Committed
 from tests.webhooks.factories import record_event
@@ -208,6 +209,28 @@ class TestListEvents:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "query.cursor"
+
+    @pytest.mark.parametrize("order", ["desc", "asc"])
+    @pytest.mark.parametrize("tx_id", [2**63, 2**64 - 1])
+    async def test_cursor_beyond_bigint_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        order: str,
+        tx_id: int,
+    ) -> None:
+        event = await record_event(session, workspace.id)
+        cursor = encode_sort_cursor(LOG_SORT, tx_id, event.id)
+
+        response = await client.get(
+            "/v1/events", params={"order": order, "cursor": cursor}, headers=auth
+        )
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "query.cursor"
+        assert response.json()["errors"][0]["code"] == "invalid_cursor"
 
     async def test_filter_exact_type(
         self,
