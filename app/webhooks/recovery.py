@@ -60,8 +60,10 @@ class WebhookRecoveryService:
         since: datetime,
     ) -> WebhookRecovery:
         """Store a recovery of the endpoint's failed deliveries and queue its job."""
+        # The lock makes a concurrent delete wait until the recovery is inserted. A
+        # delete that committed first makes the lookup raise WebhookEndpointNotFound.
         endpoint = await webhook_endpoint_service.get(
-            session, principal.workspace_id, endpoint_id
+            session, principal.workspace_id, endpoint_id, for_key_share=True
         )
         now = utcnow()
         if since > now:

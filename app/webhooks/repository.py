@@ -683,7 +683,13 @@ class WebhookEndpointRepository:
         endpoint_id: uuid.UUID,
         *,
         for_update: bool = False,
+        for_key_share: bool = False,
     ) -> WebhookEndpoint | None:
+        """Return the endpoint, locked ``FOR UPDATE`` or ``FOR KEY SHARE`` if asked.
+
+        ``FOR KEY SHARE`` keeps the endpoint from being deleted until the transaction
+        ends, so rows inserted with its id do not break their foreign key.
+        """
         statement = select(WebhookEndpoint).where(
             WebhookEndpoint.workspace_id == workspace_id,
             WebhookEndpoint.id == endpoint_id,
@@ -692,6 +698,10 @@ class WebhookEndpointRepository:
             statement = statement.with_for_update().execution_options(
                 populate_existing=True
             )
+        elif for_key_share:
+            statement = statement.with_for_update(
+                read=True, key_share=True
+            ).execution_options(populate_existing=True)
         return await self.session.scalar(statement)
 
     async def get_by_id(

@@ -51,8 +51,10 @@ class SampleEventService:
                 "/v1/meta/event-types; wildcards are not accepted here.",
                 errors=[FieldError("type", "unknown event type", "unknown")],
             )
+        # The lock makes a concurrent delete wait until the delivery is inserted. A
+        # delete that committed first makes the lookup raise WebhookEndpointNotFound.
         endpoint = await webhook_endpoint_service.get(
-            session, principal.workspace_id, endpoint_id
+            session, principal.workspace_id, endpoint_id, for_key_share=True
         )
         if not endpoint.enabled:
             shown = ids.encode("webhook_endpoint", endpoint.id)

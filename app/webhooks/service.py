@@ -243,9 +243,13 @@ class WebhookEndpointService:
         endpoint_id: uuid.UUID,
         *,
         for_update: bool = False,
+        for_key_share: bool = False,
     ) -> WebhookEndpoint:
         endpoint = await WebhookEndpointRepository.from_session(session).get(
-            workspace_id, endpoint_id, for_update=for_update
+            workspace_id,
+            endpoint_id,
+            for_update=for_update,
+            for_key_share=for_key_share,
         )
         if endpoint is None:
             shown = ids.encode("webhook_endpoint", endpoint_id)

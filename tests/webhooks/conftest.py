@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -24,6 +25,7 @@ from app.core.auth import ALL_SCOPES, create_api_key
 from app.core.db import Database
 from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
+from app.main import create_app
 from app.models import Workspace
 from app.settings import Settings
 from app.webhooks.sender import WebhookSender
@@ -229,6 +231,17 @@ async def committed(
     async with database.session() as session:
         await session.execute(delete(Workspace).where(Workspace.id == workspace.id))
         await session.commit()
+
+
+@pytest.fixture
+async def committed_api(
+    settings: Settings, queue: JobQueue, committed: Committed
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client whose requests commit, each on its own connection."""
+    app = create_app(settings, database=committed.database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+        yield api
 
 
 async def fresh(session: AsyncSession, model: type[Any], row_id: uuid.UUID) -> Any:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import decode
@@ -15,6 +17,7 @@ from app.webhooks.docs import DATA_SCHEMAS
 from tests.billing.factories import create_customer, create_open_invoice
 from tests.billing.test_payments import pay
 from tests.conftest import TestDatabase, make_workspace_key
+from tests.webhooks.conftest import Committed
 from tests.webhooks.factories import create_endpoint
 
 URL = "http://127.0.0.1:9/hooks"
@@ -521,6 +524,44 @@ class TestDeleteEndpoint:
         )
 
         assert response.status_code == 412
+
+    @pytest.mark.parametrize(
+        ("action", "body"),
+        [
+            ("send-test-event", {"type": "lead.created"}),
+            ("recover", {"since": "2026-01-01T00:00:00Z"}),
+        ],
+    )
+    async def test_concurrent_delete_gives_not_found(
+        self,
+        committed_api: httpx.AsyncClient,
+        committed: Committed,
+        action: str,
+        body: dict[str, str],
+    ) -> None:
+        endpoint = await create_endpoint(committed_api, committed.auth, URL)
+        endpoint_id = decode("webhook_endpoint", endpoint["id"])
+
+        async with committed.database.session() as deleting:
+            await deleting.execute(
+                delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+            )
+            request = asyncio.create_task(
+                committed_api.post(
+                    f"/v1/webhook-endpoints/{endpoint['id']}/{action}",
+                    json=body,
+                    headers=committed.auth,
+                )
+            )
+            # The request blocks on the row the uncommitted delete holds.
+            await asyncio.sleep(0.5)
+            waited = not request.done()
+            await deleting.commit()
+        response = await request
+
+        assert waited
+        assert response.status_code == 404, response.text
+        assert response.json()["code"] == "webhook_endpoint_not_found"
 
 
 class TestRotateSecret:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,11 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.core.events import emit
-from app.core.jobs import JobQueue
 from app.core.pagination import encode_cursor, encode_sort_cursor
-from app.main import create_app
 from app.models import Event, Workspace
-from app.settings import Settings
 from app.webhooks.repository import LOG_SORT
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Committed
@@ -484,17 +480,6 @@ async def replay(
         cursor = next_cursor if isinstance(next_cursor, str) else None
         await asyncio.sleep(0.1)
     return seen
-
-
-@pytest.fixture
-async def committed_api(
-    settings: Settings, queue: JobQueue, committed: Committed
-) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client whose requests commit, each on its own connection."""
-    app = create_app(settings, database=committed.database, queue=queue)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-        yield api
 
 
 async def emit_lead_event(session: AsyncSession, committed: Committed) -> Event:
