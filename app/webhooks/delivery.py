@@ -86,6 +86,8 @@ class DeliveryClaim:
     # When the lease was taken, before the transaction that took it read anything.
     leased_at: datetime
     claimed_until: datetime
+    # The endpoint's version that the request was built from.
+    endpoint_version: int
     request: OutgoingRequest
     # Whether the endpoint was failing when the delivery was leased.
     endpoint_failing: bool = False
@@ -233,7 +235,7 @@ class _ClaimBuilder:
         self._claimed_until = claimed_until
         self._max_attempts = max_attempts
         self._shared: dict[
-            uuid.UUID, tuple[str, tuple[str, ...], dict[str, str], bool]
+            uuid.UUID, tuple[str, tuple[str, ...], dict[str, str], bool, int]
         ] = {}
 
     def __call__(
@@ -252,8 +254,9 @@ class _ClaimBuilder:
                 signing_secrets(endpoint, self._now),
                 dict(endpoint.headers),
                 endpoint.failing_since is not None,
+                endpoint.version,
             )
-        url, secrets, headers, failing = shared
+        url, secrets, headers, failing, version = shared
         return DeliveryClaim(
             delivery_id=delivery_id,
             endpoint_id=endpoint.id,
@@ -262,6 +265,7 @@ class _ClaimBuilder:
             attempt_limit=attempt_limit or self._max_attempts,
             leased_at=self._now,
             claimed_until=self._claimed_until,
+            endpoint_version=version,
             request=OutgoingRequest(
                 url=url,
                 message_id=ids.encode("webhook_delivery", delivery_id),
@@ -459,6 +463,13 @@ def _next_state(
     )
     values["next_attempt_at"] = now + timedelta(seconds=delay)
     return "retrying", {**values, "status": "pending", "completed_at": None}
+
+
+async def endpoint_versions(
+    session: AsyncSession, endpoint_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Return the current version of each endpoint, leaving out deleted ones."""
+    return await WebhookEndpointRepository.from_session(session).versions(endpoint_ids)
 
 
 async def release(session: AsyncSession, claims: Sequence[DeliveryClaim]) -> int:

@@ -39,6 +39,7 @@ from app.webhooks.delivery import (
     GONE_STATUS,
     DeliveryClaim,
     NewLeases,
+    endpoint_versions,
     lease,
     lease_seconds,
     record,
@@ -93,6 +94,11 @@ class DeliveryLoop:
         # later saw the endpoint disabled, so it was enabled again and its
         # deliveries are sent.
         self._gone_recorded: dict[uuid.UUID, datetime] = {}
+        # By endpoint with queued claims, its version when the recorder last read
+        # it, or None once it was deleted. A queued claim built from an older
+        # version is released unsent, so the next lease builds it from the
+        # endpoint's current URL, secrets and headers, or fails it if disabled.
+        self._endpoint_versions: dict[uuid.UUID, int | None] = {}
         # By endpoint, the seconds its slowest recent request took; halved at each
         # round that records its requests, unless a slower one comes.
         self._slowest: dict[uuid.UUID, float] = {}
@@ -456,6 +462,7 @@ class DeliveryLoop:
                 # worker keeps no entry per endpoint it ever sent to.
                 del self._sending[endpoint_id]
                 del self._queues[endpoint_id]
+                self._endpoint_versions.pop(endpoint_id, None)
 
     async def _record_until_done(self) -> int:
         """Record the outcomes as they come, and release the leases left unsent,
@@ -482,6 +489,7 @@ class DeliveryLoop:
                     if unsent:
                         await release(session, unsent)
                     await record(session, self._settings, finished)
+                    await self._read_endpoint_versions(session)
             except Exception:
                 # Recorded nothing: the leases of the finished attempts lapse, and
                 # the deliveries are sent again. The unsent claims are released at
@@ -565,6 +573,30 @@ class DeliveryLoop:
         recorded_at = self._gone_recorded.get(claim.endpoint_id)
         return recorded_at is None or claim.leased_at < recorded_at
 
+    async def _read_endpoint_versions(self, session: AsyncSession) -> None:
+        """Note the current version of each endpoint with queued claims.
+
+        NOTE: a sending task takes its next claim as soon as its request ends. So
+        after an endpoint changes, each of its sending tasks may send one more
+        request built from the older version before the next record reads the change.
+        """
+        queued = [endpoint_id for endpoint_id, queue in self._queues.items() if queue]
+        if not queued:
+            return
+        versions = await endpoint_versions(session, queued)
+        for endpoint_id in queued:
+            # A queue emptied meanwhile is forgotten, with its entry here.
+            if endpoint_id in self._queues:
+                self._endpoint_versions[endpoint_id] = versions.get(endpoint_id)
+
+    def _is_outdated(self, claim: DeliveryClaim) -> bool:
+        """Return whether the claim's endpoint was changed or deleted after the
+        claim's request was built."""
+        if claim.endpoint_id not in self._endpoint_versions:
+            return False
+        current = self._endpoint_versions[claim.endpoint_id]
+        return current is None or current > claim.endpoint_version
+
     def _release_soon(self, claim: DeliveryClaim) -> None:
         """Leave a leased request unsent, for the recorder to release at once."""
         self._to_release.append(claim)
@@ -579,6 +611,17 @@ class DeliveryLoop:
             log.info(
                 "webhook.delivery_skipped",
                 reason="endpoint_gone",
+                delivery_id=str(claim.delivery_id),
+            )
+            self._release_soon(claim)
+            return
+        if self._is_outdated(claim):
+            # Released with its attempt, the delivery is leased again at once with
+            # the endpoint's current settings, failed if it was disabled, or gone
+            # with it if it was deleted.
+            log.info(
+                "webhook.delivery_skipped",
+                reason="endpoint_changed",
                 delivery_id=str(claim.delivery_id),
             )
             self._release_soon(claim)

@@ -394,6 +394,7 @@ _SLOT_FACTS = DriverStatement.compile(
         f"""
     SELECT candidate.id, endpoint.url, endpoint.secret, endpoint.previous_secret,
         endpoint.previous_secret_expires_at, endpoint.headers, endpoint.failing_since,
+        endpoint.version,
         EXISTS (
             SELECT 1 FROM webhook_deliveries AS other
             WHERE other.endpoint_id = candidate.id
@@ -422,6 +423,7 @@ _SLOT_FACTS = DriverStatement.compile(
         "previous_secret_expires_at",
         "headers",
         "failing_since",
+        "version",
         "held_elsewhere",
         "backlog",
         "leased",
@@ -782,6 +784,17 @@ class WebhookEndpointRepository:
             .execution_options(populate_existing=True)
         )
         return {endpoint.id: endpoint for endpoint in rows}
+
+    async def versions(self, endpoint_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Return the current version of each endpoint that still exists."""
+        if not endpoint_ids:
+            return {}
+        rows = await self.session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.version).where(
+                WebhookEndpoint.id.in_(set(endpoint_ids))
+            )
+        )
+        return {row.id: row.version for row in rows}
 
     async def set_failing_since(
         self, endpoint_id: uuid.UUID, since: datetime | None

@@ -9,20 +9,28 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.clock import utcnow
-from app.core.ids import new_uuid
+from app.core.ids import decode, new_uuid
 from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import loop as webhook_loop
 from app.webhooks.dispatch import Dispatch, dispatch_pending
 from app.webhooks.repository import EventRepository
 from app.webhooks.sender import AttemptResult, OutgoingRequest, WebhookSender
-from tests.webhooks.conftest import Committed, Receiver, ScriptedResponse
+from tests.webhooks.conftest import (
+    Committed,
+    ReceivedRequest,
+    Receiver,
+    ScriptedResponse,
+)
+from tests.webhooks.factories import create_endpoint
 from tests.webhooks.test_batch import add_endpoint, deliveries, emit_events, limited
 from workers import tasks
 
@@ -679,3 +687,113 @@ class TestGatheredRecords:
         assert batches == [3]
         rows = await deliveries(committed, endpoint.id)
         assert {(row.status, row.attempts) for row in rows} == {("succeeded", 1)}
+
+
+def signed_only_by(request: ReceivedRequest, secret: str, other: str) -> bool:
+    """Return whether the request verifies with ``secret`` and not with ``other``."""
+    try:
+        Webhook(secret).verify(request.body, request.headers)
+    except WebhookVerificationError:
+        return False
+    try:
+        Webhook(other).verify(request.body, request.headers)
+    except WebhookVerificationError:
+        return True
+    return False
+
+
+async def delivery_statuses(committed: Committed, endpoint_id: str) -> Counter[str]:
+    async with committed.database.session() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery.status).where(
+                WebhookDelivery.endpoint_id == decode("webhook_endpoint", endpoint_id)
+            )
+        )
+        return Counter(rows.all())
+
+
+class TestEndpointChangedWhileQueued:
+    """Requests leased ahead of an endpoint change follow the change."""
+
+    EVENTS = 8
+
+    async def test_rotation_retires_old_secret(
+        self,
+        committed: Committed,
+        committed_api: httpx.AsyncClient,
+        receiver: Receiver,
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=1)
+        receiver.default = ScriptedResponse(delay_seconds=0.3)
+        endpoint = await create_endpoint(
+            committed_api, committed.auth, receiver.url(), event_types=["lead.*"]
+        )
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+        await emit_events(committed, self.EVENTS)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        try:
+            await eventually(lambda: len(receiver.requests) >= 1, 5)
+            rotated = await committed_api.post(
+                f"{path}/rotate-secret",
+                json={"previous_secret_expires_in": 0},
+                headers=committed.auth,
+            )
+            sent_before = len(receiver.requests)
+
+            async def all_succeeded() -> bool:
+                statuses = await delivery_statuses(committed, endpoint["id"])
+                return statuses["succeeded"] == self.EVENTS
+
+            await eventually(all_succeeded, 20)
+        finally:
+            await loop.stop()
+
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["secret"]
+        later = receiver.requests[sent_before:]
+        old_only = [
+            request
+            for request in later
+            if signed_only_by(request, endpoint["secret"], new_secret)
+        ]
+        # One sending task may take one more claim before the loop reads the change.
+        assert len(old_only) <= 1
+        assert len(later) >= self.EVENTS - sent_before
+
+    async def test_disabled_endpoint_gets_no_more(
+        self,
+        committed: Committed,
+        committed_api: httpx.AsyncClient,
+        receiver: Receiver,
+    ) -> None:
+        ctx = limited(committed, webhook_max_in_flight_per_endpoint=1)
+        receiver.default = ScriptedResponse(delay_seconds=0.3)
+        endpoint = await create_endpoint(
+            committed_api, committed.auth, receiver.url(), event_types=["lead.*"]
+        )
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+        await emit_events(committed, self.EVENTS)
+        loop = tasks.delivery_loop(ctx)
+        loop.start()
+        try:
+            await eventually(lambda: len(receiver.requests) >= 1, 5)
+            disabled = await committed_api.patch(
+                path, json={"enabled": False}, headers=committed.auth
+            )
+            sent_before = len(receiver.requests)
+
+            async def none_pending() -> bool:
+                statuses = await delivery_statuses(committed, endpoint["id"])
+                return statuses["pending"] == 0
+
+            await eventually(none_pending, 20)
+        finally:
+            await loop.stop()
+
+        assert disabled.status_code == 200, disabled.text
+        statuses = await delivery_statuses(committed, endpoint["id"])
+        # One sending task may take one more claim before the loop reads the change.
+        assert len(receiver.requests) - sent_before <= 1
+        assert statuses["failed"] >= self.EVENTS - sent_before - 1
+        assert statuses["succeeded"] + statuses["failed"] == self.EVENTS
