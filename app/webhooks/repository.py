@@ -55,6 +55,8 @@ def _escape_like(text: str) -> str:
 LOG_SORT = "log"
 # The id of the oldest transaction still running, as a bigint. Every transaction with
 # a lower id has ended, so no event below it can appear any more.
+# NOTE: the snapshot spans every database of the server, so a long write transaction
+# in another database holds back the replay too.
 _SETTLED_BELOW = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 # The id of the reading transaction, null unless it has written. Its own events are
 # visible to it, although no other transaction's replay lists them before it ends.
