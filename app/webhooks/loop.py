@@ -577,8 +577,10 @@ class DeliveryLoop:
         """Note the current version of each endpoint with queued claims.
 
         NOTE: a sending task takes its next claim as soon as its request ends. So
-        after an endpoint changes, each of its sending tasks may send one more
-        request built from the older version before the next record reads the change.
+        after an endpoint changes, its sending tasks go on sending requests built
+        from the older version until the next record reads the change: about
+        ``RECORD_WAIT_SECONDS`` and one transaction while requests are ending, which
+        is many requests to a receiver that answers in a few milliseconds.
         """
         queued = [endpoint_id for endpoint_id, queue in self._queues.items() if queue]
         if not queued:
