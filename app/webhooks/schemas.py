@@ -77,19 +77,46 @@ RESERVED_HEADERS = frozenset(
         "content-type",
         "content-length",
         "content-encoding",
-        "transfer-encoding",
-        "connection",
         "host",
         "user-agent",
+        "expect",
+    }
+)
+# Headers of one connection or one proxy hop, which a proxy
+# between the worker and the receiver would consume or drop.
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
         "te",
         "trailer",
+        "transfer-encoding",
         "upgrade",
-        "keep-alive",
-        "expect",
     }
 )
 # A header name is an RFC 9110 token.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
+# A header value is visible ASCII, spaces and tabs, as RFC 9110 defines it.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+
+
+def _header_value_fault(name: str, value: str) -> str | None:
+    """Return why ``value`` cannot be sent as the value of header ``name``, or None."""
+    if len(value) > MAX_HEADER_VALUE_LENGTH:
+        return (
+            f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} characters"
+        )
+    if _HEADER_VALUE.match(value):
+        return None
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        return f"the value of {name!r} contains control characters"
+    return (
+        f"the value of {name!r} contains characters outside ASCII; percent-encode "
+        "or base64-encode it"
+    )
 
 
 def _check_headers(value: dict[str, str]) -> dict[str, str]:
@@ -102,16 +129,17 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
         lowered = name.lower()
         if lowered in RESERVED_HEADERS:
             raise ValueError(f"{name!r} is set by salescycle and cannot be replaced")
+        if lowered in HOP_BY_HOP_HEADERS:
+            raise ValueError(
+                f"{name!r} applies to one connection or proxy hop, so it would not "
+                "reach the receiver; send the receiver's credentials in another header"
+            )
         if lowered in seen:
             raise ValueError(f"{name!r} is given twice, in different case")
         seen.add(lowered)
-        if len(header_value) > MAX_HEADER_VALUE_LENGTH:
-            raise ValueError(
-                f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} "
-                "characters"
-            )
-        if any(char in "\r\n\x00" or not char.isprintable() for char in header_value):
-            raise ValueError(f"the value of {name!r} contains control characters")
+        fault = _header_value_fault(name, header_value)
+        if fault is not None:
+            raise ValueError(fault)
     return value
 
 
@@ -119,8 +147,10 @@ CustomHeaders = Annotated[
     dict[str, str],
     Field(
         description="Extra headers sent with every request to the endpoint, such as "
-        "an authorization token the receiver expects. At most 20; the webhook-* "
-        "headers, Content-Type, Host and User-Agent cannot be replaced.",
+        "an authorization token the receiver expects. At most 20, with values of "
+        "printable ASCII; the webhook-* headers, Content-Type, Host and User-Agent "
+        "cannot be replaced, and hop-by-hop headers such as Connection and "
+        "Proxy-Authorization are not accepted.",
         examples=[{"Authorization": "Bearer 4f3c…"}],
     ),
     AfterValidator(_check_headers),

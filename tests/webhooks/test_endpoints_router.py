@@ -308,6 +308,10 @@ class TestCustomHeaders:
             {"HOST": "elsewhere.example"},
             {"Bad Name": "x"},
             {"X-Split": "a\r\nInjected: yes"},
+            {"X-Bell": "a\x07b"},
+            {"X-Name": "Zoë"},
+            {"Proxy-Authorization": "Basic eDp5"},
+            {"Connection": "close"},
             {"X-Long": "x" * 1001},
             {"X-Dup": "1", "x-dup": "2"},
             {f"X-{index}": "v" for index in range(21)},
@@ -330,6 +334,37 @@ class TestCustomHeaders:
         assert response.json()["errors"][0]["field"].startswith("headers")
         count = select(func.count()).select_from(WebhookEndpoint)
         assert await session.scalar(count) == 0
+
+    @pytest.mark.parametrize(
+        ("headers", "fault"),
+        [
+            ({"X-Name": "Zoë"}, "outside ASCII; percent-encode"),
+            ({"Proxy-Authorization": "Basic eDp5"}, "one connection or proxy hop"),
+            ({"X-Bell": "a\x07b"}, "control characters"),
+        ],
+    )
+    async def test_invalid_value_explained(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        headers: dict[str, str],
+        fault: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "headers": headers},
+            headers=auth,
+        )
+
+        assert response.status_code == 422, response.text
+        assert fault in response.json()["errors"][0]["message"]
+
+    async def test_inner_tab_accepted(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL, headers={"X-List": "a\tb"})
+
+        assert endpoint["headers"] == {"X-List": "a\tb"}
 
 
 class TestGetEndpoint:
