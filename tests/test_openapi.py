@@ -41,3 +41,23 @@ class TestCommittedContract:
                     if "application/problem+json" in response.get("content", {})
                 ]
                 assert "422" in problems, f"{method.upper()} {path} lacks a 422 problem"
+
+    def test_posts_declare_idempotency_key(self) -> None:
+        schema = json.loads(COMMITTED.read_text())
+        signed_receivers = {
+            "/v1/email-events/{provider}",
+            "/v1/provider-webhooks/stripe",
+        }
+
+        for path, methods in schema["paths"].items():
+            for method, operation in methods.items():
+                headers = [
+                    parameter["name"]
+                    for parameter in operation.get("parameters", [])
+                    if parameter["in"] == "header"
+                ]
+                declared = headers.count("Idempotency-Key")
+                if method == "post" and path not in signed_receivers:
+                    assert declared == 1, f"POST {path} lacks Idempotency-Key"
+                else:
+                    assert declared == 0, f"{method.upper()} {path} declares it"

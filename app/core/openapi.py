@@ -26,6 +26,25 @@ _DESCRIPTIONS = {
 # openapi_extra for operations that need no API key.
 PUBLIC: dict[str, Any] = {"security": []}
 
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[ -~]+$",
+    },
+    "description": (
+        "Makes the request safe to retry: a repeat with the same key and body for at "
+        "least 24 hours (SALESCYCLE_IDEMPOTENCY_TTL_SECONDS) replays the first successful "
+        "response with `Idempotent-Replayed: true`. The same key with another body is "
+        "422 `idempotency_key_reused`, and a repeat while the first still runs is 409. "
+        "A UUID per intended change works well."
+    ),
+}
+
 
 class ProblemFieldError(BaseModel):
     """One invalid field of a request."""

@@ -34,6 +34,7 @@ from app.core.errors import (
     UnsupportedMediaType,
 )
 from app.core.idempotency import HEADER, run_idempotent
+from app.core.openapi import IDEMPOTENCY_KEY_PARAMETER
 
 log = structlog.get_logger(__name__)
 
@@ -159,9 +160,19 @@ class UnitOfWorkRoute(APIRoute):
     reads it.
     """
 
+    # Whether a POST honours Idempotency-Key, which its OpenAPI operation then declares.
+    honours_idempotency_key = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["strict_content_type"] = False
         super().__init__(*args, **kwargs)
+        if self.honours_idempotency_key and "POST" in (self.methods or ()):
+            extra = dict(self.openapi_extra or {})
+            extra["parameters"] = [
+                *extra.get("parameters", []),
+                IDEMPOTENCY_KEY_PARAMETER,
+            ]
+            self.openapi_extra = extra
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()
@@ -271,6 +282,8 @@ class SignedWebhookRoute(UnitOfWorkRoute):
     POSTs by API key, which would turn such a request into a 401, so this route skips
     that step. The receiver deduplicates by the sender's event id instead.
     """
+
+    honours_idempotency_key = False
 
     async def _run(
         self, request: Request, call: Callable[[Request], Awaitable[Response]]
