@@ -1,4 +1,4 @@
-"""The ``salescycle`` command line: servers, migrations, API keys and imports.
+"""The ``salescycle`` command line: servers, migrations and operator tasks.
 
 Each command builds its settings from the environment (prefix ``SALESCYCLE_``) and runs
 in its own event loop. Data goes to stdout, messages and logs to stderr, so output such
@@ -20,6 +20,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import admin
+from app.billing.providers import inbox_admin
+from app.billing.providers.inbox import STATUSES
 from app.core import ids
 from app.core.auth import ALL_SCOPES, SCOPES
 from app.core.clock import isoformat
@@ -32,6 +34,9 @@ from app.embedded import EmbeddedServerError
 from app.settings import Settings
 
 T = TypeVar("T")
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print a JSON array instead of a table.")
+]
 
 # Seconds between refreshes of the worker's health key in Redis. The key expires one
 # second later, and `salescycle worker --check` fails once it has expired.
@@ -56,6 +61,13 @@ cli.add_typer(api_keys_cli, name="api-keys")
 cli.add_typer(workspaces_cli, name="workspaces")
 import_cli = typer.Typer(help="Import data from files.", no_args_is_help=True)
 cli.add_typer(import_cli, name="import")
+provider_events_cli = typer.Typer(
+    help="List payment provider events and retry failed ones.", no_args_is_help=True
+)
+cli.add_typer(provider_events_cli, name="provider-events")
+
+# Characters of an event's error shown in the table; --json shows all of it.
+TABLE_ERROR_WIDTH = 60
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -325,9 +337,7 @@ def api_keys_list(
     workspace: Annotated[
         str | None, typer.Option(help="Only keys of this workspace (ws_…).")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON array instead of a table.")
-    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """List API keys (never their secrets)."""
     settings = _settings(quiet=True)
@@ -374,6 +384,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ]
         for row in rows
     ]
+    return render_table(headers, cells)
+
+
+def render_table(headers: list[str], cells: list[list[str]]) -> str:
+    """Align ``cells`` under ``headers`` in columns two spaces apart."""
     widths = [
         max(len(header), *(len(line[index]) for line in cells))
         for index, header in enumerate(headers)
@@ -442,6 +457,158 @@ def workspaces_list() -> None:
 
     for workspace_id, name, created_at in run_in_session(settings, work):
         typer.echo(f"{workspace_id}  {created_at}  {name}")
+
+
+def _check_statuses(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        if value not in STATUSES:
+            raise typer.BadParameter(
+                f"{value!r} is not a status. Use one of: {', '.join(STATUSES)}."
+            )
+    return values
+
+
+@provider_events_cli.command("list")
+def provider_events_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only events in this status; repeat for several. One of: "
+            f"{', '.join(STATUSES)}.",
+            metavar="STATUS",
+            callback=_check_statuses,
+        ),
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Only events of this provider, such as stripe.")
+    ] = None,
+    workspace: Annotated[
+        str | None, typer.Option(help="Only events of this workspace (ws_…).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Maximum number of events to list.", min=1, max=1000)
+    ] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List stored provider events, newest first by the time they were received."""
+    settings = _settings(quiet=True)
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        workspace_id = (
+            admin.parse_id("workspace", workspace, "workspace")
+            if workspace is not None
+            else None
+        )
+        events = await inbox_admin.list_events(
+            session,
+            statuses=status or [],
+            provider=provider,
+            workspace_id=workspace_id,
+            limit=limit,
+        )
+        return [
+            {
+                "event_id": event.event_id,
+                "provider": event.provider,
+                "type": event.type,
+                "status": event.status,
+                "attempts": event.attempts,
+                "received_at": isoformat(event.received_at),
+                "processed_at": (
+                    isoformat(event.processed_at) if event.processed_at else None
+                ),
+                "workspace_id": (
+                    ids.encode("workspace", event.workspace_id)
+                    if event.workspace_id
+                    else None
+                ),
+                "error": event.error,
+            }
+            for event in events
+        ]
+
+    rows = run_in_session(settings, work)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(format_provider_events(rows))
+
+
+def _shorten(text: str, width: int) -> str:
+    """Cut ``text`` to one line of at most ``width`` characters, marking a cut with …."""
+    line = " ".join(text.split())
+    if len(line) <= width:
+        return line
+    return line[: width - 1] + "…"
+
+
+def format_provider_events(rows: list[dict[str, Any]]) -> str:
+    headers = [
+        "EVENT",
+        "PROVIDER",
+        "TYPE",
+        "STATUS",
+        "ATTEMPTS",
+        "RECEIVED",
+        "WORKSPACE",
+        "ERROR",
+    ]
+    cells = [
+        [
+            row["event_id"],
+            row["provider"],
+            row["type"],
+            row["status"],
+            str(row["attempts"]),
+            row["received_at"],
+            row["workspace_id"] or "-",
+            _shorten(row["error"], TABLE_ERROR_WIDTH) if row["error"] else "-",
+        ]
+        for row in rows
+    ]
+    return render_table(headers, cells)
+
+
+@provider_events_cli.command("retry")
+def provider_events_retry(
+    event_id: Annotated[
+        str, typer.Argument(help="The provider's event id, such as evt_… of Stripe.")
+    ],
+    provider: Annotated[
+        str, typer.Option(help="Provider that sent the event.")
+    ] = "stripe",
+) -> None:
+    """Apply a failed event again, once its cause is fixed; other statuses exit 1."""
+    from app.core.jobs import JobQueue
+
+    settings = _settings(quiet=True)
+
+    async def work(session: AsyncSession) -> None:
+        await inbox_admin.retry_failed(session, provider, event_id)
+
+    run_in_session(settings, work)
+
+    async def notify() -> bool:
+        queue = JobQueue(settings.redis_url)
+        try:
+            return await inbox_admin.notify_worker(queue)
+        finally:
+            await queue.close()
+
+    if asyncio.run(notify()):
+        typer.echo(
+            f"Set the {provider} event {event_id} back to received; the worker "
+            "applies it shortly.",
+            err=True,
+        )
+        return
+    typer.echo(
+        f"Set the {provider} event {event_id} back to received, but the worker "
+        f"was not told, because Redis at {admin.masked_url(settings.redis_url)} "
+        "failed. The worker's sweep, which looks for received events every "
+        f"{settings.sweep_interval_seconds} s, applies it once Redis is back.",
+        err=True,
+    )
 
 
 @import_cli.command("leads")

@@ -10,23 +10,27 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from app import admin
+from app.billing.providers.inbox import DRAIN_JOB, STATUSES
 from app.core import ids
 from app.core.auth import ALL_SCOPES, NewApiKey, create_api_key
+from app.core.clock import utcnow
 from app.core.db import async_url
 from app.core.migrate import upgrade
 from app.core.openapi import render_schema
 from app.main import create_app
-from app.models import ApiKey, Workspace
+from app.models import ApiKey, ProviderEvent, Workspace
 from app.settings import Settings
-from tests.cli_support import clean_environment, run_cli
+from tests.cli_support import clean_environment, free_port, run_cli
 from tests.conftest import Servers, recreate_database
 
 SECRET = re.compile(r"sk_[A-Za-z0-9_-]{43}")
@@ -524,3 +528,226 @@ class TestImportLeads:
 
         assert result.returncode == 1
         assert "--dedupe" in result.stderr
+
+
+async def seed_provider_event(
+    engine: AsyncEngine,
+    event_id: str,
+    status: str,
+    *,
+    age: timedelta = timedelta(0),
+    workspace: Workspace | None = None,
+    error: str | None = None,
+) -> None:
+    """Commit an inbox row as the worker leaves it, received ``age`` ago."""
+    received_at = utcnow() - age
+    async with async_sessionmaker(engine)() as session:
+        session.add(
+            ProviderEvent(
+                id=ids.new_uuid(),
+                provider="stripe",
+                event_id=event_id,
+                type="payment_intent.succeeded",
+                payload={"id": event_id, "data": {"object": {}}},
+                status=status,
+                attempts=1,
+                received_at=received_at,
+                processed_at=received_at + timedelta(seconds=1),
+                claimed_until=received_at + timedelta(minutes=2),
+                workspace_id=workspace.id if workspace else None,
+                error=error,
+            )
+        )
+        await session.commit()
+
+
+async def load_provider_event(engine: AsyncEngine, event_id: str) -> ProviderEvent:
+    async with async_sessionmaker(engine)() as session:
+        row = await session.scalar(
+            select(ProviderEvent).where(ProviderEvent.event_id == event_id)
+        )
+    assert row is not None
+    return row
+
+
+class TestProviderEventsList:
+    async def test_table_and_json(
+        self, env: dict[str, str], cli_engine: AsyncEngine
+    ) -> None:
+        workspace = await seed_workspace(cli_engine, "Acme")
+        long_error = "no invoice inv_0123 exists " * 10
+        await seed_provider_event(
+            cli_engine, "evt_old", "processed", age=timedelta(minutes=2)
+        )
+        await seed_provider_event(
+            cli_engine,
+            "evt_review",
+            "needs_review",
+            age=timedelta(minutes=1),
+            workspace=workspace,
+            error="amount 900 differs from the invoice's 1000",
+        )
+        await seed_provider_event(cli_engine, "evt_new", "failed", error=long_error)
+
+        table = await run_cli("provider-events", "list", env=env)
+        as_json = await run_cli("provider-events", "list", "--json", env=env)
+
+        assert table.returncode == 0, table.stderr
+        assert as_json.returncode == 0, as_json.stderr
+        rows = json.loads(as_json.stdout)
+        assert [row["event_id"] for row in rows] == ["evt_new", "evt_review", "evt_old"]
+        assert rows[0]["error"] == long_error
+        assert rows[0]["workspace_id"] is None
+        assert rows[0]["status"] == "failed"
+        assert rows[0]["provider"] == "stripe"
+        assert rows[0]["type"] == "payment_intent.succeeded"
+        assert rows[0]["attempts"] == 1
+        assert rows[0]["received_at"].endswith("Z")
+        assert rows[1]["workspace_id"] == ids.encode("workspace", workspace.id)
+        assert "payload" not in rows[0]
+        header, new, review, old = table.stdout.splitlines()
+        assert header.split() == [
+            "EVENT",
+            "PROVIDER",
+            "TYPE",
+            "STATUS",
+            "ATTEMPTS",
+            "RECEIVED",
+            "WORKSPACE",
+            "ERROR",
+        ]
+        assert new.split()[:7] == [
+            "evt_new",
+            "stripe",
+            "payment_intent.succeeded",
+            "failed",
+            "1",
+            rows[0]["received_at"],
+            "-",
+        ]
+        assert new.endswith("…")
+        assert len(new) < len(header) + 80
+        assert long_error.strip() not in table.stdout
+        assert review.split()[6] == ids.encode("workspace", workspace.id)
+        assert review.endswith("amount 900 differs from the invoice's 1000")
+        assert old.split()[-1] == "-"
+
+    async def test_filters(self, env: dict[str, str], cli_engine: AsyncEngine) -> None:
+        workspace = await seed_workspace(cli_engine, "Acme")
+        await seed_provider_event(
+            cli_engine, "evt_failed", "failed", age=timedelta(minutes=3)
+        )
+        await seed_provider_event(
+            cli_engine,
+            "evt_review",
+            "needs_review",
+            age=timedelta(minutes=2),
+            workspace=workspace,
+        )
+        await seed_provider_event(
+            cli_engine, "evt_done", "processed", age=timedelta(minutes=1)
+        )
+
+        async def listed(*options: str) -> list[str]:
+            result = await run_cli(
+                "provider-events", "list", "--json", *options, env=env
+            )
+            assert result.returncode == 0, result.stderr
+            return [row["event_id"] for row in json.loads(result.stdout)]
+
+        workspace_id = ids.encode("workspace", workspace.id)
+        statuses = ("--status", "failed", "--status", "needs_review")
+        assert await listed(*statuses) == ["evt_review", "evt_failed"]
+        assert await listed("--workspace", workspace_id) == ["evt_review"]
+        assert await listed("--provider", "paypal") == []
+        assert await listed("--provider", "stripe", "--limit", "1") == ["evt_done"]
+
+    async def test_unknown_status(self, env: dict[str, str]) -> None:
+        result = await run_cli("provider-events", "list", "--status", "lost", env=env)
+
+        assert result.returncode == 2
+        assert "'lost' is not a status" in result.stderr
+        for status in STATUSES:
+            assert status in result.stderr
+
+    async def test_limit_out_of_range(self, env: dict[str, str]) -> None:
+        result = await run_cli("provider-events", "list", "--limit", "1001", env=env)
+
+        assert result.returncode == 2
+        assert "--limit" in result.stderr
+
+
+class TestProviderEventsRetry:
+    async def test_failed_event_queued(
+        self,
+        env: dict[str, str],
+        cli_engine: AsyncEngine,
+        redis_client: aioredis.Redis,
+    ) -> None:
+        await seed_provider_event(
+            cli_engine, "evt_failed", "failed", error="no invoice inv_0123 exists"
+        )
+
+        result = await run_cli("provider-events", "retry", "evt_failed", env=env)
+
+        assert result.returncode == 0, result.stderr
+        assert "back to received" in result.stderr
+        row = await load_provider_event(cli_engine, "evt_failed")
+        assert row.status == "received"
+        assert row.attempts == 0
+        assert row.error is None
+        assert row.claimed_until is None
+        assert row.processed_at is None
+        assert len(await redis_client.keys(f"arq:job:{DRAIN_JOB}:*")) == 1
+
+    async def test_other_statuses_rejected(
+        self, env: dict[str, str], cli_engine: AsyncEngine
+    ) -> None:
+        cases = {
+            "received": "already waiting for the worker",
+            "processed": "already applied",
+            "ignored": "needed no change",
+            "needs_review": "correct the invoice or payment by hand",
+            "held": "waits for the payment",
+        }
+        for status in cases:
+            await seed_provider_event(cli_engine, f"evt_{status}", status, error="kept")
+
+        for status, reason in cases.items():
+            result = await run_cli("provider-events", "retry", f"evt_{status}", env=env)
+
+            assert result.returncode == 1, status
+            assert f"is {status}" in result.stderr
+            assert reason in result.stderr
+            row = await load_provider_event(cli_engine, f"evt_{status}")
+            assert row.status == status
+            assert row.attempts == 1
+            assert row.error == "kept"
+
+    async def test_unknown_event(self, env: dict[str, str]) -> None:
+        result = await run_cli(
+            "provider-events", "retry", "evt_unknown", "--provider", "stripe", env=env
+        )
+
+        assert result.returncode == 1
+        assert "stripe event evt_unknown was not found" in result.stderr
+
+    async def test_redis_unreachable(
+        self, env: dict[str, str], cli_engine: AsyncEngine
+    ) -> None:
+        await seed_provider_event(cli_engine, "evt_failed", "failed", error="kept")
+        # Nothing listens on a port that was free a moment ago.
+        redis_url = f"redis://127.0.0.1:{free_port()}/12"
+
+        result = await run_cli(
+            "provider-events",
+            "retry",
+            "evt_failed",
+            env={**env, "SALESCYCLE_REDIS_URL": redis_url},
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert f"Redis at {redis_url} failed" in result.stderr
+        assert "sweep" in result.stderr
+        row = await load_provider_event(cli_engine, "evt_failed")
+        assert row.status == "received"

@@ -303,6 +303,43 @@ class ProviderEventRepository:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
 
+    async def get_by_event_id(
+        self, provider: str, event_id: str, *, for_update: bool = False
+    ) -> ProviderEvent | None:
+        """Load an event by the provider's own event id, as it is committed now."""
+        statement = (
+            select(ProviderEvent)
+            .where(
+                ProviderEvent.provider == provider, ProviderEvent.event_id == event_id
+            )
+            .execution_options(populate_existing=True)
+        )
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def list_newest(
+        self,
+        *,
+        statuses: Sequence[str] = (),
+        provider: str | None = None,
+        workspace_id: uuid.UUID | None = None,
+        limit: int,
+    ) -> list[ProviderEvent]:
+        """List events newest first by ``received_at``; an empty filter matches all."""
+        statement = (
+            select(ProviderEvent)
+            .order_by(ProviderEvent.received_at.desc(), ProviderEvent.id.desc())
+            .limit(limit)
+        )
+        if statuses:
+            statement = statement.where(ProviderEvent.status.in_(statuses))
+        if provider is not None:
+            statement = statement.where(ProviderEvent.provider == provider)
+        if workspace_id is not None:
+            statement = statement.where(ProviderEvent.workspace_id == workspace_id)
+        return list(await self.session.scalars(statement))
+
     async def lock_many(
         self, provider_event_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, ProviderEvent]:

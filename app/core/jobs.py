@@ -163,7 +163,8 @@ class JobQueue:
             raise
         return pool
 
-    async def enqueue(self, job: PendingJob) -> None:
+    async def enqueue(self, job: PendingJob) -> bool:
+        """Add ``job`` unless its id is taken; return False if Redis failed (logged)."""
         try:
             pool = await self.pool()
             # register_script only hashes the text; Redis caches the script by hash.
@@ -178,6 +179,8 @@ class JobQueue:
                 error=repr(error),
             )
             await self._reset()
+            return False
+        return True
 
     async def enqueue_many(self, jobs: list[PendingJob]) -> None:
         """Enqueue ``jobs`` in one pipeline: two round trips however many there are.

@@ -11,13 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.auth import ALL_SCOPES, create_api_key
 from app.core.db import Database
@@ -36,7 +37,7 @@ from app.models import (
     Workspace,
 )
 from app.settings import Settings
-from tests.billing.factories import create_customer
+from tests.billing.factories import create_customer, create_open_invoice
 from tests.billing.stripe_standin import StripeStandIn
 from tests.conftest import TestDatabase
 
@@ -105,6 +106,25 @@ async def committed(
         await queue.close()
         await database.close_autocommit_pool()
         await _delete_workspace(database, workspace_id)
+
+
+@pytest.fixture
+def worker_ctx(
+    database: Database, queue: JobQueue, settings: Settings
+) -> dict[str, Any]:
+    """The context arq gives a job, on the test's database and queue."""
+    return {"db": database, "queue": queue, "settings": settings}
+
+
+@pytest.fixture
+async def open_invoice(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    workspace: Workspace,
+) -> AsyncIterator[dict[str, Any]]:
+    customer = await create_customer(session, workspace.id)
+    yield await create_open_invoice(client, auth, customer)
 
 
 @pytest.fixture

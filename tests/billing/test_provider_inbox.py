@@ -25,7 +25,6 @@ from app.billing.providers.inbox import (
 from app.billing.repository import InvoiceRepository, PaymentRepository
 from app.billing.views import invoice_data, payment_data
 from app.core.clock import utcnow
-from app.core.db import Database
 from app.core.ids import new_uuid
 from app.core.jobs import QUEUE_NAME, JobQueue
 from app.models import Event, Invoice, Payment, ProviderEvent, Workspace
@@ -85,13 +84,6 @@ async def count_payments(session: AsyncSession, workspace_id: uuid.UUID) -> int:
         .where(Payment.workspace_id == workspace_id)
     )
     return int(count or 0)
-
-
-@pytest.fixture
-def worker_ctx(
-    database: Database, queue: JobQueue, settings: Settings
-) -> dict[str, Any]:
-    return {"db": database, "queue": queue, "settings": settings}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +22,6 @@ from app.models import Event, Payment, ProviderEvent, Workspace
 from app.settings import Settings
 from tests.billing.factories import (
     STRIPE_SECRET,
-    create_customer,
-    create_open_invoice,
     payment_intent,
     sign,
     signature_header,
@@ -52,13 +49,6 @@ async def deliver(
 async def stored_events(session: AsyncSession) -> list[ProviderEvent]:
     session.expire_all()
     return list(await session.scalars(select(ProviderEvent).order_by(ProviderEvent.id)))
-
-
-@pytest.fixture
-def worker_ctx(
-    database: Database, queue: JobQueue, settings: Settings
-) -> dict[str, Any]:
-    return {"db": database, "queue": queue, "settings": settings}
 
 
 async def receive_and_process(
@@ -304,17 +294,6 @@ class TestReceiveStripeEvent:
         operation = schema["paths"][URL]["post"]
         assert operation["operationId"] == "provider_webhooks_stripe"
         assert operation["security"] == []
-
-
-@pytest.fixture
-async def open_invoice(
-    client: httpx.AsyncClient,
-    auth: dict[str, str],
-    session: AsyncSession,
-    workspace: Workspace,
-) -> AsyncIterator[dict[str, Any]]:
-    customer = await create_customer(session, workspace.id)
-    yield await create_open_invoice(client, auth, customer)
 
 
 class TestProcessStripeEvent:

@@ -24,12 +24,7 @@ from tests.billing.factories import (
     sign,
     stripe_body,
 )
-from tests.billing.test_stripe import (  # noqa: F401 (fixtures)
-    invoice_state,
-    open_invoice,
-    receive_and_process,
-    worker_ctx,
-)
+from tests.billing.test_stripe import invoice_state, receive_and_process
 from workers import tasks
 
 INTENT = "pi_3Test0001"
@@ -98,8 +93,8 @@ class TestStripeRefund:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
 
@@ -130,8 +125,8 @@ class TestStripeRefund:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
         first = stripe_body("charge.refunded", charge(3000, "re_1"))
@@ -157,9 +152,9 @@ class TestStripeRefund:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
         redis_client: aioredis.Redis,
-        open_invoice: dict[str, Any],  # noqa: F811
+        open_invoice: dict[str, Any],
     ) -> None:
         now = int(time.time())
         early = stripe_body("charge.refunded", charge(4000, "re_1"), created=now)
@@ -188,8 +183,8 @@ class TestStripeRefund:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         now = int(time.time())
         await pay_by_stripe(client, session, worker_ctx, open_invoice, created=now - 10)
@@ -213,8 +208,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
 
@@ -250,8 +245,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
         await receive_and_process(
@@ -284,8 +279,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
         await receive_and_process(
@@ -321,8 +316,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
         await receive_and_process(
@@ -354,8 +349,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         await pay_by_stripe(client, session, worker_ctx, open_invoice)
 
@@ -385,8 +380,8 @@ class TestStripeDispute:
         client: httpx.AsyncClient,
         auth: dict[str, str],
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         held = await receive_and_process(
             client,
@@ -406,8 +401,8 @@ class TestStripeDispute:
         self,
         client: httpx.AsyncClient,
         session: AsyncSession,
-        worker_ctx: dict[str, Any],  # noqa: F811
-        open_invoice: dict[str, Any],  # noqa: F811
+        worker_ctx: dict[str, Any],
+        open_invoice: dict[str, Any],
     ) -> None:
         obj = payment_intent(open_invoice["id"], 10000)
         obj["metadata"]["workspace_id"] = "ws_01jd0000000000000000000000"

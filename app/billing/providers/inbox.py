@@ -52,6 +52,8 @@ DRAIN_JOB = "drain_provider_events"
 # The events a process stores within one window share one drain job.
 DRAIN_WINDOW_MS = 50
 MAX_ATTEMPTS = 5
+# Every status of an inbox row, as the module docstring describes them.
+STATUSES = ("received", "processed", "needs_review", "ignored", "failed", HELD)
 MAX_ERROR_LENGTH = 2000
 # The sweep leaves fresh rows to the job enqueued after their commit.
 SWEEP_GRACE = timedelta(seconds=10)
