@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         description="Requests the workers send to one endpoint at once, so a slow "
         "receiver occupies at most this many worker slots.",
     )
+    webhook_max_endpoints_per_workspace: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Webhook endpoints, enabled or not, that one workspace may have. "
+        "Every event goes to each endpoint that subscribes to it.",
+    )
     webhook_batch_size: int = Field(
         default=500,
         ge=1,

@@ -70,6 +70,13 @@ class WebhookDeliveryInProgress(Conflict):
     title = "Webhook delivery in progress"
 
 
+class WebhookEndpointLimitReached(Conflict):
+    """The workspace has as many endpoints as it may have."""
+
+    code = "webhook_endpoint_limit_reached"
+    title = "Webhook endpoint limit reached"
+
+
 class WebhookEndpointDisabled(Conflict):
     """The endpoint is disabled, so its deliveries cannot be retried."""
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    func,
     literal,
     or_,
     select,
@@ -45,6 +46,9 @@ Order = Literal["asc", "desc"]
 # second key is a hash of the endpoint id, and the first keeps apart other features'
 # locks.
 SLOT_LOCK_NAMESPACE = 0x5748_534C  # "WHSL"
+# The first key of the advisory lock that serializes endpoint creation in a workspace,
+# whose id's hash is the second key.
+ENDPOINT_CREATION_LOCK_NAMESPACE = 0x5748_4550  # "WHEP"
 
 
 def _escape_like(text: str) -> str:
@@ -786,6 +790,24 @@ class WebhookEndpointRepository:
             .execution_options(populate_existing=True)
         )
         return {endpoint.id: endpoint for endpoint in rows}
+
+    async def lock_and_count(self, workspace_id: uuid.UUID) -> int:
+        """Take the workspace's endpoint-creation lock until the transaction ends, and
+        return how many endpoints the workspace has."""
+        await self.session.execute(
+            select(
+                func.pg_advisory_xact_lock(
+                    ENDPOINT_CREATION_LOCK_NAMESPACE,
+                    func.hashtext(str(workspace_id)),
+                )
+            )
+        )
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(WebhookEndpoint)
+            .where(WebhookEndpoint.workspace_id == workspace_id)
+        )
+        return int(count or 0)
 
     async def versions(self, endpoint_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Return the current version of each endpoint that still exists."""

@@ -225,7 +225,11 @@ async def create_webhook_endpoint(
 ) -> WebhookEndpointWithSecret:
     """Create an endpoint; the response carries its signing secret, shown only once."""
     endpoint, secret = await webhook_endpoint_service.create(
-        request.state.session, principal, payload, policy=_policy(request)
+        request.state.session,
+        principal,
+        payload,
+        policy=_policy(request),
+        max_endpoints=request.app.state.settings.webhook_max_endpoints_per_workspace,
     )
     set_etag(response, endpoint.version)
     response.headers["Location"] = _endpoint_location(endpoint)

@@ -23,6 +23,7 @@ from app.webhooks.errors import (
     WebhookDeliveryInProgress,
     WebhookDeliveryNotFound,
     WebhookEndpointDisabled,
+    WebhookEndpointLimitReached,
     WebhookEndpointNotFound,
 )
 from app.webhooks.repository import (
@@ -207,10 +208,29 @@ class WebhookEndpointService:
         payload: WebhookEndpointCreate,
         *,
         policy: AddressPolicy,
+        max_endpoints: int,
         resolve: Resolve = resolve_host,
     ) -> tuple[WebhookEndpoint, str]:
-        """Create an endpoint; return it and its secret, which is shown only once."""
+        """Create an endpoint; return it and its secret, which is shown only once.
+
+        A workspace has at most ``max_endpoints``. The count is taken under a lock per
+        workspace, so concurrent creates cannot pass the limit together.
+        """
         url = await self._check_url(payload.url, policy, resolve)
+        endpoints = WebhookEndpointRepository.from_session(session)
+        count = await endpoints.lock_and_count(principal.workspace_id)
+        if count >= max_endpoints:
+            log.info(
+                "webhook_endpoint.limit_reached",
+                workspace_id=str(principal.workspace_id),
+                endpoints=count,
+            )
+            raise WebhookEndpointLimitReached(
+                f"This workspace has {count} webhook endpoints, the most it may have "
+                f"(SALESCYCLE_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE is "
+                f"{max_endpoints}). Delete an endpoint you no longer use, or subscribe "
+                "an existing one to more event types."
+            )
 
         secret = generate_secret()
         endpoint = WebhookEndpoint(
@@ -513,8 +533,8 @@ class WebhookDeliveryService:
             )
         if delivery.claimed_until is not None and delivery.claimed_until > now:
             raise WebhookDeliveryInProgress(
-                "A worker is sending this delivery right now. Fetch it again in a few "
-                "seconds to see the result.",
+                "A worker has taken this delivery and is sending it or about to. "
+                "Fetch it again in a few seconds to see the result.",
             )
 
         previous_status = delivery.status

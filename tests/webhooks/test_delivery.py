@@ -1032,6 +1032,9 @@ class TestConnectTimeChecks:
                 url=f"http://rebind.test:{receiver.port}/hooks", event_types=["*"]
             ),
             policy=AddressPolicy(),
+            max_endpoints=Settings.model_fields[
+                "webhook_max_endpoints_per_workspace"
+            ].default,
             resolve=static_resolve({"rebind.test": ["8.8.8.8"]}),
         )
         await session.commit()

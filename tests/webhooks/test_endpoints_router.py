@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import Database
 from app.core.ids import decode
 from app.core.jobs import JobQueue
 from app.main import create_app
@@ -597,6 +598,99 @@ class TestDeleteEndpoint:
         assert waited
         assert response.status_code == 404, response.text
         assert response.json()["code"] == "webhook_endpoint_not_found"
+
+
+def limited_app(
+    settings: Settings, database: Database, queue: JobQueue, limit: int
+) -> httpx.AsyncClient:
+    """An API client whose workspaces may have at most ``limit`` endpoints."""
+    limited = settings.model_copy(update={"webhook_max_endpoints_per_workspace": limit})
+    app = create_app(limited, database=database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+class TestEndpointLimit:
+    async def test_create_beyond_limit_conflicts(
+        self,
+        auth: dict[str, str],
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        session: AsyncSession,
+    ) -> None:
+        async with limited_app(settings, database, queue, 2) as api:
+            first = await create_endpoint(api, auth, URL)
+            await create_endpoint(api, auth, URL, enabled=False)
+            rejected = await api.post(
+                "/v1/webhook-endpoints",
+                json={"url": URL, "event_types": ["*"]},
+                headers=auth,
+            )
+            deleted = await api.delete(
+                f"/v1/webhook-endpoints/{first['id']}", headers=auth
+            )
+            after_delete = await api.post(
+                "/v1/webhook-endpoints",
+                json={"url": URL, "event_types": ["*"]},
+                headers=auth,
+            )
+
+        assert rejected.status_code == 409, rejected.text
+        assert rejected.json()["code"] == "webhook_endpoint_limit_reached"
+        assert (
+            "SALESCYCLE_WEBHOOK_MAX_ENDPOINTS_PER_WORKSPACE is 2"
+            in (rejected.json()["detail"])
+        )
+        assert deleted.status_code == 204
+        assert after_delete.status_code == 201, after_delete.text
+        count = select(func.count()).select_from(WebhookEndpoint)
+        assert await session.scalar(count) == 2
+
+    async def test_limit_per_workspace(
+        self,
+        auth: dict[str, str],
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        session: AsyncSession,
+    ) -> None:
+        _, other = await make_workspace_key(session)
+
+        async with limited_app(settings, database, queue, 1) as api:
+            await create_endpoint(api, auth, URL)
+            elsewhere = await api.post(
+                "/v1/webhook-endpoints",
+                json={"url": URL, "event_types": ["*"]},
+                headers=other,
+            )
+
+        assert elsewhere.status_code == 201, elsewhere.text
+
+    async def test_concurrent_creates_stop_at_limit(
+        self, settings: Settings, committed: Committed, queue: JobQueue
+    ) -> None:
+        async with limited_app(settings, committed.database, queue, 3) as api:
+            responses = await asyncio.gather(
+                *(
+                    api.post(
+                        "/v1/webhook-endpoints",
+                        json={"url": URL, "event_types": ["*"]},
+                        headers=committed.auth,
+                    )
+                    for _ in range(8)
+                )
+            )
+        async with committed.database.session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(WebhookEndpoint)
+                .where(WebhookEndpoint.workspace_id == committed.workspace.id)
+            )
+
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [201] * 3 + [409] * 5
+        assert count == 3
 
 
 class TestRotateSecret:
