@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,14 +59,27 @@ DisabledReason = Literal["manual", "gone", "failing"]
 REDACTED = "[redacted]"
 
 
+def redact_url(url: str) -> str:
+    """Keep the scheme, host and port of ``url``, and redact its path and query.
+
+    Receivers such as catch hooks carry their token in the path, others in the query.
+    """
+    parts = urlsplit(url)
+    if parts.path in ("", "/") and not parts.query:
+        return url
+    return f"{parts.scheme}://{parts.netloc}/{REDACTED}"
+
+
 def endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    """Serialize an endpoint for its events: no secret, and no header values.
+    """Serialize an endpoint for its events: no secret, no header values, and no path
+    or query in the URL.
 
     The events may be delivered to other endpoints, which must not learn a token
     that one receiver asked for.
     """
     data = WebhookEndpointSchema.model_validate(endpoint).model_dump(mode="json")
     data["headers"] = {name: REDACTED for name in data["headers"]}
+    data["url"] = redact_url(data["url"])
     return data
 
 

@@ -283,6 +283,32 @@ class TestCustomHeaders:
         assert data["headers"] == {"Authorization": "[redacted]"}
         assert "t0ken" not in str(data)
 
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            (
+                "http://127.0.0.1:9/hooks/catch/123/s3cret/",
+                "http://127.0.0.1:9/[redacted]",
+            ),
+            ("http://127.0.0.1:9/?token=s3cret", "http://127.0.0.1:9/[redacted]"),
+            ("http://127.0.0.1:9/", "http://127.0.0.1:9/"),
+        ],
+    )
+    async def test_url_path_redacted_in_events(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        url: str,
+        shown: str,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, url)
+
+        assert endpoint["url"] == url
+        [(_, data)] = await endpoint_events(session)
+        assert data["url"] == shown
+        assert "s3cret" not in str(data)
+
     async def test_replaced_and_removed(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
