@@ -44,7 +44,7 @@ from app.leads.capture_schemas import (
 )
 from app.leads.capture_schemas import Form as FormSchema
 from app.leads.errors import DuplicateLead
-from app.leads.normalize import normalize_email
+from app.leads.identity import create_values
 from app.leads.schemas import LeadCreate
 from app.leads.service import lead_data, lead_service
 from app.models import CaptureForm, FormPublishableKey, Lead, LeadConsent
@@ -393,8 +393,12 @@ class CaptureService:
         default_phone_region: str | None = None,
     ) -> Lead:
         """Create the lead, or add a touch to the open lead with the same email."""
-        email_normalized = normalize_email(submission.lead.email)
-        # Checked before the lookup, so a known and an unknown email fail alike.
+        # The phone, company domain and attributes are validated before the lookup, so
+        # a known and an unknown email fail alike. Otherwise only a new lead would check
+        # the phone and company domain.
+        email_normalized = create_values(submission.lead, default_phone_region)[
+            "email_normalized"
+        ]
         attributes = await coerce_form_attributes(
             session, form.workspace_id, submission.lead.attributes
         )

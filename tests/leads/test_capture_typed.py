@@ -144,3 +144,23 @@ class TestSameAnswerForKnownEmail:
 
         assert [answer.status_code for answer in answers] == [422, 422]
         assert answers[0].json()["errors"] == answers[1].json()["errors"]
+
+    async def test_invalid_phone_fails_known_email(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        url, headers = await typed_form(client, auth)
+        known = await client.post(
+            "/v1/leads", json={"email": "ada@example.com"}, headers=auth
+        )
+        assert known.status_code == 201, known.text
+
+        for phone in ("not a phone", "030 1234567"):
+            answers = [
+                await client.post(
+                    url, data={"email": email, "phone": phone}, headers=headers
+                )
+                for email in ("ada@example.com", "new@example.com")
+            ]
+
+            assert [answer.status_code for answer in answers] == [422, 422], phone
+            assert answers[0].json()["errors"] == answers[1].json()["errors"]
