@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import AfterValidator, Field
 
 from app.core.schemas import (
@@ -48,6 +49,8 @@ RESERVED_FIELDS = frozenset(
     (*LEAD_FIELDS, *ATTRIBUTION_FIELDS, KEY_FIELD, CONSENT_FIELD, PHONE_REGION_FIELD)
 )
 MAX_ORIGINS = 20
+# Characters that the WHATWG URL standard forbids in a host, besides controls.
+_FORBIDDEN_HOST_CHARACTERS = frozenset(" #%/:<>?@[\\]^|")
 MAX_ATTRIBUTE_KEYS = 50
 
 LeadField = Literal[
@@ -100,9 +103,34 @@ def normalize_origin(value: str) -> str:
         )
     if ":" in host:
         host = f"[{host}]"
+    else:
+        host = _ascii_host(value, host)
     default_port = 443 if scheme == "https" else 80
     suffix = f":{port}" if port is not None and port != default_port else ""
     return f"{scheme}://{host}{suffix}"
+
+
+def _ascii_host(value: str, host: str) -> str:
+    """Convert ``host`` to the ASCII form that browsers send in the Origin header.
+
+    Browsers send an internationalized host in its IDNA form (``xn--…``), so an
+    origin stored as typed, such as ``https://bücher.example``, would never match.
+    """
+    if host.isascii():
+        for character in host:
+            if character in _FORBIDDEN_HOST_CHARACTERS or not character.isprintable():
+                raise ValueError(
+                    f"{value!r} is not an origin: the host {host!r} contains "
+                    f"{character!r}, which no host name may contain"
+                )
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise ValueError(
+            f"{value!r} is not an origin: the host {host!r} is not a valid "
+            f"internationalized domain name ({error})"
+        ) from error
 
 
 def _check_redirect(value: str) -> str:

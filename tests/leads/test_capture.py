@@ -124,6 +124,9 @@ class TestCreateForm:
             "example.com",
             "https://user@example.com",
             "null",
+            "https://www example.com",
+            "https://exa|mple.com",
+            "https://-bücher.example",
         ],
     )
     async def test_invalid_origin(
@@ -137,6 +140,24 @@ class TestCreateForm:
 
         assert response.status_code == 422, origin
         assert response.json()["errors"][0]["field"].startswith("allowed_origins")
+
+    async def test_unicode_origin_stored_ascii(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/forms",
+            json={
+                "name": "X",
+                "allowed_origins": ["https://Bücher.example", "https://straße.de:8443"],
+            },
+            headers=auth,
+        )
+
+        assert response.status_code == 201, response.text
+        assert response.json()["allowed_origins"] == [
+            "https://xn--bcher-kva.example",
+            "https://xn--strae-oqa.de:8443",
+        ]
 
     async def test_consent_without_version(
         self, client: httpx.AsyncClient, auth: dict[str, str]
