@@ -198,7 +198,8 @@ class Settings(BaseSettings):
     capture_rate_limit_per_minute: int = Field(
         default=30,
         ge=1,
-        description="Capture submissions one client address may make a minute.",
+        description="Capture submissions one client address (one /64 network for "
+        "IPv6) may make a minute.",
     )
     capture_form_rate_limit_per_minute: int = Field(
         default=600,

@@ -8,6 +8,7 @@ by client address and by form before it reads the body.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -71,6 +72,9 @@ _JSON = "application/json"
 _FORM_ENCODED = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
 _PREFLIGHT_MAX_AGE = "600"
+# IPv6 clients are counted per network of this prefix length, one IPv6 subnet.
+# NOTE: a subscriber given a /56 or a /48 still has 256 or 65,536 such networks.
+IPV6_PREFIX_LENGTH = 64
 _ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
 _EXPOSED_HEADERS = (
     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-Id"
@@ -460,9 +464,23 @@ async def _prepare(request: Request) -> CaptureContext:
 
 
 def _client_address(request: Request) -> str:
+    """Return the rate-limit key of the caller: its IPv4 address or its IPv6 /64.
+
+    One IPv6 subscriber is usually given a whole /64 and can pick any address in it,
+    so counting single IPv6 addresses would let one visitor skip the limit.
+    """
     # The direct peer; behind a proxy, run uvicorn with --proxy-headers and
     # --forwarded-allow-ips so that this is the client's address.
-    return request.client.host if request.client is not None else "unknown"
+    host = request.client.host if request.client is not None else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX_LENGTH), strict=False))
+    return str(address)
 
 
 @capture_router.post(

@@ -61,14 +61,19 @@ async def make_client(
     async with AsyncExitStack() as stack:
 
         async def build(
-            *, job_queue: JobQueue | None = None, **overrides: Any
+            *,
+            job_queue: JobQueue | None = None,
+            peer: tuple[str, int] = ("127.0.0.1", 123),
+            **overrides: Any,
         ) -> httpx.AsyncClient:
             app = create_app(
                 settings.model_copy(update=overrides),
                 database=database,
                 queue=job_queue or queue,
             )
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            transport = httpx.ASGITransport(
+                app=app, raise_app_exceptions=False, client=peer
+            )
             return await stack.enter_async_context(
                 httpx.AsyncClient(transport=transport, base_url="http://test")
             )
@@ -849,6 +854,55 @@ class TestRateLimit:
         assert limited.headers["ratelimit-remaining"] == "0"
         assert limited.headers["access-control-allow-origin"] == ORIGIN
         assert await count(session, Lead) == 2
+
+    async def test_ipv6_counted_per_network(
+        self, make_client: ClientFactory, auth: dict[str, str]
+    ) -> None:
+        setup = await make_client()
+        published = await publish(setup, auth)
+        statuses = []
+
+        for number in range(3):
+            client = await make_client(
+                capture_rate_limit_per_minute=2, peer=(f"2001:db8:1:2::{number}", 123)
+            )
+            response = await client.post(
+                published.url,
+                json={"email": f"lead{number}@example.com"},
+                headers=published.headers,
+            )
+            statuses.append(response.status_code)
+        other_network = await make_client(
+            capture_rate_limit_per_minute=2, peer=("2001:db8:1:3::1", 123)
+        )
+        other = await other_network.post(
+            published.url,
+            json={"email": "other@example.com"},
+            headers=published.headers,
+        )
+
+        assert statuses == [200, 200, 429]
+        assert other.status_code == 200
+
+    async def test_ipv4_mapped_counted_as_ipv4(
+        self, make_client: ClientFactory, auth: dict[str, str]
+    ) -> None:
+        setup = await make_client()
+        published = await publish(setup, auth)
+        statuses = []
+
+        for number, peer in enumerate(("192.0.2.7", "::ffff:192.0.2.7")):
+            client = await make_client(
+                capture_rate_limit_per_minute=1, peer=(peer, 123)
+            )
+            response = await client.post(
+                published.url,
+                json={"email": f"lead{number}@example.com"},
+                headers=published.headers,
+            )
+            statuses.append(response.status_code)
+
+        assert statuses == [200, 429]
 
     async def test_per_form(
         self, make_client: ClientFactory, auth: dict[str, str]
