@@ -349,9 +349,10 @@ async def _read_values(request: Request) -> tuple[dict[str, Any], bool]:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
+            fault = f"invalid JSON at character {error.pos}: {error.msg}"
             raise MalformedBody(
-                "The request body is not valid JSON. Send a JSON object.",
-                errors=[FieldError("body", "invalid JSON", "json_invalid")],
+                f"The request body is {fault}. Send a JSON object in UTF-8.",
+                errors=[FieldError("body", fault, "json_invalid")],
             ) from error
         if not isinstance(document, dict):
             raise InvalidInput(

@@ -612,6 +612,27 @@ class TestCaptureJson:
         assert response.status_code == 400
         assert response.json()["code"] == "malformed_json"
 
+    async def test_malformed_json_names_position(
+        self, client: httpx.AsyncClient, published: Published
+    ) -> None:
+        cases = [
+            (b'{"email": x}', "at character 10"),
+            (b'\xef\xbb\xbf{"email": "ada@example.com"}', "byte order mark"),
+            ('{"first_name": "\xe9"}'.encode("latin-1"), "not valid UTF-8"),
+        ]
+        for body, fault in cases:
+            response = await client.post(
+                published.url,
+                content=body,
+                headers={**published.headers, "Content-Type": "application/json"},
+            )
+
+            assert response.status_code == 400, body
+            problem = response.json()
+            assert fault in problem["detail"], body
+            assert fault in problem["errors"][0]["message"], body
+            assert problem["errors"][0]["field"] == "body"
+
     async def test_json_array(
         self, client: httpx.AsyncClient, published: Published
     ) -> None:
