@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import AfterValidator, EmailStr, Field, model_validator
 
 from app.core.money import CurrencyCode
 from app.core.schemas import (
@@ -38,7 +39,34 @@ ReferralCode = Annotated[
     ),
 ]
 MAX_PAGE_URL = 2048
-PageUrl = Annotated[str, Field(min_length=1, max_length=MAX_PAGE_URL)]
+# Schemes that run code or embed a document when a dashboard renders the URL as a
+# link, so a public form must not be able to store them.
+SCRIPT_SCHEMES = frozenset(("javascript", "vbscript", "data"))
+
+
+def check_page_url(value: str) -> str:
+    """Raise ``ValueError`` for a page URL with a script scheme or a control character.
+
+    Other schemes stay accepted, because a referrer may be ``android-app://…`` and a
+    landing page may be sent as a path.
+    """
+    if any(not character.isprintable() for character in value):
+        raise ValueError(
+            "must not contain control characters such as tab or newline; send the "
+            "page's http or https URL"
+        )
+    # urlsplit drops leading spaces as browsers do, so " javascript:" is caught too.
+    scheme = urlsplit(value).scheme.lower()
+    if scheme in SCRIPT_SCHEMES:
+        raise ValueError(
+            f"{scheme}: URLs are not accepted; send the page's http or https URL"
+        )
+    return value
+
+
+PageUrl = Annotated[
+    str, Field(min_length=1, max_length=MAX_PAGE_URL), AfterValidator(check_page_url)
+]
 BudgetAmount = Annotated[
     int,
     Field(

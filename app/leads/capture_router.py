@@ -43,7 +43,7 @@ from app.leads.attribution_errors import (
     RateLimited,
 )
 from app.leads.attribution_repository import AttributionRepository
-from app.leads.attribution_schemas import MAX_PAGE_URL
+from app.leads.attribution_schemas import MAX_PAGE_URL, check_page_url
 from app.leads.capture import (
     Client,
     capture_service,
@@ -484,6 +484,18 @@ def _client_address(request: Request) -> str:
     return str(address)
 
 
+def _landing_page_from_referer(request: Request) -> str | None:
+    # A Referer that landing_page would reject is dropped rather than reported,
+    # because the caller did not send it as a field.
+    referer = request.headers.get("referer")
+    if referer is None or len(referer) > MAX_PAGE_URL:
+        return None
+    try:
+        return check_page_url(referer)
+    except ValueError:
+        return None
+
+
 @capture_router.post(
     "/{form_id}",
     operation_id="capture_submit",
@@ -516,11 +528,7 @@ async def submit_capture(
     if is_honeypot_filled(form, context.values):
         log.info("capture.honeypot_dropped", form_id=str(form.id))
     else:
-        referer = request.headers.get("referer")
-        # A Referer longer than landing_page allows is dropped rather than reported,
-        # because the caller did not send it as a field.
-        if referer is not None and len(referer) > MAX_PAGE_URL:
-            referer = None
+        referer = _landing_page_from_referer(request)
         submission = parse_submission(form, context.values, landing_page=referer)
         await capture_service.submit(
             request.state.session,

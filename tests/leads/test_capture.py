@@ -536,6 +536,69 @@ class TestCaptureJson:
         assert touch is not None
         assert touch.landing_page is None
 
+    async def test_script_referer_dropped(
+        self, client: httpx.AsyncClient, published: Published, session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            published.url,
+            json={"email": "ada@example.com"},
+            headers={**published.headers, "Referer": "javascript:alert(1)"},
+        )
+
+        assert response.status_code == 200, response.text
+        touch = await session.scalar(select(LeadTouch))
+        assert touch is not None
+        assert touch.landing_page is None
+
+    @pytest.mark.parametrize(
+        ("field", "url"),
+        [
+            ("landing_page", "javascript:alert(document.cookie)"),
+            ("landing_page", " JavaScript:alert(1)"),
+            ("landing_page", "java\tscript:alert(1)"),
+            ("referrer", "data:text/html,<script>alert(1)</script>"),
+            ("referrer", "vbscript:msgbox(1)"),
+        ],
+    )
+    async def test_script_url_rejected(
+        self,
+        client: httpx.AsyncClient,
+        published: Published,
+        session: AsyncSession,
+        field: str,
+        url: str,
+    ) -> None:
+        response = await client.post(
+            published.url,
+            json={"email": "ada@example.com", field: url},
+            headers=published.headers,
+        )
+
+        assert response.status_code == 422, url
+        errors = response.json()["errors"]
+        assert [error["field"] for error in errors] == [field]
+        assert "http or https" in errors[0]["message"]
+        assert await count(session, Lead) == 0
+
+    async def test_page_path_and_app_referrer_kept(
+        self, client: httpx.AsyncClient, published: Published, session: AsyncSession
+    ) -> None:
+        response = await client.post(
+            published.url,
+            json={
+                "email": "ada@example.com",
+                "landing_page": "/pricing?plan=team",
+                "referrer": "android-app://com.google.android.gm/",
+            },
+            headers=published.headers,
+        )
+
+        assert response.status_code == 200, response.text
+        touch = await session.scalar(select(LeadTouch))
+        assert touch is not None
+        assert touch.landing_page == "/pricing?plan=team"
+        assert touch.referrer == "android-app://com.google.android.gm/"
+
     async def test_stale_referral_code_kept(
         self, client: httpx.AsyncClient, published: Published, session: AsyncSession
     ) -> None:

@@ -70,6 +70,18 @@ class TestFirstTouch:
         assert touch["landing_page"] == "https://www.example.com/pricing"
         assert touch["id"] == lead["first_touch_id"]
 
+    async def test_script_landing_page_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        response = await post_lead(
+            client, auth, attribution={"landing_page": "javascript:alert(1)"}
+        )
+
+        assert response.status_code == 422, response.text
+        errors = response.json()["errors"]
+        assert [error["field"] for error in errors] == ["attribution.landing_page"]
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+
     async def test_utm_campaign_links_campaign(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
