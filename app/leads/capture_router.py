@@ -18,6 +18,7 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import HTTPBearer
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse
 
 from app.core import ids
@@ -361,7 +362,16 @@ async def _read_values(request: Request) -> tuple[dict[str, Any], bool]:
             )
         return document, False
     if media_type in (_FORM_ENCODED, _MULTIPART):
-        form = await request.form()
+        try:
+            form = await request.form()
+        except HTTPException as error:
+            # Starlette rejects a multipart body without a boundary and a form of
+            # more than 1,000 fields this way. A DomainError gets the CORS headers.
+            raise DomainError(
+                f"The form body could not be read: {error.detail} Send the form as "
+                f"{_FORM_ENCODED} with at most 1,000 fields.",
+                errors=[FieldError("body", str(error.detail), "form_unreadable")],
+            ) from error
         values: dict[str, Any] = {}
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):

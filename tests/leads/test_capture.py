@@ -808,6 +808,29 @@ class TestCaptureFormEncoded:
         assert response.json()["errors"][0]["field"] == "email"
         assert await count(session, Lead) == 0
 
+    async def test_unreadable_form_keeps_cors(
+        self, client: httpx.AsyncClient, published: Published
+    ) -> None:
+        cases = [
+            ("multipart/form-data", b"email=ada%40example.com"),
+            (
+                "application/x-www-form-urlencoded",
+                "&".join(f"f{number}=1" for number in range(1001)).encode(),
+            ),
+        ]
+        for content_type, body in cases:
+            response = await client.post(
+                published.url,
+                content=body,
+                headers={**published.headers, "Content-Type": content_type},
+            )
+
+            assert response.status_code == 400, content_type
+            assert response.headers["access-control-allow-origin"] == ORIGIN
+            problem = response.json()
+            assert problem["errors"][0]["field"] == "body"
+            assert "at most 1,000 fields" in problem["detail"]
+
     async def test_repeated_field(
         self, client: httpx.AsyncClient, published: Published
     ) -> None:
