@@ -8,6 +8,7 @@ by client address and by form before it reads the body.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from app.core.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from app.core.idempotency import HEADER, run_idempotent
+from app.core.idempotency import HEADER, run_idempotent, validate_key
 from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
@@ -272,10 +273,22 @@ class CaptureRoute(UnitOfWorkRoute):
             request,
             request.state.session,
             context.principal,
-            key,
+            _client_scoped_key(request, validate_key(key)),
             call,
             request.app.state.settings.idempotency_ttl_seconds,
         )
+
+
+def _client_scoped_key(request: Request, key: str) -> str:
+    """Return the digest of ``key`` and the client address, as the stored key.
+
+    Every visitor of a page sends the same publishable key, so without the address
+    two visitors whose frontends pick the same Idempotency-Key would share one
+    stored response. A visitor would get 422 for another visitor's key, and could
+    learn from it that a key, such as one derived from an email, was used.
+    """
+    digest = hashlib.sha256(f"{_client_address(request)}\n{key}".encode())
+    return f"capture:{digest.hexdigest()}"
 
 
 capture_router = APIRouter(

@@ -746,6 +746,43 @@ class TestCaptureJson:
         assert again.headers["access-control-allow-origin"] == ORIGIN
         assert await count(session, LeadTouch) == 1
 
+    async def test_idempotency_key_per_client(
+        self,
+        make_client: ClientFactory,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        setup = await make_client()
+        published = await publish(setup, auth)
+        headers = {**published.headers, "Idempotency-Key": "submit-1"}
+        statuses = []
+
+        for number, peer in enumerate(("192.0.2.1", "192.0.2.2")):
+            visitor = await make_client(peer=(peer, 123))
+            response = await visitor.post(
+                published.url,
+                json={"email": f"visitor{number}@example.com"},
+                headers=headers,
+            )
+            statuses.append(response.status_code)
+            assert "idempotent-replayed" not in response.headers
+
+        assert statuses == [200, 200]
+        assert await count(session, Lead) == 2
+
+    async def test_invalid_idempotency_key(
+        self, client: httpx.AsyncClient, published: Published
+    ) -> None:
+        response = await client.post(
+            published.url,
+            json={"email": "ada@example.com"},
+            headers={**published.headers, "Idempotency-Key": "k" * 256},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+
 
 def _lead_id(lead: Lead) -> str:
     from app.core import ids
