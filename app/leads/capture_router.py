@@ -493,8 +493,8 @@ def _client_address(request: Request) -> str:
     One IPv6 subscriber is usually given a whole /64 and can pick any address in it,
     so counting single IPv6 addresses would let one visitor skip the limit.
     """
-    # The direct peer; behind a proxy, run uvicorn with --proxy-headers and
-    # --forwarded-allow-ips so that this is the client's address.
+    # The peer, or the X-Forwarded-For client when the peer is one that uvicorn
+    # trusts: 127.0.0.1 and ::1 by default, or the FORWARDED_ALLOW_IPS variable.
     host = request.client.host if request.client is not None else "unknown"
     try:
         address = ipaddress.ip_address(host)
