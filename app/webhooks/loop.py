@@ -578,9 +578,9 @@ class DeliveryLoop:
 
         NOTE: a sending task takes its next claim as soon as its request ends. So
         after an endpoint changes, its sending tasks go on sending requests built
-        from the older version until the next record reads the change: about
-        ``RECORD_WAIT_SECONDS`` and one transaction while requests are ending, which
-        is many requests to a receiver that answers in a few milliseconds.
+        from the older version until the next record reads the change. That takes
+        about ``RECORD_WAIT_SECONDS`` and one transaction while requests are ending,
+        enough for many requests to a receiver that responds in a few milliseconds.
         """
         queued = [endpoint_id for endpoint_id, queue in self._queues.items() if queue]
         if not queued:

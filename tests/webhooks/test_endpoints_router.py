@@ -284,7 +284,7 @@ class TestCustomHeaders:
         assert "t0ken" not in str(data)
 
     @pytest.mark.parametrize(
-        ("url", "shown"),
+        ("url", "redacted"),
         [
             (
                 "http://127.0.0.1:9/hooks/catch/123/s3cret/",
@@ -300,13 +300,13 @@ class TestCustomHeaders:
         auth: dict[str, str],
         session: AsyncSession,
         url: str,
-        shown: str,
+        redacted: str,
     ) -> None:
         endpoint = await create_endpoint(client, auth, url)
 
         assert endpoint["url"] == url
         [(_, data)] = await endpoint_events(session)
-        assert data["url"] == shown
+        assert data["url"] == redacted
         assert "s3cret" not in str(data)
 
     async def test_replaced_and_removed(
