@@ -25,6 +25,8 @@ from app.customers.normalize import InvalidDomain, normalize_domain, strip_www
 MAX_PAYMENT_TERMS_DAYS = 365
 MAX_NAME_LENGTH = 300
 MAX_LANGUAGE_TAG_LENGTH = 35
+# The longest part before the @-sign that SMTP allows, in octets.
+MAX_LOCAL_PART_OCTETS = 64
 
 CustomerKind = Literal["company", "individual"]
 ContactRole = Literal["decision_maker", "billing", "technical", "champion"]
@@ -57,6 +59,16 @@ def _check_domain(value: str) -> str:
         return strip_www(normalize_domain(value))
     except InvalidDomain as error:
         raise ValueError(str(error)) from error
+
+
+def _check_local_part(value: str) -> str:
+    octets = len(value.rpartition("@")[0].encode())
+    if octets > MAX_LOCAL_PART_OCTETS:
+        raise ValueError(
+            f"the part before the @-sign has {octets} octets, more than the "
+            f"{MAX_LOCAL_PART_OCTETS} that mail servers accept; shorten it"
+        )
+    return value
 
 
 def _check_country(value: str) -> str:
@@ -96,7 +108,7 @@ Domain = Annotated[
 ]
 CustomerName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 PersonName = Annotated[str, Field(min_length=1, max_length=200)]
-Email = Annotated[EmailStr, Field(max_length=320)]
+Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_check_local_part)]
 Phone = Annotated[str, Field(min_length=3, max_length=32)]
 Title = Annotated[str, Field(min_length=1, max_length=200)]
 AddressLine = Annotated[str, Field(min_length=1, max_length=200)]

@@ -24,10 +24,11 @@ def normalize_email(email: str) -> str:
     """Trim, IDNA-encode the domain and lower-case the address.
 
     ``+tags`` and dots of the local part are kept: providers differ on whether they
-    are significant, so two such addresses are two leads.
+    are significant, so two such addresses are two leads. A local part longer than
+    the 64 octets SMTP allows is refused (``strict``), since no mail could reach it.
     """
     try:
-        result = validate_email(email.strip(), check_deliverability=False)
+        result = validate_email(email.strip(), check_deliverability=False, strict=True)
     except EmailNotValidError as error:
         raise InvalidInput(
             f"{email!r} is not a valid email address: {error}",

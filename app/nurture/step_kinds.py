@@ -212,7 +212,7 @@ def check_sender_address(value: str) -> str:
         )
     display_name, address = mailboxes[0]
     try:
-        checked = validate_email(address, check_deliverability=False)
+        checked = validate_email(address, check_deliverability=False, strict=True)
     except EmailNotValidError as error:
         raise ValueError(f"{address!r} is not a valid email address: {error}") from None
     try:

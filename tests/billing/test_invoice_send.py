@@ -255,6 +255,29 @@ class TestSendInvoice:
         assert fields == ["to.0"]
         assert await session.scalar(select(func.count()).select_from(InvoiceSend)) == 0
 
+    async def test_overlong_local_part_is_422(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await billed_customer(session, workspace)
+        invoice = await create_open_invoice(client, auth, customer)
+
+        response = await post_send(
+            client,
+            auth,
+            invoice["id"],
+            {"to": ["cfo@globex.example", "a" * 65 + "@globex.example"]},
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "to.1"
+        assert "has 65 octets, more than the 64" in error["message"]
+        assert await session.scalar(select(func.count()).select_from(InvoiceSend)) == 0
+
     async def test_no_known_recipient_is_422(
         self,
         client: httpx.AsyncClient,

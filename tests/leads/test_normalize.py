@@ -57,6 +57,19 @@ class TestNormalizeEmail:
 
         assert raised.value.errors[0]["field"] == "email"
 
+    def test_local_part_of_64_characters_accepted(self) -> None:
+        local = "a" * 64
+
+        assert normalize_email(f"{local}@example.com") == f"{local}@example.com"
+
+    def test_local_part_over_64_characters_refused(self) -> None:
+        with pytest.raises(InvalidInput) as raised:
+            normalize_email("a" * 65 + "@example.com")
+
+        error = raised.value.errors[0]
+        assert error["field"] == "email"
+        assert "too long before the @-sign" in error["message"]
+
     @given(
         st.one_of(
             st.emails(),

@@ -75,6 +75,22 @@ class TestCreateLead:
         assert problem["code"] == "validation_failed"
         assert problem["errors"][0]["field"] == "email"
 
+    async def test_overlong_local_part(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        response = await client.post(
+            "/v1/leads", json={"email": "a" * 65 + "@example.com"}, headers=auth
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "email"
+        assert "too long before the @-sign" in error["message"]
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+
     async def test_unknown_field(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

@@ -183,6 +183,8 @@ class TestSenderAddress:
             "Acme <sales@acme.example>\nX-Injected: 1",
             "sales@",
             "sales@localhost",
+            # Longer before the @-sign than the 64 octets SMTP allows.
+            "a" * 65 + "@acme.example",
         ],
     )
     def test_invalid(self, value: str) -> None:
