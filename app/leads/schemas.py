@@ -103,6 +103,31 @@ Tags = Annotated[
 ]
 
 
+# The attributes one request may set, and the longest key: the longest an attribute
+# import accepts.
+MAX_ATTRIBUTES = 200
+MAX_ATTRIBUTE_KEY_LENGTH = 100
+
+
+def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(
+            f"has {len(value)} keys, more than the {MAX_ATTRIBUTES} one request may "
+            "set; remove some"
+        )
+    for key in value:
+        if not 1 <= len(key) <= MAX_ATTRIBUTE_KEY_LENGTH:
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            raise ValueError(
+                f"the key {shown!r} has {len(key)} characters; use a key of 1 to "
+                f"{MAX_ATTRIBUTE_KEY_LENGTH} characters"
+            )
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
+
+
 class LeadCreate(InputModel):
     email: EmailStr = Field(max_length=320)
     first_name: PersonName | None = None
@@ -118,10 +143,11 @@ class LeadCreate(InputModel):
         "assignment rules decide.",
     )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
-    attributes: dict[str, Any] = Field(
+    attributes: Attributes = Field(
         default_factory=dict,
         description="Custom fields: keys with a definition in /v1/custom-fields are "
-        "checked against it, others are kept as given.",
+        "checked against it, others are kept as given. At most 200 keys, each of 1 "
+        "to 100 characters.",
     )
     phone_region: PhoneRegion | None = None
     company_domain: CompanyDomainInput | None = None
@@ -149,8 +175,10 @@ class LeadUpdate(InputModel):
         default=None, description="An active user, or null to unassign the lead."
     )
     notes: Annotated[str, Field(max_length=10_000)] | None = None
-    attributes: dict[str, Any] | None = Field(
-        default=None, description="Replaces every attribute; null clears them."
+    attributes: Attributes | None = Field(
+        default=None,
+        description="Replaces every attribute; null clears them. At most 200 keys, "
+        "each of 1 to 100 characters.",
     )
     tags: Tags | None = Field(
         default=None, description="Replaces every tag; null clears them."

@@ -91,6 +91,91 @@ class TestCreateLead:
         assert "too long before the @-sign" in error["message"]
         assert await session.scalar(select(func.count()).select_from(Lead)) == 0
 
+    async def test_overlong_attribute_key(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        key = "k" * 101
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com", "attributes": {"plan": "pro", key: 1}},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"] == [
+            {
+                "field": "attributes",
+                "message": f"the key '{key[:40]}…' has 101 characters; use a key of 1 "
+                "to 100 characters.",
+                "code": "value_error",
+            }
+        ]
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+
+    async def test_empty_attribute_key(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com", "attributes": {"": 1}},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "attributes"
+        assert error["message"].startswith("the key '' has 0 characters")
+
+    async def test_too_many_attributes(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        attributes = {f"key_{number}": number for number in range(201)}
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com", "attributes": attributes},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        error = response.json()["errors"][0]
+        assert error["field"] == "attributes"
+        assert error["message"] == (
+            "has 201 keys, more than the 200 one request may set; remove some."
+        )
+
+    async def test_attribute_limits_apply_to_updates(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await client.post(
+            "/v1/leads", json={"email": "a@example.com"}, headers=auth
+        )
+        lead = created.json()
+
+        response = await client.patch(
+            f"/v1/leads/{lead['id']}",
+            json={"attributes": {"k" * 101: 1}},
+            headers={**auth, "If-Match": created.headers["ETag"]},
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "attributes"
+
+    async def test_longest_attribute_key_accepted(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        attributes = {f"{number:03d}" + "k" * 97: number for number in range(200)}
+        response = await client.post(
+            "/v1/leads",
+            json={"email": "a@example.com", "attributes": attributes},
+            headers=auth,
+        )
+
+        assert response.status_code == 201
+        assert response.json()["attributes"] == attributes
+
     async def test_unknown_field(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
