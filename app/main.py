@@ -31,6 +31,7 @@ from app.customers.router import router as customers_router
 from app.customfields.router import router as custom_fields_router
 from app.leads.assignment_router import router as assignment_router
 from app.leads.attribution_routes import router as attribution_router
+from app.leads.capture_router import CAPTURE_PATH_PREFIX
 from app.leads.identity_router import router as lead_identity_router
 from app.leads.imports_router import IMPORT_UPLOAD_ROUTE
 from app.leads.imports_router import router as lead_imports_router
@@ -112,6 +113,8 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         route_limits={IMPORT_UPLOAD_ROUTE: settings.import_max_bytes},
+        # Capture answers 413 itself, with the CORS headers a browser needs to read it.
+        answered_by_route=(CAPTURE_PATH_PREFIX,),
     )
     app.add_middleware(RequestContextMiddleware)
     # Added last, so it is the outermost: it serves Stripe deliveries on its own.

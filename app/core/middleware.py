@@ -102,7 +102,11 @@ class BodySizeLimitMiddleware:
     """Return 413 once a request body exceeds its limit, declared or streamed.
 
     The limit is ``max_bytes``, unless ``route_limits`` has one for the request's
-    method and exact path, such as a file upload's.
+    method and exact path, such as a file upload's. Under a path in
+    ``answered_by_route``, a body declared too large is not answered at once: the
+    route's first read raises ``BodyTooLarge``, as an oversized stream does, so that
+    a route which adds headers of its own to every response, such as CORS headers,
+    can add them to the 413 too.
     """
 
     def __init__(
@@ -110,18 +114,19 @@ class BodySizeLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         route_limits: Mapping[tuple[str, str], int] | None = None,
+        answered_by_route: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.route_limits = dict(route_limits or {})
+        self.answered_by_route = answered_by_route
 
     def _too_large(self, max_bytes: int, path: str) -> ASGIApp:
         body = problem_body(
             status=413,
             code="payload_too_large",
             title="Payload too large",
-            detail=f"The request body exceeds {max_bytes} bytes. Send a smaller "
-            "body, or split the request.",
+            detail=too_large_detail(max_bytes),
             instance=path,
         )
         return problem_response(body)
@@ -133,24 +138,26 @@ class BodySizeLimitMiddleware:
         max_bytes = self.route_limits.get(
             (scope["method"], scope["path"].rstrip("/")), self.max_bytes
         )
+        declared_too_large = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > max_bytes:
-                    await self._too_large(max_bytes, scope["path"])(
-                        scope, receive, send
-                    )
-                    return
+                declared_too_large = value.isdigit() and int(value) > max_bytes
                 break
+        if declared_too_large and not scope["path"].startswith(self.answered_by_route):
+            await self._too_large(max_bytes, scope["path"])(scope, receive, send)
+            return
         received = 0
         response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received
+            if declared_too_large:
+                raise BodyTooLarge(max_bytes)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    raise _BodyTooLarge(max_bytes)
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -161,17 +168,22 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if not response_started:
                 await self._too_large(max_bytes, scope["path"])(scope, receive, send)
 
 
-class _BodyTooLarge(StarletteHTTPException):
+class BodyTooLarge(StarletteHTTPException):
+    """Raised by a read of a request body over its limit."""
+
     # An HTTPException, because FastAPI turns any other error raised while it reads the
     # body into a 400, and this one must reach the client as 413.
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(
-            status_code=413,
-            detail=f"The request body exceeds {max_bytes} bytes. Send a smaller body, "
-            "or split the request.",
-        )
+        super().__init__(status_code=413, detail=too_large_detail(max_bytes))
+
+
+def too_large_detail(max_bytes: int) -> str:
+    return (
+        f"The request body exceeds {max_bytes} bytes. Send a smaller body, or split "
+        "the request."
+    )

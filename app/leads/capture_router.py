@@ -30,10 +30,12 @@ from app.core.errors import (
     FieldError,
     Forbidden,
     InvalidInput,
+    PayloadTooLarge,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from app.core.idempotency import HEADER, run_idempotent, validate_key
+from app.core.middleware import BodyTooLarge
 from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
@@ -252,6 +254,10 @@ class CaptureRoute(UnitOfWorkRoute):
         async def handler(request: Request) -> Response:
             try:
                 response = await inner(request)
+            except BodyTooLarge as error:
+                raise PayloadTooLarge(
+                    str(error.detail), headers=_response_headers(request)
+                ) from None
             except DomainError as error:
                 error.headers.update(_response_headers(request))
                 raise
@@ -294,6 +300,8 @@ def _client_scoped_key(request: Request, key: str) -> str:
 capture_router = APIRouter(
     prefix="/capture", tags=["capture"], route_class=CaptureRoute
 )
+# Where the capture routes are served, under the API's /v1.
+CAPTURE_PATH_PREFIX = "/v1/capture/"
 
 _publishable_key = HTTPBearer(
     scheme_name="publishable_key",

@@ -868,6 +868,61 @@ class TestCaptureFormEncoded:
             assert problem["errors"][0]["field"] == "body"
             assert "at most 1,000 fields" in problem["detail"]
 
+    async def test_declared_body_over_limit_keeps_cors(
+        self, client: httpx.AsyncClient, published: Published, session: AsyncSession
+    ) -> None:
+        body = b'{"email": "ada@example.com", "notes": "' + b"x" * 1_100_000 + b'"}'
+
+        response = await client.post(
+            published.url,
+            content=body,
+            headers={**published.headers, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 413
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+        assert "ratelimit-limit" in response.headers
+        problem = response.json()
+        assert problem["code"] == "payload_too_large"
+        assert problem["detail"].startswith("The request body exceeds 1048576 bytes.")
+        assert await count(session, Lead) == 0
+
+    async def test_streamed_body_over_limit_keeps_cors(
+        self, client: httpx.AsyncClient, published: Published, session: AsyncSession
+    ) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"email": "ada@example.com", "notes": "'
+            for _ in range(30):
+                yield b"x" * 50_000
+            yield b'"}'
+
+        response = await client.post(
+            published.url,
+            content=chunks(),
+            headers={**published.headers, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 413
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+        assert response.json()["code"] == "payload_too_large"
+        assert await count(session, Lead) == 0
+
+    async def test_other_origin_refused_before_body_size(
+        self, client: httpx.AsyncClient, published: Published
+    ) -> None:
+        response = await client.post(
+            published.url,
+            content=b"x" * 1_100_000,
+            headers={
+                **published.headers,
+                "Origin": "https://elsewhere.example",
+                "Content-Type": "application/json",
+            },
+        )
+
+        assert response.status_code == 403
+        assert "access-control-allow-origin" not in response.headers
+
     async def test_repeated_field(
         self, client: httpx.AsyncClient, published: Published
     ) -> None:
