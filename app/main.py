@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import ops
 from app.activities.router import router as activities_router
+from app.backlog import BacklogGauges
 from app.billing.credit_router import router as credit_router
 from app.billing.providers.fastpath import ProviderWebhookFastPath
 from app.billing.providers.inbox import DrainSignal
@@ -106,6 +107,7 @@ def create_app(
     app.state.db = database or Database(settings)
     app.state.queue = queue or JobQueue(settings.redis_url)
     app.state.drain_signal = DrainSignal(app.state.queue)
+    app.state.backlog = BacklogGauges(app.state.db, app.state.queue)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
 
     install_error_handlers(app)

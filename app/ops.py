@@ -50,7 +50,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    await request.app.state.backlog.refresh()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

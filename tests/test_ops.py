@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import Database
+from app.core import ids
+from app.core.clock import utcnow
+from app.core.db import Database, PendingJob
 from app.core.jobs import JobQueue
 from app.main import create_app
+from app.models import (
+    Event,
+    ProviderEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+    Workspace,
+)
 from app.settings import Settings
+from app.webhooks.signing import generate_secret
 from tests.cli_support import free_port
 
 
@@ -119,3 +132,159 @@ class TestMetrics:
         )
         assert counted is not None, body
         assert "salescycle_http_request_duration_seconds_bucket" in body
+
+
+def samples(body: str) -> dict[str, float]:
+    """Map each sample of a metrics page to its value, keyed by name and labels."""
+    values = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            labels = ",".join(
+                f"{label}={value}" for label, value in sorted(sample.labels.items())
+            )
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = (
+                sample.value
+            )
+    return values
+
+
+def event_row(workspace: Workspace, *, age: timedelta, dispatched: bool) -> Event:
+    created_at = utcnow() - age
+    return Event(
+        id=ids.new_uuid(),
+        workspace_id=workspace.id,
+        type="lead.created",
+        object_type="lead",
+        object_id=ids.new_uuid(),
+        sequence=1,
+        data={},
+        created_at=created_at,
+        dispatched_at=created_at if dispatched else None,
+    )
+
+
+def provider_event(status: str, *, age: timedelta) -> ProviderEvent:
+    event_id = f"evt_{ids.new_uuid().hex}"
+    return ProviderEvent(
+        id=ids.new_uuid(),
+        provider="stripe",
+        event_id=event_id,
+        type="charge.refunded",
+        payload={"id": event_id, "data": {"object": {}}},
+        status=status,
+        attempts=1,
+        received_at=utcnow() - age,
+    )
+
+
+class TestBacklogGauges:
+    async def test_reads_the_waiting_work(
+        self,
+        client: httpx.AsyncClient,
+        session: AsyncSession,
+        workspace: Workspace,
+        queue: JobQueue,
+    ) -> None:
+        oldest = event_row(workspace, age=timedelta(seconds=90), dispatched=False)
+        newer = event_row(workspace, age=timedelta(seconds=5), dispatched=False)
+        dispatched = event_row(workspace, age=timedelta(hours=1), dispatched=True)
+        endpoint = WebhookEndpoint(
+            workspace_id=workspace.id,
+            url="https://hooks.example.com/in",
+            event_types=["*"],
+            secret=generate_secret(),
+        )
+        session.add_all([oldest, newer, dispatched, endpoint])
+        await session.flush()
+        now = utcnow()
+        deliveries = [
+            # Due for two minutes, and not leased.
+            (now - timedelta(minutes=2), None, "pending"),
+            # Leased: its request is being sent.
+            (now - timedelta(minutes=10), now + timedelta(minutes=1), "pending"),
+            # Retried later.
+            (now + timedelta(hours=1), None, "pending"),
+            (None, None, "succeeded"),
+        ]
+        for next_attempt_at, claimed_until, status in deliveries:
+            event = event_row(workspace, age=timedelta(hours=1), dispatched=True)
+            session.add(event)
+            await session.flush()
+            session.add(
+                WebhookDelivery(
+                    workspace_id=workspace.id,
+                    endpoint_id=endpoint.id,
+                    event_id=event.id,
+                    status=status,
+                    next_attempt_at=next_attempt_at,
+                    claimed_until=claimed_until,
+                )
+            )
+            await session.flush()
+        session.add_all(
+            [
+                provider_event("received", age=timedelta(seconds=1)),
+                provider_event("held", age=timedelta(minutes=30)),
+                provider_event("held", age=timedelta(minutes=1)),
+                provider_event("failed", age=timedelta(minutes=3)),
+                provider_event("processed", age=timedelta(minutes=3)),
+            ]
+        )
+        await session.commit()
+        for name in ("a", "b"):
+            await queue.enqueue(
+                PendingJob("dispatch_event", (name,), f"backlog-{name}")
+            )
+
+        response = await client.get("/metrics")
+
+        assert response.status_code == 200
+        values = samples(response.text)
+        assert values["salescycle_backlog_up"] == 1
+        assert values["salescycle_webhook_events_undispatched"] == 2
+        assert 89 <= values["salescycle_webhook_oldest_undispatched_event_age_seconds"]
+        assert values["salescycle_webhook_oldest_undispatched_event_age_seconds"] < 150
+        assert values["salescycle_webhook_deliveries_pending"] == 3
+        assert 119 <= values["salescycle_webhook_oldest_due_delivery_age_seconds"] < 180
+        assert values["salescycle_provider_events{status=received}"] == 1
+        assert values["salescycle_provider_events{status=held}"] == 2
+        assert values["salescycle_provider_events{status=failed}"] == 1
+        assert 1799 <= values["salescycle_provider_oldest_held_event_age_seconds"]
+        assert values["salescycle_provider_oldest_held_event_age_seconds"] < 1860
+        assert values["salescycle_jobs_ready"] == 2
+
+    async def test_nothing_waiting(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/metrics")
+
+        values = samples(response.text)
+        assert values["salescycle_backlog_up"] == 1
+        assert values["salescycle_webhook_events_undispatched"] == 0
+        assert values["salescycle_webhook_oldest_undispatched_event_age_seconds"] == 0
+        assert values["salescycle_webhook_oldest_due_delivery_age_seconds"] == 0
+        assert values["salescycle_provider_oldest_held_event_age_seconds"] == 0
+        assert values["salescycle_jobs_ready"] == 0
+
+    async def test_recent_reading_reused(
+        self, client: httpx.AsyncClient, session: AsyncSession, workspace: Workspace
+    ) -> None:
+        first = samples((await client.get("/metrics")).text)
+        session.add(event_row(workspace, age=timedelta(0), dispatched=False))
+        await session.commit()
+
+        second = samples((await client.get("/metrics")).text)
+
+        assert first["salescycle_webhook_events_undispatched"] == 0
+        # Read less than REFRESH_SECONDS ago, the figures are served again as read.
+        assert second["salescycle_webhook_events_undispatched"] == 0
+
+    async def test_servers_down(self, unreachable: tuple[Settings, JobQueue]) -> None:
+        settings, queue = unreachable
+        database = Database(settings)
+        async with await client_for(settings, database, queue) as http:
+            response = await http.get("/metrics")
+        await database.dispose()
+
+        assert response.status_code == 200
+        values = samples(response.text)
+        assert values["salescycle_backlog_up"] == 0
+        assert "salescycle_http_requests_total" in response.text

@@ -397,6 +397,11 @@ class ProviderEvent(IdMixin, Base):
             "received_at",
             postgresql_where=text("status = 'held'"),
         ),
+        Index(
+            "ix_provider_events_failed",
+            "received_at",
+            postgresql_where=text("status = 'failed'"),
+        ),
     )
 
     provider: Mapped[str] = mapped_column(String(32))
