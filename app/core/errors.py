@@ -55,11 +55,26 @@ class DomainError(Exception):
 
 
 class NotFound(DomainError):
-    """The object does not exist, or belongs to another workspace."""
+    """The object does not exist, or belongs to another workspace.
+
+    A subclass whose code is ``<kind>_not_found`` is the error of that id kind, which
+    ``for_kind`` returns, so that a malformed id and an unknown one give one code.
+    """
 
     status = 404
     code = "not_found"
     title = "Not found"
+    _by_code: ClassVar[dict[str, type[NotFound]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        NotFound._by_code.setdefault(cls.code, cls)
+
+    @classmethod
+    def for_kind(cls, kind: str) -> type[NotFound]:
+        """Return the error of a missing object of id kind ``kind``, such as
+        ``LeadNotFound`` for ``lead``, or ``NotFound`` when the kind has none."""
+        return cls._by_code.get(f"{kind}_not_found", cls)
 
 
 class Conflict(DomainError):

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from app.core.errors import validation_field_errors, with_article
+from app.core import ids
+from app.core.errors import NotFound, validation_field_errors, with_article
 
 
 class TestProblemResponses:
@@ -159,6 +161,47 @@ class TestProblemResponses:
         assert response.status_code == 500
         assert response.json()["code"] == "internal_error"
         assert "secret internals" not in response.text
+
+
+class TestMalformedPathIds:
+    @pytest.mark.parametrize(
+        ("path", "kind", "code"),
+        [
+            ("/v1/leads/{}", "lead", "lead_not_found"),
+            ("/v1/customers/{}", "customer", "customer_not_found"),
+            ("/v1/opportunities/{}", "opportunity", "opportunity_not_found"),
+            ("/v1/invoices/{}", "invoice", "invoice_not_found"),
+            ("/v1/events/{}", "event", "event_not_found"),
+            (
+                "/v1/webhook-endpoints/{}",
+                "webhook_endpoint",
+                "webhook_endpoint_not_found",
+            ),
+        ],
+    )
+    async def test_same_code_as_unknown_id(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        path: str,
+        kind: str,
+        code: str,
+    ) -> None:
+        unknown = await client.get(
+            path.format(ids.encode(kind, ids.new_uuid())), headers=auth
+        )
+        malformed = await client.get(path.format(f"{kind}_nonsense"), headers=auth)
+
+        assert unknown.status_code == 404
+        assert unknown.json()["code"] == code
+        assert malformed.status_code == 404
+        assert malformed.json()["code"] == code
+        assert (
+            "Copy the id from the object's own response" in malformed.json()["detail"]
+        )
+
+    def test_kind_without_its_own_error(self) -> None:
+        assert NotFound.for_kind("api_key") is NotFound
 
 
 class TestRequestId:

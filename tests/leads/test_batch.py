@@ -266,7 +266,7 @@ class TestBatchPath:
         response = await client.get("/v1/leads/batchy", headers=auth)
 
         assert response.status_code == 404
-        assert response.json()["code"] == "not_found"
+        assert response.json()["code"] == "lead_not_found"
 
 
 class TestBatchIdempotency:
