@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -308,6 +309,10 @@ custom_field_service = CustomFieldService()
 
 
 _TRUE = frozenset({"true", "on", "yes", "1"})
+# The maximum digits of an integer that json.dumps can store, which is Python's
+# default int_max_str_digits. Converting a longer Decimal such as 1e9999999 with int()
+# also takes time that grows with the square of its digits, so it stays text.
+_MAX_INTEGER_DIGITS = sys.int_info.default_max_str_digits
 _FALSE = frozenset({"false", "off", "no", "0"})
 
 
@@ -344,7 +349,7 @@ def _coerce(type_: str | None, value: str) -> Any:
             number = Decimal(text)
         except InvalidOperation:
             return value
-        if not number.is_finite():
+        if not number.is_finite() or number.adjusted() >= _MAX_INTEGER_DIGITS:
             return value
         if number == number.to_integral_value():
             return int(number)

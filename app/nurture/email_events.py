@@ -51,6 +51,8 @@ log = structlog.get_logger(__name__)
 GENERIC = "generic"
 PROVIDERS = (GENERIC,)
 TOLERANCE = timedelta(minutes=5)
+# Twelve digits of Unix seconds reach past the year 33000.
+MAX_TIMESTAMP_DIGITS = 12
 # After a rotation the replaced secret stays valid this long, so events the email
 # service signed before it switched secrets still verify.
 ROTATION_GRACE = timedelta(hours=24)
@@ -170,10 +172,15 @@ class EmailEventService:
                 "The webhook-id, webhook-timestamp and webhook-signature headers are "
                 "required."
             )
-        try:
-            timestamp = int(timestamp_text)
-        except ValueError:
-            raise _invalid("webhook-timestamp must be Unix seconds.") from None
+        # int() also reads signs, spaces and other scripts' digits, and a number of
+        # more than 308 digits overflows the float comparison below.
+        if not (
+            timestamp_text.isascii()
+            and timestamp_text.isdigit()
+            and len(timestamp_text) <= MAX_TIMESTAMP_DIGITS
+        ):
+            raise _invalid("webhook-timestamp must be Unix seconds.")
+        timestamp = int(timestamp_text)
         now = utcnow()
         if abs(now.timestamp() - timestamp) > TOLERANCE.total_seconds():
             raise _invalid(

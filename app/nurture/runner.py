@@ -93,6 +93,7 @@ class Claim:
     workspace_id: uuid.UUID
     lead_id: uuid.UUID
     step_id: uuid.UUID
+    sequence_version: int
     position: int
     attempt: int
     claimed_until: datetime
@@ -280,6 +281,7 @@ class StepRunner:
             workspace_id=enrollment.workspace_id,
             lead_id=lead.id,
             step_id=step.id,
+            sequence_version=step.sequence_version,
             position=step.position,
             attempt=run.attempts,
             claimed_until=lease_until,
@@ -510,6 +512,12 @@ class StepRunner:
         now = utcnow()
         run.claimed_until = None
         run.finished_at = now
+        # A move to another version or position while the step was being sent points the
+        # enrollment at a step that has not run, so the result must not advance it.
+        moved = (enrollment.sequence_version, enrollment.next_position) != (
+            claim.sequence_version,
+            claim.position,
+        )
 
         if delivery.error is None:
             run.status = "sent"
@@ -521,9 +529,15 @@ class StepRunner:
                 attempt=claim.attempt,
                 message_id=claim.message_id,
             )
+            if moved:
+                return await self._release_moved(session, enrollment, "sent")
             return await self._advance(
                 session, enrollment, rows.following, now, runs=rows.runs
             )
+        if moved:
+            run.status = "failed"
+            run.error = delivery.error.message
+            return await self._release_moved(session, enrollment, "failed")
         return await self._fail(
             session,
             enrollment,
@@ -534,6 +548,25 @@ class StepRunner:
             runs=rows.runs,
             retry_after_seconds=delivery.retry_after_seconds,
         )
+
+    async def _release_moved(
+        self, session: AsyncSession, enrollment: Enrollment, outcome: Outcome
+    ) -> Outcome:
+        """Release the lease of an enrollment that moved while its step was being sent.
+
+        The enrollment keeps the due time that the move kept, so the step it now
+        points at runs from a new job or, when arq still has this job's id, the sweep.
+        """
+        enrollment.claimed_until = None
+        await session.flush()
+        log.info(
+            "enrollment.moved_during_send",
+            enrollment_id=str(enrollment.id),
+            sequence_version=enrollment.sequence_version,
+            position=enrollment.next_position,
+        )
+        defer_step(session, enrollment)
+        return outcome
 
     async def _following(
         self, session: AsyncSession, enrollment: Enrollment

@@ -48,6 +48,13 @@ class InvalidPipelineShape(Conflict):
     title = "Invalid pipeline shape"
 
 
+class TooManyStages(Conflict):
+    """The pipeline already has the maximum number of stages."""
+
+    code = "too_many_stages"
+    title = "Too many stages"
+
+
 class InUse(Conflict):
     """The object is still used by opportunities, so it cannot be removed or changed."""
 

@@ -21,11 +21,13 @@ from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import FieldError, InvalidInput
+from app.core.money import MAX_AMOUNT
 from app.core.pagination import (
     decode_sort_cursor,
     encode_sort_cursor,
     invalid_sort_cursor,
 )
+from app.core.schemas import MAX_YEAR, MIN_YEAR
 from app.models import Opportunity
 from app.opportunities.schemas import OpportunitySort
 
@@ -78,14 +80,20 @@ def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
     """Return the sort key and id a cursor points after, checking it fits ``sort``."""
     value, opportunity_id = decode_sort_cursor(sort, cursor)
     name = sort.lstrip("-")
+    # A key outside the range of stored values fails when bound as a query parameter,
+    # such as an amount beyond bigint or a time whose offset leaves datetime's years.
     try:
         if name == "created_at":
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError("naive time")
+            if not MIN_YEAR <= value.year <= MAX_YEAR:
+                raise ValueError("time out of range")
         elif name == "amount":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError("amount not an integer")
+            if not 0 <= value <= MAX_AMOUNT:
+                raise ValueError("amount out of range")
         else:
             value = date.fromisoformat(value)
     except (ValueError, TypeError) as error:

@@ -32,10 +32,11 @@ from app.opportunities.errors import (
     PipelineArchived,
     PipelineNotFound,
     StageNotFound,
+    TooManyStages,
 )
 from app.opportunities.repository import PipelineRepository
-from app.opportunities.schemas import Pipeline as PipelineSchema
 from app.opportunities.schemas import (
+    MAX_STAGES,
     PipelineCreate,
     PipelineStageCreate,
     PipelineUpdate,
@@ -43,6 +44,7 @@ from app.opportunities.schemas import (
     StageReorder,
     StageUpdate,
 )
+from app.opportunities.schemas import Pipeline as PipelineSchema
 from app.opportunities.schemas import Stage as StageSchema
 
 log = structlog.get_logger(__name__)
@@ -371,6 +373,14 @@ class PipelineService:
         """Insert a stage at ``position``, by default after the last open stage."""
         pipeline, stages = await self._locked(session, principal, pipeline_id, if_match)
         self._check_active(pipeline)
+        # The limit of a new pipeline holds for added stages too, so that a reorder,
+        # which lists every stage, stays possible.
+        if len(stages) >= MAX_STAGES:
+            raise TooManyStages(
+                f"Pipeline {pipeline.name!r} already has {len(stages)} stages, the "
+                "maximum. Delete a stage before adding another.",
+                max_stages=MAX_STAGES,
+            )
         if any(stage.name.casefold() == payload.name.casefold() for stage in stages):
             raise _duplicate_stage_name(payload.name)
         problems = shape_problems(

@@ -145,10 +145,12 @@ class PipelineRepository:
     async def get_stage(
         self, workspace_id: uuid.UUID, stage_id: uuid.UUID
     ) -> Stage | None:
+        # A stage read again under the pipeline's lock must show the committed row,
+        # not the copy an earlier read left in the session.
         return await self.session.scalar(
-            select(Stage).where(
-                Stage.workspace_id == workspace_id, Stage.id == stage_id
-            )
+            select(Stage)
+            .where(Stage.workspace_id == workspace_id, Stage.id == stage_id)
+            .execution_options(populate_existing=True)
         )
 
     async def set_positions(

@@ -117,7 +117,6 @@ class OpportunityService:
         else:
             owner_id = await user_service.acting_user(session, principal)
         stage = await self._initial_stage(session, workspace_id, payload)
-        await pipeline_service.enter(session, workspace_id, stage.pipeline_id)
 
         now = utcnow()
         opportunity = Opportunity(
@@ -400,6 +399,9 @@ class OpportunityService:
                 current_status=opportunity.status,
                 allowed_transitions=list(states.TRANSITIONS[opportunity.status]),
             )
+        await pipeline_service.enter(
+            session, opportunity.workspace_id, opportunity.pipeline_id
+        )
         if payload.stage_id is not None:
             target = await self._stage_of_pipeline(
                 session, opportunity, payload.stage_id
@@ -487,7 +489,14 @@ class OpportunityService:
         workspace_id: uuid.UUID,
         payload: OpportunityCreate,
     ) -> Stage:
+        """Share-lock the new opportunity's pipeline, then return its open stage."""
         if payload.stage_id is not None:
+            requested = await pipeline_service.get_stage_for_field(
+                session, workspace_id, payload.stage_id
+            )
+            await pipeline_service.enter(session, workspace_id, requested.pipeline_id)
+            # Read again under the lock, because a stage edit or delete that committed
+            # while this request waited for it may have changed the row.
             stage = await pipeline_service.get_stage_for_field(
                 session, workspace_id, payload.stage_id
             )
@@ -500,6 +509,7 @@ class OpportunityService:
             )
         else:
             pipeline = await pipeline_service.get_default(session, workspace_id)
+        await pipeline_service.enter(session, workspace_id, pipeline.id)
         return await pipeline_service.first_open_stage(session, pipeline.id)
 
     async def _locked_open(
@@ -515,6 +525,9 @@ class OpportunityService:
         check_if_match(if_match, opportunity.version)
         if opportunity.status != "open":
             raise _closed_opportunity(opportunity)
+        await pipeline_service.enter(
+            session, opportunity.workspace_id, opportunity.pipeline_id
+        )
         return opportunity
 
     async def _enter_stage(
@@ -528,10 +541,11 @@ class OpportunityService:
         lost_note: str | None = None,
         reason: str | None = None,
     ) -> Opportunity:
-        """Move a locked opportunity into ``target``, record it and emit its events."""
-        await pipeline_service.enter(
-            session, opportunity.workspace_id, opportunity.pipeline_id
-        )
+        """Move a locked opportunity into ``target``, record it and emit its events.
+
+        The caller share-locked the pipeline before it read ``target``. A stage edit
+        locks the pipeline for update, so ``target`` cannot change until this commits.
+        """
         _check_requirements(opportunity, target)
         if target.is_won:
             blocking = await ObjectionRepository.from_session(

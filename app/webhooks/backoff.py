@@ -53,7 +53,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    # str.isdigit() also accepts digits such as the superscript two, which float()
+    # rejects, and RFC 9110 delay-seconds are ASCII digits only.
+    if text.isascii() and text.isdigit():
         seconds = float(text)
     else:
         try:

@@ -88,6 +88,26 @@ class TestTypedAttributes:
         assert errors[0]["field"] == "attributes.employees"
         assert await session.scalar(select(Lead)) is None
 
+    async def test_number_too_long_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
+    ) -> None:
+        url, headers = await typed_form(client, auth)
+
+        responses = {
+            text: await client.post(
+                url,
+                data={"email": "ada@example.com", "employees": text},
+                headers=headers,
+            )
+            for text in ("1e5000", "9" * 4301, "1e100000")
+        }
+
+        for text, response in responses.items():
+            assert response.status_code == 422, text[:10]
+            errors: list[dict[str, Any]] = response.json()["errors"]
+            assert errors[0]["field"] == "attributes.employees", text[:10]
+        assert await session.scalar(select(Lead)) is None
+
 
 class TestPhoneRegion:
     async def test_national_number_with_region(

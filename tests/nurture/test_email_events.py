@@ -218,6 +218,26 @@ class TestSignature:
         assert stale.status_code == 401
         assert future.status_code == 401
 
+    async def test_timestamp_not_unix_seconds(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        secret = await create_secret(client, auth)
+        raw = json.dumps(event_body()).encode()
+        headers = signed_headers(secret["secret"], raw)
+
+        responses = {
+            timestamp: await client.post(
+                secret["endpoint_path"],
+                content=raw,
+                headers={**headers, "webhook-timestamp": timestamp},
+            )
+            for timestamp in ("9" * 400, "-" + "9" * 400, "soon")
+        }
+
+        for timestamp, response in responses.items():
+            assert response.status_code == 401, timestamp[:10]
+            assert "webhook-timestamp" in response.json()["detail"], timestamp[:10]
+
     async def test_missing_headers(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

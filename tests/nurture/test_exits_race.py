@@ -267,3 +267,53 @@ class TestConcurrentWebhook:
                 .where(LeadEngagement.lead_id == lead_id)
             )
         assert count == 1
+
+
+class TestMoveVersionDuringSend:
+    async def test_moved_to_step_still_runs(
+        self,
+        committed: Committed,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        enrollment_id = await two_step_enrollment(committed)
+        encoded = ids.encode("enrollment", enrollment_id)
+        enrollment = await load(committed, enrollment_id)
+        sequence = ids.encode("sequence", enrollment.sequence_id)
+        saved = await committed_client.patch(
+            f"/v1/sequences/{sequence}",
+            json={
+                "steps": [
+                    {"subject": "New one", "body_text": "First"},
+                    {"subject": "New two", "body_text": "Second"},
+                ]
+            },
+            headers=committed_auth,
+        )
+        assert saved.status_code == 200, saved.text
+        smtp_server.handler.hold = threading.Event()
+        running = asyncio.create_task(run_enrollment_step(context, str(enrollment_id)))
+        started = await asyncio.to_thread(
+            smtp_server.handler.data_started.wait, WAIT_SECONDS
+        )
+        assert started, "the first step never reached the mail server"
+
+        moved = await committed_client.post(
+            f"/v1/enrollments/{encoded}/move-version",
+            json={"version": 2, "position": 0},
+            headers=committed_auth,
+        )
+        smtp_server.handler.hold.set()
+        first = await asyncio.wait_for(running, WAIT_SECONDS)
+        second = await run_enrollment_step(context, str(enrollment_id))
+
+        assert moved.status_code == 200, moved.text
+        assert first == "sent"
+        assert second == "sent"
+        subjects = [message["Subject"] for message in smtp_server.messages]
+        assert subjects == ["One", "New one"]
+        enrollment = await load(committed, enrollment_id)
+        assert enrollment.sequence_version == 2
+        assert enrollment.next_position == 1

@@ -267,6 +267,29 @@ class TestWebhookStep:
         after = await fetch(client, auth, enrollment)
         assert after["step_runs"][0]["attempts"] == 2
 
+    async def test_non_ascii_retry_after(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        hook_context: dict[str, Any],
+        receiver: tuple[Receiver, str],
+    ) -> None:
+        target, url = receiver
+        # str.isdigit() accepts the superscript two, which float() rejects.
+        target.replies.append(
+            web.Response(status=503, headers={"Retry-After": "\u00b2"})
+        )
+        enrollment = await start(client, auth, steps=[EMAIL])
+        await set_kind(session, enrollment, 0, "webhook", {"url": url})
+
+        outcome = await run_enrollment_step(hook_context, enrollment_uuid(enrollment))
+
+        assert outcome == "retry_scheduled"
+        after = await fetch(client, auth, enrollment)
+        assert after["status"] == "active"
+        assert "HTTP 503" in after["last_error"]
+
     @pytest.mark.parametrize("status", [400, 404, 410])
     async def test_client_error_fails(
         self,

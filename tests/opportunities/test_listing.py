@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 
+from app.core.pagination import encode_sort_cursor
 from tests.customers.factories import create_customer
 from tests.opportunities.factories import create_opportunity
 
@@ -174,3 +176,31 @@ class TestSorts:
         assert "sort=amount" in response.json()["detail"]
         assert garbage.status_code == 422
         assert garbage.json()["errors"][0]["code"] == "invalid_cursor"
+
+    async def test_cursor_key_out_of_range(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        row_id = uuid.uuid4()
+        cursors = {
+            "amount": encode_sort_cursor("amount", 2**63, row_id),
+            "-amount": encode_sort_cursor("-amount", -1, row_id),
+            "created_at": encode_sort_cursor(
+                "created_at", "9999-12-31T23:59:59-14:00", row_id
+            ),
+            "-created_at": encode_sort_cursor(
+                "-created_at", "0001-01-01T00:00:00+14:00", row_id
+            ),
+        }
+
+        responses = {
+            sort: await client.get(
+                "/v1/opportunities",
+                params={"sort": sort, "cursor": cursor},
+                headers=auth,
+            )
+            for sort, cursor in cursors.items()
+        }
+
+        for sort, response in responses.items():
+            assert response.status_code == 422, sort
+            assert response.json()["errors"][0]["code"] == "invalid_cursor", sort

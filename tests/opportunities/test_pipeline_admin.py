@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import ids
 from app.models import Event
+from app.opportunities.schemas import MAX_STAGES
 from tests.conftest import make_workspace_key
 from tests.opportunities.factories import create_opportunity, default_pipeline
 
@@ -373,6 +374,28 @@ class TestStages:
         assert response.status_code == 409
         assert response.json()["code"] == "invalid_pipeline_shape"
         assert "exactly one won stage" in response.json()["detail"]
+
+    async def test_add_past_max_stages_is_409(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        open_stages = [
+            {"name": f"Step {number}", "probability": 50} for number in range(28)
+        ]
+        pipeline = await create_pipeline(
+            client, auth, stages=[*open_stages, *STAGES[2:]]
+        )
+        assert len(pipeline["stages"]) == MAX_STAGES
+
+        response = await client.post(
+            f"/v1/pipelines/{pipeline['id']}/stages",
+            json={"name": "One too many", "probability": 50},
+            headers=auth,
+        )
+
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "too_many_stages"
+        current = await client.get(f"/v1/pipelines/{pipeline['id']}", headers=auth)
+        assert len(current.json()["stages"]) == MAX_STAGES
 
     async def test_duplicate_name_is_409(
         self, client: httpx.AsyncClient, auth: dict[str, str]

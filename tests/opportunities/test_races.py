@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core import ids
-from app.models import StageTransition
-from tests.customers.factories import create_contact
+from app.models import Pipeline, Stage, StageTransition
+from tests.customers.factories import create_contact, create_customer
 from tests.opportunities.factories import (
     create_lost_reason,
     create_opportunity,
+    default_pipeline,
     move,
     stage_ids,
 )
+from tests.opportunities.test_default_pipeline_race import wait_for_lock_wait
 
 
 class TestConcurrentMoves:
@@ -258,3 +262,83 @@ class TestConcurrentActivities:
         )
 
         assert [response.status_code for response in responses] == [201] * 8
+
+
+@asynccontextmanager
+async def stage_turned_lost(
+    maker: async_sessionmaker[AsyncSession], pipeline_id: str, stage_id: str
+) -> AsyncIterator[None]:
+    """Hold a stage edit open for the body, then commit it.
+
+    The edit does what PATCH .../stages/{id} does. It locks the pipeline, finds no
+    opportunity in the stage, and makes the stage a lost one. The body starts a request
+    that must wait for the pipeline, and the edit commits once the request waits.
+    """
+    async with maker() as edit:
+        await edit.execute(
+            select(Pipeline)
+            .where(Pipeline.id == ids.decode("pipeline", pipeline_id))
+            .with_for_update()
+        )
+        await edit.execute(
+            update(Stage)
+            .where(Stage.id == ids.decode("stage", stage_id))
+            .values(is_lost=True)
+        )
+        yield
+        await wait_for_lock_wait(maker)
+        await edit.commit()
+
+
+class TestStageEditRaces:
+    async def test_move_into_stage_turned_lost(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        stages = await stage_ids(client, auth)
+        created = await create_opportunity(client, auth)
+        target = stages["Value proposition"]
+
+        async with stage_turned_lost(
+            committing_sessionmaker, created["pipeline_id"], target
+        ):
+            moving = asyncio.create_task(move(client, auth, created["id"], target))
+        response = await asyncio.wait_for(moving, timeout=10)
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "lost_reason_id"
+        current = await client.get(f"/v1/opportunities/{created['id']}", headers=auth)
+        assert current.json()["status"] == "open"
+        assert current.json()["stage_id"] == stages["Qualification"]
+
+    async def test_create_in_stage_turned_lost(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        stages = await stage_ids(client, auth)
+        pipeline = await default_pipeline(client, auth)
+        customer = await create_customer(client, auth)
+        target = stages["Value proposition"]
+
+        async with stage_turned_lost(committing_sessionmaker, pipeline["id"], target):
+            creating = asyncio.create_task(
+                client.post(
+                    "/v1/opportunities",
+                    json={
+                        "customer_id": customer["id"],
+                        "name": "n",
+                        "stage_id": target,
+                    },
+                    headers=auth,
+                )
+            )
+        response = await asyncio.wait_for(creating, timeout=10)
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["code"] == "stage_not_open"

@@ -74,6 +74,7 @@ class TestParseRetryAfter:
             ("Fri, 04 Dec 2026 09:00:00 GMT", 0.0),
             ("999999999", MAX_RETRY_AFTER.total_seconds()),
             ("soon", None),
+            ("\u00b2", None),
             ("-5", None),
             ("", None),
             (None, None),
