@@ -37,6 +37,7 @@ from app.core.pagination import (
     encode_sort_cursor,
     invalid_sort_cursor,
 )
+from app.core.schemas import MAX_YEAR, MIN_YEAR
 from app.customfields.service import custom_field_service
 from app.customfields.values import Definition, is_date
 from app.models import Lead
@@ -75,6 +76,9 @@ AttributeFilters = Annotated[
 
 # The key expressions match the expressions of the listing indexes on leads.
 _LAST_NAME = func.coalesce(Lead.last_name, literal_column("''"))
+# The range of the score column, a PostgreSQL integer.
+MIN_SCORE = -(2**31)
+MAX_SCORE = 2**31 - 1
 _SORT_KEYS: dict[str, Any] = {
     "created_at": Lead.created_at,
     "updated_at": Lead.updated_at,
@@ -99,16 +103,24 @@ def decode_cursor(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
     """Return the sort key and id a cursor points after, checking it fits ``sort``."""
     value, lead_id = decode_sort_cursor(sort, cursor)
     name = sort.lstrip("-")
+    # A key that no column can hold fails when bound as a query parameter: a time whose
+    # offset leaves datetime's years, a score beyond integer, a NUL in a name.
     try:
         if name in ("created_at", "updated_at"):
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError("naive time")
+            if not MIN_YEAR <= value.year <= MAX_YEAR:
+                raise ValueError("time out of range")
         elif name == "score":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError("score not an integer")
+            if not MIN_SCORE <= value <= MAX_SCORE:
+                raise ValueError("score out of range")
         elif not isinstance(value, str):
             raise ValueError("last name not a string")
+        elif "\x00" in value:
+            raise ValueError("NUL in last name")
     except (ValueError, TypeError) as error:
         raise invalid_sort_cursor("not a cursor of this list") from error
     return value, lead_id

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import decode
+from app.core.pagination import encode_sort_cursor
 from app.models import Lead
 from tests.leads.helpers import create_lead, define_field
 from tests.users.factories import create_user
@@ -396,6 +398,33 @@ class TestSorts:
             first[3]["id"],
         ]
         assert before["id"] not in seen
+
+    async def test_cursor_key_out_of_range_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        row_id = uuid.uuid4()
+        cursors = {
+            "score": encode_sort_cursor("score", 2**31, row_id),
+            "-score": encode_sort_cursor("-score", -(2**63), row_id),
+            "created_at": encode_sort_cursor(
+                "created_at", "9999-12-31T23:59:59-14:00", row_id
+            ),
+            "-updated_at": encode_sort_cursor(
+                "-updated_at", "0001-01-01T00:00:00+14:00", row_id
+            ),
+            "last_name": encode_sort_cursor("last_name", "Lovelace\x00", row_id),
+        }
+
+        responses = {
+            sort: await client.get(
+                "/v1/leads", params={"sort": sort, "cursor": cursor}, headers=auth
+            )
+            for sort, cursor in cursors.items()
+        }
+
+        for sort, response in responses.items():
+            assert response.status_code == 422, sort
+            assert response.json()["errors"][0]["code"] == "invalid_cursor", sort
 
     async def test_cursor_of_other_sort_is_422(
         self,
