@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, get_args, get_origin
 
+import orjson
 import structlog
 from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from fastapi import Request
@@ -162,6 +163,9 @@ class UnitOfWorkRoute(APIRoute):
 
     # Whether a POST honours Idempotency-Key, which its OpenAPI operation then declares.
     honours_idempotency_key = True
+    # Whether the endpoint reads the raw body itself. Otherwise an endpoint that
+    # declares no body rejects one with fields, which it would silently ignore.
+    reads_raw_body = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["strict_content_type"] = False
@@ -177,10 +181,13 @@ class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()
         expects_json = self.body_field is not None
+        takes_no_body = not (expects_json or self.reads_raw_body)
         known_query = _query_params(self.dependant)
 
         async def handler(request: Request) -> Response:
             check_query(request, known_query)
+            if takes_no_body and request.method in BODY_METHODS:
+                check_no_body(await request.body())
             if expects_json and request.method in BODY_METHODS:
                 content_type = request.headers.get("content-type", "")
                 if content_type and not _is_json(content_type):
@@ -275,6 +282,28 @@ class ConflictingWrite(Conflict):
     title = "Conflicting write"
 
 
+def check_no_body(body: bytes) -> None:
+    """Reject a body other than nothing, ``{}`` or ``null`` on an endpoint that takes
+    none, so that a field such as a reason is not silently dropped."""
+    if not body.strip():
+        return
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = body
+    if document is None or document == {}:
+        return
+    fields = sorted(document) if isinstance(document, dict) else []
+    sent = f" It sent {', '.join(repr(field) for field in fields)}." if fields else ""
+    raise InvalidInput(
+        "This operation takes no request body, so nothing in it would be used."
+        f"{sent} Send the request without a body, or with {{}}.",
+        errors=[
+            FieldError("body", "this operation takes no body", "body_not_accepted")
+        ],
+    )
+
+
 class SignedWebhookRoute(UnitOfWorkRoute):
     """A unit-of-work route for webhooks that a signature on the body authenticates.
 
@@ -284,6 +313,7 @@ class SignedWebhookRoute(UnitOfWorkRoute):
     """
 
     honours_idempotency_key = False
+    reads_raw_body = True
 
     async def _run(
         self, request: Request, call: Callable[[Request], Awaitable[Response]]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -414,6 +415,63 @@ class TestTransitions:
         ]
         assert [event.sequence for event in events] == [1, 2, 3, 4]
         assert events[-1].data == exited.json()
+
+    async def test_exit_with_fields_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=TWO_STEPS)
+        lead = await create_lead(client, auth)
+        created = await enroll(client, auth, sequence["id"], lead["id"])
+
+        response = await client.post(
+            f"/v1/enrollments/{created['id']}/exit",
+            json={"reason": "replied"},
+            headers=auth,
+        )
+        current = await client.get(f"/v1/enrollments/{created['id']}", headers=auth)
+
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["errors"] == [
+            {
+                "field": "body",
+                "message": "this operation takes no body",
+                "code": "body_not_accepted",
+            }
+        ]
+        assert "It sent 'reason'." in problem["detail"]
+        assert current.json()["status"] == "active"
+
+    @pytest.mark.parametrize("body", [b"", b"{}", b" { } ", b"null"])
+    async def test_exit_with_empty_body(
+        self, client: httpx.AsyncClient, auth: dict[str, str], body: bytes
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=TWO_STEPS)
+        lead = await create_lead(client, auth)
+        created = await enroll(client, auth, sequence["id"], lead["id"])
+
+        response = await client.post(
+            f"/v1/enrollments/{created['id']}/exit",
+            content=body,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+
+        assert response.status_code == 200
+        assert response.json()["exit_reason"] == "manual"
+
+    async def test_pause_with_text_body_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        sequence = await create_sequence(client, auth, steps=TWO_STEPS)
+        lead = await create_lead(client, auth)
+        created = await enroll(client, auth, sequence["id"], lead["id"])
+
+        response = await client.post(
+            f"/v1/enrollments/{created['id']}/pause", content=b"pause", headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "body_not_accepted"
 
     async def test_resume_after_due_runs_now(
         self, client: httpx.AsyncClient, auth: dict[str, str], session: AsyncSession
