@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.providers.stripe_api import MAX_NETWORK_RETRIES
 from app.core.db import Database
 from app.core.jobs import JobQueue
 from app.models import ProviderEvent, Refund, Workspace
@@ -72,7 +73,7 @@ class TestRefundStripePayment:
         [sent] = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
         assert sent.form["payment_intent"] == INTENT
         assert sent.form["amount"] == "3000"
-        assert sent.form["metadata[refund_id]"] == created["id"]
+        assert sent.form["metadata[payment_id]"] == payment["id"]
         assert webhook.status == "ignored"
         stored = (
             await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
@@ -114,6 +115,43 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert unchanged["status"] == "paid"
+
+    async def test_retry_after_lost_response(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        invoice, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        # Every attempt of the first request, the library's retries included, is
+        # carried out by Stripe but its response is lost.
+        stripe_api.drop_refund_responses = 1 + MAX_NETWORK_RETRIES
+        url = f"/v1/payments/{payment['id']}/refunds"
+
+        lost = await stripe_client.post(url, json={"amount": 3000}, headers=auth)
+        retried = await stripe_client.post(url, json={"amount": 3000}, headers=auth)
+        webhook = await receive_and_process(
+            stripe_client,
+            session,
+            stripe_ctx,
+            stripe_body("charge.refunded", charge(3000, "re_standin_1")),
+        )
+
+        assert lost.status_code == 503, lost.text
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["provider_refund_id"] == "re_standin_1"
+        assert webhook.status == "ignored"
+        stored = (await stripe_client.get(url, headers=auth)).json()["data"]
+        assert [item["provider_refund_id"] for item in stored] == ["re_standin_1"]
+        reopened = (
+            await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert reopened["amount_paid"] == 7000
 
     async def test_stripe_rejection_is_409(
         self,
