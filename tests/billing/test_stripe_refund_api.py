@@ -15,7 +15,12 @@ from app.core.db import Database
 from app.core.jobs import JobQueue
 from app.models import ProviderEvent, Refund, Workspace
 from app.settings import Settings
-from tests.billing.factories import create_customer, create_open_invoice, stripe_body
+from tests.billing.factories import (
+    create_customer,
+    create_open_invoice,
+    payment_intent,
+    stripe_body,
+)
 from tests.billing.stripe_standin import StripeStandIn
 from tests.billing.test_stripe import receive_and_process
 from tests.billing.test_stripe_charges import INTENT, charge, pay_by_stripe
@@ -152,6 +157,42 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert reopened["amount_paid"] == 7000
+
+    async def test_below_minimum_charge(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        customer = await create_customer(session, workspace.id, currency="USD")
+        invoice = await create_open_invoice(
+            stripe_client, auth, customer, currency="USD"
+        )
+        body = stripe_body(
+            "payment_intent.succeeded",
+            payment_intent(invoice["id"], 10000, currency="usd", intent_id=INTENT),
+        )
+        await receive_and_process(stripe_client, session, stripe_ctx, body)
+        [payment] = (await stripe_client.get("/v1/payments", headers=auth)).json()[
+            "data"
+        ]
+
+        # Stripe's refund API takes any positive amount up to what the charge has
+        # left; the minimum of 0.50 USD is for charges.
+        response = await stripe_client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={"amount": 30}, headers=auth
+        )
+
+        assert response.status_code == 201, response.text
+        [sent] = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
+        assert sent.form["amount"] == "30"
+        stored = (
+            await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
+        ).json()
+        assert stored["amount_refunded"] == 30
 
     async def test_stripe_rejection_is_409(
         self,

@@ -40,7 +40,9 @@ class StripeRefunder:
                 created = await client.v1.refunds.create_async(
                     {
                         "payment_intent": payment.provider_payment_id,
-                        "amount": to_stripe_amount(refund.amount, refund.currency),
+                        "amount": to_stripe_amount(
+                            refund.amount, refund.currency, charge=False
+                        ),
                         "metadata": {"payment_id": ids.encode("payment", payment.id)},
                     },
                     options={
