@@ -176,6 +176,16 @@ def credit_lines(
     """Compute the credited amount and tax of each requested invoice line."""
     rounding = money.Rounding(invoice.rounding)
     by_id = {line.id: line for line in lines}
+    # A lump credit takes from a tax rate without naming a line, so a line is also
+    # limited by what its rate has left, or the notes would credit more tax at that
+    # rate than the invoice charged.
+    rate_left: dict[Decimal, int] = defaultdict(int)
+    for creditable in lines:
+        rate_left[creditable.tax_rate.normalize()] += (
+            creditable.amount + creditable.tax_amount
+        )
+    for rate, done_at_rate in earlier.by_rate.items():
+        rate_left[rate] -= done_at_rate.gross
     seen: set[uuid.UUID] = set()
     drafts = []
     for index, item in enumerate(requested):
@@ -237,6 +247,21 @@ def credit_lines(
                 line_creditable=line_left,
             )
         tax = _proportional_tax(done, amount, line.amount, line.tax_amount, rounding)
+        rate = line.tax_rate.normalize()
+        if amount + tax > rate_left[rate]:
+            left_at_rate = max(rate_left[rate], 0)
+            raise CreditExceedsInvoice(
+                f"Line {ids.encode('invoice_line', line.id)} is taxed at "
+                f"{money.format_decimal(rate)}%, and that rate has {left_at_rate} "
+                f"{invoice.currency} (minor units) left to credit after earlier "
+                f"credits, less than the {amount + tax} this line would credit. "
+                "Credit a smaller amount of the line.",
+                errors=[
+                    FieldError(field, "exceeds what its tax rate has left", "too_large")
+                ],
+                rate_creditable=left_at_rate,
+            )
+        rate_left[rate] -= amount + tax
         if amount + tax == 0:
             raise invalid_credit_note(
                 f"The credit of line {ids.encode('invoice_line', line.id)} rounds to "

@@ -48,6 +48,7 @@ from app.core.concurrency import check_if_match
 from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.models import (
+    AllocationReversal,
     Dispute,
     DunningPolicy,
     Invoice,
@@ -420,12 +421,21 @@ class DebtService:
         )
         if pending:
             reasons.append("promise_to_pay")
+        # A dispute that reversed all of a payment's allocation to the invoice has
+        # deleted that allocation, so its reversal links the dispute to the invoice.
         disputed = await session.scalar(
             select(
-                exists().where(
-                    PaymentAllocation.invoice_id == invoice.id,
-                    Dispute.payment_id == PaymentAllocation.payment_id,
-                    Dispute.status == "open",
+                or_(
+                    exists().where(
+                        PaymentAllocation.invoice_id == invoice.id,
+                        Dispute.payment_id == PaymentAllocation.payment_id,
+                        Dispute.status == "open",
+                    ),
+                    exists().where(
+                        AllocationReversal.invoice_id == invoice.id,
+                        Dispute.id == AllocationReversal.dispute_id,
+                        Dispute.status == "open",
+                    ),
                 )
             )
         )

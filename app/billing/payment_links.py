@@ -7,6 +7,7 @@ PaymentIntent's metadata, so the ``checkout.session.completed`` and
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import stripe
@@ -43,9 +44,11 @@ class PaymentLinkService:
     ) -> PaymentLink:
         """Create a Checkout Session for the amount remaining and store its URL.
 
-        The Stripe idempotency key is the invoice and the amount, so a repeated call
-        for an unchanged invoice returns the same session (Stripe keeps keys for at
-        least 24 hours), and a partial payment meanwhile gets a new one.
+        The Stripe idempotency key is the invoice, the amount and a digest of the
+        redirect URLs, so a repeated call for an unchanged invoice returns the same
+        session (Stripe keeps keys for at least 24 hours). A partial payment or other
+        redirect URLs meanwhile get a new one, because Stripe rejects a key sent
+        again with other parameters.
         """
         invoice = await invoice_service.get(
             session, principal.workspace_id, invoice_id, for_update=True
@@ -62,6 +65,11 @@ class PaymentLinkService:
         stripe_amount = to_stripe_amount(
             remaining, invoice.currency, field="amount_remaining"
         )
+        success_url = payload.success_url or settings.stripe_checkout_success_url
+        cancel_url = payload.cancel_url or settings.stripe_checkout_cancel_url
+        redirect_digest = hashlib.sha256(
+            f"{success_url}\n{cancel_url}".encode()
+        ).hexdigest()
         metadata = {
             "invoice_id": encoded,
             "workspace_id": ids.encode("workspace", invoice.workspace_id),
@@ -86,14 +94,15 @@ class PaymentLinkService:
                                 },
                             }
                         ],
-                        "success_url": payload.success_url
-                        or settings.stripe_checkout_success_url,
-                        "cancel_url": payload.cancel_url
-                        or settings.stripe_checkout_cancel_url,
+                        "success_url": success_url,
+                        "cancel_url": cancel_url,
                         "metadata": metadata,
                         "payment_intent_data": {"metadata": metadata},
                     },
-                    options={"idempotency_key": f"payment-link:{encoded}:{remaining}"},
+                    options={
+                        "idempotency_key": f"payment-link:{encoded}:{remaining}:"
+                        f"{redirect_digest[:32]}"
+                    },
                 )
         except stripe.StripeError as error:
             log.warning(

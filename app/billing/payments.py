@@ -294,11 +294,20 @@ class PaymentService:
                 payment.received_at = occurred_at
             await session.flush()
 
-        problems: Sequence[str] = ()
+        problems: list[str] = []
         allocations: list[PaymentAllocation] = []
         if status == "succeeded":
-            problems = self._provider_problems(invoice, amount, currency)
-            if invoice.status in states.PAYABLE and currency == invoice.currency:
+            reason = self._unallocatable_reason(payment, invoice)
+            if reason is not None:
+                problems.append(reason)
+            else:
+                remaining = invoice_amounts(invoice).amount_remaining
+                if amount != remaining:
+                    problems.append(
+                        f"amount mismatch: invoice {ids.encode('invoice', invoice.id)} "
+                        f"expected {remaining} {currency} (minor units) but {amount} "
+                        "arrived; the amount that arrived was allocated"
+                    )
                 allocations.append(
                     await self._allocate(session, payment, invoice, actor=actor)
                 )
@@ -324,7 +333,7 @@ class PaymentService:
             invoice_id=str(invoice.id),
             problems=problems,
         )
-        return ProviderPaymentOutcome(payment, changed=True, problems=list(problems))
+        return ProviderPaymentOutcome(payment, changed=True, problems=problems)
 
     @staticmethod
     def _skip_reason(
@@ -346,29 +355,33 @@ class PaymentService:
         return None
 
     @staticmethod
-    def _provider_problems(
-        invoice: Invoice, amount: int, currency: str
-    ) -> Sequence[str]:
+    def _unallocatable_reason(payment: Payment, invoice: Invoice) -> str | None:
+        """Return why a succeeded provider payment cannot pay ``invoice``, if it cannot."""
         encoded = ids.encode("invoice", invoice.id)
+        # An earlier update of the payment may have named another invoice, and the
+        # payment stays with the customer and workspace it was first recorded for.
+        if (
+            payment.customer_id != invoice.customer_id
+            or payment.workspace_id != invoice.workspace_id
+        ):
+            return (
+                f"customer mismatch: payment {ids.encode('payment', payment.id)} "
+                f"belongs to customer {ids.encode('customer', payment.customer_id)}, "
+                f"not to the customer of invoice {encoded}, so the payment was "
+                "recorded but not allocated"
+            )
         if invoice.status not in states.PAYABLE:
-            return [
+            return (
                 f"invoice {encoded} is {invoice.status}, so the payment was recorded "
                 "but not allocated"
-            ]
-        if currency != invoice.currency:
-            return [
+            )
+        if payment.currency != invoice.currency:
+            return (
                 f"currency mismatch: invoice {encoded} is in {invoice.currency} but the "
-                f"payment is in {currency}, so the payment was recorded but not "
-                "allocated"
-            ]
-        remaining = invoice_amounts(invoice).amount_remaining
-        if amount != remaining:
-            return [
-                f"amount mismatch: invoice {encoded} expected {remaining} {currency} "
-                f"(minor units) but {amount} arrived; the amount that arrived was "
-                "allocated"
-            ]
-        return []
+                f"payment is in {payment.currency}, so the payment was recorded but "
+                "not allocated"
+            )
+        return None
 
     @staticmethod
     async def _allocate(

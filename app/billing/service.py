@@ -35,7 +35,11 @@ from app.core.events import emit
 from app.customers.service import customer_service
 from app.models import Customer, Invoice, InvoiceLine
 from app.nurture.exits import exit_for_customer
-from app.nurture.offer_invoices import release_invoice, reprice_invoice
+from app.nurture.offer_invoices import (
+    check_offer_customer,
+    release_invoice,
+    reprice_invoice,
+)
 from app.opportunities.service import opportunity_service
 
 log = structlog.get_logger(__name__)
@@ -234,8 +238,11 @@ class InvoiceService:
             await check_opportunity(
                 session, principal.workspace_id, opportunity_id, customer
             )
+        customer_changed = invoice.customer_id != customer.id
         invoice.customer_id = customer.id
         invoice.opportunity_id = opportunity_id
+        if customer_changed:
+            await check_offer_customer(session, invoice)
         for name in ("currency", "memo", "series", "rounding", "tax_calculation"):
             if name in changes:
                 setattr(invoice, name, changes[name])

@@ -28,8 +28,16 @@ from app.billing.lines import recompute_invoice
 from app.core import ids, money
 from app.core.clock import utcnow
 from app.core.events import emit
-from app.models import Invoice, InvoiceLine, Offer, OfferCode, OfferRedemption
-from app.nurture.offer_errors import OfferCurrencyMismatch
+from app.models import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+    Lead,
+    Offer,
+    OfferCode,
+    OfferRedemption,
+)
+from app.nurture.offer_errors import OfferCurrencyMismatch, OfferNotForCustomer
 from app.nurture.offer_views import code_data
 
 log = structlog.get_logger(__name__)
@@ -161,6 +169,30 @@ async def reprice_invoice(
         discount_amount=discount,
     )
     return lines
+
+
+async def check_offer_customer(session: AsyncSession, invoice: Invoice) -> None:
+    """Raise ``OfferNotForCustomer`` when a draft's offer is not for its new customer.
+
+    Called by ``InvoiceService.update`` with the invoice locked, after its customer
+    changed. The offer code stays only on an invoice of the customer converted from
+    the lead the code was issued to, as redeeming requires.
+    """
+    redemption = await applied_redemption(session, invoice.id)
+    if redemption is None:
+        return
+    code = await session.get_one(OfferCode, redemption.offer_code_id)
+    customer = await session.get_one(Customer, invoice.customer_id)
+    lead = await session.get_one(Lead, code.lead_id)
+    if customer.source_lead_id == lead.id or lead.customer_id == customer.id:
+        return
+    raise OfferNotForCustomer(
+        f"Invoice {ids.encode('invoice', invoice.id)} carries offer code {code.code}, "
+        f"which was issued to lead {ids.encode('lead', lead.id)}, and customer "
+        f"{ids.encode('customer', customer.id)} was not converted from that lead. "
+        "Keep the invoice's customer, or create a new draft for the other customer.",
+        lead_id=ids.encode("lead", lead.id),
+    )
 
 
 async def release_invoice(

@@ -1,7 +1,9 @@
 """A local stand-in for the parts of Stripe's API that billing calls, on 127.0.0.1.
 
-It serves Checkout Session and Refund creation (honouring ``Idempotency-Key`` as
-Stripe does), and PaymentIntent and Dispute retrieval from objects the test puts in
+It serves Checkout Session and Refund creation, and honours ``Idempotency-Key`` on
+both as Stripe does. A repeated key with the same parameters returns the first
+result, and one with other parameters fails with an ``idempotency_error``. It also
+serves PaymentIntent and Dispute retrieval from objects the test puts in
 ``payment_intents`` and ``disputes``. Every request is recorded.
 """
 
@@ -29,9 +31,14 @@ class StripeStandIn:
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
         self.fail_with: int | None = None
+        # The number of refund requests that create the refund but close the
+        # connection instead of responding, as when a response is lost on the network.
+        self.drop_refund_responses = 0
         self.port = 0
         self._sessions_by_key: dict[str, dict[str, Any]] = {}
+        self._session_forms_by_key: dict[str, dict[str, str]] = {}
         self._refunds_by_key: dict[str, dict[str, Any]] = {}
+        self._refund_forms_by_key: dict[str, dict[str, str]] = {}
         self._runner: web.AppRunner | None = None
 
     @property
@@ -52,12 +59,25 @@ class StripeStandIn:
             body["error"]["code"] = "resource_missing"
         return web.json_response(body, status=status)
 
+    @staticmethod
+    def _idempotency_error() -> web.Response:
+        body = {
+            "error": {
+                "type": "idempotency_error",
+                "message": "Keys for idempotent requests can only be used with the "
+                "same parameters they were first used with.",
+            }
+        }
+        return web.json_response(body, status=400)
+
     async def _create_session(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
         if self.fail_with is not None:
             return self._error(self.fail_with, "stand-in failure")
         key = recorded.headers.get("Idempotency-Key", "")
         if key and key in self._sessions_by_key:
+            if self._session_forms_by_key[key] != recorded.form:
+                return self._idempotency_error()
             return web.json_response(self._sessions_by_key[key])
         session_id = f"cs_test_{len(self._sessions_by_key) + 1}"
         session = {
@@ -76,6 +96,7 @@ class StripeStandIn:
         }
         if key:
             self._sessions_by_key[key] = session
+            self._session_forms_by_key[key] = recorded.form
         return web.json_response(session)
 
     async def _create_refund(self, request: web.Request) -> web.Response:
@@ -84,16 +105,24 @@ class StripeStandIn:
             return self._error(self.fail_with, "stand-in failure")
         key = recorded.headers.get("Idempotency-Key", "")
         if key and key in self._refunds_by_key:
-            return web.json_response(self._refunds_by_key[key])
-        refund = {
-            "id": f"re_standin_{len(self._refunds_by_key) + 1}",
-            "object": "refund",
-            "amount": int(recorded.form["amount"]),
-            "payment_intent": recorded.form["payment_intent"],
-            "status": "succeeded",
-        }
-        if key:
-            self._refunds_by_key[key] = refund
+            if self._refund_forms_by_key[key] != recorded.form:
+                return self._idempotency_error()
+            refund = self._refunds_by_key[key]
+        else:
+            refund = {
+                "id": f"re_standin_{len(self._refunds_by_key) + 1}",
+                "object": "refund",
+                "amount": int(recorded.form["amount"]),
+                "payment_intent": recorded.form["payment_intent"],
+                "status": "succeeded",
+            }
+            if key:
+                self._refunds_by_key[key] = refund
+                self._refund_forms_by_key[key] = recorded.form
+        if self.drop_refund_responses > 0:
+            self.drop_refund_responses -= 1
+            assert request.transport is not None
+            request.transport.close()
         return web.json_response(refund)
 
     async def _retrieve(self, request: web.Request) -> web.Response:

@@ -372,6 +372,52 @@ class TestCreditLump:
         assert after["status"] == "paid"
         assert after["credited_amount"] == 3449
 
+    async def test_line_after_lump_keeps_rate_tax(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id, currency="USD")
+        invoice = await create_open_invoice(
+            client, auth, customer, lines=[line("1", 1999, "19"), line("1", 1000, "7")]
+        )
+        seven_percent = invoice["lines"][1]["id"]
+        # 310 of the lump goes to the 7 % rate, which totals 1070, so 760 is left.
+        await credited(client, auth, invoice, amount=1000)
+
+        whole_line = await credit(
+            client,
+            auth,
+            invoice,
+            lines=[{"invoice_line_id": seven_percent, "quantity": "1"}],
+        )
+        part = await credited(
+            client,
+            auth,
+            invoice,
+            lines=[{"invoice_line_id": seven_percent, "amount": 700}],
+        )
+
+        assert whole_line.status_code == 409, whole_line.text
+        problem = whole_line.json()
+        assert problem["code"] == "credit_exceeds_invoice"
+        assert problem["rate_creditable"] == 760
+        assert part["total"] == 749
+        notes = (
+            await client.get(
+                f"/v1/credit-notes?invoice_id={invoice['id']}", headers=auth
+            )
+        ).json()["data"]
+        credited_at_seven = sum(
+            item["amount"] + item["tax_amount"]
+            for note in notes
+            for item in note["lines"]
+            if item["tax_rate"] == "7"
+        )
+        assert credited_at_seven == 310 + 749
+
     async def test_over_credit_refused(
         self,
         client: httpx.AsyncClient,

@@ -14,10 +14,11 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.disputes import dispute_service
 from app.billing.dunning import dunning_runner
 from app.billing.overdue import local_instant
 from app.core import ids
-from app.models import Activity, Dispute, Workspace
+from app.models import Activity, Dispute, Payment, Workspace
 from app.nurture.mailer import SmtpMailer
 from app.settings import Settings
 from tests.billing.conftest import Committed
@@ -409,6 +410,37 @@ class TestPauses:
 
         await dunning.run(dunning.at(0))
 
+        assert await dunning.statuses() == {
+            "-3": ("skipped", "dispute"),
+            "0": ("skipped", "dispute"),
+        }
+        assert dunning.smtp.messages == []
+
+    async def test_dispute_reversing_whole_allocation(
+        self, dunning: Dunning, session: AsyncSession
+    ) -> None:
+        payment = await record_payment(
+            dunning.client, dunning.auth, dunning.invoice, 1000
+        )
+        locked = await session.get_one(
+            Payment, ids.decode("payment", payment["id"]), with_for_update=True
+        )
+        await dispute_service.open(
+            session,
+            locked,
+            amount=1000,
+            reason="fraudulent",
+            provider="stripe",
+            provider_dispute_id="dp_whole_allocation",
+            opened_at=datetime.now(UTC),
+            actor="test",
+        )
+        await session.commit()
+
+        await dunning.run(dunning.at(0))
+
+        state = await dunning.state()
+        assert state["pause_reasons"] == ["dispute"]
         assert await dunning.statuses() == {
             "-3": ("skipped", "dispute"),
             "0": ("skipped", "dispute"),

@@ -63,7 +63,9 @@ class TestPaymentLink:
         assert sent.form["payment_intent_data[metadata][workspace_id]"] == encode(
             "workspace", workspace.id
         )
-        assert sent.headers["Idempotency-Key"] == f"payment-link:{invoice['id']}:7500"
+        assert sent.headers["Idempotency-Key"].startswith(
+            f"payment-link:{invoice['id']}:7500:"
+        )
         stored = (
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
@@ -89,6 +91,35 @@ class TestPaymentLink:
         assert second.json() == first
         events_after = list(await session.scalars(select(Event.id)))
         assert events_after == events_before
+
+    async def test_other_redirect_urls(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_api: StripeStandIn,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(stripe_client, auth, customer)
+        first = await create_link(
+            stripe_client, auth, invoice["id"], success_url="https://shop.test/a"
+        )
+
+        second = await create_link(
+            stripe_client, auth, invoice["id"], success_url="https://shop.test/b"
+        )
+
+        assert first.status_code == 200, first.text
+        assert second.status_code == 200, second.text
+        assert (
+            second.json()["provider_session_id"] != first.json()["provider_session_id"]
+        )
+        assert stripe_api.requests[-1].form["success_url"] == "https://shop.test/b"
+        stored = (
+            await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert stored["payment_link_url"] == second.json()["url"]
 
     async def test_not_collectable(
         self,

@@ -74,6 +74,12 @@ class TestToStripeAmount:
             to_stripe_amount(49, "USD")
         assert raised.value.errors[0]["code"] == "below_minimum"
 
+    def test_refund_below_minimum(self) -> None:
+        assert to_stripe_amount(1, "USD", charge=False) == 1
+        with pytest.raises(ProviderAmountInvalid) as raised:
+            to_stripe_amount(0, "USD", charge=False)
+        assert raised.value.errors[0]["code"] == "below_minimum"
+
     def test_maximum_eight_digits(self) -> None:
         assert to_stripe_amount(STRIPE_MAX_AMOUNT, "EUR") == STRIPE_MAX_AMOUNT
         with pytest.raises(ProviderAmountInvalid) as raised:

@@ -22,6 +22,8 @@ from app.models import Event, Payment, ProviderEvent, Workspace
 from app.settings import Settings
 from tests.billing.factories import (
     STRIPE_SECRET,
+    create_customer,
+    create_open_invoice,
     payment_intent,
     sign,
     signature_header,
@@ -477,6 +479,44 @@ class TestProcessStripeEvent:
         assert paid["status"] == "paid"
         events = list(await session.scalars(select(Event.type).order_by(Event.id)))
         assert "payment.pending" in events
+
+    async def test_succeeded_for_other_customer(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        worker_ctx: dict[str, Any],
+        workspace: Workspace,
+        open_invoice: dict[str, Any],
+    ) -> None:
+        other_customer = await create_customer(session, workspace.id, name="Initech")
+        other_invoice = await create_open_invoice(client, auth, other_customer)
+        now = int(time.time())
+        processing = stripe_body(
+            "payment_intent.processing",
+            payment_intent(open_invoice["id"], 10000, status="processing"),
+            created=now - 30,
+        )
+        succeeded = stripe_body(
+            "payment_intent.succeeded",
+            payment_intent(other_invoice["id"], 10000),
+            created=now,
+        )
+
+        await receive_and_process(client, session, worker_ctx, processing)
+        row = await receive_and_process(client, session, worker_ctx, succeeded)
+
+        assert row.status == "needs_review"
+        assert row.error is not None
+        assert "customer mismatch" in row.error
+        [payment] = (await client.get("/v1/payments", headers=auth)).json()["data"]
+        assert payment["status"] == "succeeded"
+        assert payment["customer_id"] == open_invoice["customer_id"]
+        assert payment["allocations"] == []
+        assert payment["amount_unallocated"] == 10000
+        other = await invoice_state(client, auth, other_invoice["id"])
+        assert other["amount_paid"] == 0
+        assert other["status"] == "open"
 
     async def test_newer_failure_after_processing(
         self,

@@ -10,11 +10,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.providers.stripe_api import MAX_NETWORK_RETRIES
 from app.core.db import Database
 from app.core.jobs import JobQueue
 from app.models import ProviderEvent, Refund, Workspace
 from app.settings import Settings
-from tests.billing.factories import create_customer, create_open_invoice, stripe_body
+from tests.billing.factories import (
+    create_customer,
+    create_open_invoice,
+    payment_intent,
+    stripe_body,
+)
 from tests.billing.stripe_standin import StripeStandIn
 from tests.billing.test_stripe import receive_and_process
 from tests.billing.test_stripe_charges import INTENT, charge, pay_by_stripe
@@ -72,7 +78,7 @@ class TestRefundStripePayment:
         [sent] = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
         assert sent.form["payment_intent"] == INTENT
         assert sent.form["amount"] == "3000"
-        assert sent.form["metadata[refund_id]"] == created["id"]
+        assert sent.form["metadata[payment_id]"] == payment["id"]
         assert webhook.status == "ignored"
         stored = (
             await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
@@ -114,6 +120,79 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert unchanged["status"] == "paid"
+
+    async def test_retry_after_lost_response(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        invoice, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        # Every attempt of the first request, the library's retries included, is
+        # carried out by Stripe but its response is lost.
+        stripe_api.drop_refund_responses = 1 + MAX_NETWORK_RETRIES
+        url = f"/v1/payments/{payment['id']}/refunds"
+
+        lost = await stripe_client.post(url, json={"amount": 3000}, headers=auth)
+        retried = await stripe_client.post(url, json={"amount": 3000}, headers=auth)
+        webhook = await receive_and_process(
+            stripe_client,
+            session,
+            stripe_ctx,
+            stripe_body("charge.refunded", charge(3000, "re_standin_1")),
+        )
+
+        assert lost.status_code == 503, lost.text
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["provider_refund_id"] == "re_standin_1"
+        assert webhook.status == "ignored"
+        stored = (await stripe_client.get(url, headers=auth)).json()["data"]
+        assert [item["provider_refund_id"] for item in stored] == ["re_standin_1"]
+        reopened = (
+            await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert reopened["amount_paid"] == 7000
+
+    async def test_below_minimum_charge(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        customer = await create_customer(session, workspace.id, currency="USD")
+        invoice = await create_open_invoice(
+            stripe_client, auth, customer, currency="USD"
+        )
+        body = stripe_body(
+            "payment_intent.succeeded",
+            payment_intent(invoice["id"], 10000, currency="usd", intent_id=INTENT),
+        )
+        await receive_and_process(stripe_client, session, stripe_ctx, body)
+        [payment] = (await stripe_client.get("/v1/payments", headers=auth)).json()[
+            "data"
+        ]
+
+        # Stripe's refund API takes any positive amount up to what the charge has
+        # left; the minimum of 0.50 USD is for charges.
+        response = await stripe_client.post(
+            f"/v1/payments/{payment['id']}/refunds", json={"amount": 30}, headers=auth
+        )
+
+        assert response.status_code == 201, response.text
+        [sent] = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
+        assert sent.form["amount"] == "30"
+        stored = (
+            await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
+        ).json()
+        assert stored["amount_refunded"] == 30
 
     async def test_stripe_rejection_is_409(
         self,

@@ -819,6 +819,36 @@ class TestRedeemOffer:
         assert unchanged.json()["currency"] == "EUR"
         assert unchanged.json()["total"] == 4000
 
+    async def test_patch_other_customer(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        job_context: dict[str, Any],
+        smtp_server: SmtpServer,
+    ) -> None:
+        _, code, customer_id = await customer_with_code(client, auth, job_context)
+        invoice = await draft(client, auth, customer_id, [line("1", 5000)])
+        await redeem(client, auth, invoice, code["code"])
+        other = await create_lead(
+            client, auth, email="grace@globex.example", company="Globex"
+        )
+        other_customer_id = await convert(client, auth, other)
+        assert other_customer_id != customer_id
+
+        response = await client.patch(
+            f"/v1/invoices/{invoice['id']}",
+            json={"customer_id": other_customer_id},
+            headers=auth,
+        )
+
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "offer_not_for_customer"
+        unchanged = (
+            await client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert unchanged["customer_id"] == customer_id
+        assert unchanged["total"] == 4250
+
     async def test_rounding_change_reprices(
         self,
         client: httpx.AsyncClient,

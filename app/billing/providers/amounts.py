@@ -144,11 +144,14 @@ def from_stripe_amount(amount: int, currency: str) -> int:
     return amount // factor
 
 
-def to_stripe_amount(minor: int, currency: str, *, field: str = "amount") -> int:
+def to_stripe_amount(
+    minor: int, currency: str, *, field: str = "amount", charge: bool = True
+) -> int:
     """Convert ISO minor units to the amount Stripe accepts, or raise a 422 naming why.
 
     The problem names the nearest amounts below and above that Stripe accepts, so the
-    caller can round explicitly instead of Stripe rejecting the request.
+    caller can round explicitly instead of Stripe rejecting the request. The minimum
+    charge applies only with ``charge``, because a refund may be smaller.
     """
     rules = stripe_currency(currency)
     if rules.shift >= 0:
@@ -188,8 +191,9 @@ def to_stripe_amount(minor: int, currency: str, *, field: str = "amount") -> int
             errors=[FieldError(field, "above Stripe's maximum", "above_maximum")],
             maximum=STRIPE_MAX_AMOUNT,
         )
-    if amount <= 0 or (rules.minimum is not None and amount < rules.minimum):
-        minimum = rules.minimum or 1
+    minimum = rules.minimum if charge else None
+    if amount <= 0 or (minimum is not None and amount < minimum):
+        minimum = minimum or 1
         raise ProviderAmountInvalid(
             f"{minor} {currency} (minor units) is less than Stripe's minimum charge "
             f"of {minimum} in its units. Collect it another way, or add it to a "

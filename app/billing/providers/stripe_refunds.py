@@ -29,7 +29,9 @@ class StripeRefunder:
 
         The idempotency key names the payment and what it had refunded before, so a
         retry of the same request creates one Stripe refund, and a second refund of
-        the same amount creates another.
+        the same amount creates another. Stripe rejects a key sent again with other
+        parameters, so the parameters leave out the local refund id, which a retry
+        after a lost response creates anew.
         """
         assert payment.provider_payment_id is not None
         amount_before = payment.amount_refunded - refund.amount
@@ -38,11 +40,10 @@ class StripeRefunder:
                 created = await client.v1.refunds.create_async(
                     {
                         "payment_intent": payment.provider_payment_id,
-                        "amount": to_stripe_amount(refund.amount, refund.currency),
-                        "metadata": {
-                            "payment_id": ids.encode("payment", payment.id),
-                            "refund_id": ids.encode("refund", refund.id),
-                        },
+                        "amount": to_stripe_amount(
+                            refund.amount, refund.currency, charge=False
+                        ),
+                        "metadata": {"payment_id": ids.encode("payment", payment.id)},
                     },
                     options={
                         "idempotency_key": f"refund:{payment.id}:{amount_before}:"
