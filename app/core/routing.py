@@ -163,9 +163,6 @@ class UnitOfWorkRoute(APIRoute):
 
     # Whether a POST honours Idempotency-Key, which its OpenAPI operation then declares.
     honours_idempotency_key = True
-    # Whether the endpoint reads the raw body itself. Otherwise an endpoint that
-    # declares no body rejects one with fields, which it would silently ignore.
-    reads_raw_body = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["strict_content_type"] = False
@@ -181,13 +178,20 @@ class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         call = super().get_route_handler()
         expects_json = self.body_field is not None
-        takes_no_body = not (expects_json or self.reads_raw_body)
+        # An endpoint that documents its body in openapi_extra reads the body itself.
+        takes_no_body = not expects_json and "requestBody" not in (
+            self.openapi_extra or {}
+        )
         known_query = _query_params(self.dependant)
 
         async def handler(request: Request) -> Response:
             check_query(request, known_query)
             if takes_no_body and request.method in BODY_METHODS:
-                check_no_body(await request.body())
+                content_type = request.headers.get("content-type", "")
+                # Other bodies, such as the form a one-click unsubscribe posts, carry
+                # no field the caller could expect the endpoint to read.
+                if not content_type or _is_json(content_type):
+                    check_no_body(await request.body())
             if expects_json and request.method in BODY_METHODS:
                 content_type = request.headers.get("content-type", "")
                 if content_type and not _is_json(content_type):
@@ -283,8 +287,9 @@ class ConflictingWrite(Conflict):
 
 
 def check_no_body(body: bytes) -> None:
-    """Reject a body other than nothing, ``{}`` or ``null`` on an endpoint that takes
-    none, so that a field such as a reason is not silently dropped."""
+    """Reject a JSON body other than ``{}`` or ``null``, or an unreadable one, on an
+    endpoint that takes none, so that a field such as a reason is not silently
+    dropped."""
     if not body.strip():
         return
     try:
@@ -313,7 +318,6 @@ class SignedWebhookRoute(UnitOfWorkRoute):
     """
 
     honours_idempotency_key = False
-    reads_raw_body = True
 
     async def _run(
         self, request: Request, call: Callable[[Request], Awaitable[Response]]

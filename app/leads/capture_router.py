@@ -248,8 +248,6 @@ class CaptureRoute(UnitOfWorkRoute):
     RateLimit headers to every response, errors included.
     """
 
-    reads_raw_body = True
-
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         inner = super().get_route_handler()
 
