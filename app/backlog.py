@@ -29,16 +29,16 @@ REFRESH_SECONDS = 5.0
 # Milliseconds the reading statement may run before PostgreSQL cancels it.
 STATEMENT_TIMEOUT_MS = 2000
 
-# Each figure reads a partial index. The oldest undispatched event is the one with
-# the smallest id, as ids are UUIDv7 and begin with their creation time.
+# Each figure reads a partial index or a small table. The oldest undispatched event is
+# the one with the smallest id, as ids are UUIDv7 and begin with their creation time.
 _BACKLOG = text(
     """
     SELECT
-        (SELECT count(*) FROM events WHERE dispatched_at IS NULL)
-            AS events_undispatched,
+        (SELECT count(*) FROM undispatched_events) AS events_undispatched,
         (
-            SELECT created_at FROM events WHERE dispatched_at IS NULL
-            ORDER BY id LIMIT 1
+            SELECT events.created_at FROM undispatched_events AS queued
+            JOIN events ON events.id = queued.event_id
+            ORDER BY queued.event_id LIMIT 1
         ) AS oldest_undispatched_at,
         (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')
             AS deliveries_pending,

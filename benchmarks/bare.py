@@ -38,10 +38,12 @@ INSERT_LEAD = (
     "attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'new', $12, "
     f"$13, $14) RETURNING {COLUMNS}"
 )
+# The event and its place in the dispatch queue, as ``emit`` writes them.
 INSERT_EVENT = (
-    "INSERT INTO events (id, workspace_id, type, object_type, object_id, sequence, "
-    "data, request_id, actor) VALUES ($1, $2, 'lead.created', 'lead', $3, 1, $4, $5, "
-    "$6)"
+    "WITH inserted AS (INSERT INTO events (id, workspace_id, type, object_type, "
+    "object_id, sequence, data, request_id, actor) VALUES ($1, $2, 'lead.created', "
+    "'lead', $3, 1, $4, $5, $6) RETURNING id) "
+    "INSERT INTO undispatched_events (event_id) SELECT id FROM inserted"
 )
 JSON = "application/json"
 

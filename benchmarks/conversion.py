@@ -138,15 +138,22 @@ UPDATE leads SET status = 'converted', customer_id = $2, contact_id = $3,
     opportunity_id = $4, converted_at = $5, updated_at = now(), version = version + 1
 WHERE id = $1 AND version = $6
 """
+# The event and its place in the dispatch queue, as ``emit`` writes them.
 _INSERT_EVENT = """
-INSERT INTO events (
-    id, workspace_id, type, object_type, object_id, sequence, data, actor
-) VALUES (
-    $1, $2, $3, $4, $5,
-    (SELECT coalesce(max(sequence), 0) + 1 FROM events WHERE object_id = $5),
-    $6, $7
+WITH inserted AS (
+    INSERT INTO events (
+        id, workspace_id, type, object_type, object_id, sequence, data, actor
+    ) VALUES (
+        $1, $2, $3, $4, $5,
+        (SELECT coalesce(max(sequence), 0) + 1 FROM events WHERE object_id = $5),
+        $6, $7
+    )
+    RETURNING id, created_at
+),
+queued AS (
+    INSERT INTO undispatched_events (event_id) SELECT id FROM inserted
 )
-RETURNING created_at
+SELECT created_at FROM inserted
 """
 _LOCK_OPPORTUNITY = (
     "SELECT * FROM opportunities WHERE workspace_id = $1 AND id = $2 FOR UPDATE"

@@ -19,6 +19,7 @@ from app.main import create_app
 from app.models import (
     Event,
     ProviderEvent,
+    UndispatchedEvent,
     WebhookDelivery,
     WebhookEndpoint,
     Workspace,
@@ -148,8 +149,7 @@ def samples(body: str) -> dict[str, float]:
     return values
 
 
-def event_row(workspace: Workspace, *, age: timedelta, dispatched: bool) -> Event:
-    created_at = utcnow() - age
+def event_row(workspace: Workspace, *, age: timedelta) -> Event:
     return Event(
         id=ids.new_uuid(),
         workspace_id=workspace.id,
@@ -158,8 +158,7 @@ def event_row(workspace: Workspace, *, age: timedelta, dispatched: bool) -> Even
         object_id=ids.new_uuid(),
         sequence=1,
         data={},
-        created_at=created_at,
-        dispatched_at=created_at if dispatched else None,
+        created_at=utcnow() - age,
     )
 
 
@@ -185,9 +184,9 @@ class TestBacklogGauges:
         workspace: Workspace,
         queue: JobQueue,
     ) -> None:
-        oldest = event_row(workspace, age=timedelta(seconds=90), dispatched=False)
-        newer = event_row(workspace, age=timedelta(seconds=5), dispatched=False)
-        dispatched = event_row(workspace, age=timedelta(hours=1), dispatched=True)
+        oldest = event_row(workspace, age=timedelta(seconds=90))
+        newer = event_row(workspace, age=timedelta(seconds=5))
+        dispatched = event_row(workspace, age=timedelta(hours=1))
         endpoint = WebhookEndpoint(
             workspace_id=workspace.id,
             url="https://hooks.example.com/in",
@@ -196,6 +195,12 @@ class TestBacklogGauges:
         )
         session.add_all([oldest, newer, dispatched, endpoint])
         await session.flush()
+        session.add_all(
+            [
+                UndispatchedEvent(event_id=oldest.id),
+                UndispatchedEvent(event_id=newer.id),
+            ]
+        )
         now = utcnow()
         deliveries = [
             # Due for two minutes, and not leased.
@@ -207,7 +212,7 @@ class TestBacklogGauges:
             (None, None, "succeeded"),
         ]
         for next_attempt_at, claimed_until, status in deliveries:
-            event = event_row(workspace, age=timedelta(hours=1), dispatched=True)
+            event = event_row(workspace, age=timedelta(hours=1))
             session.add(event)
             await session.flush()
             session.add(
@@ -268,7 +273,10 @@ class TestBacklogGauges:
         self, client: httpx.AsyncClient, session: AsyncSession, workspace: Workspace
     ) -> None:
         first = samples((await client.get("/metrics")).text)
-        session.add(event_row(workspace, age=timedelta(0), dispatched=False))
+        event = event_row(workspace, age=timedelta(0))
+        session.add(event)
+        await session.flush()
+        session.add(UndispatchedEvent(event_id=event.id))
         await session.commit()
 
         second = samples((await client.get("/metrics")).text)

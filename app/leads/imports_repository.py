@@ -47,12 +47,17 @@ INSERT INTO lead_touches (id, workspace_id, lead_id, channel)
 SELECT id, $2, lead_id, 'import'
 FROM unnest($1::uuid[], $3::uuid[]) AS row(id, lead_id)
 """
-# A new lead's first event has sequence 1.
+# A new lead's first event has sequence 1. Each event is queued for the webhook
+# dispatch in the same statement, as ``emit`` queues it.
 _INSERT_EVENTS = """
-INSERT INTO events (id, workspace_id, type, object_type, object_id, sequence, data,
-    request_id, actor)
-SELECT id, $2, 'lead.created', 'lead', object_id, 1, data::jsonb, $5, $6
-FROM unnest($1::uuid[], $3::uuid[], $4::text[]) AS row(id, object_id, data)
+WITH inserted AS (
+    INSERT INTO events (id, workspace_id, type, object_type, object_id, sequence,
+        data, request_id, actor)
+    SELECT id, $2, 'lead.created', 'lead', object_id, 1, data::jsonb, $5, $6
+    FROM unnest($1::uuid[], $3::uuid[], $4::text[]) AS row(id, object_id, data)
+    RETURNING id
+)
+INSERT INTO undispatched_events (event_id) SELECT id FROM inserted
 """
 _INSERT_ERRORS = """
 INSERT INTO lead_import_errors (import_id, row_number, column_name, value, message)

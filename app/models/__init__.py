@@ -38,7 +38,7 @@ from app.models.credit import (
     CustomerCreditTransaction,
 )
 from app.models.enrollment_job import EnrollmentJob
-from app.models.event import Event
+from app.models.event import Event, UndispatchedEvent
 from app.models.holiday_calendar import HolidayCalendar
 from app.models.lead import Lead
 from app.models.lead_import import LeadImport, LeadImportError, LeadImportFile
@@ -158,4 +158,5 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookRecovery",
     "Workspace",
+    "UndispatchedEvent",
 ]

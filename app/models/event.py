@@ -25,9 +25,10 @@ class Event(IdMixin, WorkspaceMixin, Base):
     """One state change, written in the transaction that made it; also the outbox.
 
     ``sequence`` counts the events of one object from 1, so a consumer can drop an update
-    older than one it has already applied. ``dispatched_at`` stays null until the worker
-    has created the webhook deliveries for the event. A ``test`` event describes no real
-    object: it was sent to one endpoint on request, and the log lists it only by id.
+    older than one it has already applied. The row never changes once written: until
+    the worker has created the event's webhook deliveries, an ``UndispatchedEvent``
+    names it. A ``test`` event describes no real object: it was sent to one endpoint on
+    request, and the log lists it only by id.
     """
 
     __tablename__ = "events"
@@ -44,11 +45,6 @@ class Event(IdMixin, WorkspaceMixin, Base):
             "tx_id",
             "id",
         ),
-        Index(
-            "ix_events_undispatched",
-            "id",
-            postgresql_where=text("dispatched_at IS NULL"),
-        ),
     )
 
     # Declared here, not by WorkspaceMixin, to leave out the mixin's index on
@@ -64,10 +60,25 @@ class Event(IdMixin, WorkspaceMixin, Base):
     request_id: Mapped[str | None] = mapped_column(String(200))
     actor: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    dispatched_at: Mapped[datetime | None]
     test: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     # The 64-bit id of the transaction that wrote the event. Transactions take their
     # ids in order, so once no transaction older than some id is running, no event
     # can appear below it: the log replays in (tx_id, id) order without missing one
     # that committed late. Events written before the column existed have 0.
     tx_id: Mapped[int] = mapped_column(BigInteger, server_default=text(TRANSACTION_ID))
+
+
+class UndispatchedEvent(Base):
+    """An event whose webhook deliveries the worker has not created yet.
+
+    ``emit`` writes one with each event, and the dispatch deletes it in the
+    transaction that creates the deliveries (or, with no subscriber, the sweep does).
+    Keeping this state out of the event row spares the event log a second version of
+    every row and the index entries that come with it.
+    """
+
+    __tablename__ = "undispatched_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )

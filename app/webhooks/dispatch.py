@@ -87,7 +87,7 @@ async def dispatch_event(
             event, endpoint_ids, due_at=now
         )
     )
-    await events.mark_dispatched(event.id, now)
+    await events.mark_dispatched(event.id)
     log.info(
         "webhook.event_dispatched",
         event_id=str(event.id),
@@ -121,7 +121,7 @@ async def dispatch_pending(
     now = utcnow()
     events = EventRepository.from_session(session)
     batch = await events.claim_undispatched_batch(
-        limit, now, with_payload=lease_new is not None
+        limit, with_payload=lease_new is not None
     )
     if not batch:
         return Dispatch(events=0)
@@ -187,7 +187,7 @@ async def sweep(session: AsyncSession, *, requeue_events: bool = True) -> SweepR
     events = EventRepository.from_session(session)
 
     settled = await events.settle_unsubscribed(
-        created_before=due_before, at=now, limit=SWEEP_MAX_ROWS
+        created_before=due_before, limit=SWEEP_MAX_ROWS
     )
 
     event_count = 0

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    delete,
     func,
     literal,
     or_,
@@ -33,6 +34,7 @@ from app.core.pagination import (
 )
 from app.models import (
     Event,
+    UndispatchedEvent,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -142,17 +144,17 @@ EXISTS (
 # Rows another transaction has locked, a concurrent sweep or a dispatch, are skipped.
 _SETTLE_UNSUBSCRIBED = text(
     f"""
-    UPDATE events SET dispatched_at = :at
-    WHERE id IN (
-        SELECT events.id FROM events
-        WHERE events.dispatched_at IS NULL
-          AND events.created_at < :created_before
+    DELETE FROM undispatched_events
+    WHERE event_id IN (
+        SELECT events.id FROM undispatched_events AS queued
+        JOIN events ON events.id = queued.event_id
+        WHERE events.created_at < :created_before
           AND NOT {_SUBSCRIBED}
-        ORDER BY events.id
+        ORDER BY queued.event_id
         LIMIT :limit
-        FOR UPDATE OF events SKIP LOCKED
+        FOR UPDATE OF queued SKIP LOCKED
     )
-    RETURNING id
+    RETURNING event_id
     """
 )
 
@@ -167,7 +169,10 @@ _PRUNE_EVENTS = text(
     WHERE id IN (
         SELECT old.id FROM events AS old
         WHERE old.created_at < :cutoff
-          AND old.dispatched_at IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM undispatched_events AS queued
+              WHERE queued.event_id = old.id
+          )
           AND (
               old.test
               OR EXISTS (
@@ -189,31 +194,32 @@ _PRUNE_EVENTS = text(
 
 
 def _claim_undispatched(columns: tuple[str, ...]) -> DriverStatement:
-    """Build the statement that marks dispatched up to ``:limit`` undispatched events,
-    oldest first, skipping those another transaction holds, and returns ``columns``
-    of each.
+    """Build the statement that takes up to ``:limit`` undispatched events off the
+    queue, oldest first, skipping those another transaction holds, and returns
+    ``columns`` of each.
 
     The batch is materialized, so the locking subquery runs once and its LIMIT holds.
-    The rows come in id order, which an ``UPDATE … RETURNING`` does not promise.
+    The rows come in id order, which a ``DELETE … RETURNING`` does not promise.
     """
     returned = ", ".join(f"events.{column}" for column in columns)
     return DriverStatement.compile(
         text(
             f"""
         WITH batch AS MATERIALIZED (
-            SELECT id FROM events
-            WHERE dispatched_at IS NULL
-            ORDER BY id
+            SELECT event_id FROM undispatched_events
+            ORDER BY event_id
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
         ),
         claimed AS (
-            UPDATE events SET dispatched_at = :at
-            FROM batch
-            WHERE events.id = batch.id
-            RETURNING {returned}
+            DELETE FROM undispatched_events AS queued
+            USING batch
+            WHERE queued.event_id = batch.event_id
+            RETURNING queued.event_id
         )
-        SELECT * FROM claimed ORDER BY id
+        SELECT {returned} FROM events
+        JOIN claimed ON events.id = claimed.event_id
+        ORDER BY events.id
         """
         ),
         columns,
@@ -608,18 +614,21 @@ class EventRepository:
         )
 
     async def lock_undispatched(self, event_id: uuid.UUID) -> Event | None:
-        """Lock the event unless it is dispatched or another worker holds it."""
-        return await self.session.scalar(
-            select(Event)
-            .where(Event.id == event_id, Event.dispatched_at.is_(None))
+        """Lock the event's place in the dispatch queue and return the event, unless
+        it is dispatched or another worker holds it."""
+        queued = await self.session.scalar(
+            select(UndispatchedEvent.event_id)
+            .where(UndispatchedEvent.event_id == event_id)
             .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
         )
+        if queued is None:
+            return None
+        return await self.session.get(Event, event_id, populate_existing=True)
 
     async def claim_undispatched_batch(
-        self, limit: int, at: datetime, *, with_payload: bool = False
+        self, limit: int, *, with_payload: bool = False
     ) -> Sequence[Any]:
-        """Mark dispatched at ``at`` up to ``limit`` undispatched events, oldest first,
+        """Take up to ``limit`` undispatched events off the queue, oldest first,
         skipping those another transaction holds; return them.
 
         Each row has the id, workspace id, type and creation time of its event, and
@@ -629,28 +638,27 @@ class EventRepository:
         statement = (
             _CLAIM_UNDISPATCHED_WITH_PAYLOAD if with_payload else _CLAIM_UNDISPATCHED
         )
-        return await statement.fetch(self.session, {"limit": limit, "at": at})
+        return await statement.fetch(self.session, {"limit": limit})
 
-    async def mark_dispatched(self, event_id: uuid.UUID, at: datetime) -> None:
+    async def mark_dispatched(self, event_id: uuid.UUID) -> None:
+        """Take the event off the dispatch queue."""
         await self.session.execute(
-            update(Event).where(Event.id == event_id).values(dispatched_at=at)
+            delete(UndispatchedEvent).where(UndispatchedEvent.event_id == event_id)
         )
 
-    async def settle_unsubscribed(
-        self, *, created_before: datetime, at: datetime, limit: int
-    ) -> int:
-        """Mark dispatched up to ``limit`` undispatched events no endpoint subscribes to.
+    async def settle_unsubscribed(self, *, created_before: datetime, limit: int) -> int:
+        """Take off the queue up to ``limit`` undispatched events no endpoint
+        subscribes to.
 
         An event counts as subscribed when an enabled endpoint of its workspace has a
         pattern covering its type (as ``catalog.patterns_covering`` lists them),
         whenever that endpoint was created, so every event ``dispatch_event`` would
-        deliver is left for it. Returns how many events were marked.
+        deliver is left for it. Returns how many events were settled.
         """
         result = await self.session.execute(
             _SETTLE_UNSUBSCRIBED,
             {
                 "created_before": created_before,
-                "at": at,
                 "limit": limit,
                 "wildcard": catalog.WILDCARD,
             },
@@ -665,10 +673,13 @@ class EventRepository:
         The others are left to ``settle_unsubscribed``. A sweep running alongside
         another therefore queues no job for the events the other is settling.
         """
-        statement = select(Event.id).where(
-            Event.dispatched_at.is_(None),
-            Event.created_at < created_before,
-            text(_SUBSCRIBED).bindparams(wildcard=catalog.WILDCARD),
+        statement = (
+            select(Event.id)
+            .join(UndispatchedEvent, UndispatchedEvent.event_id == Event.id)
+            .where(
+                Event.created_at < created_before,
+                text(_SUBSCRIBED).bindparams(wildcard=catalog.WILDCARD),
+            )
         )
         if after_id is not None:
             statement = statement.where(Event.id > after_id)

@@ -83,7 +83,6 @@ class SampleEventService:
             request_id=context.get("request_id"),
             actor=principal.actor,
             created_at=now,
-            dispatched_at=now,
             test=True,
         )
         session.add(event)

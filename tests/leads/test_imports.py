@@ -23,6 +23,7 @@ from app.models import (
     LeadImport,
     LeadImportError,
     LeadTouch,
+    UndispatchedEvent,
 )
 from app.settings import Settings
 from tests.conftest import make_workspace_key
@@ -336,6 +337,11 @@ class TestRun:
         assert {e.data["email"] for e in events} == {"a@x.com", "b@x.com"}
         assert events[0].data["id"].startswith("lead_")
         assert events[0].data["source"] == "import"
+        # Both wait for the webhook dispatch, as emitted events do.
+        queued = await session.scalar(
+            select(func.count()).select_from(UndispatchedEvent)
+        )
+        assert queued == 2
 
     async def test_event_data_matches_api(
         self,

@@ -5,13 +5,13 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.events import emit
 from app.core.ids import new_uuid
-from app.models import Event, WebhookDelivery
+from app.models import Event, UndispatchedEvent, WebhookDelivery
 from workers import tasks
 
 
@@ -51,6 +51,24 @@ async def record_event(
     )
     await session.commit()
     return event
+
+
+async def is_dispatched(session: AsyncSession, event_id: uuid.UUID) -> bool:
+    """Return whether the event has left the dispatch queue, reading committed rows."""
+    queued = await session.scalar(
+        select(UndispatchedEvent.event_id)
+        .where(UndispatchedEvent.event_id == event_id)
+        .execution_options(populate_existing=True)
+    )
+    return queued is None
+
+
+async def queue_again(session: AsyncSession, *event_ids: uuid.UUID) -> None:
+    """Put dispatched events back in the dispatch queue, and commit."""
+    await session.execute(
+        insert(UndispatchedEvent), [{"event_id": event_id} for event_id in event_ids]
+    )
+    await session.commit()
 
 
 async def dispatch(ctx: dict[str, Any], event: Event) -> int:

@@ -13,7 +13,13 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    Event,
+    UndispatchedEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks.dispatch import dispatch_pending
 from app.webhooks.sender import WebhookSender
@@ -82,9 +88,8 @@ class TestBulkDispatch:
         assert await deliveries(committed, late.id) == []
         async with committed.database.session() as session:
             undispatched = await session.scalars(
-                select(Event.id).where(
-                    Event.id.in_([event.id for event in events]),
-                    Event.dispatched_at.is_(None),
+                select(UndispatchedEvent.event_id).where(
+                    UndispatchedEvent.event_id.in_([event.id for event in events])
                 )
             )
             assert undispatched.all() == []

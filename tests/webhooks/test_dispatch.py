@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from arq.connections import ArqRedis
 from arq.worker import Worker
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
@@ -16,7 +16,13 @@ from app.core import ids
 from app.core.clock import utcnow
 from app.core.events import MORE_EVENTS, emit
 from app.core.jobs import QUEUE_NAME, redis_settings
-from app.models import Event, WebhookDelivery, WebhookEndpoint, Workspace
+from app.models import (
+    Event,
+    UndispatchedEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+    Workspace,
+)
 from app.settings import Settings
 from app.webhooks import dispatch as webhook_dispatch
 from tests.conftest import make_workspace_key
@@ -26,6 +32,8 @@ from tests.webhooks.factories import (
     deliveries_of,
     dispatch,
     drain,
+    is_dispatched,
+    queue_again,
     record_event,
 )
 from workers import tasks
@@ -119,8 +127,7 @@ class TestDispatchEvent:
         assert endpoint_ids == {everything["id"], invoices["id"], exact["id"]}
         assert all(delivery.status == "pending" for delivery in deliveries)
         assert all(delivery.attempts == 0 for delivery in deliveries)
-        row = await fresh(session, Event, event.id)
-        assert row.dispatched_at is not None
+        assert await is_dispatched(session, event.id)
         # The delivery loops lease the new deliveries from PostgreSQL.
         assert await queued(redis_client) == []
 
@@ -137,15 +144,12 @@ class TestDispatchEvent:
 
         first = await dispatch(ctx, event)
         second = await dispatch(ctx, event)
-        await session.execute(
-            update(Event).where(Event.id == event.id).values(dispatched_at=None)
-        )
-        await session.commit()
+        await queue_again(session, event.id)
         forced = await dispatch(ctx, event)
 
         assert (first, second, forced) == (1, 0, 0)
         assert len(await deliveries_of(session, event.id)) == 1
-        assert (await fresh(session, Event, event.id)).dispatched_at is not None
+        assert await is_dispatched(session, event.id)
 
     async def test_no_subscriber_marks_dispatched(
         self, session: AsyncSession, workspace: Workspace, ctx: dict[str, Any]
@@ -155,7 +159,7 @@ class TestDispatchEvent:
         created = await dispatch(ctx, event)
 
         assert created == 0
-        assert (await fresh(session, Event, event.id)).dispatched_at is not None
+        assert await is_dispatched(session, event.id)
 
     async def test_endpoint_created_after_event_left_out(
         self,
@@ -352,9 +356,11 @@ class TestSweep:
     ) -> None:
         await create_endpoint(client, auth, URL)
         await session.execute(
-            update(Event)
-            .where(Event.workspace_id == workspace.id)
-            .values(dispatched_at=utcnow())
+            delete(UndispatchedEvent).where(
+                UndispatchedEvent.event_id.in_(
+                    select(Event.id).where(Event.workspace_id == workspace.id)
+                )
+            )
         )
         leased_event = await record_event(session, workspace.id)
         await dispatch(ctx, leased_event)
@@ -456,9 +462,9 @@ class TestSweep:
 
         result = await dispatch_sweep(ctx)
 
-        assert (await fresh(session, Event, unsubscribed.id)).dispatched_at is not None
-        assert (await fresh(session, Event, subscribed.id)).dispatched_at is None
-        assert (await fresh(session, Event, fresh_event.id)).dispatched_at is None
+        assert await is_dispatched(session, unsubscribed.id)
+        assert not await is_dispatched(session, subscribed.id)
+        assert not await is_dispatched(session, fresh_event.id)
         assert await queued(redis_client) == [
             ("dispatch_event", (str(subscribed.id),), f"dispatch:{subscribed.id}")
         ]
@@ -479,7 +485,7 @@ class TestSweep:
         await tasks.sweep_webhooks(ctx)
 
         assert await queued(redis_client) == []
-        assert (await fresh(session, Event, event.id)).dispatched_at is not None
+        assert await is_dispatched(session, event.id)
 
     async def test_settling_sweep_not_duplicated(
         self, committed: Committed, redis_client: ArqRedis

@@ -18,7 +18,13 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.clock import utcnow
 from app.core.ids import decode, new_uuid
-from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    Event,
+    UndispatchedEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import loop as webhook_loop
 from app.webhooks.dispatch import Dispatch, dispatch_pending
@@ -47,11 +53,13 @@ async def add_unsubscribed_events(committed: Committed, count: int) -> None:
     async with committed.database.session() as session:
         await session.execute(
             text(
+                "WITH inserted AS ("
                 "INSERT INTO events (id, workspace_id, type, object_type, object_id, "
                 "sequence, data, created_at) "
                 "SELECT gen_random_uuid(), :workspace_id, 'deal.created', 'deal', "
                 "gen_random_uuid(), 1, '{}'::jsonb, now() "
-                "FROM generate_series(1, :count)"
+                "FROM generate_series(1, :count) RETURNING id) "
+                "INSERT INTO undispatched_events (event_id) SELECT id FROM inserted"
             ),
             {"workspace_id": committed.workspace.id, "count": count},
         )
@@ -63,8 +71,9 @@ async def undispatched(committed: Committed) -> int:
     async with committed.database.session() as session:
         count = await session.scalar(
             text(
-                "SELECT count(*) FROM events "
-                "WHERE workspace_id = :workspace_id AND dispatched_at IS NULL"
+                "SELECT count(*) FROM undispatched_events AS queued "
+                "JOIN events ON events.id = queued.event_id "
+                "WHERE events.workspace_id = :workspace_id"
             ),
             {"workspace_id": committed.workspace.id},
         )
@@ -123,12 +132,16 @@ class CrashingSender(WebhookSender):
 
 
 async def unsent_events(committed: Committed, events: list[Event]) -> list[Any]:
-    """Return the events that are marked dispatched but have no delivery."""
+    """Return the events that are off the dispatch queue but have no delivery."""
     async with committed.database.session() as session:
         rows = await session.execute(
             select(Event.id)
             .where(Event.id.in_([event.id for event in events]))
-            .where(Event.dispatched_at.is_not(None))
+            .where(
+                ~select(UndispatchedEvent.event_id)
+                .where(UndispatchedEvent.event_id == Event.id)
+                .exists()
+            )
             .where(
                 ~select(WebhookDelivery.id)
                 .where(WebhookDelivery.event_id == Event.id)
@@ -171,11 +184,11 @@ class TestDriverTransactions:
         async with committed.database.session() as first:
             first_rows = await EventRepository.from_session(
                 first
-            ).claim_undispatched_batch(500, utcnow())
+            ).claim_undispatched_batch(500)
             async with committed.database.session() as second:
                 second_rows = await EventRepository.from_session(
                     second
-                ).claim_undispatched_batch(500, utcnow())
+                ).claim_undispatched_batch(500)
                 await second.rollback()
             await first.rollback()
 

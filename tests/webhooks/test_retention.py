@@ -5,18 +5,25 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.ids import new_uuid
-from app.models import Event, WebhookAttempt, WebhookDelivery, Workspace
+from app.models import (
+    Event,
+    UndispatchedEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    Workspace,
+)
 from app.settings import Settings
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
     dispatch,
+    queue_again,
     record_event,
 )
 from workers import tasks
@@ -24,14 +31,15 @@ from workers.settings import worker_settings
 
 
 async def backdate(session: AsyncSession, days: int, *events: Event) -> None:
-    """Move events back in time and mark them dispatched."""
+    """Move events back in time and take them off the dispatch queue."""
+    event_ids = [event.id for event in events]
     await session.execute(
         update(Event)
-        .where(Event.id.in_([event.id for event in events]))
-        .values(
-            created_at=utcnow() - timedelta(days=days),
-            dispatched_at=utcnow() - timedelta(days=days),
-        )
+        .where(Event.id.in_(event_ids))
+        .values(created_at=utcnow() - timedelta(days=days))
+    )
+    await session.execute(
+        delete(UndispatchedEvent).where(UndispatchedEvent.event_id.in_(event_ids))
     )
     await session.commit()
 
@@ -120,10 +128,7 @@ class TestPruneEvents:
         undispatched = await record_event(session, workspace.id, object_id=lead_id)
         await record_event(session, workspace.id, object_id=lead_id)
         await backdate(session, 40, pending, undispatched)
-        await session.execute(
-            update(Event).where(Event.id == undispatched.id).values(dispatched_at=None)
-        )
-        await session.commit()
+        await queue_again(session, undispatched.id)
 
         removed = await tasks.prune_events(ctx)
 
