@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import Conflict, NotFound, ServiceUnavailable
+from app.core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 
 
 class PaymentNotSucceeded(Conflict):
@@ -111,6 +111,14 @@ class ProviderRejected(Conflict):
 
     code = "provider_rejected"
     title = "Payment provider rejected the request"
+
+
+class ProviderIdempotencyKeyReused(InvalidInput):
+    """The provider rejected an idempotency key that an earlier request sent with
+    other parameters."""
+
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
 
 
 class ReconciliationRunNotFound(NotFound):

@@ -44,11 +44,14 @@ class PaymentLinkService:
     ) -> PaymentLink:
         """Create a Checkout Session for the amount remaining and store its URL.
 
-        The Stripe idempotency key is the invoice, the amount and a digest of the
-        redirect URLs, so a repeated call for an unchanged invoice returns the same
-        session (Stripe keeps keys for at least 24 hours). A partial payment or other
-        redirect URLs meanwhile get a new one, because Stripe rejects a key sent
-        again with other parameters.
+        The Stripe idempotency key is the invoice, the amount, the invoice's
+        ``payment_change_count`` and a digest of the redirect URLs, so a repeated
+        call for an unchanged invoice returns the same session (Stripe keeps keys
+        for at least 24 hours). Any payment, refund, dispute or removed allocation
+        meanwhile, or other redirect URLs, get a new one. The count matters when
+        the amount comes back to an earlier value, as after a payment and its
+        refund, because Stripe would otherwise return the session that payment
+        completed.
         """
         invoice = await invoice_service.get(
             session, principal.workspace_id, invoice_id, for_update=True
@@ -101,7 +104,7 @@ class PaymentLinkService:
                     },
                     options={
                         "idempotency_key": f"payment-link:{encoded}:{remaining}:"
-                        f"{redirect_digest[:32]}"
+                        f"{invoice.payment_change_count}:{redirect_digest[:32]}"
                     },
                 )
         except stripe.StripeError as error:

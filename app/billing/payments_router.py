@@ -34,6 +34,7 @@ from app.billing.views import payment_view
 from app.core import ids
 from app.core.auth import Principal, require
 from app.core.errors import FieldError, InvalidInput
+from app.core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from app.core.openapi import problem_responses
 from app.core.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from app.core.paths import parse_path_id
@@ -120,7 +121,10 @@ async def refund_payment(
         parse_path_id("payment", payment_id, "payment"),
         payload or RefundCreate(),
         provider_refunders={
-            stripe_provider.PROVIDER: StripeRefunder(request.app.state.settings)
+            stripe_provider.PROVIDER: StripeRefunder(
+                request.app.state.settings,
+                request_key=request.headers.get(IDEMPOTENCY_HEADER),
+            )
         },
     )
     response.headers["Location"] = (

@@ -68,6 +68,9 @@ class RefundService:
         The refund and its reversals are written first, and the provider is called
         last, so a rejected request or a failed call changes nothing. If the
         commit fails after the provider refunded, the provider's webhook records it.
+        When the provider returns a refund that is recorded already, because its
+        webhook arrived before this retry of a request whose response was lost, the
+        writes are undone and that refund is returned.
         """
         payment = await payment_service.get_for_update(
             session, principal.workspace_id, payment_id
@@ -95,31 +98,43 @@ class RefundService:
             else None
         )
 
-        refund = Refund(
-            id=ids.new_uuid(),
-            workspace_id=payment.workspace_id,
-            payment_id=payment.id,
-            amount=amount,
-            currency=payment.currency,
-            status="succeeded",
-            reason=payload.reason,
-            provider=payment.provider,
-            refunded_at=utcnow(),
-        )
-        session.add(refund)
-        await session.flush()
-        reversals = await self._apply(
-            session,
-            payment,
-            refund,
-            requested=requested,
-            limits=limits,
-            actor=principal.actor,
-        )
-        await self._check_credit_kept(session, payment, limits, amount, reversals)
-        if refunder is not None:
-            refund.provider_refund_id = await refunder(payment, refund)
+        async with session.begin_nested() as savepoint:
+            refund = Refund(
+                id=ids.new_uuid(),
+                workspace_id=payment.workspace_id,
+                payment_id=payment.id,
+                amount=amount,
+                currency=payment.currency,
+                status="succeeded",
+                reason=payload.reason,
+                provider=payment.provider,
+                refunded_at=utcnow(),
+            )
+            session.add(refund)
             await session.flush()
+            reversals = await self._apply(
+                session,
+                payment,
+                refund,
+                requested=requested,
+                limits=limits,
+                actor=principal.actor,
+            )
+            await self._check_credit_kept(session, payment, limits, amount, reversals)
+            recorded: Refund | None = None
+            if refunder is not None:
+                provider_refund_id = await refunder(payment, refund)
+                recorded = await self._find_recorded(
+                    session, payment, provider_refund_id
+                )
+                if recorded is not None:
+                    await savepoint.rollback()
+                else:
+                    refund.provider_refund_id = provider_refund_id
+                    await session.flush()
+
+        if recorded is not None:
+            return await self._load_recorded(session, recorded, refund)
         await session.refresh(refund)
         return refund, reversals
 
@@ -177,6 +192,35 @@ class RefundService:
             )
         )
         return {refund_id for refund_id in recorded if refund_id is not None}
+
+    @staticmethod
+    async def _find_recorded(
+        session: AsyncSession, payment: Payment, provider_refund_id: str
+    ) -> Refund | None:
+        return await session.scalar(
+            select(Refund).where(
+                Refund.payment_id == payment.id,
+                Refund.provider == payment.provider,
+                Refund.provider_refund_id == provider_refund_id,
+            )
+        )
+
+    @staticmethod
+    async def _load_recorded(
+        session: AsyncSession, recorded: Refund, undone: Refund
+    ) -> RefundWithReversals:
+        log.info(
+            "refund.provider_refund_already_recorded",
+            payment_id=str(recorded.payment_id),
+            refund_id=str(recorded.id),
+            undone_refund_id=str(undone.id),
+            provider_refund_id=recorded.provider_refund_id,
+        )
+        await session.refresh(recorded)
+        reversals = await allocation_rules.reversals_of(
+            session, refund_ids=[recorded.id]
+        )
+        return recorded, reversals
 
     async def list_for_payment(
         self, session: AsyncSession, workspace_id: uuid.UUID, payment_id: uuid.UUID

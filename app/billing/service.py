@@ -428,6 +428,7 @@ class InvoiceService:
     ) -> None:
         """Add an allocated amount to an invoice the caller holds locked."""
         invoice.amount_paid += amount
+        invoice.payment_change_count += 1
         became_paid = await self.record_amounts(session, invoice, actor=actor)
         log.info(
             "invoice.paid" if became_paid else "invoice.payment_applied",
@@ -501,6 +502,7 @@ class InvoiceService:
         uncollectible (``paid_at`` cleared), and the change is an ``invoice.updated``.
         """
         invoice.amount_paid -= amount
+        invoice.payment_change_count += 1
         refresh_payment_status(invoice)
         reopened = (
             invoice.status == "paid" and invoice_amounts(invoice).amount_remaining > 0

@@ -127,6 +127,13 @@ class Invoice(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Base):
     # The customer's Stripe Checkout page for this invoice, and the session behind it.
     payment_link_url: Mapped[str | None] = mapped_column(Text)
     payment_link_session_id: Mapped[str | None] = mapped_column(String(255))
+    # The number of changes of amount_paid: every allocation, refund, dispute,
+    # removed allocation and restored dispute adds one. The payment link's Stripe
+    # idempotency key contains it, so a Checkout Session is not reused after a
+    # payment is recorded.
+    payment_change_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )
 
 
 class InvoiceLine(IdMixin, WorkspaceMixin, Base):

@@ -92,6 +92,69 @@ class TestPaymentLink:
         events_after = list(await session.scalars(select(Event.id)))
         assert events_after == events_before
 
+    async def test_new_session_after_refund(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_api: StripeStandIn,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(stripe_client, auth, customer)
+        first = await create_link(stripe_client, auth, invoice["id"])
+        paid = await pay(stripe_client, auth, customer, 10000, invoice_id=invoice["id"])
+        refunded = await stripe_client.post(
+            f"/v1/payments/{paid.json()['id']}/refunds", headers=auth
+        )
+
+        second = await create_link(stripe_client, auth, invoice["id"])
+        repeated = await create_link(stripe_client, auth, invoice["id"])
+
+        assert first.status_code == 200, first.text
+        assert paid.status_code == 201, paid.text
+        assert refunded.status_code == 201, refunded.text
+        assert second.status_code == 200, second.text
+        assert second.json()["amount"] == first.json()["amount"]
+        assert (
+            second.json()["provider_session_id"] != first.json()["provider_session_id"]
+        )
+        assert repeated.status_code == 200, repeated.text
+        assert repeated.json() == second.json()
+        keys = [item.headers["Idempotency-Key"] for item in stripe_api.requests]
+        assert keys[0] != keys[1]
+        assert keys[1] == keys[2]
+        stored = (
+            await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert stored["payment_link_url"] == second.json()["url"]
+
+    async def test_new_session_after_removed_allocation(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(stripe_client, auth, customer)
+        first = await create_link(stripe_client, auth, invoice["id"])
+        paid = await pay(stripe_client, auth, customer, 4000, invoice_id=invoice["id"])
+        removed = await stripe_client.delete(
+            f"/v1/payments/{paid.json()['id']}/allocations/{invoice['id']}",
+            headers=auth,
+        )
+
+        second = await create_link(stripe_client, auth, invoice["id"])
+
+        assert paid.status_code == 201, paid.text
+        assert removed.status_code == 200, removed.text
+        assert second.status_code == 200, second.text
+        assert second.json()["amount"] == first.json()["amount"]
+        assert (
+            second.json()["provider_session_id"] != first.json()["provider_session_id"]
+        )
+
     async def test_other_redirect_urls(
         self,
         stripe_client: httpx.AsyncClient,

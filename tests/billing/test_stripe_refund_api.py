@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.providers.stripe_api import MAX_NETWORK_RETRIES
+from app.core import ids
 from app.core.db import Database
 from app.core.jobs import JobQueue
 from app.models import ProviderEvent, Refund, Workspace
@@ -157,6 +158,156 @@ class TestRefundStripePayment:
             await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
         ).json()
         assert reopened["amount_paid"] == 7000
+
+    async def test_retry_after_webhook_recorded(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        invoice, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        stripe_api.drop_refund_responses = 1 + MAX_NETWORK_RETRIES
+        url = f"/v1/payments/{payment['id']}/refunds"
+        headers = {**auth, "Idempotency-Key": "refund-3000"}
+
+        lost = await stripe_client.post(url, json={"amount": 3000}, headers=headers)
+        webhook = await receive_and_process(
+            stripe_client,
+            session,
+            stripe_ctx,
+            stripe_body("charge.refunded", charge(3000, "re_standin_1")),
+        )
+        retried = await stripe_client.post(url, json={"amount": 3000}, headers=headers)
+        replayed = await stripe_client.post(url, json={"amount": 3000}, headers=headers)
+
+        assert lost.status_code == 503, lost.text
+        assert webhook.status == "processed", webhook.error
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["provider_refund_id"] == "re_standin_1"
+        assert retried.json()["amount"] == 3000
+        assert replayed.status_code == 201, replayed.text
+        assert replayed.headers["Idempotent-Replayed"] == "true"
+        assert replayed.json() == retried.json()
+        sent = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
+        assert len({item.headers["Idempotency-Key"] for item in sent}) == 1
+        stored = (await stripe_client.get(url, headers=auth)).json()["data"]
+        assert [item["provider_refund_id"] for item in stored] == ["re_standin_1"]
+        assert stored[0]["id"] == retried.json()["id"]
+        refunded = (
+            await stripe_client.get(f"/v1/payments/{payment['id']}", headers=auth)
+        ).json()
+        assert refunded["amount_refunded"] == 3000
+        reopened = (
+            await stripe_client.get(f"/v1/invoices/{invoice['id']}", headers=auth)
+        ).json()
+        assert reopened["amount_paid"] == 7000
+
+    async def test_same_key_other_amount(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        _, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        stripe_api.drop_refund_responses = 1 + MAX_NETWORK_RETRIES
+        url = f"/v1/payments/{payment['id']}/refunds"
+        headers = {**auth, "Idempotency-Key": "refund-once"}
+
+        lost = await stripe_client.post(url, json={"amount": 3000}, headers=headers)
+        other = await stripe_client.post(url, json={"amount": 2000}, headers=headers)
+
+        assert lost.status_code == 503, lost.text
+        assert other.status_code == 422, other.text
+        assert other.json()["code"] == "idempotency_key_reused"
+        created = {
+            item.form["amount"]
+            for item in stripe_api.requests
+            if item.path == "/v1/refunds"
+        }
+        assert created == {"3000", "2000"}
+        assert await session.scalar(select(func.count()).select_from(Refund)) == 0
+
+    async def test_retry_of_full_refund(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        _, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        stripe_api.drop_refund_responses = 1 + MAX_NETWORK_RETRIES
+        url = f"/v1/payments/{payment['id']}/refunds"
+        headers = {**auth, "Idempotency-Key": "refund-all"}
+
+        lost = await stripe_client.post(url, headers=headers)
+        webhook = await receive_and_process(
+            stripe_client,
+            session,
+            stripe_ctx,
+            stripe_body("charge.refunded", charge(10000, "re_standin_1")),
+        )
+        retried = await stripe_client.post(url, headers=headers)
+
+        assert lost.status_code == 503, lost.text
+        assert webhook.status == "processed", webhook.error
+        assert retried.status_code == 409, retried.text
+        assert retried.json()["code"] == "refund_exceeds_refundable"
+        sent = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
+        assert len(sent) == 1 + MAX_NETWORK_RETRIES
+        stored = (await stripe_client.get(url, headers=auth)).json()["data"]
+        assert [item["provider_refund_id"] for item in stored] == ["re_standin_1"]
+
+    async def test_keys_scoped_to_payment(
+        self,
+        stripe_client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        stripe_ctx: dict[str, Any],
+        stripe_api: StripeStandIn,
+    ) -> None:
+        _, payment = await stripe_payment(
+            stripe_client, auth, session, workspace, stripe_ctx
+        )
+        url = f"/v1/payments/{payment['id']}/refunds"
+
+        first = await stripe_client.post(
+            url, json={"amount": 500}, headers={**auth, "Idempotency-Key": "a"}
+        )
+        second = await stripe_client.post(
+            url, json={"amount": 500}, headers={**auth, "Idempotency-Key": "b"}
+        )
+        unkeyed = await stripe_client.post(url, json={"amount": 500}, headers=auth)
+
+        assert first.status_code == 201, first.text
+        assert second.status_code == 201, second.text
+        assert unkeyed.status_code == 201, unkeyed.text
+        provider_ids = {
+            first.json()["provider_refund_id"],
+            second.json()["provider_refund_id"],
+            unkeyed.json()["provider_refund_id"],
+        }
+        assert len(provider_ids) == 3
+        sent = [item for item in stripe_api.requests if item.path == "/v1/refunds"]
+        keys = [item.headers["Idempotency-Key"] for item in sent]
+        assert len(set(keys)) == 3
+        payment_uuid = ids.decode("payment", payment["id"])
+        for key in keys[:2]:
+            assert key.startswith(f"refund-request:{workspace.id}:{payment_uuid}:")
 
     async def test_below_minimum_charge(
         self,
