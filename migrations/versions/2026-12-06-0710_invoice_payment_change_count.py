@@ -7,8 +7,8 @@ invoices start at 0, and their next payment link gets a new session once, becaus
 the key's format changes.
 
 Revision ID: ae0c7d6cacf6
-Revises: 3f0c9a7d2e41
-Create Date: 2026-12-06 07:00:00.000000+00:00
+Revises: 5d2e8b1c7a90
+Create Date: 2026-12-06 07:10:00.000000+00:00
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "ae0c7d6cacf6"
-down_revision: str | None = "3f0c9a7d2e41"
+down_revision: str | None = "5d2e8b1c7a90"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
