@@ -159,8 +159,9 @@ class TestStatementCount:
         assert outcome == "completed"
         # The locked SELECT, then the step run INSERT with the lease UPDATE.
         assert claimed == ["WITH", "WITH"]
-        # The locked SELECT, the step run and enrollment UPDATEs, the two events and
-        # the check for webhook endpoints that subscribe to them.
+        # The locked SELECT, the step run and enrollment UPDATEs, the two events (each
+        # inserted with its place in the dispatch queue) and the check for webhook
+        # endpoints that subscribe to them.
         assert sorted(statements) == sorted(
-            ["WITH", "UPDATE", "UPDATE", "INSERT", "SELECT", "INSERT"]
+            ["WITH", "UPDATE", "UPDATE", "WITH", "SELECT", "WITH"]
         )
