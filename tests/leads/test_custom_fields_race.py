@@ -1,15 +1,19 @@
-"""A type change racing lead writes, on connections that commit for real."""
+"""Definition changes racing other writes, on connections that commit for real."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.db import Database
+from app.core.jobs import JobQueue
 from app.customfields.values import Definition, value_problem
-from app.models import Lead, Workspace
+from app.main import create_app
+from app.models import CustomFieldDefinition, Lead, Workspace
+from app.settings import Settings
 
 
 class TestTypeChangeRace:
@@ -64,3 +68,46 @@ class TestTypeChangeRace:
             assert [value_problem(definition, value) for value in values] == [
                 None
             ] * len(values)
+
+
+class TestDefinitionLimitRace:
+    async def test_parallel_creates_stop_at_limit(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        queue: JobQueue,
+        committed_auth: dict[str, str],
+        committed_workspace: Workspace,
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        limited = settings.model_copy(
+            update={"custom_field_max_definitions_per_object_type": 3}
+        )
+        app = create_app(
+            limited, database=Database(limited, engine=engine), queue=queue
+        )
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as api:
+            responses = await asyncio.gather(
+                *(
+                    api.post(
+                        "/v1/custom-fields",
+                        json={"key": f"field_{i}", "label": "F", "type": "text"},
+                        headers=committed_auth,
+                    )
+                    for i in range(8)
+                )
+            )
+        async with committing_sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(CustomFieldDefinition)
+                .where(CustomFieldDefinition.workspace_id == committed_workspace.id)
+            )
+
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [201] * 3 + [409] * 5
+        assert count == 3
