@@ -70,6 +70,72 @@ class TestTypeChangeRace:
             ] * len(values)
 
 
+class TestChoiceRemovalRace:
+    async def test_stored_values_fit_final_choices(
+        self,
+        committed_client: httpx.AsyncClient,
+        committed_auth: dict[str, str],
+        committed_workspace: Workspace,
+        committing_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        client, auth = committed_client, committed_auth
+        for round_number in range(3):
+            key = f"tier_{round_number}"
+            created = await client.post(
+                "/v1/custom-fields",
+                json={
+                    "key": key,
+                    "label": "Tier",
+                    "type": "choice",
+                    "choices": ["gold", "silver"],
+                },
+                headers=auth,
+            )
+            field_id = created.json()["id"]
+
+            writes = [
+                client.post(
+                    "/v1/leads",
+                    json={
+                        "email": f"c{round_number}-{i}@example.com",
+                        "attributes": {key: "silver"},
+                    },
+                    headers=auth,
+                )
+                for i in range(10)
+            ]
+            change = client.patch(
+                f"/v1/custom-fields/{field_id}",
+                json={"choices": ["gold"]},
+                headers=auth,
+            )
+            # The change starts between writes, so a write may commit before it or
+            # wait for its lock.
+            responses = await asyncio.gather(*writes[:5], change, *writes[5:])
+            changed = responses.pop(5)
+
+            assert changed.status_code in (200, 409)
+            assert {item.status_code for item in responses} <= {201, 422}
+            final = (
+                await client.get(f"/v1/custom-fields/{field_id}", headers=auth)
+            ).json()
+            async with committing_sessionmaker() as session:
+                values = (
+                    await session.scalars(
+                        select(Lead.attributes[key]).where(
+                            Lead.workspace_id == committed_workspace.id,
+                            Lead.attributes.has_key(key),
+                        )
+                    )
+                ).all()
+            definition = Definition(
+                key=key, type="choice", choices=tuple(final["choices"])
+            )
+            assert [value_problem(definition, value) for value in values] == [
+                None
+            ] * len(values)
+
+
 class TestDefinitionLimitRace:
     async def test_parallel_creates_stop_at_limit(
         self,
