@@ -171,6 +171,13 @@ class Settings(BaseSettings):
         description="Seconds an idle delivery loop waits before it looks for new "
         "events and due deliveries again.",
     )
+    custom_field_max_definitions_per_object_type: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Custom field definitions one workspace may have for each object "
+        "type.",
+    )
     event_retention_days: int = Field(
         default=30,
         ge=1,

@@ -17,7 +17,15 @@ class DuplicateCustomField(Conflict):
 
 
 class CustomFieldInUse(Conflict):
-    """The definition's type cannot change while objects hold values for its key."""
+    """The change would reject values that objects store for the definition's key: a
+    new type, a removed choice or a shorter max_length."""
 
     code = "custom_field_in_use"
     title = "Custom field in use"
+
+
+class CustomFieldLimitReached(Conflict):
+    """The workspace has as many definitions for the object type as it may have."""
+
+    code = "custom_field_limit_reached"
+    title = "Custom field limit reached"

@@ -40,7 +40,10 @@ async def create_custom_field(
 ) -> CustomField:
     """Define the type of one attributes key; existing values are checked on their next write."""
     definition = await custom_field_service.create(
-        request.state.session, principal, payload
+        request.state.session,
+        principal,
+        payload,
+        max_definitions=request.app.state.settings.custom_field_max_definitions_per_object_type,
     )
     set_etag(response, definition.version)
     response.headers["Location"] = (
@@ -118,7 +121,7 @@ async def update_custom_field(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("leads:write")),
 ) -> CustomField:
-    """Change a definition; a type change is 409 while any object stores a value."""
+    """Change a definition; 409 when the change would reject a stored value."""
     definition = await custom_field_service.update(
         request.state.session,
         principal,

@@ -63,9 +63,16 @@ class CustomFieldUpdate(InputModel):
         default=None,
         description="Rejected with 409 while any object has a value for the key.",
     )
-    choices: Choices | None = None
+    choices: Choices | None = Field(
+        default=None,
+        description="Replaces the choices. Rejected with 409 while any object stores "
+        "a choice that the list drops.",
+    )
     required: bool | None = None
-    max_length: MaxLength | None = None
+    max_length: MaxLength | None = Field(
+        default=None,
+        description="Rejected with 409 while any object stores a longer value.",
+    )
 
     @model_validator(mode="after")
     def _check_choices(self) -> Self:

@@ -16,6 +16,7 @@ from app.core.errors import FieldError, InvalidInput
 from app.core.events import emit
 from app.customfields.errors import (
     CustomFieldInUse,
+    CustomFieldLimitReached,
     CustomFieldNotFound,
     DuplicateCustomField,
 )
@@ -117,14 +118,37 @@ async def check_attributes(
 
 class CustomFieldService:
     async def create(
-        self, session: AsyncSession, principal: Principal, payload: CustomFieldCreate
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        payload: CustomFieldCreate,
+        *,
+        max_definitions: int,
     ) -> CustomFieldDefinition:
+        """Create a definition. A workspace has at most ``max_definitions`` per object
+        type, counted under a lock so that parallel creates cannot pass the limit."""
         repository = CustomFieldRepository.from_session(session)
+        count = await repository.lock_and_count(
+            principal.workspace_id, payload.object_type
+        )
         existing = await repository.get_by_key(
             principal.workspace_id, payload.object_type, payload.key
         )
         if existing is not None:
             raise _duplicate(payload.object_type, payload.key, existing.id)
+        if count >= max_definitions:
+            log.info(
+                "custom_field.limit_reached",
+                workspace_id=str(principal.workspace_id),
+                object_type=payload.object_type,
+                definitions=count,
+            )
+            raise CustomFieldLimitReached(
+                f"This workspace has {count} {payload.object_type} custom fields, the "
+                "maximum (SALESCYCLE_CUSTOM_FIELD_MAX_DEFINITIONS_PER_OBJECT_TYPE is "
+                f"{max_definitions}). Delete a definition you no longer use first.",
+                limit=max_definitions,
+            )
 
         definition = CustomFieldDefinition(
             id=ids.new_uuid(),
@@ -189,8 +213,8 @@ class CustomFieldService:
     async def definitions_by_key(
         self, session: AsyncSession, workspace_id: uuid.UUID, object_type: str
     ) -> dict[str, Definition]:
-        rows, _, _ = await CustomFieldRepository.from_session(session).list(
-            workspace_id, object_type=object_type, limit=10_000, cursor=None
+        rows = await CustomFieldRepository.from_session(session).all_of_type(
+            workspace_id, object_type
         )
         return {row.key: as_definition(row) for row in rows}
 
@@ -223,16 +247,7 @@ class CustomFieldService:
         max_length = changes.get("max_length", definition.max_length)
         if new_type != "text" and changes.get("max_length") is not None:
             raise _option_error("max_length", "is allowed only when type is text")
-        if new_type != definition.type and await CustomFieldRepository.from_session(
-            session
-        ).has_values(definition.workspace_id, definition.object_type, definition.key):
-            raise CustomFieldInUse(
-                f"Some {definition.object_type}s store a value for "
-                f"{definition.key!r}, so its type cannot change from "
-                f"{definition.type} to {new_type}. Create a field with a new key "
-                "instead.",
-                custom_field_id=ids.encode("custom_field", definition.id),
-            )
+        await _check_stored_values(session, definition, new_type, choices, max_length)
 
         definition.label = changes.get("label", definition.label)
         definition.type = new_type
@@ -281,6 +296,67 @@ class CustomFieldService:
             actor=principal.actor,
         )
         log.info("custom_field.deleted", custom_field_id=str(definition.id))
+
+
+async def _check_stored_values(
+    session: AsyncSession,
+    definition: CustomFieldDefinition,
+    new_type: str,
+    choices: Sequence[str] | None,
+    max_length: int | None,
+) -> None:
+    """Raise ``CustomFieldInUse`` when the change would reject stored values.
+
+    The caller holds the definition's row lock, which conflicts with the FOR KEY SHARE
+    lock that a lead write takes on the definitions of its keys
+    (``CustomFieldRepository.for_write``), so no such write can commit meanwhile.
+    """
+    repository = CustomFieldRepository.from_session(session)
+    workspace_id, object_type, key = (
+        definition.workspace_id,
+        definition.object_type,
+        definition.key,
+    )
+    field_id = ids.encode("custom_field", definition.id)
+    if new_type != definition.type:
+        if await repository.has_values(workspace_id, object_type, key):
+            raise CustomFieldInUse(
+                f"Some {object_type}s store a value for {key!r}, so its type cannot "
+                f"change from {definition.type} to {new_type}. Create a field with a "
+                "new key instead.",
+                custom_field_id=field_id,
+            )
+        return
+
+    removed = set(definition.choices) - set(choices or [])
+    if new_type == "choice" and removed:
+        in_use = await repository.stored_choices(
+            workspace_id, object_type, key, removed
+        )
+        if in_use:
+            listed = ", ".join(repr(choice) for choice in in_use)
+            raise CustomFieldInUse(
+                f"Some {object_type}s store {listed} for {key!r}, and a choice in use "
+                "cannot be removed. Change those values to a remaining choice first "
+                f"(GET /v1/{object_type}s?attribute={key}:eq:<choice> lists them), "
+                "or keep the choice.",
+                custom_field_id=field_id,
+                choices_in_use=list(in_use),
+            )
+
+    if new_type != "text" or max_length is None:
+        return
+    if definition.max_length is not None and max_length >= definition.max_length:
+        return
+    longest = await repository.longest_text(workspace_id, object_type, key)
+    if longest > max_length:
+        raise CustomFieldInUse(
+            f"Some {object_type}s store a value of {longest} characters for {key!r}, "
+            f"longer than the requested max_length of {max_length}. Shorten those "
+            f"values first, or set max_length to at least {longest}.",
+            custom_field_id=field_id,
+            longest_value_length=longest,
+        )
 
 
 def _duplicate(object_type: str, key: str, existing: uuid.UUID) -> DuplicateCustomField:

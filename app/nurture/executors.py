@@ -63,10 +63,10 @@ class WebhookCall:
 
 
 def task_due_at(now: datetime, due_in_days: int, timezone: str | None) -> datetime:
-    """Add ``due_in_days`` calendar days to ``now`` in the lead's time zone.
+    """Add ``due_in_days`` calendar days to ``now`` in the IANA zone ``timezone``.
 
-    Counting in local time keeps the hour across a DST change; a lead without a
-    valid IANA zone counts in UTC.
+    Counting in local time keeps the hour across a DST change. Without a valid zone
+    the days are counted in UTC.
     """
     zone: ZoneInfo | None = None
     if timezone:
@@ -96,8 +96,15 @@ async def create_task(
     step: SequenceStep,
     lead: Lead,
     now: datetime,
+    *,
+    zone: ZoneInfo,
 ) -> uuid.UUID:
-    """Create the task activity of a ``task`` step, for the lead's owner."""
+    """Create the task activity of a ``task`` step, for the lead's owner.
+
+    ``zone`` is the one that schedules the enrollment's steps (``schedule.pick_zone``),
+    so the due date counts days in the lead's, else the sequence's, else the
+    workspace's zone.
+    """
     config = step.config or {}
     name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
     title = str(
@@ -111,7 +118,7 @@ async def create_task(
         owner_id=lead.owner_id,
         subject=title[:300],
         body=str(body) if body else None,
-        due_at=task_due_at(now, _due_in_days(config), lead.timezone),
+        due_at=task_due_at(now, _due_in_days(config), zone.key),
         actor=f"enrollment:{ids.encode('enrollment', enrollment.id)}",
     )
     log.info(

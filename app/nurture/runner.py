@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import structlog
 from pydantic import ValidationError
@@ -201,8 +202,11 @@ class StepRunner:
                 )
         if run is None:
             cap = frequency.cap_from(rows.cap_count, rows.cap_window_hours)
+            zone, _ = schedule.pick_zone(
+                lead.timezone, rows.sequence.timezone, rows.workspace_timezone
+            )
             settled = await self._settle_in_claim(
-                session, enrollment, step, lead, cap, now
+                session, enrollment, step, lead, cap, now, zone=zone
             )
             if settled is not None:
                 return settled
@@ -308,6 +312,8 @@ class StepRunner:
         lead: Lead,
         cap: frequency.Cap | None,
         now: datetime,
+        *,
+        zone: ZoneInfo,
     ) -> Outcome | None:
         """Finish a step that needs no send, or postpone it; None lets it be sent.
 
@@ -364,7 +370,7 @@ class StepRunner:
         if not await EnrollmentRepository.from_session(session).insert_step_run(run):
             return "in_progress"
         if status == "completed" and step.kind == "task":
-            await executors.create_task(session, enrollment, step, lead, now)
+            await executors.create_task(session, enrollment, step, lead, now, zone=zone)
         log.info(
             "enrollment.step_settled",
             enrollment_id=str(enrollment.id),

@@ -9,6 +9,13 @@ class OpportunityNotFound(NotFound):
     code = "opportunity_not_found"
 
 
+class AmountLocked(Conflict):
+    """The opportunity is won or lost, so its amount and currency cannot change."""
+
+    code = "amount_locked"
+    title = "Amount cannot change"
+
+
 class PipelineNotFound(NotFound):
     """No pipeline with that id in the caller's workspace."""
 

@@ -29,6 +29,7 @@ from app.models import Customer, LostReason, Opportunity, Stage, StageTransition
 from app.nurture.exits import exit_for_customer, exit_lead
 from app.opportunities import states
 from app.opportunities.errors import (
+    AmountLocked,
     BlockingObjectionsOpen,
     InvalidOpportunityTransition,
     OpportunityNotFound,
@@ -227,6 +228,7 @@ class OpportunityService:
                     for name in nulls
                 ],
             )
+        _check_amount_open(opportunity, changes)
         await check_amount_settable(session, opportunity, changes)
         if changes.get("contact_id") is not None:
             customer = await customer_service.get(
@@ -753,6 +755,28 @@ async def _check_contact(
                 )
             ],
         )
+
+
+def _check_amount_open(opportunity: Opportunity, changes: dict[str, Any]) -> None:
+    """Raise ``AmountLocked`` when a PATCH changes the amount or currency of a won or
+    lost opportunity, whose line items are locked the same way until it is reopened."""
+    if opportunity.status == "open":
+        return
+    changed = [
+        name
+        for name in ("amount", "currency")
+        if name in changes and changes[name] != getattr(opportunity, name)
+    ]
+    if not changed:
+        return
+    encoded = ids.encode("opportunity", opportunity.id)
+    raise AmountLocked(
+        f"Opportunity {encoded} is {opportunity.status}, so its "
+        f"{' and '.join(changed)} cannot change. Reopen it first with POST "
+        f"/v1/opportunities/{encoded}/reopen.",
+        current_status=opportunity.status,
+        fields=changed,
+    )
 
 
 def _closed_stage_on_create(stage: Stage) -> InvalidInput:

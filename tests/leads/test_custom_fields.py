@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import CustomFieldDefinition, Event, Lead
-from tests.conftest import make_workspace_key
-from tests.leads.helpers import create_lead, define_field
+from app.core.db import Database
+from app.core.ids import new_uuid
+from app.core.jobs import JobQueue
+from app.main import create_app
+from app.models import CustomFieldDefinition, Event, Lead, Workspace
+from app.settings import Settings
+from tests.conftest import TestDatabase, make_workspace_key
+from tests.leads.helpers import create_lead, define_field, post_ok
 
 
 class TestDefineCustomField:
@@ -125,6 +130,126 @@ class TestReadCustomFields:
 
         assert response.status_code == 404
         assert response.json()["code"] == "custom_field_not_found"
+
+    async def test_filter_finds_oldest_of_many(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        rows = [
+            {
+                "id": new_uuid(),
+                "workspace_id": workspace.id,
+                "object_type": "lead",
+                "key": f"field_{number:05d}",
+                "label": "Field",
+                "type": "text",
+                "choices": [],
+            }
+            for number in range(10_001)
+        ]
+        await session.execute(insert(CustomFieldDefinition), rows)
+        await session.commit()
+        await create_lead(client, auth, attributes={"field_00000": "first"})
+
+        oldest = await client.get(
+            "/v1/leads", params={"attribute": "field_00000:eq:first"}, headers=auth
+        )
+        newest = await client.get(
+            "/v1/leads", params={"attribute": "field_10000:exists:false"}, headers=auth
+        )
+
+        assert oldest.status_code == 200, oldest.text
+        assert len(oldest.json()["data"]) == 1
+        assert newest.status_code == 200, newest.text
+        assert len(newest.json()["data"]) == 1
+
+
+def limited_app(
+    settings: Settings, database: Database, queue: JobQueue, limit: int
+) -> httpx.AsyncClient:
+    """An API client whose workspaces may have ``limit`` definitions per object type."""
+    limited = settings.model_copy(
+        update={"custom_field_max_definitions_per_object_type": limit}
+    )
+    app = create_app(limited, database=database, queue=queue)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+class TestCustomFieldLimit:
+    async def test_create_beyond_limit_is_409(
+        self,
+        auth: dict[str, str],
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        session: AsyncSession,
+    ) -> None:
+        async with limited_app(settings, database, queue, 2) as api:
+            first = await define_field(api, auth, key="a", label="A", type="text")
+            await define_field(api, auth, key="b", label="B", type="text")
+            rejected = await api.post(
+                "/v1/custom-fields",
+                json={"key": "c", "label": "C", "type": "text"},
+                headers=auth,
+            )
+            await api.delete(f"/v1/custom-fields/{first['id']}", headers=auth)
+            after_delete = await api.post(
+                "/v1/custom-fields",
+                json={"key": "c", "label": "C", "type": "text"},
+                headers=auth,
+            )
+
+        assert rejected.status_code == 409, rejected.text
+        problem = rejected.json()
+        assert problem["code"] == "custom_field_limit_reached"
+        assert problem["limit"] == 2
+        assert (
+            "SALESCYCLE_CUSTOM_FIELD_MAX_DEFINITIONS_PER_OBJECT_TYPE is 2"
+            in problem["detail"]
+        )
+        assert after_delete.status_code == 201, after_delete.text
+        count = select(func.count()).select_from(CustomFieldDefinition)
+        assert await session.scalar(count) == 2
+
+    async def test_limit_per_object_type_and_workspace(
+        self,
+        auth: dict[str, str],
+        settings: Settings,
+        database: TestDatabase,
+        queue: JobQueue,
+        session: AsyncSession,
+    ) -> None:
+        _, other = await make_workspace_key(session)
+
+        async with limited_app(settings, database, queue, 1) as api:
+            await define_field(api, auth, key="a", label="A", type="text")
+            customer = await api.post(
+                "/v1/custom-fields",
+                json={
+                    "key": "a",
+                    "label": "A",
+                    "type": "text",
+                    "object_type": "customer",
+                },
+                headers=auth,
+            )
+            elsewhere = await api.post(
+                "/v1/custom-fields",
+                json={"key": "a", "label": "A", "type": "text"},
+                headers=other,
+            )
+
+        assert customer.status_code == 201, customer.text
+        assert elsewhere.status_code == 201, elsewhere.text
+
+    def test_default_limit(self) -> None:
+        field = Settings.model_fields["custom_field_max_definitions_per_object_type"]
+
+        assert field.default == 500
 
 
 class TestValidateLeadAttributes:
@@ -365,6 +490,134 @@ class TestUpdateCustomField:
         )
 
         assert response.status_code == 422
+
+    async def test_removing_used_choice_is_409(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client,
+            auth,
+            key="industry",
+            label="Industry",
+            type="choice",
+            choices=["saas", "retail", "banking"],
+        )
+        await create_lead(client, auth, attributes={"industry": "retail"})
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}",
+            json={"choices": ["saas"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "custom_field_in_use"
+        assert problem["choices_in_use"] == ["retail"]
+        assert "'retail'" in problem["detail"]
+        assert "banking" not in problem["detail"]
+        unchanged = (
+            await client.get(f"/v1/custom-fields/{field['id']}", headers=auth)
+        ).json()
+        assert unchanged["choices"] == ["saas", "retail", "banking"]
+
+    async def test_removing_unused_choice(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client,
+            auth,
+            key="industry",
+            label="Industry",
+            type="choice",
+            choices=["saas", "retail"],
+        )
+        await create_lead(client, auth, attributes={"industry": "saas"})
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}",
+            json={"choices": ["saas", "banking"]},
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"] == ["saas", "banking"]
+
+    async def test_removed_choice_matches_strings_only(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client, auth, key="tier", label="Tier", type="choice", choices=["1", "2"]
+        )
+        await client.delete(f"/v1/custom-fields/{field['id']}", headers=auth)
+        await create_lead(client, auth, attributes={"tier": 2})
+        field = await define_field(
+            client, auth, key="tier", label="Tier", type="choice", choices=["1", "2"]
+        )
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}", json={"choices": ["1"]}, headers=auth
+        )
+
+        assert response.status_code == 200, response.text
+
+    async def test_max_length_below_values_is_409(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client, auth, key="nickname", label="Nickname", type="text", max_length=20
+        )
+        await create_lead(client, auth, attributes={"nickname": "Ada"})
+        await post_ok(
+            client,
+            "/v1/leads",
+            auth,
+            {"email": "grace@example.com", "attributes": {"nickname": "Gracie Hopper"}},
+        )
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}", json={"max_length": 5}, headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "custom_field_in_use"
+        assert problem["longest_value_length"] == 13
+        assert "13 characters" in problem["detail"]
+        unchanged = (
+            await client.get(f"/v1/custom-fields/{field['id']}", headers=auth)
+        ).json()
+        assert unchanged["max_length"] == 20
+
+    async def test_max_length_set_below_values_is_409(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client, auth, key="nickname", label="Nickname", type="text"
+        )
+        await create_lead(client, auth, attributes={"nickname": "Adelaide"})
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}", json={"max_length": 7}, headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        assert response.json()["longest_value_length"] == 8
+
+    async def test_max_length_at_longest_value(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        field = await define_field(
+            client, auth, key="nickname", label="Nickname", type="text", max_length=20
+        )
+        await create_lead(client, auth, attributes={"nickname": "Adelaide"})
+
+        response = await client.patch(
+            f"/v1/custom-fields/{field['id']}", json={"max_length": 8}, headers=auth
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["max_length"] == 8
 
     async def test_stale_if_match_is_412(
         self, client: httpx.AsyncClient, auth: dict[str, str]

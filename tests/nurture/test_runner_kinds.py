@@ -16,7 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
-from app.models import Activity, Event, Sequence, SequenceStep, StepRun
+from app.models import (
+    Activity,
+    Enrollment,
+    Event,
+    Sequence,
+    SequenceStep,
+    StepRun,
+    Workspace,
+)
+from app.nurture import runner as runner_module
 from app.nurture.executors import task_due_at
 from app.nurture.runner import MAX_ATTEMPTS
 from tests.live import free_port
@@ -172,6 +181,76 @@ class TestTaskStep:
 
         task = (await session.scalars(select(Activity))).one()
         assert task.owner_id == ids.decode("user", owner)
+
+    @pytest.mark.parametrize(
+        ("lead_zone", "sequence_zone", "workspace_zone", "now", "due"),
+        [
+            # Berlin moves to summer time on 29 March 2026: 09:00 local is 08:00 UTC
+            # before and 07:00 UTC after.
+            (
+                None,
+                "Europe/Berlin",
+                "UTC",
+                datetime(2026, 3, 28, 8, 0, tzinfo=UTC),
+                datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
+            ),
+            # New York moves to summer time on 8 March 2026: 10:00 local is 15:00 UTC
+            # before and 14:00 UTC after.
+            (
+                None,
+                None,
+                "America/New_York",
+                datetime(2026, 3, 7, 15, 0, tzinfo=UTC),
+                datetime(2026, 3, 9, 14, 0, tzinfo=UTC),
+            ),
+            (
+                "Europe/Berlin",
+                "America/New_York",
+                "America/New_York",
+                datetime(2026, 3, 28, 8, 0, tzinfo=UTC),
+                datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
+            ),
+        ],
+    )
+    async def test_due_in_scheduling_zone(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        job_context: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch,
+        workspace: Workspace,
+        lead_zone: str | None,
+        sequence_zone: str | None,
+        workspace_zone: str,
+        now: datetime,
+        due: datetime,
+    ) -> None:
+        lead_fields = {} if lead_zone is None else {"timezone": lead_zone}
+        enrollment = await start(client, auth, steps=[EMAIL], **lead_fields)
+        await set_kind(session, enrollment, 0, "task", {"due_in_days": 2})
+        sequence_id = ids.decode("sequence", str(enrollment["sequence_id"]))
+        await session.execute(
+            update(Sequence)
+            .where(Sequence.id == sequence_id)
+            .values(timezone=sequence_zone)
+        )
+        await session.execute(
+            update(Workspace)
+            .where(Workspace.id == workspace.id)
+            .values(timezone=workspace_zone)
+        )
+        await session.execute(
+            update(Enrollment).values(next_run_at=now - timedelta(seconds=1))
+        )
+        await session.commit()
+        monkeypatch.setattr(runner_module, "utcnow", lambda: now)
+
+        outcome = await run_enrollment_step(job_context, enrollment_uuid(enrollment))
+
+        assert outcome == "completed"
+        task = (await session.scalars(select(Activity))).one()
+        assert task.due_at == due
 
 
 class TestTaskDueAt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -341,6 +342,108 @@ class TestLose:
 
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "reason"
+
+
+async def close(
+    client: httpx.AsyncClient, auth: dict[str, str], opportunity_id: str, status: str
+) -> None:
+    if status == "won":
+        response = await client.post(
+            f"/v1/opportunities/{opportunity_id}/won", json={}, headers=auth
+        )
+    else:
+        reason = await create_lost_reason(client, auth)
+        response = await client.post(
+            f"/v1/opportunities/{opportunity_id}/lost",
+            json={"lost_reason_id": reason["id"]},
+            headers=auth,
+        )
+    assert response.status_code == 200, response.text
+
+
+class TestEditClosed:
+    @pytest.mark.parametrize(
+        ("status", "body", "fields"),
+        [
+            ("won", {"amount": 2000}, ["amount"]),
+            ("won", {"currency": "EUR"}, ["currency"]),
+            ("won", {"amount": 2000, "currency": "EUR"}, ["amount", "currency"]),
+            ("lost", {"amount": 2000}, ["amount"]),
+        ],
+    )
+    async def test_amount_change_is_409(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        status: str,
+        body: dict[str, object],
+        fields: list[str],
+    ) -> None:
+        created = await create_opportunity(client, auth, amount=1000, currency="USD")
+        await close(client, auth, created["id"], status)
+        before = await event_types(session, created["id"])
+
+        response = await client.patch(
+            f"/v1/opportunities/{created['id']}", json=body, headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "amount_locked"
+        assert problem["current_status"] == status
+        assert problem["fields"] == fields
+        assert f"/v1/opportunities/{created['id']}/reopen" in problem["detail"]
+        current = (
+            await client.get(f"/v1/opportunities/{created['id']}", headers=auth)
+        ).json()
+        assert current["amount"] == 1000
+        assert current["currency"] == "USD"
+        assert await event_types(session, created["id"]) == before
+
+    async def test_other_fields_editable(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await create_opportunity(client, auth, amount=1000, currency="USD")
+        await close(client, auth, created["id"], "won")
+
+        response = await client.patch(
+            f"/v1/opportunities/{created['id']}",
+            json={
+                "name": "Analytical engine",
+                "amount": 1000,
+                "currency": "USD",
+                "expected_close_date": "2027-01-15",
+                "competitors": ["Napier"],
+            },
+            headers=auth,
+        )
+
+        assert response.status_code == 200, response.text
+        updated = response.json()
+        assert updated["name"] == "Analytical engine"
+        assert updated["amount"] == 1000
+        assert updated["expected_close_date"] == "2027-01-15"
+        assert updated["competitors"] == ["Napier"]
+
+    async def test_amount_editable_after_reopen(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        created = await create_opportunity(client, auth, amount=1000, currency="USD")
+        await close(client, auth, created["id"], "won")
+        reopened = await client.post(
+            f"/v1/opportunities/{created['id']}/reopen",
+            json={"reason": "Scope grew"},
+            headers=auth,
+        )
+
+        response = await client.patch(
+            f"/v1/opportunities/{created['id']}", json={"amount": 2000}, headers=auth
+        )
+
+        assert reopened.status_code == 200, reopened.text
+        assert response.status_code == 200, response.text
+        assert response.json()["amount"] == 2000
 
 
 class TestProbability:
