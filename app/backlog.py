@@ -1,11 +1,12 @@
 """Gauges of the work waiting in PostgreSQL and Redis, served on ``/metrics``.
 
-The request counters of ``/metrics`` belong to each api process; these gauges are
+The request counters of ``/metrics`` belong to each api process. These gauges are
 read from the shared database and queue, so every process reports the same values.
-A scrape reads them again when the last reading is older than
-``REFRESH_SECONDS``, in one statement with a timeout, so that frequent scrapes or
-several Prometheus servers cost the database little. When the database or Redis does
-not answer, the gauges keep their last values and ``salescycle_backlog_up`` is 0.
+
+A scrape reads them again only when the last reading is older than
+``REFRESH_SECONDS``, in one statement with a timeout, so frequent scrapes cost the
+database little. When the database or Redis does not respond, the gauges keep their
+last values and ``salescycle_backlog_up`` is 0.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def create_app(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         route_limits={IMPORT_UPLOAD_ROUTE: settings.import_max_bytes},
-        # Capture answers 413 itself, with the CORS headers a browser needs to read it.
+        # The capture route returns its own 413, with the CORS headers a browser needs.
         answered_by_route=(CAPTURE_PATH_PREFIX,),
     )
     app.add_middleware(RequestContextMiddleware)

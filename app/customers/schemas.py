@@ -25,7 +25,7 @@ from app.customers.normalize import InvalidDomain, normalize_domain, strip_www
 MAX_PAYMENT_TERMS_DAYS = 365
 MAX_NAME_LENGTH = 300
 MAX_LANGUAGE_TAG_LENGTH = 35
-# The longest part before the @-sign that SMTP allows, in octets.
+# The maximum length in octets of the part before the @-sign, as SMTP allows.
 MAX_LOCAL_PART_OCTETS = 64
 
 CustomerKind = Literal["company", "individual"]

@@ -300,7 +300,7 @@ def _client_scoped_key(request: Request, key: str) -> str:
 capture_router = APIRouter(
     prefix="/capture", tags=["capture"], route_class=CaptureRoute
 )
-# Where the capture routes are served, under the API's /v1.
+# The path prefix of the capture routes, under the API's /v1.
 CAPTURE_PATH_PREFIX = "/v1/capture/"
 
 _publishable_key = HTTPBearer(

@@ -117,9 +117,9 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
         )
     for key in value:
         if not 1 <= len(key) <= MAX_ATTRIBUTE_KEY_LENGTH:
-            shown = key if len(key) <= 40 else key[:40] + "…"
+            preview = key if len(key) <= 40 else key[:40] + "…"
             raise ValueError(
-                f"the key {shown!r} has {len(key)} characters; use a key of 1 to "
+                f"the key {preview!r} has {len(key)} characters; use a key of 1 to "
                 f"{MAX_ATTRIBUTE_KEY_LENGTH} characters"
             )
     return value
