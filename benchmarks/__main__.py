@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.api import LoadFailed
-from benchmarks.config import BenchConfig
+from benchmarks.config import BenchConfig, positive_int
 from benchmarks.conversion import ConversionFailed
 from benchmarks.environment import DATABASE_URL_ENV, REDIS_URL_ENV, BenchSetupError
 from benchmarks.imports import ImportFailed
@@ -31,6 +31,8 @@ from benchmarks.webhooks import run_webhooks
 WEBHOOK_EVENTS = 20_000
 SMOKE_WEBHOOK_EVENTS = 500
 WEBHOOK_BATCH = 500
+# Rounds of the webhook workload, whose medians the targets are read from.
+WEBHOOK_ROUNDS = 3
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -119,6 +121,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="Events of each run of the webhook workload (20,000; 500 with --smoke).",
     )
     parser.add_argument(
+        "--webhook-rounds",
+        type=positive_int,
+        help="Rounds of the webhook workload (3; 1 with --smoke).",
+    )
+    parser.add_argument(
         "--webhook-concurrency",
         type=int,
         default=10,
@@ -164,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     webhook_events = arguments.webhook_events or (
         SMOKE_WEBHOOK_EVENTS if arguments.smoke else WEBHOOK_EVENTS
     )
+    webhook_rounds = arguments.webhook_rounds or (
+        1 if arguments.smoke else WEBHOOK_ROUNDS
+    )
     if arguments.only_webhooks:
         return run_webhooks(
-            webhook_events, WEBHOOK_BATCH, arguments.webhook_concurrency
+            webhook_events,
+            WEBHOOK_BATCH,
+            arguments.webhook_concurrency,
+            webhook_rounds,
         )
     try:
         if arguments.only_import:
@@ -206,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         return 0
     print()
-    return run_webhooks(webhook_events, WEBHOOK_BATCH, arguments.webhook_concurrency)
+    return run_webhooks(
+        webhook_events, WEBHOOK_BATCH, arguments.webhook_concurrency, webhook_rounds
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, replace
 
 
@@ -82,3 +83,14 @@ class BenchConfig:
             stripe_events=40,
             stripe_timeout_seconds=120.0,
         )
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value

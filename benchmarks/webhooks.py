@@ -24,8 +24,11 @@ worker, and a last worker run commits its events at half the bare loop's mean ra
 for the latency target. The same loop run once inside this process, on the receiver's
 event loop, is shown for reference and not used in the ratio: with no second process
 to wake, its requests are faster than any sender's in another process. Every run must
-deliver each event exactly once, or the benchmark fails. ``python -m benchmarks
---only-webhooks`` runs the same workload.
+deliver each event exactly once, or the benchmark fails. With ``--rounds`` every run
+but the reference one is repeated that many times, and the targets are read from the
+medians over the rounds, since one run's rate moves by a third from run to run on a
+shared machine. ``python -m benchmarks --only-webhooks`` runs the same workload, with
+three rounds unless ``--webhook-rounds`` says otherwise.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from app.settings import Settings
 from app.webhooks.payload import build_payload
 from app.webhooks.signing import generate_secret
 from benchmarks.bare_webhooks import send_all
+from benchmarks.config import positive_int
 from benchmarks.environment import BenchServers, app_env, bench_servers
 from benchmarks.runner import claim_and_prepare, release
 from benchmarks.servers import (
@@ -69,6 +73,8 @@ from benchmarks.servers import (
 from workers import tasks
 
 TIMEOUT_SECONDS = 600.0
+# The name of the run of the bare loop in the receiver's process.
+IN_PROCESS = "bare aiohttp loop in the receiver's process"
 
 
 class WebhookBenchFailed(RuntimeError):
@@ -155,7 +161,7 @@ async def run_bare_in_process(
     first = time.time()
     started = await send_all(url, secret, concurrency, bodies)
     return summarize(
-        "bare aiohttp loop in the receiver's process",
+        IN_PROCESS,
         receiver,
         started,
         first,
@@ -492,97 +498,149 @@ def sample_bodies(events: int) -> list[tuple[str, bytes]]:
 
 
 async def measure(
-    servers: BenchServers, events: int, batch: int, concurrency: int, log_dir: Path
-) -> list[RunResult]:
-    """Run the bare loop, the worker, the bare loop again, then the worker at half
-    the bare loop's rate; the bare loop in the receiver's process runs once, for
-    reference."""
+    servers: BenchServers,
+    events: int,
+    batch: int,
+    concurrency: int,
+    log_dir: Path,
+    rounds: int = 1,
+) -> list[list[RunResult]]:
+    """Run ``rounds`` rounds, each the bare loop, the worker, the bare loop again, then
+    the worker at half the bare loop's rate; the bare loop in the receiver's process
+    runs in the first round only, for reference."""
     receiver = Receiver()
     await receiver.start()
     secret = generate_secret()
+    measured = []
     try:
-        bare_before = await run_bare(
-            receiver, sample_bodies(events), secret, concurrency, log_dir
-        )
-        in_process = await run_bare_in_process(
-            receiver, sample_bodies(events), secret, concurrency
-        )
-        # One commit: the worker faces the whole backlog at once, as the bare loop does.
-        worker = await run_worker(
-            servers, receiver, events, events, concurrency, log_dir
-        )
-        bare_after = await run_bare(
-            receiver, sample_bodies(events), secret, concurrency, log_dir
-        )
-        half_rate = (bare_before.rate + bare_after.rate) / 4
-        paced = await run_worker(
-            servers,
-            receiver,
-            events,
-            batch,
-            concurrency,
-            log_dir,
-            rate=half_rate,
-            name=f"salescycle worker at {half_rate:,.0f} events/s",
-        )
+        for round_number in range(rounds):
+            bare_before = await run_bare(
+                receiver, sample_bodies(events), secret, concurrency, log_dir
+            )
+            results = [
+                dataclasses.replace(bare_before, name="bare aiohttp loop, before")
+            ]
+            if round_number == 0:
+                results.append(
+                    await run_bare_in_process(
+                        receiver, sample_bodies(events), secret, concurrency
+                    )
+                )
+            # One commit: the worker faces the whole backlog at once, as the bare
+            # loop does.
+            results.append(
+                await run_worker(
+                    servers, receiver, events, events, concurrency, log_dir
+                )
+            )
+            bare_after = await run_bare(
+                receiver, sample_bodies(events), secret, concurrency, log_dir
+            )
+            results.append(
+                dataclasses.replace(bare_after, name="bare aiohttp loop, after")
+            )
+            half_rate = (bare_before.rate + bare_after.rate) / 4
+            results.append(
+                await run_worker(
+                    servers,
+                    receiver,
+                    events,
+                    batch,
+                    concurrency,
+                    log_dir,
+                    rate=half_rate,
+                    name=f"salescycle worker at {half_rate:,.0f} events/s",
+                )
+            )
+            measured.append(results)
     finally:
         await receiver.stop()
-    return [
-        dataclasses.replace(bare_before, name="bare aiohttp loop, before"),
-        in_process,
-        worker,
-        dataclasses.replace(bare_after, name="bare aiohttp loop, after"),
-        paced,
-    ]
+    return measured
 
 
-def render(results: list[RunResult], events: int, concurrency: int) -> str:
-    bare_before, _, worker, bare_after, paced = results
+@dataclass(frozen=True)
+class RoundFigures:
+    """The two figures of the targets in one round."""
+
+    # The worker's rate over the mean of the bare runs before and after it.
+    ratio: float
+    # p99 from commit to receipt in the run paced at half the bare loop's rate.
+    paced_p99_ms: float
+
+
+def round_figures(results: list[RunResult]) -> RoundFigures:
+    """Return the target figures of one round's results, in the order ``measure``
+    gives them."""
+    bare_before, worker, bare_after, paced = (
+        result for result in results if result.name != IN_PROCESS
+    )
     bare_rate = (bare_before.rate + bare_after.rate) / 2
+    return RoundFigures(ratio=worker.rate / bare_rate, paced_p99_ms=paced.p99_ms)
+
+
+def render(measured: list[list[RunResult]], events: int, concurrency: int) -> str:
+    """Render every round's runs, then the median of each target figure over the
+    rounds, with its range when there are several."""
     lines = [
-        f"webhook deliveries: {events} events, concurrency {concurrency}",
+        f"webhook deliveries: {events:,} events, concurrency {concurrency}, "
+        f"{len(measured)} {'round' if len(measured) == 1 else 'rounds'}",
         "",
-        "| run | deliveries/s | p50 ms | p99 ms | events committed/s "
+        "| round | run | deliveries/s | p50 ms | p99 ms | events committed/s "
         "| sender CPU ms/delivery | PostgreSQL CPU ms/delivery |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for result in results:
-        committed = _figure(result.commits_per_second, "{:,.0f}")
-        sender_cpu = _figure(result.sender_cpu_ms, "{:.3f}")
-        postgres_cpu = _figure(result.postgres_cpu_ms, "{:.3f}")
-        lines.append(
-            f"| {result.name} | {result.rate:,.0f} | {result.p50_ms:,.0f} "
-            f"| {result.p99_ms:,.0f} | {committed} | {sender_cpu} | {postgres_cpu} |"
-        )
+    for number, results in enumerate(measured, start=1):
+        for result in results:
+            committed = _figure(result.commits_per_second, "{:,.0f}")
+            sender_cpu = _figure(result.sender_cpu_ms, "{:.3f}")
+            postgres_cpu = _figure(result.postgres_cpu_ms, "{:.3f}")
+            lines.append(
+                f"| {number} | {result.name} | {result.rate:,.0f} "
+                f"| {result.p50_ms:,.0f} | {result.p99_ms:,.0f} | {committed} "
+                f"| {sender_cpu} | {postgres_cpu} |"
+            )
+    figures = [round_figures(results) for results in measured]
+    ratios = [figure.ratio for figure in figures]
+    p99s = [figure.paced_p99_ms for figure in figures]
     lines.append("")
     lines.append(
-        f"worker / bare: {worker.rate / bare_rate:.2f}x (target >= 0.50x); "
-        f"p99 at half the bare rate: {paced.p99_ms:,.0f} ms (target < 1,000 ms)"
+        f"worker / bare: {_median(ratios, '{:.2f}x')} (target >= 0.50x); "
+        f"p99 at half the bare rate: {_median(p99s, '{:,.0f} ms')} "
+        "(target < 1,000 ms)"
     )
     return "\n".join(lines)
+
+
+def _median(values: list[float], layout: str) -> str:
+    median = layout.format(statistics.median(values))
+    if len(values) == 1:
+        return median
+    low, high = layout.format(min(values)), layout.format(max(values))
+    return f"{median}, the median of {len(values)} rounds from {low} to {high}"
 
 
 def _figure(value: float | None, layout: str) -> str:
     return "-" if value is None else layout.format(value)
 
 
-def run_webhooks(events: int, batch: int, concurrency: int) -> int:
-    """Run the whole webhook workload and print its table; return the exit status."""
+def run_webhooks(events: int, batch: int, concurrency: int, rounds: int = 1) -> int:
+    """Run the whole webhook workload ``rounds`` times and print its table; return
+    the exit status."""
     with bench_servers() as servers:
         claim_and_prepare(
             servers, lambda message: print(message, file=sys.stderr, flush=True)
         )
         try:
             with tempfile.TemporaryDirectory(prefix="salescycle-bench-") as log_dir:
-                results = asyncio.run(
-                    measure(servers, events, batch, concurrency, Path(log_dir))
+                measured = asyncio.run(
+                    measure(servers, events, batch, concurrency, Path(log_dir), rounds)
                 )
         except WebhookBenchFailed as error:
             print(f"benchmark failed: {error}", file=sys.stderr)
             return 1
         finally:
             release(servers)
-    print(render(results, events, concurrency))
+    print(render(measured, events, concurrency))
     return 0
 
 
@@ -594,8 +652,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500, help="Events per commit.")
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="Rounds of every run; medians are given.",
+    )
     arguments = parser.parse_args(argv)
-    return run_webhooks(arguments.events, arguments.batch, arguments.concurrency)
+    return run_webhooks(
+        arguments.events, arguments.batch, arguments.concurrency, arguments.rounds
+    )
 
 
 if __name__ == "__main__":
