@@ -189,8 +189,12 @@ def banner(
     ``cli`` is how the banner calls the command line, by default ``cli_command()``.
     """
     workspace_id = ids.encode("workspace", access.workspace.id)
+    database_lines: list[str] = []
     if servers.postgres is not None:
         storage = f"{settings.data_dir} (embedded PostgreSQL and Redis, kept)"
+        # Commands such as `salescycle api-keys` reach the embedded server through
+        # this URL. It carries no password, so printing it is safe.
+        database_lines = [f"  Database   {shlex.quote(settings.database_url)}"]
     else:
         storage = f"PostgreSQL at {masked_url(settings.database_url)}"
     key_lines, authorization = _key_lines(
@@ -207,6 +211,7 @@ def banner(
         f"  API        {url}/v1",
         f"  Reference  {url}/docs",
         f"  Data       {storage}",
+        *database_lines,
         f"  Workspace  {workspace_id} ({access.workspace.name})",
         "",
         *key_lines,

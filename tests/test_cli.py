@@ -418,6 +418,34 @@ class TestWorkspaces:
         assert count == 0
 
 
+class TestInvalidSettings:
+    async def test_list_not_json(self, env: dict[str, str]) -> None:
+        env["SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS"] = "127.0.0.1"
+
+        result = await run_cli("api-keys", "list", env=env)
+
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+        assert "SALESCYCLE_WEBHOOK_ALLOW_PRIVATE_HOSTS is not valid JSON" in (
+            result.stderr
+        )
+
+    async def test_value_out_of_range(self, env: dict[str, str]) -> None:
+        env["SALESCYCLE_WEBHOOK_MAX_ATTEMPTS"] = "100"
+        env["SALESCYCLE_SMTP_PORT"] = "secret-looking-value"
+
+        result = await run_cli("api-keys", "list", env=env)
+
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "SALESCYCLE_WEBHOOK_MAX_ATTEMPTS: Input should be less than" in (
+            result.stderr
+        )
+        assert "SALESCYCLE_SMTP_PORT:" in result.stderr
+        assert "secret-looking-value" not in result.stderr
+
+
 class TestMigrate:
     async def test_upgrade_and_check(self, env: dict[str, str]) -> None:
         upgrade_result = await run_cli("migrate", env=env)

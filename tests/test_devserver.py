@@ -303,6 +303,13 @@ class TestBanner:
         assert ids.encode("workspace", access.workspace.id) in text
         assert "/srv/sc (embedded PostgreSQL and Redis, kept)" in text
 
+    def test_embedded_database_url_shown(self) -> None:
+        text = banner(
+            self.settings(), dev_access(created=True), self.URL, self.embedded()
+        )
+
+        assert f"  Database   '{self.EMBEDDED_URL}'\n" in text
+
     def test_existing_key_not_shown(self) -> None:
         access = dev_access(created=False)
 
@@ -322,6 +329,7 @@ class TestBanner:
         assert "hunter2" not in text
         assert "PostgreSQL at postgresql://app:***@db.internal:5432/sales" in text
         assert "SALESCYCLE_DATABASE_URL=" not in text
+        assert "  Database " not in text
         assert f"    {cli_command()} api-keys create --name mine --all-scopes" in text
 
     def test_key_command_uses_cli(self) -> None:

@@ -23,9 +23,11 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     renderer: structlog.types.Processor
     if log_format == "console":
         # A plain traceback: the default rich one renders every frame's locals, which
-        # takes seconds for a deep stack and blocks the event loop meanwhile.
+        # takes seconds for a deep stack and blocks the event loop meanwhile. Colours
+        # only on a terminal, since ANSI codes in a redirected log break grep.
         renderer = structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.plain_traceback
+            colors=sys.stderr.isatty(),
+            exception_formatter=structlog.dev.plain_traceback,
         )
     else:
         shared.append(structlog.processors.format_exc_info)

@@ -310,7 +310,7 @@ async def update_webhook_endpoint(
     if_match: IfMatch = None,
     principal: Principal = Depends(require("webhooks:manage")),
 ) -> WebhookEndpoint:
-    """Change the URL, description, event types or enabled state of an endpoint."""
+    """Change an endpoint's URL, description, event types, headers or enabled state."""
     endpoint = await webhook_endpoint_service.update(
         request.state.session,
         principal,
