@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from email.utils import format_datetime
@@ -31,6 +32,7 @@ from app.webhooks.sender import MAX_EXCERPT_BYTES, USER_AGENT, WebhookSender
 from app.webhooks.service import DELIVER_JOB, webhook_endpoint_service
 from app.webhooks.url_safety import AddressPolicy
 from tests.webhooks.conftest import (
+    RawReceiver,
     Receiver,
     ScriptedResponse,
     StaticResolver,
@@ -41,6 +43,7 @@ from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
     dispatch,
+    drain,
     make_due,
     record_event,
 )
@@ -1088,6 +1091,63 @@ class TestAttemptLogs:
         assert failed["error"] == "The endpoint responded 500."
         assert failed["job_id"] == "test-job"
         assert endpoint["secret"].removeprefix("whsec_") not in repr(capture.entries)
+
+
+class TestMalformedResponses:
+    async def test_location_not_utf8_recorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        raw_receiver: RawReceiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, raw_receiver.url()
+        )
+        raw_receiver.response = (
+            b"HTTP/1.1 302 Found\r\nLocation: /next\xff\xfe\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.last_status_code == 302
+        assert "to /next\ufffd\ufffd, and redirects are not followed" in row.last_error
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code == 302
+
+    async def test_location_not_utf8_spares_batch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        raw_receiver: RawReceiver,
+    ) -> None:
+        await create_endpoint(client, auth, receiver.url())
+        await create_endpoint(client, auth, raw_receiver.url())
+        raw_receiver.response = (
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /\xc3\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        event = await record_event(session, workspace.id)
+
+        async with asyncio.timeout(30):
+            await drain(ctx)
+
+        by_status = {
+            row.last_status_code: row for row in await deliveries_of(session, event.id)
+        }
+        assert set(by_status) == {200, 307}
+        assert by_status[200].status == "succeeded"
+        assert by_status[307].status == "pending"
+        for row in by_status.values():
+            assert len(await attempts_of(session, row.id)) == 1
 
 
 class TestWorkerRegistration:
