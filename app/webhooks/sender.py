@@ -109,6 +109,12 @@ def _describe_error(error: BaseException, timeout: float) -> str:
         return f"Timed out after {timeout:g} s."
     if isinstance(error, aiohttp.ClientConnectorError):
         return f"Connection failed: {error}."
+    if isinstance(error, aiohttp.ClientResponseError):
+        # Its str() ends with the request URL, whose path or query may carry the
+        # receiver's token. The error is stored, shown by the API and logged.
+        return (
+            f"Request failed: {type(error).__name__}: {error.status}, {error.message}."
+        )
     return f"Request failed: {type(error).__name__}: {error}."
 
 

@@ -1093,6 +1093,26 @@ class TestAttemptLogs:
         assert endpoint["secret"].removeprefix("whsec_") not in repr(capture.entries)
 
 
+def capture_delivery_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> structlog.testing.LogCapture:
+    """Capture what the delivery module logs.
+
+    The app's loggers are cached on first use, so structlog.testing's capture_logs
+    cannot reach them; this module's logger is swapped instead.
+    """
+    capture = structlog.testing.LogCapture()
+    monkeypatch.setattr(
+        webhook_delivery,
+        "log",
+        structlog.wrap_logger(
+            None,
+            processors=[structlog.processors.add_log_level, capture],
+        ),
+    )
+    return capture
+
+
 class TestMalformedResponses:
     async def test_location_not_utf8_recorded(
         self,
@@ -1148,6 +1168,38 @@ class TestMalformedResponses:
         assert by_status[307].status == "pending"
         for row in by_status.values():
             assert len(await attempts_of(session, row.id)) == 1
+
+    async def test_parse_error_hides_url(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        raw_receiver: RawReceiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        url = raw_receiver.url("/catch/path-token-4f3c?key=query-token-9a1b")
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, url
+        )
+        raw_receiver.response = b"HTTP/1.1 2x0 OK\r\n\r\n"
+        capture = capture_delivery_logs(monkeypatch)
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code is None
+        assert attempt.error is not None
+        assert attempt.error.startswith("Request failed: ClientResponseError: 400")
+        assert "Bad status line" in attempt.error
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        logged = repr(capture.entries)
+        for token in ("path-token-4f3c", "query-token-9a1b"):
+            assert token not in attempt.error
+            assert token not in row.last_error
+            assert token not in logged
+        assert "webhook.attempt_failed" in logged
 
 
 class TestWorkerRegistration:
