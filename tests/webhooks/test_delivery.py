@@ -32,6 +32,7 @@ from app.webhooks.sender import MAX_EXCERPT_BYTES, USER_AGENT, WebhookSender
 from app.webhooks.service import DELIVER_JOB, webhook_endpoint_service
 from app.webhooks.url_safety import AddressPolicy
 from tests.webhooks.conftest import (
+    Committed,
     RawReceiver,
     Receiver,
     ScriptedResponse,
@@ -1200,6 +1201,51 @@ class TestMalformedResponses:
             assert token not in row.last_error
             assert token not in logged
         assert "webhook.attempt_failed" in logged
+
+
+class TestEndpointChangedMidRequest:
+    async def test_old_url_gone_keeps_enabled(
+        self,
+        committed_api: httpx.AsyncClient,
+        committed: Committed,
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            committed_api, committed.auth, receiver.url("/old")
+        )
+        async with committed.database.session() as writing:
+            event = await record_event(writing, committed.workspace.id)
+            await dispatch(committed.ctx, event)
+            [delivery] = await deliveries_of(writing, event.id)
+        receiver.respond_with(ScriptedResponse(status=410, delay_seconds=1.0))
+
+        sending = asyncio.create_task(deliver(committed.ctx, delivery))
+        # The PATCH commits while the request to the old URL waits for its 410.
+        await asyncio.sleep(0.5)
+        patched = await committed_api.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"url": receiver.url("/new")},
+            headers=committed.auth,
+        )
+        outcome = await sending
+
+        assert patched.status_code == 200, patched.text
+        assert outcome == "failed"
+        assert [request.path for request in receiver.requests] == ["/old"]
+        async with committed.database.session() as reading:
+            row = await endpoint_row(reading, endpoint)
+            disabled = await reading.scalar(
+                select(Event).where(
+                    Event.type == "webhook_endpoint.disabled",
+                    Event.object_id == row.id,
+                )
+            )
+        assert row.url == receiver.url("/new")
+        assert row.enabled is True
+        assert row.disabled_reason is None
+        assert row.failing_since is None
+        assert row.version == patched.json()["version"]
+        assert disabled is None
 
 
 class TestWorkerRegistration:
