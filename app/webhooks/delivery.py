@@ -508,9 +508,9 @@ async def record(
     if not outcomes:
         return []
     now = utcnow()
-    by_endpoint: dict[uuid.UUID, list[AttemptResult]] = {}
+    by_endpoint: dict[uuid.UUID, list[tuple[DeliveryClaim, AttemptResult]]] = {}
     for claim, result in outcomes:
-        by_endpoint.setdefault(claim.endpoint_id, []).append(result)
+        by_endpoint.setdefault(claim.endpoint_id, []).append((claim, result))
     # Successes at an endpoint that was healthy when leased change nothing.
     touched = {
         claim.endpoint_id
@@ -521,10 +521,19 @@ async def record(
         sorted(touched)
     )
     for endpoint_id in sorted(touched):
-        if endpoint_id in endpoints:
-            await _update_endpoint_health(
-                session, endpoints[endpoint_id], by_endpoint[endpoint_id], now, settings
-            )
+        endpoint = endpoints.get(endpoint_id)
+        if endpoint is None:
+            continue
+        # A request built from an older version of the endpoint, such as one sent
+        # before a PATCH of its URL, went to settings that no longer apply, so its
+        # outcome neither disables the endpoint nor changes failing_since.
+        current = [
+            result
+            for claim, result in by_endpoint[endpoint_id]
+            if claim.endpoint_version >= endpoint.version
+        ]
+        if current:
+            await _update_endpoint_health(session, endpoint, current, now, settings)
 
     planned = [
         (claim, result, *_next_state(claim, result, now, rng))

@@ -506,6 +506,7 @@ async def retry_webhook_delivery(
         session,
         principal,
         parse_path_id("webhook_delivery", delivery_id, "webhook delivery"),
+        max_attempts=request.app.state.settings.webhook_max_attempts,
     )
     types = await webhook_delivery_service.event_types(session, [delivery])
     attempts = await webhook_delivery_service.attempts(session, delivery.id)

@@ -5,7 +5,9 @@ retries, but it is marked ``test``: it describes no real object (its ``object_id
 new), goes only to the endpoint it was sent to, is left out of ``GET /v1/events``, and
 its body carries ``"test": true``. Its ``data`` copies the newest real event about an
 object of the same type in the workspace, with the id replaced, so a receiver sees a
-realistic shape; with no such event, ``data`` holds only the id.
+realistic shape; with no such event, ``data`` holds only the id. A copy of a lead's
+data has its personal values erased, because erasing the real lead would not reach a
+test event, which names another object.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.errors import FieldError
+from app.leads.privacy import without_personal_data
 from app.models import Event, WebhookDelivery
 from app.webhooks import catalog
 from app.webhooks.errors import UnknownEventType, WebhookEndpointDisabled
@@ -69,6 +72,8 @@ class SampleEventService:
         data = dict(
             await events.latest_data(principal.workspace_id, known.object_type) or {}
         )
+        if known.object_type == "lead":
+            data = without_personal_data(data, object_id)
         data["id"] = encode_object_id(known.object_type, object_id)
         now = utcnow()
         context = structlog.contextvars.get_contextvars()

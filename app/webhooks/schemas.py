@@ -107,12 +107,16 @@ def _header_value_fault(name: str, value: str) -> str | None:
     """Return why ``value`` cannot be sent as the value of header ``name``, or None."""
     if len(value) > MAX_HEADER_VALUE_LENGTH:
         return (
-            f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} characters"
+            f"the value of {name!r} is longer than {MAX_HEADER_VALUE_LENGTH} "
+            "characters; shorten it"
         )
     if _HEADER_VALUE.match(value):
         return None
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        return f"the value of {name!r} contains control characters"
+        return (
+            f"the value of {name!r} contains control characters such as line "
+            "breaks; remove them"
+        )
     return (
         f"the value of {name!r} contains characters outside ASCII; percent-encode "
         "or base64-encode it"
@@ -121,21 +125,32 @@ def _header_value_fault(name: str, value: str) -> str | None:
 
 def _check_headers(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_HEADERS:
-        raise ValueError(f"at most {MAX_HEADERS} headers are accepted")
+        raise ValueError(
+            f"at most {MAX_HEADERS} headers are accepted, not {len(value)}; remove "
+            "the ones the receiver does not need"
+        )
     seen: set[str] = set()
     for name, header_value in value.items():
         if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid header name")
+            raise ValueError(
+                f"{name!r} is not a valid header name; use 1 to 100 ASCII letters, "
+                "digits and hyphens, such as X-Api-Key"
+            )
         lowered = name.lower()
         if lowered in RESERVED_HEADERS:
-            raise ValueError(f"{name!r} is set by salescycle and cannot be replaced")
+            raise ValueError(
+                f"{name!r} is set by salescycle and cannot be replaced; remove it"
+            )
         if lowered in HOP_BY_HOP_HEADERS:
             raise ValueError(
                 f"{name!r} applies to one connection or proxy hop, so it would not "
                 "reach the receiver; send the receiver's credentials in another header"
             )
         if lowered in seen:
-            raise ValueError(f"{name!r} is given twice, in different case")
+            raise ValueError(
+                f"{name!r} is given twice, in different case; header names ignore "
+                "case, so keep one"
+            )
         seen.add(lowered)
         fault = _header_value_fault(name, header_value)
         if fault is not None:

@@ -109,7 +109,26 @@ def _describe_error(error: BaseException, timeout: float) -> str:
         return f"Timed out after {timeout:g} s."
     if isinstance(error, aiohttp.ClientConnectorError):
         return f"Connection failed: {error}."
+    if isinstance(error, aiohttp.ClientResponseError):
+        # Its str() ends with the request URL, whose path or query may carry the
+        # receiver's token. The error is stored, shown by the API and logged.
+        return (
+            f"Request failed: {type(error).__name__}: {error.status}, {error.message}."
+        )
     return f"Request failed: {type(error).__name__}: {error}."
+
+
+def _header_text(value: str | None) -> str | None:
+    """Convert a response header value to text that PostgreSQL can store.
+
+    aiohttp decodes header bytes as UTF-8 with ``surrogateescape``, so bytes that are
+    not UTF-8 arrive as lone surrogates, which asyncpg cannot encode. They become
+    U+FFFD here, as in the response excerpt.
+    """
+    if value is None:
+        return None
+    raw = value.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "replace")
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
@@ -197,7 +216,7 @@ class WebhookSender:
                         status_code=response.status,
                         response_excerpt=excerpt,
                         retry_after=response.headers.get("Retry-After"),
-                        location=response.headers.get("Location"),
+                        location=_header_text(response.headers.get("Location")),
                     )
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             return AttemptResult(

@@ -525,12 +525,19 @@ class WebhookDeliveryService:
         )
 
     async def retry(
-        self, session: AsyncSession, principal: Principal, delivery_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        delivery_id: uuid.UUID,
+        *,
+        max_attempts: int,
     ) -> WebhookDelivery:
         """Send a delivery again now, with the same webhook-id and body.
 
-        A finished delivery gets one more attempt; a pending one keeps its remaining
-        attempts and is moved to the front of the schedule.
+        A finished delivery gets one more attempt. So does a pending one with no
+        attempt left, whose worker stopped during its last attempt. Any other pending
+        delivery keeps its remaining attempts and is moved to the front of the
+        schedule. ``max_attempts`` is the limit of a delivery without its own.
         """
         delivery = await self.get(
             session, principal.workspace_id, delivery_id, for_update=True
@@ -552,7 +559,8 @@ class WebhookDeliveryService:
             )
 
         previous_status = delivery.status
-        if delivery.status != "pending":
+        attempts_left = (delivery.attempt_limit or max_attempts) - delivery.attempts
+        if delivery.status != "pending" or attempts_left <= 0:
             delivery.attempt_limit = delivery.attempts + 1
         delivery.status = "pending"
         delivery.next_attempt_at = now

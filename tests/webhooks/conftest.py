@@ -123,6 +123,55 @@ async def receiver() -> AsyncIterator[Receiver]:
     await server.stop()
 
 
+class RawReceiver:
+    """A TCP server on 127.0.0.1 that responds to every HTTP request with fixed bytes.
+
+    It plays a receiver whose responses break HTTP in ways that aiohttp.web
+    would refuse to send, such as header values that are not UTF-8.
+    """
+
+    def __init__(self) -> None:
+        self.response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    def url(self, path: str = "/hooks") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            writer.write(self.response)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def raw_receiver() -> AsyncIterator[RawReceiver]:
+    server = RawReceiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
 class StaticResolver(AbstractResolver):
     """Resolves host names from a table, standing in for the internet's DNS."""
 

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook
 from app.core import ids
 from app.core.clock import utcnow
 from app.models import Event, WebhookDelivery, Workspace
+from app.settings import Settings
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Receiver, ScriptedResponse, fresh
 from tests.webhooks.factories import (
@@ -368,6 +369,50 @@ class TestRetryDelivery:
         assert row.next_attempt_at <= before + timedelta(seconds=5)
         assert row.attempt_limit is None
         assert await tasks.deliver_webhook(ctx, str(delivery.id)) == "succeeded"
+
+    async def test_stopped_final_attempt_sent_again(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        settings: Settings,
+    ) -> None:
+        _, _, delivery = await delivered(
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=500),
+        )
+        # The worker leased the last attempt and stopped before recording it, so the
+        # delivery is pending with no attempt left and a lapsed lease.
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery.id)
+            .values(
+                attempts=settings.webhook_max_attempts,
+                claimed_until=utcnow() - timedelta(seconds=1),
+            )
+        )
+        await session.commit()
+
+        response = await client.post(
+            f"/v1/webhook-deliveries/{api_id(delivery)}/retry", headers=auth
+        )
+        outcome = await tasks.deliver_webhook(ctx, str(delivery.id))
+
+        assert response.status_code == 202, response.text
+        assert outcome == "succeeded"
+        assert len(receiver.requests) == 2
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.status == "succeeded"
+        assert row.attempts == settings.webhook_max_attempts + 1
+        assert row.attempt_limit == settings.webhook_max_attempts + 1
 
     async def test_disabled_endpoint_is_409(
         self,

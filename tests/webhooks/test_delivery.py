@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from email.utils import format_datetime
@@ -31,6 +32,8 @@ from app.webhooks.sender import MAX_EXCERPT_BYTES, USER_AGENT, WebhookSender
 from app.webhooks.service import DELIVER_JOB, webhook_endpoint_service
 from app.webhooks.url_safety import AddressPolicy
 from tests.webhooks.conftest import (
+    Committed,
+    RawReceiver,
     Receiver,
     ScriptedResponse,
     StaticResolver,
@@ -41,6 +44,7 @@ from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
     dispatch,
+    drain,
     make_due,
     record_event,
 )
@@ -1088,6 +1092,160 @@ class TestAttemptLogs:
         assert failed["error"] == "The endpoint responded 500."
         assert failed["job_id"] == "test-job"
         assert endpoint["secret"].removeprefix("whsec_") not in repr(capture.entries)
+
+
+def capture_delivery_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> structlog.testing.LogCapture:
+    """Capture what the delivery module logs.
+
+    The app's loggers are cached on first use, so structlog.testing's capture_logs
+    cannot reach them; this module's logger is swapped instead.
+    """
+    capture = structlog.testing.LogCapture()
+    monkeypatch.setattr(
+        webhook_delivery,
+        "log",
+        structlog.wrap_logger(
+            None,
+            processors=[structlog.processors.add_log_level, capture],
+        ),
+    )
+    return capture
+
+
+class TestMalformedResponses:
+    async def test_location_not_utf8_recorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        raw_receiver: RawReceiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, raw_receiver.url()
+        )
+        raw_receiver.response = (
+            b"HTTP/1.1 302 Found\r\nLocation: /next\xff\xfe\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.last_status_code == 302
+        assert "to /next\ufffd\ufffd, and redirects are not followed" in row.last_error
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code == 302
+
+    async def test_location_not_utf8_spares_batch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        raw_receiver: RawReceiver,
+    ) -> None:
+        await create_endpoint(client, auth, receiver.url())
+        await create_endpoint(client, auth, raw_receiver.url())
+        raw_receiver.response = (
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /\xc3\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        event = await record_event(session, workspace.id)
+
+        async with asyncio.timeout(30):
+            await drain(ctx)
+
+        by_status = {
+            row.last_status_code: row for row in await deliveries_of(session, event.id)
+        }
+        assert set(by_status) == {200, 307}
+        assert by_status[200].status == "succeeded"
+        assert by_status[307].status == "pending"
+        for row in by_status.values():
+            assert len(await attempts_of(session, row.id)) == 1
+
+    async def test_parse_error_hides_url(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        raw_receiver: RawReceiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        url = raw_receiver.url("/catch/path-token-4f3c?key=query-token-9a1b")
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, url
+        )
+        raw_receiver.response = b"HTTP/1.1 2x0 OK\r\n\r\n"
+        capture = capture_delivery_logs(monkeypatch)
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code is None
+        assert attempt.error is not None
+        assert attempt.error.startswith("Request failed: ClientResponseError: 400")
+        assert "Bad status line" in attempt.error
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        logged = repr(capture.entries)
+        for token in ("path-token-4f3c", "query-token-9a1b"):
+            assert token not in attempt.error
+            assert token not in row.last_error
+            assert token not in logged
+        assert "webhook.attempt_failed" in logged
+
+
+class TestEndpointChangedMidRequest:
+    async def test_old_url_gone_keeps_enabled(
+        self,
+        committed_api: httpx.AsyncClient,
+        committed: Committed,
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            committed_api, committed.auth, receiver.url("/old")
+        )
+        async with committed.database.session() as writing:
+            event = await record_event(writing, committed.workspace.id)
+            await dispatch(committed.ctx, event)
+            [delivery] = await deliveries_of(writing, event.id)
+        receiver.respond_with(ScriptedResponse(status=410, delay_seconds=1.0))
+
+        sending = asyncio.create_task(deliver(committed.ctx, delivery))
+        # The PATCH commits while the request to the old URL waits for its 410.
+        await asyncio.sleep(0.5)
+        patched = await committed_api.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"url": receiver.url("/new")},
+            headers=committed.auth,
+        )
+        outcome = await sending
+
+        assert patched.status_code == 200, patched.text
+        assert outcome == "failed"
+        assert [request.path for request in receiver.requests] == ["/old"]
+        async with committed.database.session() as reading:
+            row = await endpoint_row(reading, endpoint)
+            disabled = await reading.scalar(
+                select(Event).where(
+                    Event.type == "webhook_endpoint.disabled",
+                    Event.object_id == row.id,
+                )
+            )
+        assert row.url == receiver.url("/new")
+        assert row.enabled is True
+        assert row.disabled_reason is None
+        assert row.failing_since is None
+        assert row.version == patched.json()["version"]
+        assert disabled is None
 
 
 class TestWorkerRegistration:

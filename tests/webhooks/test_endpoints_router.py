@@ -386,6 +386,35 @@ class TestCustomHeaders:
         assert response.status_code == 422, response.text
         assert fault in response.json()["errors"][0]["message"]
 
+    @pytest.mark.parametrize(
+        ("headers", "advice"),
+        [
+            ({"X-Café": "1"}, "; use 1 to 100 ASCII letters, digits and hyphens"),
+            ({"Webhook-Signature": "v1,x"}, "cannot be replaced; remove it"),
+            ({"X-Dup": "1", "x-dup": "2"}, "header names ignore case, so keep one"),
+            ({"X-Long": "x" * 1001}, "longer than 1000 characters; shorten it"),
+            ({"X-Split": "a\r\nX-Injected: b"}, "control characters such as line"),
+            ({f"X-{index}": "v" for index in range(21)}, "not 21; remove the ones"),
+        ],
+    )
+    async def test_invalid_says_what_to_do(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        headers: dict[str, str],
+        advice: str,
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "headers": headers},
+            headers=auth,
+        )
+
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == "headers"
+        assert advice in error["message"]
+
     async def test_inner_tab_accepted(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

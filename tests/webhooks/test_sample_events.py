@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from app.core import ids
 from app.core.ids import new_uuid
 from app.models import WebhookDelivery, Workspace
+from tests.leads.helpers import create_lead
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.factories import create_endpoint, record_event
 from tests.webhooks.test_dispatch import dispatch_sweep
@@ -118,6 +119,46 @@ class TestSendTestEvent:
         assert body["data"]["amount_due"] == 1999
         assert body["data"]["id"] == body["object_id"]
         assert body["object_id"] != ids.encode("invoice", real_id)
+
+    async def test_lead_copy_without_personal_data(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url())
+        lead = await create_lead(
+            client,
+            auth,
+            email="ada@example.com",
+            first_name="Ada",
+            last_name="Lovelace",
+            phone="+442071234567",
+            company="Analytical Engines",
+        )
+        real = await client.get(
+            "/v1/events", params={"object_id": lead["id"]}, headers=auth
+        )
+        [real_event] = real.json()["data"]
+
+        sent = await client.post(
+            send_test_path(endpoint), json={"type": "lead.updated"}, headers=auth
+        )
+        erased = await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
+        shown = await client.get(f"/v1/events/{sent.json()['event_id']}", headers=auth)
+
+        assert sent.status_code == 202, sent.text
+        assert erased.status_code == 200, erased.text
+        data = shown.json()["data"]
+        assert set(data) == set(real_event["data"])
+        assert (
+            data["email"]
+            == f"erased-{ids.decode('lead', data['id']).hex}@erased.invalid"
+        )
+        for name in ("first_name", "last_name", "phone", "phone_normalized", "company"):
+            assert data[name] is None
+        for value in ("ada@example.com", "Ada", "Lovelace", "2071234567", "Analytical"):
+            assert value not in shown.text
 
     @pytest.mark.parametrize("event_type", ["invoice.*", "*", "invoice.teleported"])
     async def test_unknown_type_rejected(
