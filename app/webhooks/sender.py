@@ -10,6 +10,8 @@ environment are ignored and no cookies are kept.
 from __future__ import annotations
 
 import functools
+import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,14 +103,52 @@ def _find_unsafe(error: BaseException) -> UnsafeAddress | None:
     return None
 
 
+def _reason(error: aiohttp.ClientConnectorError) -> str:
+    """Return the operating system's reason for a failed connection, such as
+    "Connection refused", rather than asyncio's text, which repeats the address."""
+    os_error = error.os_error
+    if isinstance(os_error, ssl.SSLError):
+        return _tls_reason(os_error)
+    if isinstance(os_error.errno, int) and os_error.errno > 0:
+        return os.strerror(os_error.errno)
+    return os_error.strerror or str(os_error) or type(os_error).__name__
+
+
+def _tls_reason(error: BaseException) -> str:
+    """Return OpenSSL's reason for a failed handshake in words, such as "self-signed
+    certificate" or "wrong version number"; its errno is OpenSSL's code, not the
+    operating system's."""
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return error.verify_message
+    if isinstance(error, ssl.SSLError) and error.reason:
+        reason = error.reason.lower().replace("_", " ")
+        if error.reason == "WRONG_VERSION_NUMBER":
+            return f"{reason}, as when the port serves plain HTTP"
+        return reason
+    return str(error)
+
+
 def _describe_error(error: BaseException, timeout: float) -> str:
     unsafe = _find_unsafe(error)
     if unsafe is not None:
         return f"Blocked before connecting: {unsafe}."
     if isinstance(error, TimeoutError):
         return f"Timed out after {timeout:g} s."
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return (
+            f"The TLS certificate of {error.host}:{error.port} was not accepted: "
+            f"{_tls_reason(error.certificate_error)}."
+        )
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return f"Could not resolve {error.host}: {_reason(error)}."
+    if isinstance(error, aiohttp.ClientSSLError):
+        return (
+            f"The TLS handshake with {error.host}:{error.port} failed: "
+            f"{_reason(error)}."
+        )
     if isinstance(error, aiohttp.ClientConnectorError):
-        return f"Connection failed: {error}."
+        # aiohttp's own text names "ssl:default" even for plain HTTP, which misleads.
+        return f"Could not connect to {error.host}:{error.port}: {_reason(error)}."
     if isinstance(error, aiohttp.ClientResponseError):
         # Its str() ends with the request URL, whose path or query may carry the
         # receiver's token. The error is stored, shown by the API and logged.

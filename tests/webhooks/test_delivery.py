@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import uuid
 from datetime import timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,8 +32,14 @@ from app.settings import Settings
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks.backoff import JITTER, retry_delays
 from app.webhooks.schemas import WebhookEndpointCreate
-from app.webhooks.sender import MAX_EXCERPT_BYTES, USER_AGENT, WebhookSender
+from app.webhooks.sender import (
+    MAX_EXCERPT_BYTES,
+    USER_AGENT,
+    OutgoingRequest,
+    WebhookSender,
+)
 from app.webhooks.service import DELIVER_JOB, webhook_endpoint_service
+from app.webhooks.signing import generate_secret
 from app.webhooks.url_safety import AddressPolicy
 from tests.webhooks.conftest import (
     Committed,
@@ -699,7 +709,10 @@ class TestDeliverWebhook:
         [attempt] = await attempts_of(session, delivery.id)
         assert attempt.status_code is None
         assert attempt.error is not None
-        assert attempt.error.startswith("Connection failed:")
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        assert (
+            attempt.error == f"Could not connect to {host}:{port}: Connection refused."
+        )
 
     async def test_excerpt_is_bounded(
         self,
@@ -1201,6 +1214,90 @@ class TestMalformedResponses:
             assert token not in row.last_error
             assert token not in logged
         assert "webhook.attempt_failed" in logged
+
+
+async def _serve(reply: bytes, context: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Start a server on 127.0.0.1 that writes ``reply`` to each connection and
+    closes it, over TLS with ``context``."""
+
+    async def answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+
+
+def _request(url: str) -> OutgoingRequest:
+    return OutgoingRequest(
+        url=url, message_id="msg_1", body=b"{}", signing_secrets=(generate_secret(),)
+    )
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server TLS context with a self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command makes the certificate and is not installed")
+    key, certificate = tmp_path / "key.pem", tmp_path / "certificate.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+class TestConnectionErrors:
+    async def test_refused(self, sender: WebhookSender) -> None:
+        server = await _serve(b"")
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+
+        result = await sender.send(_request(f"http://127.0.0.1:{port}/hooks"))
+
+        assert result.status_code is None
+        assert (
+            result.error
+            == f"Could not connect to 127.0.0.1:{port}: Connection refused."
+        )
+
+    async def test_https_to_plain_http(self, sender: WebhookSender) -> None:
+        server = await _serve(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        port = server.sockets[0].getsockname()[1]
+        try:
+            result = await sender.send(_request(f"https://127.0.0.1:{port}/hooks"))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+        assert result.error == (
+            f"The TLS handshake with 127.0.0.1:{port} failed: wrong version number, "
+            "as when the port serves plain HTTP."
+        )
+
+    async def test_untrusted_certificate(
+        self, sender: WebhookSender, self_signed: ssl.SSLContext
+    ) -> None:
+        server = await _serve(b"HTTP/1.1 204 No Content\r\n\r\n", self_signed)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            result = await sender.send(_request(f"https://127.0.0.1:{port}/hooks"))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+        assert result.error == (
+            f"The TLS certificate of 127.0.0.1:{port} was not accepted: "
+            "self-signed certificate."
+        )
 
 
 class TestEndpointChangedMidRequest:
