@@ -141,7 +141,7 @@ class WebhookPayload(BaseModel):
     object_id: str = Field(description="Id of the object, with its type's prefix.")
     sequence: int = Field(
         description="Counts the events of one object from 1; drop an event whose "
-        "sequence is lower than one already applied."
+        "sequence is not above the last one it applied."
     )
     request_id: str | None = Field(description=REQUEST_ID_DESCRIPTION)
     actor: str | None = Field(description=ACTOR_DESCRIPTION)

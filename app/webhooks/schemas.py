@@ -195,7 +195,7 @@ class Event(OutputModel):
     )
     sequence: int = Field(
         description="Counts the events of one object from 1; drop an event whose "
-        "sequence is lower than one already applied."
+        "sequence is not above the last one it applied."
     )
     data: dict[str, Any] = Field(description="The object's full state after the event.")
     request_id: str | None = Field(description=REQUEST_ID_DESCRIPTION)
