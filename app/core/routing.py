@@ -40,6 +40,9 @@ from app.core.openapi import IDEMPOTENCY_KEY_PARAMETER
 log = structlog.get_logger(__name__)
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Methods whose body is checked on an operation that takes none: a DELETE body would
+# be ignored as silently as a POST one.
+NO_BODY_CHECKED_METHODS = BODY_METHODS | {"DELETE"}
 
 
 def _is_json(content_type: str) -> bool:
@@ -186,7 +189,7 @@ class UnitOfWorkRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             check_query(request, known_query)
-            if takes_no_body and request.method in BODY_METHODS:
+            if takes_no_body and request.method in NO_BODY_CHECKED_METHODS:
                 content_type = request.headers.get("content-type", "")
                 # Other bodies, such as the form a one-click unsubscribe posts, carry
                 # no field the caller could expect the endpoint to read.

@@ -604,6 +604,32 @@ class TestDeleteEndpoint:
         count = select(func.count()).select_from(WebhookDelivery)
         assert await session.scalar(count) == 0
 
+    async def test_body_with_fields_rejected(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+
+        response = await client.request(
+            "DELETE", path, json={"cascade": False}, headers=auth
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["code"] == "body_not_accepted"
+        assert "It sent 'cascade'." in response.json()["detail"]
+        assert (await client.get(path, headers=auth)).status_code == 200
+
+    async def test_empty_json_body_accepted(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, URL)
+
+        response = await client.request(
+            "DELETE", f"/v1/webhook-endpoints/{endpoint['id']}", json={}, headers=auth
+        )
+
+        assert response.status_code == 204
+
     async def test_if_match_mismatch(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
