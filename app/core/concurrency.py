@@ -24,19 +24,20 @@ def check_if_match(if_match: str | None, version: int) -> None:
     candidates = [part.strip() for part in if_match.split(",")]
     if "*" in candidates:
         return
-    versions = []
+    tags = []
     for candidate in candidates:
         if candidate.startswith("W/"):
             # RFC 9110 compares If-Match strongly: a weak tag never matches.
             continue
         tag = candidate.strip('"')
-        if not tag.isdigit():
+        if not (tag.isascii() and tag.isdigit()):
             raise InvalidInput(
                 f'If-Match must be an ETag such as "3"; got {candidate!r}.',
                 errors=[FieldError("header.If-Match", "invalid ETag", "invalid_etag")],
             )
-        versions.append(int(tag))
-    if version not in versions:
+        tags.append(tag)
+    # Strong comparison is character by character, so "03" is not the ETag "3".
+    if str(version) not in tags:
         raise PreconditionFailed(
             f"The object is at version {version}, not {if_match}. Fetch it again and "
             "retry with its current ETag.",

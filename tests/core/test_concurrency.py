@@ -19,3 +19,8 @@ class TestCheckIfMatch:
 
     def test_one_of_several(self) -> None:
         check_if_match('"2", "3"', 3)
+
+    @pytest.mark.parametrize("if_match", ['"03"', '"003"', 'W/"3", "03"'])
+    def test_leading_zero_is_another_tag(self, if_match: str) -> None:
+        with pytest.raises(PreconditionFailed):
+            check_if_match(if_match, 3)
