@@ -227,6 +227,18 @@ def with_article(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
+# Characters of a caller's value that a message repeats; the rest is cut.
+QUOTED_LIMIT = 60
+
+
+def quoted(value: str, limit: int = QUOTED_LIMIT) -> str:
+    """Quote a caller's value for a message, cut to ``limit`` characters and an
+    ellipsis, so that a long invalid value does not fill the problem."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 # Pydantic prefixes the message of a ValueError raised in a validator with this.
 _VALUE_ERROR_PREFIX = "Value error, "
 

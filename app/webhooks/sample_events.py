@@ -21,7 +21,7 @@ from app.core import ids
 from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.db import defer_job
-from app.core.errors import FieldError
+from app.core.errors import FieldError, quoted
 from app.leads.privacy import without_personal_data
 from app.models import Event, WebhookDelivery
 from app.webhooks import catalog
@@ -50,7 +50,7 @@ class SampleEventService:
         known = catalog.EVENT_TYPES_BY_NAME.get(event_type)
         if known is None:
             raise UnknownEventType(
-                f"{event_type!r} is not an event type. Pick one from GET "
+                f"{quoted(event_type)} is not an event type. Pick one from GET "
                 "/v1/meta/event-types; wildcards are not accepted here.",
                 errors=[FieldError("type", "unknown event type", "unknown")],
             )

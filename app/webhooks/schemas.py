@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from app.core import ids
+from app.core.errors import quoted
 from app.core.schemas import (
     EventId,
     InputModel,
@@ -34,7 +35,7 @@ def encode_object_id(object_type: str, object_id: uuid.UUID) -> str:
 def _check_pattern(value: str) -> str:
     if not catalog.is_valid_pattern(value):
         raise ValueError(
-            f"{value!r} is not an event type. Use a type from GET "
+            f"{quoted(value)} is not an event type. Use a type from GET "
             "/v1/meta/event-types, '<object_type>.*' such as 'invoice.*', or '*'"
         )
     return value
@@ -133,7 +134,7 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     for name, header_value in value.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(
-                f"{name!r} is not a valid header name; use 1 to 100 ASCII letters, "
+                f"{quoted(name)} is not a valid header name; use 1 to 100 ASCII letters, "
                 "digits and hyphens, such as X-Api-Key"
             )
         lowered = name.lower()

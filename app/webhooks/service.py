@@ -14,7 +14,7 @@ from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.concurrency import check_if_match
 from app.core.db import defer_job
-from app.core.errors import FieldError, InvalidInput
+from app.core.errors import FieldError, InvalidInput, quoted
 from app.core.events import emit
 from app.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.webhooks import catalog
@@ -137,11 +137,11 @@ def check_type_filters(types: Sequence[str]) -> list[str]:
     unknown = [value for value in types if not catalog.is_valid_pattern(value)]
     if unknown:
         raise UnknownEventType(
-            f"{unknown[0]!r} is not an event type filter. Use a type of GET "
+            f"{quoted(unknown[0])} is not an event type filter. Use a type of GET "
             "/v1/meta/event-types such as 'invoice.paid', a prefix such as "
             "'invoice.*', or '*'.",
             errors=[
-                FieldError("query.type", f"{value!r} is not a type", "invalid")
+                FieldError("query.type", f"{quoted(value)} is not a type", "invalid")
                 for value in unknown
             ],
         )

@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from app.core import ids
-from app.core.errors import NotFound, validation_field_errors, with_article
+from app.core.errors import NotFound, quoted, validation_field_errors, with_article
 
 
 class TestProblemResponses:
@@ -369,3 +369,14 @@ class TestFieldMessages:
         assert with_article("active") == "an active"
         assert with_article("paused") == "a paused"
         assert with_article("open").capitalize() == "An open"
+
+
+class TestQuoted:
+    def test_short_value_quoted_whole(self) -> None:
+        assert quoted("invoice.paid") == "'invoice.paid'"
+
+    def test_long_value_cut_with_its_length(self) -> None:
+        assert quoted("x" * 61) == f"{'x' * 60!r}… (61 characters)"
+
+    def test_value_at_the_limit_whole(self) -> None:
+        assert quoted("y" * 60) == repr("y" * 60)

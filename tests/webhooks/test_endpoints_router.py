@@ -215,6 +215,20 @@ class TestCreateEndpoint:
         assert error["field"].startswith("event_types")
         assert error["code"] == code
 
+    async def test_long_event_type_not_repeated_in_full(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["invoice." + "p" * 100_000]},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        message = response.json()["errors"][0]["message"]
+        assert "… (100008 characters) is not an event type" in message
+        assert len(response.text) < 2_000
+
     async def test_too_many_event_types(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
@@ -414,6 +428,22 @@ class TestCustomHeaders:
         [error] = response.json()["errors"]
         assert error["field"] == "headers"
         assert advice in error["message"]
+
+    async def test_long_name_not_repeated_in_full(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        name = "X-" + "é" * 5_000
+
+        response = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": URL, "event_types": ["*"], "headers": {name: "1"}},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        message = response.json()["errors"][0]["message"]
+        assert "… (5002 characters) is not a valid header name" in message
+        assert len(response.text) < 2_000
 
     async def test_inner_tab_accepted(
         self, client: httpx.AsyncClient, auth: dict[str, str]
