@@ -62,6 +62,9 @@ PACE_FACTOR = 4.0
 MIN_PACE_SECONDS = 1.0
 # Endpoints looked at in one lease; the next lease looks at others.
 ENDPOINTS_PER_LEASE = 100
+# Characters of a redirect's Location that the delivery's error keeps; the receiver
+# chooses the header, which may run to aiohttp's limit of 8 KB.
+MAX_LOCATION_CHARS = 200
 
 Outcome = Literal["succeeded", "retrying", "failed", "lost"]
 
@@ -381,7 +384,10 @@ def _failure_message(result: AttemptResult) -> str:
         return result.error
     status = result.status_code
     if status is not None and 300 <= status < 400:
-        target = f" to {result.location}" if result.location else ""
+        location = result.location
+        if location is not None and len(location) > MAX_LOCATION_CHARS:
+            location = location[:MAX_LOCATION_CHARS] + "…"
+        target = f" to {location}" if location else ""
         return (
             f"The endpoint responded {status}{target}, and redirects are not followed. "
             "Point the endpoint at the final URL."

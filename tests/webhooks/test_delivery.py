@@ -660,6 +660,32 @@ class TestDeliverWebhook:
         assert "redirects are not followed" in row.last_error
         assert target in row.last_error
 
+    async def test_long_redirect_target_cut(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        target = "/" + "x" * 6_000
+        receiver.respond_with(
+            ScriptedResponse(status=307, headers={"Location": target})
+        )
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        cut = target[: webhook_delivery.MAX_LOCATION_CHARS] + "…"
+        assert row.last_error == (
+            f"The endpoint responded 307 to {cut}, and redirects are not followed. "
+            "Point the endpoint at the final URL."
+        )
+
     async def test_timeout(
         self,
         client: httpx.AsyncClient,
