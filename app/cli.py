@@ -465,22 +465,41 @@ def workspaces_create(
 
 
 @workspaces_cli.command("list")
-def workspaces_list() -> None:
-    """List workspaces: id, name and creation time."""
+def workspaces_list(as_json: JsonFlag = False) -> None:
+    """List workspaces: id, name, time zone, default currency and creation time."""
     settings = _settings(quiet=True)
 
-    async def work(session: AsyncSession) -> list[tuple[str, str, str]]:
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
         return [
-            (
-                ids.encode("workspace", workspace.id),
-                workspace.name,
-                isoformat(workspace.created_at),
-            )
+            {
+                "id": ids.encode("workspace", workspace.id),
+                "name": workspace.name,
+                "timezone": workspace.timezone,
+                "default_currency": workspace.default_currency,
+                "created_at": isoformat(workspace.created_at),
+            }
             for workspace in await admin.list_workspaces(session)
         ]
 
-    for workspace_id, name, created_at in run_in_session(settings, work):
-        typer.echo(f"{workspace_id}  {created_at}  {name}")
+    rows = run_in_session(settings, work)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(
+        render_table(
+            ["ID", "NAME", "TIME ZONE", "CURRENCY", "CREATED"],
+            [
+                [
+                    row["id"],
+                    row["name"],
+                    row["timezone"],
+                    row["default_currency"],
+                    row["created_at"],
+                ]
+                for row in rows
+            ],
+        )
+    )
 
 
 def _check_statuses(values: list[str] | None) -> list[str] | None:

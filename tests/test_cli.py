@@ -379,8 +379,34 @@ class TestWorkspaces:
         workspace_id = created.stdout.strip()
         assert workspace_id.startswith("ws_")
         assert listing.returncode == 0, listing.stderr
-        assert listing.stdout.startswith(workspace_id)
-        assert listing.stdout.rstrip().endswith("Acme GmbH")
+        header, *lines = listing.stdout.splitlines()
+        assert header.split() == ["ID", "NAME", "TIME", "ZONE", "CURRENCY", "CREATED"]
+        [line] = [line for line in lines if line.startswith(workspace_id)]
+        assert line.split()[1:5] == ["Acme", "GmbH", "UTC", "USD"]
+
+    async def test_list_as_json(self, env: dict[str, str]) -> None:
+        created = await run_cli(
+            "workspaces",
+            "create",
+            "--name",
+            "Acme SA",
+            "--timezone",
+            "Europe/Paris",
+            env=env,
+        )
+
+        listing = await run_cli("workspaces", "list", "--json", env=env)
+
+        assert listing.returncode == 0, listing.stderr
+        [row] = [
+            row
+            for row in json.loads(listing.stdout)
+            if row["id"] == created.stdout.strip()
+        ]
+        assert row["name"] == "Acme SA"
+        assert row["timezone"] == "Europe/Paris"
+        assert row["default_currency"] == "USD"
+        assert row["created_at"].endswith("Z")
 
     async def test_create_with_timezone(
         self, env: dict[str, str], cli_engine: AsyncEngine
