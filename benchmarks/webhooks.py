@@ -26,9 +26,10 @@ event loop, is shown for reference and not used in the ratio: with no second pro
 to wake, its requests are faster than any sender's in another process. Every run must
 deliver each event exactly once, or the benchmark fails. With ``--rounds`` every run
 but the reference one is repeated that many times, and the targets are read from the
-medians over the rounds, since one run's rate moves by a third from run to run on a
-shared machine. ``python -m benchmarks --only-webhooks`` runs the same workload, with
-three rounds unless ``--webhook-rounds`` says otherwise.
+medians over the rounds. One run is not enough: on a shared 2-CPU machine one
+commit's rate moved from 2,720 to 4,765 deliveries a second between runs minutes
+apart (benchmarks/RESULTS.md). ``python -m benchmarks --only-webhooks`` runs the same
+workload, with three rounds unless ``--webhook-rounds`` sets another number.
 """
 
 from __future__ import annotations
@@ -505,9 +506,12 @@ async def measure(
     log_dir: Path,
     rounds: int = 1,
 ) -> list[list[RunResult]]:
-    """Run ``rounds`` rounds, each the bare loop, the worker, the bare loop again, then
-    the worker at half the bare loop's rate; the bare loop in the receiver's process
-    runs in the first round only, for reference."""
+    """Run ``rounds`` rounds of the bare loop, the worker, the bare loop again and
+    the worker at half the bare loop's rate.
+
+    The bare loop in the receiver's process runs in the first round only, for
+    reference.
+    """
     receiver = Receiver()
     await receiver.start()
     secret = generate_secret()

@@ -145,11 +145,13 @@ class TestSendTestEvent:
             send_test_path(endpoint), json={"type": "lead.updated"}, headers=auth
         )
         erased = await client.post(f"/v1/leads/{lead['id']}/erase", headers=auth)
-        shown = await client.get(f"/v1/events/{sent.json()['event_id']}", headers=auth)
+        fetched = await client.get(
+            f"/v1/events/{sent.json()['event_id']}", headers=auth
+        )
 
         assert sent.status_code == 202, sent.text
         assert erased.status_code == 200, erased.text
-        data = shown.json()["data"]
+        data = fetched.json()["data"]
         assert set(data) == set(real_event["data"])
         assert (
             data["email"]
@@ -158,7 +160,7 @@ class TestSendTestEvent:
         for name in ("first_name", "last_name", "phone", "phone_normalized", "company"):
             assert data[name] is None
         for value in ("ada@example.com", "Ada", "Lovelace", "2071234567", "Analytical"):
-            assert value not in shown.text
+            assert value not in fetched.text
 
     @pytest.mark.parametrize("event_type", ["invoice.*", "*", "invoice.teleported"])
     async def test_unknown_type_rejected(
