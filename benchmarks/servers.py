@@ -176,6 +176,32 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """Return the CPU time every process of this machine has used since boot.
+
+    It is the time the CPUs were busy: user, nice, system and interrupt time. Idle
+    time, time waiting for I/O and time the hypervisor gave to other machines (steal)
+    do not count.
+    """
+    times = psutil.cpu_times()
+    busy: float = (
+        times.user
+        + times.nice
+        + times.system
+        + getattr(times, "irq", 0.0)
+        + getattr(times, "softirq", 0.0)
+    )
+    return busy
+
+
+def machine_cpus() -> int:
+    """Return how many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def tree_rss(pid: int) -> int:
     """Return the resident memory of a process and all its children, in bytes."""
     try:

@@ -4,13 +4,14 @@
 It names the database and Redis URLs, the workspace and the number of events. It also
 has ``batch``, the events per commit, emitted one by one with ``emit`` as fast as
 possible, or ``rate``, the events a second, inserted together every
-``PACE_TICK_SECONDS``. The producer prints ``committed`` on standard output as soon as the first commit ends, so that the
-caller can start its CPU counters there. Once every event is committed it writes to
-``TIMES`` the Unix time at which each event was committed (``committed_at``), when it
-began (``began``), when the first and the last commit ended (``first``, ``last``),
-and then keeps its database connections until its standard input is closed: the
-caller reads PostgreSQL's CPU time first, while the server processes of those
-connections still count.
+``PACE_TICK_SECONDS``. The producer prints ``committed`` on standard output as soon
+as the first commit ends, so that the caller can start its CPU counters there. Once
+every event is committed it writes to ``TIMES`` the Unix time at which each event was
+committed (``committed_at``), when it began (``began``), when the first and the last
+commit ended (``first``, ``last``) and the CPU seconds it used between them
+(``cpu_seconds``). Then it keeps its database connections until its standard input
+is closed: the caller reads PostgreSQL's CPU time first, while the server processes
+of those connections still count.
 
 It runs apart from the receiver's process so that committing events never delays the
 receiver's answers: the bare loop's requests meet a receiver with nothing else to do,
@@ -103,17 +104,22 @@ async def emit_bulk(
 
 
 class Commits:
-    """The commit time of each event, and of the first and the last commit."""
+    """The commit time of each event, and of the first and the last commit, and this
+    process's CPU time at each."""
 
     def __init__(self) -> None:
         self.committed_at: dict[str, float] = {}
         self.first: float | None = None
         self.last = 0.0
+        self.cpu_at_first = 0.0
+        self.cpu_at_last = 0.0
 
     def add(self, event_ids: list[uuid.UUID]) -> None:
         now = time.time()
+        self.cpu_at_last = time.process_time()
         if self.first is None:
             self.first = now
+            self.cpu_at_first = self.cpu_at_last
             # The caller starts its CPU counters on this line.
             print("committed", flush=True)
         self.last = now
@@ -158,6 +164,7 @@ async def produce(job: dict[str, Any], target: Path) -> None:
             "began": began,
             "first": commits.first,
             "last": commits.last,
+            "cpu_seconds": commits.cpu_at_last - commits.cpu_at_first,
         }
         await asyncio.to_thread(target.write_bytes, orjson.dumps(report))
         await asyncio.to_thread(sys.stdin.buffer.read)

@@ -30,6 +30,12 @@ medians over the rounds. One run is not enough: on a shared 2-CPU machine one
 commit's rate moved from 2,720 to 4,765 deliveries a second between runs minutes
 apart (benchmarks/RESULTS.md). ``python -m benchmarks --only-webhooks`` runs the same
 workload, with three rounds unless ``--webhook-rounds`` sets another number.
+
+Each run also reports the CPU it cost a delivery: of the sending process, of
+PostgreSQL, of the receiver (this process), of the producer and of every process of
+the machine together. The last line says how many CPUs the worker's two runs would
+keep busy at half the bare loop's rate, at the CPU a delivery they measured, against
+the CPUs of the machine, since the bare loop already keeps most of them busy.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ from benchmarks.servers import (
     ROOT,
     free_port,
     log_tail,
+    machine_cpu_seconds,
+    machine_cpus,
     postgres_cpu_seconds,
     start_process,
     tree_cpu_seconds,
@@ -93,11 +101,16 @@ class RunResult:
     p99_ms: float
     # Events the benchmark committed a second, for the worker's runs.
     commits_per_second: float | None = None
-    # CPU milliseconds per delivery of the sending process, and of every PostgreSQL
-    # process of this machine, from the first commit (or request) to the last
-    # arrival. None where not measured.
+    # CPU milliseconds per delivery, from the first commit (or request) to the last
+    # arrival: of the sending process (the worker, or the bare loop), of every
+    # PostgreSQL process of this machine, of this process (the receiver), of the
+    # producer, and of every process of the machine together. None where not
+    # measured.
     sender_cpu_ms: float | None = None
     postgres_cpu_ms: float | None = None
+    receiver_cpu_ms: float | None = None
+    producer_cpu_ms: float | None = None
+    machine_cpu_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -195,6 +208,7 @@ async def run_bare(
             }
         )
     )
+    receiver_cpu_before = time.process_time()
     sender = await start_process(
         "bare-sender",
         [sys.executable, "-m", "benchmarks.bare_webhooks", str(source), str(target)],
@@ -213,13 +227,18 @@ async def run_bare(
         raise WebhookBenchFailed(
             f"the bare sender exited with {status}:\n{log_tail(sender.log_path)}"
         )
+    receiver_cpu = time.process_time() - receiver_cpu_before
     report = orjson.loads(target.read_bytes())
     started: dict[str, float] = report["started"]
     result = summarize(
         "bare aiohttp loop", receiver, started, min(started.values()), len(bodies)
     )
     return dataclasses.replace(
-        result, sender_cpu_ms=report["cpu_seconds"] * 1000 / len(bodies)
+        result,
+        sender_cpu_ms=report["cpu_seconds"] * 1000 / len(bodies),
+        # Counted from the sender's start: the receiver is idle until its first
+        # request.
+        receiver_cpu_ms=receiver_cpu * 1000 / len(bodies),
     )
 
 
@@ -351,11 +370,15 @@ async def run_worker(
     await queue.close()
     await database.dispose()
     result = summarize(name, receiver, by_delivery, commits["first"], events)
+    used = cpu_at_last.minus(cpu_at_first)
     return dataclasses.replace(
         result,
         commits_per_second=events / (commits["last"] - commits["began"]),
-        sender_cpu_ms=(cpu_at_last[0] - cpu_at_first[0]) * 1000 / events,
-        postgres_cpu_ms=(cpu_at_last[1] - cpu_at_first[1]) * 1000 / events,
+        sender_cpu_ms=used.worker * 1000 / events,
+        postgres_cpu_ms=used.postgres * 1000 / events,
+        receiver_cpu_ms=used.receiver * 1000 / events,
+        producer_cpu_ms=commits["cpu_seconds"] * 1000 / events,
+        machine_cpu_ms=used.machine * 1000 / events,
     )
 
 
@@ -454,9 +477,33 @@ class Producer:
             await self.process.wait()
 
 
-def _cpu_seconds(worker_pid: int) -> tuple[float, float]:
-    """Return the CPU seconds used so far by the worker and by PostgreSQL."""
-    return tree_cpu_seconds(worker_pid), postgres_cpu_seconds()
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU seconds used so far by the processes of a worker's run."""
+
+    worker: float
+    postgres: float
+    # This process, which runs the receiver.
+    receiver: float
+    # Every process of the machine.
+    machine: float
+
+    def minus(self, earlier: CpuReading) -> CpuReading:
+        return CpuReading(
+            worker=self.worker - earlier.worker,
+            postgres=self.postgres - earlier.postgres,
+            receiver=self.receiver - earlier.receiver,
+            machine=self.machine - earlier.machine,
+        )
+
+
+def _cpu_seconds(worker_pid: int) -> CpuReading:
+    return CpuReading(
+        worker=tree_cpu_seconds(worker_pid),
+        postgres=postgres_cpu_seconds(),
+        receiver=time.process_time(),
+        machine=machine_cpu_seconds(),
+    )
 
 
 async def _deliveries(
@@ -564,12 +611,21 @@ async def measure(
 
 @dataclass(frozen=True)
 class RoundFigures:
-    """The two figures of the targets in one round."""
+    """The two figures of the targets in one round, and what they cost in CPU."""
 
     # The worker's rate over the mean of the bare runs before and after it.
     ratio: float
     # p99 from commit to receipt in the run paced at half the bare loop's rate.
     paced_p99_ms: float
+    # The mean rate of the bare runs.
+    bare_rate: float
+    # CPU milliseconds a request of the bare sender and the receiver together, the
+    # mean of the bare runs; None where not measured.
+    bare_cpu_ms: float | None = None
+    # CPU milliseconds a delivery of every process of the machine, in the worker's
+    # run and in the paced run; None where not measured.
+    worker_cpu_ms: float | None = None
+    paced_cpu_ms: float | None = None
 
 
 def round_figures(results: list[RunResult]) -> RoundFigures:
@@ -579,29 +635,59 @@ def round_figures(results: list[RunResult]) -> RoundFigures:
         result for result in results if result.name != IN_PROCESS
     )
     bare_rate = (bare_before.rate + bare_after.rate) / 2
-    return RoundFigures(ratio=worker.rate / bare_rate, paced_p99_ms=paced.p99_ms)
+    bare_cpu = [
+        run.sender_cpu_ms + run.receiver_cpu_ms
+        for run in (bare_before, bare_after)
+        if run.sender_cpu_ms is not None and run.receiver_cpu_ms is not None
+    ]
+    return RoundFigures(
+        ratio=worker.rate / bare_rate,
+        paced_p99_ms=paced.p99_ms,
+        bare_rate=bare_rate,
+        bare_cpu_ms=statistics.mean(bare_cpu) if len(bare_cpu) == 2 else None,
+        worker_cpu_ms=worker.machine_cpu_ms,
+        paced_cpu_ms=paced.machine_cpu_ms,
+    )
 
 
-def render(measured: list[list[RunResult]], events: int, concurrency: int) -> str:
+def render(
+    measured: list[list[RunResult]],
+    events: int,
+    concurrency: int,
+    cpus: int | None = None,
+) -> str:
     """Render every round's runs, then the median of each target figure over the
-    rounds, with its range when there are several."""
+    rounds, with its range when there are several, and the CPUs the worker's runs
+    would need at the target rate on a machine of ``cpus`` CPUs (this one's by
+    default)."""
     lines = [
         f"webhook deliveries: {events:,} events, concurrency {concurrency}, "
         f"{len(measured)} {'round' if len(measured) == 1 else 'rounds'}",
         "",
+        "CPU ms a delivery, of: the sender (the bare loop or the worker), PostgreSQL, "
+        "the receiver, the producer, and every process of the machine together.",
+        "",
         "| round | run | deliveries/s | p50 ms | p99 ms | events committed/s "
-        "| sender CPU ms/delivery | PostgreSQL CPU ms/delivery |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| sender CPU | PostgreSQL CPU | receiver CPU | producer CPU | machine CPU |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for number, results in enumerate(measured, start=1):
         for result in results:
             committed = _figure(result.commits_per_second, "{:,.0f}")
-            sender_cpu = _figure(result.sender_cpu_ms, "{:.3f}")
-            postgres_cpu = _figure(result.postgres_cpu_ms, "{:.3f}")
+            cpu = " | ".join(
+                _figure(value, "{:.3f}")
+                for value in (
+                    result.sender_cpu_ms,
+                    result.postgres_cpu_ms,
+                    result.receiver_cpu_ms,
+                    result.producer_cpu_ms,
+                    result.machine_cpu_ms,
+                )
+            )
             lines.append(
                 f"| {number} | {result.name} | {result.rate:,.0f} "
                 f"| {result.p50_ms:,.0f} | {result.p99_ms:,.0f} | {committed} "
-                f"| {sender_cpu} | {postgres_cpu} |"
+                f"| {cpu} |"
             )
     figures = [round_figures(results) for results in measured]
     ratios = [figure.ratio for figure in figures]
@@ -612,7 +698,39 @@ def render(measured: list[list[RunResult]], events: int, concurrency: int) -> st
         f"p99 at half the bare rate: {_median(p99s, '{:,.0f} ms')} "
         "(target < 1,000 ms)"
     )
+    budget = cpu_budget(figures, machine_cpus() if cpus is None else cpus)
+    if budget:
+        lines.append(budget)
     return "\n".join(lines)
+
+
+def cpu_budget(figures: list[RoundFigures], cpus: int) -> str | None:
+    """Say how many CPUs the worker's runs would use at half the bare loop's rate,
+    at the CPU a delivery they measured, against the ``cpus`` of the machine.
+
+    The throughput target sets the worker's run at half the bare rate, and the paced
+    run commits at that rate. A run that kept up with it would spend less
+    a delivery, in larger batches, so the figure is an upper bound. Medians over
+    the rounds; None unless every round measured every figure.
+    """
+    if not figures or any(
+        figure.bare_cpu_ms is None
+        or figure.worker_cpu_ms is None
+        or figure.paced_cpu_ms is None
+        for figure in figures
+    ):
+        return None
+    half_rate = statistics.median(figure.bare_rate for figure in figures) / 2
+    bare = statistics.median(figure.bare_cpu_ms or 0.0 for figure in figures)
+    worker = statistics.median(figure.worker_cpu_ms or 0.0 for figure in figures)
+    paced = statistics.median(figure.paced_cpu_ms or 0.0 for figure in figures)
+    return (
+        f"CPU at half the bare rate ({half_rate:,.0f} a second): the worker's run "
+        f"{worker:.3f} ms a delivery, {worker * half_rate / 1000:.2f} CPUs; the "
+        f"paced run {paced:.3f} ms, {paced * half_rate / 1000:.2f} CPUs; this "
+        f"machine has {cpus}. The bare sender and the receiver take {bare:.3f} ms "
+        "a request."
+    )
 
 
 def _median(values: list[float], layout: str) -> str:

@@ -7,24 +7,53 @@ import argparse
 import pytest
 
 from benchmarks.config import positive_int
-from benchmarks.webhooks import IN_PROCESS, RunResult, render, round_figures
+from benchmarks.webhooks import (
+    IN_PROCESS,
+    RunResult,
+    cpu_budget,
+    render,
+    round_figures,
+)
 
 
 def _round(
-    bare_before: float, worker: float, bare_after: float, paced_p99_ms: float
+    bare_before: float,
+    worker: float,
+    bare_after: float,
+    paced_p99_ms: float,
+    *,
+    worker_cpu_ms: float | None = None,
+    paced_cpu_ms: float | None = None,
 ) -> list[RunResult]:
-    """One round of runs of 1,000 deliveries at the given rates."""
+    """One round of runs of 1,000 deliveries at the given rates.
 
-    def run(name: str, rate: float, p99_ms: float = 5.0) -> RunResult:
+    The worker's runs carry the machine's CPU a delivery where given. The bare runs
+    carry 0.08 ms a request for the sender and 0.07 ms for the receiver.
+    """
+
+    def run(
+        name: str, rate: float, p99_ms: float = 5.0, **cpu: float | None
+    ) -> RunResult:
         return RunResult(
-            name=name, deliveries=1_000, seconds=1_000 / rate, p50_ms=1.0, p99_ms=p99_ms
+            name=name,
+            deliveries=1_000,
+            seconds=1_000 / rate,
+            p50_ms=1.0,
+            p99_ms=p99_ms,
+            **cpu,
         )
 
+    bare_cpu = {"sender_cpu_ms": 0.08, "receiver_cpu_ms": 0.07}
     return [
-        run("bare aiohttp loop, before", bare_before),
-        run("salescycle worker", worker),
-        run("bare aiohttp loop, after", bare_after),
-        run("salescycle worker at half the rate", worker, paced_p99_ms),
+        run("bare aiohttp loop, before", bare_before, **bare_cpu),
+        run("salescycle worker", worker, machine_cpu_ms=worker_cpu_ms),
+        run("bare aiohttp loop, after", bare_after, **bare_cpu),
+        run(
+            "salescycle worker at half the rate",
+            worker,
+            paced_p99_ms,
+            machine_cpu_ms=paced_cpu_ms,
+        ),
     ]
 
 
@@ -70,6 +99,66 @@ class TestRender:
             "worker / bare: 0.40x, the median of 3 rounds from 0.30x to 0.50x" in table
         )
         assert "900 ms, the median of 3 rounds from 500 ms to 2,000 ms" in table
+
+
+class TestCpuBudget:
+    def test_cpus_at_half_the_bare_rate(self) -> None:
+        figures = [
+            round_figures(
+                _round(12_000, 4_000, 8_000, 900, worker_cpu_ms=0.3, paced_cpu_ms=0.4)
+            )
+        ]
+
+        budget = cpu_budget(figures, 2)
+
+        assert budget == (
+            "CPU at half the bare rate (5,000 a second): the worker's run 0.300 ms "
+            "a delivery, 1.50 CPUs; the paced run 0.400 ms, 2.00 CPUs; this "
+            "machine has 2. The bare sender and the receiver take 0.150 ms a "
+            "request."
+        )
+
+    def test_medians_over_the_rounds(self) -> None:
+        figures = [
+            round_figures(
+                _round(
+                    10_000,
+                    4_000,
+                    10_000,
+                    900,
+                    worker_cpu_ms=worker_cpu,
+                    paced_cpu_ms=worker_cpu + 0.1,
+                )
+            )
+            for worker_cpu in (0.2, 0.6, 0.3)
+        ]
+
+        budget = cpu_budget(figures, 4)
+
+        assert budget is not None
+        assert "the worker's run 0.300 ms a delivery, 1.50 CPUs" in budget
+        assert "the paced run 0.400 ms, 2.00 CPUs; this machine has 4." in budget
+
+    def test_no_budget_without_the_machine_figures(self) -> None:
+        figures = [round_figures(_round(10_000, 4_000, 10_000, 900))]
+
+        assert cpu_budget(figures, 2) is None
+
+    def test_table_ends_with_the_budget(self) -> None:
+        table = render(
+            [_round(10_000, 4_000, 10_000, 900, worker_cpu_ms=0.3, paced_cpu_ms=0.4)],
+            1_000,
+            10,
+            cpus=2,
+        )
+
+        assert table.splitlines()[-1].startswith(
+            "CPU at half the bare rate (5,000 a second)"
+        )
+        assert (
+            "| 1 | salescycle worker | 4,000 | 1 | 5 | - | - | - | - | - | 0.300 |"
+            in table
+        )
 
 
 class TestPositiveInt:
