@@ -2,15 +2,77 @@
 
 Event names are constants such as ``"invoice.finalized"``; ids travel as fields. The
 request id is bound in a context variable by the request middleware and by each job, so
-every line of one request or job carries it.
+every line of one request or job carries it. Ids are written as the API shows them
+(``lead_01j…``), so an id from a response or a webhook finds its log lines.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from app.core import ids
+
+# Log fields whose name does not say the kind of their id. Any other field named
+# ``<kind>_id``, for a kind with an API prefix, is an id of that kind.
+FIELD_KINDS = {
+    "delivery_id": "webhook_delivery",
+    "endpoint_id": "webhook_endpoint",
+    "recovery_id": "webhook_recovery",
+    "step_id": "sequence_step",
+    "rule_id": "assignment_rule",
+    "from_stage_id": "stage",
+    "to_stage_id": "stage",
+    "merged_into_id": "lead",
+}
+_UUID_TEXT_LENGTH = 36
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and len(value) == _UUID_TEXT_LENGTH:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _kind(field: str, event_dict: MutableMapping[str, Any]) -> str | None:
+    if field == "object_id":
+        # An event's object: its kind is the object_type beside it.
+        object_type = event_dict.get("object_type")
+        return object_type if object_type in ids.PREFIXES else None
+    if field in FIELD_KINDS:
+        return FIELD_KINDS[field]
+    kind = field.removesuffix("_id")
+    return kind if kind in ids.PREFIXES else None
+
+
+def api_ids(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Write the database UUIDs of known kinds as their API ids.
+
+    A field keeps its value when its kind is unknown or its value is not a UUID,
+    such as a payment provider's own id.
+    """
+    for field, value in event_dict.items():
+        if not field.endswith("_id"):
+            continue
+        number = _as_uuid(value)
+        if number is None:
+            continue
+        kind = _kind(field, event_dict)
+        if kind is not None:
+            event_dict[field] = ids.encode(kind, number)
+    return event_dict
 
 
 def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
@@ -19,6 +81,7 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        api_ids,
     ]
     renderer: structlog.types.Processor
     if log_format == "console":

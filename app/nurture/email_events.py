@@ -260,7 +260,7 @@ class EmailEventService:
                 "email_event.duplicate",
                 email_event_id=str(existing.id),
                 provider=provider,
-                event_id=event.id,
+                external_event_id=event.id,
             )
             return _receipt(existing, duplicate=True)
 
