@@ -5,7 +5,9 @@ retries, but it is marked ``test``: it describes no real object (its ``object_id
 new), goes only to the endpoint it was sent to, is left out of ``GET /v1/events``, and
 its body carries ``"test": true``. Its ``data`` copies the newest real event about an
 object of the same type in the workspace, with the id replaced, so a receiver sees a
-realistic shape; with no such event, ``data`` holds only the id. A copy of a lead's
+realistic shape. With no such event, ``data`` is a sample that the object's payload
+schema accepts (``app.webhooks.sample_data``), or holds only the id for an object type
+whose ``data`` the schema leaves free-form. A copy of a lead's
 data has its personal values erased, because erasing the real lead would not reach a
 test event, which names another object.
 """
@@ -27,6 +29,7 @@ from app.models import Event, WebhookDelivery
 from app.webhooks import catalog
 from app.webhooks.errors import UnknownEventType, WebhookEndpointDisabled
 from app.webhooks.repository import EventRepository, WebhookDeliveryRepository
+from app.webhooks.sample_data import sample_data
 from app.webhooks.schemas import encode_object_id
 from app.webhooks.service import (
     DELIVER_JOB,
@@ -69,13 +72,15 @@ class SampleEventService:
 
         events = EventRepository.from_session(session)
         object_id = ids.new_uuid()
-        data = dict(
-            await events.latest_data(principal.workspace_id, known.object_type) or {}
-        )
-        if known.object_type == "lead":
-            data = without_personal_data(data, object_id)
-        data["id"] = encode_object_id(known.object_type, object_id)
         now = utcnow()
+        latest = await events.latest_data(principal.workspace_id, known.object_type)
+        if latest is None:
+            data = sample_data(known.object_type, now) or {}
+        else:
+            data = dict(latest)
+            if known.object_type == "lead":
+                data = without_personal_data(data, object_id)
+        data["id"] = encode_object_id(known.object_type, object_id)
         context = structlog.contextvars.get_contextvars()
         event = Event(
             id=ids.new_uuid(),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,6 +13,9 @@ from standardwebhooks.webhooks import Webhook
 from app.core import ids
 from app.core.ids import new_uuid
 from app.models import WebhookDelivery, Workspace
+from app.webhooks import catalog
+from app.webhooks.docs import DATA_SCHEMAS
+from app.webhooks.sample_data import sample_data
 from tests.leads.helpers import create_lead
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.factories import create_endpoint, record_event
@@ -60,7 +64,11 @@ class TestSendTestEvent:
         assert payload["object_type"] == "invoice"
         assert payload["test"] is True
         assert payload["sequence"] == 1
-        assert payload["data"] == {"id": payload["object_id"]}
+        # No invoice event yet: the data is a sample of the invoice schema.
+        DATA_SCHEMAS["invoice"].model_validate(payload["data"])
+        assert payload["data"]["id"] == payload["object_id"]
+        assert payload["data"]["currency"] == "EUR"
+        assert payload["data"]["created_at"] == payload["created_at"]
         assert payload["object_id"].startswith("inv_")
         count = await session.scalar(
             select(WebhookDelivery.id).where(
@@ -193,3 +201,34 @@ class TestSendTestEvent:
 
         assert response.status_code == 409
         assert response.json()["code"] == "webhook_endpoint_disabled"
+
+
+class TestSampleData:
+    @pytest.mark.parametrize("object_type", sorted(catalog.OBJECT_TYPES))
+    def test_schema_accepts_sample(self, object_type: str) -> None:
+        now = datetime(2026, 12, 6, 13, 45, 30, 123000, tzinfo=UTC)
+
+        sample = sample_data(object_type, now)
+
+        assert sample is not None
+        # By field name, as the data is serialized, not by validation alias.
+        DATA_SCHEMAS[object_type].model_validate(sample, by_name=True)
+
+    def test_times_are_the_events_time(self) -> None:
+        now = datetime(2026, 12, 6, 13, 45, 30, 123000, tzinfo=UTC)
+
+        sample = sample_data("invoice", now)
+
+        assert sample is not None
+        assert sample["created_at"] == "2026-12-06T13:45:30.123000Z"
+        assert sample["updated_at"] == sample["created_at"]
+
+    def test_named_strings_read_as_values(self) -> None:
+        sample = sample_data("tax_rate", datetime.now(UTC))
+
+        assert sample is not None
+        assert sample["percentage"] == "19.00"
+        assert sample["name"] == "Example"
+
+    def test_object_type_without_schema_has_no_sample(self) -> None:
+        assert sample_data("widget", datetime.now(UTC)) is None
