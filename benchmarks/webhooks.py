@@ -626,6 +626,8 @@ class RoundFigures:
     # run and in the paced run; None where not measured.
     worker_cpu_ms: float | None = None
     paced_cpu_ms: float | None = None
+    # CPU milliseconds a delivery of the worker process alone, in the worker's run.
+    worker_process_cpu_ms: float | None = None
 
 
 def round_figures(results: list[RunResult]) -> RoundFigures:
@@ -647,6 +649,7 @@ def round_figures(results: list[RunResult]) -> RoundFigures:
         bare_cpu_ms=statistics.mean(bare_cpu) if len(bare_cpu) == 2 else None,
         worker_cpu_ms=worker.machine_cpu_ms,
         paced_cpu_ms=paced.machine_cpu_ms,
+        worker_process_cpu_ms=worker.sender_cpu_ms,
     )
 
 
@@ -709,14 +712,17 @@ def cpu_budget(figures: list[RoundFigures], cpus: int) -> str | None:
     at the CPU a delivery they measured, against the ``cpus`` of the machine.
 
     The throughput target sets the worker's run at half the bare rate, and the paced
-    run commits at that rate. A run that kept up with it would spend less
-    a delivery, in larger batches, so the figure is an upper bound. Medians over
-    the rounds; None unless every round measured every figure.
+    run commits at that rate. It also says how many CPUs the worker process alone
+    would use, since it sends an endpoint's deliveries from one thread. A run at
+    that rate would take larger batches and might spend a little less a delivery,
+    so the figures are estimates. Medians over the rounds; None unless every round
+    measured every figure.
     """
     if not figures or any(
         figure.bare_cpu_ms is None
         or figure.worker_cpu_ms is None
         or figure.paced_cpu_ms is None
+        or figure.worker_process_cpu_ms is None
         for figure in figures
     ):
         return None
@@ -724,12 +730,16 @@ def cpu_budget(figures: list[RoundFigures], cpus: int) -> str | None:
     bare = statistics.median(figure.bare_cpu_ms or 0.0 for figure in figures)
     worker = statistics.median(figure.worker_cpu_ms or 0.0 for figure in figures)
     paced = statistics.median(figure.paced_cpu_ms or 0.0 for figure in figures)
+    process = statistics.median(
+        figure.worker_process_cpu_ms or 0.0 for figure in figures
+    )
     return (
         f"CPU at half the bare rate ({half_rate:,.0f} a second): the worker's run "
         f"{worker:.3f} ms a delivery, {worker * half_rate / 1000:.2f} CPUs; the "
         f"paced run {paced:.3f} ms, {paced * half_rate / 1000:.2f} CPUs; this "
-        f"machine has {cpus}. The bare sender and the receiver take {bare:.3f} ms "
-        "a request."
+        f"machine has {cpus}. The worker process alone {process:.3f} ms, "
+        f"{process * half_rate / 1000:.2f} CPUs, on one thread. The bare sender "
+        f"and the receiver take {bare:.3f} ms a request."
     )
 
 
