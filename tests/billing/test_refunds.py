@@ -456,6 +456,52 @@ class TestRefundAfterCredit:
         assert response.status_code == 409, response.text
         assert response.json()["amount_refundable"] == 7500
 
+    async def test_credit_note_refund_through_payment(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        payments = []
+        for _ in range(2):
+            response = await pay(
+                client,
+                auth,
+                customer,
+                5000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 5000}],
+            )
+            assert response.status_code == 201, response.text
+            payments.append(response.json())
+        first, second = payments
+        # The note refunds all of the first payment's 5000 through that payment.
+        note = await credit_note(
+            client,
+            auth,
+            invoice["id"],
+            amount=5000,
+            refund_amount=5000,
+            refund_payment_id=first["id"],
+        )
+        assert note["refund_payment_id"] == first["id"]
+
+        rejected = await refund(client, auth, first["id"], amount=1)
+        allowed = await refund(client, auth, second["id"], amount=5000)
+
+        assert rejected.status_code == 409, rejected.text
+        problem = rejected.json()
+        assert problem["code"] == "refund_exceeds_refundable"
+        assert problem["amount_refundable"] == 0
+        stored = await get(client, auth, f"/v1/payments/{first['id']}")
+        assert stored["amount_refunded"] == 0
+        assert stored["amount_allocated"] == 5000
+        assert allowed.status_code == 201, allowed.text
+        after = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert after["amount_paid"] == 5000
+
     async def test_named_allocation_after_credit_note(
         self,
         client: httpx.AsyncClient,
