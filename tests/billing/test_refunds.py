@@ -117,6 +117,27 @@ class TestRefundPayment:
         assert response.status_code == 201, response.text
         assert response.json()["amount"] == 10000
 
+    async def test_null_amount_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+
+        response = await refund(client, auth, payment["id"], amount=None)
+
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["errors"][0]["field"] == "amount"
+        assert problem["errors"][0]["code"] == "null_not_allowed"
+        assert await session.scalar(select(func.count()).select_from(Refund)) == 0
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_refunded"] == 0
+        after = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert after["amount_paid"] == 10000
+
     async def test_partial_refund_partially_paid(
         self,
         client: httpx.AsyncClient,
