@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import states
@@ -40,7 +40,13 @@ from app.billing.service import invoice_service
 from app.core import ids
 from app.core.clock import utcnow
 from app.core.errors import FieldError, InvalidInput
-from app.models import AllocationReversal, Invoice, Payment, PaymentAllocation
+from app.models import (
+    AllocationReversal,
+    CreditNote,
+    Invoice,
+    Payment,
+    PaymentAllocation,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -84,9 +90,11 @@ class RefundLimits:
 
     An allocation can be refunded only as far as its invoice has received money that
     credit notes have not given back already (``amount_returnable``), so a refund and
-    a credit note never return the same money twice. ``by_invoice`` maps each invoice
-    the payment pays to that limit, and ``overpaid`` to the invoice's overpaid part,
-    which is customer credit.
+    a credit note never return the same money twice. The refunds that issued credit
+    notes owe through this payment (``refund_payment_id``) come off the allocation
+    too, so the payment never gives back more than it paid the invoice. ``by_invoice``
+    maps each invoice the payment pays to that limit, and ``overpaid`` to the
+    invoice's overpaid part, which is customer credit.
     """
 
     unallocated: int
@@ -106,12 +114,15 @@ async def refund_limits(session: AsyncSession, payment: Payment) -> RefundLimits
         payment.workspace_id,
         [allocation.invoice_id for allocation in allocations],
     )
+    through_notes = await credit_note_refunds(session, payment.id)
     by_invoice = {}
     overpaid = {}
     for allocation in allocations:
         amounts = invoice_amounts(invoices[allocation.invoice_id])
-        by_invoice[allocation.invoice_id] = min(
-            allocation.amount, amounts.amount_returnable
+        notes_refund = through_notes.get(allocation.invoice_id, 0)
+        allocation_left = allocation.amount - notes_refund
+        by_invoice[allocation.invoice_id] = max(
+            min(allocation_left, amounts.amount_returnable), 0
         )
         overpaid[allocation.invoice_id] = amounts.amount_overpaid
     return RefundLimits(
@@ -119,6 +130,25 @@ async def refund_limits(session: AsyncSession, payment: Payment) -> RefundLimits
         by_invoice=by_invoice,
         overpaid=overpaid,
     )
+
+
+async def credit_note_refunds(
+    session: AsyncSession, payment_id: uuid.UUID
+) -> dict[uuid.UUID, int]:
+    """Sum per invoice the refunds that issued credit notes owe through a payment.
+
+    A void note's refund is canceled, so only issued notes count, whether their
+    refund is pending or paid out.
+    """
+    rows = await session.execute(
+        select(CreditNote.invoice_id, func.sum(CreditNote.refund_amount))
+        .where(
+            CreditNote.refund_payment_id == payment_id,
+            CreditNote.status == "issued",
+        )
+        .group_by(CreditNote.invoice_id)
+    )
+    return {invoice_id: int(total) for invoice_id, total in rows.all()}
 
 
 async def lock_invoices(
@@ -344,7 +374,8 @@ async def remove_allocation(
     """Delete a locked payment's allocation to an invoice and take it off the invoice.
 
     The removed amount becomes customer credit, so it may be at most what the
-    invoice received and its credit notes have not given back (``amount_returnable``).
+    invoice received and its credit notes have not given back (``amount_returnable``),
+    less the refunds that credit notes owe through this payment.
     """
     allocations = await load_allocations(session, payment.id)
     allocation = next(
@@ -358,7 +389,14 @@ async def remove_allocation(
     invoice = (await lock_invoices(session, payment.workspace_id, [invoice_id]))[
         invoice_id
     ]
-    returnable = invoice_amounts(invoice).amount_returnable
+    through_notes = await credit_note_refunds(session, payment.id)
+    returnable = max(
+        min(
+            invoice_amounts(invoice).amount_returnable,
+            allocation.amount - through_notes.get(invoice_id, 0),
+        ),
+        0,
+    )
     if allocation.amount > returnable:
         raise AllocationNotRemovable(
             f"Invoice {ids.encode('invoice', invoice_id)} has {allocation.amount} "

@@ -218,14 +218,28 @@ class CreditNotePreview(CreditNoteAmounts):
 class ApplyCredit(InputModel):
     amount: PositiveMinorUnits | None = Field(
         default=None,
-        description="Credit to apply; defaults to as much as the balance and the "
-        "amount remaining allow.",
+        description="Credit to apply; when left out, as much as the balance and the "
+        "amount remaining allow. null is rejected.",
     )
     currency: Currency | None = Field(
         default=None,
         description="Must be the invoice's currency when sent; credit in another "
         "currency cannot be applied.",
     )
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _reject_null_amount(cls, value: Any) -> Any:
+        # Only a missing amount applies as much credit as possible. An explicit null
+        # is more likely a client bug than such a request.
+        if value is None:
+            raise PydanticCustomError(
+                "null_not_allowed",
+                "amount cannot be null. Send an integer of minor units, or leave "
+                "amount out to apply as much credit as the balance and the amount "
+                "remaining allow",
+            )
+        return value
 
 
 class CreditAdjustmentCreate(InputModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.billing.schemas import Allocations, PositiveMinorUnits
 from app.core.schemas import (
@@ -29,8 +30,8 @@ ReconciliationStatus = Literal["queued", "running", "completed", "failed"]
 class RefundCreate(InputModel):
     amount: PositiveMinorUnits | None = Field(
         default=None,
-        description="Integer of minor units; defaults to everything still "
-        "refundable (amount - amount_refunded - amount_disputed).",
+        description="Integer of minor units; when left out, everything still "
+        "refundable (amount - amount_refunded - amount_disputed). null is rejected.",
     )
     reason: RefundReason | None = None
     allocations: Allocations | None = Field(
@@ -39,6 +40,19 @@ class RefundCreate(InputModel):
         "The rest of the refund comes from the payment's unallocated amount. When "
         "omitted, the unallocated amount goes first, then the newest allocation.",
     )
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _reject_null_amount(cls, value: Any) -> Any:
+        # A refund cannot be undone, so only a missing amount refunds all that is
+        # left. An explicit null is more likely a client bug than such a request.
+        if value is None:
+            raise PydanticCustomError(
+                "null_not_allowed",
+                "amount cannot be null. Send an integer of minor units, or leave "
+                "amount out to refund all that is left",
+            )
+        return value
 
 
 class AllocationReversal(OutputModel):

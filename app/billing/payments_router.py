@@ -26,6 +26,7 @@ from app.billing.payment_views import (
 )
 from app.billing.payments import payment_service
 from app.billing.providers import stripe as stripe_provider
+from app.billing.providers.stripe_api import require_api_key
 from app.billing.providers.stripe_refunds import StripeRefunder
 from app.billing.reconciliation import reconciliation_service
 from app.billing.refunds import refund_service
@@ -252,6 +253,8 @@ async def create_reconciliation_run(
     principal: Principal = Depends(require("billing:write")),
 ) -> ReconciliationRun:
     """Queue a comparison of this workspace's provider payments with the provider."""
+    # Without an API key the run could only fail, so nothing is stored or queued.
+    require_api_key(request.app.state.settings)
     run = await reconciliation_service.create(
         request.state.session, principal, payload or ReconciliationRunCreate()
     )

@@ -462,6 +462,56 @@ class TestRemoveAllocation:
         )
         assert customer_view["credit_balance"] == 3000
 
+    async def test_credit_note_refund_keeps_allocation(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        payments = []
+        for _ in range(2):
+            response = await pay(
+                client,
+                auth,
+                customer,
+                5000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 5000}],
+            )
+            assert response.status_code == 201, response.text
+            payments.append(response.json())
+        first = payments[0]
+        # The note refunds all of the first payment's 5000 through that payment,
+        # so none of it may also become customer credit.
+        noted = await client.post(
+            f"/v1/invoices/{invoice['id']}/credit-notes",
+            json={
+                "reason": "other",
+                "amount": 5000,
+                "refund_amount": 5000,
+                "refund_payment_id": first["id"],
+            },
+            headers=auth,
+        )
+        assert noted.status_code == 201, noted.text
+
+        response = await client.delete(
+            f"/v1/payments/{first['id']}/allocations/{invoice['id']}", headers=auth
+        )
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "allocation_not_removable"
+        assert problem["amount_returnable"] == 0
+        stored = await get(client, auth, f"/v1/payments/{first['id']}")
+        assert stored["amount_allocated"] == 5000
+        customer_view = await get(
+            client, auth, f"/v1/customers/{encode('customer', customer.id)}"
+        )
+        assert customer_view["credit_balance"] == 0
+
     async def test_missing_allocation(
         self,
         client: httpx.AsyncClient,

@@ -229,6 +229,26 @@ class TestApplyCredit:
         assert response.json()["amount_remaining"] == 1000
         assert await ledger_count(session) == 1
 
+    async def test_null_amount_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        await adjust(client, auth, customer, 5000)
+        invoice = await create_open_invoice(client, auth, customer)
+
+        response = await apply_credit(client, auth, invoice, amount=None)
+
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["errors"][0]["field"] == "amount"
+        assert problem["errors"][0]["code"] == "null_not_allowed"
+        assert (await fetch_invoice(client, auth, invoice))["amount_due"] == 10000
+        assert await ledger_count(session) == 1
+
     async def test_currency_mismatch_changes_nothing(
         self,
         client: httpx.AsyncClient,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.reconciliation import job_id
@@ -201,6 +201,21 @@ class TestReconciliationRun:
         ).json()
         assert report["status"] == "completed"
         assert report["checked_count"] == 0
+
+    async def test_not_configured(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+    ) -> None:
+        response = await client.post(RUNS, headers=auth)
+
+        assert response.status_code == 503, response.text
+        problem = response.json()
+        assert problem["code"] == "provider_api_not_configured"
+        assert response.headers["retry-after"] == "300"
+        runs = await session.scalar(select(func.count()).select_from(ReconciliationRun))
+        assert runs == 0
 
     async def test_other_workspace_is_404(
         self,

@@ -117,6 +117,27 @@ class TestRefundPayment:
         assert response.status_code == 201, response.text
         assert response.json()["amount"] == 10000
 
+    async def test_null_amount_rejected(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        invoice, payment = await paid_invoice(client, auth, session, workspace)
+
+        response = await refund(client, auth, payment["id"], amount=None)
+
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["errors"][0]["field"] == "amount"
+        assert problem["errors"][0]["code"] == "null_not_allowed"
+        assert await session.scalar(select(func.count()).select_from(Refund)) == 0
+        stored = await get(client, auth, f"/v1/payments/{payment['id']}")
+        assert stored["amount_refunded"] == 0
+        after = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert after["amount_paid"] == 10000
+
     async def test_partial_refund_partially_paid(
         self,
         client: httpx.AsyncClient,
@@ -455,6 +476,52 @@ class TestRefundAfterCredit:
 
         assert response.status_code == 409, response.text
         assert response.json()["amount_refundable"] == 7500
+
+    async def test_credit_note_refund_through_payment(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        payments = []
+        for _ in range(2):
+            response = await pay(
+                client,
+                auth,
+                customer,
+                5000,
+                allocations=[{"invoice_id": invoice["id"], "amount": 5000}],
+            )
+            assert response.status_code == 201, response.text
+            payments.append(response.json())
+        first, second = payments
+        # The note refunds all of the first payment's 5000 through that payment.
+        note = await credit_note(
+            client,
+            auth,
+            invoice["id"],
+            amount=5000,
+            refund_amount=5000,
+            refund_payment_id=first["id"],
+        )
+        assert note["refund_payment_id"] == first["id"]
+
+        rejected = await refund(client, auth, first["id"], amount=1)
+        allowed = await refund(client, auth, second["id"], amount=5000)
+
+        assert rejected.status_code == 409, rejected.text
+        problem = rejected.json()
+        assert problem["code"] == "refund_exceeds_refundable"
+        assert problem["amount_refundable"] == 0
+        stored = await get(client, auth, f"/v1/payments/{first['id']}")
+        assert stored["amount_refunded"] == 0
+        assert stored["amount_allocated"] == 5000
+        assert allowed.status_code == 201, allowed.text
+        after = await get(client, auth, f"/v1/invoices/{invoice['id']}")
+        assert after["amount_paid"] == 5000
 
     async def test_named_allocation_after_credit_note(
         self,

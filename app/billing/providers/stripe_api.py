@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import stripe
+from pydantic import SecretStr
 
 from app.billing.payment_errors import ProviderApiNotConfigured
 from app.settings import Settings
@@ -18,12 +19,8 @@ from app.settings import Settings
 MAX_NETWORK_RETRIES = 2
 
 
-@asynccontextmanager
-async def stripe_client(settings: Settings) -> AsyncIterator[stripe.StripeClient]:
-    """Open a client for Stripe's API and close its connections after use.
-
-    Raise ProviderApiNotConfigured when no API key is set.
-    """
+def require_api_key(settings: Settings) -> SecretStr:
+    """Return Stripe's API key, or raise ProviderApiNotConfigured when none is set."""
     key = settings.stripe_api_key
     if key is None or not key.get_secret_value().strip():
         raise ProviderApiNotConfigured(
@@ -31,6 +28,16 @@ async def stripe_client(settings: Settings) -> AsyncIterator[stripe.StripeClient
             "SALESCYCLE_STRIPE_API_KEY to a Stripe secret key.",
             headers={"Retry-After": "300"},
         )
+    return key
+
+
+@asynccontextmanager
+async def stripe_client(settings: Settings) -> AsyncIterator[stripe.StripeClient]:
+    """Open a client for Stripe's API and close its connections after use.
+
+    Raise ProviderApiNotConfigured when no API key is set.
+    """
+    key = require_api_key(settings)
     http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds)
     try:
         yield stripe.StripeClient(
