@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.billing.schemas import (
@@ -216,7 +217,8 @@ class CreditNotePreview(CreditNoteAmounts):
 
 
 class ApplyCredit(InputModel):
-    amount: PositiveMinorUnits | None = Field(
+    # The schema leaves null out of the types, since the validator rejects it.
+    amount: PositiveMinorUnits | SkipJsonSchema[None] = Field(
         default=None,
         description="Credit to apply; when left out, as much as the balance and the "
         "amount remaining allow. null is rejected.",

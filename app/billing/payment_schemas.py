@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.billing.schemas import Allocations, PositiveMinorUnits
@@ -28,7 +29,8 @@ ReconciliationStatus = Literal["queued", "running", "completed", "failed"]
 
 
 class RefundCreate(InputModel):
-    amount: PositiveMinorUnits | None = Field(
+    # The schema leaves null out of the types, since the validator rejects it.
+    amount: PositiveMinorUnits | SkipJsonSchema[None] = Field(
         default=None,
         description="Integer of minor units; when left out, everything still "
         "refundable (amount - amount_refunded - amount_disputed). null is rejected.",
