@@ -291,7 +291,7 @@ async def mark_uncollectible(
     request: Request,
     response: Response,
     invoice_id: str,
-    payload: MarkUncollectible,
+    payload: MarkUncollectible | None = None,
     if_match: IfMatch = None,
     principal: Principal = Depends(require("billing:write")),
 ) -> Invoice:
@@ -300,7 +300,7 @@ async def mark_uncollectible(
         request.state.session,
         principal,
         parse_path_id("invoice", invoice_id, "invoice"),
-        payload,
+        payload or MarkUncollectible(),
         if_match=if_match,
     )
     set_etag(response, invoice.version)

@@ -86,6 +86,17 @@ class TestMarkUncollectible:
         types = await event_types(session, invoice["id"], "invoice")
         assert types[-1] == "invoice.marked_uncollectible"
 
+    async def test_without_body(
+        self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
+    ) -> None:
+        response = await client.post(
+            f"/v1/invoices/{invoice['id']}/mark-uncollectible", headers=auth
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "uncollectible"
+        assert response.json()["uncollectible_reason"] is None
+
     async def test_twice_conflicts(
         self, client: httpx.AsyncClient, auth: dict[str, str], invoice: dict[str, Any]
     ) -> None:
