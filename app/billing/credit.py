@@ -196,6 +196,14 @@ class CustomerCreditService:
         balance = await credit_balance(
             session, invoice.workspace_id, invoice.customer_id, invoice.currency
         )
+        if balance <= 0 and payload.amount is None:
+            customer = ids.encode("customer", invoice.customer_id)
+            raise InsufficientCredit(
+                f"Customer {customer} has no {invoice.currency} credit to apply. Add "
+                "credit first.",
+                currency=invoice.currency,
+                available=0,
+            )
         if balance <= 0:
             raise _insufficient(
                 invoice.customer_id, invoice.currency, balance, payload.amount or 1

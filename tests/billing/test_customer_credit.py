@@ -211,6 +211,27 @@ class TestApplyCredit:
         assert (await fetch_invoice(client, auth, invoice))["amount_due"] == 10000
         assert await ledger_count(session) == 1
 
+    async def test_no_credit_to_apply(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+
+        response = await apply_credit(client, auth, invoice)
+
+        assert response.status_code == 409, response.text
+        problem = response.json()
+        assert problem["code"] == "insufficient_credit"
+        assert problem["available"] == 0
+        assert problem["detail"] == (
+            f"Customer {encode('customer', customer.id)} has no EUR credit to apply. Add "
+            "credit first."
+        )
+
     async def test_more_than_remaining_refused(
         self,
         client: httpx.AsyncClient,
