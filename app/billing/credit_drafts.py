@@ -394,9 +394,15 @@ def distribute(
             f"Invoice {encoded} has {returnable} {invoice.currency} (minor units) paid "
             "that is not yet credited or refunded, so amount_to_credit plus "
             "refund_amount can be at most that. Reduce the amount due instead.",
+            # Only the parts that take money back, so a refund alone names only
+            # refund_amount.
             errors=[
-                FieldError("amount_to_credit", "exceeds what was paid", "too_large"),
-                FieldError("refund_amount", "exceeds what was paid", "too_large"),
+                FieldError(name, "exceeds what was paid", "too_large")
+                for name, part in (
+                    ("amount_to_credit", credit),
+                    ("refund_amount", refund),
+                )
+                if part > 0
             ],
             amount_returnable=returnable,
         )

@@ -306,7 +306,8 @@ class RefundService:
             f"{ids.encode('payment', payment.id)} takes {from_credit} from the "
             f"customer's credit, which has only {available} left: the rest was "
             "applied to invoices or adjusted away. Refund less, or name in "
-            "allocations the invoices the refund takes the money from.",
+            "allocations invoices that are not overpaid, since an invoice's "
+            "overpaid part is customer credit too.",
             errors=[FieldError("amount", "exceeds the customer's credit", "too_large")],
             credit_available=available,
             amount_from_credit=from_credit,

@@ -680,7 +680,27 @@ class TestDistribution:
 
         assert response.status_code == 409, response.text
         assert response.json()["amount_returnable"] == 2000
+        fields = [error["field"] for error in response.json()["errors"]]
+        assert fields == ["amount_to_credit"]
         assert await customer_balance(client, auth, invoice["customer_id"]) == 0
+
+    async def test_refund_beyond_paid_names_refund(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+    ) -> None:
+        customer = await create_customer(session, workspace.id)
+        invoice = await create_open_invoice(client, auth, customer)
+        await pay(client, auth, invoice, 2000)
+
+        response = await credit(client, auth, invoice, amount=3000, refund_amount=3000)
+
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "credit_exceeds_invoice"
+        fields = [error["field"] for error in response.json()["errors"]]
+        assert fields == ["refund_amount"]
 
     async def test_overpaid_invoice_credited(
         self,

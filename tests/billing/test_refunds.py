@@ -586,6 +586,7 @@ class TestRefundAfterCredit:
         assert problem["code"] == "refund_exceeds_credit"
         assert problem["credit_available"] == 4000
         assert problem["errors"][0]["field"] == "amount"
+        assert "invoices that are not overpaid" in problem["detail"]
         assert allowed.status_code == 201, allowed.text
         assert await customer_credit(client, auth, payment["customer_id"]) == 0
         stored = await get(client, auth, f"/v1/payments/{payment['id']}")
