@@ -33,7 +33,7 @@ workload, with three rounds unless ``--webhook-rounds`` sets another number.
 
 Each run also reports the CPU it cost a delivery: of the sending process, of
 PostgreSQL, of the receiver (this process), of the producer and of every process of
-the machine together. The last line says how many CPUs the worker's two runs would
+the machine together. The last line gives how many CPUs the worker's two runs would
 keep busy at half the bare loop's rate, at the CPU a delivery they measured, against
 the CPUs of the machine, since the bare loop already keeps most of them busy.
 """
@@ -712,7 +712,7 @@ def cpu_budget(figures: list[RoundFigures], cpus: int) -> str | None:
     at the CPU a delivery they measured, against the ``cpus`` of the machine.
 
     The throughput target sets the worker's run at half the bare rate, and the paced
-    run commits at that rate. It also says how many CPUs the worker process alone
+    run commits at that rate. It also gives how many CPUs the worker process alone
     would use, since it sends an endpoint's deliveries from one thread. A run at
     that rate would take larger batches and might spend a little less a delivery,
     so the figures are estimates. Medians over the rounds; None unless every round

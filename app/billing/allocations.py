@@ -118,18 +118,26 @@ async def refund_limits(session: AsyncSession, payment: Payment) -> RefundLimits
     by_invoice = {}
     overpaid = {}
     for allocation in allocations:
-        amounts = invoice_amounts(invoices[allocation.invoice_id])
-        notes_refund = through_notes.get(allocation.invoice_id, 0)
-        allocation_left = allocation.amount - notes_refund
-        by_invoice[allocation.invoice_id] = max(
-            min(allocation_left, amounts.amount_returnable), 0
+        invoice = invoices[allocation.invoice_id]
+        by_invoice[allocation.invoice_id] = returnable_part(
+            allocation, invoice, through_notes
         )
-        overpaid[allocation.invoice_id] = amounts.amount_overpaid
+        overpaid[allocation.invoice_id] = invoice_amounts(invoice).amount_overpaid
     return RefundLimits(
         unallocated=unallocated(payment, allocations),
         by_invoice=by_invoice,
         overpaid=overpaid,
     )
+
+
+def returnable_part(
+    allocation: PaymentAllocation, invoice: Invoice, through_notes: dict[uuid.UUID, int]
+) -> int:
+    """Return how much of ``allocation`` may go back to the payment: at most what its
+    invoice received and credit notes have not given back, less the refunds that
+    credit notes owe through the payment (``through_notes``, by invoice)."""
+    left = allocation.amount - through_notes.get(allocation.invoice_id, 0)
+    return max(min(left, invoice_amounts(invoice).amount_returnable), 0)
 
 
 async def credit_note_refunds(
@@ -390,13 +398,7 @@ async def remove_allocation(
         invoice_id
     ]
     through_notes = await credit_note_refunds(session, payment.id)
-    returnable = max(
-        min(
-            invoice_amounts(invoice).amount_returnable,
-            allocation.amount - through_notes.get(invoice_id, 0),
-        ),
-        0,
-    )
+    returnable = returnable_part(allocation, invoice, through_notes)
     if allocation.amount > returnable:
         raise AllocationNotRemovable(
             f"Invoice {ids.encode('invoice', invoice_id)} has {allocation.amount} "
