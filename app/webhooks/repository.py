@@ -1163,23 +1163,53 @@ class WebhookDeliveryRepository:
             self.session, statement, WebhookDelivery.id, limit=limit, cursor=cursor
         )
 
-    async def attempts_by_delivery(
-        self, delivery_ids: Sequence[uuid.UUID]
+    async def latest_attempts(
+        self, delivery_ids: Sequence[uuid.UUID], *, limit: int
     ) -> dict[uuid.UUID, list[WebhookAttempt]]:
-        """Return the attempts of each delivery, oldest first, in one query."""
+        """Return the last ``limit`` attempts of each delivery, oldest first, in one
+        query."""
         grouped: dict[uuid.UUID, list[WebhookAttempt]] = {
             delivery_id: [] for delivery_id in delivery_ids
         }
         if not delivery_ids:
             return grouped
+        ranked = (
+            select(
+                WebhookAttempt.id,
+                func.row_number()
+                .over(
+                    partition_by=WebhookAttempt.delivery_id,
+                    order_by=(
+                        WebhookAttempt.attempted_at.desc(),
+                        WebhookAttempt.id.desc(),
+                    ),
+                )
+                .label("rank"),
+            )
+            .where(WebhookAttempt.delivery_id.in_(set(delivery_ids)))
+            .subquery()
+        )
         rows = await self.session.scalars(
             select(WebhookAttempt)
-            .where(WebhookAttempt.delivery_id.in_(set(delivery_ids)))
+            .join(ranked, ranked.c.id == WebhookAttempt.id)
+            .where(ranked.c.rank <= limit)
             .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
         )
         for attempt in rows:
             grouped[attempt.delivery_id].append(attempt)
         return grouped
+
+    async def list_attempts(
+        self, delivery_id: uuid.UUID, *, limit: int, cursor: str | None
+    ) -> tuple[Sequence[WebhookAttempt], str | None, bool]:
+        """Return one page of a delivery's attempts, the last recorded first."""
+        return await paginate(
+            self.session,
+            select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery_id),
+            WebhookAttempt.id,
+            limit=limit,
+            cursor=cursor,
+        )
 
     async def event_types(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Return the type of each event, in one query."""
@@ -1189,15 +1219,6 @@ class WebhookDeliveryRepository:
             select(Event.id, Event.type).where(Event.id.in_(set(event_ids)))
         )
         return {row.id: row.type for row in rows}
-
-    async def attempts(self, delivery_id: uuid.UUID) -> Sequence[WebhookAttempt]:
-        return (
-            await self.session.scalars(
-                select(WebhookAttempt)
-                .where(WebhookAttempt.delivery_id == delivery_id)
-                .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
-            )
-        ).all()
 
     async def requeue_failed(
         self,

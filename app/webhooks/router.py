@@ -381,6 +381,16 @@ async def rotate_webhook_secret(
 # Webhook deliveries
 
 
+async def _delivery_shown(
+    session: AsyncSession, delivery: WebhookDeliveryRow
+) -> WebhookDeliveryWithAttempts:
+    types = await webhook_delivery_service.event_types(session, [delivery])
+    attempts = await webhook_delivery_service.latest_attempts(session, [delivery])
+    return _delivery_with_attempts(
+        delivery, types[delivery.event_id], attempts[delivery.id]
+    )
+
+
 async def _delivery_page(
     session: AsyncSession,
     rows: Sequence[WebhookDeliveryRow],
@@ -388,7 +398,7 @@ async def _delivery_page(
     has_more: bool,
 ) -> Page[WebhookDeliveryWithAttempts]:
     types = await webhook_delivery_service.event_types(session, rows)
-    attempts = await webhook_delivery_service.attempts_by_delivery(session, rows)
+    attempts = await webhook_delivery_service.latest_attempts(session, rows)
     return Page[WebhookDeliveryWithAttempts](
         data=[
             _delivery_with_attempts(row, types[row.event_id], attempts[row.id])
@@ -474,16 +484,44 @@ async def get_webhook_delivery(
     delivery_id: str,
     principal: Principal = Depends(require("webhooks:manage")),
 ) -> WebhookDeliveryWithAttempts:
-    """Fetch one delivery and every attempt made for it, oldest first."""
+    """Fetch one delivery and its last attempts, oldest first."""
     session = request.state.session
     delivery = await webhook_delivery_service.get(
         session,
         principal.workspace_id,
         parse_path_id("webhook_delivery", delivery_id, "webhook delivery"),
     )
-    types = await webhook_delivery_service.event_types(session, [delivery])
-    attempts = await webhook_delivery_service.attempts(session, delivery.id)
-    return _delivery_with_attempts(delivery, types[delivery.event_id], attempts)
+    return await _delivery_shown(session, delivery)
+
+
+@router.get(
+    "/webhook-deliveries/{delivery_id}/attempts",
+    tags=["webhooks"],
+    operation_id="webhook_deliveries_list_attempts",
+    summary="List a webhook delivery's attempts",
+    response_model=Page[WebhookAttempt],
+    responses=problem_responses(403, 404),
+)
+async def list_webhook_attempts(
+    request: Request,
+    delivery_id: str,
+    principal: Principal = Depends(require("webhooks:manage")),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[WebhookAttempt]:
+    """List every attempt made for a delivery, the last recorded first."""
+    rows, next_cursor, has_more = await webhook_delivery_service.list_attempts(
+        request.state.session,
+        principal.workspace_id,
+        parse_path_id("webhook_delivery", delivery_id, "webhook delivery"),
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[WebhookAttempt](
+        data=[WebhookAttempt.model_validate(row) for row in rows],
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )
 
 
 @router.post(
@@ -508,9 +546,7 @@ async def retry_webhook_delivery(
         parse_path_id("webhook_delivery", delivery_id, "webhook delivery"),
         max_attempts=request.app.state.settings.webhook_max_attempts,
     )
-    types = await webhook_delivery_service.event_types(session, [delivery])
-    attempts = await webhook_delivery_service.attempts(session, delivery.id)
-    return _delivery_with_attempts(delivery, types[delivery.event_id], attempts)
+    return await _delivery_shown(session, delivery)
 
 
 @router.post(

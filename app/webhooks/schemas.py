@@ -23,6 +23,8 @@ from app.webhooks import catalog
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 MAX_EVENT_TYPES = 100
 MAX_GRACE_SECONDS = 7 * 86_400
+# A delivery shows its last attempts; its attempts list pages through every one.
+SHOWN_ATTEMPTS = 20
 
 
 def encode_object_id(object_type: str, object_id: uuid.UUID) -> str:
@@ -316,7 +318,13 @@ class WebhookDelivery(OutputModel):
 
 
 class WebhookDeliveryWithAttempts(WebhookDelivery):
-    attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+    attempts: list[WebhookAttempt] = Field(
+        description=(
+            f"The last {SHOWN_ATTEMPTS} attempts, oldest first. attempt_count counts "
+            "every attempt; "
+            "GET /v1/webhook-deliveries/{delivery_id}/attempts lists them all."
+        )
+    )
 
 
 class TestEventCreate(InputModel):

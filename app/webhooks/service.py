@@ -33,12 +33,13 @@ from app.webhooks.repository import (
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
 )
-from app.webhooks.schemas import WebhookEndpoint as WebhookEndpointSchema
 from app.webhooks.schemas import (
+    SHOWN_ATTEMPTS,
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
     WebhookSecretRotate,
 )
+from app.webhooks.schemas import WebhookEndpoint as WebhookEndpointSchema
 from app.webhooks.signing import generate_secret
 from app.webhooks.subscriptions import forget_subscriptions
 from app.webhooks.url_safety import (
@@ -473,19 +474,28 @@ class WebhookDeliveryService:
             )
         return delivery
 
-    async def attempts(
-        self, session: AsyncSession, delivery_id: uuid.UUID
-    ) -> Sequence[WebhookAttempt]:
-        return await WebhookDeliveryRepository.from_session(session).attempts(
-            delivery_id
-        )
-
-    async def attempts_by_delivery(
+    async def latest_attempts(
         self, session: AsyncSession, deliveries: Sequence[WebhookDelivery]
     ) -> dict[uuid.UUID, list[WebhookAttempt]]:
-        return await WebhookDeliveryRepository.from_session(
-            session
-        ).attempts_by_delivery([delivery.id for delivery in deliveries])
+        """Return the last ``SHOWN_ATTEMPTS`` attempts of each delivery, oldest
+        first."""
+        return await WebhookDeliveryRepository.from_session(session).latest_attempts(
+            [delivery.id for delivery in deliveries], limit=SHOWN_ATTEMPTS
+        )
+
+    async def list_attempts(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        delivery_id: uuid.UUID,
+        *,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[Sequence[WebhookAttempt], str | None, bool]:
+        await self.get(session, workspace_id, delivery_id)
+        return await WebhookDeliveryRepository.from_session(session).list_attempts(
+            delivery_id, limit=limit, cursor=cursor
+        )
 
     async def list_for_event(
         self,

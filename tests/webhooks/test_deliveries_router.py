@@ -110,6 +110,151 @@ class TestGetDelivery:
         assert response.json()["code"] == "webhook_delivery_not_found"
 
 
+async def retried(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    ctx: dict[str, Any],
+    receiver: Receiver,
+    delivery: WebhookDelivery,
+    times: int,
+) -> None:
+    """Retry a delivery ``times`` times, each answered ``attempt N``, from N = 2."""
+    for number in range(2, times + 2):
+        receiver.respond_with(ScriptedResponse(body=f"attempt {number}".encode()))
+        response = await client.post(
+            f"/v1/webhook-deliveries/{api_id(delivery)}/retry", headers=auth
+        )
+        assert response.status_code == 202, response.text
+        assert await tasks.deliver_webhook(ctx, str(delivery.id)) == "succeeded"
+
+
+class TestAttempts:
+    async def test_delivery_shows_its_last_attempts(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, event, delivery = await delivered(
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(body=b"attempt 1"),
+        )
+        await retried(client, auth, ctx, receiver, delivery, 22)
+
+        by_id = await client.get(
+            f"/v1/webhook-deliveries/{api_id(delivery)}", headers=auth
+        )
+        of_endpoint = await client.get(
+            f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=auth
+        )
+        of_event = await client.get(
+            f"/v1/events/{ids.encode('event', event.id)}/deliveries", headers=auth
+        )
+
+        expected = [f"attempt {number}" for number in range(4, 24)]
+        for body in (
+            by_id.json(),
+            of_endpoint.json()["data"][0],
+            of_event.json()["data"][0],
+        ):
+            assert body["attempt_count"] == 23
+            assert [item["response_excerpt"] for item in body["attempts"]] == expected
+
+    async def test_list_pages_through_every_attempt(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await delivered(
+            client,
+            auth,
+            session,
+            workspace,
+            ctx,
+            receiver,
+            ScriptedResponse(status=500, body=b"attempt 1"),
+        )
+        await retried(client, auth, ctx, receiver, delivery, 4)
+        url = f"/v1/webhook-deliveries/{api_id(delivery)}/attempts"
+
+        pages = []
+        cursor = None
+        while True:
+            params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+            response = await client.get(url, params=params, headers=auth)
+            assert response.status_code == 200, response.text
+            pages.append(response.json())
+            cursor = pages[-1]["next_cursor"]
+            if cursor is None:
+                break
+
+        assert [page["has_more"] for page in pages] == [True, True, False]
+        attempts = [item for page in pages for item in page["data"]]
+        assert [item["response_excerpt"] for item in attempts] == [
+            "attempt 5",
+            "attempt 4",
+            "attempt 3",
+            "attempt 2",
+            "attempt 1",
+        ]
+        assert [item["status_code"] for item in attempts] == [200, 200, 200, 200, 500]
+
+    async def test_list_of_other_workspace_is_404(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await delivered(
+            client, auth, session, workspace, ctx, receiver
+        )
+        _, other = await make_workspace_key(session)
+
+        response = await client.get(
+            f"/v1/webhook-deliveries/{api_id(delivery)}/attempts", headers=other
+        )
+
+        assert response.status_code == 404
+        assert response.json()["code"] == "webhook_delivery_not_found"
+
+    async def test_list_rejects_a_bad_cursor(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        _, _, delivery = await delivered(
+            client, auth, session, workspace, ctx, receiver
+        )
+
+        response = await client.get(
+            f"/v1/webhook-deliveries/{api_id(delivery)}/attempts",
+            params={"cursor": "not a cursor"},
+            headers=auth,
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "query.cursor"
+
+
 class TestListEventDeliveries:
     async def test_every_endpoint_with_attempts(
         self,
