@@ -130,6 +130,7 @@ async def emit(
         "event.emitted",
         event_id=str(event.id),
         event_type=type,
+        object_type=object_type,
         object_id=str(object_id),
     )
     return event

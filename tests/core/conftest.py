@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import delete
@@ -10,8 +10,17 @@ from sqlalchemy import delete
 from app.core.auth import ALL_SCOPES, create_api_key
 from app.core.db import Database
 from app.core.ids import new_uuid
+from app.core.logging import configure_logging
 from app.models import Workspace
 from app.settings import Settings
+
+
+@pytest.fixture
+def restore_logging(settings: Settings) -> Iterator[None]:
+    """Configure logging as the settings say once the test ends, so that later
+    tests do not write to the output the test captured."""
+    yield
+    configure_logging(settings.log_format, settings.log_level)
 
 
 @pytest.fixture

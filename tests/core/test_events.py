@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import json
+
+import pytest
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import events, ids
 from app.core.db import take_pending_jobs
 from app.core.events import DISPATCH_JOB, emit
 from app.core.ids import new_uuid
 from app.core.jobs import JobQueue
+from app.core.logging import configure_logging
 from app.models import Event, UndispatchedEvent, WebhookEndpoint, Workspace
 from tests.conftest import TestDatabase
 from workers import tasks
@@ -142,6 +147,25 @@ class TestEmit:
             .where(Workspace.id == pending.id)
         )
         assert count == 1
+
+    @pytest.mark.usefixtures("restore_logging")
+    async def test_log_names_object_by_api_id(
+        self,
+        session: AsyncSession,
+        workspace: Workspace,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        configure_logging("json", "INFO")
+        # A fresh logger proxy, so that it takes the configuration just set.
+        monkeypatch.setattr(events, "log", structlog.get_logger(events.__name__))
+
+        event = await emit_lead_created(session, workspace)
+
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        [emitted] = [line for line in lines if line["event"] == "event.emitted"]
+        assert emitted["object_type"] == "lead"
+        assert emitted["object_id"] == ids.encode("lead", event.object_id)
 
 
 class TestSystemActor:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,15 +10,8 @@ import structlog
 from app.core import ids
 from app.core.ids import new_uuid
 from app.core.logging import configure_logging
-from app.settings import Settings
 
 ANSI_ESCAPE = "\x1b["
-
-
-@pytest.fixture
-def restore_logging(settings: Settings) -> Iterator[None]:
-    yield
-    configure_logging(settings.log_format, settings.log_level)
 
 
 @pytest.mark.usefixtures("restore_logging")
