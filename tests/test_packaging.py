@@ -16,6 +16,7 @@ import typer.main
 import yaml
 
 from app.cli import cli
+from app.core.ids import PREFIXES
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,15 @@ class TestReadme:
         ]
 
         assert missing == [], f"README.md has no settings row for {missing}"
+
+    def test_documents_every_id_prefix(self) -> None:
+        readme = (ROOT / "README.md").read_text()
+
+        missing = [
+            prefix for prefix in PREFIXES.values() if f"`{prefix}_…`" not in readme
+        ]
+
+        assert missing == [], f"README.md does not list the id prefixes {missing}"
 
     def test_documents_every_command(self) -> None:
         readme = (ROOT / "README.md").read_text()

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from app.core import ids
 from app.core.errors import quoted
@@ -36,9 +37,12 @@ def encode_object_id(object_type: str, object_id: uuid.UUID) -> str:
 
 def _check_pattern(value: str) -> str:
     if not catalog.is_valid_pattern(value):
-        raise ValueError(
-            f"{quoted(value)} is not an event type. Use a type from GET "
-            "/v1/meta/event-types, '<object_type>.*' such as 'invoice.*', or '*'"
+        # The same code as an unknown type in the event log's filter.
+        raise PydanticCustomError(
+            "unknown_event_type",
+            "{value} is not an event type. Use a type from GET /v1/meta/event-types, "
+            "'<object_type>.*' such as 'invoice.*', or '*'",
+            {"value": quoted(value)},
         )
     return value
 

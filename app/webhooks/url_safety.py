@@ -252,8 +252,12 @@ def parse_webhook_url(text: str) -> WebhookUrl:
 
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        given = f"{scheme}://" if scheme else "no scheme"
-        raise _invalid(f"the scheme must be http or https, not {given}")
+        if not scheme:
+            raise _invalid(
+                "the URL has no scheme; start it with https://, such as "
+                "https://example.com/webhooks"
+            )
+        raise _invalid(f"the scheme must be http or https, not {scheme}://")
     if parts.username is not None or parts.password is not None:
         raise _invalid("credentials in the URL are not accepted")
     if parts.fragment:

@@ -102,7 +102,7 @@ class TestParseWebhookUrl:
             ("ftp://example.com/", "scheme must be http or https, not ftp://"),
             ("file:///etc/passwd", "scheme must be http or https"),
             ("javascript:alert(1)", "scheme must be http or https"),
-            ("example.com/hooks", "scheme must be http or https, not no scheme"),
+            ("example.com/hooks", "has no scheme; start it with https://"),
             ("https://user:pass@example.com/", "credentials"),
             ("https://example.com/#frag", "fragment"),
             ("https:///path", "host is missing"),
