@@ -310,7 +310,8 @@ RECOVERY_BATCHES_PER_JOB = 20
 
 
 async def recover_webhook_deliveries(ctx: dict[str, Any], recovery_id: str) -> int:
-    """Queue again an endpoint's failed deliveries; return how many this run took."""
+    """Queue again an endpoint's failed deliveries, and create the missing ones when
+    asked; return how many deliveries this run queued."""
     total = 0
     for _ in range(RECOVERY_BATCHES_PER_JOB):
         async with unit_of_work(ctx) as session:
@@ -319,7 +320,7 @@ async def recover_webhook_deliveries(ctx: dict[str, Any], recovery_id: str) -> i
             )
         if batch is None:
             return total
-        total += batch.requeued
+        total += batch.requeued + batch.created
         if batch.finished:
             return total
     async with unit_of_work(ctx) as session:

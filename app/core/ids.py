@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 
 import uuid_utils
 
@@ -88,6 +89,15 @@ class InvalidId(ValueError):
 def new_uuid() -> uuid.UUID:
     """Generate a UUIDv7, whose leading bits are the creation time in milliseconds."""
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def uuid_floor(at: datetime) -> uuid.UUID:
+    """Return the smallest UUIDv7 that ``new_uuid`` could make at ``at``.
+
+    Every id made at or after ``at`` by a clock that agrees with it is not less.
+    """
+    milliseconds = int(at.timestamp() * 1000)
+    return uuid.UUID(int=(milliseconds << 80) | (0x7 << 76) | (0b10 << 62))
 
 
 def encode(kind: str, value: uuid.UUID) -> str:

@@ -106,11 +106,14 @@ class WebhookAttempt(IdMixin, Base):
 
 
 class WebhookRecovery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
-    """A request to send again an endpoint's failed deliveries created since ``since``.
+    """A request to send again an endpoint's failed deliveries created since ``since``,
+    and with ``include_missing`` to create the deliveries it never had.
 
-    A job works through the deliveries in id order; ``last_delivery_id`` is how far it
-    got, saved in the transaction of each batch, so a job that dies resumes there. Only
-    deliveries that failed before the recovery was requested are sent again.
+    A job works through the failed deliveries in id order (``stage`` "failed"), then
+    through the events of the window in id order (``stage`` "missing").
+    ``last_delivery_id`` and ``last_event_id`` are how far it got, saved in the
+    transaction of each batch, so a job that dies resumes there. Only deliveries that
+    failed, and events emitted, before the recovery was requested are taken.
     """
 
     __tablename__ = "webhook_recoveries"
@@ -129,4 +132,12 @@ class WebhookRecovery(IdMixin, WorkspaceMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     recovered_count: Mapped[int] = mapped_column(default=0)
     last_delivery_id: Mapped[uuid.UUID | None]
+    include_missing: Mapped[bool] = mapped_column(
+        default=False, server_default=text("false")
+    )
+    stage: Mapped[str] = mapped_column(
+        String(16), default="failed", server_default="failed"
+    )
+    missing_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_event_id: Mapped[uuid.UUID | None]
     completed_at: Mapped[datetime | None]

@@ -2,9 +2,11 @@
 
 ``POST /v1/webhook-endpoints/{id}/recover`` stores a recovery row and queues a
 ``recover_webhook_deliveries`` job. The job makes the failed deliveries pending again
-in batches, one transaction each, and saves how far it got with every batch. A job
-lost with Redis, or killed midway, is queued again by the webhook sweep, and the next
-run resumes after the last batch committed.
+in batches, one transaction each, and saves how far it got with every batch. With
+``include_missing`` it then creates a delivery of each event of the window that the
+endpoint subscribes to and has none of, such as the events emitted while it was
+disabled. A job lost with Redis, or killed midway, is queued again by the webhook
+sweep, and the next run resumes after the last batch committed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from app.core.auth import Principal
 from app.core.clock import utcnow
 from app.core.db import defer_job
 from app.core.errors import FieldError, InvalidInput
-from app.models import WebhookRecovery
+from app.models import WebhookEndpoint, WebhookRecovery
+from app.webhooks import catalog
 from app.webhooks.errors import WebhookEndpointDisabled, WebhookRecoveryNotFound
 from app.webhooks.repository import (
     WebhookDeliveryRepository,
@@ -49,6 +52,7 @@ class RecoveryBatch:
 
     requeued: int
     finished: bool
+    created: int = 0
 
 
 class WebhookRecoveryService:
@@ -58,8 +62,11 @@ class WebhookRecoveryService:
         principal: Principal,
         endpoint_id: uuid.UUID,
         since: datetime,
+        *,
+        include_missing: bool = False,
     ) -> WebhookRecovery:
-        """Store a recovery of the endpoint's failed deliveries and queue its job."""
+        """Store a recovery of the endpoint's failed deliveries, and with
+        ``include_missing`` of the deliveries it never had, and queue its job."""
         # The lock makes a concurrent delete wait until the recovery is inserted. A
         # delete that committed first makes the lookup raise WebhookEndpointNotFound.
         endpoint = await webhook_endpoint_service.get(
@@ -87,6 +94,9 @@ class WebhookRecoveryService:
             since=since,
             status="pending",
             recovered_count=0,
+            include_missing=include_missing,
+            stage="failed",
+            missing_count=0,
         )
         session.add(recovery)
         await session.flush()
@@ -100,6 +110,7 @@ class WebhookRecoveryService:
             recovery_id=str(recovery.id),
             endpoint_id=str(endpoint.id),
             since=since.isoformat(),
+            include_missing=include_missing,
         )
         return recovery
 
@@ -119,11 +130,12 @@ class WebhookRecoveryService:
     async def run_batch(
         self, session: AsyncSession, recovery_id: uuid.UUID
     ) -> RecoveryBatch | None:
-        """Queue the next batch of failed deliveries again; None if nothing to do.
+        """Run the next batch of a recovery; None if nothing is left to do.
 
         Returns None when the recovery is finished, missing, or run by another worker.
         Only deliveries that failed before the recovery was requested are taken, so a
-        delivery that fails again afterwards is not sent a third time.
+        delivery that fails again afterwards is not sent a third time. Likewise only
+        events emitted before it was requested get a missing delivery.
         """
         recovery = await WebhookRecoveryRepository.from_session(session).lock_pending(
             recovery_id
@@ -132,6 +144,40 @@ class WebhookRecoveryService:
             return None
 
         now = utcnow()
+        requeued = created = 0
+        if recovery.stage == "failed":
+            requeued = await self._requeue_failed(session, recovery, now)
+            if requeued == RECOVERY_BATCH:
+                finished = False
+            elif recovery.include_missing:
+                recovery.stage = "missing"
+                finished = False
+            else:
+                finished = True
+        else:
+            created, finished = await self._create_missing(session, recovery, now)
+        if finished:
+            recovery.status = "succeeded"
+            recovery.completed_at = now
+        recovery.updated_at = now
+        await session.flush()
+
+        log.info(
+            "webhook_recovery.batch_done",
+            recovery_id=str(recovery.id),
+            endpoint_id=str(recovery.endpoint_id),
+            requeued=requeued,
+            created=created,
+            recovered_count=recovery.recovered_count,
+            missing_count=recovery.missing_count,
+            finished=finished,
+        )
+        return RecoveryBatch(requeued=requeued, finished=finished, created=created)
+
+    async def _requeue_failed(
+        self, session: AsyncSession, recovery: WebhookRecovery, now: datetime
+    ) -> int:
+        """Make the next batch of failed deliveries pending again; return how many."""
         requeued = await WebhookDeliveryRepository.from_session(session).requeue_failed(
             recovery.endpoint_id,
             created_since=recovery.since,
@@ -150,22 +196,53 @@ class WebhookRecoveryService:
         recovery.recovered_count += len(requeued)
         if requeued:
             recovery.last_delivery_id = requeued[-1][0]
-        finished = len(requeued) < RECOVERY_BATCH
-        if finished:
-            recovery.status = "succeeded"
-            recovery.completed_at = now
-        recovery.updated_at = now
-        await session.flush()
+        return len(requeued)
 
-        log.info(
-            "webhook_recovery.batch_done",
-            recovery_id=str(recovery.id),
-            endpoint_id=str(recovery.endpoint_id),
-            requeued=len(requeued),
-            recovered_count=recovery.recovered_count,
-            finished=finished,
+    async def _create_missing(
+        self, session: AsyncSession, recovery: WebhookRecovery, now: datetime
+    ) -> tuple[int, bool]:
+        """Create the deliveries missing among the next batch of events; return how
+        many it created, and whether no event is left.
+
+        The endpoint's current event types decide which events it subscribes to. A
+        delivery that the dispatch creates meanwhile is kept, and none is created
+        beside it.
+        """
+        endpoint = await session.get(WebhookEndpoint, recovery.endpoint_id)
+        if endpoint is None:
+            return 0, True
+        event_types = [
+            event_type.name
+            for event_type in catalog.EVENT_TYPES
+            if any(
+                catalog.matches(pattern, event_type.name)
+                for pattern in endpoint.event_types
+            )
+        ]
+        deliveries = WebhookDeliveryRepository.from_session(session)
+        events, missing = await deliveries.missing_events(
+            endpoint,
+            event_types=event_types,
+            emitted_since=recovery.since,
+            emitted_until=recovery.created_at,
+            after_id=recovery.last_event_id,
+            limit=RECOVERY_BATCH,
         )
-        return RecoveryBatch(requeued=len(requeued), finished=finished)
+        inserted = await deliveries.create_many(
+            [(event, endpoint.id) for event in missing], due_at=now
+        )
+        new_ids = [delivery_id for delivery_id in inserted if delivery_id is not None]
+        for delivery_id in new_ids:
+            defer_job(
+                session,
+                DELIVER_JOB,
+                str(delivery_id),
+                job_id=f"{deliver_job_id(delivery_id, 1)}:recovery",
+            )
+        recovery.missing_count += len(new_ids)
+        if events:
+            recovery.last_event_id = events[-1].id
+        return len(new_ids), len(events) < RECOVERY_BATCH
 
 
 webhook_recovery_service = WebhookRecoveryService()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import DriverStatement
-from app.core.ids import new_uuid
+from app.core.ids import new_uuid, uuid_floor
 from app.core.pagination import (
     decode_sort_cursor,
     encode_sort_cursor,
@@ -1264,6 +1264,58 @@ class WebhookDeliveryRepository:
             .execution_options(synchronize_session=False)
         )
         return sorted((row.id, row.attempts) for row in rows)
+
+    async def missing_events(
+        self,
+        endpoint: WebhookEndpoint,
+        *,
+        event_types: Sequence[str],
+        emitted_since: datetime,
+        emitted_until: datetime,
+        after_id: uuid.UUID | None,
+        limit: int,
+    ) -> tuple[Sequence[Any], Sequence[Any]]:
+        """Find, among the next ``limit`` events of the endpoint's workspace and
+        ``event_types``, emitted in the window, those the endpoint has no delivery of.
+
+        The events are taken in id order after ``after_id``; test events are left
+        out. Returns the events looked at and those of them without a delivery, each
+        with its ``id`` and ``workspace_id``.
+        """
+        window = (
+            select(Event.id, Event.workspace_id)
+            .where(
+                Event.workspace_id == endpoint.workspace_id,
+                Event.type.in_(event_types),
+                Event.test.is_(False),
+                Event.created_at >= emitted_since,
+                Event.created_at <= emitted_until,
+            )
+            .order_by(Event.id)
+            .limit(limit)
+        )
+        if after_id is not None:
+            window = window.where(Event.id > after_id)
+        else:
+            # The floor bounds the scan of the ids. An event's id comes from the
+            # clock of the process that emitted it, and created_at from PostgreSQL's,
+            # so the hour allows for the first clock running behind.
+            floor = uuid_floor(emitted_since - timedelta(hours=1))
+            window = window.where(Event.id >= floor)
+        events = (await self.session.execute(window)).all()
+        if not events:
+            return [], []
+        delivered = set(
+            (
+                await self.session.scalars(
+                    select(WebhookDelivery.event_id).where(
+                        WebhookDelivery.endpoint_id == endpoint.id,
+                        WebhookDelivery.event_id.in_([event.id for event in events]),
+                    )
+                )
+            ).all()
+        )
+        return events, [event for event in events if event.id not in delivered]
 
 
 class WebhookRecoveryRepository:

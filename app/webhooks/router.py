@@ -595,12 +595,14 @@ async def recover_webhook_deliveries(
     payload: WebhookRecoveryCreate,
     principal: Principal = Depends(require("webhooks:manage")),
 ) -> WebhookRecovery:
-    """Send again, in a background job, every delivery that failed since a time."""
+    """Send again, in a background job, every delivery that failed since a time,
+    and with include_missing every event since then that the endpoint never had."""
     recovery = await webhook_recovery_service.create(
         request.state.session,
         principal,
         parse_path_id("webhook_endpoint", endpoint_id, "webhook endpoint"),
         payload.since,
+        include_missing=payload.include_missing,
     )
     response.headers["Location"] = (
         f"/v1/webhook-recoveries/{ids.encode('webhook_recovery', recovery.id)}"

@@ -343,6 +343,12 @@ class WebhookRecoveryCreate(InputModel):
     since: Timestamp = Field(
         description="Send again the failed deliveries created at or after this time."
     )
+    include_missing: bool = Field(
+        default=False,
+        description="Also send each event emitted since then that the endpoint "
+        "subscribes to and never had a delivery of, such as the events emitted while "
+        "it was disabled, or before it was created.",
+    )
 
 
 class WebhookRecovery(OutputModel):
@@ -355,6 +361,10 @@ class WebhookRecovery(OutputModel):
     )
     recovered_count: int = Field(
         description="Failed deliveries queued again so far, each for one more attempt."
+    )
+    include_missing: bool
+    missing_count: int = Field(
+        description="Deliveries created so far for events the endpoint never had."
     )
     created_at: datetime
     completed_at: datetime | None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -59,3 +60,19 @@ class TestDecode:
         text = "lead_" + "0" * 25 + "\u212a"
 
         assert ids.decode("lead", text) == ids.decode("lead", "lead_" + "0" * 25 + "k")
+
+
+class TestUuidFloor:
+    def test_below_every_id_made_from_then(self) -> None:
+        at = datetime.now(UTC)
+
+        floor = ids.uuid_floor(at)
+
+        assert floor.version == 7
+        assert floor <= ids.new_uuid()
+        assert ids.uuid_floor(at + timedelta(milliseconds=1)) > floor
+
+    def test_above_every_id_made_before(self) -> None:
+        made = ids.new_uuid()
+
+        assert ids.uuid_floor(datetime.now(UTC) + timedelta(milliseconds=2)) > made

@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,14 +12,16 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.models import WebhookDelivery, WebhookRecovery, Workspace
-from app.webhooks.recovery import RECOVER_JOB
+from app.models import Event, WebhookDelivery, WebhookRecovery, Workspace
+from app.webhooks import recovery as webhook_recovery
+from app.webhooks.recovery import RECOVER_JOB, webhook_recovery_service
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Receiver, fresh
 from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
     dispatch,
+    drain,
     record_event,
 )
 from tests.webhooks.test_dispatch import dispatch_sweep, queued
@@ -237,3 +240,264 @@ class TestRecoverDeliveries:
         assert shown.status_code == 404
         assert shown.json()["code"] == "webhook_recovery_not_found"
         assert started.status_code == 404
+
+
+def since_text(ago: timedelta) -> str:
+    return (utcnow() - ago).isoformat().replace("+00:00", "Z")
+
+
+async def set_enabled(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    endpoint: dict[str, Any],
+    enabled: bool,
+) -> None:
+    response = await client.patch(
+        f"/v1/webhook-endpoints/{endpoint['id']}",
+        json={"enabled": enabled},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+
+
+async def recover_missing(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    endpoint: dict[str, Any],
+    *,
+    since: timedelta = timedelta(days=1),
+    include_missing: bool = True,
+) -> dict[str, Any]:
+    response = await client.post(
+        recover_path(endpoint),
+        json={"since": since_text(since), "include_missing": include_missing},
+        headers=auth,
+    )
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def run_recovery(ctx: dict[str, Any], recovery: dict[str, Any]) -> int:
+    """Run the recovery's job once; return how many deliveries it queued."""
+    recovery_id = ids.decode("webhook_recovery", recovery["id"])
+    return await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
+
+
+async def missed_while_disabled(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    session: AsyncSession,
+    workspace: Workspace,
+    ctx: dict[str, Any],
+    receiver: Receiver,
+    count: int = 1,
+) -> tuple[dict[str, Any], list[Event]]:
+    """Create an endpoint of invoice events, and emit ``count`` invoice.paid events
+    while it is disabled; return it, enabled again, and the events."""
+    endpoint = await create_endpoint(
+        client, auth, receiver.url(), event_types=["invoice.*"]
+    )
+    await set_enabled(client, auth, endpoint, False)
+    missed = [
+        await record_event(session, workspace.id, "invoice.paid") for _ in range(count)
+    ]
+    for event in missed:
+        await dispatch(ctx, event)
+    await set_enabled(client, auth, endpoint, True)
+    return endpoint, missed
+
+
+async def delivery_count(session: AsyncSession, event: Event) -> int:
+    return len(await deliveries_of(session, event.id))
+
+
+class TestRecoverMissing:
+    async def test_events_missed_while_disabled_are_sent(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        delivered = await record_event(session, workspace.id, "invoice.paid")
+        await dispatch(ctx, delivered)
+        await drain(ctx)
+        await set_enabled(client, auth, endpoint, False)
+        missed = [
+            await record_event(session, workspace.id, "invoice.paid"),
+            await record_event(session, workspace.id, "invoice.finalized"),
+        ]
+        unsubscribed = await record_event(session, workspace.id, "lead.created")
+        test_event = await record_event(session, workspace.id, "invoice.paid")
+        too_old = await record_event(session, workspace.id, "invoice.paid")
+        await session.execute(
+            update(Event).where(Event.id == test_event.id).values(test=True)
+        )
+        await session.execute(
+            update(Event)
+            .where(Event.id == too_old.id)
+            .values(created_at=utcnow() - timedelta(days=2))
+        )
+        await session.commit()
+        for event in (*missed, unsubscribed, test_event, too_old):
+            await dispatch(ctx, event)
+        await set_enabled(client, auth, endpoint, True)
+        receiver.requests.clear()
+
+        recovery = await recover_missing(client, auth, endpoint)
+        taken = await run_recovery(ctx, recovery)
+        await drain(ctx)
+
+        assert recovery["include_missing"] is True
+        assert recovery["missing_count"] == 0
+        assert taken == 2
+        created = [(await deliveries_of(session, event.id))[0] for event in missed]
+        assert sorted(
+            request.headers["webhook-id"] for request in receiver.requests
+        ) == sorted(ids.encode("webhook_delivery", row.id) for row in created)
+        for request in receiver.requests:
+            Webhook(endpoint["secret"]).verify(request.body, request.headers)
+        for event in (unsubscribed, test_event, too_old):
+            assert await delivery_count(session, event) == 0
+        assert await delivery_count(session, delivered) == 1
+        shown = await client.get(
+            f"/v1/webhook-recoveries/{recovery['id']}", headers=auth
+        )
+        assert shown.json()["status"] == "succeeded"
+        assert shown.json()["missing_count"] == 2
+        assert shown.json()["recovered_count"] == 0
+
+    async def test_second_recovery_creates_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, [missed] = await missed_while_disabled(
+            client, auth, session, workspace, ctx, receiver
+        )
+        first = await recover_missing(client, auth, endpoint)
+        await run_recovery(ctx, first)
+
+        second = await recover_missing(client, auth, endpoint)
+        taken = await run_recovery(ctx, second)
+
+        assert taken == 0
+        assert await delivery_count(session, missed) == 1
+        shown = await client.get(f"/v1/webhook-recoveries/{second['id']}", headers=auth)
+        assert shown.json()["status"] == "succeeded"
+        assert shown.json()["missing_count"] == 0
+
+    async def test_without_include_missing_creates_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, [missed] = await missed_while_disabled(
+            client, auth, session, workspace, ctx, receiver
+        )
+
+        recovery = await recover_missing(client, auth, endpoint, include_missing=False)
+        taken = await run_recovery(ctx, recovery)
+
+        assert recovery["include_missing"] is False
+        assert taken == 0
+        assert await delivery_count(session, missed) == 0
+
+    async def test_events_after_the_request_left_out(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        recovery = await recover_missing(client, auth, endpoint)
+        await set_enabled(client, auth, endpoint, False)
+        later = await record_event(session, workspace.id, "invoice.paid")
+        # The test's statements share one transaction, whose now() does not move.
+        await session.execute(
+            update(Event)
+            .where(Event.id == later.id)
+            .values(created_at=utcnow() + timedelta(seconds=1))
+        )
+        await session.commit()
+        await dispatch(ctx, later)
+
+        taken = await run_recovery(ctx, recovery)
+
+        assert taken == 0
+        assert await delivery_count(session, later) == 0
+
+    async def test_dispatch_after_replay_adds_no_second_delivery(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        undispatched = await record_event(session, workspace.id, "invoice.paid")
+        recovery = await recover_missing(client, auth, endpoint)
+
+        await run_recovery(ctx, recovery)
+        created = await dispatch(ctx, undispatched)
+
+        assert created == 0
+        assert await delivery_count(session, undispatched) == 1
+
+    async def test_resumes_after_the_last_batch(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(webhook_recovery, "RECOVERY_BATCH", 2)
+        endpoint, missed = await missed_while_disabled(
+            client, auth, session, workspace, ctx, receiver, count=5
+        )
+        recovery = await recover_missing(client, auth, endpoint)
+        recovery_id = ids.decode("webhook_recovery", recovery["id"])
+        # Two batches commit, then the job dies: the first takes the failed
+        # deliveries (none), the second two events.
+        for _ in range(2):
+            async with tasks.unit_of_work(ctx) as batch_session:
+                batch = await webhook_recovery_service.run_batch(
+                    batch_session, recovery_id
+                )
+            assert batch is not None
+            assert not batch.finished
+
+        taken = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
+
+        assert taken == 3
+        assert [await delivery_count(session, event) for event in missed] == [1] * 5
+        row = await fresh(session, WebhookRecovery, recovery_id)
+        assert row.status == "succeeded"
+        assert row.missing_count == 5
+        assert row.last_event_id == missed[-1].id
