@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The most attempts a webhook delivery may be given before it fails, manual
+# retries aside. A delivery shows that many of its last attempts.
+MAX_WEBHOOK_ATTEMPTS = 50
+
 
 class Settings(BaseSettings):
     """Configuration of the api and worker processes."""
@@ -135,7 +139,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts or networks that webhook URLs may reach despite being private.",
     )
-    webhook_max_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_max_attempts: int = Field(default=12, ge=1, le=MAX_WEBHOOK_ATTEMPTS)
     webhook_allow_http: bool = Field(
         default=False,
         description="Accept plain http:// webhook URLs; https:// is required otherwise.",

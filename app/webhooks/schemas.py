@@ -19,13 +19,15 @@ from app.core.schemas import (
     WebhookEndpointId,
     WebhookRecoveryId,
 )
+from app.settings import MAX_WEBHOOK_ATTEMPTS
 from app.webhooks import catalog
 
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 MAX_EVENT_TYPES = 100
 MAX_GRACE_SECONDS = 7 * 86_400
-# A delivery shows its last attempts; its attempts list pages through every one.
-SHOWN_ATTEMPTS = 20
+# A delivery shows its last attempts: all of them unless retried by hand past the
+# most a delivery may be given. Its attempts list pages through every one.
+SHOWN_ATTEMPTS = MAX_WEBHOOK_ATTEMPTS
 
 
 def encode_object_id(object_type: str, object_id: uuid.UUID) -> str:

@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
@@ -12,6 +13,8 @@ from app.core import ids
 from app.core.clock import utcnow
 from app.models import Event, WebhookDelivery, Workspace
 from app.settings import Settings
+from app.webhooks import service
+from app.webhooks.schemas import SHOWN_ATTEMPTS
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Receiver, ScriptedResponse, fresh
 from tests.webhooks.factories import (
@@ -137,7 +140,9 @@ class TestAttempts:
         workspace: Workspace,
         ctx: dict[str, Any],
         receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        monkeypatch.setattr(service, "SHOWN_ATTEMPTS", 3)
         endpoint, event, delivery = await delivered(
             client,
             auth,
@@ -147,7 +152,7 @@ class TestAttempts:
             receiver,
             ScriptedResponse(body=b"attempt 1"),
         )
-        await retried(client, auth, ctx, receiver, delivery, 22)
+        await retried(client, auth, ctx, receiver, delivery, 4)
 
         by_id = await client.get(
             f"/v1/webhook-deliveries/{api_id(delivery)}", headers=auth
@@ -159,14 +164,19 @@ class TestAttempts:
             f"/v1/events/{ids.encode('event', event.id)}/deliveries", headers=auth
         )
 
-        expected = [f"attempt {number}" for number in range(4, 24)]
+        expected = ["attempt 3", "attempt 4", "attempt 5"]
         for body in (
             by_id.json(),
             of_endpoint.json()["data"][0],
             of_event.json()["data"][0],
         ):
-            assert body["attempt_count"] == 23
+            assert body["attempt_count"] == 5
             assert [item["response_excerpt"] for item in body["attempts"]] == expected
+
+    def test_every_attempt_a_delivery_may_get_is_shown(self) -> None:
+        limit = Settings.model_fields["webhook_max_attempts"].metadata
+
+        assert any(getattr(bound, "le", None) == SHOWN_ATTEMPTS for bound in limit)
 
     async def test_list_pages_through_every_attempt(
         self,
