@@ -610,6 +610,33 @@ class TestDeliverWebhook:
         assert attempt.error is not None
         assert "https://" in attempt.error
 
+    async def test_unparsable_stored_url_recorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        # A URL accepted before the API parsed URLs as the sender does.
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == ids.decode("webhook_endpoint", endpoint["id"]))
+            .values(url="http://[2606:4700::1]x/hooks")
+        )
+
+        outcome = await deliver(ctx, delivery)
+
+        assert outcome == "retrying"
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code is None
+        assert attempt.error is not None
+        assert "Invalid IPv6 URL" in attempt.error
+
     async def test_success_clears_failing_since(
         self,
         client: httpx.AsyncClient,
