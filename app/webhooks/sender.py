@@ -39,6 +39,10 @@ log = structlog.get_logger(__name__)
 
 USER_AGENT = "salescycle-webhooks/1"
 MAX_EXCERPT_BYTES = 1024
+# Characters of an attempt's error that are stored, shown by the API and logged.
+# aiohttp quotes a malformed status or header line whole, up to its 8 KB line limit,
+# so a receiver could otherwise fill every failed attempt's error.
+MAX_ERROR_CHARS = 500
 # Connections per receiver host, so a burst of events does not flood one receiver.
 CONNECTIONS_PER_HOST = 20
 
@@ -129,6 +133,13 @@ def _tls_reason(error: BaseException) -> str:
 
 
 def _describe_error(error: BaseException, timeout: float) -> str:
+    description = _error_text(error, timeout)
+    if len(description) > MAX_ERROR_CHARS:
+        return description[: MAX_ERROR_CHARS - 1] + "…"
+    return description
+
+
+def _error_text(error: BaseException, timeout: float) -> str:
     unsafe = _find_unsafe(error)
     if unsafe is not None:
         return f"Blocked before connecting: {unsafe}."

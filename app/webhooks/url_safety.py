@@ -26,9 +26,11 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from app.core.errors import quoted
 from app.settings import Settings
 from app.webhooks.errors import (
     InvalidWebhookUrl,
@@ -65,6 +67,10 @@ _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$"
 # A "%" not followed by two hexadecimal digits. yarl, and so aiohttp, would send it
 # as "%25", a path other than the one given.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2}).{0,2}")
+# One label of an ASCII host name. The underscore is not valid in host names but
+# appears in real DNS records, and resolvers accept it.
+_HOST_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
+MAX_HOST_LENGTH = 253
 
 # The host of the request being sent. The socket factory gets only an address, and
 # reads the host from here to apply an allow-listed host name.
@@ -205,7 +211,7 @@ def policy_for(entries: tuple[str, ...], allow_http: bool) -> AddressPolicy:
 
 @dataclass(frozen=True)
 class WebhookUrl:
-    """A parsed webhook URL: its host is lower-case IDNA, or an IP literal."""
+    """A parsed webhook URL: its host is lower-case IDNA 2008, or an IP literal."""
 
     url: str
     scheme: str
@@ -266,15 +272,24 @@ def parse_webhook_url(text: str) -> WebhookUrl:
     raw_host = parts.hostname
     if not raw_host:
         raise _invalid("the host is missing")
+    # The sender passes the URL to aiohttp, which parses it with yarl, so a URL that
+    # yarl rejects could never be sent. The host checked here is the one yarl dials.
+    # yarl encodes names with IDNA 2008 (UTS 46), while Python's "idna" codec
+    # follows IDNA 2003, which maps "ß" to "ss", a different host.
+    try:
+        yarl_url = yarl.URL(url)
+    except ValueError as error:
+        raise _invalid(str(error)) from error
     bracketed = "[" in parts.netloc
     address = _parse_ip_literal(raw_host, bracketed)
     if address is not None:
         host = str(address)
     else:
-        try:
-            host = _normalize_host(raw_host).encode("idna").decode("ascii")
-        except UnicodeError as error:
-            raise _invalid(f"{raw_host!r} is not a valid host name") from error
+        host = _normalize_host(yarl_url.raw_host or "")
+        if len(host) > MAX_HOST_LENGTH or not all(
+            _HOST_LABEL.match(label) for label in host.split(".")
+        ):
+            raise _invalid(f"{quoted(raw_host)} is not a valid host name")
     if port == 0:
         raise _invalid("port 0 is not a valid port")
 

@@ -33,6 +33,7 @@ from app.webhooks import delivery as webhook_delivery
 from app.webhooks.backoff import JITTER, retry_delays
 from app.webhooks.schemas import WebhookEndpointCreate
 from app.webhooks.sender import (
+    MAX_ERROR_CHARS,
     MAX_EXCERPT_BYTES,
     USER_AGENT,
     OutgoingRequest,
@@ -609,6 +610,33 @@ class TestDeliverWebhook:
         assert attempt.status_code is None
         assert attempt.error is not None
         assert "https://" in attempt.error
+
+    async def test_unparsable_stored_url_recorded(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, receiver.url()
+        )
+        # A URL accepted before the API parsed URLs as the sender does.
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == ids.decode("webhook_endpoint", endpoint["id"]))
+            .values(url="http://[2606:4700::1]x/hooks")
+        )
+
+        outcome = await deliver(ctx, delivery)
+
+        assert outcome == "retrying"
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.status_code is None
+        assert attempt.error is not None
+        assert "Invalid IPv6 URL" in attempt.error
 
     async def test_success_clears_failing_since(
         self,
@@ -1240,6 +1268,33 @@ class TestMalformedResponses:
             assert token not in row.last_error
             assert token not in logged
         assert "webhook.attempt_failed" in logged
+
+    async def test_long_parse_error_cut(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        raw_receiver: RawReceiver,
+    ) -> None:
+        _, _, delivery = await setup_delivery(
+            client, auth, session, workspace, ctx, raw_receiver.url()
+        )
+        # aiohttp quotes the whole malformed line, up to its 8 KB line limit, twice
+        # for a header line.
+        raw_receiver.response = (
+            b"HTTP/1.1 200 OK\r\n" + b"X" * 8000 + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+
+        assert await deliver(ctx, delivery) == "retrying"
+
+        [attempt] = await attempts_of(session, delivery.id)
+        assert attempt.error is not None
+        assert attempt.error.startswith("Request failed: ClientResponseError: 400")
+        assert len(attempt.error) <= MAX_ERROR_CHARS
+        row = await fresh(session, WebhookDelivery, delivery.id)
+        assert row.last_error == attempt.error
 
 
 async def _serve(reply: bytes, context: ssl.SSLContext | None = None) -> asyncio.Server:

@@ -138,6 +138,8 @@ class TestCreateEndpoint:
             "127.0.0.1/hooks",
             "http://user:pw@127.0.0.1/",
             "http://2130706433/",
+            "http://\u2488.example/",
+            "http://[2606:4700::1]x/",
         ],
     )
     async def test_invalid_url(

@@ -129,6 +129,28 @@ class TestParseWebhookUrl:
 
         assert url.host == "0xcafe.example.com"
 
+    def test_idna_2008_host(self) -> None:
+        # IDNA 2003 maps "ß" to "ss", but aiohttp's URL parser dials the IDNA 2008
+        # name, so the address checks must resolve that one.
+        url = parse_webhook_url("https://straße.example/hook")
+
+        assert url.host == "xn--strae-oqa.example"
+
+    @pytest.mark.parametrize(
+        ("text", "reason"),
+        [
+            ("https://\u2488.example/", "not a valid host name"),
+            ("https://a\uff0fb.example/", "invalid characters"),
+            ("https://[2606:4700::1]x/", "Invalid IPv6 URL"),
+            ("https://a!b.example/", "not a valid host name"),
+        ],
+    )
+    def test_host_yarl_rejects(self, text: str, reason: str) -> None:
+        with pytest.raises(InvalidWebhookUrl) as caught:
+            parse_webhook_url(text)
+
+        assert reason in caught.value.detail
+
 
 class TestAddressPolicy:
     def test_parses_entries(self) -> None:
