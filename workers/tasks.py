@@ -27,6 +27,7 @@ from app.billing.dunning import dunning_runner
 from app.billing.providers.inbox import drain_job, provider_event_service
 from app.billing.reconciliation import reconciliation_service
 from app.billing.sends import invoice_send_service
+from app.core.clock import utcnow
 from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.events import acting_as_system
 from app.core.idempotency import prune_expired
@@ -334,6 +335,24 @@ async def recover_webhook_deliveries(ctx: dict[str, Any], recovery_id: str) -> i
     return total
 
 
+async def catch_up_webhook_endpoint(ctx: dict[str, Any], endpoint_id: str) -> int:
+    """Give a new endpoint the deliveries its creation raced with; return how many."""
+    until = utcnow()
+    after_id = None
+    total = 0
+    while True:
+        async with unit_of_work(ctx) as session:
+            batch = await webhook_recovery_service.catch_up_batch(
+                session, uuid.UUID(endpoint_id), until=until, after_id=after_id
+            )
+        if batch is None:
+            return total
+        total += batch.created
+        if batch.finished:
+            return total
+        after_id = batch.last_event_id
+
+
 # One prune run deletes at most PRUNE_BATCHES * PRUNE_BATCH events, one transaction
 # per batch; a larger backlog drains over the following hourly runs.
 PRUNE_BATCH = 1000
@@ -601,6 +620,7 @@ FUNCTIONS: list[Any] = [
     deliver_webhook,
     sweep_webhooks,
     recover_webhook_deliveries,
+    catch_up_webhook_endpoint,
     run_enrollment_step,
     sweep_due_enrollments,
     rescore_leads,

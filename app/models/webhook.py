@@ -26,9 +26,21 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     failed attempt after the last success; it is null while the endpoint is healthy.
     ``headers`` are extra request headers the receiver asked for, sent on every
     attempt.
+
+    ``catch_up_pending`` is true from the endpoint's creation until a job has given
+    it a delivery of each event its transaction raced with: an event emitted after
+    the endpoint's transaction began, and dispatched before it committed, when the
+    dispatch could not see the endpoint yet.
     """
 
     __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        Index(
+            "ix_webhook_endpoints_catch_up_pending",
+            "created_at",
+            postgresql_where=text("catch_up_pending"),
+        ),
+    )
 
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(String(500))
@@ -40,6 +52,9 @@ class WebhookEndpoint(IdMixin, WorkspaceMixin, TimestampMixin, VersionMixin, Bas
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
     failing_since: Mapped[datetime | None]
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    catch_up_pending: Mapped[bool] = mapped_column(
+        default=False, server_default=text("false")
+    )
 
 
 class WebhookDelivery(IdMixin, WorkspaceMixin, TimestampMixin, Base):

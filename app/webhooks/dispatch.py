@@ -41,6 +41,7 @@ from app.webhooks.repository import (
     WebhookEndpointRepository,
     WebhookRecoveryRepository,
 )
+from app.webhooks.service import CATCH_UP_JOB, catch_up_job_id
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,7 @@ DISPATCH_BATCH = 500
 # Bounds one sweep run; a larger backlog drains over the following runs.
 SWEEP_MAX_ROWS = 10_000
 # A pending recovery that no batch advanced for this long lost its job, or its worker.
+# The same holds for a new endpoint not caught up this long after its creation.
 RECOVERY_STALE_AFTER = timedelta(minutes=1)
 
 
@@ -62,6 +64,7 @@ class SweepResult:
     events: int
     settled: int = 0
     recoveries: int = 0
+    catch_ups: int = 0
 
 
 async def dispatch_event(
@@ -173,7 +176,8 @@ async def dispatch_pending(
 
 
 async def sweep(session: AsyncSession, *, requeue_events: bool = True) -> SweepResult:
-    """Enqueue again every undispatched event, and every stalled recovery.
+    """Enqueue again every undispatched event, every stalled recovery, and the
+    catch-up of every endpoint whose job was lost.
 
     First it marks dispatched the undispatched events no endpoint subscribes to, for
     which ``emit`` queued no job. A dispatch job carries the id first enqueued, so arq
@@ -213,15 +217,25 @@ async def sweep(session: AsyncSession, *, requeue_events: bool = True) -> SweepR
             session, RECOVER_JOB, str(recovery_id), job_id=recover_job_id(recovery_id)
         )
 
-    if event_count or settled or recoveries:
+    catch_ups = await WebhookEndpointRepository.from_session(
+        session
+    ).catch_up_pending_ids(created_before=now - RECOVERY_STALE_AFTER, limit=SWEEP_BATCH)
+    for endpoint_id in catch_ups:
+        defer_job(
+            session, CATCH_UP_JOB, str(endpoint_id), job_id=catch_up_job_id(endpoint_id)
+        )
+
+    if event_count or settled or recoveries or catch_ups:
         log.info(
             "webhook.sweep_enqueued",
             events=event_count,
             settled=settled,
             recoveries=len(recoveries),
+            catch_ups=len(catch_ups),
         )
     return SweepResult(
         events=event_count,
         settled=settled,
         recoveries=len(recoveries),
+        catch_ups=len(catch_ups),
     )

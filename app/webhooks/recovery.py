@@ -28,6 +28,7 @@ from app.webhooks import catalog
 from app.webhooks.errors import WebhookEndpointDisabled, WebhookRecoveryNotFound
 from app.webhooks.repository import (
     WebhookDeliveryRepository,
+    WebhookEndpointRepository,
     WebhookRecoveryRepository,
 )
 from app.webhooks.service import (
@@ -44,6 +45,16 @@ RECOVERY_BATCH = 500
 
 def recover_job_id(recovery_id: uuid.UUID) -> str:
     return f"recover:{recovery_id}"
+
+
+@dataclass(frozen=True)
+class MissingBatch:
+    """The outcome of one batch of missing deliveries: how many it created, the last
+    event it looked at, and whether no event is left."""
+
+    created: int
+    last_event_id: uuid.UUID | None
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -202,47 +213,112 @@ class WebhookRecoveryService:
         self, session: AsyncSession, recovery: WebhookRecovery, now: datetime
     ) -> tuple[int, bool]:
         """Create the deliveries missing among the next batch of events; return how
-        many it created, and whether no event is left.
-
-        The endpoint's current event types decide which events it subscribes to. A
-        delivery that the dispatch creates meanwhile is kept, and none is created
-        beside it.
-        """
+        many it created, and whether no event is left."""
         endpoint = await session.get(WebhookEndpoint, recovery.endpoint_id)
         if endpoint is None:
             return 0, True
-        event_types = [
-            event_type.name
-            for event_type in catalog.EVENT_TYPES
-            if any(
-                catalog.matches(pattern, event_type.name)
-                for pattern in endpoint.event_types
-            )
-        ]
-        deliveries = WebhookDeliveryRepository.from_session(session)
-        events, missing = await deliveries.missing_events(
+        batch = await create_missing_deliveries(
+            session,
             endpoint,
-            event_types=event_types,
             emitted_since=recovery.since,
             emitted_until=recovery.created_at,
             after_id=recovery.last_event_id,
-            limit=RECOVERY_BATCH,
+            now=now,
         )
-        inserted = await deliveries.create_many(
-            [(event, endpoint.id) for event in missing], due_at=now
-        )
-        new_ids = [delivery_id for delivery_id in inserted if delivery_id is not None]
-        for delivery_id in new_ids:
-            defer_job(
+        recovery.missing_count += batch.created
+        if batch.last_event_id is not None:
+            recovery.last_event_id = batch.last_event_id
+        return batch.created, batch.finished
+
+    async def catch_up_batch(
+        self,
+        session: AsyncSession,
+        endpoint_id: uuid.UUID,
+        *,
+        until: datetime,
+        after_id: uuid.UUID | None,
+    ) -> MissingBatch | None:
+        """Give a new endpoint the deliveries its creation raced with, a batch at a
+        time; None if it needs none.
+
+        The events are those emitted from the endpoint's ``created_at`` (the start of
+        its transaction) until ``until`` that it has no delivery of: an event of that
+        time that the dispatch took before the endpoint committed got none. A
+        disabled endpoint gets none, as the dispatch gives it none.
+        """
+        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+        if endpoint is None or not endpoint.catch_up_pending:
+            return None
+        batch = MissingBatch(created=0, last_event_id=None, finished=True)
+        if endpoint.enabled:
+            batch = await create_missing_deliveries(
                 session,
-                DELIVER_JOB,
-                str(delivery_id),
-                job_id=f"{deliver_job_id(delivery_id, 1)}:recovery",
+                endpoint,
+                emitted_since=endpoint.created_at,
+                emitted_until=until,
+                after_id=after_id,
+                now=utcnow(),
             )
-        recovery.missing_count += len(new_ids)
-        if events:
-            recovery.last_event_id = events[-1].id
-        return len(new_ids), len(events) < RECOVERY_BATCH
+        if batch.finished:
+            await WebhookEndpointRepository.from_session(session).caught_up(endpoint.id)
+        log.info(
+            "webhook_endpoint.catch_up_batch_done",
+            endpoint_id=str(endpoint.id),
+            created=batch.created,
+            finished=batch.finished,
+        )
+        return batch
+
+
+async def create_missing_deliveries(
+    session: AsyncSession,
+    endpoint: WebhookEndpoint,
+    *,
+    emitted_since: datetime,
+    emitted_until: datetime,
+    after_id: uuid.UUID | None,
+    now: datetime,
+) -> MissingBatch:
+    """Create the endpoint's missing deliveries among the next batch of its events.
+
+    Takes the next ``RECOVERY_BATCH`` events after ``after_id`` emitted in the window
+    that the endpoint's current event types cover, and gives a pending delivery, due
+    ``now``, to each one it has none of. A delivery that the dispatch creates
+    meanwhile is kept, and none is created beside it.
+    """
+    event_types = [
+        event_type.name
+        for event_type in catalog.EVENT_TYPES
+        if any(
+            catalog.matches(pattern, event_type.name)
+            for pattern in endpoint.event_types
+        )
+    ]
+    deliveries = WebhookDeliveryRepository.from_session(session)
+    events, missing = await deliveries.missing_events(
+        endpoint,
+        event_types=event_types,
+        emitted_since=emitted_since,
+        emitted_until=emitted_until,
+        after_id=after_id,
+        limit=RECOVERY_BATCH,
+    )
+    inserted = await deliveries.create_many(
+        [(event, endpoint.id) for event in missing], due_at=now
+    )
+    new_ids = [delivery_id for delivery_id in inserted if delivery_id is not None]
+    for delivery_id in new_ids:
+        defer_job(
+            session,
+            DELIVER_JOB,
+            str(delivery_id),
+            job_id=f"{deliver_job_id(delivery_id, 1)}:missing",
+        )
+    return MissingBatch(
+        created=len(new_ids),
+        last_event_id=events[-1].id if events else None,
+        finished=len(events) < RECOVERY_BATCH,
+    )
 
 
 webhook_recovery_service = WebhookRecoveryService()

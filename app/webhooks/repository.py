@@ -750,6 +750,34 @@ class WebhookEndpointRepository:
             self.session, statement, WebhookEndpoint.id, limit=limit, cursor=cursor
         )
 
+    async def caught_up(self, endpoint_id: uuid.UUID) -> None:
+        """Note that the endpoint has the deliveries its creation raced with.
+
+        Neither its version nor ``updated_at`` changes: nothing a caller set did.
+        """
+        await self.session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .values(catch_up_pending=False, updated_at=WebhookEndpoint.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def catch_up_pending_ids(
+        self, *, created_before: datetime, limit: int
+    ) -> Sequence[uuid.UUID]:
+        """Return endpoints created before ``created_before`` not yet caught up."""
+        return (
+            await self.session.scalars(
+                select(WebhookEndpoint.id)
+                .where(
+                    WebhookEndpoint.catch_up_pending.is_(True),
+                    WebhookEndpoint.created_at < created_before,
+                )
+                .order_by(WebhookEndpoint.created_at)
+                .limit(limit)
+            )
+        ).all()
+
     async def subscribed_ids(self, event: Event) -> Sequence[uuid.UUID]:
         """Return the enabled endpoints of the event's workspace that subscribe to it.
 

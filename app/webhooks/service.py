@@ -52,6 +52,7 @@ from app.webhooks.url_safety import (
 log = structlog.get_logger(__name__)
 
 DELIVER_JOB = "deliver_webhook"
+CATCH_UP_JOB = "catch_up_webhook_endpoint"
 MAX_TYPE_FILTERS = 20
 
 DisabledReason = Literal["manual", "gone", "failing"]
@@ -82,6 +83,10 @@ def endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
     data["headers"] = {name: REDACTED for name in data["headers"]}
     data["url"] = redact_url(data["url"])
     return data
+
+
+def catch_up_job_id(endpoint_id: uuid.UUID) -> str:
+    return f"catch-up:{endpoint_id}"
 
 
 def deliver_job_id(delivery_id: uuid.UUID, attempt: int) -> str:
@@ -258,10 +263,20 @@ class WebhookEndpointService:
             secret=secret,
             enabled=payload.enabled,
             disabled_reason=None if payload.enabled else "manual",
+            catch_up_pending=payload.enabled,
         )
         session.add(endpoint)
         await session.flush()
         await session.refresh(endpoint)
+        if endpoint.catch_up_pending:
+            # An event emitted while this transaction runs, and dispatched before it
+            # commits, gets no delivery to the endpoint; the job gives it one.
+            defer_job(
+                session,
+                CATCH_UP_JOB,
+                str(endpoint.id),
+                job_id=catch_up_job_id(endpoint.id),
+            )
 
         await self._emit(session, endpoint, "webhook_endpoint.created", principal.actor)
         log.info(

@@ -194,12 +194,18 @@ class TestDispatchEvent:
 
         jobs = await queued(redis_client)
 
+        endpoint_id = ids.decode("webhook_endpoint", endpoint["id"])
         event_id = await session.scalar(
-            select(Event.id).where(
-                Event.object_id == ids.decode("webhook_endpoint", endpoint["id"])
-            )
+            select(Event.id).where(Event.object_id == endpoint_id)
         )
-        assert jobs == [("dispatch_event", (str(event_id),), f"dispatch:{event_id}")]
+        assert jobs == [
+            (
+                "catch_up_webhook_endpoint",
+                (str(endpoint_id),),
+                f"catch-up:{endpoint_id}",
+            ),
+            ("dispatch_event", (str(event_id),), f"dispatch:{event_id}"),
+        ]
 
     async def test_one_job_names_every_event_of_a_transaction(
         self, committed: Committed, redis_client: ArqRedis
@@ -339,7 +345,7 @@ class TestSweep:
         await drain(ctx)
 
         assert found == 0
-        assert jobs == []
+        assert [job for job in jobs if job[0] == "dispatch_event"] == []
         # The loop dispatched the event from PostgreSQL, with no job.
         assert len(receiver.requests) == 1
         [delivery] = await deliveries_of(session, event.id)

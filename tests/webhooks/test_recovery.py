@@ -6,15 +6,23 @@ from typing import Any
 import httpx
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from app.core import ids
 from app.core.clock import utcnow
-from app.models import Event, WebhookDelivery, WebhookRecovery, Workspace
+from app.models import (
+    Event,
+    UndispatchedEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookRecovery,
+    Workspace,
+)
 from app.webhooks import recovery as webhook_recovery
 from app.webhooks.recovery import RECOVER_JOB, webhook_recovery_service
+from app.webhooks.service import CATCH_UP_JOB
 from tests.conftest import make_workspace_key
 from tests.webhooks.conftest import Receiver, fresh
 from tests.webhooks.factories import (
@@ -501,3 +509,132 @@ class TestRecoverMissing:
         assert row.status == "succeeded"
         assert row.missing_count == 5
         assert row.last_event_id == missed[-1].id
+
+
+async def dispatched_before_commit(session: AsyncSession, event: Event) -> None:
+    """Take the event out of the dispatch queue with no delivery, as a dispatch that
+    ran before a new endpoint's transaction committed left it."""
+    await session.execute(
+        delete(UndispatchedEvent).where(UndispatchedEvent.event_id == event.id)
+    )
+    await session.commit()
+
+
+async def catch_up(ctx: dict[str, Any], endpoint: dict[str, Any]) -> int:
+    endpoint_id = ids.decode("webhook_endpoint", endpoint["id"])
+    return await tasks.catch_up_webhook_endpoint(ctx, str(endpoint_id))
+
+
+async def endpoint_row(session: AsyncSession, endpoint: dict[str, Any]) -> Any:
+    return await fresh(
+        session, WebhookEndpoint, ids.decode("webhook_endpoint", endpoint["id"])
+    )
+
+
+class TestCatchUp:
+    async def test_raced_event_is_delivered(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        redis_client: ArqRedis,
+    ) -> None:
+        await redis_client.flushdb()
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        queued_jobs = await queued(redis_client)
+        raced = await record_event(session, workspace.id, "invoice.paid")
+        await dispatched_before_commit(session, raced)
+        before = await record_event(session, workspace.id, "invoice.paid")
+        await dispatched_before_commit(session, before)
+        await session.execute(
+            update(Event)
+            .where(Event.id == before.id)
+            .values(created_at=utcnow() - timedelta(minutes=1))
+        )
+        await session.commit()
+
+        created = await catch_up(ctx, endpoint)
+        again = await catch_up(ctx, endpoint)
+        await drain(ctx)
+
+        endpoint_id = ids.decode("webhook_endpoint", endpoint["id"])
+        assert (CATCH_UP_JOB, (str(endpoint_id),)) in [job[:2] for job in queued_jobs]
+        assert created == 1
+        assert again == 0
+        [delivery] = await deliveries_of(session, raced.id)
+        assert delivery.status == "succeeded"
+        [request] = receiver.requests
+        assert request.headers["webhook-id"] == ids.encode(
+            "webhook_delivery", delivery.id
+        )
+        Webhook(endpoint["secret"]).verify(request.body, request.headers)
+        assert await delivery_count(session, before) == 0
+        row = await endpoint_row(session, endpoint)
+        assert row.catch_up_pending is False
+        assert row.version == 1
+
+    async def test_disabled_endpoint_gets_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        raced = await record_event(session, workspace.id, "invoice.paid")
+        await dispatched_before_commit(session, raced)
+        await set_enabled(client, auth, endpoint, False)
+
+        created = await catch_up(ctx, endpoint)
+
+        assert created == 0
+        assert await delivery_count(session, raced) == 0
+        assert (await endpoint_row(session, endpoint)).catch_up_pending is False
+
+    async def test_endpoint_created_disabled_needs_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url(), enabled=False)
+
+        assert (await endpoint_row(session, endpoint)).catch_up_pending is False
+
+    async def test_sweep_requeues_lost_catch_up(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        redis_client: ArqRedis,
+    ) -> None:
+        recent = await create_endpoint(client, auth, receiver.url())
+        lost = await create_endpoint(client, auth, receiver.url())
+        lost_id = ids.decode("webhook_endpoint", lost["id"])
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == lost_id)
+            .values(created_at=utcnow() - timedelta(minutes=2))
+        )
+        await session.commit()
+        await redis_client.flushdb()
+
+        result = await dispatch_sweep(ctx)
+
+        assert result.catch_ups == 1
+        assert [job[:2] for job in await queued(redis_client)] == [
+            (CATCH_UP_JOB, (str(lost_id),))
+        ]
+        assert (await endpoint_row(session, recent)).catch_up_pending is True
