@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from app.core import ids
@@ -167,8 +167,21 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _reject_padded_names(value: Any) -> Any:
+    """Reject header names with spaces around them, before strings are trimmed: two
+    names that differ only there would become one, and one value would be lost."""
+    if isinstance(value, dict):
+        for name in value:
+            if isinstance(name, str) and name != name.strip():
+                raise ValueError(
+                    f"the header name {quoted(name)} has spaces around it; remove them"
+                )
+    return value
+
+
 CustomHeaders = Annotated[
     dict[str, str],
+    BeforeValidator(_reject_padded_names),
     Field(
         description="Extra headers sent with every request to the endpoint, such as "
         "an authorization token the receiver expects. At most 20, with values of "

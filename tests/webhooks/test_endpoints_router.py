@@ -411,6 +411,7 @@ class TestCustomHeaders:
             ({"X-Long": "x" * 1001}, "longer than 1000 characters; shorten it"),
             ({"X-Split": "a\r\nX-Injected: b"}, "control characters such as line"),
             ({f"X-{index}": "v" for index in range(21)}, "not 21; remove the ones"),
+            ({"X-A": "1", "X-A ": "2"}, "'X-A ' has spaces around it; remove them"),
         ],
     )
     async def test_invalid_says_what_to_do(
