@@ -7,6 +7,10 @@ in batches, one transaction each, and saves how far it got with every batch. Wit
 endpoint subscribes to and has none of, such as the events emitted while it was
 disabled. A job lost with Redis, or killed midway, is queued again by the webhook
 sweep, and the next run resumes after the last batch committed.
+
+The same query of missing deliveries serves a new endpoint's catch-up: a
+``catch_up_webhook_endpoint`` job, queued by the endpoint's creation, gives it a
+delivery of each event that the dispatch took before the endpoint was committed.
 """
 
 from __future__ import annotations
