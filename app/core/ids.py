@@ -94,9 +94,10 @@ def new_uuid() -> uuid.UUID:
 def uuid_floor(at: datetime) -> uuid.UUID:
     """Return the smallest UUIDv7 that ``new_uuid`` could make at ``at``.
 
-    Every id made at or after ``at`` by a clock that agrees with it is not less.
+    Every id made at or after ``at`` by a clock that agrees with it is not less. A
+    time before 1970 has no UUIDv7, so it gets the floor of 1970, the smallest of all.
     """
-    milliseconds = int(at.timestamp() * 1000)
+    milliseconds = max(0, int(at.timestamp() * 1000))
     return uuid.UUID(int=(milliseconds << 80) | (0x7 << 76) | (0b10 << 62))
 
 

@@ -475,6 +475,35 @@ class TestRecoverMissing:
         assert created == 0
         assert await delivery_count(session, undispatched) == 1
 
+    async def test_since_before_1970(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, [missed] = await missed_while_disabled(
+            client, auth, session, workspace, ctx, receiver
+        )
+
+        response = await client.post(
+            recover_path(endpoint),
+            json={"since": "1900-01-01T00:00:00Z", "include_missing": True},
+            headers=auth,
+        )
+        taken = await run_recovery(ctx, response.json())
+
+        assert response.status_code == 202
+        assert taken == 1
+        assert await delivery_count(session, missed) == 1
+        shown = await client.get(
+            f"/v1/webhook-recoveries/{response.json()['id']}", headers=auth
+        )
+        assert shown.json()["status"] == "succeeded"
+        assert shown.json()["missing_count"] == 1
+
     async def test_resumes_after_the_last_batch(
         self,
         client: httpx.AsyncClient,
