@@ -250,7 +250,11 @@ class WebhookRecoveryService:
         time that the dispatch took before the endpoint committed got none. A
         disabled endpoint gets none, as the dispatch gives it none.
         """
-        endpoint = await session.get(WebhookEndpoint, endpoint_id)
+        # The lock makes a PATCH of the endpoint wait for the batch, and the batch for
+        # the PATCH, which catches the endpoint up itself (``catch_up_before_change``).
+        endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
+            endpoint_id, for_update=True
+        )
         if endpoint is None or not endpoint.catch_up_pending:
             return None
         batch = MissingBatch(created=0, last_event_id=None, finished=True)
@@ -323,6 +327,43 @@ async def create_missing_deliveries(
         last_event_id=events[-1].id if events else None,
         finished=len(events) < RECOVERY_BATCH,
     )
+
+
+async def catch_up_before_change(
+    session: AsyncSession, endpoint: WebhookEndpoint, *, stays_enabled: bool
+) -> int:
+    """Give a new endpoint the deliveries its creation raced with, before a change
+    to its ``enabled`` or ``event_types``; return how many it created.
+
+    The catch-up job takes the events emitted until it runs. Run after such a change,
+    it would also take events the dispatch rightly left out: those emitted while the
+    endpoint was disabled, or of a type it did not subscribe to then. An endpoint that
+    the change leaves disabled gets none, as the job would give it none.
+    """
+    created = 0
+    if stays_enabled:
+        now = utcnow()
+        after_id: uuid.UUID | None = None
+        while True:
+            batch = await create_missing_deliveries(
+                session,
+                endpoint,
+                emitted_since=endpoint.created_at,
+                emitted_until=now,
+                after_id=after_id,
+                now=now,
+            )
+            created += batch.created
+            if batch.finished:
+                break
+            after_id = batch.last_event_id
+    await WebhookEndpointRepository.from_session(session).caught_up(endpoint.id)
+    log.info(
+        "webhook_endpoint.caught_up_before_change",
+        endpoint_id=str(endpoint.id),
+        created=created,
+    )
+    return created
 
 
 webhook_recovery_service = WebhookRecoveryService()

@@ -348,6 +348,18 @@ class WebhookEndpointService:
         )
         check_if_match(if_match, endpoint.version)
 
+        if endpoint.catch_up_pending and (
+            "enabled" in changes or "event_types" in changes
+        ):
+            # Imported here because the recovery module imports this one.
+            from app.webhooks.recovery import catch_up_before_change
+
+            await catch_up_before_change(
+                session,
+                endpoint,
+                stays_enabled=endpoint.enabled and changes.get("enabled") is not False,
+            )
+
         enabled = changes.pop("enabled", None)
         for name, value in changes.items():
             setattr(endpoint, name, value)

@@ -629,6 +629,62 @@ class TestCatchUp:
         assert await delivery_count(session, raced) == 0
         assert (await endpoint_row(session, endpoint)).catch_up_pending is False
 
+    async def test_types_changed_before_catch_up(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["lead.*"]
+        )
+        raced = await record_event(session, workspace.id, "lead.created")
+        await dispatched_before_commit(session, raced)
+        unsubscribed = await record_event(session, workspace.id, "invoice.paid")
+        await dispatch(ctx, unsubscribed)
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"event_types": ["invoice.*"]},
+            headers=auth,
+        )
+
+        created = await catch_up(ctx, endpoint)
+
+        assert response.status_code == 200, response.text
+        assert created == 0
+        assert await delivery_count(session, raced) == 1
+        assert await delivery_count(session, unsubscribed) == 0
+        assert (await endpoint_row(session, endpoint)).catch_up_pending is False
+
+    async def test_disabled_and_enabled_before_catch_up(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        raced = await record_event(session, workspace.id, "invoice.paid")
+        await dispatched_before_commit(session, raced)
+        await set_enabled(client, auth, endpoint, False)
+        while_disabled = await record_event(session, workspace.id, "invoice.paid")
+        await dispatch(ctx, while_disabled)
+        await set_enabled(client, auth, endpoint, True)
+
+        created = await catch_up(ctx, endpoint)
+
+        # Disabled before its catch-up, the endpoint gets none, as the job gives it.
+        assert created == 0
+        assert await delivery_count(session, raced) == 0
+        assert await delivery_count(session, while_disabled) == 0
+
     async def test_endpoint_created_disabled_needs_none(
         self,
         client: httpx.AsyncClient,
