@@ -253,7 +253,7 @@ class WebhookRecoveryService:
         # The lock makes a PATCH of the endpoint wait for the batch, and the batch for
         # the PATCH, which catches the endpoint up itself (``catch_up_before_change``).
         endpoint = await WebhookEndpointRepository.from_session(session).get_by_id(
-            endpoint_id, for_update=True
+            endpoint_id, for_no_key_update=True
         )
         if endpoint is None or not endpoint.catch_up_pending:
             return None

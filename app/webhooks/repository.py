@@ -724,11 +724,24 @@ class WebhookEndpointRepository:
         return await self.session.scalar(statement)
 
     async def get_by_id(
-        self, endpoint_id: uuid.UUID, *, for_update: bool = False
+        self,
+        endpoint_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+        for_no_key_update: bool = False,
     ) -> WebhookEndpoint | None:
+        """Return the endpoint, locked ``FOR UPDATE`` or ``FOR NO KEY UPDATE`` if asked.
+
+        ``FOR NO KEY UPDATE`` waits for a PATCH or a delete, but lets the dispatch
+        and foreign key checks take ``FOR KEY SHARE`` meanwhile.
+        """
         statement = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
         if for_update:
             statement = statement.with_for_update().execution_options(
+                populate_existing=True
+            )
+        elif for_no_key_update:
+            statement = statement.with_for_update(key_share=True).execution_options(
                 populate_existing=True
             )
         return await self.session.scalar(statement)

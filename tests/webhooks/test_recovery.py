@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
@@ -24,7 +25,7 @@ from app.webhooks import recovery as webhook_recovery
 from app.webhooks.recovery import RECOVER_JOB, webhook_recovery_service
 from app.webhooks.service import CATCH_UP_JOB
 from tests.conftest import make_workspace_key
-from tests.webhooks.conftest import Receiver, fresh
+from tests.webhooks.conftest import Committed, Receiver, fresh
 from tests.webhooks.factories import (
     create_endpoint,
     deliveries_of,
@@ -684,6 +685,44 @@ class TestCatchUp:
         assert created == 0
         assert await delivery_count(session, raced) == 0
         assert await delivery_count(session, while_disabled) == 0
+
+    async def test_job_waits_for_racing_disable(
+        self,
+        committed: Committed,
+        committed_api: httpx.AsyncClient,
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(
+            committed_api, committed.auth, receiver.url(), event_types=["invoice.*"]
+        )
+        endpoint_id = ids.decode("webhook_endpoint", endpoint["id"])
+        async with committed.database.session() as session:
+            raced = await record_event(session, committed.workspace.id, "invoice.paid")
+            await dispatched_before_commit(session, raced)
+
+        # A PATCH that disables the endpoint holds its row while the job starts, and
+        # clears catch_up_pending as it commits.
+        async with committed.database.session() as patch:
+            await patch.execute(
+                select(WebhookEndpoint.id)
+                .where(WebhookEndpoint.id == endpoint_id)
+                .with_for_update()
+            )
+            job = asyncio.create_task(
+                tasks.catch_up_webhook_endpoint(committed.ctx, str(endpoint_id))
+            )
+            await asyncio.sleep(0.5)
+            await patch.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id == endpoint_id)
+                .values(enabled=False, disabled_reason="manual", catch_up_pending=False)
+            )
+            await patch.commit()
+        created = await asyncio.wait_for(job, timeout=10)
+
+        assert created == 0
+        async with committed.database.session() as session:
+            assert await delivery_count(session, raced) == 0
 
     async def test_endpoint_created_disabled_needs_none(
         self,
