@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -27,7 +27,6 @@ from app.billing.dunning import dunning_runner
 from app.billing.providers.inbox import drain_job, provider_event_service
 from app.billing.reconciliation import reconciliation_service
 from app.billing.sends import invoice_send_service
-from app.core.clock import utcnow
 from app.core.db import Database, defer_job, drop_pending_jobs
 from app.core.events import acting_as_system
 from app.core.idempotency import prune_expired
@@ -337,11 +336,13 @@ async def recover_webhook_deliveries(ctx: dict[str, Any], recovery_id: str) -> i
 
 async def catch_up_webhook_endpoint(ctx: dict[str, Any], endpoint_id: str) -> int:
     """Give a new endpoint the deliveries its creation raced with; return how many."""
-    until = utcnow()
+    until: datetime | None = None
     after_id = None
     total = 0
     while True:
         async with unit_of_work(ctx) as session:
+            if until is None:
+                until = await webhook_recovery_service.catch_up_until(session)
             batch = await webhook_recovery_service.catch_up_batch(
                 session, uuid.UUID(endpoint_id), until=until, after_id=after_id
             )

@@ -31,6 +31,7 @@ from app.models import WebhookEndpoint, WebhookRecovery
 from app.webhooks import catalog
 from app.webhooks.errors import WebhookEndpointDisabled, WebhookRecoveryNotFound
 from app.webhooks.repository import (
+    EventRepository,
     WebhookDeliveryRepository,
     WebhookEndpointRepository,
     WebhookRecoveryRepository,
@@ -234,6 +235,11 @@ class WebhookRecoveryService:
             recovery.last_event_id = batch.last_event_id
         return batch.created, batch.finished
 
+    async def catch_up_until(self, session: AsyncSession) -> datetime:
+        """Return the end of a catch-up's window: now, by PostgreSQL's clock, which
+        stamps the events and the endpoint, and which a worker's clock may trail."""
+        return await EventRepository.from_session(session).transaction_started_at()
+
     async def catch_up_batch(
         self,
         session: AsyncSession,
@@ -342,6 +348,7 @@ async def catch_up_before_change(
     """
     created = 0
     if stays_enabled:
+        until = await EventRepository.from_session(session).transaction_started_at()
         now = utcnow()
         after_id: uuid.UUID | None = None
         while True:
@@ -349,7 +356,7 @@ async def catch_up_before_change(
                 session,
                 endpoint,
                 emitted_since=endpoint.created_at,
-                emitted_until=now,
+                emitted_until=until,
                 after_id=after_id,
                 now=now,
             )

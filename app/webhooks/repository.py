@@ -552,6 +552,11 @@ class EventRepository:
     async def get_by_id(self, event_id: uuid.UUID) -> Event | None:
         return await self.session.get(Event, event_id)
 
+    async def transaction_started_at(self) -> datetime:
+        """Return PostgreSQL's ``now()``: the start of this transaction by the clock
+        that stamps each event's ``created_at``."""
+        return (await self.session.execute(select(func.now()))).scalar_one()
+
     async def list(
         self,
         workspace_id: uuid.UUID,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -607,6 +607,34 @@ class TestCatchUp:
         row = await endpoint_row(session, endpoint)
         assert row.catch_up_pending is False
         assert row.version == 1
+
+    async def test_worker_clock_behind_database(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        endpoint = await create_endpoint(
+            client, auth, receiver.url(), event_types=["invoice.*"]
+        )
+        raced = await record_event(session, workspace.id, "invoice.paid")
+        await dispatched_before_commit(session, raced)
+
+        # Events are stamped by PostgreSQL's clock, which the worker's may trail.
+        def trailing() -> datetime:
+            return utcnow() - timedelta(minutes=1)
+
+        for module in (tasks, webhook_recovery):
+            monkeypatch.setattr(module, "utcnow", trailing, raising=False)
+
+        created = await catch_up(ctx, endpoint)
+
+        assert created == 1
+        assert await delivery_count(session, raced) == 1
 
     async def test_disabled_endpoint_gets_none(
         self,
