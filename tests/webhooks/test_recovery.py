@@ -728,8 +728,8 @@ class TestCatchUp:
             raced = await record_event(session, committed.workspace.id, "invoice.paid")
             await dispatched_before_commit(session, raced)
 
-        # A PATCH that disables the endpoint holds its row while the job starts, and
-        # clears catch_up_pending as it commits.
+        # A PATCH that disables the endpoint keeps its row locked while the job starts,
+        # and clears catch_up_pending as it commits.
         async with committed.database.session() as patch:
             await patch.execute(
                 select(WebhookEndpoint.id)
