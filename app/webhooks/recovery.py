@@ -10,7 +10,9 @@ sweep, and the next run resumes after the last batch committed.
 
 The same query of missing deliveries serves a new endpoint's catch-up: a
 ``catch_up_webhook_endpoint`` job, queued by the endpoint's creation, gives it a
-delivery of each event that the dispatch took before the endpoint was committed.
+delivery of each event that the dispatch took before the endpoint was committed. A
+PATCH of ``enabled`` or ``event_types`` before the job ran catches the endpoint up
+itself, because the job, run after the change, would read the changed subscription.
 """
 
 from __future__ import annotations
