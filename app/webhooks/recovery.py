@@ -165,7 +165,10 @@ class WebhookRecoveryService:
         requeued = created = 0
         if recovery.stage == "failed":
             requeued = await self._requeue_failed(session, recovery, now)
-            if requeued == RECOVERY_BATCH:
+            # A batch may hold fewer than RECOVERY_BATCH with more to come: a row
+            # that another transaction changed while the batch waited for it drops
+            # out. So only an empty batch ends the failed deliveries.
+            if requeued:
                 finished = False
             elif recovery.include_missing:
                 recovery.stage = "missing"

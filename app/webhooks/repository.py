@@ -1292,7 +1292,10 @@ class WebhookDeliveryRepository:
             )
             .order_by(WebhookDelivery.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            # Waits for a row another transaction holds, such as a retry's, rather
+            # than skip it: the recovery's bookmark passes every row it returns, so
+            # a skipped row would never be taken.
+            .with_for_update()
         )
         if after_id is not None:
             chosen = chosen.where(WebhookDelivery.id > after_id)

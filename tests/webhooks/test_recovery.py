@@ -184,6 +184,87 @@ class TestRecoverDeliveries:
             (RECOVER_JOB, (str(recovery_id),))
         ]
 
+    async def test_waits_for_a_locked_failed_delivery(
+        self,
+        committed: Committed,
+        committed_api: httpx.AsyncClient,
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(committed_api, committed.auth, receiver.url())
+        async with committed.database.session() as session:
+            event = await record_event(session, committed.workspace.id)
+        await dispatch(committed.ctx, event)
+        async with committed.database.session() as session:
+            [delivery] = await deliveries_of(session, event.id)
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery.id)
+                .values(
+                    status="failed",
+                    attempts=12,
+                    next_attempt_at=None,
+                    completed_at=utcnow() - timedelta(minutes=5),
+                )
+            )
+            await session.commit()
+        response = await committed_api.post(
+            recover_path(endpoint),
+            json={"since": since_text(timedelta(hours=1))},
+            headers=committed.auth,
+        )
+        recovery_id = ids.decode("webhook_recovery", response.json()["id"])
+
+        # Another transaction holds the delivery's row, and then rolls back.
+        async with committed.database.session() as holder:
+            await holder.execute(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.id == delivery.id)
+                .with_for_update()
+            )
+            job = asyncio.create_task(
+                tasks.recover_webhook_deliveries(committed.ctx, str(recovery_id))
+            )
+            await asyncio.sleep(0.5)
+            await holder.rollback()
+        taken = await asyncio.wait_for(job, timeout=10)
+
+        assert taken == 1
+        async with committed.database.session() as session:
+            row = await fresh(session, WebhookDelivery, delivery.id)
+            assert row.status == "pending"
+
+    async def test_only_an_empty_batch_ends_the_failed_deliveries(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint = await create_endpoint(client, auth, receiver.url())
+        await failed_deliveries(
+            session, workspace, ctx, 1, failed_ago=timedelta(minutes=5)
+        )
+        response = await client.post(
+            recover_path(endpoint),
+            json={"since": since_text(timedelta(hours=1))},
+            headers=auth,
+        )
+        recovery_id = ids.decode("webhook_recovery", response.json()["id"])
+
+        batches = []
+        for _ in range(2):
+            async with tasks.unit_of_work(ctx) as batch_session:
+                batches.append(
+                    await webhook_recovery_service.run_batch(batch_session, recovery_id)
+                )
+
+        assert [(batch.requeued, batch.finished) for batch in batches if batch] == [
+            (1, False),
+            (0, True),
+        ]
+
     async def test_future_since_rejected(
         self,
         client: httpx.AsyncClient,
