@@ -225,7 +225,9 @@ class WebhookRecoveryService:
         """Create the deliveries missing among the next batch of events; return how
         many it created, and whether no event is left."""
         endpoint = await session.get(WebhookEndpoint, recovery.endpoint_id)
-        if endpoint is None:
+        if endpoint is None or not endpoint.enabled:
+            # A disabled endpoint gets no new delivery: it would fail unsent, as the
+            # dispatch gives a disabled endpoint none.
             return 0, True
         batch = await create_missing_deliveries(
             session,

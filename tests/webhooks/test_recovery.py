@@ -507,6 +507,31 @@ class TestRecoverMissing:
         assert taken == 0
         assert await delivery_count(session, missed) == 0
 
+    async def test_endpoint_disabled_meanwhile_gets_none(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        session: AsyncSession,
+        workspace: Workspace,
+        ctx: dict[str, Any],
+        receiver: Receiver,
+    ) -> None:
+        endpoint, [missed] = await missed_while_disabled(
+            client, auth, session, workspace, ctx, receiver
+        )
+        recovery = await recover_missing(client, auth, endpoint)
+        await set_enabled(client, auth, endpoint, False)
+
+        taken = await run_recovery(ctx, recovery)
+
+        assert taken == 0
+        assert await delivery_count(session, missed) == 0
+        shown = await client.get(
+            f"/v1/webhook-recoveries/{recovery['id']}", headers=auth
+        )
+        assert shown.json()["status"] == "succeeded"
+        assert shown.json()["missing_count"] == 0
+
     async def test_events_after_the_request_left_out(
         self,
         client: httpx.AsyncClient,
