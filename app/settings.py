@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The most attempts a webhook delivery may be given before it fails, manual
-# retries aside. A delivery shows that many of its last attempts.
+# The maximum webhook_max_attempts: attempts a delivery gets before it fails, not
+# counting manual retries. A delivery shows up to this many of its last attempts.
 MAX_WEBHOOK_ATTEMPTS = 50
 
 

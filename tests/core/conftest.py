@@ -17,8 +17,8 @@ from app.settings import Settings
 
 @pytest.fixture
 def restore_logging(settings: Settings) -> Iterator[None]:
-    """Configure logging as the settings say once the test ends, so that later
-    tests do not write to the output the test captured."""
+    """Restore the configured logging after the test, so that later tests do not
+    write to the output this test captured."""
     yield
     configure_logging(settings.log_format, settings.log_level)
 

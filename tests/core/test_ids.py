@@ -73,6 +73,6 @@ class TestUuidFloor:
         assert ids.uuid_floor(at + timedelta(milliseconds=1)) > floor
 
     def test_above_every_id_made_before(self) -> None:
-        made = ids.new_uuid()
+        earlier = ids.new_uuid()
 
-        assert ids.uuid_floor(datetime.now(UTC) + timedelta(milliseconds=2)) > made
+        assert ids.uuid_floor(datetime.now(UTC) + timedelta(milliseconds=2)) > earlier

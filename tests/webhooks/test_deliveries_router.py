@@ -121,7 +121,8 @@ async def retried(
     delivery: WebhookDelivery,
     times: int,
 ) -> None:
-    """Retry a delivery ``times`` times, each answered ``attempt N``, from N = 2."""
+    """Retry a delivery ``times`` times; the receiver replies ``attempt N`` to
+    attempt N, from N = 2."""
     for number in range(2, times + 2):
         receiver.respond_with(ScriptedResponse(body=f"attempt {number}".encode()))
         response = await client.post(

@@ -118,10 +118,10 @@ class TestRecoverDeliveries:
         ]
 
         await redis_client.flushdb()
-        taken = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
+        queued_count = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
         again = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
 
-        assert taken == 2
+        assert queued_count == 2
         assert again == 0
         jobs = await queued(redis_client)
         assert sorted(job[1][0] for job in jobs) == sorted(
@@ -141,13 +141,13 @@ class TestRecoverDeliveries:
         )
         for request in receiver.requests:
             Webhook(endpoint["secret"]).verify(request.body, request.headers)
-        shown = await client.get(
+        fetched = await client.get(
             f"/v1/webhook-recoveries/{recovery['id']}", headers=auth
         )
-        assert shown.status_code == 200
-        assert shown.json()["status"] == "succeeded"
-        assert shown.json()["recovered_count"] == 2
-        assert shown.json()["completed_at"] is not None
+        assert fetched.status_code == 200
+        assert fetched.json()["status"] == "succeeded"
+        assert fetched.json()["recovered_count"] == 2
+        assert fetched.json()["completed_at"] is not None
 
     async def test_sweep_requeues_stalled_recovery(
         self,
@@ -214,7 +214,7 @@ class TestRecoverDeliveries:
         )
         recovery_id = ids.decode("webhook_recovery", response.json()["id"])
 
-        # Another transaction holds the delivery's row, and then rolls back.
+        # Another transaction locks the delivery's row, and then rolls back.
         async with committed.database.session() as holder:
             await holder.execute(
                 select(WebhookDelivery.id)
@@ -226,9 +226,9 @@ class TestRecoverDeliveries:
             )
             await asyncio.sleep(0.5)
             await holder.rollback()
-        taken = await asyncio.wait_for(job, timeout=10)
+        queued_count = await asyncio.wait_for(job, timeout=10)
 
-        assert taken == 1
+        assert queued_count == 1
         async with committed.database.session() as session:
             row = await fresh(session, WebhookDelivery, delivery.id)
             assert row.status == "pending"
@@ -318,7 +318,7 @@ class TestRecoverDeliveries:
         )
         _, other = await make_workspace_key(session)
 
-        shown = await client.get(
+        fetched = await client.get(
             f"/v1/webhook-recoveries/{response.json()['id']}", headers=other
         )
         started = await client.post(
@@ -327,8 +327,8 @@ class TestRecoverDeliveries:
             headers=other,
         )
 
-        assert shown.status_code == 404
-        assert shown.json()["code"] == "webhook_recovery_not_found"
+        assert fetched.status_code == 404
+        assert fetched.json()["code"] == "webhook_recovery_not_found"
         assert started.status_code == 404
 
 
@@ -441,12 +441,12 @@ class TestRecoverMissing:
         receiver.requests.clear()
 
         recovery = await recover_missing(client, auth, endpoint)
-        taken = await run_recovery(ctx, recovery)
+        queued_count = await run_recovery(ctx, recovery)
         await drain(ctx)
 
         assert recovery["include_missing"] is True
         assert recovery["missing_count"] == 0
-        assert taken == 2
+        assert queued_count == 2
         created = [(await deliveries_of(session, event.id))[0] for event in missed]
         assert sorted(
             request.headers["webhook-id"] for request in receiver.requests
@@ -456,12 +456,12 @@ class TestRecoverMissing:
         for event in (unsubscribed, test_event, too_old):
             assert await delivery_count(session, event) == 0
         assert await delivery_count(session, delivered) == 1
-        shown = await client.get(
+        fetched = await client.get(
             f"/v1/webhook-recoveries/{recovery['id']}", headers=auth
         )
-        assert shown.json()["status"] == "succeeded"
-        assert shown.json()["missing_count"] == 2
-        assert shown.json()["recovered_count"] == 0
+        assert fetched.json()["status"] == "succeeded"
+        assert fetched.json()["missing_count"] == 2
+        assert fetched.json()["recovered_count"] == 0
 
     async def test_second_recovery_creates_none(
         self,
@@ -479,13 +479,15 @@ class TestRecoverMissing:
         await run_recovery(ctx, first)
 
         second = await recover_missing(client, auth, endpoint)
-        taken = await run_recovery(ctx, second)
+        queued_count = await run_recovery(ctx, second)
 
-        assert taken == 0
+        assert queued_count == 0
         assert await delivery_count(session, missed) == 1
-        shown = await client.get(f"/v1/webhook-recoveries/{second['id']}", headers=auth)
-        assert shown.json()["status"] == "succeeded"
-        assert shown.json()["missing_count"] == 0
+        fetched = await client.get(
+            f"/v1/webhook-recoveries/{second['id']}", headers=auth
+        )
+        assert fetched.json()["status"] == "succeeded"
+        assert fetched.json()["missing_count"] == 0
 
     async def test_without_include_missing_creates_none(
         self,
@@ -501,10 +503,10 @@ class TestRecoverMissing:
         )
 
         recovery = await recover_missing(client, auth, endpoint, include_missing=False)
-        taken = await run_recovery(ctx, recovery)
+        queued_count = await run_recovery(ctx, recovery)
 
         assert recovery["include_missing"] is False
-        assert taken == 0
+        assert queued_count == 0
         assert await delivery_count(session, missed) == 0
 
     async def test_endpoint_disabled_meanwhile_gets_none(
@@ -522,15 +524,15 @@ class TestRecoverMissing:
         recovery = await recover_missing(client, auth, endpoint)
         await set_enabled(client, auth, endpoint, False)
 
-        taken = await run_recovery(ctx, recovery)
+        queued_count = await run_recovery(ctx, recovery)
 
-        assert taken == 0
+        assert queued_count == 0
         assert await delivery_count(session, missed) == 0
-        shown = await client.get(
+        fetched = await client.get(
             f"/v1/webhook-recoveries/{recovery['id']}", headers=auth
         )
-        assert shown.json()["status"] == "succeeded"
-        assert shown.json()["missing_count"] == 0
+        assert fetched.json()["status"] == "succeeded"
+        assert fetched.json()["missing_count"] == 0
 
     async def test_events_after_the_request_left_out(
         self,
@@ -556,9 +558,9 @@ class TestRecoverMissing:
         await session.commit()
         await dispatch(ctx, later)
 
-        taken = await run_recovery(ctx, recovery)
+        queued_count = await run_recovery(ctx, recovery)
 
-        assert taken == 0
+        assert queued_count == 0
         assert await delivery_count(session, later) == 0
 
     async def test_dispatch_after_replay_adds_no_second_delivery(
@@ -600,16 +602,16 @@ class TestRecoverMissing:
             json={"since": "1900-01-01T00:00:00Z", "include_missing": True},
             headers=auth,
         )
-        taken = await run_recovery(ctx, response.json())
+        queued_count = await run_recovery(ctx, response.json())
 
         assert response.status_code == 202
-        assert taken == 1
+        assert queued_count == 1
         assert await delivery_count(session, missed) == 1
-        shown = await client.get(
+        fetched = await client.get(
             f"/v1/webhook-recoveries/{response.json()['id']}", headers=auth
         )
-        assert shown.json()["status"] == "succeeded"
-        assert shown.json()["missing_count"] == 1
+        assert fetched.json()["status"] == "succeeded"
+        assert fetched.json()["missing_count"] == 1
 
     async def test_resumes_after_the_last_batch(
         self,
@@ -637,9 +639,9 @@ class TestRecoverMissing:
             assert batch is not None
             assert not batch.finished
 
-        taken = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
+        queued_count = await tasks.recover_webhook_deliveries(ctx, str(recovery_id))
 
-        assert taken == 3
+        assert queued_count == 3
         assert [await delivery_count(session, event) for event in missed] == [1] * 5
         row = await fresh(session, WebhookRecovery, recovery_id)
         assert row.status == "succeeded"
